@@ -1,0 +1,49 @@
+// Byte strings, views and hex.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "otac/common/result.hpp"
+
+namespace otac {
+
+using Bytes = std::vector<std::uint8_t>;
+using ByteView = std::span<const std::uint8_t>;
+
+/// Lower-case hex of the bytes, no separators.
+std::string to_hex(ByteView data);
+
+/// Parses hex; whitespace and ':' between byte pairs are ignored; odd length or a non-hex
+/// character is an error.
+Result<Bytes> from_hex(std::string_view text);
+
+/// Parses hex that is known good (test data, constants); throws std::invalid_argument if not.
+Bytes hex(std::string_view text);
+
+/// Appends src to dst.
+inline void append(Bytes& dst, ByteView src) { dst.insert(dst.end(), src.begin(), src.end()); }
+
+/// Concatenation of any number of byte views.
+Bytes concat(std::initializer_list<ByteView> parts);
+
+/// Big-endian encoding of v in n bytes (n in 1..8).
+Bytes be_bytes(std::uint64_t v, std::size_t n);
+
+/// A view of a string's bytes.
+inline ByteView as_bytes(std::string_view s) {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+
+/// Bytes of a string.
+inline Bytes to_bytes(std::string_view s) {
+  auto v = as_bytes(s);
+  return {v.begin(), v.end()};
+}
+
+}  // namespace otac

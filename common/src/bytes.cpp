@@ -1,0 +1,73 @@
+#include "otac/common/bytes.hpp"
+
+#include <stdexcept>
+
+namespace otac {
+namespace {
+
+int nibble(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+}  // namespace
+
+std::string to_hex(ByteView data) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(data.size() * 2);
+  for (auto b : data) {
+    out.push_back(digits[b >> 4]);
+    out.push_back(digits[b & 0x0F]);
+  }
+  return out;
+}
+
+Result<Bytes> from_hex(std::string_view text) {
+  Bytes out;
+  out.reserve(text.size() / 2);
+  int high = -1;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == ':') {
+      if (high >= 0) return make_error(Errc::bad_value, "hex: separator inside a byte at offset " + std::to_string(i));
+      continue;
+    }
+    const int n = nibble(c);
+    if (n < 0) return make_error(Errc::bad_value, "hex: '" + std::string(1, c) + "' at offset " + std::to_string(i) + " is not a hex digit");
+    if (high < 0) {
+      high = n;
+    } else {
+      out.push_back(static_cast<std::uint8_t>((high << 4) | n));
+      high = -1;
+    }
+  }
+  if (high >= 0) return make_error(Errc::bad_length, "hex: odd number of digits");
+  return out;
+}
+
+Bytes hex(std::string_view text) {
+  auto r = from_hex(text);
+  if (!r) throw std::invalid_argument(r.error().message);
+  return std::move(r).value();
+}
+
+Bytes concat(std::initializer_list<ByteView> parts) {
+  std::size_t n = 0;
+  for (auto p : parts) n += p.size();
+  Bytes out;
+  out.reserve(n);
+  for (auto p : parts) append(out, p);
+  return out;
+}
+
+Bytes be_bytes(std::uint64_t v, std::size_t n) {
+  if (n == 0 || n > 8) throw std::invalid_argument("be_bytes: width must be 1..8");
+  Bytes out(n);
+  for (std::size_t i = 0; i < n; ++i) out[n - 1 - i] = static_cast<std::uint8_t>(v >> (8 * i));
+  return out;
+}
+
+}  // namespace otac

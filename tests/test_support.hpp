@@ -1,0 +1,27 @@
+// Helpers shared by the test executables: known-answer vector files.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace otac::test {
+
+/// One vector: key = value pairs, plus the [section] it appeared under.
+struct Vector {
+  std::string section;
+  std::map<std::string, std::string> fields;
+  int line = 0;  ///< line of the first field, for failure messages
+  const std::string& at(const std::string& key) const;
+  bool has(const std::string& key) const { return fields.count(key) != 0; }
+};
+
+/// Reads tests/data/<name>. Format (as Botan's .vec files): '#' comments, "[section]" lines,
+/// "key = value" lines; a blank line ends a vector. A value may continue on following lines
+/// that start with whitespace (joined without the whitespace). Throws if the file is missing.
+std::vector<Vector> load_vectors(const std::string& name);
+
+/// Full path of a file under tests/data/.
+std::string data_path(const std::string& name);
+
+}  // namespace otac::test
