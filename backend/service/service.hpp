@@ -1,0 +1,183 @@
+// The backend's business logic: enrollment, lists over SMS, authorization, operators.
+// No network I/O: the HTTPS layer calls in, the SMS sender drains the outbox through
+// next_due/mark_sent/mark_failed. Every state change is one Store transaction.
+//
+// Error codes and their HTTP meaning (for the server layer):
+//   bad_value / truncated / bad_length / trailing_data -> 400 (malformed request)
+//   state    -> 403 (e.g. challenge terminal id != client certificate CN, terminal unknown)
+//   not_found -> 404, conflict -> 409 (txn_id reused with a different body), others -> 500.
+// Declines are not errors: they are answers with decision = declined and a reason.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "otac/common/bytes.hpp"
+#include "otac/common/result.hpp"
+#include "otac/common/secret.hpp"
+#include "store.hpp"
+
+namespace otac::backend {
+
+/// Settings of the service.
+struct ServiceConfig {
+  std::string server_msisdn = "+15550100";  ///< SMS number the cards send to (letter, DF46)
+  std::uint16_t list_size = 100;            ///< codes per list
+  std::uint32_t default_threshold = 20;     ///< unused codes that trigger a push
+  std::uint32_t default_fail_limit = 5;     ///< bad cryptograms that block a card
+  std::chrono::seconds max_wait{30};        ///< longest get_authorization wait
+};
+
+/// What to enroll.
+struct EnrollRequest {
+  Algorithm algorithm = Algorithm::des3;
+  std::string msisdn;                 ///< the card's phone number
+  std::int64_t limit_minor = 0;       ///< per-transaction limit, 0 = none
+  std::int64_t review_minor = 0;      ///< hold above this amount, 0 = never
+  std::optional<std::uint32_t> threshold;
+  std::vector<DoorPermission> doors;
+  Bytes public_key;                   ///< DER SPKI for asymmetric enrollment (K unused then)
+};
+
+/// The result of an enrollment: what goes into the initialization letter.
+struct Enrollment {
+  Bytes n;
+  Algorithm algorithm = Algorithm::des3;
+  SecretBytes k;                      ///< empty for asymmetric enrollment
+  std::string letter;                 ///< printable letter: N, K, server number
+};
+
+/// An authorization request as the terminal sent it (protocol.md §5).
+struct AuthRequest {
+  std::string txn_id;
+  Bytes card;                         ///< N
+  std::uint16_t list_id = 0;
+  std::uint16_t index = 0;
+  std::uint16_t atc = 0;
+  Bytes challenge;                    ///< the AUTHENTICATE data TLV
+  Bytes cryptogram;                   ///< 8 bytes
+};
+
+/// The answer to a terminal (protocol.md §5).
+struct AuthAnswer {
+  std::string txn_id;
+  Decision decision = Decision::declined;
+  std::string reason;                 ///< ok, bad_cryptogram, code_used, unknown_card, ...
+  std::string auth_code;              ///< six digits when approved, else empty
+  Bytes arc;                          ///< 2 bytes ("00", "05", "51", "19")
+  Bytes arpc;                         ///< 8 bytes, empty if no OTAC could be used
+};
+
+/// A typed display code (protocol.md §4, §5 POST /v1/codes/verify).
+struct CodeRequest {
+  std::string txn_id;
+  Bytes card;
+  std::string code;                   ///< 8 digits
+  std::string door;                   ///< may be empty
+};
+
+/// An MO SMS as Kannel's get-url delivers it.
+struct MoSms {
+  std::string from;
+  std::string to;
+  Bytes udh;                          ///< without the UDHL byte
+  Bytes data;
+};
+
+/// Counters for /metrics.
+struct Metrics {
+  std::map<std::string, std::uint64_t> decisions;  ///< "approved/ok", "declined/code_used", ...
+  std::uint32_t outbox_depth = 0;
+};
+
+/// Short names, as used in JSON.
+const char* decision_name(Decision d) noexcept;
+const char* role_name(Role r) noexcept;
+
+/// The service. One object per process; each call opens its own store transaction.
+/// Thread-safe: a Store connection is taken from an internal pool per call.
+class Service {
+ public:
+  /// factory opens a new Store connection (called lazily, once per concurrent caller).
+  Service(ServiceConfig config, std::function<Result<std::unique_ptr<Store>>()> factory,
+          std::function<UnixTime()> clock = {});
+  ~Service();
+  Service(const Service&) = delete;
+  Service& operator=(const Service&) = delete;
+
+  // ---- cards ----
+  /// Enrolls a new card: random N and K (or the given public key); audit-logged.
+  Result<Enrollment> enroll_card(const EnrollRequest& req, std::string_view actor);
+  /// Allocates a new list for the card and queues it (when OTA packets are available);
+  /// returns the list id. The keys are also returned for tests and local loading.
+  Result<std::pair<std::uint16_t, std::vector<SecretBytes>>> issue_list(ByteView n, std::string_view actor);
+  /// Blocks a card; audit-logged.
+  Result<void> block_card(ByteView n, std::string_view actor);
+  /// Unblocks a card and resets its fail counter; audit-logged.
+  Result<void> unblock_card(ByteView n, std::string_view actor);
+  /// The card record (keys included; never expose them over the API).
+  Result<CardRecord> card(ByteView n);
+
+  // ---- SMS ----
+  /// Handles a card's MO SMS (initialization/refresh request, PoR). Unsupported until the
+  /// TS 102 225 codec is merged.
+  Result<void> handle_mo_sms(const MoSms& sms);
+  /// Outbox messages due at now.
+  Result<std::vector<OutboxMessage>> next_due(std::uint32_t limit);
+  /// Records a successful hand-over to the gateway.
+  Result<void> mark_sent(std::int64_t id, std::string_view reply);
+  /// Records a failed attempt; retried at retry_at.
+  Result<void> mark_failed(std::int64_t id, std::string_view reply, UnixTime retry_at);
+
+  // ---- authorization ----
+  /// Verifies and decides an authorization; terminal_id is the client certificate's CN.
+  Result<AuthAnswer> authorize(const AuthRequest& req, std::string_view terminal_id);
+  /// The current answer for txn_id, waiting up to `wait` (capped) while it is held.
+  Result<AuthAnswer> get_authorization(std::string_view txn_id, std::chrono::milliseconds wait);
+  /// An operator decides a held transaction.
+  Result<AuthAnswer> decide_held(std::string_view txn_id, bool approve, std::string_view actor);
+  /// Verifies a typed display code against the card's 10 lowest unused codes.
+  Result<AuthAnswer> verify_display_code(const CodeRequest& req, std::string_view terminal_id);
+
+  // ---- terminals, operators ----
+  /// Registers (or replaces) a terminal.
+  Result<void> register_terminal(const TerminalRecord& t, std::string_view actor);
+  /// Creates an operator and returns its new random token (shown once).
+  Result<std::string> create_operator(std::string_view name, Role role, std::string_view actor);
+  /// The operator owning token; not_found if none.
+  Result<OperatorRecord> authenticate_operator(std::string_view token);
+
+  // ---- reporting ----
+  /// Transactions matching the filter.
+  Result<std::vector<TransactionRecord>> list_transactions(const TransactionFilter& f);
+  /// Audit entries after seq.
+  Result<std::vector<AuditEntry>> audit_log(std::int64_t after_seq, std::uint32_t limit);
+  /// Verifies the audit chain; returns the number of entries.
+  Result<std::int64_t> verify_audit();
+  /// Counters for /metrics.
+  Result<Metrics> metrics();
+
+ private:
+  class Pool;
+  Result<void> run(const std::function<Result<void>(Tx&)>& fn);
+  UnixTime now() const;
+  void count(const AuthAnswer& a);
+
+  ServiceConfig config_;
+  std::unique_ptr<Pool> pool_;
+  std::function<UnixTime()> clock_;
+  std::mutex metrics_mu_;
+  std::map<std::string, std::uint64_t> decisions_;
+  std::mutex held_mu_;
+  std::condition_variable held_cv_;  // wakes in-process waiters early; polling covers other processes
+};
+
+}  // namespace otac::backend

@@ -1,0 +1,18 @@
+// SQLite implementation of the Store interface: WAL, synchronous=FULL (a commit that
+// returned is on disk), busy timeout, foreign keys, migrations tracked by user_version.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+
+#include "kek.hpp"
+#include "store.hpp"
+
+namespace otac::backend {
+
+/// Opens (creating and migrating if needed) the database file. Each returned Store owns one
+/// connection; open one per thread. Many processes may open the same file.
+Result<std::unique_ptr<Store>> open_sqlite_store(const std::filesystem::path& db_file,
+                                                 std::shared_ptr<const Kek> kek);
+
+}  // namespace otac::backend

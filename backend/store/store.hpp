@@ -1,0 +1,241 @@
+// The backend's durable store: an interface that a SQLite implementation fills today and a
+// PostgreSQL implementation could fill later.
+//
+// Correctness never rests on in-process locks. Every state change runs inside one store
+// transaction (Store::run), and the "use a code at most once" rule is a conditional update
+// (consume_otac returns false when another transaction consumed it first), evaluated inside
+// the same transaction that records the decision. Several processes may open the same store.
+//
+// Keys (card keys K and K', OTACs) cross this interface in clear as SecretBytes; the
+// implementation encrypts them under the key-encryption key before they reach the disk.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "otac/common/bytes.hpp"
+#include "otac/common/result.hpp"
+#include "otac/common/secret.hpp"
+
+namespace otac::backend {
+
+/// Seconds since the Unix epoch (UTC); the store never reads the clock itself.
+using UnixTime = std::int64_t;
+
+/// The card's symmetric algorithm (protocol.md §1; the values are the DF45 encoding).
+enum class Algorithm : std::uint8_t { des3 = 1, aes128 = 2 };
+
+/// A card's state as the backend sees it.
+enum class CardStatus : std::uint8_t { active = 0, blocked = 1 };
+
+/// One enrolled card.
+struct CardRecord {
+  Bytes n;                            ///< identity N, 8 bytes
+  Algorithm algorithm = Algorithm::des3;
+  std::string msisdn;                 ///< the card's phone number, digits with optional '+'
+  CardStatus status = CardStatus::active;
+  std::uint32_t fail_count = 0;       ///< consecutive bad cryptograms
+  std::uint32_t fail_limit = 5;       ///< fail_count reaching this blocks the card
+  std::uint32_t threshold = 20;       ///< unused codes at or below which a new list is pushed
+  std::int64_t limit_minor = 0;       ///< per-transaction amount limit, minor units; 0 = none
+  std::int64_t review_minor = 0;      ///< amounts above this are held for review; 0 = never
+  std::uint8_t key_version = 1;       ///< version of K
+  SecretBytes k;                      ///< current card key K
+  std::optional<SecretBytes> pending_k;  ///< K' sent but not yet proven by the card
+  std::uint8_t pending_version = 0;   ///< version of K' when pending_k is set
+  Bytes public_key;                   ///< DER SubjectPublicKeyInfo for asymmetric cards, else empty
+  bool list_push_in_flight = false;   ///< a server-initiated list is queued and not yet confirmed
+  UnixTime created_at = 0;
+};
+
+/// One OTAC (one-time key) of a list.
+struct OtacRecord {
+  std::uint16_t list_id = 0;
+  std::uint16_t index = 0;
+  SecretBytes key;                    ///< 16 bytes, same algorithm as the card
+  bool used = false;
+};
+
+/// Final or provisional decision on an authorization.
+enum class Decision : std::uint8_t { approved = 0, declined = 1, held = 2 };
+
+/// A recorded authorization (or display-code verification).
+struct TransactionRecord {
+  std::string txn_id;                 ///< terminal's id, unique
+  Bytes request_hash;                 ///< SHA-256 of the canonical request, for idempotency
+  Bytes card;                         ///< N (may be unknown to the store for declines)
+  std::uint16_t list_id = 0;
+  std::uint16_t index = 0;
+  std::string terminal_id;
+  std::int64_t amount_minor = 0;
+  std::uint16_t currency = 0;         ///< ISO 4217 numeric
+  std::string door;                   ///< door id in door mode, else empty
+  Decision decision = Decision::declined;
+  std::string reason;                 ///< "ok", "bad_cryptogram", "code_used", ...
+  std::string auth_code;              ///< six digits when approved
+  Bytes arc;                          ///< 2 ASCII bytes (protocol.md §3.1)
+  Bytes arpc;                         ///< 8 bytes, empty when no OTAC was available
+  UnixTime created_at = 0;
+  UnixTime decided_at = 0;            ///< 0 while held
+  std::string decided_by;             ///< operator who decided a held transaction
+};
+
+/// A registered terminal (identified by its client certificate).
+struct TerminalRecord {
+  std::string id;                     ///< 8 ASCII characters, = certificate CN = 9F1C
+  std::string cert_fingerprint;       ///< SHA-256 of the DER certificate, hex
+  std::int64_t limit_minor = 0;       ///< per-transaction amount limit; 0 = none
+  bool enabled = true;
+};
+
+/// A card's permission for one door, with an optional daily time window.
+struct DoorPermission {
+  std::string door;
+  std::uint32_t from_minute = 0;      ///< minutes after midnight UTC, inclusive
+  std::uint32_t to_minute = 1440;     ///< exclusive; from == 0 && to == 1440 means all day
+};
+
+/// Operator roles, in increasing power.
+enum class Role : std::uint8_t { viewer = 0, operator_ = 1, admin = 2 };
+
+/// An operator API token (only its hash is stored).
+struct OperatorRecord {
+  std::string name;
+  Role role = Role::viewer;
+  Bytes token_hash;                   ///< SHA-256 of the token
+};
+
+/// Delivery state of an outbox message.
+enum class OutboxStatus : std::uint8_t { queued = 0, sent = 1, failed = 2 };
+
+/// One MT SMS waiting for (or done with) the gateway.
+struct OutboxMessage {
+  std::int64_t id = 0;
+  Bytes card;                         ///< N of the destination card
+  std::string to;                     ///< destination MSISDN
+  Bytes udh;                          ///< user data header without the UDHL byte
+  Bytes payload;                      ///< user data after the UDH
+  OutboxStatus status = OutboxStatus::queued;
+  std::uint32_t attempts = 0;
+  UnixTime next_attempt_at = 0;
+  std::string last_reply;             ///< the gateway's last answer or error
+  UnixTime created_at = 0;
+};
+
+/// One entry of the tamper-evident audit log.
+struct AuditEntry {
+  std::int64_t seq = 0;               ///< 1, 2, ...
+  UnixTime at = 0;
+  std::string actor;                  ///< operator name, terminal id or "system"
+  std::string action;                 ///< "enroll", "authorize", "block", ...
+  std::string detail;                 ///< free text, never a secret
+  Bytes mac;                          ///< HMAC-SHA-256(audit key, prev mac || entry)
+};
+
+/// Filter for listing transactions; unset fields match everything.
+struct TransactionFilter {
+  std::optional<Bytes> card;
+  std::optional<std::string> terminal_id;
+  std::optional<Decision> decision;
+  UnixTime since = 0;
+  UnixTime until = 0;                 ///< 0 = no upper bound
+  std::uint32_t limit = 100;
+};
+
+/// Operations available inside one store transaction. Reads see the transaction's snapshot;
+/// nothing is visible to others until Store::run commits.
+class Tx {
+ public:
+  virtual ~Tx() = default;
+
+  // cards
+  /// Inserts a new card; conflict if N exists.
+  virtual Result<void> insert_card(const CardRecord& card) = 0;
+  /// The card with identity n, with its keys decrypted; not_found if absent.
+  virtual Result<CardRecord> card(ByteView n) = 0;
+  /// Writes status, fail counter, limits, threshold, flags and keys of an existing card.
+  virtual Result<void> update_card(const CardRecord& card) = 0;
+  /// Replaces the door permissions of a card.
+  virtual Result<void> set_doors(ByteView n, const std::vector<DoorPermission>& doors) = 0;
+  /// The door permissions of a card.
+  virtual Result<std::vector<DoorPermission>> doors(ByteView n) = 0;
+
+  // lists and codes
+  /// The highest list id of the card, 0 if none.
+  virtual Result<std::uint16_t> last_list_id(ByteView n) = 0;
+  /// Stores a new list of codes (indexes 0..count-1) for the card; conflict if the id exists.
+  virtual Result<void> insert_list(ByteView n, std::uint16_t list_id,
+                                   const std::vector<SecretBytes>& keys, UnixTime now) = 0;
+  /// One code, decrypted; not_found if the card has no such list/index.
+  virtual Result<OtacRecord> otac(ByteView n, std::uint16_t list_id, std::uint16_t index) = 0;
+  /// The lowest `limit` unused codes over all lists of the card (list, then index order).
+  virtual Result<std::vector<OtacRecord>> lowest_unused(ByteView n, std::uint32_t limit) = 0;
+  /// Number of unused codes of the card.
+  virtual Result<std::uint32_t> unused_count(ByteView n) = 0;
+  /// Marks a code used iff it is still unused: true when this call consumed it.
+  virtual Result<bool> consume_otac(ByteView n, std::uint16_t list_id, std::uint16_t index,
+                                    std::string_view txn_id, UnixTime now) = 0;
+
+  // transactions
+  /// The transaction with this id; not_found if absent.
+  virtual Result<TransactionRecord> transaction(std::string_view txn_id) = 0;
+  /// Records a new transaction; conflict if the id exists.
+  virtual Result<void> insert_transaction(const TransactionRecord& t) = 0;
+  /// Updates decision, reason, codes and decided_at/by of an existing transaction.
+  virtual Result<void> update_transaction(const TransactionRecord& t) = 0;
+  /// Transactions matching the filter, newest first.
+  virtual Result<std::vector<TransactionRecord>> transactions(const TransactionFilter& f) = 0;
+
+  // terminals and operators
+  /// Inserts or replaces a terminal.
+  virtual Result<void> put_terminal(const TerminalRecord& t) = 0;
+  /// The terminal with this id; not_found if absent.
+  virtual Result<TerminalRecord> terminal(std::string_view id) = 0;
+  /// Inserts or replaces an operator.
+  virtual Result<void> put_operator(const OperatorRecord& op) = 0;
+  /// The operator whose token hashes to token_hash; not_found if none.
+  virtual Result<OperatorRecord> operator_by_token_hash(ByteView token_hash) = 0;
+
+  // SMS outbox
+  /// Queues a message; returns its id.
+  virtual Result<std::int64_t> enqueue_sms(const OutboxMessage& m) = 0;
+  /// Queued messages whose next_attempt_at <= now, oldest first.
+  virtual Result<std::vector<OutboxMessage>> due_sms(UnixTime now, std::uint32_t limit) = 0;
+  /// Sets status, attempts, next_attempt_at and last_reply of a message.
+  virtual Result<void> update_sms(const OutboxMessage& m) = 0;
+  /// Number of queued (not yet sent) messages.
+  virtual Result<std::uint32_t> outbox_depth() = 0;
+
+  // OTA counters (TS 102 225 CNTR), per card
+  /// Returns the next counter value for packets to the card and stores it (strictly increasing).
+  virtual Result<std::uint64_t> next_ota_counter(ByteView n) = 0;
+  /// The highest counter accepted from the card, 0 if none.
+  virtual Result<std::uint64_t> card_counter(ByteView n) = 0;
+  /// Stores the highest counter accepted from the card.
+  virtual Result<void> set_card_counter(ByteView n, std::uint64_t counter) = 0;
+
+  // audit log
+  /// Appends an entry chained to the previous one; returns its sequence number.
+  virtual Result<std::int64_t> audit(UnixTime at, std::string_view actor, std::string_view action,
+                                     std::string_view detail) = 0;
+  /// Entries with seq > after_seq, oldest first, at most limit.
+  virtual Result<std::vector<AuditEntry>> audit_entries(std::int64_t after_seq, std::uint32_t limit) = 0;
+  /// Recomputes the whole chain; error (bad_mac) naming the first entry that does not verify.
+  virtual Result<std::int64_t> verify_audit_chain() = 0;
+};
+
+/// A store: opens transactions. Thread-safe in the sense that each Store object is used by
+/// one thread at a time; open one Store per thread (they may share the same file).
+class Store {
+ public:
+  virtual ~Store() = default;
+  /// Runs fn inside one write transaction and commits if fn returns OK, else rolls back.
+  /// Retries a bounded number of times when the database is busy. Durable on return.
+  virtual Result<void> run(const std::function<Result<void>(Tx&)>& fn) = 0;
+};
+
+}  // namespace otac::backend

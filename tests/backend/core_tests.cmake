@@ -1,0 +1,6 @@
+# Tests of backend/store and backend/service (included by tests/backend/CMakeLists.txt).
+file(GLOB OTAC_BACKEND_CORE_TESTS CONFIGURE_DEPENDS
+  ${CMAKE_CURRENT_LIST_DIR}/test_store*.cpp ${CMAKE_CURRENT_LIST_DIR}/test_service*.cpp)
+add_executable(test_backend_core ${OTAC_BACKEND_CORE_TESTS})
+target_link_libraries(test_backend_core PRIVATE otac_test_main otac_backend_service otac_backend_store otac_warnings)
+catch_discover_tests(test_backend_core TEST_PREFIX "backend-core: ")
