@@ -205,6 +205,8 @@ class Tx {
   virtual Result<std::int64_t> enqueue_sms(const OutboxMessage& m) = 0;
   /// Queued messages whose next_attempt_at <= now, oldest first.
   virtual Result<std::vector<OutboxMessage>> due_sms(UnixTime now, std::uint32_t limit) = 0;
+  /// The message with this id; not_found if absent.
+  virtual Result<OutboxMessage> sms(std::int64_t id) = 0;
   /// Sets status, attempts, next_attempt_at and last_reply of a message.
   virtual Result<void> update_sms(const OutboxMessage& m) = 0;
   /// Number of queued (not yet sent) messages.

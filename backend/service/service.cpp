@@ -1,0 +1,673 @@
+#include "service.hpp"
+
+#include <algorithm>
+#include <ctime>
+
+#include "challenge.hpp"
+#include "otac/common/crypto.hpp"
+
+namespace otac::backend {
+namespace {
+
+const Bytes kArcApproved = {'0', '0'};
+const Bytes kArcDeclined = {'0', '5'};
+const Bytes kArcLimit = {'5', '1'};
+const Bytes kArcHeld = {'1', '9'};
+
+/// The card algorithm's 8-byte MAC (protocol.md §3): ISO 9797-1 alg 3 pad 2, or AES-CMAC/8.
+Result<Bytes> mac8(Algorithm alg, const SecretBytes& key, ByteView data) {
+  if (alg == Algorithm::des3) return crypto::mac_alg3(key, data, crypto::Padding::method2, 8);
+  auto m = crypto::aes_cmac(key, data);
+  if (!m) return m.error();
+  m->resize(8);
+  return m;
+}
+
+SecretBytes new_key(Algorithm alg) {
+  SecretBytes k = crypto::random_secret(16);
+  if (alg == Algorithm::des3) crypto::set_des_parity(k.data(), k.size());
+  return k;
+}
+
+std::string random_digits(std::size_t n) {
+  std::string s;
+  // Rejection sampling keeps the digits uniform; bounded because each byte < 250 has p = 0.977.
+  for (int guard = 0; s.size() < n && guard < 1000; ++guard) {
+    for (auto b : crypto::random_bytes(16)) {
+      if (b < 250 && s.size() < n) s.push_back(static_cast<char>('0' + b % 10));
+    }
+  }
+  return s;
+}
+
+Bytes arpc_input(ByteView cryptogram, ByteView arc) {
+  Bytes in = to_bytes("ARPC");
+  append(in, cryptogram);
+  append(in, arc);
+  return in;
+}
+
+bool valid_txn_id(std::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) { return c > 0x20 && c < 0x7F; });
+}
+
+Bytes request_hash(std::string_view kind, std::initializer_list<ByteView> parts) {
+  Bytes in = to_bytes(kind);
+  for (auto p : parts) { append(in, be_bytes(p.size(), 4)); append(in, p); }
+  return crypto::sha256(in);
+}
+
+AuthAnswer answer_of(const TransactionRecord& t) {
+  return AuthAnswer{t.txn_id, t.decision, t.reason, t.auth_code, t.arc, t.arpc};
+}
+
+std::string display_code(ByteView m) {
+  const std::uint32_t v = ((std::uint32_t{m[0]} << 24) | (std::uint32_t{m[1]} << 16) | (std::uint32_t{m[2]} << 8) | m[3]) & 0x7FFFFFFFu;
+  std::string s = std::to_string(v % 100000000u);
+  return std::string(8 - s.size(), '0') + s;
+}
+
+bool door_allowed(const std::vector<DoorPermission>& doors, const std::string& door, UnixTime now, std::string& reason) {
+  for (const auto& d : doors) {
+    if (d.door != door) continue;
+    const auto minute = static_cast<std::uint32_t>(((now % 86400) + 86400) % 86400 / 60);
+    if (minute >= d.from_minute && minute < d.to_minute) return true;
+    reason = "outside_hours";
+    return false;
+  }
+  reason = "door_denied";
+  return false;
+}
+
+}  // namespace
+
+const char* decision_name(Decision d) noexcept {
+  switch (d) {
+    case Decision::approved: return "approved";
+    case Decision::declined: return "declined";
+    case Decision::held: return "held";
+  }
+  return "declined";
+}
+
+const char* role_name(Role r) noexcept {
+  switch (r) {
+    case Role::viewer: return "viewer";
+    case Role::operator_: return "operator";
+    case Role::admin: return "admin";
+  }
+  return "viewer";
+}
+
+// Store connections, one per concurrent caller (a SQLite connection is not shared by threads).
+class Service::Pool {
+ public:
+  explicit Pool(std::function<Result<std::unique_ptr<Store>>()> f) : factory_(std::move(f)) {}
+  Result<std::unique_ptr<Store>> take() {
+    {
+      std::lock_guard lock(mu_);
+      if (!free_.empty()) {
+        auto s = std::move(free_.back());
+        free_.pop_back();
+        return s;
+      }
+    }
+    return factory_();
+  }
+  void give(std::unique_ptr<Store> s) {
+    std::lock_guard lock(mu_);
+    if (free_.size() < 64) free_.push_back(std::move(s));
+  }
+
+ private:
+  std::function<Result<std::unique_ptr<Store>>()> factory_;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<Store>> free_;
+};
+
+Service::Service(ServiceConfig config, std::function<Result<std::unique_ptr<Store>>()> factory,
+                 std::function<UnixTime()> clock)
+    : config_(std::move(config)), pool_(std::make_unique<Pool>(std::move(factory))), clock_(std::move(clock)) {}
+
+Service::~Service() = default;
+
+UnixTime Service::now() const { return clock_ ? clock_() : static_cast<UnixTime>(std::time(nullptr)); }
+
+Result<void> Service::run(const std::function<Result<void>(Tx&)>& fn) {
+  auto s = pool_->take();
+  if (!s) return s.error();
+  auto r = (*s)->run(fn);
+  pool_->give(std::move(*s));
+  return r;
+}
+
+void Service::count(const AuthAnswer& a) {
+  std::lock_guard lock(metrics_mu_);
+  ++decisions_[std::string(decision_name(a.decision)) + "/" + a.reason];
+}
+
+// ---- cards ------------------------------------------------------------------------------
+
+Result<Enrollment> Service::enroll_card(const EnrollRequest& req, std::string_view actor) {
+  if (req.msisdn.empty() || req.msisdn.size() > 20)
+    return make_error(Errc::bad_value, "msisdn must be 1 to 20 digits with an optional leading '+'");
+  for (std::size_t i = 0; i < req.msisdn.size(); ++i) {
+    const char c = req.msisdn[i];
+    if (!((c >= '0' && c <= '9') || (c == '+' && i == 0))) return make_error(Errc::bad_value, "msisdn must be digits with an optional leading '+'");
+  }
+  Enrollment e;
+  e.algorithm = req.algorithm;
+  const bool asymmetric = !req.public_key.empty();
+  if (!asymmetric) e.k = new_key(req.algorithm);
+  const UnixTime t = now();
+  Result<void> r;
+  for (int attempt = 0; attempt < 3; ++attempt) {  // N collisions are astronomically rare; bounded anyway
+    e.n = crypto::random_bytes(8);
+    r = run([&](Tx& tx) -> Result<void> {
+      CardRecord c;
+      c.n = e.n;
+      c.algorithm = req.algorithm;
+      c.msisdn = req.msisdn;
+      c.fail_limit = config_.default_fail_limit;
+      c.threshold = req.threshold.value_or(config_.default_threshold);
+      c.limit_minor = req.limit_minor;
+      c.review_minor = req.review_minor;
+      if (!asymmetric) c.k = e.k.clone();
+      c.public_key = req.public_key;
+      c.created_at = t;
+      if (auto x = tx.insert_card(c); !x) return x;
+      if (auto x = tx.set_doors(e.n, req.doors); !x) return x;
+      auto a = tx.audit(t, actor, "enroll", "card=" + to_hex(e.n) + (asymmetric ? " asymmetric" : ""));
+      if (!a) return a.error();
+      return {};
+    });
+    if (r || r.error().code != Errc::conflict) break;
+  }
+  if (!r) return r.error();
+  // The letter carries K in clear by design (the patent's initialization letter); it is
+  // printed once and never logged.
+  std::string letter = "OTAC card initialization\n";
+  letter += "Card identity N: " + to_hex(e.n) + "\n";
+  letter += std::string("Algorithm: ") + (e.algorithm == Algorithm::des3 ? "3DES (two-key)" : "AES-128") + "\n";
+  if (!asymmetric) letter += "Card key K: " + to_hex(e.k.view()) + "\n";
+  letter += "Server SMS number: " + config_.server_msisdn + "\n";
+  e.letter = std::move(letter);
+  return e;
+}
+
+Result<std::pair<std::uint16_t, std::vector<SecretBytes>>> Service::issue_list(ByteView n, std::string_view actor) {
+  std::uint16_t id = 0;
+  std::vector<SecretBytes> keys;
+  const UnixTime t = now();
+  auto r = run([&](Tx& tx) -> Result<void> {
+    keys.clear();
+    auto c = tx.card(n);
+    if (!c) return c.error();
+    auto last = tx.last_list_id(n);
+    if (!last) return last.error();
+    if (*last == 0xFFFF) return make_error(Errc::state, "card " + to_hex(n) + " has used all list ids; re-enroll it");
+    id = static_cast<std::uint16_t>(*last + 1);
+    for (std::uint16_t i = 0; i < config_.list_size; ++i) keys.push_back(new_key(c->algorithm));
+    if (auto x = tx.insert_list(n, id, keys, t); !x) return x;
+    auto a = tx.audit(t, actor, "issue_list", "card=" + to_hex(n) + " list=" + std::to_string(id) + " count=" + std::to_string(keys.size()));
+    if (!a) return a.error();
+    return {};
+  });
+  if (!r) return r.error();
+  return std::make_pair(id, std::move(keys));
+}
+
+Result<void> Service::block_card(ByteView n, std::string_view actor) {
+  const UnixTime t = now();
+  return run([&](Tx& tx) -> Result<void> {
+    auto c = tx.card(n);
+    if (!c) return c.error();
+    c->status = CardStatus::blocked;
+    if (auto x = tx.update_card(*c); !x) return x;
+    auto a = tx.audit(t, actor, "block", "card=" + to_hex(n));
+    if (!a) return a.error();
+    return {};
+  });
+}
+
+Result<void> Service::unblock_card(ByteView n, std::string_view actor) {
+  const UnixTime t = now();
+  return run([&](Tx& tx) -> Result<void> {
+    auto c = tx.card(n);
+    if (!c) return c.error();
+    c->status = CardStatus::active;
+    c->fail_count = 0;
+    if (auto x = tx.update_card(*c); !x) return x;
+    auto a = tx.audit(t, actor, "unblock", "card=" + to_hex(n));
+    if (!a) return a.error();
+    return {};
+  });
+}
+
+Result<CardRecord> Service::card(ByteView n) {
+  CardRecord out;
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto c = tx.card(n);
+    if (!c) return c.error();
+    out = std::move(*c);
+    return {};
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+// ---- SMS --------------------------------------------------------------------------------
+
+Result<void> Service::handle_mo_sms(const MoSms&) {
+  return make_error(Errc::unsupported, "MO SMS handling needs the TS 102 225 codec (ota branch), not merged yet");
+}
+
+Result<std::vector<OutboxMessage>> Service::next_due(std::uint32_t limit) {
+  std::vector<OutboxMessage> out;
+  const UnixTime t = now();
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto d = tx.due_sms(t, limit);
+    if (!d) return d.error();
+    out = std::move(*d);
+    return {};
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<void> Service::mark_sent(std::int64_t id, std::string_view reply) {
+  return run([&](Tx& tx) -> Result<void> {
+    auto m = tx.sms(id);
+    if (!m) return m.error();
+    if (m->status != OutboxStatus::queued) return make_error(Errc::conflict, "outbox message " + std::to_string(id) + " is not queued");
+    m->status = OutboxStatus::sent;
+    ++m->attempts;
+    m->last_reply = std::string(reply);
+    return tx.update_sms(*m);
+  });
+}
+
+Result<void> Service::mark_failed(std::int64_t id, std::string_view reply, UnixTime retry_at) {
+  return run([&](Tx& tx) -> Result<void> {
+    auto m = tx.sms(id);
+    if (!m) return m.error();
+    if (m->status != OutboxStatus::queued) return make_error(Errc::conflict, "outbox message " + std::to_string(id) + " is not queued");
+    ++m->attempts;
+    m->next_attempt_at = retry_at;
+    m->last_reply = std::string(reply);
+    return tx.update_sms(*m);
+  });
+}
+
+// ---- authorization -----------------------------------------------------------------------
+
+Result<AuthAnswer> Service::authorize(const AuthRequest& req, std::string_view terminal_id) {
+  if (!valid_txn_id(req.txn_id)) return make_error(Errc::bad_value, "txn_id must be 1 to 64 printable ASCII characters");
+  if (req.card.size() != 8) return make_error(Errc::bad_length, "card must be 8 bytes (16 hex digits)");
+  if (req.cryptogram.size() != 8) return make_error(Errc::bad_length, "cryptogram must be 8 bytes (16 hex digits)");
+  auto ch = parse_challenge(req.challenge);
+  if (!ch) return ch.error();
+  if (ch->terminal_id() != terminal_id)
+    return make_error(Errc::state, "terminal id in the challenge (9F1C) does not match the client certificate");
+  const Bytes hash = request_hash("authorize", {as_bytes(req.txn_id), req.card, be_bytes(req.list_id, 2),
+                                                be_bytes(req.index, 2), be_bytes(req.atc, 2), req.challenge, req.cryptogram});
+  const UnixTime t = now();
+  AuthAnswer ans;
+  bool replayed = false;
+  auto r = run([&](Tx& tx) -> Result<void> {
+    replayed = false;
+    if (auto prev = tx.transaction(req.txn_id); prev) {
+      if (!ct_equal(prev->request_hash, hash))
+        return make_error(Errc::conflict, "txn_id " + req.txn_id + " was used with a different request");
+      ans = answer_of(*prev);
+      replayed = true;
+      return {};
+    } else if (prev.error().code != Errc::not_found) {
+      return prev.error();
+    }
+    auto term = tx.terminal(terminal_id);
+    if (!term) {
+      if (term.error().code == Errc::not_found) return make_error(Errc::state, "terminal " + std::string(terminal_id) + " is not registered");
+      return term.error();
+    }
+    if (!term->enabled) return make_error(Errc::state, "terminal " + std::string(terminal_id) + " is disabled");
+
+    TransactionRecord rec;
+    rec.txn_id = req.txn_id;
+    rec.request_hash = hash;
+    rec.card = req.card;
+    rec.list_id = req.list_id;
+    rec.index = req.index;
+    rec.terminal_id = std::string(terminal_id);
+    rec.amount_minor = ch->amount_minor;
+    rec.currency = ch->currency_code;
+    rec.door = ch->door_id();
+    rec.created_at = t;
+    rec.decided_at = t;
+    rec.decision = Decision::declined;
+    rec.arc = kArcDeclined;
+
+    auto finish = [&]() -> Result<void> {
+      if (auto x = tx.insert_transaction(rec); !x) return x;
+      auto a = tx.audit(t, terminal_id, "authorize",
+                        "txn=" + rec.txn_id + " card=" + to_hex(rec.card) + " code=" + std::to_string(rec.list_id) + "/" +
+                            std::to_string(rec.index) + " amount=" + std::to_string(rec.amount_minor) +
+                            " decision=" + decision_name(rec.decision) + " reason=" + rec.reason);
+      if (!a) return a.error();
+      ans = answer_of(rec);
+      return {};
+    };
+
+    auto card = tx.card(req.card);
+    if (!card) {
+      if (card.error().code != Errc::not_found) return card.error();
+      rec.reason = "unknown_card";
+      return finish();
+    }
+    if (card->status == CardStatus::blocked) { rec.reason = "card_blocked"; return finish(); }
+    auto code = tx.otac(req.card, req.list_id, req.index);
+    if (!code) {
+      if (code.error().code != Errc::not_found) return code.error();
+      rec.reason = "unknown_code";
+      return finish();
+    }
+    auto mac = mac8(card->algorithm, code->key, mac_input(*ch, req.card, req.list_id, req.index, req.atc));
+    if (!mac) return mac.error();
+    if (!ct_equal(*mac, req.cryptogram)) {
+      // A bad cryptogram does not burn the code (anyone who knows N, list and index could
+      // otherwise destroy codes), but it counts toward blocking the card.
+      rec.reason = "bad_cryptogram";
+      ++card->fail_count;
+      if (card->fail_count >= card->fail_limit) card->status = CardStatus::blocked;
+      if (auto x = tx.update_card(*card); !x) return x;
+      if (card->status == CardStatus::blocked) {
+        auto a = tx.audit(t, "system", "block", "card=" + to_hex(req.card) + " too many bad cryptograms");
+        if (!a) return a.error();
+      }
+      return finish();
+    }
+    if (card->fail_count != 0) {
+      card->fail_count = 0;
+      if (auto x = tx.update_card(*card); !x) return x;
+    }
+    auto consumed = tx.consume_otac(req.card, req.list_id, req.index, req.txn_id, t);
+    if (!consumed) return consumed.error();
+    if (!*consumed) {
+      rec.reason = "code_used";
+    } else if (ch->door_mode()) {
+      auto doors = tx.doors(req.card);
+      if (!doors) return doors.error();
+      std::string why;
+      if (door_allowed(*doors, rec.door, t, why)) { rec.decision = Decision::approved; rec.reason = "ok"; }
+      else rec.reason = why;
+    } else if (card->limit_minor > 0 && ch->amount_minor > card->limit_minor) {
+      rec.reason = "card_limit";
+      rec.arc = kArcLimit;
+    } else if (term->limit_minor > 0 && ch->amount_minor > term->limit_minor) {
+      rec.reason = "terminal_limit";
+      rec.arc = kArcLimit;
+    } else if (card->review_minor > 0 && ch->amount_minor > card->review_minor) {
+      rec.decision = Decision::held;
+      rec.reason = "review";
+      rec.decided_at = 0;
+    } else {
+      rec.decision = Decision::approved;
+      rec.reason = "ok";
+    }
+    if (rec.decision == Decision::approved) { rec.arc = kArcApproved; rec.auth_code = random_digits(6); }
+    if (rec.decision == Decision::held) rec.arc = kArcHeld;
+    auto arpc = mac8(card->algorithm, code->key, arpc_input(req.cryptogram, rec.arc));
+    if (!arpc) return arpc.error();
+    rec.arpc = std::move(*arpc);
+    return finish();
+  });
+  if (!r) return r.error();
+  if (!replayed) count(ans);
+  return ans;
+}
+
+Result<AuthAnswer> Service::get_authorization(std::string_view txn_id, std::chrono::milliseconds wait) {
+  wait = std::min<std::chrono::milliseconds>(std::max<std::chrono::milliseconds>(wait, std::chrono::milliseconds(0)), config_.max_wait);
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  // Bounded: each round sleeps up to 100 ms until the deadline. The condition variable wakes
+  // waiters in this process early; polling the store sees decisions made by other processes.
+  for (int round = 0; round < 100000; ++round) {
+    AuthAnswer ans;
+    auto r = run([&](Tx& tx) -> Result<void> {
+      auto t = tx.transaction(txn_id);
+      if (!t) return t.error();
+      ans = answer_of(*t);
+      return {};
+    });
+    if (!r) return r.error();
+    const auto left = deadline - std::chrono::steady_clock::now();
+    if (ans.decision != Decision::held || left <= std::chrono::steady_clock::duration::zero()) return ans;
+    std::unique_lock lock(held_mu_);
+    held_cv_.wait_for(lock, std::min<std::chrono::steady_clock::duration>(left, std::chrono::milliseconds(100)));
+  }
+  return make_error(Errc::timeout, "waiting for transaction " + std::string(txn_id) + " did not finish");
+}
+
+Result<AuthAnswer> Service::decide_held(std::string_view txn_id, bool approve, std::string_view actor) {
+  AuthAnswer ans;
+  const UnixTime t = now();
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto rec = tx.transaction(txn_id);
+    if (!rec) return rec.error();
+    if (rec->decision != Decision::held)
+      return make_error(Errc::conflict, "transaction " + std::string(txn_id) + " is not held (it is " + decision_name(rec->decision) + ")");
+    auto card = tx.card(rec->card);
+    if (!card) return card.error();
+    auto code = tx.otac(rec->card, rec->list_id, rec->index);
+    if (!code) return code.error();
+    rec->decision = approve ? Decision::approved : Decision::declined;
+    rec->reason = approve ? "operator_approved" : "operator_declined";
+    rec->arc = approve ? kArcApproved : kArcDeclined;
+    rec->auth_code = approve ? random_digits(6) : std::string{};
+    rec->decided_at = t;
+    rec->decided_by = std::string(actor);
+    // The ARPC binds the final ARC; the terminal's cryptogram is not stored, so the held
+    // ARPC stays the one the card saw. The final answer carries only the ARC.
+    if (auto x = tx.update_transaction(*rec); !x) return x;
+    auto a = tx.audit(t, actor, approve ? "approve_held" : "decline_held", "txn=" + rec->txn_id);
+    if (!a) return a.error();
+    ans = answer_of(*rec);
+    return {};
+  });
+  if (!r) return r.error();
+  count(ans);
+  held_cv_.notify_all();
+  return ans;
+}
+
+Result<AuthAnswer> Service::verify_display_code(const CodeRequest& req, std::string_view terminal_id) {
+  if (!valid_txn_id(req.txn_id)) return make_error(Errc::bad_value, "txn_id must be 1 to 64 printable ASCII characters");
+  if (req.card.size() != 8) return make_error(Errc::bad_length, "card must be 8 bytes (16 hex digits)");
+  if (req.code.size() != 8 || !std::all_of(req.code.begin(), req.code.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return make_error(Errc::bad_value, "code must be 8 digits");
+  if (req.door.size() > 16) return make_error(Errc::bad_length, "door id must be at most 16 characters");
+  const Bytes hash = request_hash("code", {as_bytes(req.txn_id), req.card, as_bytes(req.code), as_bytes(req.door)});
+  const UnixTime t = now();
+  AuthAnswer ans;
+  bool replayed = false;
+  auto r = run([&](Tx& tx) -> Result<void> {
+    replayed = false;
+    if (auto prev = tx.transaction(req.txn_id); prev) {
+      if (!ct_equal(prev->request_hash, hash))
+        return make_error(Errc::conflict, "txn_id " + req.txn_id + " was used with a different request");
+      ans = answer_of(*prev);
+      replayed = true;
+      return {};
+    } else if (prev.error().code != Errc::not_found) {
+      return prev.error();
+    }
+    auto term = tx.terminal(terminal_id);
+    if (!term) {
+      if (term.error().code == Errc::not_found) return make_error(Errc::state, "terminal " + std::string(terminal_id) + " is not registered");
+      return term.error();
+    }
+    if (!term->enabled) return make_error(Errc::state, "terminal " + std::string(terminal_id) + " is disabled");
+    TransactionRecord rec;
+    rec.txn_id = req.txn_id;
+    rec.request_hash = hash;
+    rec.card = req.card;
+    rec.terminal_id = std::string(terminal_id);
+    rec.door = req.door;
+    rec.created_at = t;
+    rec.decided_at = t;
+    rec.arc = kArcDeclined;
+    auto finish = [&]() -> Result<void> {
+      if (auto x = tx.insert_transaction(rec); !x) return x;
+      auto a = tx.audit(t, terminal_id, "verify_code",
+                        "txn=" + rec.txn_id + " card=" + to_hex(rec.card) + " decision=" + decision_name(rec.decision) + " reason=" + rec.reason);
+      if (!a) return a.error();
+      ans = answer_of(rec);
+      return {};
+    };
+    auto card = tx.card(req.card);
+    if (!card) {
+      if (card.error().code != Errc::not_found) return card.error();
+      rec.reason = "unknown_card";
+      return finish();
+    }
+    if (card->status == CardStatus::blocked) { rec.reason = "card_blocked"; return finish(); }
+    auto window = tx.lowest_unused(req.card, 10);
+    if (!window) return window.error();
+    const OtacRecord* match = nullptr;
+    for (const auto& o : *window) {
+      Bytes in = to_bytes("DISPLAY");
+      append(in, req.card);
+      append(in, be_bytes(o.list_id, 2));
+      append(in, be_bytes(o.index, 2));
+      auto m = mac8(card->algorithm, o.key, in);
+      if (!m) return m.error();
+      // Compare every candidate (no early exit) so timing does not reveal the position.
+      if (ct_equal(as_bytes(display_code(*m)), as_bytes(req.code)) && !match) match = &o;
+    }
+    if (!match) {
+      rec.reason = "bad_code";
+      ++card->fail_count;
+      if (card->fail_count >= card->fail_limit) card->status = CardStatus::blocked;
+      if (auto x = tx.update_card(*card); !x) return x;
+      return finish();
+    }
+    rec.list_id = match->list_id;
+    rec.index = match->index;
+    auto consumed = tx.consume_otac(req.card, match->list_id, match->index, req.txn_id, t);
+    if (!consumed) return consumed.error();
+    if (!*consumed) { rec.reason = "code_used"; return finish(); }
+    if (card->fail_count != 0) {
+      card->fail_count = 0;
+      if (auto x = tx.update_card(*card); !x) return x;
+    }
+    if (!req.door.empty()) {
+      auto doors = tx.doors(req.card);
+      if (!doors) return doors.error();
+      std::string why;
+      if (!door_allowed(*doors, req.door, t, why)) { rec.reason = why; return finish(); }
+    }
+    rec.decision = Decision::approved;
+    rec.reason = "ok";
+    rec.arc = kArcApproved;
+    rec.auth_code = random_digits(6);
+    return finish();
+  });
+  if (!r) return r.error();
+  if (!replayed) count(ans);
+  return ans;
+}
+
+// ---- terminals, operators --------------------------------------------------------------
+
+Result<void> Service::register_terminal(const TerminalRecord& term, std::string_view actor) {
+  if (term.id.size() != 8 || !std::all_of(term.id.begin(), term.id.end(), [](char c) { return c > 0x20 && c < 0x7F; }))
+    return make_error(Errc::bad_value, "terminal id must be 8 printable ASCII characters (it is tag 9F1C)");
+  const UnixTime t = now();
+  return run([&](Tx& tx) -> Result<void> {
+    if (auto x = tx.put_terminal(term); !x) return x;
+    auto a = tx.audit(t, actor, "register_terminal", "terminal=" + term.id + " cert=" + term.cert_fingerprint);
+    if (!a) return a.error();
+    return {};
+  });
+}
+
+Result<std::string> Service::create_operator(std::string_view name, Role role, std::string_view actor) {
+  if (name.empty() || name.size() > 64) return make_error(Errc::bad_value, "operator name must be 1 to 64 characters");
+  std::string token = "otac_" + to_hex(crypto::random_bytes(32));
+  const UnixTime t = now();
+  auto r = run([&](Tx& tx) -> Result<void> {
+    if (auto x = tx.put_operator(OperatorRecord{std::string(name), role, crypto::sha256(as_bytes(token))}); !x) return x;
+    auto a = tx.audit(t, actor, "create_operator", "name=" + std::string(name) + " role=" + role_name(role));
+    if (!a) return a.error();
+    return {};
+  });
+  if (!r) return r.error();
+  return token;
+}
+
+Result<OperatorRecord> Service::authenticate_operator(std::string_view token) {
+  OperatorRecord out;
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto op = tx.operator_by_token_hash(crypto::sha256(as_bytes(token)));
+    if (!op) return op.error();
+    out = std::move(*op);
+    return {};
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+// ---- reporting --------------------------------------------------------------------------
+
+Result<std::vector<TransactionRecord>> Service::list_transactions(const TransactionFilter& f) {
+  std::vector<TransactionRecord> out;
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto v = tx.transactions(f);
+    if (!v) return v.error();
+    out = std::move(*v);
+    return {};
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<std::vector<AuditEntry>> Service::audit_log(std::int64_t after_seq, std::uint32_t limit) {
+  std::vector<AuditEntry> out;
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto v = tx.audit_entries(after_seq, limit);
+    if (!v) return v.error();
+    out = std::move(*v);
+    return {};
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<std::int64_t> Service::verify_audit() {
+  std::int64_t n = 0;
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto v = tx.verify_audit_chain();
+    if (!v) return v.error();
+    n = *v;
+    return {};
+  });
+  if (!r) return r.error();
+  return n;
+}
+
+Result<Metrics> Service::metrics() {
+  Metrics m;
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto d = tx.outbox_depth();
+    if (!d) return d.error();
+    m.outbox_depth = *d;
+    return {};
+  });
+  if (!r) return r.error();
+  std::lock_guard lock(metrics_mu_);
+  m.decisions = decisions_;
+  return m;
+}
+
+}  // namespace otac::backend

@@ -1,0 +1,662 @@
+#include "sqlite_store.hpp"
+
+#include <sqlite3.h>
+
+#include <chrono>
+#include <thread>
+#include <unordered_map>
+
+#include "otac/common/crypto.hpp"
+
+namespace otac::backend {
+namespace {
+
+// ---- RAII for the two SQLite handles, written once -----------------------------------------
+
+struct DbClose { void operator()(sqlite3* db) const { sqlite3_close_v2(db); } };
+struct StmtFinalize { void operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); } };
+using DbPtr = std::unique_ptr<sqlite3, DbClose>;
+using StmtPtr = std::unique_ptr<sqlite3_stmt, StmtFinalize>;
+
+Error db_error(sqlite3* db, std::string_view what) {
+  const int code = sqlite3_extended_errcode(db);
+  Errc e = (code & 0xFF) == SQLITE_CONSTRAINT ? Errc::conflict : Errc::io;
+  return make_error(e, std::string(what) + ": " + sqlite3_errmsg(db));
+}
+
+// A prepared statement borrowed from the connection's cache; reset and unbound on scope exit.
+class Query {
+ public:
+  Query(sqlite3* db, sqlite3_stmt* s) : db_(db), s_(s) {}
+  ~Query() { sqlite3_reset(s_); sqlite3_clear_bindings(s_); }
+  Query(const Query&) = delete;
+  Query& operator=(const Query&) = delete;
+
+  Query& i(std::int64_t v) { sqlite3_bind_int64(s_, ++n_, v); return *this; }
+  Query& b(ByteView v) {
+    if (v.empty()) sqlite3_bind_zeroblob(s_, ++n_, 0);
+    else sqlite3_bind_blob(s_, ++n_, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Query& t(std::string_view v) { sqlite3_bind_text(s_, ++n_, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT); return *this; }
+  Query& null() { sqlite3_bind_null(s_, ++n_); return *this; }
+
+  /// true: a row is available; false: done.
+  Result<bool> step() {
+    const int rc = sqlite3_step(s_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    return db_error(db_, "database statement failed");
+  }
+  Result<void> exec() {
+    auto r = step();
+    if (!r) return r.error();
+    return {};
+  }
+  std::int64_t col_i(int c) const { return sqlite3_column_int64(s_, c); }
+  Bytes col_b(int c) const {
+    const auto* p = static_cast<const std::uint8_t*>(sqlite3_column_blob(s_, c));
+    const int n = sqlite3_column_bytes(s_, c);
+    return p ? Bytes(p, p + n) : Bytes{};
+  }
+  std::string col_t(int c) const {
+    const auto* p = sqlite3_column_text(s_, c);
+    return p ? std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(sqlite3_column_bytes(s_, c))) : std::string{};
+  }
+  bool col_null(int c) const { return sqlite3_column_type(s_, c) == SQLITE_NULL; }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* s_;
+  int n_ = 0;
+};
+
+// Schema versions, applied in order; PRAGMA user_version records how many ran.
+const char* const kMigrations[] = {
+    R"sql(
+CREATE TABLE cards(
+  n BLOB PRIMARY KEY, algorithm INTEGER NOT NULL, msisdn TEXT NOT NULL, status INTEGER NOT NULL,
+  fail_count INTEGER NOT NULL, fail_limit INTEGER NOT NULL, threshold INTEGER NOT NULL,
+  limit_minor INTEGER NOT NULL, review_minor INTEGER NOT NULL, key_version INTEGER NOT NULL,
+  k_sealed BLOB, pending_k_sealed BLOB, pending_version INTEGER NOT NULL, public_key BLOB,
+  list_push_in_flight INTEGER NOT NULL, ota_counter INTEGER NOT NULL DEFAULT 0,
+  card_counter INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL);
+CREATE TABLE doors(
+  n BLOB NOT NULL REFERENCES cards(n), door TEXT NOT NULL, from_minute INTEGER NOT NULL,
+  to_minute INTEGER NOT NULL, PRIMARY KEY(n, door));
+CREATE TABLE lists(
+  n BLOB NOT NULL REFERENCES cards(n), list_id INTEGER NOT NULL, created_at INTEGER NOT NULL,
+  PRIMARY KEY(n, list_id));
+CREATE TABLE otacs(
+  n BLOB NOT NULL, list_id INTEGER NOT NULL, idx INTEGER NOT NULL, key_sealed BLOB NOT NULL,
+  used INTEGER NOT NULL DEFAULT 0, used_at INTEGER, txn_id TEXT,
+  PRIMARY KEY(n, list_id, idx), FOREIGN KEY(n, list_id) REFERENCES lists(n, list_id));
+CREATE INDEX otacs_unused ON otacs(n, used, list_id, idx);
+CREATE TABLE transactions(
+  txn_id TEXT PRIMARY KEY, request_hash BLOB NOT NULL, card BLOB, list_id INTEGER, idx INTEGER,
+  terminal_id TEXT, amount_minor INTEGER, currency INTEGER, door TEXT, decision INTEGER NOT NULL,
+  reason TEXT NOT NULL, auth_code TEXT, arc BLOB, arpc BLOB, created_at INTEGER NOT NULL,
+  decided_at INTEGER NOT NULL, decided_by TEXT);
+CREATE INDEX transactions_created ON transactions(created_at);
+CREATE TABLE terminals(
+  id TEXT PRIMARY KEY, cert_fingerprint TEXT NOT NULL, limit_minor INTEGER NOT NULL,
+  enabled INTEGER NOT NULL);
+CREATE TABLE operators(name TEXT PRIMARY KEY, role INTEGER NOT NULL, token_hash BLOB NOT NULL UNIQUE);
+CREATE TABLE sms_outbox(
+  id INTEGER PRIMARY KEY AUTOINCREMENT, card BLOB, dest TEXT NOT NULL, udh BLOB, payload BLOB NOT NULL,
+  status INTEGER NOT NULL, attempts INTEGER NOT NULL, next_attempt_at INTEGER NOT NULL,
+  last_reply TEXT, created_at INTEGER NOT NULL);
+CREATE INDEX sms_due ON sms_outbox(status, next_attempt_at);
+CREATE TABLE audit_log(
+  seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+  detail TEXT NOT NULL, mac BLOB NOT NULL);
+)sql",
+};
+
+Bytes ad(std::string_view kind, ByteView n, std::int64_t list = -1, std::int64_t index = -1) {
+  Bytes a = to_bytes(kind);
+  a.push_back(0);
+  append(a, n);
+  if (list >= 0) { append(a, be_bytes(static_cast<std::uint64_t>(list), 2)); append(a, be_bytes(static_cast<std::uint64_t>(index), 2)); }
+  return a;
+}
+
+Bytes audit_mac(const Kek& kek, ByteView prev, std::int64_t seq, UnixTime at, std::string_view actor,
+                std::string_view action, std::string_view detail) {
+  Bytes in(prev.begin(), prev.end());
+  append(in, be_bytes(static_cast<std::uint64_t>(seq), 8));
+  append(in, be_bytes(static_cast<std::uint64_t>(at), 8));
+  for (auto s : {actor, action, detail}) { append(in, be_bytes(s.size(), 4)); append(in, as_bytes(s)); }
+  return crypto::hmac_sha256(kek.audit_key().view(), in);
+}
+
+class SqliteStore;
+
+class SqliteTx final : public Tx {
+ public:
+  SqliteTx(SqliteStore& s, const Kek& kek) : s_(s), kek_(kek) {}
+
+  Result<void> insert_card(const CardRecord& c) override;
+  Result<CardRecord> card(ByteView n) override;
+  Result<void> update_card(const CardRecord& c) override;
+  Result<void> set_doors(ByteView n, const std::vector<DoorPermission>& doors) override;
+  Result<std::vector<DoorPermission>> doors(ByteView n) override;
+  Result<std::uint16_t> last_list_id(ByteView n) override;
+  Result<void> insert_list(ByteView n, std::uint16_t list_id, const std::vector<SecretBytes>& keys, UnixTime now) override;
+  Result<OtacRecord> otac(ByteView n, std::uint16_t list_id, std::uint16_t index) override;
+  Result<std::vector<OtacRecord>> lowest_unused(ByteView n, std::uint32_t limit) override;
+  Result<std::uint32_t> unused_count(ByteView n) override;
+  Result<bool> consume_otac(ByteView n, std::uint16_t list_id, std::uint16_t index, std::string_view txn_id, UnixTime now) override;
+  Result<TransactionRecord> transaction(std::string_view txn_id) override;
+  Result<void> insert_transaction(const TransactionRecord& t) override;
+  Result<void> update_transaction(const TransactionRecord& t) override;
+  Result<std::vector<TransactionRecord>> transactions(const TransactionFilter& f) override;
+  Result<void> put_terminal(const TerminalRecord& t) override;
+  Result<TerminalRecord> terminal(std::string_view id) override;
+  Result<void> put_operator(const OperatorRecord& op) override;
+  Result<OperatorRecord> operator_by_token_hash(ByteView token_hash) override;
+  Result<std::int64_t> enqueue_sms(const OutboxMessage& m) override;
+  Result<std::vector<OutboxMessage>> due_sms(UnixTime now, std::uint32_t limit) override;
+  Result<OutboxMessage> sms(std::int64_t id) override;
+  Result<void> update_sms(const OutboxMessage& m) override;
+  Result<std::uint32_t> outbox_depth() override;
+  Result<std::uint64_t> next_ota_counter(ByteView n) override;
+  Result<std::uint64_t> card_counter(ByteView n) override;
+  Result<void> set_card_counter(ByteView n, std::uint64_t counter) override;
+  Result<std::int64_t> audit(UnixTime at, std::string_view actor, std::string_view action, std::string_view detail) override;
+  Result<std::vector<AuditEntry>> audit_entries(std::int64_t after_seq, std::uint32_t limit) override;
+  Result<std::int64_t> verify_audit_chain() override;
+
+ private:
+  Query q(const char* sql);
+  Result<TransactionRecord> read_txn(Query& r);
+
+  SqliteStore& s_;
+  const Kek& kek_;
+};
+
+class SqliteStore final : public Store {
+ public:
+  SqliteStore(DbPtr db, std::shared_ptr<const Kek> kek) : db_(std::move(db)), kek_(std::move(kek)) {}
+
+  Result<void> run(const std::function<Result<void>(Tx&)>& fn) override {
+    // BEGIN IMMEDIATE takes the write lock up front, so a transaction never fails half-way
+    // on a lock upgrade; the busy timeout waits for other writers, and we retry a bounded
+    // number of times beyond it.
+    for (int attempt = 0;; ++attempt) {
+      const int rc = sqlite3_exec(db_.get(), "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
+      if (rc == SQLITE_OK) break;
+      if ((rc & 0xFF) != SQLITE_BUSY || attempt >= 20) return db_error(db_.get(), "cannot start a database transaction");
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    SqliteTx tx(*this, *kek_);
+    auto r = fn(tx);
+    if (!r) {
+      sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+      return r;
+    }
+    if (sqlite3_exec(db_.get(), "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
+      auto e = db_error(db_.get(), "cannot commit the database transaction");
+      sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+      return e;
+    }
+    return {};
+  }
+
+  Result<void> migrate() {
+    for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON"}) {
+      if (sqlite3_exec(db_.get(), pragma, nullptr, nullptr, nullptr) != SQLITE_OK)
+        return db_error(db_.get(), std::string("cannot set ") + pragma);
+    }
+    return run([this](Tx&) -> Result<void> {
+      Query v = query("PRAGMA user_version");
+      auto row = v.step();
+      if (!row) return row.error();
+      const auto have = static_cast<std::size_t>(v.col_i(0));
+      constexpr std::size_t want = std::size(kMigrations);
+      if (have > want)
+        return make_error(Errc::state, "database schema version " + std::to_string(have) +
+                                           " is newer than this program knows (" + std::to_string(want) + "); upgrade the program");
+      for (std::size_t i = have; i < want; ++i) {
+        if (sqlite3_exec(db_.get(), kMigrations[i], nullptr, nullptr, nullptr) != SQLITE_OK)
+          return db_error(db_.get(), "schema migration " + std::to_string(i + 1) + " failed");
+      }
+      const std::string set = "PRAGMA user_version=" + std::to_string(want);
+      if (sqlite3_exec(db_.get(), set.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK)
+        return db_error(db_.get(), "cannot record the schema version");
+      return {};
+    });
+  }
+
+  Query query(const char* sql) {
+    auto it = cache_.find(sql);
+    if (it == cache_.end()) {
+      sqlite3_stmt* s = nullptr;
+      if (sqlite3_prepare_v3(db_.get(), sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr) != SQLITE_OK)
+        throw std::logic_error(std::string("bad SQL: ") + sqlite3_errmsg(db_.get()));  // a bug, not input
+      it = cache_.emplace(sql, StmtPtr(s)).first;
+    }
+    return Query(db_.get(), it->second.get());
+  }
+  sqlite3* db() const { return db_.get(); }
+
+ private:
+  // Statements must be finalized before the connection closes: cache_ is declared after db_,
+  // so it is destroyed first.
+  DbPtr db_;
+  std::unordered_map<const char*, StmtPtr> cache_;
+  std::shared_ptr<const Kek> kek_;
+};
+
+Query SqliteTx::q(const char* sql) { return s_.query(sql); }
+
+Result<void> SqliteTx::insert_card(const CardRecord& c) {
+  auto r = q("INSERT INTO cards(n,algorithm,msisdn,status,fail_count,fail_limit,threshold,limit_minor,review_minor,"
+             "key_version,k_sealed,pending_k_sealed,pending_version,public_key,list_push_in_flight,created_at)"
+             " VALUES(?,?,?,?,?,?,?,?,?,?,?,NULL,0,?,0,?)");
+  r.b(c.n).i(static_cast<int>(c.algorithm)).t(c.msisdn).i(static_cast<int>(c.status)).i(c.fail_count).i(c.fail_limit)
+      .i(c.threshold).i(c.limit_minor).i(c.review_minor).i(c.key_version);
+  if (c.k.empty()) r.null(); else r.b(kek_.seal(c.k.view(), ad("card-k", c.n)));
+  r.b(c.public_key).i(c.created_at);
+  auto e = r.exec();
+  if (!e) return make_error(e.error().code, "cannot insert card " + to_hex(c.n) + ": " + e.error().message);
+  return update_card(c);
+}
+
+Result<CardRecord> SqliteTx::card(ByteView n) {
+  auto r = q("SELECT algorithm,msisdn,status,fail_count,fail_limit,threshold,limit_minor,review_minor,key_version,"
+             "k_sealed,pending_k_sealed,pending_version,public_key,list_push_in_flight,created_at FROM cards WHERE n=?");
+  r.b(n);
+  auto row = r.step();
+  if (!row) return row.error();
+  if (!*row) return make_error(Errc::not_found, "no card " + to_hex(n));
+  CardRecord c;
+  c.n.assign(n.begin(), n.end());
+  c.algorithm = static_cast<Algorithm>(r.col_i(0));
+  c.msisdn = r.col_t(1);
+  c.status = static_cast<CardStatus>(r.col_i(2));
+  c.fail_count = static_cast<std::uint32_t>(r.col_i(3));
+  c.fail_limit = static_cast<std::uint32_t>(r.col_i(4));
+  c.threshold = static_cast<std::uint32_t>(r.col_i(5));
+  c.limit_minor = r.col_i(6);
+  c.review_minor = r.col_i(7);
+  c.key_version = static_cast<std::uint8_t>(r.col_i(8));
+  if (!r.col_null(9)) {
+    auto k = kek_.open(r.col_b(9), ad("card-k", n));
+    if (!k) return k.error();
+    c.k = std::move(*k);
+  }
+  if (!r.col_null(10)) {
+    auto k = kek_.open(r.col_b(10), ad("card-pk", n));
+    if (!k) return k.error();
+    c.pending_k = std::move(*k);
+  }
+  c.pending_version = static_cast<std::uint8_t>(r.col_i(11));
+  c.public_key = r.col_b(12);
+  c.list_push_in_flight = r.col_i(13) != 0;
+  c.created_at = r.col_i(14);
+  return c;
+}
+
+Result<void> SqliteTx::update_card(const CardRecord& c) {
+  auto r = q("UPDATE cards SET msisdn=?,status=?,fail_count=?,fail_limit=?,threshold=?,limit_minor=?,review_minor=?,"
+             "key_version=?,k_sealed=?,pending_k_sealed=?,pending_version=?,list_push_in_flight=? WHERE n=?");
+  r.t(c.msisdn).i(static_cast<int>(c.status)).i(c.fail_count).i(c.fail_limit).i(c.threshold).i(c.limit_minor)
+      .i(c.review_minor).i(c.key_version);
+  if (c.k.empty()) r.null(); else r.b(kek_.seal(c.k.view(), ad("card-k", c.n)));
+  if (!c.pending_k) r.null(); else r.b(kek_.seal(c.pending_k->view(), ad("card-pk", c.n)));
+  r.i(c.pending_version).i(c.list_push_in_flight ? 1 : 0).b(c.n);
+  auto e = r.exec();
+  if (!e) return e;
+  if (sqlite3_changes(s_.db()) != 1) return make_error(Errc::not_found, "no card " + to_hex(c.n));
+  return {};
+}
+
+Result<void> SqliteTx::set_doors(ByteView n, const std::vector<DoorPermission>& doors) {
+  { auto d = q("DELETE FROM doors WHERE n=?"); d.b(n); if (auto e = d.exec(); !e) return e; }
+  for (const auto& p : doors) {
+    auto r = q("INSERT INTO doors(n,door,from_minute,to_minute) VALUES(?,?,?,?)");
+    r.b(n).t(p.door).i(p.from_minute).i(p.to_minute);
+    if (auto e = r.exec(); !e) return e;
+  }
+  return {};
+}
+
+Result<std::vector<DoorPermission>> SqliteTx::doors(ByteView n) {
+  auto r = q("SELECT door,from_minute,to_minute FROM doors WHERE n=? ORDER BY door");
+  r.b(n);
+  std::vector<DoorPermission> out;
+  for (int i = 0; i < 100000; ++i) {
+    auto row = r.step();
+    if (!row) return row.error();
+    if (!*row) break;
+    out.push_back({r.col_t(0), static_cast<std::uint32_t>(r.col_i(1)), static_cast<std::uint32_t>(r.col_i(2))});
+  }
+  return out;
+}
+
+Result<std::uint16_t> SqliteTx::last_list_id(ByteView n) {
+  auto r = q("SELECT COALESCE(MAX(list_id),0) FROM lists WHERE n=?");
+  r.b(n);
+  auto row = r.step();
+  if (!row) return row.error();
+  return static_cast<std::uint16_t>(r.col_i(0));
+}
+
+Result<void> SqliteTx::insert_list(ByteView n, std::uint16_t list_id, const std::vector<SecretBytes>& keys, UnixTime now) {
+  if (keys.size() > 0xFFFF) return make_error(Errc::bad_length, "a list holds at most 65535 codes");
+  {
+    auto r = q("INSERT INTO lists(n,list_id,created_at) VALUES(?,?,?)");
+    r.b(n).i(list_id).i(now);
+    if (auto e = r.exec(); !e) return make_error(e.error().code, "cannot insert list: " + e.error().message);
+  }
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    auto r = q("INSERT INTO otacs(n,list_id,idx,key_sealed) VALUES(?,?,?,?)");
+    r.b(n).i(list_id).i(static_cast<std::int64_t>(i)).b(kek_.seal(keys[i].view(), ad("otac", n, list_id, static_cast<std::int64_t>(i))));
+    if (auto e = r.exec(); !e) return e;
+  }
+  return {};
+}
+
+Result<OtacRecord> SqliteTx::otac(ByteView n, std::uint16_t list_id, std::uint16_t index) {
+  auto r = q("SELECT key_sealed,used FROM otacs WHERE n=? AND list_id=? AND idx=?");
+  r.b(n).i(list_id).i(index);
+  auto row = r.step();
+  if (!row) return row.error();
+  if (!*row) return make_error(Errc::not_found, "no code " + std::to_string(list_id) + "/" + std::to_string(index));
+  auto k = kek_.open(r.col_b(0), ad("otac", n, list_id, index));
+  if (!k) return k.error();
+  return OtacRecord{list_id, index, std::move(*k), r.col_i(1) != 0};
+}
+
+Result<std::vector<OtacRecord>> SqliteTx::lowest_unused(ByteView n, std::uint32_t limit) {
+  auto r = q("SELECT list_id,idx,key_sealed FROM otacs WHERE n=? AND used=0 ORDER BY list_id,idx LIMIT ?");
+  r.b(n).i(limit);
+  std::vector<OtacRecord> out;
+  for (std::uint32_t i = 0; i < limit; ++i) {
+    auto row = r.step();
+    if (!row) return row.error();
+    if (!*row) break;
+    const auto l = static_cast<std::uint16_t>(r.col_i(0));
+    const auto x = static_cast<std::uint16_t>(r.col_i(1));
+    auto k = kek_.open(r.col_b(2), ad("otac", n, l, x));
+    if (!k) return k.error();
+    out.push_back(OtacRecord{l, x, std::move(*k), false});
+  }
+  return out;
+}
+
+Result<std::uint32_t> SqliteTx::unused_count(ByteView n) {
+  auto r = q("SELECT COUNT(*) FROM otacs WHERE n=? AND used=0");
+  r.b(n);
+  auto row = r.step();
+  if (!row) return row.error();
+  return static_cast<std::uint32_t>(r.col_i(0));
+}
+
+Result<bool> SqliteTx::consume_otac(ByteView n, std::uint16_t list_id, std::uint16_t index, std::string_view txn_id, UnixTime now) {
+  // The conditional update is the whole "at most once" mechanism: only one transaction can
+  // change used from 0 to 1, whatever process it runs in.
+  auto r = q("UPDATE otacs SET used=1,used_at=?,txn_id=? WHERE n=? AND list_id=? AND idx=? AND used=0");
+  r.i(now).t(txn_id).b(n).i(list_id).i(index);
+  if (auto e = r.exec(); !e) return e.error();
+  return sqlite3_changes(s_.db()) == 1;
+}
+
+Result<TransactionRecord> SqliteTx::read_txn(Query& r) {
+  TransactionRecord t;
+  t.txn_id = r.col_t(0);
+  t.request_hash = r.col_b(1);
+  t.card = r.col_b(2);
+  t.list_id = static_cast<std::uint16_t>(r.col_i(3));
+  t.index = static_cast<std::uint16_t>(r.col_i(4));
+  t.terminal_id = r.col_t(5);
+  t.amount_minor = r.col_i(6);
+  t.currency = static_cast<std::uint16_t>(r.col_i(7));
+  t.door = r.col_t(8);
+  t.decision = static_cast<Decision>(r.col_i(9));
+  t.reason = r.col_t(10);
+  t.auth_code = r.col_t(11);
+  t.arc = r.col_b(12);
+  t.arpc = r.col_b(13);
+  t.created_at = r.col_i(14);
+  t.decided_at = r.col_i(15);
+  t.decided_by = r.col_t(16);
+  return t;
+}
+
+#define OTAC_TXN_COLUMNS \
+  "txn_id,request_hash,card,list_id,idx,terminal_id,amount_minor,currency,door,decision,reason,auth_code,arc,arpc,created_at,decided_at,decided_by"
+
+Result<TransactionRecord> SqliteTx::transaction(std::string_view txn_id) {
+  auto r = q("SELECT " OTAC_TXN_COLUMNS " FROM transactions WHERE txn_id=?");
+  r.t(txn_id);
+  auto row = r.step();
+  if (!row) return row.error();
+  if (!*row) return make_error(Errc::not_found, "no transaction " + std::string(txn_id));
+  return read_txn(r);
+}
+
+Result<void> SqliteTx::insert_transaction(const TransactionRecord& t) {
+  auto r = q("INSERT INTO transactions(" OTAC_TXN_COLUMNS ") VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+  r.t(t.txn_id).b(t.request_hash).b(t.card).i(t.list_id).i(t.index).t(t.terminal_id).i(t.amount_minor).i(t.currency)
+      .t(t.door).i(static_cast<int>(t.decision)).t(t.reason).t(t.auth_code).b(t.arc).b(t.arpc).i(t.created_at)
+      .i(t.decided_at).t(t.decided_by);
+  return r.exec();
+}
+
+Result<void> SqliteTx::update_transaction(const TransactionRecord& t) {
+  auto r = q("UPDATE transactions SET decision=?,reason=?,auth_code=?,arc=?,arpc=?,decided_at=?,decided_by=? WHERE txn_id=?");
+  r.i(static_cast<int>(t.decision)).t(t.reason).t(t.auth_code).b(t.arc).b(t.arpc).i(t.decided_at).t(t.decided_by).t(t.txn_id);
+  if (auto e = r.exec(); !e) return e;
+  if (sqlite3_changes(s_.db()) != 1) return make_error(Errc::not_found, "no transaction " + t.txn_id);
+  return {};
+}
+
+Result<std::vector<TransactionRecord>> SqliteTx::transactions(const TransactionFilter& f) {
+  auto r = q("SELECT " OTAC_TXN_COLUMNS " FROM transactions WHERE (?1 IS NULL OR card=?1) AND (?2 IS NULL OR terminal_id=?2)"
+             " AND (?3 IS NULL OR decision=?3) AND created_at>=?4 AND (?5=0 OR created_at<?5)"
+             " ORDER BY created_at DESC, rowid DESC LIMIT ?6");
+  if (f.card) r.b(*f.card); else r.null();
+  if (f.terminal_id) r.t(*f.terminal_id); else r.null();
+  if (f.decision) r.i(static_cast<int>(*f.decision)); else r.null();
+  r.i(f.since).i(f.until).i(f.limit);
+  std::vector<TransactionRecord> out;
+  for (std::uint32_t i = 0; i < f.limit; ++i) {
+    auto row = r.step();
+    if (!row) return row.error();
+    if (!*row) break;
+    auto t = read_txn(r);
+    if (!t) return t.error();
+    out.push_back(std::move(*t));
+  }
+  return out;
+}
+
+#undef OTAC_TXN_COLUMNS
+
+Result<void> SqliteTx::put_terminal(const TerminalRecord& t) {
+  auto r = q("INSERT OR REPLACE INTO terminals(id,cert_fingerprint,limit_minor,enabled) VALUES(?,?,?,?)");
+  r.t(t.id).t(t.cert_fingerprint).i(t.limit_minor).i(t.enabled ? 1 : 0);
+  return r.exec();
+}
+
+Result<TerminalRecord> SqliteTx::terminal(std::string_view id) {
+  auto r = q("SELECT cert_fingerprint,limit_minor,enabled FROM terminals WHERE id=?");
+  r.t(id);
+  auto row = r.step();
+  if (!row) return row.error();
+  if (!*row) return make_error(Errc::not_found, "no terminal " + std::string(id));
+  return TerminalRecord{std::string(id), r.col_t(0), r.col_i(1), r.col_i(2) != 0};
+}
+
+Result<void> SqliteTx::put_operator(const OperatorRecord& op) {
+  auto r = q("INSERT OR REPLACE INTO operators(name,role,token_hash) VALUES(?,?,?)");
+  r.t(op.name).i(static_cast<int>(op.role)).b(op.token_hash);
+  return r.exec();
+}
+
+Result<OperatorRecord> SqliteTx::operator_by_token_hash(ByteView token_hash) {
+  auto r = q("SELECT name,role,token_hash FROM operators WHERE token_hash=?");
+  r.b(token_hash);
+  auto row = r.step();
+  if (!row) return row.error();
+  if (!*row) return make_error(Errc::not_found, "unknown operator token");
+  return OperatorRecord{r.col_t(0), static_cast<Role>(r.col_i(1)), r.col_b(2)};
+}
+
+Result<std::int64_t> SqliteTx::enqueue_sms(const OutboxMessage& m) {
+  auto r = q("INSERT INTO sms_outbox(card,dest,udh,payload,status,attempts,next_attempt_at,last_reply,created_at)"
+             " VALUES(?,?,?,?,?,?,?,?,?)");
+  r.b(m.card).t(m.to).b(m.udh).b(m.payload).i(static_cast<int>(m.status)).i(m.attempts).i(m.next_attempt_at)
+      .t(m.last_reply).i(m.created_at);
+  if (auto e = r.exec(); !e) return e.error();
+  return static_cast<std::int64_t>(sqlite3_last_insert_rowid(s_.db()));
+}
+
+namespace {
+OutboxMessage read_sms(const Query& r) {
+  OutboxMessage m;
+  m.id = r.col_i(0);
+  m.card = r.col_b(1);
+  m.to = r.col_t(2);
+  m.udh = r.col_b(3);
+  m.payload = r.col_b(4);
+  m.status = static_cast<OutboxStatus>(r.col_i(5));
+  m.attempts = static_cast<std::uint32_t>(r.col_i(6));
+  m.next_attempt_at = r.col_i(7);
+  m.last_reply = r.col_t(8);
+  m.created_at = r.col_i(9);
+  return m;
+}
+}  // namespace
+
+Result<std::vector<OutboxMessage>> SqliteTx::due_sms(UnixTime now, std::uint32_t limit) {
+  auto r = q("SELECT id,card,dest,udh,payload,status,attempts,next_attempt_at,last_reply,created_at FROM sms_outbox"
+             " WHERE status=0 AND next_attempt_at<=? ORDER BY id LIMIT ?");
+  r.i(now).i(limit);
+  std::vector<OutboxMessage> out;
+  for (std::uint32_t i = 0; i < limit; ++i) {
+    auto row = r.step();
+    if (!row) return row.error();
+    if (!*row) break;
+    out.push_back(read_sms(r));
+  }
+  return out;
+}
+
+Result<OutboxMessage> SqliteTx::sms(std::int64_t id) {
+  auto r = q("SELECT id,card,dest,udh,payload,status,attempts,next_attempt_at,last_reply,created_at FROM sms_outbox WHERE id=?");
+  r.i(id);
+  auto row = r.step();
+  if (!row) return row.error();
+  if (!*row) return make_error(Errc::not_found, "no outbox message " + std::to_string(id));
+  return read_sms(r);
+}
+
+Result<void> SqliteTx::update_sms(const OutboxMessage& m) {
+  auto r = q("UPDATE sms_outbox SET status=?,attempts=?,next_attempt_at=?,last_reply=? WHERE id=?");
+  r.i(static_cast<int>(m.status)).i(m.attempts).i(m.next_attempt_at).t(m.last_reply).i(m.id);
+  if (auto e = r.exec(); !e) return e;
+  if (sqlite3_changes(s_.db()) != 1) return make_error(Errc::not_found, "no outbox message " + std::to_string(m.id));
+  return {};
+}
+
+Result<std::uint32_t> SqliteTx::outbox_depth() {
+  auto r = q("SELECT COUNT(*) FROM sms_outbox WHERE status=0");
+  auto row = r.step();
+  if (!row) return row.error();
+  return static_cast<std::uint32_t>(r.col_i(0));
+}
+
+Result<std::uint64_t> SqliteTx::next_ota_counter(ByteView n) {
+  {
+    auto r = q("UPDATE cards SET ota_counter=ota_counter+1 WHERE n=?");
+    r.b(n);
+    if (auto e = r.exec(); !e) return e.error();
+    if (sqlite3_changes(s_.db()) != 1) return make_error(Errc::not_found, "no card " + to_hex(n));
+  }
+  auto r = q("SELECT ota_counter FROM cards WHERE n=?");
+  r.b(n);
+  auto row = r.step();
+  if (!row) return row.error();
+  return static_cast<std::uint64_t>(r.col_i(0));
+}
+
+Result<std::uint64_t> SqliteTx::card_counter(ByteView n) {
+  auto r = q("SELECT card_counter FROM cards WHERE n=?");
+  r.b(n);
+  auto row = r.step();
+  if (!row) return row.error();
+  if (!*row) return make_error(Errc::not_found, "no card " + to_hex(n));
+  return static_cast<std::uint64_t>(r.col_i(0));
+}
+
+Result<void> SqliteTx::set_card_counter(ByteView n, std::uint64_t counter) {
+  auto r = q("UPDATE cards SET card_counter=? WHERE n=?");
+  r.i(static_cast<std::int64_t>(counter)).b(n);
+  return r.exec();
+}
+
+Result<std::int64_t> SqliteTx::audit(UnixTime at, std::string_view actor, std::string_view action, std::string_view detail) {
+  Bytes prev(32, 0);
+  std::int64_t seq = 1;
+  {
+    auto r = q("SELECT seq,mac FROM audit_log ORDER BY seq DESC LIMIT 1");
+    auto row = r.step();
+    if (!row) return row.error();
+    if (*row) { seq = r.col_i(0) + 1; prev = r.col_b(1); }
+  }
+  auto r = q("INSERT INTO audit_log(seq,at,actor,action,detail,mac) VALUES(?,?,?,?,?,?)");
+  r.i(seq).i(at).t(actor).t(action).t(detail).b(audit_mac(kek_, prev, seq, at, actor, action, detail));
+  if (auto e = r.exec(); !e) return e.error();
+  return seq;
+}
+
+Result<std::vector<AuditEntry>> SqliteTx::audit_entries(std::int64_t after_seq, std::uint32_t limit) {
+  auto r = q("SELECT seq,at,actor,action,detail,mac FROM audit_log WHERE seq>? ORDER BY seq LIMIT ?");
+  r.i(after_seq).i(limit);
+  std::vector<AuditEntry> out;
+  for (std::uint32_t i = 0; i < limit; ++i) {
+    auto row = r.step();
+    if (!row) return row.error();
+    if (!*row) break;
+    out.push_back(AuditEntry{r.col_i(0), r.col_i(1), r.col_t(2), r.col_t(3), r.col_t(4), r.col_b(5)});
+  }
+  return out;
+}
+
+Result<std::int64_t> SqliteTx::verify_audit_chain() {
+  auto r = q("SELECT seq,at,actor,action,detail,mac FROM audit_log ORDER BY seq");
+  Bytes prev(32, 0);
+  std::int64_t expect = 1;
+  for (;; ++expect) {
+    auto row = r.step();
+    if (!row) return row.error();
+    if (!*row) break;
+    if (r.col_i(0) != expect)
+      return make_error(Errc::bad_mac, "audit log entry " + std::to_string(expect) + " is missing");
+    Bytes mac = audit_mac(kek_, prev, expect, r.col_i(1), r.col_t(2), r.col_t(3), r.col_t(4));
+    if (!ct_equal(mac, r.col_b(5)))
+      return make_error(Errc::bad_mac, "audit log entry " + std::to_string(expect) + " was modified");
+    prev = std::move(mac);
+  }
+  return expect - 1;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> open_sqlite_store(const std::filesystem::path& db_file, std::shared_ptr<const Kek> kek) {
+  if (!kek) return make_error(Errc::internal, "open_sqlite_store needs a key-encryption key");
+  sqlite3* raw = nullptr;
+  const int rc = sqlite3_open_v2(db_file.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  DbPtr db(raw);  // sqlite3_open_v2 allocates a handle even on failure; close it either way
+  if (rc != SQLITE_OK)
+    return make_error(Errc::io, "cannot open database " + db_file.string() + ": " + (raw ? sqlite3_errmsg(raw) : "out of memory"));
+  sqlite3_busy_timeout(db.get(), 5000);
+  auto store = std::make_unique<SqliteStore>(std::move(db), std::move(kek));
+  if (auto m = store->migrate(); !m) return m.error();
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+}  // namespace otac::backend
