@@ -1,0 +1,326 @@
+// Authorization path of the service: decisions, idempotency, races, fail counter, display code.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <thread>
+
+#include "test_service_support.hpp"
+
+using namespace otac;
+using namespace otac::backend;
+using otac::backend::test::Ch;
+using otac::backend::test::Env;
+
+namespace {
+
+struct Card {
+  Bytes n;
+  Algorithm alg;
+  SecretBytes k;
+  std::uint16_t list = 0;
+  std::vector<SecretBytes> codes;
+};
+
+Card setup(Env& env, Algorithm alg = Algorithm::des3, std::int64_t limit = 0, std::int64_t review = 0,
+           std::vector<DoorPermission> doors = {}) {
+  REQUIRE(env.svc->register_terminal(TerminalRecord{"TERM0001", "ab", 0, true}, "admin"));
+  EnrollRequest er;
+  er.algorithm = alg;
+  er.msisdn = "+4915550001";
+  er.limit_minor = limit;
+  er.review_minor = review;
+  er.doors = std::move(doors);
+  auto e = env.svc->enroll_card(er, "admin");
+  REQUIRE(e);
+  auto l = env.svc->issue_list(e->n, "admin");
+  REQUIRE(l);
+  return Card{e->n, alg, std::move(e->k), l->first, std::move(l->second)};
+}
+
+Bytes arpc_of(const Card& c, std::uint16_t index, const Bytes& cryptogram, const std::string& arc) {
+  Bytes in = to_bytes("ARPC");
+  append(in, cryptogram);
+  append(in, to_bytes(arc));
+  return test::card_mac(c.alg, c.codes[index], in);
+}
+
+}  // namespace
+
+TEST_CASE("enrollment makes a random N and a 3DES key with parity, and a letter") {
+  Env env;
+  EnrollRequest er;
+  er.msisdn = "+4915550001";
+  auto a = env.svc->enroll_card(er, "admin");
+  auto b = env.svc->enroll_card(er, "admin");
+  REQUIRE(a);
+  REQUIRE(b);
+  CHECK(a->n.size() == 8);
+  CHECK(a->n != b->n);
+  CHECK(a->k.size() == 16);
+  CHECK(crypto::has_des_parity(a->k.view()));
+  CHECK(a->letter.find(to_hex(a->n)) != std::string::npos);
+  CHECK(a->letter.find(to_hex(a->k.view())) != std::string::npos);
+  CHECK(a->letter.find(env.config.server_msisdn) != std::string::npos);
+  auto c = env.svc->card(a->n);
+  REQUIRE(c);
+  CHECK(ct_equal(c->k.view(), a->k.view()));
+  er.msisdn = "12ab";
+  CHECK_FALSE(env.svc->enroll_card(er, "admin"));
+}
+
+TEST_CASE("a valid cryptogram is approved once, with an ARPC the card can check") {
+  for (auto alg : {Algorithm::des3, Algorithm::aes128}) {
+    Env env;
+    Card c = setup(env, alg);
+    Ch ch;
+    auto req = test::card_request("T1", c.n, alg, c.list, 3, c.codes[3], ch);
+    auto a = env.svc->authorize(req, "TERM0001");
+    REQUIRE(a);
+    CHECK(a->decision == Decision::approved);
+    CHECK(a->reason == "ok");
+    CHECK(a->arc == to_bytes("00"));
+    CHECK(a->auth_code.size() == 6);
+    CHECK(a->arpc == arpc_of(c, 3, req.cryptogram, "00"));
+
+    // The same cryptogram under another txn id: the code is used.
+    req.txn_id = "T2";
+    auto b = env.svc->authorize(req, "TERM0001");
+    REQUIRE(b);
+    CHECK(b->decision == Decision::declined);
+    CHECK(b->reason == "code_used");
+  }
+}
+
+TEST_CASE("bad cryptogram, tampered amount, unknown card and unknown code are declined") {
+  Env env;
+  Card c = setup(env);
+  Ch ch;
+  auto req = test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], ch);
+  SECTION("bad cryptogram") {
+    req.cryptogram[0] ^= 1;
+    auto a = env.svc->authorize(req, "TERM0001");
+    REQUIRE(a);
+    CHECK(a->decision == Decision::declined);
+    CHECK(a->reason == "bad_cryptogram");
+    CHECK(a->arpc.empty());
+    // The code was not burned: the genuine cryptogram still works.
+    auto good = test::card_request("T2", c.n, c.alg, c.list, 0, c.codes[0], ch);
+    CHECK(env.svc->authorize(good, "TERM0001")->decision == Decision::approved);
+  }
+  SECTION("amount changed after the card computed the cryptogram") {
+    Ch other = ch;
+    other.amount = hex("000000009999");
+    req.challenge = other.encode();
+    auto a = env.svc->authorize(req, "TERM0001");
+    REQUIRE(a);
+    CHECK(a->reason == "bad_cryptogram");
+  }
+  SECTION("cryptogram computed with another code") {
+    auto wrong = test::card_request("T3", c.n, c.alg, c.list, 0, c.codes[1], ch);
+    CHECK(env.svc->authorize(wrong, "TERM0001")->reason == "bad_cryptogram");
+  }
+  SECTION("unknown card") {
+    req.card = hex("0000000000000001");
+    CHECK(env.svc->authorize(req, "TERM0001")->reason == "unknown_card");
+  }
+  SECTION("unknown code") {
+    req.index = 999;
+    CHECK(env.svc->authorize(req, "TERM0001")->reason == "unknown_code");
+  }
+}
+
+TEST_CASE("the challenge's terminal id must be the certificate's, and the terminal registered") {
+  Env env;
+  Card c = setup(env);
+  Ch ch;
+  auto req = test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], ch);
+  auto a = env.svc->authorize(req, "TERM0002");
+  REQUIRE_FALSE(a);
+  CHECK(a.error().code == Errc::state);
+  Ch other;
+  other.terminal = to_bytes("TERM0009");
+  auto r2 = test::card_request("T2", c.n, c.alg, c.list, 0, c.codes[0], other);
+  auto b = env.svc->authorize(r2, "TERM0009");
+  REQUIRE_FALSE(b);
+  CHECK(b.error().code == Errc::state);
+  // Neither attempt burned the code.
+  CHECK(env.svc->authorize(req, "TERM0001")->decision == Decision::approved);
+}
+
+TEST_CASE("malformed challenges are errors, not decisions") {
+  Env env;
+  Card c = setup(env);
+  Ch ch;
+  auto req = test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], ch);
+  auto bad = [&](Bytes challenge) {
+    AuthRequest r = req;
+    r.challenge = std::move(challenge);
+    auto a = env.svc->authorize(r, "TERM0001");
+    REQUIRE_FALSE(a);
+    CHECK(a.error().code != Errc::internal);
+  };
+  bad({});
+  bad(Bytes(req.challenge.begin(), req.challenge.end() - 1));  // truncated
+  Bytes dup = req.challenge;
+  append(dup, hex("9C0100"));
+  bad(dup);  // 9C twice
+  Bytes extra = req.challenge;
+  append(extra, hex("9F4E0100"));
+  bad(extra);  // unknown tag
+  Ch door = ch;
+  door.mode = 2;  // door mode without DF32
+  bad(door.encode());
+  AuthRequest r = req;
+  r.txn_id = "";
+  CHECK_FALSE(env.svc->authorize(r, "TERM0001"));
+}
+
+TEST_CASE("a retry with the same txn id gets the stored answer; a different body is a conflict") {
+  Env env;
+  Card c = setup(env);
+  Ch ch;
+  auto req = test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], ch);
+  auto a = env.svc->authorize(req, "TERM0001");
+  auto b = env.svc->authorize(req, "TERM0001");
+  REQUIRE(a);
+  REQUIRE(b);
+  CHECK(b->decision == Decision::approved);
+  CHECK(b->auth_code == a->auth_code);
+  CHECK(b->arpc == a->arpc);
+  auto other = test::card_request("T1", c.n, c.alg, c.list, 1, c.codes[1], ch);
+  auto x = env.svc->authorize(other, "TERM0001");
+  REQUIRE_FALSE(x);
+  CHECK(x.error().code == Errc::conflict);
+  // Only one code was consumed.
+  auto s = env.store();
+  REQUIRE(s->run([&](Tx& tx) -> Result<void> {
+    CHECK(tx.unused_count(c.n).value() == c.codes.size() - 1);
+    return {};
+  }));
+}
+
+TEST_CASE("policy: card limit, terminal limit, held for review, doors and hours") {
+  Env env;
+  SECTION("card limit") {
+    Card c = setup(env, Algorithm::des3, 1000);
+    auto a = env.svc->authorize(test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], Ch{}), "TERM0001");
+    CHECK(a->decision == Decision::declined);
+    CHECK(a->reason == "card_limit");
+    CHECK(a->arc == to_bytes("51"));
+  }
+  SECTION("terminal limit") {
+    Card c = setup(env);
+    REQUIRE(env.svc->register_terminal(TerminalRecord{"TERM0001", "ab", 500, true}, "admin"));
+    auto a = env.svc->authorize(test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], Ch{}), "TERM0001");
+    CHECK(a->reason == "terminal_limit");
+  }
+  SECTION("held, then decided by an operator; a waiter sees the outcome") {
+    Card c = setup(env, Algorithm::des3, 0, 1000);
+    auto req = test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], Ch{});
+    auto a = env.svc->authorize(req, "TERM0001");
+    REQUIRE(a);
+    CHECK(a->decision == Decision::held);
+    CHECK(a->arc == to_bytes("19"));
+    CHECK(a->arpc == arpc_of(c, 0, req.cryptogram, "19"));
+    auto quick = env.svc->get_authorization("T1", std::chrono::milliseconds(0));
+    CHECK(quick->decision == Decision::held);
+    std::thread op([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(150));
+      CHECK(env.svc->decide_held("T1", true, "alice"));
+    });
+    const auto t0 = std::chrono::steady_clock::now();
+    auto waited = env.svc->get_authorization("T1", std::chrono::milliseconds(5000));
+    op.join();
+    REQUIRE(waited);
+    CHECK(waited->decision == Decision::approved);
+    CHECK(waited->reason == "operator_approved");
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(3));
+    CHECK_FALSE(env.svc->decide_held("T1", false, "alice"));  // already decided
+  }
+  SECTION("doors and time windows") {
+    // The test clock is 22:13 UTC.
+    Card c = setup(env, Algorithm::des3, 0, 0,
+                   {DoorPermission{"D-MAIN", 0, 1440}, DoorPermission{"D-LAB", 8 * 60, 18 * 60}});
+    auto door = [&](const std::string& id, std::uint16_t i, const std::string& txn) {
+      Ch ch;
+      ch.mode = 2;
+      ch.amount = hex("000000000000");
+      ch.door = id;
+      return env.svc->authorize(test::card_request(txn, c.n, c.alg, c.list, i, c.codes[i], ch), "TERM0001");
+    };
+    CHECK(door("D-MAIN", 0, "A")->reason == "ok");
+    CHECK(door("D-LAB", 1, "B")->reason == "outside_hours");
+    CHECK(door("D-VAULT", 2, "C")->reason == "door_denied");
+  }
+}
+
+TEST_CASE("too many bad cryptograms block the card; unblock resets the counter") {
+  Env env;
+  Card c = setup(env);
+  Ch ch;
+  for (int i = 0; i < 5; ++i) {
+    auto req = test::card_request("B" + std::to_string(i), c.n, c.alg, c.list, 0, c.codes[0], ch);
+    req.cryptogram[7] ^= 0x55;
+    CHECK(env.svc->authorize(req, "TERM0001")->reason == "bad_cryptogram");
+  }
+  CHECK(env.svc->card(c.n)->status == CardStatus::blocked);
+  auto good = test::card_request("G1", c.n, c.alg, c.list, 0, c.codes[0], ch);
+  CHECK(env.svc->authorize(good, "TERM0001")->reason == "card_blocked");
+  REQUIRE(env.svc->unblock_card(c.n, "alice"));
+  CHECK(env.svc->card(c.n)->fail_count == 0);
+  good.txn_id = "G2";
+  CHECK(env.svc->authorize(good, "TERM0001")->decision == Decision::approved);
+}
+
+TEST_CASE("32 threads with separate connections race for one code: exactly one approval") {
+  Env env;
+  Card c = setup(env);
+  Ch ch;
+  constexpr int kThreads = 40;
+  std::atomic<int> approved{0}, used{0}, other{0};
+  std::atomic<bool> go{false};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      // One Service (and so one pool of connections) per thread: they share only the file.
+      Service svc(env.config, [&] { return open_sqlite_store(env.db, env.kek); }, [&] { return env.clock; });
+      auto req = test::card_request("R" + std::to_string(i), c.n, c.alg, c.list, 5, c.codes[5], ch);
+      for (int spin = 0; !go.load() && spin < 10'000'000; ++spin) std::this_thread::yield();
+      auto a = svc.authorize(req, "TERM0001");
+      if (a && a->decision == Decision::approved) ++approved;
+      else if (a && a->reason == "code_used") ++used;
+      else ++other;
+    });
+  }
+  go = true;
+  for (auto& t : threads) t.join();
+  CHECK(approved == 1);
+  CHECK(used == kThreads - 1);
+  CHECK(other == 0);
+}
+
+TEST_CASE("a typed display code is accepted within the window of 10 lowest unused codes") {
+  Env env;
+  Card c = setup(env);
+  auto code_for = [&](std::uint16_t i) {
+    Bytes in = to_bytes("DISPLAY");
+    append(in, c.n);
+    append(in, be_bytes(c.list, 2));
+    append(in, be_bytes(i, 2));
+    Bytes m = test::card_mac(c.alg, c.codes[i], in);
+    std::uint32_t v = ((std::uint32_t{m[0]} << 24) | (std::uint32_t{m[1]} << 16) | (std::uint32_t{m[2]} << 8) | m[3]) & 0x7FFFFFFF;
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "%08u", v % 100000000u);
+    return std::string(buf);
+  };
+  auto verify = [&](const std::string& txn, const std::string& code) {
+    return env.svc->verify_display_code(CodeRequest{txn, c.n, code, ""}, "TERM0001");
+  };
+  auto a = verify("D1", code_for(4));
+  REQUIRE(a);
+  CHECK(a->decision == Decision::approved);
+  CHECK(verify("D2", code_for(4))->decision == Decision::declined);   // used
+  CHECK(verify("D3", code_for(12))->reason == "bad_code");              // outside the window
+  CHECK(verify("D4", code_for(0))->decision == Decision::approved);
+  CHECK_FALSE(verify("D5", "12ab5678"));                               // malformed
+}

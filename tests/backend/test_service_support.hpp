@@ -1,0 +1,131 @@
+// Shared fixtures of the backend-core tests: a temporary directory with a database and a
+// KEK, and a challenge/cryptogram built by hand from protocol.md §3 (independently of the
+// service's own MAC-input builder).
+#pragma once
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "otac/common/crypto.hpp"
+#include "service.hpp"
+#include "sqlite_store.hpp"
+
+namespace otac::backend::test {
+
+/// A fresh temporary directory, removed at scope exit.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "otac-core-XXXXXX").string();
+    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+    path = tmpl;
+  }
+  ~TempDir() { std::error_code ec; std::filesystem::remove_all(path, ec); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+};
+
+/// A fixed test KEK.
+inline std::shared_ptr<const Kek> test_kek() {
+  SecretBytes raw(hex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"));
+  return std::make_shared<const Kek>(Kek::from_bytes(raw));
+}
+
+/// A database in a temp dir and a Service over it.
+struct Env {
+  TempDir dir;
+  std::filesystem::path db = dir.path / "otac.db";
+  std::shared_ptr<const Kek> kek = test_kek();
+  UnixTime clock = 1'700'000'000;  // 2023-11-14 22:13:20 UTC
+  ServiceConfig config;
+  std::unique_ptr<Service> svc;
+
+  explicit Env(std::uint16_t list_size = 20) {
+    config.list_size = list_size;
+    svc = std::make_unique<Service>(config, [this] { return open_sqlite_store(db, kek); }, [this] { return clock; });
+  }
+  std::unique_ptr<Store> store() {
+    auto s = open_sqlite_store(db, kek);
+    if (!s) throw std::runtime_error(s.error().message);
+    return std::move(*s);
+  }
+};
+
+/// Appends a TLV with a short length.
+inline void tlv(Bytes& out, Bytes tag, const Bytes& v) {
+  append(out, tag);
+  out.push_back(static_cast<std::uint8_t>(v.size()));
+  append(out, v);
+}
+
+/// The fields of a challenge, as a test sets them.
+struct Ch {
+  Bytes un = hex("0102030405060708");
+  Bytes amount = hex("000000001234");  // 12.34
+  Bytes terminal = to_bytes("TERM0001");
+  std::uint8_t mode = 0x01;
+  std::string door;
+
+  /// The AUTHENTICATE data in a deliberately non-canonical order.
+  Bytes encode() const {
+    Bytes out;
+    tlv(out, hex("9F1C"), terminal);
+    tlv(out, hex("9F37"), un);
+    tlv(out, hex("DF33"), hex("01"));
+    tlv(out, hex("DF31"), Bytes{mode});
+    tlv(out, hex("9F02"), amount);
+    tlv(out, hex("5F2A"), hex("0978"));
+    tlv(out, hex("9A"), hex("231114"));
+    tlv(out, hex("9F21"), hex("221320"));
+    tlv(out, hex("9C"), mode == 2 ? hex("90") : hex("00"));
+    if (!door.empty()) tlv(out, hex("DF32"), to_bytes(door));
+    return out;
+  }
+
+  /// The MAC input of protocol.md §3, assembled by hand.
+  Bytes mac_input(const Bytes& n, std::uint16_t list, std::uint16_t index, std::uint16_t atc) const {
+    Bytes m;
+    append(m, hex("DF3301 01"));
+    append(m, hex("DF3101")); m.push_back(mode);
+    append(m, hex("9F3708")); append(m, un);
+    append(m, hex("9F0206")); append(m, amount);
+    append(m, hex("5F2A02 0978"));
+    append(m, hex("9A03 231114"));
+    append(m, hex("9F2103 221320"));
+    append(m, mode == 2 ? hex("9C01 90") : hex("9C01 00"));
+    append(m, hex("9F1C08")); append(m, terminal);
+    if (mode == 2) { append(m, hex("DF32")); m.push_back(static_cast<std::uint8_t>(door.size())); append(m, to_bytes(door)); }
+    append(m, hex("DF4108")); append(m, n);
+    append(m, hex("DF4202")); append(m, be_bytes(list, 2));
+    append(m, hex("DF4302")); append(m, be_bytes(index, 2));
+    append(m, hex("9F3602")); append(m, be_bytes(atc, 2));
+    return m;
+  }
+};
+
+/// The card's 8-byte MAC: ISO 9797-1 alg 3 pad 2 (3DES) or AES-CMAC truncated (AES).
+inline Bytes card_mac(Algorithm alg, const SecretBytes& key, const Bytes& data) {
+  if (alg == Algorithm::des3) return crypto::mac_alg3(key, data, crypto::Padding::method2, 8).value();
+  Bytes m = crypto::aes_cmac(key, data).value();
+  m.resize(8);
+  return m;
+}
+
+/// What the card would send for an authorization with the given code.
+inline AuthRequest card_request(const std::string& txn, const Bytes& n, Algorithm alg, std::uint16_t list,
+                                std::uint16_t index, const SecretBytes& otac, const Ch& ch, std::uint16_t atc = 7) {
+  AuthRequest r;
+  r.txn_id = txn;
+  r.card = n;
+  r.list_id = list;
+  r.index = index;
+  r.atc = atc;
+  r.challenge = ch.encode();
+  r.cryptogram = card_mac(alg, otac, ch.mac_input(n, list, index, atc));
+  return r;
+}
+
+}  // namespace otac::backend::test
