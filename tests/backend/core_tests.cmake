@@ -4,3 +4,7 @@ file(GLOB OTAC_BACKEND_CORE_TESTS CONFIGURE_DEPENDS
 add_executable(test_backend_core ${OTAC_BACKEND_CORE_TESTS})
 target_link_libraries(test_backend_core PRIVATE otac_test_main otac_backend_service otac_backend_store otac_warnings)
 catch_discover_tests(test_backend_core TEST_PREFIX "backend-core: ")
+# The store tests inspect the database file directly, as an attacker with a copy would.
+find_package(SQLite3 REQUIRED)
+target_link_libraries(test_backend_core PRIVATE SQLite::SQLite3)
+target_include_directories(test_backend_core PRIVATE ${CMAKE_CURRENT_LIST_DIR})

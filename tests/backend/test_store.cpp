@@ -1,0 +1,273 @@
+// Store-level properties: keys at rest, the KEK file, audit chain, migrations, outbox, and
+// crash safety (a child killed with SIGKILL in the middle of transactions).
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <iterator>
+
+#include "test_service_support.hpp"
+
+using namespace otac;
+using namespace otac::backend;
+using otac::backend::test::Env;
+using otac::backend::test::TempDir;
+
+namespace {
+
+Bytes read_file(const std::filesystem::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return Bytes(std::istreambuf_iterator<char>(f), {});
+}
+
+bool contains(const Bytes& hay, ByteView needle) {
+  return std::search(hay.begin(), hay.end(), needle.begin(), needle.end()) != hay.end();
+}
+
+// Runs one SQL statement on the file directly, as an attacker with the file would.
+void raw_sql(const std::filesystem::path& db, const char* sql) {
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
+  char* err = nullptr;
+  const int rc = sqlite3_exec(h, sql, nullptr, nullptr, &err);
+  INFO((err ? err : ""));
+  sqlite3_free(err);
+  sqlite3_close(h);
+  REQUIRE(rc == SQLITE_OK);
+}
+
+std::string raw_query_text(const std::filesystem::path& db, const char* sql) {
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
+  sqlite3_stmt* s = nullptr;
+  REQUIRE(sqlite3_prepare_v2(h, sql, -1, &s, nullptr) == SQLITE_OK);
+  std::string out;
+  if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0))
+    out = reinterpret_cast<const char*>(sqlite3_column_text(s, 0));
+  sqlite3_finalize(s);
+  sqlite3_close(h);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("the database files hold no card key and no OTAC in clear") {
+  Env env(50);
+  EnrollRequest er;
+  er.msisdn = "+4915550001";
+  auto e = env.svc->enroll_card(er, "admin");
+  REQUIRE(e);
+  auto l = env.svc->issue_list(e->n, "admin");
+  REQUIRE(l);
+  Bytes files = read_file(env.db);
+  append(files, read_file(env.db.string() + "-wal"));
+  REQUIRE(files.size() > 4096);
+  CHECK(contains(files, e->n));  // sanity: the search does find what is stored in clear
+  CHECK_FALSE(contains(files, e->k.view()));
+  CHECK_FALSE(contains(files, e->k.view().subspan(0, 8)));
+  for (const auto& k : l->second) CHECK_FALSE(contains(files, k.view().subspan(0, 8)));
+
+  // A copy opened with another KEK yields no key: reading the card fails with bad_mac.
+  SecretBytes other(Bytes(32, 0x42));
+  auto s = open_sqlite_store(env.db, std::make_shared<const Kek>(Kek::from_bytes(other)));
+  REQUIRE(s);
+  auto r = (*s)->run([&](Tx& tx) -> Result<void> {
+    auto c = tx.card(e->n);
+    REQUIRE_FALSE(c);
+    CHECK(c.error().code == Errc::bad_mac);
+    CHECK_FALSE(tx.otac(e->n, l->first, 0));
+    return {};
+  });
+  CHECK(r);
+}
+
+TEST_CASE("a sealed key moved to another row does not open") {
+  Env env;
+  EnrollRequest er;
+  er.msisdn = "1";
+  auto e = env.svc->enroll_card(er, "admin");
+  REQUIRE(e);
+  REQUIRE(env.svc->issue_list(e->n, "admin"));
+  raw_sql(env.db, "UPDATE otacs SET key_sealed=(SELECT key_sealed FROM otacs WHERE idx=1) WHERE idx=0");
+  auto s = env.store();
+  CHECK(s->run([&](Tx& tx) -> Result<void> {
+    CHECK(tx.otac(e->n, 1, 1));
+    auto moved = tx.otac(e->n, 1, 0);
+    REQUIRE_FALSE(moved);
+    CHECK(moved.error().code == Errc::bad_mac);
+    return {};
+  }));
+}
+
+TEST_CASE("the KEK file is created 0600, and loose permissions or a wrong size are refused") {
+  TempDir d;
+  auto f = d.path / "kek";
+  auto k1 = Kek::load_or_create(f);
+  REQUIRE(k1);
+  struct stat st {};
+  REQUIRE(::stat(f.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  CHECK(st.st_size == 32);
+  // Loading again gives the same key: what one seals the other opens.
+  auto k2 = Kek::load_or_create(f);
+  REQUIRE(k2);
+  Bytes ad = to_bytes("row");
+  Bytes sealed = k1->seal(hex("00112233445566778899aabbccddeeff"), ad);
+  auto opened = k2->open(sealed, ad);
+  REQUIRE(opened);
+  CHECK(to_hex(opened->view()) == "00112233445566778899aabbccddeeff");
+  CHECK_FALSE(k2->open(sealed, to_bytes("other row")));
+  sealed[20] ^= 1;
+  CHECK_FALSE(k2->open(sealed, ad));
+
+  ::chmod(f.c_str(), 0644);
+  auto loose = Kek::load_or_create(f);
+  REQUIRE_FALSE(loose);
+  CHECK(loose.error().message.find("chmod 600") != std::string::npos);
+  ::chmod(f.c_str(), 0600);
+  { std::ofstream(f, std::ios::app) << "x"; }
+  CHECK_FALSE(Kek::load_or_create(f));
+}
+
+TEST_CASE("audit log: chained, verifiable, and tampering is detected") {
+  Env env;
+  EnrollRequest er;
+  er.msisdn = "1";
+  auto e = env.svc->enroll_card(er, "admin");
+  REQUIRE(e);
+  REQUIRE(env.svc->block_card(e->n, "alice"));
+  REQUIRE(env.svc->unblock_card(e->n, "bob"));
+  auto n = env.svc->verify_audit();
+  REQUIRE(n);
+  CHECK(*n == 3);
+  auto log = env.svc->audit_log(0, 10);
+  REQUIRE(log);
+  REQUIRE(log->size() == 3);
+  CHECK((*log)[1].actor == "alice");
+  CHECK((*log)[1].action == "block");
+
+  SECTION("edited entry") {
+    raw_sql(env.db, "UPDATE audit_log SET actor='mallory' WHERE seq=2");
+    auto v = env.svc->verify_audit();
+    REQUIRE_FALSE(v);
+    CHECK(v.error().message.find("entry 2") != std::string::npos);
+  }
+  SECTION("deleted entry") {
+    raw_sql(env.db, "DELETE FROM audit_log WHERE seq=2");
+    CHECK_FALSE(env.svc->verify_audit());
+  }
+  SECTION("entry with a recomputed-looking but foreign MAC") {
+    raw_sql(env.db, "UPDATE audit_log SET mac=(SELECT mac FROM audit_log WHERE seq=1) WHERE seq=3");
+    CHECK_FALSE(env.svc->verify_audit());
+  }
+}
+
+TEST_CASE("reopening migrates nothing twice and refuses a newer schema") {
+  Env env;
+  { auto s = env.store(); }
+  { auto s = env.store(); }
+  CHECK(raw_query_text(env.db, "PRAGMA user_version") == "1");
+  CHECK(raw_query_text(env.db, "PRAGMA journal_mode") == "wal");
+  raw_sql(env.db, "PRAGMA user_version=99");
+  auto s = open_sqlite_store(env.db, env.kek);
+  REQUIRE_FALSE(s);
+  CHECK(s.error().message.find("newer") != std::string::npos);
+}
+
+TEST_CASE("outbox: queued, due by time, retried, and marked sent") {
+  Env env;
+  auto s = env.store();
+  std::int64_t id = 0;
+  REQUIRE(s->run([&](Tx& tx) -> Result<void> {
+    OutboxMessage m;
+    m.to = "+4915550001";
+    m.udh = hex("7000");
+    m.payload = hex("0102");
+    m.next_attempt_at = env.clock;
+    auto r = tx.enqueue_sms(m);
+    REQUIRE(r);
+    id = *r;
+    return {};
+  }));
+  auto due = env.svc->next_due(10);
+  REQUIRE(due);
+  REQUIRE(due->size() == 1);
+  CHECK((*due)[0].payload == hex("0102"));
+  REQUIRE(env.svc->mark_failed(id, "gateway down", env.clock + 60));
+  CHECK(env.svc->next_due(10)->empty());
+  CHECK(env.svc->metrics()->outbox_depth == 1);
+  env.clock += 60;
+  REQUIRE(env.svc->next_due(10)->size() == 1);
+  REQUIRE(env.svc->mark_sent(id, "0: Accepted for delivery"));
+  CHECK(env.svc->next_due(10)->empty());
+  CHECK(env.svc->metrics()->outbox_depth == 0);
+  CHECK_FALSE(env.svc->mark_sent(id, "again"));
+}
+
+TEST_CASE("a process killed with SIGKILL mid-transaction leaves a consistent store") {
+  Env env(0);
+  EnrollRequest er;
+  er.msisdn = "1";
+  auto e = env.svc->enroll_card(er, "admin");
+  REQUIRE(e);
+  int pipefd[2];
+  REQUIRE(::pipe(pipefd) == 0);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // Child: commit lists one by one and report each commit; then start a transaction that
+    // writes half a list and hangs until it is killed.
+    ::close(pipefd[0]);
+    auto s = open_sqlite_store(env.db, env.kek);
+    if (!s) ::_exit(2);
+    for (std::uint16_t list = 1; list <= 5; ++list) {
+      auto r = (*s)->run([&](Tx& tx) -> Result<void> {
+        std::vector<SecretBytes> keys;
+        for (int i = 0; i < 10; ++i) keys.push_back(crypto::random_secret(16));
+        return tx.insert_list(e->n, list, keys, 0);
+      });
+      if (!r) ::_exit(3);
+      const char c = static_cast<char>(list);
+      if (::write(pipefd[1], &c, 1) != 1) ::_exit(4);
+    }
+    (void)(*s)->run([&](Tx& tx) -> Result<void> {
+      std::vector<SecretBytes> keys;
+      for (int i = 0; i < 10; ++i) keys.push_back(crypto::random_secret(16));
+      (void)tx.insert_list(e->n, 6, keys, 0);
+      const char c = 'x';
+      (void)!::write(pipefd[1], &c, 1);
+      ::sleep(30);  // killed long before this ends
+      return {};
+    });
+    ::_exit(0);
+  }
+  ::close(pipefd[1]);
+  char buf[6];
+  std::size_t got = 0;
+  for (int i = 0; i < 6 && got < 6; ++i) {
+    const auto n = ::read(pipefd[0], buf + got, 6 - got);
+    if (n <= 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  ::close(pipefd[0]);
+  ::kill(child, SIGKILL);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  REQUIRE(got == 6);
+  CHECK(WIFSIGNALED(status));
+
+  CHECK(raw_query_text(env.db, "PRAGMA integrity_check") == "ok");
+  auto s = env.store();
+  REQUIRE(s->run([&](Tx& tx) -> Result<void> {
+    CHECK(tx.last_list_id(e->n).value() == 5);   // every acknowledged list, not the sixth
+    CHECK(tx.unused_count(e->n).value() == 50);  // no half list
+    // The write lock died with the child: new transactions proceed.
+    return tx.insert_list(e->n, 6, {}, 0);
+  }));
+}
