@@ -28,7 +28,7 @@ packages=(
   # door relay
   libgpiod-dev
   # tests
-  catch2 procps psmisc curl ca-certificates
+  catch2 procps psmisc curl ca-certificates iproute2 python3 util-linux
 )
 
 log() { printf 'setup: %s\n' "$*"; }

@@ -73,6 +73,8 @@ Bytes hmac_sha256(ByteView key, ByteView data);
 /// L = out_len * 8 bits.
 SecretBytes kdf_sp800_108(const SecretBytes& key, std::string_view label, ByteView context,
                           std::size_t out_len);
+/// The same KDF with the fixed input given whole (as NIST CAVP KBKDF vectors give it).
+SecretBytes kdf_sp800_108_raw(const SecretBytes& key, ByteView fixed_input, std::size_t out_len);
 /// HKDF (RFC 5869) with SHA-256.
 SecretBytes hkdf_sha256(const SecretBytes& ikm, ByteView salt, ByteView info, std::size_t out_len);
 
@@ -120,6 +122,8 @@ Result<SecretBytes> rsa_oaep_decrypt(const PKey& priv, ByteView cipher);
 Result<Bytes> ecdsa_sign(const PKey& priv, ByteView msg);
 /// True only for a valid signature; malformed signatures are simply invalid.
 bool ecdsa_verify(const PKey& pub, ByteView msg, ByteView der_sig);
+/// DER ECDSA-Sig-Value from big-endian r and s (published vectors give r and s).
+Result<Bytes> ecdsa_sig_from_rs(ByteView r, ByteView s);
 /// ECDH P-256: the raw 32-byte shared X coordinate.
 Result<SecretBytes> ecdh_p256(const PKey& priv, const PKey& peer_pub);
 
