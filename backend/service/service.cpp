@@ -4,7 +4,9 @@
 #include <ctime>
 
 #include "challenge.hpp"
+#include "ota_push.hpp"
 #include "otac/common/crypto.hpp"
+#include "otac/common/cursor.hpp"
 
 namespace otac::backend {
 namespace {
@@ -78,6 +80,64 @@ bool door_allowed(const std::vector<DoorPermission>& doors, const std::string& d
   }
   reason = "door_denied";
   return false;
+}
+
+// Key rotation state machine (per card; protocol.md §6 E2):
+//   steady:   k = K, no pending.                      rotate_key -> rotating
+//   rotating: k = K, pending_k = K', E2{K'} sent under K.
+//             card request whose CC verifies under K' -> steady with k = K' (K retired)
+//             card request under K                    -> stays rotating (E2 not yet applied)
+//             rotate_key again                        -> rotating with a fresh K'' (K' dropped)
+// Lists and other packets keep going out under K while rotating, because K is the key the
+// card is known to hold. A lost E2 leaves the card on K, which the server still accepts; a
+// duplicated E2 after the switch is under the retired K and fails the card's CC check, so
+// it changes nothing. Neither side ever discards the key the other might still be using.
+Result<void> promote_pending_key(Tx& tx, CardRecord& card, UnixTime now) {
+  if (!card.pending_k) return {};
+  card.k = std::move(*card.pending_k);
+  card.pending_k.reset();
+  card.key_version = card.pending_version;
+  card.pending_version = 0;
+  if (auto x = tx.update_card(card); !x) return x;
+  auto a = tx.audit(now, "system", "key_rotated", "card=" + to_hex(card.n) + " version=" + std::to_string(card.key_version));
+  if (!a) return a.error();
+  return {};
+}
+
+// A new list for the card: stored (sealed), queued as OTA packets, flagged in flight.
+Result<std::uint16_t> allocate_list(Tx& tx, CardRecord& card, std::uint16_t size, std::string_view actor, UnixTime now,
+                                    std::vector<SecretBytes>* keys_out) {
+  auto last = tx.last_list_id(card.n);
+  if (!last) return last.error();
+  if (*last == 0xFFFF) return make_error(Errc::state, "card " + to_hex(card.n) + " has used all list ids; re-enroll it");
+  const auto id = static_cast<std::uint16_t>(*last + 1);
+  std::vector<SecretBytes> keys;
+  for (std::uint16_t i = 0; i < size; ++i) keys.push_back(new_key(card.algorithm));
+  if (auto x = tx.insert_list(card.n, id, keys, now); !x) return x.error();
+  if (!card.k.empty()) {  // asymmetric cards (E5) are not supported yet: stored, not sent
+    if (auto x = enqueue_packet(tx, card, encode_load_list(id, *last == 0, keys), now); !x) return x.error();
+    card.list_push_in_flight = true;
+    if (auto x = tx.update_card(card); !x) return x.error();
+  }
+  auto a = tx.audit(now, actor, "issue_list", "card=" + to_hex(card.n) + " list=" + std::to_string(id) + " count=" + std::to_string(size));
+  if (!a) return a.error();
+  if (keys_out) *keys_out = std::move(keys);
+  return id;
+}
+
+// Re-sends the card's latest list (same id and keys, new counter) when the card reports it
+// never loaded it: a lost SMS is repaired without allocating more codes.
+Result<void> resend_list(Tx& tx, const CardRecord& card, std::uint16_t id, UnixTime now) {
+  std::vector<SecretBytes> keys;
+  for (std::uint32_t i = 0; i <= 0xFFFF; ++i) {
+    auto o = tx.otac(card.n, id, static_cast<std::uint16_t>(i));
+    if (!o) {
+      if (o.error().code == Errc::not_found) break;
+      return o.error();
+    }
+    keys.push_back(std::move(o->key));
+  }
+  return enqueue_packet(tx, card, encode_load_list(id, false, keys), now);
 }
 
 }  // namespace
@@ -201,21 +261,48 @@ Result<std::pair<std::uint16_t, std::vector<SecretBytes>>> Service::issue_list(B
   std::vector<SecretBytes> keys;
   const UnixTime t = now();
   auto r = run([&](Tx& tx) -> Result<void> {
-    keys.clear();
     auto c = tx.card(n);
     if (!c) return c.error();
-    auto last = tx.last_list_id(n);
-    if (!last) return last.error();
-    if (*last == 0xFFFF) return make_error(Errc::state, "card " + to_hex(n) + " has used all list ids; re-enroll it");
-    id = static_cast<std::uint16_t>(*last + 1);
-    for (std::uint16_t i = 0; i < config_.list_size; ++i) keys.push_back(new_key(c->algorithm));
-    if (auto x = tx.insert_list(n, id, keys, t); !x) return x;
-    auto a = tx.audit(t, actor, "issue_list", "card=" + to_hex(n) + " list=" + std::to_string(id) + " count=" + std::to_string(keys.size()));
-    if (!a) return a.error();
+    auto x = allocate_list(tx, *c, config_.list_size, actor, t, &keys);
+    if (!x) return x.error();
+    id = *x;
     return {};
   });
   if (!r) return r.error();
   return std::make_pair(id, std::move(keys));
+}
+
+Result<std::uint16_t> Service::refresh_card(ByteView n, std::string_view actor) {
+  auto r = issue_list(n, actor);
+  if (!r) return r.error();
+  return r->first;
+}
+
+Result<void> Service::rotate_key(ByteView n, std::string_view actor) {
+  const UnixTime t = now();
+  return run([&](Tx& tx) -> Result<void> {
+    auto c = tx.card(n);
+    if (!c) return c.error();
+    if (c->k.empty()) return make_error(Errc::state, "card " + to_hex(n) + " has no symmetric key to rotate");
+    c->pending_k = new_key(c->algorithm);
+    // Key versions are 4 bits in KIc/KID (TS 102 225); cycle through 1..15.
+    c->pending_version = static_cast<std::uint8_t>(c->key_version % 15 + 1);
+    Bytes body;
+    body.push_back(0xC6);
+    body.push_back(16);
+    append(body, c->pending_k->view());
+    append(body, Bytes{0xC7, 0x01, c->pending_version});
+    Bytes inner{0xE2, static_cast<std::uint8_t>(body.size())};
+    append(inner, body);
+    secure_zero(body.data(), body.size());
+    auto q = enqueue_packet(tx, *c, inner, t);
+    secure_zero(inner.data(), inner.size());
+    if (!q) return q;
+    if (auto x = tx.update_card(*c); !x) return x;
+    auto a = tx.audit(t, actor, "rotate_key", "card=" + to_hex(n) + " new_version=" + std::to_string(c->pending_version));
+    if (!a) return a.error();
+    return {};
+  });
 }
 
 Result<void> Service::block_card(ByteView n, std::string_view actor) {
@@ -259,8 +346,47 @@ Result<CardRecord> Service::card(ByteView n) {
 
 // ---- SMS --------------------------------------------------------------------------------
 
-Result<void> Service::handle_mo_sms(const MoSms&) {
-  return make_error(Errc::unsupported, "MO SMS handling needs the TS 102 225 codec (ota branch), not merged yet");
+Result<void> Service::handle_mo_sms(const MoSms& sms) {
+  // UDH elements: we need exactly one 70 (command packet); concatenated MO is not expected
+  // (a request fits one SMS), PoRs (71) are acknowledged by the card's next request instead.
+  Cursor u(sms.udh, "MO UDH");
+  bool command = false, por = false;
+  for (int guard = 0; !u.empty() && guard < 16; ++guard) {
+    const auto iei = u.u8("IEI");
+    const auto len = u.u8("IE length");
+    u.take(len, "IE data");
+    if (iei == 0x70) command = true;
+    else if (iei == 0x71) por = true;
+    else if (iei == 0x00 || iei == 0x08) return make_error(Errc::unsupported, "concatenated MO messages are not supported");
+  }
+  if (auto f = u.finish(); !f) return f.error();
+  if (por) return make_error(Errc::unsupported, "PoR handling is not implemented yet; the PoR was ignored");
+  if (!command) return make_error(Errc::bad_value, "MO SMS without a command packet (UDH IEI 70)");
+  const UnixTime t = now();
+  return run([&](Tx& tx) -> Result<void> {
+    auto req = open_card_request(tx, sms.data);
+    if (!req) return req.error();
+    auto card = tx.card(req->n);
+    if (!card) return card.error();
+    if (req->under_pending_key) {
+      if (auto x = promote_pending_key(tx, *card, t); !x) return x;
+    }
+    auto a = tx.audit(t, "card", "card_request", "card=" + to_hex(req->n) + " type=" + std::to_string(req->type) +
+                                                     " active_list=" + std::to_string(req->active_list) + " unused=" + std::to_string(req->unused));
+    if (!a) return a.error();
+    if (req->type == 0x03) return {};
+    if (card->status == CardStatus::blocked) return {};  // a blocked card gets no new codes
+    auto last = tx.last_list_id(card->n);
+    if (!last) return last.error();
+    if (*last != 0 && req->active_list < *last && card->list_push_in_flight) {
+      // The card has not loaded our latest list: send that list again instead of a new one.
+      return resend_list(tx, *card, *last, t);
+    }
+    card->list_push_in_flight = false;
+    auto id = allocate_list(tx, *card, config_.list_size, "card", t, nullptr);
+    if (!id) return id.error();
+    return {};
+  });
 }
 
 Result<std::vector<OutboxMessage>> Service::next_due(std::uint32_t limit) {
@@ -420,6 +546,16 @@ Result<AuthAnswer> Service::authorize(const AuthRequest& req, std::string_view t
     auto arpc = mac8(card->algorithm, code->key, arpc_input(req.cryptogram, rec.arc));
     if (!arpc) return arpc.error();
     rec.arpc = std::move(*arpc);
+    if (*consumed && !card->list_push_in_flight) {
+      // Server-side tracking: push a new list once the unused codes reach the threshold;
+      // the in-flight flag keeps this to one push until the card reports it loaded it.
+      auto left = tx.unused_count(req.card);
+      if (!left) return left.error();
+      if (*left <= card->threshold) {
+        auto id = allocate_list(tx, *card, config_.list_size, "system", t, nullptr);
+        if (!id) return id.error();
+      }
+    }
     return finish();
   });
   if (!r) return r.error();

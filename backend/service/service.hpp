@@ -119,6 +119,11 @@ class Service {
   /// Allocates a new list for the card and queues it (when OTA packets are available);
   /// returns the list id. The keys are also returned for tests and local loading.
   Result<std::pair<std::uint16_t, std::vector<SecretBytes>>> issue_list(ByteView n, std::string_view actor);
+  /// Manual refresh by an operator: same as issue_list.
+  Result<std::uint16_t> refresh_card(ByteView n, std::string_view actor);
+  /// Starts a key rotation: a new K' is stored as pending and sent under K (E2). K stays
+  /// current until the card proves K' (a card request whose CC verifies under K').
+  Result<void> rotate_key(ByteView n, std::string_view actor);
   /// Blocks a card; audit-logged.
   Result<void> block_card(ByteView n, std::string_view actor);
   /// Unblocks a card and resets its fail counter; audit-logged.
@@ -127,8 +132,8 @@ class Service {
   Result<CardRecord> card(ByteView n);
 
   // ---- SMS ----
-  /// Handles a card's MO SMS (initialization/refresh request, PoR). Unsupported until the
-  /// TS 102 225 codec is merged.
+  /// Handles a card's MO SMS: a request packet (UDH IEI 70, protocol.md §2.4) allocates and
+  /// queues a list or confirms a key rotation. PoRs (IEI 71) are not handled yet.
   Result<void> handle_mo_sms(const MoSms& sms);
   /// Outbox messages due at now.
   Result<std::vector<OutboxMessage>> next_due(std::uint32_t limit);

@@ -1,0 +1,170 @@
+#include "ota_push.hpp"
+
+#include "otac/common/crypto.hpp"
+#include "otac/common/cursor.hpp"
+#include "otac/common/ota.hpp"
+
+namespace otac::backend {
+namespace {
+
+// BER-TLV with one-byte tags, lengths in short, 81 or 82 form.
+void put_tlv(Bytes& out, std::uint8_t tag, ByteView v) {
+  out.push_back(tag);
+  if (v.size() < 0x80) out.push_back(static_cast<std::uint8_t>(v.size()));
+  else if (v.size() <= 0xFF) { out.push_back(0x81); out.push_back(static_cast<std::uint8_t>(v.size())); }
+  else { out.push_back(0x82); append(out, be_bytes(v.size(), 2)); }
+  append(out, v);
+}
+
+ota::CardAlgorithm ota_alg(Algorithm a) {
+  return a == Algorithm::des3 ? ota::CardAlgorithm::des3_2key : ota::CardAlgorithm::aes128;
+}
+
+// The card request template F1 { DF41 N, C0 type, DF42 list, DF48 unused, DF49 version }.
+Result<CardRequest> parse_f1(ByteView data) {
+  Cursor c(data, "card request");
+  if (c.u8("F1 tag") != 0xF1) return make_error(Errc::bad_value, "card request: template F1 expected");
+  const std::size_t len = c.u8("F1 length");
+  if (len > 0x7F) return make_error(Errc::bad_length, "card request: F1 too long");
+  ByteView body = c.take(len, "F1 value");
+  if (auto f = c.finish(); !f) return f.error();
+  CardRequest r;
+  bool seen[5] = {};
+  Cursor b(body, "card request F1");
+  for (int guard = 0; !b.empty() && guard < 16; ++guard) {
+    std::uint32_t tag = b.u8("tag");
+    if ((tag & 0x1F) == 0x1F) tag = (tag << 8) | b.u8("tag");
+    const std::size_t l = b.u8("length");
+    ByteView v = b.take(l, "value");
+    if (!b.ok()) return b.error();
+    auto want = [&](int slot, std::size_t n) -> Result<void> {
+      if (seen[slot]) return make_error(Errc::bad_value, "card request: a tag appears twice");
+      if (v.size() != n) return make_error(Errc::bad_length, "card request: a field has a wrong length");
+      seen[slot] = true;
+      return {};
+    };
+    Result<void> ok;
+    switch (tag) {
+      case 0xDF41: ok = want(0, 8); if (ok) r.n.assign(v.begin(), v.end()); break;
+      case 0xC0: ok = want(1, 1); if (ok) r.type = v[0]; break;
+      case 0xDF42: ok = want(2, 2); if (ok) r.active_list = static_cast<std::uint16_t>(v[0] << 8 | v[1]); break;
+      case 0xDF48: ok = want(3, 2); if (ok) r.unused = static_cast<std::uint16_t>(v[0] << 8 | v[1]); break;
+      case 0xDF49: ok = want(4, 1); if (ok) r.key_version = v[0]; break;
+      default: return make_error(Errc::bad_value, "card request: unexpected tag");
+    }
+    if (!ok) return ok.error();
+  }
+  if (auto f = b.finish(); !f) return f.error();
+  for (bool s : seen) if (!s) return make_error(Errc::bad_value, "card request: a required tag is missing");
+  if (r.type < 1 || r.type > 3) return make_error(Errc::bad_value, "card request: type must be 01, 02 or 03");
+  return r;
+}
+
+}  // namespace
+
+Bytes encode_load_list(std::uint16_t list_id, bool activate_now, const std::vector<SecretBytes>& keys) {
+  Bytes all;
+  for (const auto& k : keys) append(all, k.view());
+  Bytes body;
+  put_tlv(body, 0xC1, be_bytes(list_id, 2));
+  put_tlv(body, 0xC2, Bytes{static_cast<std::uint8_t>(activate_now ? 1 : 0)});
+  put_tlv(body, 0xC4, be_bytes(keys.size(), 2));
+  put_tlv(body, 0xC5, all);
+  secure_zero(all.data(), all.size());
+  Bytes out;
+  put_tlv(out, 0xE1, body);
+  secure_zero(body.data(), body.size());
+  return out;
+}
+
+Result<std::vector<SmsPart>> split_packet(ByteView packet, std::uint8_t ref) {
+  constexpr std::size_t kUserData = 140;  // octets, including UDHL and UDH (TS 23.040)
+  std::vector<SmsPart> parts;
+  if (1 + 2 + packet.size() <= kUserData) {
+    parts.push_back({Bytes{0x70, 0x00}, Bytes(packet.begin(), packet.end())});
+    return parts;
+  }
+  const std::size_t first = kUserData - 1 - 5 - 2, later = kUserData - 1 - 5;
+  const std::size_t total = packet.size() <= first ? 1 : 1 + (packet.size() - first + later - 1) / later;
+  if (total > kMaxParts)
+    return make_error(Errc::bad_length, "packet needs " + std::to_string(total) + " SMS parts; the card takes at most 16 (reduce list_size)");
+  std::size_t pos = 0;
+  for (std::size_t seq = 1; seq <= total; ++seq) {
+    SmsPart p;
+    p.udh = {0x00, 0x03, ref, static_cast<std::uint8_t>(total), static_cast<std::uint8_t>(seq)};
+    if (seq == 1) append(p.udh, Bytes{0x70, 0x00});
+    const std::size_t n = std::min(seq == 1 ? first : later, packet.size() - pos);
+    p.payload.assign(packet.begin() + static_cast<std::ptrdiff_t>(pos), packet.begin() + static_cast<std::ptrdiff_t>(pos + n));
+    pos += n;
+    parts.push_back(std::move(p));
+  }
+  return parts;
+}
+
+Result<void> enqueue_packet(Tx& tx, const CardRecord& card, ByteView inner, UnixTime now) {
+  auto keys = ota::derive_card_keys(card.k, card.n, ota_alg(card.algorithm));
+  if (!keys) return keys.error();
+  auto counter = tx.next_ota_counter(card.n);
+  if (!counter) return counter.error();
+  auto spi = ota::Spi::decode(0x1639);
+  if (!spi) return spi.error();
+  const std::uint8_t kid = ota::key_id_for(ota_alg(card.algorithm), card.key_version);
+  ota::CommandHeader h{*spi, kid, kid, ota::otac_tar};
+  auto packet = ota::build_command(h, *counter, inner, keys->kic, keys->kid);
+  if (!packet) return packet.error();
+  auto parts = split_packet(*packet, static_cast<std::uint8_t>(*counter));
+  if (!parts) return parts.error();
+  for (auto& p : *parts) {
+    OutboxMessage m;
+    m.card = card.n;
+    m.to = card.msisdn;
+    m.udh = std::move(p.udh);
+    m.payload = std::move(p.payload);
+    m.next_attempt_at = now;
+    m.created_at = now;
+    if (auto id = tx.enqueue_sms(m); !id) return id.error();
+  }
+  return {};
+}
+
+Result<CardRequest> open_card_request(Tx& tx, ByteView packet) {
+  auto peek = ota::peek_command(packet);
+  if (!peek) return peek.error();
+  if (peek->header.tar != ota::otac_tar) return make_error(Errc::bad_value, "card request: TAR is not the OTAC applet's");
+  if (peek->header.spi.ciphered || peek->header.spi.integrity != ota::Integrity::cc)
+    return make_error(Errc::bad_value, "card request: expected SPI with CC and no ciphering (12 00)");
+  // Unciphered: the secured data follows CPL(2) CHL(1) and the CHL header bytes. We read N
+  // from it only to choose keys; nothing is trusted before the CC verifies.
+  Cursor c(packet, "card request packet");
+  c.u16("CPL");
+  const std::size_t chl = c.u8("CHL");
+  c.take(chl, "header");
+  auto unverified = parse_f1(c.rest());
+  if (!unverified) return unverified.error();
+  auto card = tx.card(unverified->n);
+  if (!card) return card.error();
+  const auto alg = ota_alg(card->algorithm);
+  auto try_key = [&](const SecretBytes& k) -> Result<ota::Command> {
+    auto keys = ota::derive_card_keys(k, card->n, alg);
+    if (!keys) return keys.error();
+    return ota::open_command(packet, keys->kic, keys->kid);
+  };
+  bool pending = false;
+  auto opened = try_key(card->k);
+  if (!opened && opened.error().code == Errc::bad_mac && card->pending_k) {
+    opened = try_key(*card->pending_k);
+    pending = opened.ok();
+  }
+  if (!opened) return make_error(opened.error().code, "card request from " + to_hex(card->n) + ": " + opened.error().message);
+  auto stored = tx.card_counter(card->n);
+  if (!stored) return stored.error();
+  if (auto ok = ota::check_counter(ota::CounterMode::higher, opened->counter, *stored); !ok) return ok.error();
+  if (auto s = tx.set_card_counter(card->n, opened->counter); !s) return s.error();
+  auto req = parse_f1(opened->data);
+  if (!req) return req.error();
+  if (req->n != card->n) return make_error(Errc::bad_value, "card request: N changed between peek and open");
+  req->under_pending_key = pending;
+  return req;
+}
+
+}  // namespace otac::backend

@@ -1,0 +1,50 @@
+// Lists over SIM OTA: the E1 load-list command wrapped in a TS 102 225 command packet and
+// split into SMS parts (protocol.md §6, §7); and the card's request packets (§2.4).
+// Internal to the service; no I/O besides the Store transaction it is given.
+#pragma once
+
+#include <vector>
+
+#include "otac/common/bytes.hpp"
+#include "otac/common/result.hpp"
+#include "otac/common/secret.hpp"
+#include "store.hpp"
+
+namespace otac::backend {
+
+/// The most SMS parts one packet may take: the applet reassembles at most 16.
+inline constexpr std::size_t kMaxParts = 16;
+
+/// One SMS part: UDH (without UDHL) and the user data after it.
+struct SmsPart {
+  Bytes udh;
+  Bytes payload;
+};
+
+/// The E1 inner command for a list.
+Bytes encode_load_list(std::uint16_t list_id, bool activate_now, const std::vector<SecretBytes>& keys);
+
+/// Splits a command packet into SMS parts: one part with UDH 70 00, or concatenated parts
+/// with 00 03 ref total seq (and 70 00 in the first). bad_length beyond kMaxParts.
+Result<std::vector<SmsPart>> split_packet(ByteView packet, std::uint8_t ref);
+
+/// Builds the packet for inner data to the card (SPI 16 39, KIc/KID from the card's
+/// algorithm and key version, TAR 4F5443, next counter) and queues its parts. Uses the
+/// card's current K.
+Result<void> enqueue_packet(Tx& tx, const CardRecord& card, ByteView inner, UnixTime now);
+
+/// A card request (F1 template) after its CC verified.
+struct CardRequest {
+  Bytes n;
+  std::uint8_t type = 0;       ///< 01 init, 02 refresh, 03 key-rotation proof
+  std::uint16_t active_list = 0;
+  std::uint16_t unused = 0;
+  std::uint8_t key_version = 0;
+  bool under_pending_key = false;  ///< the CC verified under K', not K
+};
+
+/// Opens a card-originated command packet (UDH IEI 70): finds the card by N in the clear
+/// data, verifies the CC under K (or the pending K'), checks and advances the counter.
+Result<CardRequest> open_card_request(Tx& tx, ByteView packet);
+
+}  // namespace otac::backend
