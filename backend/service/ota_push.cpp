@@ -101,7 +101,8 @@ Result<std::vector<SmsPart>> split_packet(ByteView packet, std::uint8_t ref) {
   return parts;
 }
 
-Result<void> enqueue_packet(Tx& tx, const CardRecord& card, ByteView inner, UnixTime now) {
+Result<void> enqueue_packet(Tx& tx, const CardRecord& card, ByteView inner, UnixTime now, std::string_view kind,
+                            std::int64_t ref) {
   auto keys = ota::derive_card_keys(card.k, card.n, ota_alg(card.algorithm));
   if (!keys) return keys.error();
   auto counter = tx.next_ota_counter(card.n);
@@ -112,6 +113,7 @@ Result<void> enqueue_packet(Tx& tx, const CardRecord& card, ByteView inner, Unix
   ota::CommandHeader h{*spi, kid, kid, ota::otac_tar};
   auto packet = ota::build_command(h, *counter, inner, keys->kic, keys->kid);
   if (!packet) return packet.error();
+  if (auto x = tx.record_ota_sent(card.n, *counter, kind, ref, now); !x) return x;
   auto parts = split_packet(*packet, static_cast<std::uint8_t>(*counter));
   if (!parts) return parts.error();
   for (auto& p : *parts) {
@@ -125,6 +127,32 @@ Result<void> enqueue_packet(Tx& tx, const CardRecord& card, ByteView inner, Unix
     if (auto id = tx.enqueue_sms(m); !id) return id.error();
   }
   return {};
+}
+
+Result<PorResult> open_por(Tx& tx, std::string_view from, ByteView packet) {
+  auto tar = ota::peek_response_tar(packet);
+  if (!tar) return tar.error();
+  if (*tar != ota::otac_tar) return make_error(Errc::bad_value, "PoR: TAR is not the OTAC applet's");
+  auto n = tx.card_by_msisdn(from);
+  if (!n) return n.error();
+  auto card = tx.card(*n);
+  if (!card) return card.error();
+  auto spi = ota::Spi::decode(0x1639);
+  if (!spi) return spi.error();
+  const auto alg = ota_alg(card->algorithm);
+  auto try_key = [&](const SecretBytes& k, std::uint8_t version) -> Result<ota::Response> {
+    auto keys = ota::derive_card_keys(k, card->n, alg);
+    if (!keys) return keys.error();
+    const std::uint8_t kid = ota::key_id_for(alg, version);
+    return ota::open_response(packet, ota::PorSecurity{*spi, kid, kid}, keys->kic, keys->kid);
+  };
+  auto r = try_key(card->k, card->key_version);
+  if (!r && card->pending_k) {
+    auto r2 = try_key(*card->pending_k, card->pending_version);
+    if (r2) r = std::move(r2);
+  }
+  if (!r) return make_error(r.error().code, "PoR from " + std::string(from) + ": " + r.error().message);
+  return PorResult{*n, r->counter, static_cast<std::uint8_t>(r->status)};
 }
 
 Result<CardRequest> open_card_request(Tx& tx, ByteView packet) {

@@ -31,7 +31,19 @@ Result<std::vector<SmsPart>> split_packet(ByteView packet, std::uint8_t ref);
 /// Builds the packet for inner data to the card (SPI 16 39, KIc/KID from the card's
 /// algorithm and key version, TAR 4F5443, next counter) and queues its parts. Uses the
 /// card's current K.
-Result<void> enqueue_packet(Tx& tx, const CardRecord& card, ByteView inner, UnixTime now);
+/// kind/ref are remembered (Tx::record_ota_sent) so that the PoR can be matched.
+Result<void> enqueue_packet(Tx& tx, const CardRecord& card, ByteView inner, UnixTime now, std::string_view kind,
+                            std::int64_t ref);
+
+/// A PoR after it verified.
+struct PorResult {
+  Bytes n;
+  std::uint64_t counter = 0;
+  std::uint8_t rsc = 0;
+};
+
+/// Opens a PoR (UDH IEI 71) from the card with that MSISDN under its K (or pending K').
+Result<PorResult> open_por(Tx& tx, std::string_view from, ByteView packet);
 
 /// A card request (F1 template) after its CC verified.
 struct CardRequest {

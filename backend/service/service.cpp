@@ -115,7 +115,7 @@ Result<std::uint16_t> allocate_list(Tx& tx, CardRecord& card, std::uint16_t size
   for (std::uint16_t i = 0; i < size; ++i) keys.push_back(new_key(card.algorithm));
   if (auto x = tx.insert_list(card.n, id, keys, now); !x) return x.error();
   if (!card.k.empty()) {  // asymmetric cards (E5) are not supported yet: stored, not sent
-    if (auto x = enqueue_packet(tx, card, encode_load_list(id, *last == 0, keys), now); !x) return x.error();
+    if (auto x = enqueue_packet(tx, card, encode_load_list(id, *last == 0, keys), now, "list", id); !x) return x.error();
     card.list_push_in_flight = true;
     if (auto x = tx.update_card(card); !x) return x.error();
   }
@@ -137,7 +137,7 @@ Result<void> resend_list(Tx& tx, const CardRecord& card, std::uint16_t id, UnixT
     }
     keys.push_back(std::move(o->key));
   }
-  return enqueue_packet(tx, card, encode_load_list(id, false, keys), now);
+  return enqueue_packet(tx, card, encode_load_list(id, false, keys), now, "list", id);
 }
 
 }  // namespace
@@ -295,7 +295,7 @@ Result<void> Service::rotate_key(ByteView n, std::string_view actor) {
     Bytes inner{0xE2, static_cast<std::uint8_t>(body.size())};
     append(inner, body);
     secure_zero(body.data(), body.size());
-    auto q = enqueue_packet(tx, *c, inner, t);
+    auto q = enqueue_packet(tx, *c, inner, t, "rotate", c->pending_version);
     secure_zero(inner.data(), inner.size());
     if (!q) return q;
     if (auto x = tx.update_card(*c); !x) return x;
@@ -360,9 +360,34 @@ Result<void> Service::handle_mo_sms(const MoSms& sms) {
     else if (iei == 0x00 || iei == 0x08) return make_error(Errc::unsupported, "concatenated MO messages are not supported");
   }
   if (auto f = u.finish(); !f) return f.error();
-  if (por) return make_error(Errc::unsupported, "PoR handling is not implemented yet; the PoR was ignored");
-  if (!command) return make_error(Errc::bad_value, "MO SMS without a command packet (UDH IEI 70)");
   const UnixTime t = now();
+  if (por) {
+    return run([&](Tx& tx) -> Result<void> {
+      auto p = open_por(tx, sms.from, sms.data);
+      if (!p) return p.error();
+      auto sent = tx.ota_sent(p->n, p->counter);
+      if (!sent) return sent.error();
+      if (auto x = tx.set_ota_rsc(p->n, p->counter, p->rsc); !x) return x;
+      auto card = tx.card(p->n);
+      if (!card) return card.error();
+      const auto& [kind, ref, old_rsc] = *sent;
+      auto a = tx.audit(t, "card", "por", "card=" + to_hex(p->n) + " counter=" + std::to_string(p->counter) + " kind=" + kind +
+                                              " rsc=" + std::to_string(p->rsc));
+      if (!a) return a.error();
+      if (p->rsc != 0 || old_rsc == 0) return {};  // failed, or a duplicate PoR: nothing more to do
+      if (kind == "rotate" && card->pending_k && card->pending_version == ref) return promote_pending_key(tx, *card, t);
+      if (kind == "list") {
+        auto last = tx.last_list_id(p->n);
+        if (!last) return last.error();
+        if (ref == *last && card->list_push_in_flight) {
+          card->list_push_in_flight = false;
+          return tx.update_card(*card);
+        }
+      }
+      return {};
+    });
+  }
+  if (!command) return make_error(Errc::bad_value, "MO SMS without a command packet (UDH IEI 70)");
   return run([&](Tx& tx) -> Result<void> {
     auto req = open_card_request(tx, sms.data);
     if (!req) return req.error();

@@ -133,7 +133,8 @@ class Service {
 
   // ---- SMS ----
   /// Handles a card's MO SMS: a request packet (UDH IEI 70, protocol.md §2.4) allocates and
-  /// queues a list or confirms a key rotation. PoRs (IEI 71) are not handled yet.
+  /// queues a list or confirms a key rotation; a PoR (IEI 71) records its RSC and confirms a
+  /// delivered list (clears the in-flight flag) or a key rotation.
   Result<void> handle_mo_sms(const MoSms& sms);
   /// Outbox messages due at now.
   Result<std::vector<OutboxMessage>> next_due(std::uint32_t limit);

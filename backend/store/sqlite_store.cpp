@@ -111,6 +111,13 @@ CREATE TABLE audit_log(
   seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
   detail TEXT NOT NULL, mac BLOB NOT NULL);
 )sql",
+    R"sql(
+CREATE TABLE ota_sent(
+  n BLOB NOT NULL REFERENCES cards(n), counter INTEGER NOT NULL, kind TEXT NOT NULL,
+  ref INTEGER NOT NULL, rsc INTEGER NOT NULL DEFAULT -1, sent_at INTEGER NOT NULL,
+  PRIMARY KEY(n, counter));
+CREATE INDEX cards_msisdn ON cards(msisdn);
+)sql",
 };
 
 Bytes ad(std::string_view kind, ByteView n, std::int64_t list = -1, std::int64_t index = -1) {
@@ -163,6 +170,10 @@ class SqliteTx final : public Tx {
   Result<std::uint64_t> next_ota_counter(ByteView n) override;
   Result<std::uint64_t> card_counter(ByteView n) override;
   Result<void> set_card_counter(ByteView n, std::uint64_t counter) override;
+  Result<void> record_ota_sent(ByteView n, std::uint64_t counter, std::string_view kind, std::int64_t ref, UnixTime now) override;
+  Result<std::tuple<std::string, std::int64_t, int>> ota_sent(ByteView n, std::uint64_t counter) override;
+  Result<void> set_ota_rsc(ByteView n, std::uint64_t counter, int rsc) override;
+  Result<Bytes> card_by_msisdn(std::string_view msisdn) override;
   Result<std::int64_t> audit(UnixTime at, std::string_view actor, std::string_view action, std::string_view detail) override;
   Result<std::vector<AuditEntry>> audit_entries(std::int64_t after_seq, std::uint32_t limit) override;
   Result<std::int64_t> verify_audit_chain() override;
@@ -596,6 +607,36 @@ Result<void> SqliteTx::set_card_counter(ByteView n, std::uint64_t counter) {
   auto r = q("UPDATE cards SET card_counter=? WHERE n=?");
   r.i(static_cast<std::int64_t>(counter)).b(n);
   return r.exec();
+}
+
+Result<void> SqliteTx::record_ota_sent(ByteView n, std::uint64_t counter, std::string_view kind, std::int64_t ref, UnixTime now) {
+  auto r = q("INSERT INTO ota_sent(n,counter,kind,ref,sent_at) VALUES(?,?,?,?,?)");
+  r.b(n).i(static_cast<std::int64_t>(counter)).t(kind).i(ref).i(now);
+  return r.exec();
+}
+
+Result<std::tuple<std::string, std::int64_t, int>> SqliteTx::ota_sent(ByteView n, std::uint64_t counter) {
+  auto r = q("SELECT kind,ref,rsc FROM ota_sent WHERE n=? AND counter=?");
+  r.b(n).i(static_cast<std::int64_t>(counter));
+  auto row = r.step();
+  if (!row) return row.error();
+  if (!*row) return make_error(Errc::not_found, "no packet with counter " + std::to_string(counter) + " was sent to " + to_hex(n));
+  return std::make_tuple(r.col_t(0), r.col_i(1), static_cast<int>(r.col_i(2)));
+}
+
+Result<void> SqliteTx::set_ota_rsc(ByteView n, std::uint64_t counter, int rsc) {
+  auto r = q("UPDATE ota_sent SET rsc=? WHERE n=? AND counter=?");
+  r.i(rsc).b(n).i(static_cast<std::int64_t>(counter));
+  return r.exec();
+}
+
+Result<Bytes> SqliteTx::card_by_msisdn(std::string_view msisdn) {
+  auto r = q("SELECT n FROM cards WHERE msisdn=? ORDER BY created_at DESC LIMIT 1");
+  r.t(msisdn);
+  auto row = r.step();
+  if (!row) return row.error();
+  if (!*row) return make_error(Errc::not_found, "no card with number " + std::string(msisdn));
+  return r.col_b(0);
 }
 
 Result<std::int64_t> SqliteTx::audit(UnixTime at, std::string_view actor, std::string_view action, std::string_view detail) {

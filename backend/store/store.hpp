@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "otac/common/bytes.hpp"
@@ -219,6 +220,17 @@ class Tx {
   virtual Result<std::uint64_t> card_counter(ByteView n) = 0;
   /// Stores the highest counter accepted from the card.
   virtual Result<void> set_card_counter(ByteView n, std::uint64_t counter) = 0;
+
+  /// A command packet sent to a card, remembered until its PoR arrives.
+  /// kind: "list" (ref = list id) or "rotate" (ref = new key version).
+  virtual Result<void> record_ota_sent(ByteView n, std::uint64_t counter, std::string_view kind, std::int64_t ref,
+                                       UnixTime now) = 0;
+  /// What was sent with that counter: {kind, ref, rsc or -1 if no PoR yet}; not_found if never.
+  virtual Result<std::tuple<std::string, std::int64_t, int>> ota_sent(ByteView n, std::uint64_t counter) = 0;
+  /// Records the PoR status of a sent packet.
+  virtual Result<void> set_ota_rsc(ByteView n, std::uint64_t counter, int rsc) = 0;
+  /// The card with this MSISDN; not_found if none.
+  virtual Result<Bytes> card_by_msisdn(std::string_view msisdn) = 0;
 
   // audit log
   /// Appends an entry chained to the previous one; returns its sequence number.

@@ -262,3 +262,50 @@ TEST_CASE("key rotation: K' goes out under K, and the card's request under K' re
   auto next = open_packet(packets_in_outbox(env)[0], e.n, e.algorithm, k2);
   CHECK(next.header.kid == 0x25);
 }
+
+namespace {
+
+MoSms por_sms(const Bytes& n, Algorithm alg, const SecretBytes& k, std::uint8_t version, std::uint64_t counter, ota::Rsc rsc) {
+  auto keys = ota::derive_card_keys(k, n, ota_alg(alg)).value();
+  const std::uint8_t kid = ota::key_id_for(ota_alg(alg), version);
+  ota::Response r;
+  r.tar = ota::otac_tar;
+  r.counter = counter;
+  r.status = rsc;
+  auto p = ota::build_response(ota::PorSecurity{ota::Spi::decode(0x1639).value(), kid, kid}, r, keys.kic, keys.kid).value();
+  return MoSms{"+4915550001", "+15550100", hex("7100"), std::move(p)};
+}
+
+}  // namespace
+
+TEST_CASE("a PoR confirms a delivered list, and a PoR for E2 completes a key rotation") {
+  Env env(10);
+  EnrollRequest er;
+  er.msisdn = "+4915550001";
+  auto e = env.svc->enroll_card(er, "admin").value();
+  REQUIRE(env.svc->refresh_card(e.n, "alice"));
+  auto cmd = open_packet(packets_in_outbox(env)[0], e.n, e.algorithm, e.k);
+  drain(env);
+  CHECK(env.svc->card(e.n)->list_push_in_flight);
+  // A failed PoR is recorded but confirms nothing; a forged one is refused.
+  REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, e.k, 1, cmd.counter, ota::Rsc::rc_cc_ds_failed)));
+  CHECK(env.svc->card(e.n)->list_push_in_flight);
+  SecretBytes wrong(hex("0123456789abcdeffedcba9876543210"));
+  CHECK_FALSE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, wrong, 1, cmd.counter, ota::Rsc::ok)));
+  CHECK_FALSE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, e.k, 1, cmd.counter + 7, ota::Rsc::ok)));  // never sent
+  REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, e.k, 1, cmd.counter, ota::Rsc::ok)));
+  CHECK_FALSE(env.svc->card(e.n)->list_push_in_flight);
+
+  REQUIRE(env.svc->rotate_key(e.n, "alice"));
+  auto e2 = open_packet(packets_in_outbox(env)[0], e.n, e.algorithm, e.k);
+  SecretBytes k2(Bytes(e2.data.begin() + 4, e2.data.begin() + 20));
+  drain(env);
+  CHECK(ct_equal(env.svc->card(e.n)->k.view(), e.k.view()));
+  REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, e.k, 1, e2.counter, ota::Rsc::ok)));
+  auto c = env.svc->card(e.n).value();
+  CHECK(ct_equal(c.k.view(), k2.view()));
+  CHECK(c.key_version == 2);
+  // A duplicated PoR changes nothing more.
+  REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, k2, 2, e2.counter, ota::Rsc::ok)));
+  CHECK(env.svc->card(e.n)->key_version == 2);
+}
