@@ -2,6 +2,8 @@
 // are in docs/protocol.md section 6.
 #include "otac/common/ota.hpp"
 
+#include <algorithm>
+#include <initializer_list>
 #include <string>
 
 #include "otac/common/crypto.hpp"
@@ -83,12 +85,34 @@ Result<Bytes> compute_check(Integrity integrity, std::uint8_t kid, const SecretB
   return crypto::mac_alg1(key, input, crypto::Padding::method1, 8);
 }
 
+// compute_check over the concatenation of parts; the cleartext input is wiped afterwards.
+Result<Bytes> check_over(Integrity integrity, std::uint8_t kid, const SecretBytes& key,
+                         std::initializer_list<ByteView> parts) {
+  Bytes input = concat(parts);
+  auto r = compute_check(integrity, kid, key, input);
+  secure_zero(input.data(), input.size());
+  return r;
+}
+
 Result<std::size_t> check_len_or_zero(Integrity integrity, std::uint8_t kid) {
   if (integrity == Integrity::none) return std::size_t{0};
   return check_length(integrity, kid);
 }
 
 std::size_t pad_for(std::size_t len, std::size_t block) { return (block - len % block) % block; }
+
+// Secured data often carries key material (inner commands load keys), so the cleartext
+// copies this module makes are wiped when they go out of scope.
+class WipeOnExit {
+ public:
+  explicit WipeOnExit(Bytes& b) : b_(b) {}
+  ~WipeOnExit() { if (!b_.empty()) secure_zero(b_.data(), b_.size()); }
+  WipeOnExit(const WipeOnExit&) = delete;
+  WipeOnExit& operator=(const WipeOnExit&) = delete;
+
+ private:
+  Bytes& b_;
+};
 
 // Error messages name public fields only, never key material.
 struct ParsedCommand {
@@ -291,18 +315,20 @@ Result<Bytes> build_command(const CommandHeader& header, std::uint64_t counter, 
 
   Bytes counters = be_bytes(counter, 5);
   counters.push_back(static_cast<std::uint8_t>(pad));
-  Bytes padded(data.begin(), data.end());
-  padded.resize(data.size() + pad, 0);
+  Bytes padded(data.size() + pad, 0);
+  WipeOnExit wipe_padded(padded);
+  std::copy(data.begin(), data.end(), padded.begin());
 
   Bytes check;
   if (*n != 0) {
-    auto c = compute_check(header.spi.integrity, header.kid, kid_key, concat({head, counters, padded}));
+    auto c = check_over(header.spi.integrity, header.kid, kid_key, {head, counters, padded});
     if (!c) return std::move(c).error();
     check = std::move(*c);
   }
   Bytes body = concat({counters, check, padded});
   if (header.spi.ciphered) {
     auto e = encipher(alg, kic_key, body);
+    secure_zero(body.data(), body.size());
     if (!e) return std::move(e).error();
     body = std::move(*e);
   }
@@ -329,6 +355,7 @@ Result<Command> open_command(ByteView packet, const SecretBytes& kic_key, const 
   if (!n) return std::move(n).error();
 
   Bytes plain;
+  WipeOnExit wipe_plain(plain);
   if (spi.ciphered) {
     auto a = cipher_for(p->header.kic, kic_key);
     if (!a) return std::move(a).error();
@@ -356,7 +383,7 @@ Result<Command> open_command(ByteView packet, const SecretBytes& kic_key, const 
   out.pcntr = counters[5];
 
   if (*n != 0) {
-    auto expect = compute_check(spi.integrity, p->header.kid, kid_key, concat({p->clear_header, counters, padded}));
+    auto expect = check_over(spi.integrity, p->header.kid, kid_key, {p->clear_header, counters, padded});
     if (!expect) return std::move(expect).error();
     if (!ct_equal(*expect, received_check))
       return make_error(Errc::bad_mac, std::string("OTA command packet: the ") +
@@ -427,18 +454,20 @@ Result<Bytes> build_response(const PorSecurity& sec, const Response& r, const Se
   Bytes fields = be_bytes(r.counter, 5);
   fields.push_back(static_cast<std::uint8_t>(pad));
   fields.push_back(static_cast<std::uint8_t>(r.status));
-  Bytes padded = r.data;
-  padded.resize(r.data.size() + pad, 0);
+  Bytes padded(r.data.size() + pad, 0);
+  WipeOnExit wipe_padded(padded);
+  std::copy(r.data.begin(), r.data.end(), padded.begin());
 
   Bytes check;
   if (*n != 0) {
-    auto c = compute_check(sec.spi.por_integrity, sec.kid, kid_key, concat({kPorUdh, head, fields, padded}));
+    auto c = check_over(sec.spi.por_integrity, sec.kid, kid_key, {kPorUdh, head, fields, padded});
     if (!c) return std::move(c).error();
     check = std::move(*c);
   }
   Bytes body = concat({fields, check, padded});
   if (sec.spi.por_ciphered) {
     auto e = encipher(alg, kic_key, body);
+    secure_zero(body.data(), body.size());
     if (!e) return std::move(e).error();
     body = std::move(*e);
   }
@@ -495,6 +524,7 @@ Result<Response> open_response(ByteView packet, const PorSecurity& sec, const Se
     return make_error(Errc::bad_length, "OTA response packet: RHL " + std::to_string(p->rhl) + " but the PoR security asks for a " +
                                             std::to_string(*n) + "-byte RC/CC (RHL " + std::to_string(kRhlFixed + *n) + ")");
   Bytes plain;
+  WipeOnExit wipe_plain(plain);
   if (sec.spi.por_ciphered) {
     auto a = cipher_for(sec.kic, kic_key);
     if (!a) return std::move(a).error();
@@ -515,7 +545,7 @@ Result<Response> open_response(ByteView packet, const PorSecurity& sec, const Se
   if (!c.ok()) return c.error();
   if (auto f = c.finish(); !f) return std::move(f).error();
   if (*n != 0) {
-    auto expect = compute_check(sec.spi.por_integrity, sec.kid, kid_key, concat({kPorUdh, p->clear_header, fields, padded}));
+    auto expect = check_over(sec.spi.por_integrity, sec.kid, kid_key, {kPorUdh, p->clear_header, fields, padded});
     if (!expect) return std::move(expect).error();
     if (!ct_equal(*expect, received_check))
       return make_error(Errc::bad_mac, "OTA response packet: the RC/CC does not verify; wrong KID key, or the packet was altered");

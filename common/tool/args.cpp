@@ -1,0 +1,80 @@
+#include <stdexcept>
+
+#include "tool.hpp"
+
+namespace otac::tool {
+
+Args::Args(const std::vector<std::string>& argv, const std::set<std::string>& options,
+           const std::set<std::string>& flags) {
+  for (std::size_t i = 0; i < argv.size(); ++i) {
+    const std::string& a = argv[i];
+    if (a.size() > 2 && a.rfind("--", 0) == 0) {
+      const std::string name = a.substr(2);
+      if (flags.count(name)) {
+        flags_.insert(name);
+      } else if (options.count(name)) {
+        if (i + 1 >= argv.size()) throw UsageError{"option --" + name + " needs a value"};
+        if (options_.count(name)) throw UsageError{"option --" + name + " given twice"};
+        options_[name] = argv[++i];
+      } else {
+        throw UsageError{"unknown option --" + name};
+      }
+    } else {
+      positional_.push_back(a);
+    }
+  }
+}
+
+std::optional<std::string> Args::option(const std::string& name) const {
+  auto it = options_.find(name);
+  if (it == options_.end()) return std::nullopt;
+  return it->second;
+}
+
+Bytes parse_hex(const std::string& text, const std::string& what) {
+  auto r = from_hex(text);
+  if (!r) throw UsageError{what + ": " + r.error().message};
+  return std::move(*r);
+}
+
+Bytes Args::hex_option(const std::string& name, std::size_t len) const {
+  auto v = option(name);
+  if (!v) throw UsageError{"option --" + name + " is required"};
+  Bytes b = parse_hex(*v, "--" + name);
+  if (len != 0 && b.size() != len)
+    throw UsageError{"--" + name + " must be " + std::to_string(len) + " bytes (" + std::to_string(2 * len) +
+                     " hex digits), got " + std::to_string(b.size())};
+  return b;
+}
+
+std::optional<Bytes> Args::hex_option_opt(const std::string& name) const {
+  if (!option(name)) return std::nullopt;
+  return hex_option(name);
+}
+
+SecretBytes Args::key_option(const std::string& name) const {
+  auto v = option(name);
+  if (!v) throw UsageError{"option --" + name + " is required"};
+  auto r = from_hex(*v);
+  // The message says what is wrong without repeating any part of the secret.
+  if (!r) throw UsageError{"--" + name + ": not valid hex (give the key as 16, 32 or 48 hex digits)"};
+  SecretBytes key(*r);
+  secure_zero(r->data(), r->size());
+  return key;
+}
+
+SecretBytes Args::key_option_opt(const std::string& name) const {
+  if (!option(name)) return SecretBytes{};
+  return key_option(name);
+}
+
+std::uint8_t Args::byte_option(const std::string& name) const { return hex_option(name, 1)[0]; }
+
+Bytes Args::hex_positional(const char* what) const {
+  if (positional_.size() != 1)
+    throw UsageError{std::string("expected exactly one ") + what + " in hex, got " + std::to_string(positional_.size()) +
+                     " arguments"};
+  return parse_hex(positional_[0], what);
+}
+
+}  // namespace otac::tool
