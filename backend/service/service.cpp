@@ -494,6 +494,7 @@ Result<AuthAnswer> Service::authorize(const AuthRequest& req, std::string_view t
     rec.amount_minor = ch->amount_minor;
     rec.currency = ch->currency_code;
     rec.door = ch->door_id();
+    rec.cryptogram = req.cryptogram;
     rec.created_at = t;
     rec.decided_at = t;
     rec.decision = Decision::declined;
@@ -628,8 +629,11 @@ Result<AuthAnswer> Service::decide_held(std::string_view txn_id, bool approve, s
     rec->auth_code = approve ? random_digits(6) : std::string{};
     rec->decided_at = t;
     rec->decided_by = std::string(actor);
-    // The ARPC binds the final ARC; the terminal's cryptogram is not stored, so the held
-    // ARPC stays the one the card saw. The final answer carries only the ARC.
+    // A fresh ARPC over the final ARC, so a terminal that relays the decision to a card
+    // still in the field gets a CONFIRM the card can verify.
+    auto arpc = mac8(card->algorithm, code->key, arpc_input(rec->cryptogram, rec->arc));
+    if (!arpc) return arpc.error();
+    rec->arpc = std::move(*arpc);
     if (auto x = tx.update_transaction(*rec); !x) return x;
     auto a = tx.audit(t, actor, approve ? "approve_held" : "decline_held", "txn=" + rec->txn_id);
     if (!a) return a.error();

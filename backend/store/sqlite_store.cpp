@@ -118,6 +118,9 @@ CREATE TABLE ota_sent(
   PRIMARY KEY(n, counter));
 CREATE INDEX cards_msisdn ON cards(msisdn);
 )sql",
+    R"sql(
+ALTER TABLE transactions ADD COLUMN cryptogram BLOB;
+)sql",
 };
 
 Bytes ad(std::string_view kind, ByteView n, std::int64_t list = -1, std::int64_t index = -1) {
@@ -433,11 +436,12 @@ Result<TransactionRecord> SqliteTx::read_txn(Query& r) {
   t.created_at = r.col_i(14);
   t.decided_at = r.col_i(15);
   t.decided_by = r.col_t(16);
+  t.cryptogram = r.col_b(17);
   return t;
 }
 
 #define OTAC_TXN_COLUMNS \
-  "txn_id,request_hash,card,list_id,idx,terminal_id,amount_minor,currency,door,decision,reason,auth_code,arc,arpc,created_at,decided_at,decided_by"
+  "txn_id,request_hash,card,list_id,idx,terminal_id,amount_minor,currency,door,decision,reason,auth_code,arc,arpc,created_at,decided_at,decided_by,cryptogram"
 
 Result<TransactionRecord> SqliteTx::transaction(std::string_view txn_id) {
   auto r = q("SELECT " OTAC_TXN_COLUMNS " FROM transactions WHERE txn_id=?");
@@ -449,10 +453,10 @@ Result<TransactionRecord> SqliteTx::transaction(std::string_view txn_id) {
 }
 
 Result<void> SqliteTx::insert_transaction(const TransactionRecord& t) {
-  auto r = q("INSERT INTO transactions(" OTAC_TXN_COLUMNS ") VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+  auto r = q("INSERT INTO transactions(" OTAC_TXN_COLUMNS ") VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
   r.t(t.txn_id).b(t.request_hash).b(t.card).i(t.list_id).i(t.index).t(t.terminal_id).i(t.amount_minor).i(t.currency)
       .t(t.door).i(static_cast<int>(t.decision)).t(t.reason).t(t.auth_code).b(t.arc).b(t.arpc).i(t.created_at)
-      .i(t.decided_at).t(t.decided_by);
+      .i(t.decided_at).t(t.decided_by).b(t.cryptogram);
   return r.exec();
 }
 

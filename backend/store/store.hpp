@@ -80,6 +80,7 @@ struct TransactionRecord {
   std::string auth_code;              ///< six digits when approved
   Bytes arc;                          ///< 2 ASCII bytes (protocol.md §3.1)
   Bytes arpc;                         ///< 8 bytes, empty when no OTAC was available
+  Bytes cryptogram;                   ///< the card's cryptogram (for the ARPC of a later decision)
   UnixTime created_at = 0;
   UnixTime decided_at = 0;            ///< 0 while held
   std::string decided_by;             ///< operator who decided a held transaction

@@ -234,6 +234,8 @@ TEST_CASE("policy: card limit, terminal limit, held for review, doors and hours"
     REQUIRE(waited);
     CHECK(waited->decision == Decision::approved);
     CHECK(waited->reason == "operator_approved");
+    CHECK(waited->arc == to_bytes("00"));
+    CHECK(waited->arpc == arpc_of(c, 0, req.cryptogram, "00"));
     CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(3));
     CHECK_FALSE(env.svc->decide_held("T1", false, "alice"));  // already decided
   }
