@@ -326,3 +326,20 @@ TEST_CASE("a typed display code is accepted within the window of 10 lowest unuse
   CHECK(verify("D4", code_for(0))->decision == Decision::approved);
   CHECK_FALSE(verify("D5", "12ab5678"));                               // malformed
 }
+
+TEST_CASE("throughput of durable authorizations, one connection (manual)", "[.][bench]") {
+  Env env(10);
+  Card c = setup(env);
+  // A 1000-code list straight into the store (too big for one OTA packet, fine for this).
+  std::vector<SecretBytes> codes;
+  for (int i = 0; i < 1000; ++i) codes.push_back(crypto::random_secret(16));
+  REQUIRE(env.store()->run([&](Tx& tx) { return tx.insert_list(c.n, 50, codes, 0); }));
+  Ch ch;
+  std::vector<AuthRequest> reqs;
+  for (std::uint16_t i = 0; i < 1000; ++i)
+    reqs.push_back(test::card_request("P" + std::to_string(i), c.n, c.alg, 50, i, codes[i], ch));
+  const auto t0 = std::chrono::steady_clock::now();
+  for (const auto& r : reqs) REQUIRE(env.svc->authorize(r, "TERM0001")->decision == Decision::approved);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  WARN("1000 durable authorizations in " << s << " s: " << 1000 / s << "/s");
+}
