@@ -271,3 +271,71 @@ TEST_CASE("a process killed with SIGKILL mid-transaction leaves a consistent sto
     return tx.insert_list(e->n, 6, {}, 0);
   }));
 }
+
+TEST_CASE("SIGKILL under authorization load: every approval the terminal saw is in the store") {
+  Env env(100);
+  REQUIRE(env.svc->register_terminal(TerminalRecord{"TERM0001", "ab", 0, true}, "admin"));
+  EnrollRequest er;
+  er.msisdn = "1";
+  auto e = env.svc->enroll_card(er, "admin").value();
+  auto l = env.svc->issue_list(e.n, "admin").value();
+  std::vector<AuthRequest> reqs;
+  for (std::uint16_t i = 0; i < 100; ++i)
+    reqs.push_back(test::card_request("K" + std::to_string(i), e.n, e.algorithm, l.first, i, l.second[i], test::Ch{}));
+  int pipefd[2];
+  REQUIRE(::pipe(pipefd) == 0);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::close(pipefd[0]);
+    Service svc(env.config, [&] { return open_sqlite_store(env.db, env.kek); }, [&] { return env.clock; });
+    for (std::uint8_t i = 0; i < 100; ++i) {
+      auto a = svc.authorize(reqs[i], "TERM0001");
+      // Report only what a terminal would have been told: an approval after commit.
+      if (a && a->decision == Decision::approved && ::write(pipefd[1], &i, 1) != 1) ::_exit(4);
+      ::usleep(1000);  // paces the child so that the kill lands mid-run, not after it
+    }
+    ::_exit(0);
+  }
+  ::close(pipefd[1]);
+  std::vector<std::uint8_t> seen;
+  for (int i = 0; i < 100; ++i) {
+    std::uint8_t b = 0;
+    if (::read(pipefd[0], &b, 1) != 1) break;
+    seen.push_back(b);
+    if (seen.size() == 30) ::kill(child, SIGKILL);  // mid-run; later reports may still arrive
+  }
+  ::close(pipefd[0]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  REQUIRE(seen.size() >= 30);
+  CHECK(WIFSIGNALED(status));
+  CHECK(seen.size() < 100);
+
+  CHECK(raw_query_text(env.db, "PRAGMA integrity_check") == "ok");
+  auto s = env.store();
+  REQUIRE(s->run([&](Tx& tx) -> Result<void> {
+    for (auto i : seen) {
+      auto t = tx.transaction("K" + std::to_string(i));
+      REQUIRE(t);
+      CHECK(t->decision == Decision::approved);
+      CHECK(tx.otac(e.n, l.first, i)->used);
+    }
+    return {};
+  }));
+  // Retrying every request after the crash: the approved ones get their stored answer, the
+  // rest are decided now, and no code is approved twice.
+  std::size_t approvals = 0;
+  for (auto& r : reqs) {
+    auto a = env.svc->authorize(r, "TERM0001");
+    REQUIRE(a);
+    if (a->decision == Decision::approved) ++approvals;
+    auto again = env.svc->authorize(r, "TERM0001");
+    CHECK(again->auth_code == a->auth_code);
+  }
+  CHECK(approvals == 100);
+  TransactionFilter f;
+  f.limit = 1000;
+  CHECK(env.svc->list_transactions(f)->size() == 100);
+  CHECK(env.svc->verify_audit());
+}
