@@ -1,0 +1,44 @@
+// ISO/IEC 7816-4 status words (clause 5.6) in one table, plus the ones our applet uses.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace otac::sw {
+
+inline constexpr std::uint16_t ok = 0x9000;
+inline constexpr std::uint16_t verify_failed = 0x6300;           ///< no information given
+inline constexpr std::uint16_t wrong_length = 0x6700;
+inline constexpr std::uint16_t security_not_satisfied = 0x6982;
+inline constexpr std::uint16_t auth_method_blocked = 0x6983;
+inline constexpr std::uint16_t conditions_not_satisfied = 0x6985;
+inline constexpr std::uint16_t wrong_data = 0x6A80;
+inline constexpr std::uint16_t function_not_supported = 0x6A81;
+inline constexpr std::uint16_t file_not_found = 0x6A82;
+inline constexpr std::uint16_t record_not_found = 0x6A83;
+inline constexpr std::uint16_t not_enough_memory = 0x6A84;
+inline constexpr std::uint16_t incorrect_p1p2 = 0x6A86;
+inline constexpr std::uint16_t referenced_data_not_found = 0x6A88;
+inline constexpr std::uint16_t wrong_p1p2 = 0x6B00;
+inline constexpr std::uint16_t ins_not_supported = 0x6D00;
+inline constexpr std::uint16_t cla_not_supported = 0x6E00;
+inline constexpr std::uint16_t no_precise_diagnosis = 0x6F00;
+
+/// 61xx: SW2 more bytes available (GET RESPONSE with Le = SW2, 00 = 256).
+bool is_bytes_available(std::uint16_t s) noexcept;
+/// 6Cxx: wrong Le; SW2 is the exact length to ask for (00 = 256).
+bool is_wrong_le(std::uint16_t s) noexcept;
+/// 63Cx: verification failed, x tries left.
+bool is_tries_left(std::uint16_t s) noexcept;
+/// Tries left encoded in 63Cx (0..15).
+int tries_left(std::uint16_t s) noexcept;
+/// 63Cx for n tries left (n clamped to 0..15).
+std::uint16_t tries(int n) noexcept;
+/// 9000 or 61xx (normal processing).
+bool is_success(std::uint16_t s) noexcept;
+
+/// "6A82 file or application not found", "63C2 verification failed, 2 tries left",
+/// "61 10: 16 more bytes available"; unknown words get "unknown status".
+std::string describe(std::uint16_t s);
+
+}  // namespace otac::sw
