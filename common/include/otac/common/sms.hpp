@@ -52,8 +52,8 @@ struct UdhElement {
 /// The character set TP-DCS selects for the user data (TS 23.038 clause 4).
 enum class Alphabet { gsm7, eight_bit, ucs2 };
 
-/// The alphabet of a TP-DCS value. Reserved coding groups are an error (unsupported), as
-/// are compressed texts (bit 5 of the general data coding group).
+/// The alphabet of a TP-DCS value. Reserved codings count as GSM 7-bit, as TS 23.038
+/// clause 4 tells a receiver; compressed text (bit 6 of groups 00xx/01xx) is unsupported.
 Result<Alphabet> alphabet(std::uint8_t dcs);
 
 /// TP-SCTS / absolute TP-VP: a local time and its offset from UTC in quarter hours.
