@@ -8,7 +8,8 @@
 namespace otac::envelope {
 namespace {
 
-constexpr std::size_t kMaxData = 255;  // ENVELOPE and FETCH data fit a short APDU
+constexpr std::size_t kMaxData = 255;   // ENVELOPE data: a short APDU's Lc
+constexpr std::size_t kMaxFetch = 256;  // FETCH response data: a short APDU's Le (00 = 256)
 
 std::string hexbyte(std::uint8_t b) { return to_hex(ByteView(&b, 1)); }
 
@@ -101,11 +102,11 @@ Result<Found> pick(const std::vector<Object>& objs, const std::vector<std::uint8
   return f;
 }
 
-Result<Bytes> finish_template(std::uint8_t tag, const Bytes& body, const char* what) {
+Result<Bytes> finish_template(std::uint8_t tag, const Bytes& body, std::size_t max, const char* what) {
   Bytes out = tlv::encode(tag, body);
-  if (out.size() > kMaxData)
+  if (out.size() > max)
     return make_error(Errc::bad_length, std::string(what) + ": " + std::to_string(out.size()) +
-                                            " octets do not fit a short APDU (255)");
+                                            " octets do not fit a short APDU (" + std::to_string(max) + ")");
   return out;
 }
 
@@ -138,12 +139,13 @@ Result<Bytes> encode(const SmsPpDownload& e) {
   if (e.smsc) {
     auto a = sms::encode_address_bcd(*e.smsc);
     if (!a) return a.error();
-    tlv::append(body, 0x80 | ctag_address, *a);
+    // Without the CR bit, as the TS 31.124 27.22.5 ENVELOPEs carry it: the address is optional.
+    tlv::append(body, ctag_address, *a);
   }
   if (e.tpdu.size() > kMaxData)
     return make_error(Errc::bad_length, "SMS-PP DOWNLOAD: TPDU of " + std::to_string(e.tpdu.size()) + " octets is too long");
   tlv::append(body, 0x80 | ctag_sms_tpdu, e.tpdu);
-  return finish_template(tag_sms_pp_download, body, "SMS-PP DOWNLOAD");
+  return finish_template(tag_sms_pp_download, body, kMaxData, "SMS-PP DOWNLOAD");
 }
 
 Result<SmsPpDownload> parse_sms_pp_download(ByteView data) {
@@ -183,7 +185,7 @@ Result<Bytes> encode(const SendShortMessage& c) {
   if (c.tpdu.size() > kMaxData)
     return make_error(Errc::bad_length, "SEND SHORT MESSAGE: TPDU of " + std::to_string(c.tpdu.size()) + " octets is too long");
   tlv::append(body, 0x80 | ctag_sms_tpdu, c.tpdu);
-  return finish_template(tag_proactive_command, body, "SEND SHORT MESSAGE");
+  return finish_template(tag_proactive_command, body, kMaxFetch, "SEND SHORT MESSAGE");
 }
 
 Result<SendShortMessage> parse_send_short_message(ByteView data) {

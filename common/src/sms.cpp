@@ -321,7 +321,6 @@ Result<Bytes> utf8_to_gsm7(std::string_view text) {
 }
 
 Result<Bytes> encode_address(const Address& a) {
-  if ((a.toa & 0x80) == 0) return err(Errc::bad_value, "SMS address: type of address " + hexbyte(a.toa) + " lacks bit 8");
   Bytes out;
   if (a.alphanumeric()) {
     auto s = utf8_to_gsm7(a.digits);
@@ -348,7 +347,6 @@ Result<Address> parse_address(ByteView data, std::size_t& consumed) {
   Address a;
   a.toa = c.u8("type of address");
   if (!c.ok()) return c.error();
-  if ((a.toa & 0x80) == 0) return err(Errc::bad_value, "SMS address: type of address " + hexbyte(a.toa) + " lacks bit 8");
   if (len > max_address_digits)
     return err(Errc::bad_length, "SMS address: length " + std::to_string(len) + " semi-octets, at most 20");
   const auto body = c.take((len + 1u) / 2, "address digits");
@@ -369,7 +367,6 @@ Result<Address> parse_address(ByteView data, std::size_t& consumed) {
 Result<Bytes> encode_address_bcd(const Address& a) {
   if (a.alphanumeric())
     return err(Errc::unsupported, "BCD address: an alphanumeric address (TON 101) has no BCD form");
-  if ((a.toa & 0x80) == 0) return err(Errc::bad_value, "BCD address: TON/NPI " + hexbyte(a.toa) + " lacks bit 8");
   auto d = pack_digits(a.digits, "BCD address");
   if (!d) return d.error();
   Bytes out{a.toa};
@@ -381,7 +378,6 @@ Result<Address> parse_address_bcd(ByteView value) {
   if (value.empty()) return err(Errc::truncated, "BCD address: empty (needs at least the TON/NPI octet)");
   Address a;
   a.toa = value[0];
-  if ((a.toa & 0x80) == 0) return err(Errc::bad_value, "BCD address: TON/NPI " + hexbyte(a.toa) + " lacks bit 8");
   if (a.alphanumeric()) return err(Errc::unsupported, "BCD address: alphanumeric TON 101 has no BCD form");
   const auto body = value.subspan(1);
   if (body.size() * 2 > max_address_digits)
@@ -558,7 +554,8 @@ Result<std::optional<Message>> Reassembler::add(const std::string& originator, c
   if (total > limits_.max_parts)
     return err(Errc::bad_length, "SMS concatenation: " + std::to_string(total) + " parts, at most " +
                                      std::to_string(limits_.max_parts) + " accepted");
-  const auto key = std::make_pair(originator, ref);
+  // References of the 8-bit and 16-bit forms are separate number spaces (TS 23.040 9.2.3.24.8).
+  const auto key = std::make_pair(originator, static_cast<std::uint32_t>(wide ? 0x10000u | ref : ref));
   auto it = pending_.find(key);
   if (it != pending_.end() && it->second.total != total) {
     const auto was = it->second.total;

@@ -2,7 +2,8 @@
 // an SMS with TP-PID 7F, the UICC's answer to it, and the proactive command SEND SHORT
 // MESSAGE the UICC hands the ME on FETCH. Inside the BER-TLV templates D1/D0 are
 // COMPREHENSION-TLVs (TS 102 220 7.1.1): tags are accepted with or without the
-// comprehension-required bit (0x80); encoders set it as TS 31.111 examples do.
+// comprehension-required bit (0x80); encoders set it as the TS 31.124 test sequences do
+// (ENVELOPE: 82, 06, 8B; SEND SHORT MESSAGE: 81, 82, 85, 86, 8B).
 #pragma once
 
 #include <cstdint>
@@ -34,7 +35,7 @@ inline constexpr std::uint8_t device_network = 0x83;
 inline constexpr std::uint8_t command_send_short_message = 0x13;
 
 /// ENVELOPE (SMS-PP DOWNLOAD), TS 31.111 7.1.1.2:
-/// D1 { 82 02 83 81, [86 <SMSC address, BCD>], 8B <SMS-DELIVER TPDU> }.
+/// D1 { 82 02 83 81, [06 <SMSC address, BCD>], 8B <SMS-DELIVER TPDU> }.
 struct SmsPpDownload {
   std::optional<sms::Address> smsc;  ///< RP-originator address of the SMSC
   Bytes tpdu;                         ///< the SMS-DELIVER TPDU as received (not parsed here)
@@ -62,7 +63,7 @@ struct SendShortMessage {
   bool operator==(const SendShortMessage&) const = default;
 };
 
-/// Encodes the D0 template. Errors as encode(SmsPpDownload).
+/// Encodes the D0 template (at most 256 octets, a FETCH response). Errors as encode(SmsPpDownload).
 Result<Bytes> encode(const SendShortMessage& c);
 
 /// Parses a D0 template that holds SEND SHORT MESSAGE. Errors as parse_sms_pp_download,

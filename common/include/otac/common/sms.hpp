@@ -160,7 +160,8 @@ Result<Address> parse_address(ByteView data, std::size_t& consumed);
 /// the value of ENVELOPE tag 06/86 (TS 102 223 8.1). Errors as encode_address.
 Result<Bytes> encode_address_bcd(const Address& a);
 /// Parses the value of a BCD address (no tag or length). Errors: truncated (empty),
-/// bad_value (a filler F before the last digit, bit 8 of TON/NPI clear), bad_length (> 20 digits).
+/// bad_value (a filler F before the last digit), unsupported (alphanumeric TON), bad_length
+/// (> 20 digits). Bit 8 of TON/NPI is kept as received, not checked (field equipment sends 00).
 Result<Address> parse_address_bcd(ByteView value);
 
 /// One SMS of a concatenated series: its UDH and its data.
@@ -221,7 +222,7 @@ class Reassembler {
     std::map<std::uint8_t, Part> parts;
   };
   ReassemblerLimits limits_;
-  std::map<std::pair<std::string, std::uint16_t>, Pending> pending_;
+  std::map<std::pair<std::string, std::uint32_t>, Pending> pending_;  // ref | 0x10000 for IEI 08
   std::uint64_t next_order_ = 0;
 };
 
