@@ -483,6 +483,29 @@ TEST_CASE("sms: split for concatenation (docs/protocol.md section 7)", "[sms]") 
   }
 }
 
+TEST_CASE("sms: pySim's UDHs observed from a sysmoISIM-SJA5 (test_sms.py ground truth)", "[sms][kat]") {
+  // pySim tests/unittests/test_sms.py, Test_ConcatenatedSmsReassembler: part 1 of a two-part
+  // PoR from a sysmoISIM-SJA5 carries UDH 07 | 00 03 01 02 01 | 71 00; the 16-bit form
+  // 08 | 08 04 12 34 02 01 | 71 00 (TS 23.040 9.2.3.24.8).
+  auto split = split_concatenated(Bytes(138, 0x00), iei_response_packet, 1);
+  REQUIRE(split);
+  auto udh = encode_udh((*split)[0].udh);
+  REQUIRE(udh);
+  CHECK("07" + to_hex(*udh) == "0700030102017100");
+
+  auto wide = parse_udh(hex("0804123402017100"));
+  REQUIRE(wide);
+  REQUIRE(wide->size() == 2);
+  Reassembler r;
+  const auto t = Clock::time_point{};
+  REQUIRE(r.add("sja5", *wide, hex("0102"), t));
+  auto done = r.add("sja5", {{0x08, hex("12340202")}}, hex("03"), t);
+  REQUIRE(done);
+  REQUIRE(done->has_value());
+  CHECK((*done)->data == hex("010203"));
+  CHECK((*done)->udh == std::vector<UdhElement>{{0x71, {}}});
+}
+
 TEST_CASE("sms: reassembly (pySim ConcatenatedSmsReassembler cases and our bounds)", "[sms]") {
   const auto t0 = Clock::time_point{} + std::chrono::hours(1);
   const std::vector<UdhElement> ota{{0x71, {}}};
