@@ -48,7 +48,7 @@ TEST_CASE("envelope: published SMS-PP DOWNLOAD ENVELOPEs parse and re-encode byt
   CHECK(n == 3);
 }
 
-TEST_CASE("envelope: published SEND SHORT MESSAGE commands parse; those we fully model re-encode", "[envelope][kat]") {
+TEST_CASE("envelope: published SEND SHORT MESSAGE commands parse, and those we fully model re-encode", "[envelope][kat]") {
   int n = 0;
   for (const auto& v : test::load_vectors("envelope.vec")) {
     if (v.section != "send_short_message") continue;
@@ -109,7 +109,7 @@ TEST_CASE("envelope: tags with and without the comprehension-required bit are bo
   CHECK(*a == *b);
 }
 
-TEST_CASE("envelope: objects in another order are accepted; repeated ones are not", "[envelope]") {
+TEST_CASE("envelope: objects in another order are accepted, repeated ones are not", "[envelope]") {
   // 8B first, then 82, then 86.
   const Bytes tpdu = hex("04049121437f16891010000000000d546573744d6573736167652031");
   Bytes body = hex("8b1c");
