@@ -29,7 +29,7 @@ Result<Bytes> hex_member(const json::object& o, const char* key, std::size_t len
 
 }  // namespace
 
-Result<BackendAnswer> parse_answer(std::string_view text) {
+Result<BackendAnswer> parse_answer(std::string_view text, bool require_arpc) {
   boost::system::error_code ec;
   // Bounded depth and no comments: the answer is a flat object.
   json::parse_options opt;
@@ -73,7 +73,7 @@ Result<BackendAnswer> parse_answer(std::string_view text) {
     // An approval the card cannot check is no approval.
     if (a.auth_code.empty()) return bad("approved without \"auth_code\"");
     if (a.arc != Bytes{0x30, 0x30}) return bad("approved with an ARC other than 3030");
-    if (a.arpc.empty()) return bad("approved without \"arpc\"");
+    if (require_arpc && a.arpc.empty()) return bad("approved without \"arpc\"");
   }
   if (a.decision != Decision::approved && a.arc == Bytes{0x30, 0x30})
     return bad("ARC 3030 (approved) with decision \"" + std::string(d) + "\"");

@@ -28,8 +28,9 @@ struct BackendAnswer {
 /// Parses an answer. Errors (bad_value) for: not a JSON object, a missing or mistyped
 /// txn_id/decision/reason, an unknown decision, arc not 4 hex digits, arpc not 16 hex
 /// digits, auth_code not 1..12 printable ASCII, and "approved" without auth_code, arc 3030
-/// and arpc. Unknown extra members are ignored (the API may grow).
-Result<BackendAnswer> parse_answer(std::string_view json);
+/// and arpc (arpc only when require_arpc: a typed display code's approval has none, as no
+/// card is there to check it). Unknown extra members are ignored (the API may grow).
+Result<BackendAnswer> parse_answer(std::string_view json, bool require_arpc = true);
 
 /// The body of POST /v1/authorizations.
 std::string auth_request_body(std::string_view txn_id, ByteView card, std::uint16_t list_id,
