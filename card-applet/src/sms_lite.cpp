@@ -243,11 +243,13 @@ Result<Bytes> encode_submit(std::string_view to, ByteView udh, ByteView payload)
 }
 
 Result<Bytes> encode_sms_pp_download(std::string_view smsc, ByteView tpdu) {
-  auto addr = encode_address(smsc);
-  if (!addr) return addr.error();
   Bytes body;
   tlv::append(body, 0x82, Bytes{0x83, 0x81});  // device identities: network -> UICC
-  tlv::append(body, 0x06, *addr);
+  if (!smsc.empty()) {
+    auto addr = encode_address(smsc);
+    if (!addr) return addr.error();
+    tlv::append(body, 0x06, *addr);
+  }
   tlv::append(body, 0x8B, tpdu);
   return tlv::encode(0xD1, body);
 }

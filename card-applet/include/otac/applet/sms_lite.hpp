@@ -59,7 +59,8 @@ Result<Submit> parse_submit(ByteView tpdu);
 /// Encodes an SMS-SUBMIT (TP-MR 00, no validity period) with TP-PID 7F, TP-DCS F6.
 Result<Bytes> encode_submit(std::string_view to, ByteView udh, ByteView payload);
 
-/// ENVELOPE (SMS-PP DOWNLOAD) data: D1 { 82 02 83 81, 06 smsc, 8B tpdu }.
+/// ENVELOPE (SMS-PP DOWNLOAD) data: D1 { 82 02 83 81, 06 smsc, 8B tpdu }; 06 left out when
+/// smsc is empty (it is optional in TS 31.111).
 Result<Bytes> encode_sms_pp_download(std::string_view smsc, ByteView tpdu);
 /// The TPDU of an SMS-PP DOWNLOAD ENVELOPE (device identities must be network -> UICC).
 Result<Bytes> parse_sms_pp_download(ByteView envelope);
