@@ -83,9 +83,9 @@ TEST_CASE("concatenated parts are reassembled in any order; duplicates and stray
   REQUIRE(r.sw == 0x9000);
   CHECK(open_por(r.data).status == ota::Rsc::ok);
   CHECK(unused(c) == 30);
-  // A part claiming seq 0, or total above 16, is refused.
+  // A part claiming seq 0, or total above 32, is refused.
   CHECK(c.sw(envelope(hex("0003010200"), hex("00"))) == 0x6A80);
-  CHECK(c.sw(envelope(hex("0003011101"), hex("00"))) == 0x6A80);
+  CHECK(c.sw(envelope(hex("0003012101"), hex("00"))) == 0x6A80);  // 33 parts
   // Parts without the command packet identifier anywhere are not a packet.
   Bytes small = ota_packet(e1(2, 0, test_codes(1)), 2);
   CHECK(c.tx(envelope(hex("0003070201"), Bytes(small.begin(), small.begin() + 10))).sw == 0x9000);

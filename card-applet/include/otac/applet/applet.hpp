@@ -20,7 +20,7 @@ inline constexpr std::array<std::uint8_t, 6> aid{0xF0, 0x4F, 0x54, 0x41, 0x43, 0
 inline constexpr std::size_t max_lists = 2;
 inline constexpr std::size_t max_codes_per_list = 200;
 inline constexpr std::size_t max_outbox = 4;
-inline constexpr std::size_t max_sms_parts = 16;
+inline constexpr std::size_t max_sms_parts = 32;  // 2 x 200 codes fit; the backend sends at most 16
 
 /// One applet instance. Each instance is one logical channel with its own transient state
 /// (selection, PIN verified, the last transaction); persistent state is reloaded from the
