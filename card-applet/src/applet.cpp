@@ -21,7 +21,7 @@ using Response = apdu::Response;
 
 Response status(std::uint16_t s) { return Response{{}, s}; }
 
-constexpr std::uint16_t kCapabilities = 0x0001 | 0x0002 | 0x0010 | 0x0020;  // 3DES, AES, display, indexed TAN
+constexpr std::uint16_t kCapabilities = 0x003F;  // 3DES, AES, RSA-2048, P-256, display, indexed TAN
 
 // Outcome of an SMS-PP download: RSC for the PoR, and the inner status word as its data.
 struct PacketOutcome {
@@ -174,22 +174,13 @@ const Bytes* field(const std::vector<tlv::Node>& kids, tlv::Tag tag, std::size_t
   return &n->value;
 }
 
-// E1: load list. Returns the status word for the PoR data.
-std::uint16_t load_list(CardState& s, const tlv::Node& cmd) {
-  auto kids = inner_fields(cmd, {0xC1, 0xC2, 0xC4, 0xC5});
-  if (!kids) return sw::wrong_data;
-  const Bytes* id = field(*kids, 0xC1, 2);
-  const Bytes* act = field(*kids, 0xC2, 1);
-  const Bytes* cnt = field(*kids, 0xC4, 2);
-  const Bytes* keys = field(*kids, 0xC5, 0);
-  if (!id || !act || !cnt || !keys) return sw::wrong_data;
-  const auto list_id = static_cast<std::uint16_t>((*id)[0] << 8 | (*id)[1]);
-  const auto count = static_cast<std::uint16_t>((*cnt)[0] << 8 | (*cnt)[1]);
-  if (list_id == 0 || (*act)[0] > 1 || count == 0 || count > max_codes_per_list || keys->size() != count * 16u)
+// Places a list (E1 or E5 after deciphering). Returns the status word for the PoR data.
+std::uint16_t place_list(CardState& s, std::uint16_t list_id, std::uint8_t activation, std::uint16_t count, ByteView keys) {
+  if (list_id == 0 || activation > 1 || count == 0 || count > max_codes_per_list || keys.size() != count * 16u)
     return sw::wrong_data;
   if (list_id <= s.last_list_id) return sw::ok;  // a resent or stale list: already have it (or used it)
   ListSlot* slot = nullptr;
-  if ((*act)[0] == 1) {
+  if (activation == 1) {
     for (auto& l : s.lists) l.clear();  // at once: the old codes are abandoned
     slot = &s.lists[0];
   } else {
@@ -200,10 +191,68 @@ std::uint16_t load_list(CardState& s, const tlv::Node& cmd) {
   slot->clear();
   slot->id = list_id;
   slot->count = count;
-  std::copy(keys->begin(), keys->end(), slot->keys.begin());
+  std::copy(keys.begin(), keys.end(), slot->keys.begin());
   s.last_list_id = list_id;
   s.refresh_pending = false;
   return sw::ok;
+}
+
+std::uint16_t u16_of(const Bytes& v) { return static_cast<std::uint16_t>(v[0] << 8 | v[1]); }
+
+// E1: load list.
+std::uint16_t load_list(CardState& s, const tlv::Node& cmd) {
+  auto kids = inner_fields(cmd, {0xC1, 0xC2, 0xC4, 0xC5});
+  if (!kids) return sw::wrong_data;
+  const Bytes* id = field(*kids, 0xC1, 2);
+  const Bytes* act = field(*kids, 0xC2, 1);
+  const Bytes* cnt = field(*kids, 0xC4, 2);
+  const Bytes* keys = field(*kids, 0xC5, 0);
+  if (!id || !act || !cnt || !keys) return sw::wrong_data;
+  return place_list(s, u16_of(*id), (*act)[0], u16_of(*cnt), *keys);
+}
+
+// E5: load list, asymmetric (protocol.md 6.1.2). Returns RSC and status word.
+PacketOutcome load_list_asymmetric(CardState& s, const tlv::Node& cmd) {
+  auto kids = inner_fields(cmd, {0xC1, 0xC2, 0xC4, 0xCC, 0xC5, 0xCD});
+  if (!kids) return {ota::Rsc::ok, sw::wrong_data};
+  const Bytes* id = field(*kids, 0xC1, 2);
+  const Bytes* act = field(*kids, 0xC2, 1);
+  const Bytes* cnt = field(*kids, 0xC4, 2);
+  const Bytes* wrapped = field(*kids, 0xCC, 0);
+  const Bytes* enc = field(*kids, 0xC5, 0);
+  const Bytes* sig = field(*kids, 0xCD, 0);
+  if (!id || !act || !cnt || !wrapped || !enc || !sig || enc->empty() || enc->size() % 16 != 0) return {ota::Rsc::ok, sw::wrong_data};
+  if (!s.has_server_key || s.key_pair == 0) return {ota::Rsc::ok, sw::conditions_not_satisfied};
+  Bytes signed_part;
+  tlv::append(signed_part, 0xC1, *id);
+  tlv::append(signed_part, 0xC2, *act);
+  tlv::append(signed_part, 0xC4, *cnt);
+  tlv::append(signed_part, 0xCC, *wrapped);
+  tlv::append(signed_part, 0xC5, *enc);
+  auto server = crypto::ec_public_from_point(s.server_point);
+  if (!server || !crypto::ecdsa_verify(*server, signed_part, *sig))
+    return {ota::Rsc::insufficient_security_level, sw::security_not_satisfied};
+  auto priv = crypto::private_key_from_der(ByteView(s.private_der).first(s.private_len));
+  if (!priv) return {ota::Rsc::ok, sw::no_precise_diagnosis};
+  SecretBytes session;
+  if (s.key_pair == 0x01) {
+    auto k = crypto::rsa_oaep_decrypt(*priv, *wrapped);
+    if (!k || k->size() != 16) return {ota::Rsc::ok, sw::wrong_data};
+    session = std::move(*k);
+  } else {
+    auto peer = crypto::ec_public_from_point(*wrapped);
+    if (!peer) return {ota::Rsc::ok, sw::wrong_data};
+    auto shared = crypto::ecdh_p256(*priv, *peer);
+    if (!shared) return {ota::Rsc::ok, sw::wrong_data};
+    Bytes info = to_bytes("OTAC-E5");
+    append(info, s.n);
+    session = crypto::hkdf_sha256(*shared, {}, info, 16);
+  }
+  auto keys = crypto::aes_cbc_decrypt(session, Bytes(16, 0), *enc);
+  if (!keys) return {ota::Rsc::ok, sw::wrong_data};
+  const std::uint16_t r = place_list(s, u16_of(*id), (*act)[0], u16_of(*cnt), *keys);
+  secure_zero(keys->data(), keys->size());
+  return {r == sw::not_enough_memory ? ota::Rsc::insufficient_memory : ota::Rsc::ok, r};
 }
 
 }  // namespace
@@ -254,6 +303,7 @@ struct Applet::Impl {
   Response get_status(const apdu::Command& c);
   Response request_refresh(const apdu::Command& c);
   Response fetch(const apdu::Command& c);
+  Response generate_key_pair(const apdu::Command& c);
   Response envelope(const apdu::Command& c);
   Response handle_packet(ByteView packet);
   PacketOutcome run_inner(CardState& next, ByteView data);
@@ -315,9 +365,7 @@ Response Applet::Impl::dispatch(const apdu::Command& c) {
     case 0xA4: return display(c);
     case 0xA6: return get_status(c);
     case 0xA8: return request_refresh(c);
-    default:  // 0x46 GENERATE KEY PAIR: asymmetric mode is not built yet
-      if (c.p1 != 0x01 && c.p1 != 0x02) return status(sw::incorrect_p1p2);
-      return status(sw::function_not_supported);
+    default: return generate_key_pair(c);
   }
 }
 
@@ -643,6 +691,29 @@ Response Applet::Impl::fetch(const apdu::Command& c) {
   return Response{msg, sw::ok};
 }
 
+Response Applet::Impl::generate_key_pair(const apdu::Command& c) {
+  if ((c.p1 != 0x01 && c.p1 != 0x02) || c.p2 != 0x00) return status(sw::incorrect_p1p2);
+  if (!c.data.empty()) return status(sw::wrong_length);
+  if (st.life != Life::pin_set && st.life != Life::activated) return status(sw::conditions_not_satisfied);
+  if (!pin_verified) return status(sw::security_not_satisfied);
+  auto key = c.p1 == 0x01 ? crypto::rsa_generate(2048) : crypto::ec_p256_generate();
+  if (!key) return status(sw::no_precise_diagnosis);
+  auto priv = crypto::private_key_der(*key);
+  auto pub = crypto::public_key_der(*key);
+  if (!priv || !pub || priv->size() > max_private_der) return status(sw::no_precise_diagnosis);
+  CardState next = st;
+  next.private_der.fill(0);
+  std::copy(priv->view().begin(), priv->view().end(), next.private_der.begin());
+  next.private_len = static_cast<std::uint16_t>(priv->size());
+  next.key_pair = c.p1;
+  if (!commit(next)) return status(sw::no_precise_diagnosis);
+  st = std::move(next);
+  Bytes out;
+  tlv::append(out, 0xDF41, st.n);
+  tlv::append(out, 0xDF50, *pub);
+  return Response{out, sw::ok};
+}
+
 Response Applet::Impl::envelope(const apdu::Command& c) {
   if (c.p1 != 0x00 || c.p2 != 0x00) return status(sw::incorrect_p1p2);
   if (c.data.empty()) return status(sw::wrong_data);
@@ -794,7 +865,11 @@ PacketOutcome Applet::Impl::run_inner(CardState& next, ByteView data) {
         next.has_server_key = true;
         break;
       }
-      case 0xE5: r = sw::function_not_supported; break;
+      case 0xE5: {
+        const PacketOutcome o = load_list_asymmetric(next, cmd);
+        if (o.inner_sw != sw::ok) return o;
+        break;
+      }
       default: r = sw::wrong_data; break;
     }
     if (r != sw::ok) return {ota::Rsc::ok, r};

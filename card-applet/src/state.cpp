@@ -6,7 +6,7 @@
 namespace otac::applet {
 namespace {
 
-constexpr std::uint8_t kLayout = 1;
+constexpr std::uint8_t kLayout = 2;
 
 template <std::size_t N>
 void put(Bytes& out, const std::array<std::uint8_t, N>& a) { out.insert(out.end(), a.begin(), a.end()); }
@@ -59,6 +59,7 @@ CardState::~CardState() {
   secure_zero(puk.data(), puk.size());
   secure_zero(k.data(), k.size());
   secure_zero(sig_key.data(), sig_key.size());
+  secure_zero(private_der.data(), private_der.size());
   for (auto& l : lists) secure_zero(l.keys.data(), l.keys.size());
 }
 
@@ -121,6 +122,9 @@ Bytes encode_state(const CardState& s) {
   put(out, s.ca_point);
   out.push_back(s.has_server_key ? 1 : 0);
   put(out, s.server_point);
+  out.push_back(s.key_pair);
+  append(out, be_bytes(s.private_len, 2));
+  put(out, s.private_der);
   put(out, s.last_arc);
   out.push_back(s.last_outcome);
   out.push_back(static_cast<std::uint8_t>(s.outbox.size()));
@@ -170,6 +174,10 @@ Result<CardState> decode_state(ByteView blob) {
   get(c, s.ca_point, "CA key");
   s.has_server_key = c.u8("server key flag") != 0;
   get(c, s.server_point, "server key");
+  s.key_pair = c.u8("key pair type");
+  s.private_len = c.u16("private key length");
+  if (s.key_pair > 2 || s.private_len > max_private_der) c.fail(Errc::bad_value, "card state: bad key pair");
+  get(c, s.private_der, "private key");
   get(c, s.last_arc, "last ARC");
   s.last_outcome = c.u8("last outcome");
   const std::size_t msgs = c.u8("outbox count");

@@ -18,6 +18,7 @@ inline constexpr std::uint8_t pin_tries_max = 3;
 inline constexpr std::uint8_t puk_tries_max = 10;
 inline constexpr std::size_t max_pin_doors = 4;
 inline constexpr std::size_t max_outbox_entry = 255;
+inline constexpr std::size_t max_private_der = 1300;  // RSA-2048 PKCS#8 is about 1218 bytes
 
 /// One list of OTACs. A slot is free when id == 0.
 struct ListSlot {
@@ -63,6 +64,9 @@ struct CardState {
   std::array<std::uint8_t, 65> ca_point{};
   bool has_server_key = false;
   std::array<std::uint8_t, 65> server_point{};
+  std::uint8_t key_pair = 0;  ///< 00 none, 01 RSA-2048, 02 P-256 (GENERATE KEY PAIR)
+  std::uint16_t private_len = 0;
+  std::array<std::uint8_t, max_private_der> private_der{};  ///< PKCS#8 DER, private_len bytes used
   std::array<std::uint8_t, 2> last_arc{};
   std::uint8_t last_outcome = 0;  ///< 00 none, 01 confirmed, 02 ARPC failed
   std::vector<Bytes> outbox;      ///< SEND SHORT MESSAGE commands, oldest first

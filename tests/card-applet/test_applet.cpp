@@ -10,7 +10,7 @@ TEST_CASE("SELECT answers the FCI; foreign AIDs, CLAs and INSs get ISO status wo
   auto r = c.tx("00A4040006F04F5441430100");
   CHECK(r.sw == 0x9000);
   // 6F { 84 AID, A5 { 9F08 01, DF01 0033, DF02 00 } }, written out from protocol.md 2.1.
-  CHECK(r.data == hex("6F17 8406F04F54414301 A50D 9F080101 DF01020033 DF020100"));
+  CHECK(r.data == hex("6F17 8406F04F54414301 A50D 9F080101 DF0102003F DF020100"));
   CHECK(c.tx("00A4040C06F04F54414301").data.empty());
   CHECK(c.tx("00A4040006A00000000401").sw == 0x6A82);
   CHECK(c.tx("00A4000C023F00").sw == 0x6A82);
@@ -415,9 +415,27 @@ TEST_CASE("a failed commit answers 6F00 and changes nothing") {
   CHECK(c.sw(cmd(0x00, 0x20, 0x00, 0x80)) == 0x63C3);
 }
 
-TEST_CASE("GENERATE KEY PAIR is not built yet and says so") {
+TEST_CASE("GENERATE KEY PAIR: P-256 and RSA-2048, PIN needed, public key exported as SPKI") {
   Card c;
   c.select();
-  CHECK(c.sw(hex("8046020000")) == 0x6A81);
+  CHECK(c.sw(hex("8046020000")) == 0x6985);  // blank card
+  REQUIRE(c.sw(cmd(0x00, 0x24, 0x01, 0x80, pin_block("1234"))) == 0x9000);
+  c.select();
+  CHECK(c.sw(hex("8046020000")) == 0x6982);
+  REQUIRE(c.sw(cmd(0x00, 0x20, 0x00, 0x80, pin_block("1234"))) == 0x9000);
   CHECK(c.sw(hex("8046030000")) == 0x6A86);
+  CHECK(c.sw(hex("8046020100")) == 0x6A86);
+  CHECK(c.sw(hex("80460200 01 00 00")) == 0x6700);
+  for (std::uint8_t p1 : {std::uint8_t{0x02}, std::uint8_t{0x01}}) {
+    auto r = c.tx(cmd(0x80, 0x46, p1, 0x00, {}, true));
+    REQUIRE(r.sw == 0x9000);
+    auto nodes = tlv::parse(r.data).value();
+    REQUIRE(tlv::find(nodes, 0xDF41) != nullptr);
+    const tlv::Node* spki = tlv::find(nodes, 0xDF50);
+    REQUIRE(spki != nullptr);
+    auto pub = crypto::public_key_from_der(spki->value);
+    REQUIRE(pub.ok());
+    if (p1 == 0x02) CHECK(crypto::ec_public_point(*pub).ok());
+    else CHECK(crypto::rsa_oaep_encrypt(*pub, Bytes(16, 1)).ok());
+  }
 }

@@ -313,6 +313,79 @@ TEST_CASE("E4: the server key is accepted only when signed by the personalized C
   put(forged, hex("CB"), forged_sig);
   CHECK(open_por(deliver(c, ota_packet(tlv::encode(0xE4, forged), 1)).data).status == ota::Rsc::insufficient_security_level);
   CHECK(open_por(deliver(c, ota_packet(inner, 2)).data).data == hex("9000"));
-  // E5 is not built yet: said in the PoR.
-  CHECK(open_por(deliver(c, ota_packet(hex("E503C10100"), 3)).data).data == hex("6A81"));
+}
+
+namespace {
+
+// The server side of E5, written from protocol.md 6.1.2 with the crypto primitives.
+Bytes build_e5(const crypto::PKey& server, const Bytes& card_spki, std::uint8_t kind, std::uint16_t id,
+               const std::vector<Bytes>& codes, bool tamper = false) {
+  auto card_pub = crypto::public_key_from_der(card_spki).value();
+  SecretBytes session;
+  Bytes wrapped;
+  if (kind == 0x01) {
+    session = crypto::random_secret(16);
+    wrapped = crypto::rsa_oaep_encrypt(card_pub, session.view()).value();
+  } else {
+    auto eph = crypto::ec_p256_generate().value();
+    wrapped = crypto::ec_public_point(eph).value();
+    auto shared = crypto::ecdh_p256(eph, card_pub).value();
+    Bytes info = to_bytes("OTAC-E5");
+    append(info, kN);
+    session = crypto::hkdf_sha256(shared, {}, info, 16);
+  }
+  Bytes plain;
+  for (const auto& k : codes) append(plain, k);
+  Bytes enc = crypto::aes_cbc_encrypt(session, Bytes(16, 0), plain).value();
+  Bytes body;
+  tlv::append(body, 0xC1, be_bytes(id, 2));
+  tlv::append(body, 0xC2, hex("01"));
+  tlv::append(body, 0xC4, be_bytes(codes.size(), 2));
+  tlv::append(body, 0xCC, wrapped);
+  tlv::append(body, 0xC5, enc);
+  Bytes sig = crypto::ecdsa_sign(server, body).value();
+  if (tamper) body[6] ^= 0x01;  // activation byte (C2 value) changed after signing
+  tlv::append(body, 0xCD, sig);
+  return tlv::encode(0xE5, body);
+}
+
+}  // namespace
+
+TEST_CASE("E5: lists encrypted to the card's key pair and signed by the server key") {
+  auto ca = crypto::ec_p256_generate().value();
+  auto server = crypto::ec_p256_generate().value();
+  Bytes point = crypto::ec_public_point(server).value();
+  Bytes e4;
+  put(e4, hex("CA"), point);
+  put(e4, hex("CB"), crypto::ecdsa_sign(ca, point).value());
+  for (std::uint8_t kind : {std::uint8_t{0x02}, std::uint8_t{0x01}}) {
+    DYNAMIC_SECTION("key pair " << int(kind)) {
+      Card c;
+      Bytes extra;
+      put(extra, hex("DF51"), crypto::ec_public_point(ca).value());
+      personalize(c, 0x01, extra);
+      c.select();
+      auto codes = test_codes(6, 7);
+      // Without a key pair and server key: refused.
+      CHECK(open_por(deliver(c, ota_packet(build_e5(server, crypto::public_key_der(server).value(), 0x02, 1, codes), 1)).data).data == hex("6985"));
+      REQUIRE(c.sw(cmd(0x00, 0x20, 0x00, 0x80, pin_block("1234"))) == 0x9000);
+      auto g = c.tx(cmd(0x80, 0x46, kind, 0x00, {}, true));
+      REQUIRE(g.sw == 0x9000);
+      Bytes spki = tlv::find(tlv::parse(g.data).value(), 0xDF50)->value;
+      CHECK(open_por(deliver(c, ota_packet(build_e5(server, spki, kind, 1, codes), 2)).data).data == hex("6985"));  // no server key yet
+      CHECK(open_por(deliver(c, ota_packet(tlv::encode(0xE4, e4), 3)).data).data == hex("9000"));
+      auto tampered = open_por(deliver(c, ota_packet(build_e5(server, spki, kind, 1, codes, true), 4)).data);
+      CHECK(tampered.status == ota::Rsc::insufficient_security_level);
+      auto other = crypto::ec_p256_generate().value();
+      CHECK(open_por(deliver(c, ota_packet(build_e5(other, spki, kind, 1, codes), 5)).data).data == hex("6982"));
+      CHECK(field(c.tx("80A6000000").data, 0xE0, 0xDF48) == hex("0000"));
+      auto ok = open_por(deliver(c, ota_packet(build_e5(server, spki, kind, 1, codes), 6)).data);
+      CHECK(ok.status == ota::Rsc::ok);
+      CHECK(ok.data == hex("9000"));
+      Ch ch;
+      auto r = c.tx(cmd(0x80, 0xA0, 0x00, 0x00, ch.encode(), true));
+      REQUIRE(r.sw == 0x9000);
+      CHECK(field(r.data, 0x77, 0x9F26) == mac8(0x01, codes[0], ch.mac_input(1, 0, 1)));
+    }
+  }
 }
