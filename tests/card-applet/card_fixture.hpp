@@ -7,6 +7,7 @@
 #include <string>
 
 #include "otac/applet/applet.hpp"
+#include "test_support.hpp"
 #include "otac/applet/sms_lite.hpp"
 #include "otac/common/apdu.hpp"
 #include "otac/common/crypto.hpp"

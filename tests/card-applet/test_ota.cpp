@@ -389,3 +389,28 @@ TEST_CASE("E5: lists encrypted to the card's key pair and signed by the server k
     }
   }
 }
+
+TEST_CASE("packets from an independent encoder (pySim, tests/data/ota_pysim.vec) reach the card; foreign TARs get RSC 09") {
+  Card c;
+  personalize(c);
+  c.select();
+  int seen = 0;
+  for (const auto& v : otac::test::load_vectors("ota_pysim.vec")) {
+    if (v.section != "command") continue;
+    INFO(v.at("name"));
+    const Bytes packet = hex(v.at("packet"));
+    auto r = c.tx(envelope(hex("7000"), packet));
+    REQUIRE(r.sw == 0x9000);
+    const auto spi = ota::Spi::decode(static_cast<std::uint16_t>(std::stoul(v.at("spi"), nullptr, 16))).value();
+    if (spi.por == ota::PorMode::none) {
+      CHECK(r.data.empty());
+    } else {
+      auto por = open_unprotected(r.data);
+      CHECK(por.status == ota::Rsc::tar_unknown);
+      CHECK(to_hex(por.tar) == v.at("tar"));
+    }
+    ++seen;
+  }
+  CHECK(seen >= 7);
+  CHECK(unused(c) == 0);
+}
