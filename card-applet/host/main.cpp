@@ -172,6 +172,7 @@ apdu::Response transmit(applet::Applet& app, std::uint8_t cla, std::uint8_t ins,
   auto raw = apdu::encode(c);
   if (!raw) throw Failure{"cannot encode APDU: " + raw.error().message};
   auto r = apdu::parse_response(app.process(*raw));
+  secure_zero(raw->data(), raw->size());  // may hold K, a PIN block or a PUK
   if (!r) throw Failure{"card answered garbage"};
   return *r;
 }

@@ -337,7 +337,9 @@ Bytes Applet::process(ByteView command) {
       if (!st) return apdu::encode(status(sw::no_precise_diagnosis));
       impl_->st = std::move(*st);
     }
-    return apdu::encode(impl_->dispatch(*c));
+    Bytes out = apdu::encode(impl_->dispatch(*c));
+    secure_zero(c->data.data(), c->data.size());  // may hold K, a PIN block or a PUK
+    return out;
   } catch (const std::exception&) {
     return apdu::encode(status(sw::no_precise_diagnosis));
   }
