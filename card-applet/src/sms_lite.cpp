@@ -67,7 +67,9 @@ Result<std::string> read_tp_address(Cursor& c) {
   if (digits > 20) return make_error(Errc::bad_length, "TPDU address longer than 20 digits");
   ByteView v = c.take((digits + 1) / 2, "address digits");
   if (!c.ok()) return c.error();
-  if ((toa & 0x70) == 0x50) return make_error(Errc::unsupported, "alphanumeric addresses are not supported");
+  // Alphanumeric (GSM 7-bit) senders are common for OTA: kept as '@' and the raw octets in hex,
+  // enough to tell senders apart for reassembly.
+  if ((toa & 0x70) == 0x50) return "@" + to_hex(v);
   auto s = digits_from_bcd(v, digits);
   if (!s) return s.error();
   if (s->size() != digits) return make_error(Errc::bad_value, "TPDU address digit count disagrees with its length");

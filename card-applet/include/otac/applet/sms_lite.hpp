@@ -34,7 +34,7 @@ Result<std::string> parse_address(ByteView v);
 
 /// An SMS-DELIVER, decoded.
 struct Deliver {
-  std::string from;
+  std::string from;  ///< digits ('+' if international), or '@' and hex octets when alphanumeric
   std::uint8_t pid = 0;
   std::uint8_t dcs = 0;
   std::vector<Ie> udh;  ///< empty when TP-UDHI is clear
