@@ -502,7 +502,7 @@ class Daemon {
     }
     if (n < 0) return;
     framer_.feed(ByteView(buf, static_cast<std::size_t>(n)));
-    for (int i = 0; i < 64; ++i) {
+    for (int i = 0; i < 4096; ++i) {  // a 4 KiB read holds at most 2048 frames
       auto msg = framer_.next();
       if (!msg) break;
       Bytes reply;
@@ -537,7 +537,7 @@ class Daemon {
     }
     if (n < 0) return;
     lines_.feed(ByteView(buf, static_cast<std::size_t>(n)));
-    for (int i = 0; i < 256; ++i) {
+    for (int i = 0; i < 8192; ++i) {  // an 8 KiB read holds at most 8192 lines
       auto line = lines_.next();
       if (!line) break;
       if (!*line) { log("sms: " + line->error().message); continue; }
