@@ -14,7 +14,7 @@ TEST_CASE("pySim SMS-DELIVER (SMS-PP, alphanumeric sender) decodes") {
   CHECK(d->dcs == 0xF6);
   CHECK(d->udh.empty());
   CHECK(d->payload == hex("24010101BB400101"));
-  CHECK(d->from == "@e5759a0e");
+  CHECK(d->from == "@ekit");  // GSM 7-bit "ekit" in 8 semi-octets
 }
 
 TEST_CASE("pySim SMS-SUBMIT (relative validity, UDH, 140 octets) decodes") {
@@ -42,7 +42,7 @@ TEST_CASE("pySim address field and UDH vectors") {
   REQUIRE(sub.ok());
   CHECK(Bytes(sub->begin() + 2, sub->begin() + 7) == hex("05912143F5"));
   // 04 80 21 43: four digits, TON/NPI unknown.
-  auto d = sms::parse_deliver(hex("00 0480 2143 7FF6 00000000000000 01 AA"));
+  auto d = sms::parse_deliver(hex("00 0480 2143 7FF6 62112200000000 01 AA"));
   REQUIRE(d.ok());
   CHECK(d->from == "1234");
   auto u = sms::parse_udh(hex("71007001ff"));
