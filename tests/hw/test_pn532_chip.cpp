@@ -46,7 +46,7 @@ TEST_CASE("chip answers libnfc's open sequence", "[pn532][chip]") {
   CHECK(command(chip, hex("d41214")) == answer_of(hex("d513")));
 }
 
-TEST_CASE("registers keep what was written; ReadRegister has no status byte on a PN532", "[pn532][chip]") {
+TEST_CASE("registers keep what was written, ReadRegister has no status byte on a PN532", "[pn532][chip]") {
   FakeCard card;
   Chip chip(card);
   CHECK(command(chip, hex("d40863028363038b")) == answer_of(hex("d509")));
@@ -54,7 +54,7 @@ TEST_CASE("registers keep what was written; ReadRegister has no status byte on a
   CHECK(command(chip, hex("d40663")) == concat({ack_frame(), error_frame()}));  // odd length
 }
 
-TEST_CASE("InListPassiveTarget 106A reports ATQA, SAK 20, UID and ATS; other types none", "[pn532][chip]") {
+TEST_CASE("InListPassiveTarget 106A reports ATQA, SAK 20, UID and ATS, other types none", "[pn532][chip]") {
   FakeCard card;
   Chip chip(card);
   CHECK(command(chip, hex("d44a0100")) == answer_of(hex("d54b01010004200408 4f5441 0578807002")));
@@ -149,7 +149,7 @@ TEST_CASE("faults: remove-after, delay, corrupt, error frames, status", "[pn532]
   }
 }
 
-TEST_CASE("unknown commands get the error frame; PowerDown answers status and sleeps", "[pn532][chip]") {
+TEST_CASE("unknown commands get the error frame, PowerDown answers status and sleeps", "[pn532][chip]") {
   FakeCard card;
   Chip chip(card);
   CHECK(command(chip, hex("d48c")) == concat({ack_frame(), error_frame()}));

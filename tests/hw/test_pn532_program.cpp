@@ -160,7 +160,7 @@ TEST_CASE("otac-pn532-emu refuses to replace a regular file with its link", "[pn
   fs::remove(f);
 }
 
-TEST_CASE("nfc-list lists the card of otac-pn532-emu; SIGTERM cleans up", "[pn532][program][nfc-list]") {
+TEST_CASE("nfc-list lists the card of otac-pn532-emu, SIGTERM cleans up", "[pn532][program][nfc-list]") {
   EmulatorProcess emu;
   CHECK(fs::is_symlink(emu.link()));
   CHECK(fs::read_symlink(emu.link()).string().rfind("/dev/pts/", 0) == 0);
@@ -186,7 +186,7 @@ TEST_CASE("nfc-list lists the card of otac-pn532-emu; SIGTERM cleans up", "[pn53
   CHECK_FALSE(fs::exists(fs::symlink_status(emu.control())));
 }
 
-TEST_CASE("--no-card: nfc-list finds nothing until the control socket inserts the card", "[pn532][program][nfc-list]") {
+TEST_CASE("flag --no-card: nfc-list finds nothing until the control socket inserts the card", "[pn532][program][nfc-list]") {
   EmulatorProcess emu({"--no-card", "--uid", "04112233445566"});
   otac::test::ViccTestCard card(emu.port());
   REQUIRE(otac::test::wait_for([&] { return emu.send_control("stats").find("card=out") != std::string::npos; }));
