@@ -267,3 +267,24 @@ TEST_CASE("reopening the device works (PowerDown, wake-up, SAMConfiguration)", "
     CHECK(r.transceive(echo_apdu(1), rx) == 3);
   }
 }
+
+TEST_CASE("nfc_initiator_poll_target (InAutoPoll) finds the card, or nothing in time", "[pn532][libnfc]") {
+  RunningEmulator emu;
+  test::ViccTestCard card(emu->card_port());
+  Reader r(emu->connstring());
+  const nfc_modulation nm[2] = {{NMT_ISO14443B, NBR_106}, {NMT_ISO14443A, NBR_106}};
+  nfc_target nt{};
+  REQUIRE(nfc_initiator_poll_target(r.dev.get(), nm, 2, 2, 1, &nt) == 1);
+  CHECK(nt.nm.nmt == NMT_ISO14443A);
+  CHECK(nt.nti.nai.btSak == 0x20);
+  Bytes rx;
+  CHECK(r.transceive(echo_apdu(3), rx) == 5);
+
+  CHECK(emu->control("remove") == "ok");
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK(nfc_initiator_poll_target(r.dev.get(), nm, 2, 2, 1, &nt) == 0);
+  // 2 polls x 1 period (150 ms) x 2 types: the chip gives up after about 600 ms.
+  const auto took = std::chrono::steady_clock::now() - t0;
+  CHECK(took >= std::chrono::milliseconds(500));
+  CHECK(took < std::chrono::milliseconds(3000));
+}
