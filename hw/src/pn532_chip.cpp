@@ -98,7 +98,10 @@ void Chip::handle_frame(const Frame& f, Clock::time_point now) {
     pending_.reset();  // the host aborts the running command
     return;
   }
-  if (f.kind == FrameKind::nack) return;  // retransmission requests are not modelled
+  if (f.kind == FrameKind::nack) {
+    append(out_, last_answer_);  // the host missed our answer: send it again, as the chip does
+    return;
+  }
   if (f.data.size() < 2 || f.data[0] != tfi_host) {
     ++stats_.bad_frames;
     append(out_, ack_frame());
@@ -136,6 +139,7 @@ void Chip::handle_frame(const Frame& f, Clock::time_point now) {
 
 void Chip::send_answer(Bytes answer) {
   Bytes frame = encode_frame(answer);
+  last_answer_ = frame;  // a NACK gets the intact frame, as if the line had garbled it
   if (faults_.corrupt > 0) {
     --faults_.corrupt;
     frame[frame.size() - 2] = static_cast<std::uint8_t>(frame[frame.size() - 2] ^ 0x5A);  // DCS

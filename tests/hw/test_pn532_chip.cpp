@@ -167,3 +167,13 @@ TEST_CASE("presence check: R(NAK) through InCommunicateThru gets R(ACK) while th
   card.attached = false;
   CHECK(command(chip, hex("d442b2")) == answer_of(hex("d54301")));
 }
+
+TEST_CASE("a host NACK gets the last answer again (intact after a corrupted send)", "[pn532][chip]") {
+  FakeCard card;
+  Chip chip(card);
+  CHECK(chip.control("corrupt 1", Clock::now()) == "ok");
+  const Bytes bad = command(chip, hex("d402"));
+  CHECK(bad != answer_of(hex("d50332010607")));
+  chip.receive(nack_frame(), Clock::now());
+  CHECK(chip.take_output() == encode_frame(hex("d50332010607")));
+}

@@ -288,3 +288,25 @@ TEST_CASE("nfc_initiator_poll_target (InAutoPoll) finds the card, or nothing in 
   CHECK(took >= std::chrono::milliseconds(500));
   CHECK(took < std::chrono::milliseconds(3000));
 }
+
+TEST_CASE("1000 APDUs through libnfc in a row, each one answered in order", "[pn532][libnfc]") {
+  RunningEmulator emu;
+  test::ViccTestCard card(emu->card_port());
+  Reader r(emu->connstring());
+  nfc_target nt{};
+  REQUIRE(r.select(nt) == 1);
+  Bytes rx;
+  const auto t0 = std::chrono::steady_clock::now();
+  int good = 0;
+  for (int i = 0; i < 1000; ++i) {
+    Bytes c = echo_apdu(8);
+    c[5] = static_cast<std::uint8_t>(i);
+    c[6] = static_cast<std::uint8_t>(i >> 8);
+    if (r.transceive(c, rx) == 10 && rx[0] == c[5] && rx[1] == c[6]) ++good;
+  }
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+  WARN("1000 InDataExchange round trips through libnfc took " << took.count() << " ms");
+  CHECK(good == 1000);
+  CHECK(card.apdus() == 1000);
+  CHECK(took < std::chrono::milliseconds(20000));
+}

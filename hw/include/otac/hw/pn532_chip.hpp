@@ -125,6 +125,7 @@ class Chip {
   Stats stats_;
   FrameDecoder decoder_;
   Bytes out_;
+  Bytes last_answer_;                  // resent when the host sends NACK
   std::optional<Pending> pending_;
   std::map<std::uint16_t, std::uint8_t> registers_;  // bounded by the 16-bit address space
   std::uint8_t parameters_ = 0x14;     // SetParameters flags; PN532 default has auto ATR_RES and RATS
