@@ -11,8 +11,11 @@ Outcome run_flow(Flow& flow, const DriverIo& io, const DriverLimits& lim, TapTim
   Clock::time_point held_deadline{};
   bool held_started = false;
   Action a = flow.start();
-  // Every action moves the flow forward; the flow itself bounds retries, so 64 steps is ample.
-  for (int step = 0; step < 64; ++step) {
+  // Every action but a poll moves the flow forward and the flow bounds its retries, so 64
+  // such steps is ample; polls are bounded by the held deadline (at most 5 per second).
+  int steps = 0;
+  for (int iter = 0; iter < 1000000 && steps < 64; ++iter) {
+    if (a.kind != Action::poll_held) ++steps;
     if (!a.display.empty() && io.display) io.display(a.display);
     if (a.decision_shown && times && card_at != Clock::time_point{})
       times->tap_to_decision_ms = std::chrono::duration<double, std::milli>(Clock::now() - card_at).count();
@@ -45,15 +48,16 @@ Outcome run_flow(Flow& flow, const DriverIo& io, const DriverLimits& lim, TapTim
           held_started = true;
           held_deadline = Clock::now() + lim.held_limit;
         }
-        const auto left = std::chrono::duration_cast<std::chrono::seconds>(held_deadline - Clock::now());
-        if (left.count() <= 0) {
+        const auto before = Clock::now();
+        if (before >= held_deadline) {
           a = flow.on_held_expired();
           break;
         }
-        const auto before = Clock::now();
-        auto r = io.poll(flow.params().txn_id, static_cast<unsigned>(std::min<long long>(left.count(), 30)));
-        // A failed poll that returned at once must not spin: pause a little before the next.
-        if (!r && Clock::now() - before < std::chrono::milliseconds(200))
+        // Whole seconds, rounded up (the API takes seconds; at most 30): overrun < 1 s.
+        const auto left_ms = std::chrono::duration_cast<std::chrono::milliseconds>(held_deadline - before).count();
+        auto r = io.poll(flow.params().txn_id, static_cast<unsigned>(std::min<long long>((left_ms + 999) / 1000, 30)));
+        // A poll that returned at once (error, or a backend that caps the wait) must not spin.
+        if (Clock::now() - before < std::chrono::milliseconds(200))
           std::this_thread::sleep_for(std::chrono::milliseconds(200));
         a = flow.on_backend(r);
         break;
@@ -72,7 +76,7 @@ Outcome run_flow(Flow& flow, const DriverIo& io, const DriverLimits& lim, TapTim
   if (!flow.finished()) {
     o.decision = Decision::declined;
     o.reason = "internal";
-    o.detail = "the flow did not finish within 64 steps";
+    o.detail = "the flow did not finish within its step bound";
   }
   return o;
 }

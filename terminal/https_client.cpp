@@ -143,6 +143,14 @@ struct HttpsClient::Impl {
       stale = true;
     }
     (void)wrote_any;
+    if (ec && ec.category() == net::error::get_ssl_category()) {
+      // With TLS 1.3 the server checks our certificate after the handshake; its refusal
+      // arrives as an alert on the first read.
+      const std::string why = ec.message();
+      close();
+      return make_error(Errc::crypto, "TLS error from the backend " + where() + ": " + why +
+                                          " (does the backend know this terminal's certificate?)");
+    }
     if (ec) {
       const bool timed_out = ec == beast::error::timeout || ec == net::error::timed_out;
       close();

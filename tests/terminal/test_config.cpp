@@ -174,3 +174,10 @@ TEST_CASE("request bodies and error summaries", "[terminal][json]") {
         "unknown_terminal: terminal X is not registered");
   CHECK(error_summary("<html>\nbad gateway") == "<html> bad gateway");
 }
+
+TEST_CASE("config: the shipped example parses", "[terminal][config]") {
+  auto c = load_config(std::string(OTAC_TEST_DATA_DIR) + "/../../terminal/otac-terminal.conf.example");
+  REQUIRE(c);
+  CHECK(c->reader == "pn532_uart:/dev/ttyUSB0");
+  CHECK(c->terminal_id == "TERM0001");
+}
