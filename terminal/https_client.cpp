@@ -185,9 +185,12 @@ Result<std::unique_ptr<HttpsClient>> HttpsClient::create(const HttpsOptions& o) 
   ctx.use_certificate_chain_file(o.cert_file, ec);
   if (ec) return make_error(Errc::io, "cannot load the client certificate " + o.cert_file + " (" + ec.message() + ")");
   ctx.use_private_key_file(o.key_file, ssl::context::pem, ec);
-  if (ec) return make_error(Errc::io, "cannot load the client key " + o.key_file + " (" + ec.message() + ")");
+  if (ec)
+    return make_error(Errc::io, "cannot load the client key " + o.key_file + " (" + ec.message() +
+                                    "); it must be the unencrypted PEM key that matches " + o.cert_file);
   if (SSL_CTX_check_private_key(c) != 1)
-    return make_error(Errc::crypto, "the client key " + o.key_file + " does not match the certificate " + o.cert_file);
+    return make_error(Errc::crypto, "the client key " + o.key_file + " does not match the certificate " + o.cert_file +
+                                         "; it must be the PEM key that matches " + o.cert_file);
   return std::unique_ptr<HttpsClient>(new HttpsClient(std::move(impl)));  // private constructor
 }
 

@@ -417,6 +417,11 @@ int main(int argc, char** argv) {
       return kUsage;
     }
   }
+  if (args->command == "code" &&
+      (args->code.size() != 8 || args->code.find_first_not_of("0123456789") != std::string::npos)) {
+    log("the code must be 8 digits");
+    return kUsage;
+  }
   std::string door = args->door.empty() ? cfg->door_id : args->door;
   if (args->command == "door" && door.empty()) { log("door mode needs --door ID or door_id in the config"); return kUsage; }
   if (args->command != "door" && args->command != "code") door.clear();
@@ -444,7 +449,18 @@ int main(int argc, char** argv) {
   std::unique_ptr<Reader> reader;
   if (!(args->command == "code" && !args->card.empty())) {
     auto r = open_reader(cfg->reader);
-    if (!r) { log(r.error().message); return kFail; }
+    if (!r) {
+      // No transaction can start; still one report, so that scripts see why.
+      log(r.error().message);
+      Report rep;
+      rep.mode = args->command;
+      rep.time = now_utc().iso;
+      rep.txn_id = args->txn_id;
+      rep.out.reason = "reader_error";
+      rep.out.detail = r.error().message;
+      print_report(rep);
+      return kFail;
+    }
     reader = std::move(*r);
     log("reader: " + reader->name());
   }

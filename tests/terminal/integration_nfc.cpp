@@ -12,6 +12,7 @@
 #include "terminal/reader.hpp"
 
 using namespace otac;
+using namespace otac::applet;
 using namespace otac::applet::test;
 namespace term = otac::terminal;
 
