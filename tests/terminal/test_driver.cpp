@@ -115,7 +115,7 @@ TEST_CASE("driver: a whole tap with a scripted card and backend", "[terminal][dr
   CHECK(std::find(shown.begin(), shown.end(), "APPROVED") != shown.end());
 }
 
-TEST_CASE("driver: held past the limit declines; the PIN callback feeds the flow", "[terminal][driver]") {
+TEST_CASE("driver: held past the limit declines - the PIN callback feeds the flow", "[terminal][driver]") {
   SECTION("held") {
     ScriptedReader r;
     r.answers.push_back(hex(kFci));

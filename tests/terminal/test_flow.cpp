@@ -186,7 +186,7 @@ TEST_CASE("PIN policy: 6982 asks the keypad and retries with DF34 and a fresh ch
   CHECK(f.outcome().apdu_exchanges == 4);
 }
 
-TEST_CASE("wrong PIN asks again with the tries left; 63C0 declines", "[terminal][flow]") {
+TEST_CASE("wrong PIN asks again with the tries left - 63C0 declines", "[terminal][flow]") {
   Flow f(pos_params(), CountingRng{});
   f.start();
   f.on_card();
@@ -292,7 +292,7 @@ TEST_CASE("malformed or doubtful answers decline", "[terminal][flow]") {
   }
 }
 
-TEST_CASE("declined with ARPC is confirmed to the card; without, not", "[terminal][flow]") {
+TEST_CASE("declined with ARPC is confirmed to the card - without, not", "[terminal][flow]") {
   {
     Flow f(pos_params(), CountingRng{});
     to_backend(f);
