@@ -2,7 +2,11 @@
 // otac-pn532-emu on a pty with otac-card in its field; faults from the emulator's flags give
 // the reader's error paths (card removed mid-transaction, timeout, no card). The backend is an
 // in-process stand-in that checks the cryptogram independently (applet test fixture).
+#include <sys/socket.h>
+#include <sys/un.h>
+
 #include <cstdlib>
+#include <cstring>
 
 #include <boost/json.hpp>
 
@@ -31,11 +35,29 @@ term::TxnParams params(const std::string& txn) {
 struct Field {
   TempDir dir;
   std::unique_ptr<Child> emu, card;
-  std::string link;
+  std::string link, control;
+  // Sends one control line to the emulator; returns its one-line answer.
+  std::string send(const std::string& line) const {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::memcpy(a.sun_path, control.c_str(), std::min(control.size(), sizeof a.sun_path - 1));
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    const std::string msg = line + "\n";
+    REQUIRE(::send(fd, msg.data(), msg.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(msg.size()));
+    std::string answer;
+    char c = 0;
+    for (int i = 0; i < 4096 && ::recv(fd, &c, 1, 0) == 1 && c != '\n'; ++i) answer.push_back(c);
+    ::close(fd);
+    return answer;
+  }
   Field(const std::filesystem::path& state, std::vector<std::string> faults) {
     link = (dir.path / "pn532").string();
     const auto port_file = dir.path / "card.port";
-    std::vector<std::string> args{OTAC_PN532_EMU_BIN, "--link", link, "--card-port", "0", "--port-file", port_file.string()};
+    control = (dir.path / "control.sock").string();
+    std::vector<std::string> args{OTAC_PN532_EMU_BIN, "--link", link, "--card-port", "0", "--port-file", port_file.string(),
+                                  "--control", control};
     args.insert(args.end(), faults.begin(), faults.end());
     emu = std::make_unique<Child>(args, dir.path / "emu.log");
     std::string port;
@@ -146,6 +168,25 @@ TEST_CASE("libnfc reader through otac-pn532-emu and otac-card: approve, removed,
     }, l);
     CHECK(out.reason == "no_card");
     CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(3));
+  }
+  SECTION("wait for removal: times out while the card stays, returns when it leaves") {
+    Field f(state, {});
+    auto reader = term::open_reader("pn532_uart:" + f.link);
+    REQUIRE(reader.ok());
+    REQUIRE((*reader)->wait_card(std::chrono::milliseconds(5000)).ok());
+    auto stays = (*reader)->wait_removal(std::chrono::milliseconds(300));
+    REQUIRE_FALSE(stays.ok());
+    CHECK(stays.error().code == Errc::timeout);
+    REQUIRE((*reader)->wait_card(std::chrono::milliseconds(5000)).ok());
+    std::thread remover([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      CHECK(f.send("remove").rfind("ok", 0) == 0);
+    });
+    const auto t0 = std::chrono::steady_clock::now();
+    auto gone = (*reader)->wait_removal(std::chrono::milliseconds(3000));
+    remover.join();
+    CHECK(gone.ok());
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(2000));
   }
   SECTION("no reader at the path") {
     auto reader = term::open_reader("pn532_uart:" + (dir.path / "absent").string());
