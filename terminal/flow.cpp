@@ -139,7 +139,8 @@ Action Flow::on_card() {
 
 Action Flow::on_no_card(const Error& why) {
   if (state_ != State::waiting_card) return unexpected("no card");
-  return decline("no_card", why.message, false);
+  const bool absent = why.code == Errc::not_found || why.code == Errc::timeout;
+  return decline(absent ? "no_card" : why.code == Errc::bad_value ? "card_error" : "reader_error", why.message, false);
 }
 
 Action Flow::send_authenticate(ByteView pin) {

@@ -352,6 +352,14 @@ TEST_CASE("reader failures decline with the reason", "[terminal][flow]") {
     auto a = f.on_no_card(Error{Errc::timeout, "no card within 15000 ms"});
     CHECK(a.kind == Action::done);
     CHECK(f.outcome().reason == "no_card");
+    Flow g(pos_params(), CountingRng{});
+    g.start();
+    g.on_no_card(Error{Errc::io, "reader unplugged"});
+    CHECK(g.outcome().reason == "reader_error");
+    Flow h(pos_params(), CountingRng{});
+    h.start();
+    h.on_no_card(Error{Errc::bad_value, "not ISO 14443-4"});
+    CHECK(h.outcome().reason == "card_error");
   }
   SECTION("removed during AUTHENTICATE") {
     Flow f(pos_params(), CountingRng{});
