@@ -434,7 +434,9 @@ Result<void> Service::mark_sent(std::int64_t id, std::string_view reply) {
     if (m->status != OutboxStatus::queued) return make_error(Errc::conflict, "outbox message " + std::to_string(id) + " is not queued");
     m->status = OutboxStatus::sent;
     ++m->attempts;
-    m->last_reply = std::string(reply);
+    // A delivery report can overtake the gateway's answer to the send itself; keep it.
+    if (m->last_reply.rfind("dlr:", 0) == 0) m->last_reply += " | " + std::string(reply);
+    else m->last_reply = std::string(reply);
     return tx.update_sms(*m);
   });
 }
@@ -447,6 +449,16 @@ Result<void> Service::mark_failed(std::int64_t id, std::string_view reply, UnixT
     ++m->attempts;
     m->next_attempt_at = retry_at;
     m->last_reply = std::string(reply);
+    return tx.update_sms(*m);
+  });
+}
+
+Result<void> Service::record_delivery_report(std::int64_t id, std::string_view report, bool failed) {
+  return run([&](Tx& tx) -> Result<void> {
+    auto m = tx.sms(id);
+    if (!m) return m.error();
+    m->last_reply = "dlr: " + std::string(report.substr(0, 200));
+    if (failed && m->status == OutboxStatus::sent) m->status = OutboxStatus::failed;
     return tx.update_sms(*m);
   });
 }
@@ -755,6 +767,18 @@ Result<void> Service::register_terminal(const TerminalRecord& term, std::string_
     if (!a) return a.error();
     return {};
   });
+}
+
+Result<TerminalRecord> Service::terminal(std::string_view id) {
+  TerminalRecord out;
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto t = tx.terminal(id);
+    if (!t) return t.error();
+    out = std::move(*t);
+    return {};
+  });
+  if (!r) return r.error();
+  return out;
 }
 
 Result<std::string> Service::create_operator(std::string_view name, Role role, std::string_view actor) {

@@ -1,0 +1,109 @@
+// tap_latency: tap-to-decision latency through the configured reader and backend (built,
+// not run in CI). Each tap runs the real flow (SELECT, AUTHENTICATE, POST, CONFIRM) with the
+// card left in the field; latency runs from "card detected" to "decision shown".
+//
+//   tap_latency --config FILE [--taps N (1000)] [--amount 1.00]
+//
+// Prints p50, p99 and max latency, APDU exchanges per tap, and the decisions seen. Exit 0
+// when every tap got a decision from the backend (approved or declined by it), else 1.
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "otac/common/crypto.hpp"
+#include "terminal/backend_json.hpp"
+#include "terminal/config.hpp"
+#include "terminal/driver.hpp"
+#include "terminal/https_client.hpp"
+
+using namespace otac;
+using namespace otac::terminal;
+
+int main(int argc, char** argv) {
+  std::string config;
+  long taps = 1000;
+  std::string amount_text = "1.00";
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--config" && i + 1 < argc) config = argv[++i];
+    else if (a == "--taps" && i + 1 < argc) taps = std::strtol(argv[++i], nullptr, 10);
+    else if (a == "--amount" && i + 1 < argc) amount_text = argv[++i];
+    else {
+      std::cerr << "usage: tap_latency --config FILE [--taps N] [--amount 1.00]\n";
+      return 2;
+    }
+  }
+  if (config.empty() || taps < 1 || taps > 1000000) {
+    std::cerr << "usage: tap_latency --config FILE [--taps N (1..1000000)] [--amount 1.00]\n";
+    return 2;
+  }
+  auto cfg = load_config(config);
+  if (!cfg) { std::cerr << "tap_latency: " << cfg.error().message << "\n"; return 2; }
+  auto amount = parse_amount(amount_text, cfg->currency_exponent);
+  if (!amount) { std::cerr << "tap_latency: " << amount.error().message << "\n"; return 2; }
+  HttpsOptions ho{cfg->backend_host, cfg->backend_port, cfg->ca_file, cfg->cert_file, cfg->key_file,
+                  std::chrono::milliseconds(cfg->connect_timeout_ms)};
+  auto http = HttpsClient::create(ho);
+  if (!http) { std::cerr << "tap_latency: " << http.error().message << "\n"; return 1; }
+  auto reader = open_reader(cfg->reader);
+  if (!reader) { std::cerr << "tap_latency: " << reader.error().message << "\n"; return 1; }
+  const auto timeout = std::chrono::milliseconds(cfg->backend_timeout_ms);
+  DriverIo io;
+  io.reader = reader->get();
+  io.post = [&](const std::string& body) { return backend_body((*http)->request("POST", "/v1/authorizations", body, timeout)); };
+  io.poll = [&](const std::string& txn, unsigned w) {
+    return backend_body((*http)->request("GET", "/v1/authorizations/" + txn + "?wait=" + std::to_string(w), "",
+                                         timeout + std::chrono::seconds(w)));
+  };
+  DriverLimits lim;
+  lim.card_wait = std::chrono::milliseconds(cfg->card_wait_ms);
+  lim.apdu_timeout = std::chrono::milliseconds(cfg->apdu_timeout_ms);
+  lim.removal_wait = std::chrono::milliseconds(0);
+  lim.held_limit = std::chrono::seconds(0);
+  std::vector<double> lat;
+  std::map<std::string, long> decisions;
+  long apdus = 0, backend_decided = 0;
+  const std::string run_id = to_hex(crypto::random_bytes(4));
+  for (long i = 0; i < taps; ++i) {
+    TxnParams p;
+    p.txn_id = cfg->terminal_id + "-bench-" + run_id + "-" + std::to_string(i);
+    p.terminal_id = cfg->terminal_id;
+    p.mode = cfg->door_mode ? Mode::door : Mode::pos;
+    p.amount = cfg->door_mode ? 0 : *amount;
+    p.currency = cfg->currency;
+    p.door_id = cfg->door_mode ? cfg->door_id : "";
+    p.txn_type = cfg->door_mode ? 0x90 : 0x00;
+    const std::time_t t = std::time(nullptr);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    p.year = tm.tm_year + 1900; p.month = tm.tm_mon + 1; p.day = tm.tm_mday;
+    p.hour = tm.tm_hour; p.minute = tm.tm_min; p.second = tm.tm_sec;
+    Flow flow(p, [](std::size_t n) { return crypto::random_bytes(n); });
+    TapTimes times;
+    const Outcome o = run_flow(flow, io, lim, &times);
+    if (times.tap_to_decision_ms >= 0) lat.push_back(times.tap_to_decision_ms);
+    apdus += o.apdu_exchanges;
+    const std::string key = std::string(decision_name(o.decision)) + "/" + o.reason;
+    ++decisions[key];
+    // A decision by the backend: anything but the terminal's own failure reasons.
+    if (o.reason != "no_card" && o.reason.rfind("card_", 0) != 0 && o.reason.rfind("backend_", 0) != 0 &&
+        o.reason != "malformed_answer" && o.reason != "internal" && o.reason != "no_codes")
+      ++backend_decided;
+  }
+  std::sort(lat.begin(), lat.end());
+  auto pct = [&](double q) {
+    if (lat.empty()) return -1.0;
+    const auto idx = static_cast<std::size_t>(q * static_cast<double>(lat.size() - 1) + 0.5);
+    return lat[std::min(idx, lat.size() - 1)];
+  };
+  std::printf("taps: %ld through %s and https://%s:%u (%d TLS connection(s))\n", taps, (*reader)->name().c_str(),
+              cfg->backend_host.c_str(), cfg->backend_port, (*http)->connections_opened());
+  std::printf("tap-to-decision latency: p50 %.2f ms, p99 %.2f ms, max %.2f ms (%zu samples)\n", pct(0.50), pct(0.99),
+              lat.empty() ? -1.0 : lat.back(), lat.size());
+  std::printf("APDU exchanges per tap: %.2f\n", static_cast<double>(apdus) / static_cast<double>(taps));
+  for (const auto& [k, v] : decisions) std::printf("  %-40s %ld\n", k.c_str(), v);
+  return backend_decided == taps ? 0 : 1;
+}

@@ -1,0 +1,884 @@
+#include "otac/applet/applet.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <optional>
+#include <string>
+
+#include "otac/applet/sms_lite.hpp"
+#include "otac/common/apdu.hpp"
+#include "otac/common/crypto.hpp"
+#include "otac/common/ota.hpp"
+#include "otac/common/secret.hpp"
+#include "otac/common/sw.hpp"
+#include "otac/common/tlv.hpp"
+#include "state.hpp"
+
+namespace otac::applet {
+namespace {
+
+using Response = apdu::Response;
+
+Response status(std::uint16_t s) { return Response{{}, s}; }
+
+constexpr std::uint16_t kCapabilities = 0x003F;  // 3DES, AES, RSA-2048, P-256, display, indexed TAN
+
+// Outcome of an SMS-PP download: RSC for the PoR, and the inner status word as its data.
+struct PacketOutcome {
+  ota::Rsc rsc = ota::Rsc::ok;
+  std::uint16_t inner_sw = sw::ok;
+};
+
+bool valid_pin_block(ByteView b) {
+  if (b.size() != 8) return false;
+  std::size_t digits = 0;
+  while (digits < 8 && b[digits] >= '0' && b[digits] <= '9') ++digits;
+  if (digits < 4) return false;
+  for (std::size_t i = digits; i < 8; ++i)
+    if (b[i] != 0xFF) return false;
+  return true;
+}
+
+Result<std::uint64_t> bcd_value(ByteView v) {
+  std::uint64_t n = 0;
+  for (auto b : v) {
+    const unsigned hi = b >> 4, lo = b & 0x0F;
+    if (hi > 9 || lo > 9) return make_error(Errc::bad_value, "not BCD");
+    n = n * 100 + hi * 10 + lo;
+  }
+  return n;
+}
+
+ota::CardAlgorithm card_alg(const CardState& s) { return static_cast<ota::CardAlgorithm>(s.algorithm); }
+
+// The card's 8-byte MAC with an OTAC: ISO 9797-1 alg 3 pad 2 (3DES) or AES-CMAC-8 (AES).
+Result<Bytes> mac8(const CardState& s, ByteView otac, ByteView data) {
+  SecretBytes key(otac);
+  if (card_alg(s) == ota::CardAlgorithm::des3_2key) return crypto::mac_alg3(key, data, crypto::Padding::method2, 8);
+  auto m = crypto::aes_cmac(key, data);
+  if (!m) return m.error();
+  m->resize(8);
+  return m;
+}
+
+Result<ota::CardKeys> card_keys(const CardState& s) {
+  SecretBytes k(s.k);
+  return ota::derive_card_keys(k, s.n, card_alg(s));
+}
+
+// The AUTHENTICATE challenge (protocol.md section 3), raw values.
+struct Challenge {
+  std::optional<Bytes> version, mode, un, amount, currency, date, time, type, terminal, door, pin, list, index;
+  bool door_mode() const { return mode && (*mode)[0] == 0x02; }
+};
+
+Result<Challenge> parse_challenge(ByteView data) {
+  auto nodes = tlv::parse(data);
+  if (!nodes) return nodes.error();
+  Challenge c;
+  struct Slot { tlv::Tag tag; std::optional<Bytes>* field; std::size_t min, max; };
+  const Slot slots[] = {{0xDF33, &c.version, 1, 1}, {0xDF31, &c.mode, 1, 1},     {0x9F37, &c.un, 8, 8},
+                        {0x9F02, &c.amount, 6, 6},  {0x5F2A, &c.currency, 2, 2}, {0x9A, &c.date, 3, 3},
+                        {0x9F21, &c.time, 3, 3},    {0x9C, &c.type, 1, 1},       {0x9F1C, &c.terminal, 8, 8},
+                        {0xDF32, &c.door, 1, 16},   {0xDF34, &c.pin, 8, 8},      {0xDF42, &c.list, 2, 2},
+                        {0xDF43, &c.index, 2, 2}};
+  for (const auto& node : *nodes) {
+    const Slot* s = nullptr;
+    for (const auto& x : slots)
+      if (x.tag == node.tag) s = &x;
+    if (!s || node.constructed()) return make_error(Errc::bad_value, "challenge: unexpected tag");
+    if (s->field->has_value()) return make_error(Errc::bad_value, "challenge: a tag appears twice");
+    if (node.value.size() < s->min || node.value.size() > s->max) return make_error(Errc::bad_length, "challenge: wrong length");
+    *s->field = node.value;
+  }
+  for (std::size_t i = 0; i < 9; ++i)
+    if (!slots[i].field->has_value()) return make_error(Errc::bad_value, "challenge: a required tag is missing");
+  if ((*c.version)[0] != 0x01) return make_error(Errc::unsupported, "challenge: version must be 01");
+  if ((*c.mode)[0] != 0x01 && (*c.mode)[0] != 0x02) return make_error(Errc::bad_value, "challenge: bad mode");
+  if (c.door_mode() != c.door.has_value()) return make_error(Errc::bad_value, "challenge: DF32 only and always in door mode");
+  for (const auto* f : {&c.amount, &c.currency, &c.date, &c.time})
+    if (!bcd_value(**f)) return make_error(Errc::bad_value, "challenge: a numeric field is not BCD");
+  return c;
+}
+
+// Canonical MAC input: fixed tag order, every field that matters (protocol.md section 3).
+Bytes mac_input(const Challenge& c, const CardState& s, std::uint16_t list, std::uint16_t index, std::uint16_t atc) {
+  Bytes m;
+  tlv::append(m, 0xDF33, *c.version);
+  tlv::append(m, 0xDF31, *c.mode);
+  tlv::append(m, 0x9F37, *c.un);
+  tlv::append(m, 0x9F02, *c.amount);
+  tlv::append(m, 0x5F2A, *c.currency);
+  tlv::append(m, 0x9A, *c.date);
+  tlv::append(m, 0x9F21, *c.time);
+  tlv::append(m, 0x9C, *c.type);
+  tlv::append(m, 0x9F1C, *c.terminal);
+  if (c.door_mode()) tlv::append(m, 0xDF32, *c.door);
+  tlv::append(m, 0xDF41, s.n);
+  tlv::append(m, 0xDF42, be_bytes(list, 2));
+  tlv::append(m, 0xDF43, be_bytes(index, 2));
+  tlv::append(m, 0x9F36, be_bytes(atc, 2));
+  return m;
+}
+
+// Queues a card-originated request (protocol.md 2.4) in the outbox of s.
+Result<Bytes> queue_request(CardState& s, std::uint8_t type) {
+  Bytes body;
+  tlv::append(body, 0xDF41, s.n);
+  tlv::append(body, 0xC0, Bytes{type});
+  tlv::append(body, 0xDF42, be_bytes(s.latest_list(), 2));
+  tlv::append(body, 0xDF48, be_bytes(s.unused(), 2));
+  tlv::append(body, 0xDF49, Bytes{s.key_version});
+  const Bytes f1 = tlv::encode(0xF1, body);
+  auto keys = card_keys(s);
+  if (!keys) return keys.error();
+  auto spi = ota::Spi::decode(0x1200);
+  if (!spi) return spi.error();
+  if (s.mo_counter >= ota::counter_max) return make_error(Errc::state, "card request counter exhausted");
+  const std::uint8_t kid = ota::key_id_for(card_alg(s), s.key_version);
+  auto packet = ota::build_command(ota::CommandHeader{*spi, 0x00, kid, ota::otac_tar}, s.mo_counter + 1, f1, SecretBytes{}, keys->kid);
+  if (!packet) return packet.error();
+  auto tpdu = sms::encode_submit(s.server, Bytes{0x70, 0x00}, *packet);
+  if (!tpdu) return tpdu.error();
+  auto d0 = sms::encode_send_short_message(s.server, *tpdu);
+  if (!d0) return d0.error();
+  if (d0->size() > max_outbox_entry) return make_error(Errc::bad_length, "card request too long");
+  ++s.mo_counter;
+  if (s.outbox.size() >= max_outbox) s.outbox.erase(s.outbox.begin());  // bounded: the oldest goes
+  s.outbox.push_back(*d0);
+  return d0;
+}
+
+// After a code was used: ask for a refresh once when the unused codes reach the threshold.
+void check_threshold(CardState& s) {
+  if (s.refresh_pending || s.unused() > s.threshold || s.server.empty()) return;
+  if (queue_request(s, 0x02)) s.refresh_pending = true;
+}
+
+// Single-value children of an inner command, each tag at most once, only the allowed tags.
+Result<std::vector<tlv::Node>> inner_fields(const tlv::Node& cmd, std::initializer_list<tlv::Tag> allowed) {
+  auto kids = tlv::parse(cmd.value);
+  if (!kids) return kids.error();
+  for (std::size_t i = 0; i < kids->size(); ++i) {
+    const auto tag = (*kids)[i].tag;
+    if (std::find(allowed.begin(), allowed.end(), tag) == allowed.end()) return make_error(Errc::bad_value, "inner command: unexpected tag");
+    for (std::size_t j = 0; j < i; ++j)
+      if ((*kids)[j].tag == tag) return make_error(Errc::bad_value, "inner command: a tag appears twice");
+  }
+  return kids;
+}
+
+const Bytes* field(const std::vector<tlv::Node>& kids, tlv::Tag tag, std::size_t len) {
+  const tlv::Node* n = tlv::find(kids, tag);
+  if (!n || (len != 0 && n->value.size() != len)) return nullptr;
+  return &n->value;
+}
+
+// Places a list (E1 or E5 after deciphering). Returns the status word for the PoR data.
+std::uint16_t place_list(CardState& s, std::uint16_t list_id, std::uint8_t activation, std::uint16_t count, ByteView keys) {
+  if (list_id == 0 || activation > 1 || count == 0 || count > max_codes_per_list || keys.size() != count * 16u)
+    return sw::wrong_data;
+  if (list_id <= s.last_list_id) return sw::ok;  // a resent or stale list: already have it (or used it)
+  ListSlot* slot = nullptr;
+  if (activation == 1) {
+    for (auto& l : s.lists) l.clear();  // at once: the old codes are abandoned
+    slot = &s.lists[0];
+  } else {
+    for (auto& l : s.lists)
+      if (!l.held() || l.unused() == 0) { slot = &l; break; }
+    if (!slot) return sw::not_enough_memory;
+  }
+  slot->clear();
+  slot->id = list_id;
+  slot->count = count;
+  std::copy(keys.begin(), keys.end(), slot->keys.begin());
+  s.last_list_id = list_id;
+  s.refresh_pending = false;
+  return sw::ok;
+}
+
+std::uint16_t u16_of(const Bytes& v) { return static_cast<std::uint16_t>(v[0] << 8 | v[1]); }
+
+// E1: load list.
+std::uint16_t load_list(CardState& s, const tlv::Node& cmd) {
+  auto kids = inner_fields(cmd, {0xC1, 0xC2, 0xC4, 0xC5});
+  if (!kids) return sw::wrong_data;
+  const Bytes* id = field(*kids, 0xC1, 2);
+  const Bytes* act = field(*kids, 0xC2, 1);
+  const Bytes* cnt = field(*kids, 0xC4, 2);
+  const Bytes* keys = field(*kids, 0xC5, 0);
+  if (!id || !act || !cnt || !keys) return sw::wrong_data;
+  return place_list(s, u16_of(*id), (*act)[0], u16_of(*cnt), *keys);
+}
+
+// E5: load list, asymmetric (protocol.md 6.1.2). Returns RSC and status word.
+PacketOutcome load_list_asymmetric(CardState& s, const tlv::Node& cmd) {
+  auto kids = inner_fields(cmd, {0xC1, 0xC2, 0xC4, 0xCC, 0xC5, 0xCD});
+  if (!kids) return {ota::Rsc::ok, sw::wrong_data};
+  const Bytes* id = field(*kids, 0xC1, 2);
+  const Bytes* act = field(*kids, 0xC2, 1);
+  const Bytes* cnt = field(*kids, 0xC4, 2);
+  const Bytes* wrapped = field(*kids, 0xCC, 0);
+  const Bytes* enc = field(*kids, 0xC5, 0);
+  const Bytes* sig = field(*kids, 0xCD, 0);
+  if (!id || !act || !cnt || !wrapped || !enc || !sig || enc->empty() || enc->size() % 16 != 0) return {ota::Rsc::ok, sw::wrong_data};
+  if (!s.has_server_key || s.key_pair == 0) return {ota::Rsc::ok, sw::conditions_not_satisfied};
+  Bytes signed_part;
+  tlv::append(signed_part, 0xC1, *id);
+  tlv::append(signed_part, 0xC2, *act);
+  tlv::append(signed_part, 0xC4, *cnt);
+  tlv::append(signed_part, 0xCC, *wrapped);
+  tlv::append(signed_part, 0xC5, *enc);
+  auto server = crypto::ec_public_from_point(s.server_point);
+  if (!server || !crypto::ecdsa_verify(*server, signed_part, *sig))
+    return {ota::Rsc::insufficient_security_level, sw::security_not_satisfied};
+  auto priv = crypto::private_key_from_der(ByteView(s.private_der).first(s.private_len));
+  if (!priv) return {ota::Rsc::ok, sw::no_precise_diagnosis};
+  SecretBytes session;
+  if (s.key_pair == 0x01) {
+    auto k = crypto::rsa_oaep_decrypt(*priv, *wrapped);
+    if (!k || k->size() != 16) return {ota::Rsc::ok, sw::wrong_data};
+    session = std::move(*k);
+  } else {
+    auto peer = crypto::ec_public_from_point(*wrapped);
+    if (!peer) return {ota::Rsc::ok, sw::wrong_data};
+    auto shared = crypto::ecdh_p256(*priv, *peer);
+    if (!shared) return {ota::Rsc::ok, sw::wrong_data};
+    Bytes info = to_bytes("OTAC-E5");
+    append(info, s.n);
+    session = crypto::hkdf_sha256(*shared, {}, info, 16);
+  }
+  auto keys = crypto::aes_cbc_decrypt(session, Bytes(16, 0), *enc);
+  if (!keys) return {ota::Rsc::ok, sw::wrong_data};
+  const std::uint16_t r = place_list(s, u16_of(*id), (*act)[0], u16_of(*cnt), *keys);
+  secure_zero(keys->data(), keys->size());
+  return {r == sw::not_enough_memory ? ota::Rsc::insufficient_memory : ota::Rsc::ok, r};
+}
+
+}  // namespace
+
+struct Applet::Impl {
+  Storage& storage;
+  bool selected = false;
+  bool pin_verified = false;
+  // The last AUTHENTICATE, kept for CONFIRM (RAM only).
+  bool has_last = false;
+  SecretBytes last_otac;
+  Bytes last_cryptogram;
+  // Reassembly of a concatenated SMS (RAM only; one message in flight).
+  struct Parts {
+    bool active = false;
+    std::string from;
+    std::uint16_t ref = 0;
+    std::uint8_t total = 0;
+    bool cpi = false;
+    std::array<std::optional<Bytes>, max_sms_parts> parts;
+  } reasm;
+  CardState st;
+
+  explicit Impl(Storage& s) : storage(s) {}
+
+  Result<void> commit(const CardState& next) {
+    Bytes blob = encode_state(next);
+    auto r = storage.commit(blob);
+    secure_zero(blob.data(), blob.size());
+    return r;
+  }
+
+  void forget_last() {
+    has_last = false;
+    last_otac = SecretBytes{};
+    last_cryptogram.clear();
+  }
+
+  Response dispatch(const apdu::Command& c);
+  Response select(const apdu::Command& c);
+  Response verify(const apdu::Command& c);
+  Response change(const apdu::Command& c);
+  Response reset_retry(const apdu::Command& c);
+  Response activate(const apdu::Command& c);
+  Response authenticate(const apdu::Command& c);
+  Response confirm(const apdu::Command& c);
+  Response display(const apdu::Command& c);
+  Response get_status(const apdu::Command& c);
+  Response request_refresh(const apdu::Command& c);
+  Response fetch(const apdu::Command& c);
+  Response generate_key_pair(const apdu::Command& c);
+  Response envelope(const apdu::Command& c);
+  Response handle_packet(ByteView packet);
+  PacketOutcome run_inner(CardState& next, ByteView data);
+  // Checks a PIN block against the stored PIN, counting a failure. nullopt = correct.
+  std::optional<Response> check_pin(ByteView block);
+  Result<std::pair<ListSlot*, std::uint16_t>> pick_code(std::uint8_t p1, const Challenge* ch);
+};
+
+Applet::Applet(Storage& storage) : impl_(std::make_unique<Impl>(storage)) {}
+Applet::~Applet() = default;
+
+Bytes Applet::atr() { return Bytes{0x3B, 0x80, 0x80, 0x01, 0x01}; }
+
+void Applet::reset() {
+  impl_->selected = false;
+  impl_->pin_verified = false;
+  impl_->forget_last();
+}
+
+Bytes Applet::process(ByteView command) {
+  try {
+    auto c = apdu::parse_command(command);
+    if (!c) return apdu::encode(status(sw::wrong_length));
+    auto blob = impl_->storage.load();
+    if (!blob) return apdu::encode(status(sw::no_precise_diagnosis));
+    if (blob->empty()) {
+      impl_->st = CardState{};
+    } else {
+      auto st = decode_state(*blob);
+      secure_zero(blob->data(), blob->size());
+      if (!st) return apdu::encode(status(sw::no_precise_diagnosis));
+      impl_->st = std::move(*st);
+    }
+    Bytes out = apdu::encode(impl_->dispatch(*c));
+    secure_zero(c->data.data(), c->data.size());  // may hold K, a PIN block or a PUK
+    return out;
+  } catch (const std::exception&) {
+    return apdu::encode(status(sw::no_precise_diagnosis));
+  }
+}
+
+Response Applet::Impl::dispatch(const apdu::Command& c) {
+  if (c.cla != 0x00 && c.cla != 0x80) return status(sw::cla_not_supported);
+  if (c.cla == 0x00 && c.ins == 0xA4) return select(c);
+  // The toolkit commands come from the phone, not through a selected application.
+  if (c.cla == 0x80 && c.ins == 0x12) return fetch(c);
+  if (c.cla == 0x80 && c.ins == 0xC2) return envelope(c);
+  const bool known = c.cla == 0x00 ? (c.ins == 0x20 || c.ins == 0x24 || c.ins == 0x2C)
+                                   : (c.ins == 0x10 || c.ins == 0xA0 || c.ins == 0xA2 || c.ins == 0xA4 ||
+                                      c.ins == 0xA6 || c.ins == 0xA8 || c.ins == 0x46);
+  if (!known || !selected) return status(sw::ins_not_supported);
+  if (c.cla == 0x00) {
+    if (c.ins == 0x20) return verify(c);
+    if (c.ins == 0x24) return change(c);
+    return reset_retry(c);
+  }
+  switch (c.ins) {
+    case 0x10: return activate(c);
+    case 0xA0: return authenticate(c);
+    case 0xA2: return confirm(c);
+    case 0xA4: return display(c);
+    case 0xA6: return get_status(c);
+    case 0xA8: return request_refresh(c);
+    default: return generate_key_pair(c);
+  }
+}
+
+Response Applet::Impl::select(const apdu::Command& c) {
+  if (c.p1 != 0x04) return status(c.p1 <= 0x03 || c.p1 == 0x08 || c.p1 == 0x09 ? sw::file_not_found : sw::incorrect_p1p2);
+  if (c.p2 != 0x00 && c.p2 != 0x0C) return status(sw::incorrect_p1p2);
+  // Any SELECT ends the previous session's PIN verification and transaction.
+  selected = false;
+  pin_verified = false;
+  forget_last();
+  if (!std::equal(c.data.begin(), c.data.end(), aid.begin(), aid.end())) return status(sw::file_not_found);
+  selected = true;
+  if (c.p2 == 0x0C) return status(sw::ok);
+  Bytes a5;
+  tlv::append(a5, 0x9F08, Bytes{0x01});
+  tlv::append(a5, 0xDF01, be_bytes(kCapabilities, 2));
+  tlv::append(a5, 0xDF02, Bytes{static_cast<std::uint8_t>(st.life)});
+  Bytes fci;
+  tlv::append(fci, 0x84, aid);
+  tlv::append(fci, 0xA5, a5);
+  return Response{tlv::encode(0x6F, fci), sw::ok};
+}
+
+std::optional<Response> Applet::Impl::check_pin(ByteView block) {
+  if (st.pin_tries == 0) return status(sw::auth_method_blocked);
+  CardState next = st;
+  if (ct_equal(block, st.pin)) {
+    if (next.pin_tries == pin_tries_max) return std::nullopt;
+    next.pin_tries = pin_tries_max;
+    if (!commit(next)) return status(sw::no_precise_diagnosis);
+    st = std::move(next);
+    return std::nullopt;
+  }
+  --next.pin_tries;
+  if (!commit(next)) return status(sw::no_precise_diagnosis);
+  st = std::move(next);
+  pin_verified = false;
+  return status(sw::tries(st.pin_tries));
+}
+
+Response Applet::Impl::verify(const apdu::Command& c) {
+  if (c.p1 != 0x00 || c.p2 != 0x80) return status(sw::incorrect_p1p2);
+  if (st.life == Life::blank || st.life == Life::blocked) return status(sw::conditions_not_satisfied);
+  if (c.data.empty()) {
+    if (st.pin_tries == 0) return status(sw::auth_method_blocked);
+    return status(pin_verified ? sw::ok : sw::tries(st.pin_tries));
+  }
+  if (c.data.size() != 8) return status(sw::wrong_length);
+  if (!valid_pin_block(c.data)) return status(sw::wrong_data);
+  if (auto fail = check_pin(c.data)) return *fail;
+  pin_verified = true;
+  return status(sw::ok);
+}
+
+Response Applet::Impl::change(const apdu::Command& c) {
+  if ((c.p1 != 0x00 && c.p1 != 0x01) || c.p2 != 0x80) return status(sw::incorrect_p1p2);
+  if (st.life == Life::blocked) return status(sw::conditions_not_satisfied);
+  CardState next = st;
+  if (c.p1 == 0x01) {  // set the first PIN
+    if (c.data.size() != 8) return status(sw::wrong_length);
+    if (st.life != Life::blank) return status(sw::conditions_not_satisfied);
+    if (!valid_pin_block(c.data)) return status(sw::wrong_data);
+    std::copy(c.data.begin(), c.data.end(), next.pin.begin());
+    next.pin_tries = pin_tries_max;
+    next.life = Life::pin_set;
+  } else {
+    if (c.data.size() != 16) return status(sw::wrong_length);
+    if (st.life == Life::blank) return status(sw::conditions_not_satisfied);
+    ByteView old_pin = ByteView(c.data).first(8), new_pin = ByteView(c.data).subspan(8);
+    if (!valid_pin_block(old_pin) || !valid_pin_block(new_pin)) return status(sw::wrong_data);
+    if (auto fail = check_pin(old_pin)) return *fail;
+    next = st;
+    std::copy(new_pin.begin(), new_pin.end(), next.pin.begin());
+  }
+  if (!commit(next)) return status(sw::no_precise_diagnosis);
+  st = std::move(next);
+  pin_verified = true;
+  return status(sw::ok);
+}
+
+Response Applet::Impl::reset_retry(const apdu::Command& c) {
+  if (c.p1 != 0x00 || c.p2 != 0x80) return status(sw::incorrect_p1p2);
+  if (c.data.size() != 16) return status(sw::wrong_length);
+  if (st.life != Life::activated) return status(sw::conditions_not_satisfied);
+  if (st.puk_tries == 0) return status(sw::auth_method_blocked);
+  ByteView puk = ByteView(c.data).first(8), new_pin = ByteView(c.data).subspan(8);
+  if (!valid_pin_block(puk) || !valid_pin_block(new_pin)) return status(sw::wrong_data);
+  CardState next = st;
+  if (!ct_equal(puk, st.puk)) {
+    --next.puk_tries;
+    if (next.puk_tries == 0) next.life = Life::blocked;  // the card is dead: no way back
+    if (!commit(next)) return status(sw::no_precise_diagnosis);
+    st = std::move(next);
+    return status(sw::tries(st.puk_tries));
+  }
+  std::copy(new_pin.begin(), new_pin.end(), next.pin.begin());
+  next.pin_tries = pin_tries_max;
+  next.puk_tries = puk_tries_max;
+  if (!commit(next)) return status(sw::no_precise_diagnosis);
+  st = std::move(next);
+  pin_verified = true;
+  return status(sw::ok);
+}
+
+Response Applet::Impl::activate(const apdu::Command& c) {
+  if (c.p1 != 0x00 || c.p2 != 0x00) return status(sw::incorrect_p1p2);
+  if (st.life != Life::pin_set) return status(sw::conditions_not_satisfied);
+  if (!pin_verified) return status(sw::security_not_satisfied);
+  auto nodes = tlv::parse(c.data);
+  if (!nodes || c.data.empty()) return status(sw::wrong_data);
+  CardState next = st;
+  const Bytes *n = nullptr, *k = nullptr, *alg = nullptr, *number = nullptr, *puk = nullptr, *thr = nullptr,
+              *limit = nullptr, *ca = nullptr;
+  for (const auto& node : *nodes) {
+    const Bytes** slot = nullptr;
+    std::size_t min = 0, max = 0;
+    switch (node.tag) {
+      case 0xDF41: slot = &n; min = max = 8; break;
+      case 0xDF44: slot = &k; min = max = 16; break;
+      case 0xDF45: slot = &alg; min = max = 1; break;
+      case 0xDF46: slot = &number; min = 1; max = 21; break;
+      case 0xDF47: slot = &puk; min = max = 8; break;
+      case 0xDF4B: slot = &thr; min = max = 2; break;
+      case 0xDF4E: slot = &limit; min = max = 6; break;
+      case 0xDF51: slot = &ca; min = max = 65; break;
+      case 0xDF4F:  // a door that needs the PIN; may repeat
+        if (node.value.empty() || node.value.size() > 16 || next.pin_doors.size() >= max_pin_doors) return status(sw::wrong_data);
+        next.pin_doors.emplace_back(node.value.begin(), node.value.end());
+        continue;
+      default: return status(sw::wrong_data);
+    }
+    if (*slot || node.value.size() < min || node.value.size() > max) return status(sw::wrong_data);
+    *slot = &node.value;
+  }
+  if (!n || !k || !alg || !number || !puk) return status(sw::wrong_data);
+  if ((*alg)[0] != 0x01 && (*alg)[0] != 0x02) return status(sw::wrong_data);
+  if (!valid_pin_block(*puk)) return status(sw::wrong_data);
+  const std::string server(number->begin(), number->end());
+  if (!sms::encode_address(server)) return status(sw::wrong_data);
+  if (limit) {
+    auto v = bcd_value(*limit);
+    if (!v) return status(sw::wrong_data);
+    next.pin_limit = *v;
+  }
+  if (ca) {
+    if (!crypto::ec_public_from_point(*ca)) return status(sw::wrong_data);
+    next.has_ca_key = true;
+    std::copy(ca->begin(), ca->end(), next.ca_point.begin());
+  }
+  std::copy(n->begin(), n->end(), next.n.begin());
+  std::copy(k->begin(), k->end(), next.k.begin());
+  std::copy(puk->begin(), puk->end(), next.puk.begin());
+  next.algorithm = (*alg)[0];
+  next.key_version = 1;
+  next.server = server;
+  if (thr) next.threshold = static_cast<std::uint16_t>((*thr)[0] << 8 | (*thr)[1]);
+  next.puk_tries = puk_tries_max;
+  next.life = Life::activated;
+  auto init = queue_request(next, 0x01);
+  if (!init) return status(sw::no_precise_diagnosis);
+  next.refresh_pending = true;  // the initialization message asks for the first list
+  if (!commit(next)) return status(sw::no_precise_diagnosis);
+  st = std::move(next);
+  return Response{*init, sw::ok};
+}
+
+Result<std::pair<ListSlot*, std::uint16_t>> Applet::Impl::pick_code(std::uint8_t p1, const Challenge* ch) {
+  if (p1 == 0x00 || !ch) {
+    ListSlot* cur = st.current();
+    if (!cur) return make_error(Errc::not_found, "no unused code");
+    return std::pair<ListSlot*, std::uint16_t>{cur, cur->next()};
+  }
+  if (!ch->index) return make_error(Errc::bad_value, "indexed TAN without DF43");
+  const auto index = static_cast<std::uint16_t>((*ch->index)[0] << 8 | (*ch->index)[1]);
+  std::uint16_t list_id = 0;
+  if (ch->list) list_id = static_cast<std::uint16_t>((*ch->list)[0] << 8 | (*ch->list)[1]);
+  else if (const ListSlot* cur = st.current()) list_id = cur->id;
+  for (auto& l : st.lists)
+    if (l.held() && l.id == list_id && index < l.count && !l.is_used(index)) return std::pair<ListSlot*, std::uint16_t>{&l, index};
+  return make_error(Errc::conflict, "code not available");
+}
+
+Response Applet::Impl::authenticate(const apdu::Command& c) {
+  if (c.p1 > 0x01 || c.p2 != 0x00) return status(sw::incorrect_p1p2);
+  if (st.life != Life::activated) return status(sw::conditions_not_satisfied);
+  auto ch = parse_challenge(c.data);
+  if (!ch || (c.p1 == 0x01 && !ch->index)) return status(sw::wrong_data);
+  forget_last();
+  // PIN policy: high amounts and chosen doors need the PIN, from DF34 or an earlier VERIFY.
+  const std::uint64_t amount = bcd_value(*ch->amount).value();
+  bool need_pin = st.pin_limit != 0 && amount > st.pin_limit;
+  if (ch->door) {
+    const std::string door(ch->door->begin(), ch->door->end());
+    need_pin = need_pin || std::find(st.pin_doors.begin(), st.pin_doors.end(), door) != st.pin_doors.end();
+  }
+  if (ch->pin) {
+    if (!valid_pin_block(*ch->pin)) return status(sw::wrong_data);
+    if (auto fail = check_pin(*ch->pin)) return *fail;
+  } else if (need_pin && !pin_verified) {
+    return status(sw::security_not_satisfied);
+  }
+  if (st.atc == 0xFFFF) return status(sw::conditions_not_satisfied);
+  auto pick = pick_code(c.p1, &*ch);
+  if (!pick) return status(pick.error().code == Errc::not_found ? sw::not_enough_memory : sw::record_not_found);
+  // Burn on a copy, commit, and only then answer: a torn command never yields a cryptogram
+  // for a code the card still considers unused.
+  CardState next = st;
+  ListSlot& slot = next.lists[static_cast<std::size_t>(pick->first - st.lists.data())];
+  const std::uint16_t index = pick->second;
+  const std::uint16_t list = slot.id;
+  SecretBytes otac(slot.key(index));
+  slot.burn(index);
+  if (slot.unused() == 0) slot.clear();
+  ++next.atc;
+  check_threshold(next);
+  auto cryptogram = mac8(next, otac.view(), mac_input(*ch, next, list, index, next.atc));
+  if (!cryptogram) return status(sw::no_precise_diagnosis);
+  if (!commit(next)) return status(sw::no_precise_diagnosis);
+  st = std::move(next);
+  has_last = true;
+  last_otac = std::move(otac);
+  last_cryptogram = *cryptogram;
+  Bytes body;
+  tlv::append(body, 0xDF41, st.n);
+  tlv::append(body, 0xDF42, be_bytes(list, 2));
+  tlv::append(body, 0xDF43, be_bytes(index, 2));
+  tlv::append(body, 0x9F36, be_bytes(st.atc, 2));
+  tlv::append(body, 0x9F26, *cryptogram);
+  return Response{tlv::encode(0x77, body), sw::ok};
+}
+
+Response Applet::Impl::confirm(const apdu::Command& c) {
+  if (c.p1 != 0x00 || c.p2 != 0x00) return status(sw::incorrect_p1p2);
+  if (c.data.size() != 10) return status(sw::wrong_length);
+  if (st.life != Life::activated || !has_last) return status(sw::conditions_not_satisfied);
+  ByteView arpc = ByteView(c.data).first(8), arc = ByteView(c.data).subspan(8);
+  Bytes in = to_bytes("ARPC");
+  append(in, last_cryptogram);
+  append(in, arc);
+  auto expect = mac8(st, last_otac.view(), in);
+  if (!expect) return status(sw::no_precise_diagnosis);
+  const bool good = ct_equal(*expect, arpc);
+  CardState next = st;
+  next.last_outcome = good ? 0x01 : 0x02;
+  if (good) std::copy(arc.begin(), arc.end(), next.last_arc.begin());
+  forget_last();  // one try per transaction
+  if (!commit(next)) return status(sw::no_precise_diagnosis);
+  st = std::move(next);
+  return status(good ? sw::ok : sw::verify_failed);
+}
+
+Response Applet::Impl::display(const apdu::Command& c) {
+  if (c.p1 != 0x00 || c.p2 != 0x00) return status(sw::incorrect_p1p2);
+  if (!c.data.empty()) return status(sw::wrong_length);
+  if (st.life != Life::activated) return status(sw::conditions_not_satisfied);
+  if (!pin_verified) return status(sw::security_not_satisfied);
+  ListSlot* cur = st.current();
+  if (!cur) return status(sw::not_enough_memory);
+  CardState next = st;
+  ListSlot& slot = next.lists[static_cast<std::size_t>(cur - st.lists.data())];
+  const std::uint16_t index = slot.next(), list = slot.id;
+  SecretBytes otac(slot.key(index));
+  slot.burn(index);
+  if (slot.unused() == 0) slot.clear();
+  check_threshold(next);
+  Bytes in = to_bytes("DISPLAY");
+  append(in, next.n);
+  append(in, be_bytes(list, 2));
+  append(in, be_bytes(index, 2));
+  auto m = mac8(next, otac.view(), in);
+  if (!m) return status(sw::no_precise_diagnosis);
+  if (!commit(next)) return status(sw::no_precise_diagnosis);
+  st = std::move(next);
+  const std::uint32_t v = (static_cast<std::uint32_t>((*m)[0]) << 24 | static_cast<std::uint32_t>((*m)[1]) << 16 |
+                           static_cast<std::uint32_t>((*m)[2]) << 8 | (*m)[3]) & 0x7FFFFFFFu;
+  char code[12];
+  std::snprintf(code, sizeof code, "%08u", v % 100000000u);
+  Bytes out;
+  tlv::append(out, 0xDF42, be_bytes(list, 2));
+  tlv::append(out, 0xDF43, be_bytes(index, 2));
+  tlv::append(out, 0xDF4D, as_bytes(std::string_view(code, 8)));
+  return Response{out, sw::ok};
+}
+
+Response Applet::Impl::get_status(const apdu::Command& c) {
+  if (c.p1 != 0x00 || c.p2 != 0x00) return status(sw::incorrect_p1p2);
+  if (!c.data.empty()) return status(sw::wrong_length);
+  const ListSlot* cur = st.current();
+  Bytes body;
+  tlv::append(body, 0xDF41, st.n);
+  tlv::append(body, 0xDF42, be_bytes(cur ? cur->id : 0, 2));
+  tlv::append(body, 0xDF48, be_bytes(st.unused(), 2));
+  tlv::append(body, 0x9F36, be_bytes(st.atc, 2));
+  tlv::append(body, 0xDF49, Bytes{st.key_version});
+  tlv::append(body, 0xDF4A, Bytes{static_cast<std::uint8_t>(st.refresh_pending ? 1 : 0)});
+  tlv::append(body, 0xDF4B, be_bytes(st.threshold, 2));
+  tlv::append(body, 0xDF4C, Bytes{st.lists_held()});
+  return Response{tlv::encode(0xE0, body), sw::ok};
+}
+
+Response Applet::Impl::request_refresh(const apdu::Command& c) {
+  if (c.p1 != 0x00 || c.p2 != 0x00) return status(sw::incorrect_p1p2);
+  if (!c.data.empty()) return status(sw::wrong_length);
+  if (st.life != Life::activated) return status(sw::conditions_not_satisfied);
+  if (!pin_verified) return status(sw::security_not_satisfied);
+  CardState next = st;
+  if (!queue_request(next, 0x02)) return status(sw::no_precise_diagnosis);
+  next.refresh_pending = true;
+  if (!commit(next)) return status(sw::no_precise_diagnosis);
+  st = std::move(next);
+  return status(sw::ok);
+}
+
+Response Applet::Impl::fetch(const apdu::Command& c) {
+  if (c.p1 != 0x00 || c.p2 != 0x00) return status(sw::incorrect_p1p2);
+  if (!c.data.empty()) return status(sw::wrong_length);
+  if (st.outbox.empty()) return status(sw::referenced_data_not_found);
+  CardState next = st;
+  Bytes msg = next.outbox.front();
+  next.outbox.erase(next.outbox.begin());
+  if (!commit(next)) return status(sw::no_precise_diagnosis);
+  st = std::move(next);
+  return Response{msg, sw::ok};
+}
+
+Response Applet::Impl::generate_key_pair(const apdu::Command& c) {
+  if ((c.p1 != 0x01 && c.p1 != 0x02) || c.p2 != 0x00) return status(sw::incorrect_p1p2);
+  if (!c.data.empty()) return status(sw::wrong_length);
+  if (st.life != Life::pin_set && st.life != Life::activated) return status(sw::conditions_not_satisfied);
+  if (!pin_verified) return status(sw::security_not_satisfied);
+  auto key = c.p1 == 0x01 ? crypto::rsa_generate(2048) : crypto::ec_p256_generate();
+  if (!key) return status(sw::no_precise_diagnosis);
+  auto priv = crypto::private_key_der(*key);
+  auto pub = crypto::public_key_der(*key);
+  if (!priv || !pub || priv->size() > max_private_der) return status(sw::no_precise_diagnosis);
+  CardState next = st;
+  next.private_der.fill(0);
+  std::copy(priv->view().begin(), priv->view().end(), next.private_der.begin());
+  next.private_len = static_cast<std::uint16_t>(priv->size());
+  next.key_pair = c.p1;
+  if (!commit(next)) return status(sw::no_precise_diagnosis);
+  st = std::move(next);
+  Bytes out;
+  tlv::append(out, 0xDF41, st.n);
+  tlv::append(out, 0xDF50, *pub);
+  return Response{out, sw::ok};
+}
+
+Response Applet::Impl::envelope(const apdu::Command& c) {
+  if (c.p1 != 0x00 || c.p2 != 0x00) return status(sw::incorrect_p1p2);
+  if (c.data.empty()) return status(sw::wrong_data);
+  if (st.life != Life::activated) return status(sw::conditions_not_satisfied);
+  auto tpdu = sms::parse_sms_pp_download(c.data);
+  if (!tpdu) return status(sw::wrong_data);
+  auto d = sms::parse_deliver(*tpdu);
+  if (!d || d->pid != 0x7F) return status(sw::wrong_data);
+  bool cpi = false;
+  std::optional<std::uint16_t> ref;
+  std::uint8_t total = 1, seq = 1;
+  for (const auto& ie : d->udh) {
+    if (ie.iei == 0x70) {
+      if (!ie.data.empty()) return status(sw::wrong_data);
+      cpi = true;
+    } else if (ie.iei == 0x00 || ie.iei == 0x08) {
+      if (ref || ie.data.size() != (ie.iei == 0x00 ? 3u : 4u)) return status(sw::wrong_data);
+      const std::size_t o = ie.iei == 0x00 ? 1 : 2;
+      ref = static_cast<std::uint16_t>(ie.iei == 0x00 ? ie.data[0] : (ie.data[0] << 8 | ie.data[1]));
+      total = ie.data[o];
+      seq = ie.data[o + 1];
+    }
+  }
+  if (!ref) {
+    if (!cpi) return status(sw::wrong_data);
+    return handle_packet(d->payload);
+  }
+  if (total == 0 || total > max_sms_parts || seq == 0 || seq > total) return status(sw::wrong_data);
+  // One message in flight: a part of another message starts over.
+  if (!reasm.active || reasm.from != d->from || reasm.ref != *ref || reasm.total != total) {
+    reasm = Parts{};
+    reasm.active = true;
+    reasm.from = d->from;
+    reasm.ref = *ref;
+    reasm.total = total;
+  }
+  reasm.cpi = reasm.cpi || cpi;
+  reasm.parts[seq - 1] = d->payload;
+  for (std::size_t i = 0; i < total; ++i)
+    if (!reasm.parts[i]) return status(sw::ok);
+  Bytes packet;
+  for (std::size_t i = 0; i < total; ++i) append(packet, *reasm.parts[i]);
+  const bool had_cpi = reasm.cpi;
+  reasm = Parts{};
+  if (!had_cpi) return status(sw::wrong_data);
+  return handle_packet(packet);
+}
+
+Response Applet::Impl::handle_packet(ByteView packet) {
+  auto peek = ota::peek_command(packet);
+  if (!peek) return status(sw::wrong_data);
+  const ota::CommandHeader& h = peek->header;
+  const std::uint8_t expected = ota::key_id_for(card_alg(st), st.key_version);
+  const bool keys_match = h.tar == ota::otac_tar && h.kic == expected && h.kid == expected;
+  auto keys = card_keys(st);
+  if (!keys) return status(sw::no_precise_diagnosis);
+
+  // A PoR goes back under the command's security when we hold its keys, else unprotected.
+  auto por = [&](ota::Rsc rsc, std::uint64_t counter, Bytes data) -> Response {
+    if (h.spi.por == ota::PorMode::none || (h.spi.por == ota::PorMode::on_error && rsc == ota::Rsc::ok))
+      return status(sw::ok);
+    ota::PorSecurity sec{h.spi, h.kic, h.kid};
+    SecretBytes none;
+    if (!keys_match) {
+      sec.spi.por_integrity = ota::Integrity::none;
+      sec.spi.por_ciphered = false;
+    }
+    auto r = ota::build_response(sec, ota::Response{h.tar, counter, 0, rsc, std::move(data)},
+                                 keys_match ? keys->kic : none, keys_match ? keys->kid : none);
+    if (!r) return status(sw::no_precise_diagnosis);
+    return Response{*r, sw::ok};
+  };
+  const std::uint64_t clear_counter = peek->counter.value_or(0);
+  if (h.tar != ota::otac_tar) return por(ota::Rsc::tar_unknown, clear_counter, {});
+  const bool secure = h.spi.integrity == ota::Integrity::cc && h.spi.ciphered &&
+                      (h.spi.counter == ota::CounterMode::higher || h.spi.counter == ota::CounterMode::one_higher);
+  if (!keys_match) return por(ota::Rsc::unidentified_security_error, clear_counter, {});
+  if (!secure) return por(ota::Rsc::insufficient_security_level, clear_counter, {});
+  auto opened = ota::open_command(packet, keys->kic, keys->kid);
+  if (!opened) return por(ota::rsc_for(opened.error()), clear_counter, {});
+  const auto cs = ota::counter_status(h.spi.counter, opened->counter, st.ota_counter);
+  if (cs != ota::Rsc::ok) return por(cs, opened->counter, {});
+
+  // Authentic and fresh: the counter advances whatever the inner commands do; their changes
+  // apply all together or not at all, in the same commit.
+  CardState next = st;
+  next.ota_counter = opened->counter;
+  CardState applied = next;
+  const PacketOutcome out = run_inner(applied, opened->data);
+  secure_zero(opened->data.data(), opened->data.size());
+  const CardState& final_state = out.inner_sw == sw::ok ? applied : next;
+  if (!commit(final_state)) return status(sw::no_precise_diagnosis);
+  st = final_state;
+  return por(out.rsc, opened->counter, be_bytes(out.inner_sw, 2));
+}
+
+PacketOutcome Applet::Impl::run_inner(CardState& next, ByteView data) {
+  auto nodes = tlv::parse(data);
+  if (!nodes || nodes->empty()) return {ota::Rsc::ok, sw::wrong_data};
+  std::size_t count = nodes->size();
+  if (st.has_sig_key) {
+    // Every packet after E3 ends with CF = HMAC-SHA-256(S, the inner TLVs before it).
+    const tlv::Node& last = nodes->back();
+    if (last.tag != 0xCF || last.value.size() != 32) return {ota::Rsc::insufficient_security_level, sw::security_not_satisfied};
+    Bytes signed_part;
+    for (std::size_t i = 0; i + 1 < nodes->size(); ++i) tlv::append(signed_part, (*nodes)[i].tag, (*nodes)[i].value);
+    if (!ct_equal(crypto::hmac_sha256(st.sig_key, signed_part), last.value))
+      return {ota::Rsc::rc_cc_ds_failed, sw::security_not_satisfied};
+    --count;
+  }
+  if (count == 0) return {ota::Rsc::ok, sw::wrong_data};
+  bool key_replaced = false;
+  for (std::size_t i = 0; i < count; ++i) {
+    const tlv::Node& cmd = (*nodes)[i];
+    std::uint16_t r = sw::ok;
+    switch (cmd.tag) {
+      case 0xE1:
+        r = load_list(next, cmd);
+        if (r == sw::not_enough_memory) return {ota::Rsc::insufficient_memory, r};
+        break;
+      case 0xE2: {
+        auto kids = inner_fields(cmd, {0xC6, 0xC7});
+        const Bytes* k = kids ? field(*kids, 0xC6, 16) : nullptr;
+        const Bytes* v = kids ? field(*kids, 0xC7, 1) : nullptr;
+        if (!k || !v || (*v)[0] == 0 || (*v)[0] > 0x0F || (*v)[0] == next.key_version) { r = sw::wrong_data; break; }
+        std::copy(k->begin(), k->end(), next.k.begin());
+        next.key_version = (*v)[0];
+        key_replaced = true;
+        break;
+      }
+      case 0xE3: {
+        auto kids = inner_fields(cmd, {0xC8});
+        const Bytes* s = kids ? field(*kids, 0xC8, 16) : nullptr;
+        if (!s) { r = sw::wrong_data; break; }
+        std::copy(s->begin(), s->end(), next.sig_key.begin());
+        next.has_sig_key = true;
+        break;
+      }
+      case 0xE4: {
+        auto kids = inner_fields(cmd, {0xCA, 0xCB});
+        const Bytes* point = kids ? field(*kids, 0xCA, 65) : nullptr;
+        const Bytes* sig = kids ? field(*kids, 0xCB, 0) : nullptr;
+        if (!point || !sig || sig->size() > 80) { r = sw::wrong_data; break; }
+        if (!next.has_ca_key) { r = sw::conditions_not_satisfied; break; }
+        auto ca = crypto::ec_public_from_point(next.ca_point);
+        if (!ca || !crypto::ec_public_from_point(*point)) { r = sw::wrong_data; break; }
+        if (!crypto::ecdsa_verify(*ca, *point, *sig)) return {ota::Rsc::insufficient_security_level, sw::security_not_satisfied};
+        std::copy(point->begin(), point->end(), next.server_point.begin());
+        next.has_server_key = true;
+        break;
+      }
+      case 0xE5: {
+        const PacketOutcome o = load_list_asymmetric(next, cmd);
+        if (o.inner_sw != sw::ok) return o;
+        break;
+      }
+      default: r = sw::wrong_data; break;
+    }
+    if (r != sw::ok) return {ota::Rsc::ok, r};
+  }
+  // Tell the server the card now holds K' (its CC is under K'), in case the PoR is lost.
+  if (key_replaced && !queue_request(next, 0x03)) return {ota::Rsc::ok, sw::no_precise_diagnosis};
+  return {ota::Rsc::ok, sw::ok};
+}
+
+}  // namespace otac::applet

@@ -1,0 +1,282 @@
+#include "terminal/config.hpp"
+
+#include <charconv>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace otac::terminal {
+
+namespace {
+
+struct Currency { const char* alpha; std::uint16_t numeric; int exponent; };
+// ISO 4217 (list one, 2024): the currencies a terminal here is likely to be set up for.
+constexpr Currency kCurrencies[] = {
+    {"EUR", 978, 2}, {"USD", 840, 2}, {"GBP", 826, 2}, {"CHF", 756, 2}, {"JPY", 392, 0},
+    {"SEK", 752, 2}, {"NOK", 578, 2}, {"DKK", 208, 2}, {"PLN", 985, 2}, {"CZK", 203, 2},
+    {"HUF", 348, 2}, {"CAD", 124, 2}, {"AUD", 36, 2},  {"KWD", 414, 3}, {"BHD", 48, 3},
+};
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+Result<unsigned> parse_uint(std::string_view v, unsigned lo, unsigned hi) {
+  unsigned x = 0;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+  if (ec != std::errc() || p != v.data() + v.size() || v.empty() || x < lo || x > hi)
+    return make_error(Errc::bad_value, "must be a whole number from " + std::to_string(lo) + " to " + std::to_string(hi));
+  return x;
+}
+
+Result<bool> parse_bool(std::string_view v) {
+  if (v == "true" || v == "yes" || v == "1") return true;
+  if (v == "false" || v == "no" || v == "0") return false;
+  return make_error(Errc::bad_value, "must be true or false");
+}
+
+std::string path_in(std::string_view base, std::string_view v) {
+  if (!v.empty() && v.front() == '/') return std::string(v);
+  return std::string(base) + "/" + std::string(v);
+}
+
+bool printable(std::string_view s) {
+  for (const char c : s)
+    if (c < 0x20 || c > 0x7E) return false;
+  return true;
+}
+
+}  // namespace
+
+Result<void> lookup_currency(std::string_view code, std::uint16_t& numeric, std::string& alpha, int& exponent) {
+  for (const auto& c : kCurrencies) {
+    if (code == c.alpha || (!code.empty() && code.find_first_not_of("0123456789") == std::string_view::npos &&
+                            code.size() <= 3 && std::stoi(std::string(code)) == c.numeric)) {
+      numeric = c.numeric;
+      alpha = c.alpha;
+      exponent = c.exponent;
+      return {};
+    }
+  }
+  return make_error(Errc::bad_value, "unknown currency \"" + std::string(code.substr(0, 8)) +
+                                         "\" (use an ISO 4217 code such as EUR, USD, GBP, CHF, JPY or its number)");
+}
+
+Result<std::uint64_t> parse_amount(std::string_view t, int exponent) {
+  const auto dot = t.find('.');
+  std::string_view whole = t.substr(0, dot);
+  std::string_view frac = dot == std::string_view::npos ? std::string_view{} : t.substr(dot + 1);
+  const auto bad = [&] {
+    return make_error(Errc::bad_value, "amount \"" + std::string(t.substr(0, 20)) + "\" must look like 12.50 (at most " +
+                                           std::to_string(exponent) + " decimals, at most 12 digits in all)");
+  };
+  if (whole.empty() || whole.size() > 12 || frac.size() > static_cast<std::size_t>(exponent) ||
+      (dot != std::string_view::npos && frac.empty()))
+    return bad();
+  std::uint64_t v = 0;
+  for (const char c : whole) {
+    if (c < '0' || c > '9') return bad();
+    v = v * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  for (int i = 0; i < exponent; ++i) {
+    const auto idx = static_cast<std::size_t>(i);
+    char c = idx < frac.size() ? frac[idx] : '0';
+    if (c < '0' || c > '9') return bad();
+    v = v * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  if (v > 999999999999ULL) return bad();
+  return v;
+}
+
+std::string format_amount(std::uint64_t minor, int exponent) {
+  std::string s = std::to_string(minor);
+  const auto e = static_cast<std::size_t>(exponent);
+  if (e == 0) return s;
+  if (s.size() <= e) s.insert(0, e + 1 - s.size(), '0');
+  s.insert(s.size() - e, ".");
+  return s;
+}
+
+Result<Config> parse_config(std::string_view text, std::string_view base_dir) {
+  Config c;
+  std::set<std::string, std::less<>> seen;
+  std::string url;
+  std::size_t line_no = 0;
+  while (!text.empty()) {
+    ++line_no;
+    if (line_no > 2000) return make_error(Errc::bad_length, "config: more than 2000 lines");
+    const auto nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+    if (const auto hash = line.find('#'); hash != std::string_view::npos) line = line.substr(0, hash);
+    line = trim(line);
+    if (line.empty()) continue;
+    const std::string where = "config line " + std::to_string(line_no);
+    const auto eq = line.find('=');
+    if (eq == std::string_view::npos) return make_error(Errc::bad_value, where + ": expected \"key = value\"");
+    const std::string_view key = trim(line.substr(0, eq));
+    const std::string_view v = trim(line.substr(eq + 1));
+    const std::string k(key);
+    if (!printable(v)) return make_error(Errc::bad_value, where + ": " + k + ": control characters in the value");
+    if (!seen.insert(k).second) return make_error(Errc::conflict, where + ": " + k + " is set twice");
+    auto fail = [&](const std::string& why) { return make_error(Errc::bad_value, where + ": " + k + " " + why); };
+    auto num = [&](unsigned& out, unsigned lo, unsigned hi) -> Result<void> {
+      auto r = parse_uint(v, lo, hi);
+      if (!r) return fail(r.error().message);
+      out = *r;
+      return {};
+    };
+    Result<void> r;
+    if (key == "reader") {
+      if (v.empty()) return fail("must not be empty (e.g. pn532_uart:/dev/ttyUSB0 or pcsc)");
+      c.reader = v;
+    } else if (key == "backend_url") {
+      url = v;
+    } else if (key == "ca_file") {
+      c.ca_file = path_in(base_dir, v);
+    } else if (key == "cert_file") {
+      c.cert_file = path_in(base_dir, v);
+    } else if (key == "key_file") {
+      c.key_file = path_in(base_dir, v);
+    } else if (key == "terminal_id") {
+      if (v.size() != 8) return fail("must be exactly 8 characters (the CN of the client certificate)");
+      c.terminal_id = v;
+    } else if (key == "mode") {
+      if (v == "pos") c.door_mode = false;
+      else if (v == "door") c.door_mode = true;
+      else return fail("must be pos or door");
+    } else if (key == "currency") {
+      if (auto cur = lookup_currency(v, c.currency, c.currency_alpha, c.currency_exponent); !cur)
+        return fail(cur.error().message);
+    } else if (key == "door_id") {
+      if (v.empty() || v.size() > 16) return fail("must be 1 to 16 characters");
+      c.door_id = v;
+    } else if (key == "relay") {
+      if (v == "none") c.relay = RelayKind::none;
+      else if (v == "gpiod") c.relay = RelayKind::gpiod;
+      else if (v == "command") c.relay = RelayKind::command;
+      else return fail("must be none, gpiod or command");
+    } else if (key == "relay_chip") {
+      if (v.empty()) return fail("must name a GPIO chip (gpiochip0 or /dev/gpiochip0)");
+      c.relay_chip = v;
+    } else if (key == "relay_line") {
+      r = num(c.relay_line, 0, 1023);
+    } else if (key == "relay_active_low") {
+      auto b = parse_bool(v);
+      if (!b) return fail(b.error().message);
+      c.relay_active_low = *b;
+    } else if (key == "relay_pulse_ms") {
+      r = num(c.relay_pulse_ms, 50, 30000);
+    } else if (key == "relay_command") {
+      if (v.empty()) return fail("must not be empty");
+      c.relay_command = path_in(base_dir, v);
+    } else if (key == "pin_source") {
+      if (v == "none") c.pin_source = PinSource::none;
+      else if (v == "tty") c.pin_source = PinSource::tty;
+      else if (v == "stdin") c.pin_source = PinSource::stdin_lines;
+      else return fail("must be none, tty or stdin");
+    } else if (key == "pin_timeout_s") {
+      r = num(c.pin_timeout_s, 1, 300);
+    } else if (key == "held_wait_limit_s") {
+      r = num(c.held_wait_limit_s, 0, 3600);
+    } else if (key == "card_wait_ms") {
+      r = num(c.card_wait_ms, 10, 3600000);
+    } else if (key == "apdu_timeout_ms") {
+      r = num(c.apdu_timeout_ms, 10, 60000);
+    } else if (key == "removal_wait_ms") {
+      r = num(c.removal_wait_ms, 0, 600000);
+    } else if (key == "connect_timeout_ms") {
+      r = num(c.connect_timeout_ms, 10, 60000);
+    } else if (key == "backend_timeout_ms") {
+      r = num(c.backend_timeout_ms, 10, 120000);
+    } else if (key == "backend_attempts") {
+      r = num(c.backend_attempts, 1, 10);
+    } else {
+      return make_error(Errc::bad_value, where + ": unknown key \"" + k.substr(0, 40) + "\" (see otac-terminal --help)");
+    }
+    if (!r) return r.error();
+  }
+  // Required keys.
+  for (const char* req : {"reader", "backend_url", "ca_file", "cert_file", "key_file", "terminal_id"})
+    if (!seen.count(req)) return make_error(Errc::not_found, std::string("config: missing required key ") + req);
+  // backend_url = https://HOST[:PORT][/]
+  constexpr std::string_view scheme = "https://";
+  if (url.substr(0, scheme.size()) != scheme)
+    return make_error(Errc::bad_value, "config: backend_url must start with https:// (the backend only speaks TLS)");
+  std::string_view hp = std::string_view(url).substr(scheme.size());
+  if (!hp.empty() && hp.back() == '/') hp.remove_suffix(1);
+  if (hp.find('/') != std::string_view::npos || hp.find('@') != std::string_view::npos)
+    return make_error(Errc::bad_value, "config: backend_url takes no path or user part: https://HOST:PORT");
+  std::string_view host = hp;
+  if (const auto colon = hp.rfind(':'); colon != std::string_view::npos) {
+    host = hp.substr(0, colon);
+    auto port = parse_uint(hp.substr(colon + 1), 1, 65535);
+    if (!port) return make_error(Errc::bad_value, "config: backend_url port " + port.error().message);
+    c.backend_port = static_cast<std::uint16_t>(*port);
+  }
+  if (host.empty() || host.find_first_of(":[] ") != std::string_view::npos)
+    return make_error(Errc::bad_value, "config: backend_url needs a host name or IPv4 address");
+  c.backend_host = host;
+  if (c.door_mode && c.door_id.empty()) return make_error(Errc::not_found, "config: mode = door needs door_id");
+  if (c.relay == RelayKind::command && c.relay_command.empty())
+    return make_error(Errc::not_found, "config: relay = command needs relay_command");
+  return c;
+}
+
+Result<Config> load_config(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return make_error(Errc::io, "cannot open config file " + path + " (check the path and permissions)");
+  std::string text(64 * 1024 + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  if (text.size() > 64 * 1024) return make_error(Errc::bad_length, "config file " + path + " is larger than 64 KiB");
+  const auto slash = path.rfind('/');
+  auto c = parse_config(text, slash == std::string::npos ? std::string(".") : path.substr(0, slash == 0 ? 1 : slash));
+  if (!c) return make_error(c.error().code, path + ": " + c.error().message);
+  return c;
+}
+
+const char* config_keys() {
+  return R"(CONFIG FILE
+  One "key = value" per line; '#' starts a comment; every key at most once. Relative file
+  names are relative to the config file's folder.
+
+  Required:
+    reader = CONNSTRING     libnfc connstring, e.g. pn532_uart:/dev/ttyUSB0 (PN532 on a UART),
+                            pn532_i2c:/dev/i2c-1, acr122_usb; or pcsc (first PC/SC reader) or
+                            pcsc:NAME (the PC/SC reader whose name starts with NAME).
+                            LIBNFC_DEFAULT_DEVICE overrides a libnfc reader when reader = libnfc.
+    backend_url = https://HOST:PORT   the OTAC backend (TLS only). The server certificate
+                            must name HOST (DNS name or IP address) and chain to ca_file.
+    ca_file = FILE          the only CA trusted for the backend (PEM).
+    cert_file = FILE        this terminal's client certificate (PEM), CN = terminal_id.
+    key_file = FILE         its private key (PEM); keep it mode 0600.
+    terminal_id = ID        exactly 8 characters; sent to the card in tag 9F1C.
+
+  Optional (default):
+    mode = pos|door (pos)   what the plain "run" does; pos and door subcommands override.
+    currency = EUR          ISO 4217 alphabetic or numeric code.
+    door_id = ID            1..16 characters; required for door mode.
+    relay = none|gpiod|command (none)   how the door opens on an approval.
+    relay_chip = gpiochip0  GPIO chip (name or /dev path) for relay = gpiod.
+    relay_line = N (0)      line offset on that chip.
+    relay_active_low = false   true when the relay closes on a low level.
+    relay_pulse_ms = 1000   how long the relay stays energized (50..30000).
+    relay_command = PROG    for relay = command: run as PROG open DOOR_ID PULSE_MS; exit 0 = opened.
+    pin_source = tty|stdin|none (tty)   where a PIN comes from when the card asks for one:
+                            the controlling terminal without echo, one line of standard input,
+                            or none (such transactions are declined).
+    pin_timeout_s = 30      time to enter a PIN.
+    held_wait_limit_s = 60  how long to wait for an operator on a held transaction (0: do not wait).
+    card_wait_ms = 15000    how long to wait for a card.
+    apdu_timeout_ms = 1000  time limit of one APDU exchange (libnfc).
+    removal_wait_ms = 10000 how long to wait for the card to leave after the decision.
+    connect_timeout_ms = 3000   TCP connect + TLS handshake limit.
+    backend_timeout_ms = 5000   limit for one request/answer with the backend.
+    backend_attempts = 3    POSTs of the same transaction on network errors (same txn_id).
+)";
+}
+
+}  // namespace otac::terminal

@@ -1,0 +1,67 @@
+// The otac-terminal configuration file: "key = value" lines, '#' starts a comment. Every
+// key is documented in `otac-terminal --help` (terminal/main.cpp) and in config_keys().
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "otac/common/result.hpp"
+
+namespace otac::terminal {
+
+/// How the door relay is driven.
+enum class RelayKind { none, gpiod, command };
+
+/// Where the PIN comes from when a card asks for one.
+enum class PinSource { none, tty, stdin_lines };
+
+/// The parsed configuration, with defaults for optional keys.
+struct Config {
+  std::string reader;            ///< libnfc connstring (pn532_uart:/dev/ttyS0) or pcsc[:READER NAME]
+  std::string backend_host;      ///< from backend_url
+  std::uint16_t backend_port = 443;
+  std::string ca_file, cert_file, key_file;
+  std::string terminal_id;       ///< 8 characters, the client certificate's CN
+  bool door_mode = false;        ///< mode = pos | door
+  std::uint16_t currency = 978;  ///< ISO 4217 numeric
+  std::string currency_alpha = "EUR";
+  int currency_exponent = 2;     ///< digits after the decimal point
+  std::string door_id;
+  RelayKind relay = RelayKind::none;
+  std::string relay_chip = "gpiochip0";
+  unsigned relay_line = 0;
+  bool relay_active_low = false;
+  unsigned relay_pulse_ms = 1000;
+  std::string relay_command;
+  PinSource pin_source = PinSource::tty;
+  unsigned pin_timeout_s = 30;
+  unsigned held_wait_limit_s = 60;
+  unsigned card_wait_ms = 15000;
+  unsigned apdu_timeout_ms = 1000;
+  unsigned removal_wait_ms = 10000;
+  unsigned connect_timeout_ms = 3000;
+  unsigned backend_timeout_ms = 5000;
+  unsigned backend_attempts = 3;
+};
+
+/// Parses the text of a config file. Relative file names are taken relative to base_dir
+/// (the config file's folder). Errors name the line and the key.
+Result<Config> parse_config(std::string_view text, std::string_view base_dir = ".");
+
+/// Reads and parses a config file (at most 64 KiB).
+Result<Config> load_config(const std::string& path);
+
+/// One paragraph per key, for --help.
+const char* config_keys();
+
+/// Looks up an ISO 4217 code (alphabetic "EUR" or numeric "978"): numeric code, alpha, exponent.
+Result<void> lookup_currency(std::string_view code, std::uint16_t& numeric, std::string& alpha, int& exponent);
+
+/// Parses "12.50" (or "12", "0.5") into minor units for a currency with the given exponent.
+Result<std::uint64_t> parse_amount(std::string_view text, int exponent);
+
+/// Formats minor units as "12.50".
+std::string format_amount(std::uint64_t minor, int exponent);
+
+}  // namespace otac::terminal

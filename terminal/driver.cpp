@@ -1,0 +1,84 @@
+#include "terminal/driver.hpp"
+
+#include <algorithm>
+#include <thread>
+
+namespace otac::terminal {
+
+Outcome run_flow(Flow& flow, const DriverIo& io, const DriverLimits& lim, TapTimes* times) {
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point card_at{};
+  Clock::time_point held_deadline{};
+  bool held_started = false;
+  Action a = flow.start();
+  // Every action but a poll moves the flow forward and the flow bounds its retries, so 64
+  // such steps is ample; polls are bounded by the held deadline (at most 5 per second).
+  int steps = 0;
+  for (int iter = 0; iter < 1000000 && steps < 64; ++iter) {
+    if (a.kind != Action::poll_held) ++steps;
+    if (!a.display.empty() && io.display) io.display(a.display);
+    if (a.decision_shown && times && card_at != Clock::time_point{})
+      times->tap_to_decision_ms = std::chrono::duration<double, std::milli>(Clock::now() - card_at).count();
+    switch (a.kind) {
+      case Action::wait_card: {
+        auto r = io.reader->wait_card(lim.card_wait);
+        if (!r) {
+          a = flow.on_no_card(r.error());
+        } else {
+          card_at = Clock::now();
+          a = flow.on_card();
+        }
+        break;
+      }
+      case Action::transmit: {
+        auto r = transmit(*io.reader, a.command, lim.apdu_timeout);
+        a = r ? flow.on_response(*r) : flow.on_reader_error(r.error());
+        break;
+      }
+      case Action::ask_pin: {
+        auto pin = io.pin ? io.pin(a.display) : std::nullopt;
+        a = pin ? flow.on_pin(*pin) : flow.on_pin_cancelled();
+        break;
+      }
+      case Action::post_auth:
+        a = flow.on_backend(io.post(a.body));
+        break;
+      case Action::poll_held: {
+        if (!held_started) {
+          held_started = true;
+          held_deadline = Clock::now() + lim.held_limit;
+        }
+        const auto before = Clock::now();
+        if (before >= held_deadline) {
+          a = flow.on_held_expired();
+          break;
+        }
+        // Whole seconds, rounded up (the API takes seconds; at most 30): overrun < 1 s.
+        const auto left_ms = std::chrono::duration_cast<std::chrono::milliseconds>(held_deadline - before).count();
+        auto r = io.poll(flow.params().txn_id, static_cast<unsigned>(std::min<long long>((left_ms + 999) / 1000, 30)));
+        // A poll that returned at once (error, or a backend that caps the wait) must not spin.
+        if (Clock::now() - before < std::chrono::milliseconds(200))
+          std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        a = flow.on_backend(r);
+        break;
+      }
+      case Action::wait_removal:
+        // Even with a zero wait this ends the card session (deselect / reset: PIN state gone).
+        (void)io.reader->wait_removal(lim.removal_wait);
+        a = flow.on_removed();
+        break;
+      case Action::done:
+        return flow.outcome();
+    }
+  }
+  // Unreachable with a correct flow; decline rather than loop.
+  Outcome o = flow.outcome();
+  if (!flow.finished()) {
+    o.decision = Decision::declined;
+    o.reason = "internal";
+    o.detail = "the flow did not finish within its step bound";
+  }
+  return o;
+}
+
+}  // namespace otac::terminal

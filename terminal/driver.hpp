@@ -1,0 +1,45 @@
+// Runs one Flow against real edges: a Reader, the backend calls and a keypad. All waiting is
+// bounded by the limits given here; the flow decides, the driver only carries out actions.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "otac/common/secret.hpp"
+#include "terminal/flow.hpp"
+#include "terminal/reader.hpp"
+
+namespace otac::terminal {
+
+/// The edges the driver talks to.
+struct DriverIo {
+  Reader* reader = nullptr;
+  /// POST /v1/authorizations with the body; the answer body (200) or an error.
+  std::function<Result<std::string>(const std::string& body)> post;
+  /// GET /v1/authorizations/{txn}?wait=seconds.
+  std::function<Result<std::string>(const std::string& txn, unsigned wait_s)> poll;
+  /// Reads a PIN after showing the prompt; nullopt when cancelled, timed out or unavailable.
+  std::function<std::optional<SecretBytes>(const std::string& prompt)> pin;
+  /// Shows a line on the terminal's display.
+  std::function<void(const std::string& line)> display;
+};
+
+/// Time limits for one tap.
+struct DriverLimits {
+  Millis card_wait{15000};
+  Millis apdu_timeout{1000};
+  Millis removal_wait{10000};  ///< 0: end the card session without waiting (benchmarks)
+  std::chrono::seconds held_limit{60};
+};
+
+/// Timings of one tap.
+struct TapTimes {
+  double tap_to_decision_ms = -1;  ///< card detected -> decision shown; -1 if no card
+};
+
+/// Drives the flow to its end and returns its outcome.
+Outcome run_flow(Flow& flow, const DriverIo& io, const DriverLimits& lim, TapTimes* times = nullptr);
+
+}  // namespace otac::terminal

@@ -1,0 +1,488 @@
+// otac-terminal: one OTAC transaction per invocation (or a service with --loop). See --help.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+
+#include <atomic>
+#include <cctype>
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "otac/common/crypto.hpp"
+#include "otac/common/cursor.hpp"
+#include "otac/common/tlv.hpp"
+#include "terminal/backend_json.hpp"
+#include "terminal/config.hpp"
+#include "terminal/driver.hpp"
+#include "terminal/https_client.hpp"
+#include "terminal/reader.hpp"
+#include "terminal/relay.hpp"
+
+namespace {
+
+using namespace otac;
+using namespace otac::terminal;
+
+constexpr int kOk = 0, kFail = 1, kUsage = 2;
+
+const char* kUsageText = R"(Usage:
+  otac-terminal --config FILE pos [--amount 12.50] [--currency EUR] [--loop] [--txn-id ID]
+  otac-terminal --config FILE door [--door ID] [--loop] [--txn-id ID]
+  otac-terminal --config FILE code CODE [--door ID] [--card N] [--txn-id ID]
+  otac-terminal --help
+)";
+
+const char* kHelp = R"(
+otac-terminal - the OTAC payment and door terminal
+
+DESCRIPTION
+  Reads an OTAC card through a contactless reader, asks the OTAC backend over mutually
+  authenticated HTTPS, and shows the backend's decision. The terminal never approves on its
+  own: if the backend cannot be reached, answers late, answers something malformed, or
+  anything else is in doubt, the transaction is declined and the reason is shown.
+
+  One tap runs: wait for a card; SELECT the OTAC application (AID F04F54414301); AUTHENTICATE
+  with a fresh 8-byte random challenge bound to the amount, currency, date, time, terminal and
+  door (if the card asks for its PIN, the keypad is asked and AUTHENTICATE is repeated with the
+  PIN); POST the card's cryptogram to the backend; show the decision; hand the backend's
+  response cryptogram (ARPC) to the card (CONFIRM); wait for the card to leave. Network
+  retries reuse the same transaction id, so the backend never decides twice. A transaction
+  the backend holds for review shows "waiting for operator" and waits up to held_wait_limit_s.
+
+COMMANDS
+  pos      A purchase. --amount AMOUNT (e.g. 12.50, in the currency's units) or, without it,
+           an interactive prompt on standard input. --currency CODE overrides the config.
+           The receipt line shows the masked card id, amount, decision, authorization code
+           and time.
+  door     Door entry for --door ID or the config's door_id. On approval the relay is pulsed
+           (relay = gpiod or command); if the relay fails the door stays shut and the exit
+           status is 1 (fail secure).
+  code     Checks a code typed from the card's display (8 digits) with the backend
+           (POST /v1/codes/verify). The card id comes from --card N (16 hex digits) or, without
+           it, from a tap (GET STATUS, no PIN needed). With --door ID (or mode = door in the
+           config) an approval pulses the relay.
+
+OPTIONS
+  --config FILE  the configuration file (required; keys below).
+  --loop         run transactions until SIGINT/SIGTERM (a service) instead of one.
+  --txn-id ID    use this transaction id (1..64 of A-Z a-z 0-9 - _ . :) instead of a fresh
+                 one; repeating an id replays the backend's stored answer.
+  --help         this text.
+
+OUTPUT
+  Standard output gets two lines per transaction: one for people, e.g.
+    2026-11-22T19:30:01Z POS APPROVED 12.50 EUR card ************0708 auth 123456 txn TERM0001-...
+  and one JSON object for programs with the members txn_id, mode, decision, reason, detail,
+  auth_code, card, card_masked, amount, currency, door, held, card_confirmed, door_opened,
+  apdu_exchanges, backend_attempts, latency_ms, time. Display lines and logs go to standard
+  error.
+
+EXIT STATUS
+  0 approved (and, for doors, the relay pulsed); 1 declined, held without a decision, or a
+  device/network failure; 2 usage or configuration error.
+
+ENVIRONMENT
+  LIBNFC_DEFAULT_DEVICE  the libnfc connstring when reader = libnfc.
+  LIBNFC_LOG_LEVEL       libnfc's own logging (3 shows every frame).
+
+)";
+
+std::atomic<bool> g_stop{false};
+void on_signal(int) { g_stop = true; }
+
+void log(const std::string& s) { std::cerr << "otac-terminal: " << s << "\n"; }
+
+struct Args {
+  std::string config, command, amount, currency, door, card, code, txn_id;
+  bool loop = false, help = false;
+};
+
+std::optional<Args> parse_args(int argc, char** argv, std::string& err) {
+  Args a;
+  std::vector<std::string> pos;
+  for (int i = 1; i < argc; ++i) {
+    const std::string s = argv[i];
+    auto value = [&](std::string& out) {
+      if (i + 1 >= argc) { err = s + " needs a value"; return false; }
+      out = argv[++i];
+      return true;
+    };
+    if (s == "--help" || s == "-h") a.help = true;
+    else if (s == "--loop") a.loop = true;
+    else if (s == "--config") { if (!value(a.config)) return std::nullopt; }
+    else if (s == "--amount") { if (!value(a.amount)) return std::nullopt; }
+    else if (s == "--currency") { if (!value(a.currency)) return std::nullopt; }
+    else if (s == "--door") { if (!value(a.door)) return std::nullopt; }
+    else if (s == "--card") { if (!value(a.card)) return std::nullopt; }
+    else if (s == "--txn-id") { if (!value(a.txn_id)) return std::nullopt; }
+    else if (s.size() > 1 && s[0] == '-') { err = "unknown option " + s; return std::nullopt; }
+    else pos.push_back(s);
+  }
+  if (a.help) return a;
+  if (pos.empty()) { err = "missing command (pos, door or code)"; return std::nullopt; }
+  a.command = pos[0];
+  if (a.command == "code") {
+    if (pos.size() != 2) { err = "code needs exactly one CODE (8 digits)"; return std::nullopt; }
+    a.code = pos[1];
+  } else if (a.command == "pos" || a.command == "door") {
+    if (pos.size() != 1) { err = "unexpected argument " + pos[1]; return std::nullopt; }
+  } else {
+    err = "unknown command " + a.command;
+    return std::nullopt;
+  }
+  if (a.config.empty()) { err = "--config FILE is required"; return std::nullopt; }
+  return a;
+}
+
+// Reads one line from fd within the timeout (byte by byte, so nothing beyond the line is consumed).
+std::optional<std::string> read_line(int fd, unsigned timeout_s, std::size_t max_len) {
+  std::string line;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  while (line.size() <= max_len) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return std::nullopt;
+    pollfd p{fd, POLLIN, 0};
+    const int r = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (r <= 0) return std::nullopt;
+    char c = 0;
+    if (::read(fd, &c, 1) != 1) return line.empty() ? std::nullopt : std::optional<std::string>(line);
+    if (c == '\n') return line;
+    if (c != '\r') line.push_back(c);
+  }
+  return std::nullopt;
+}
+
+std::optional<SecretBytes> read_pin(const Config& c, const std::string& prompt) {
+  if (c.pin_source == PinSource::none) {
+    log("the card asks for a PIN but pin_source = none");
+    return std::nullopt;
+  }
+  std::optional<std::string> line;
+  if (c.pin_source == PinSource::tty) {
+    const int fd = ::open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) { log("no terminal to read the PIN from (/dev/tty); set pin_source = stdin"); return std::nullopt; }
+    const std::string p = prompt + ": ";
+    (void)!::write(fd, p.data(), p.size());
+    termios old{};
+    const bool have = ::tcgetattr(fd, &old) == 0;
+    if (have) {
+      termios quiet = old;
+      quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+      ::tcsetattr(fd, TCSAFLUSH, &quiet);
+    }
+    line = read_line(fd, c.pin_timeout_s, 16);
+    if (have) ::tcsetattr(fd, TCSAFLUSH, &old);
+    (void)!::write(fd, "\n", 1);
+    ::close(fd);
+  } else {
+    std::cerr << prompt << ": " << std::flush;
+    line = read_line(0, c.pin_timeout_s, 16);
+  }
+  if (!line) return std::nullopt;
+  SecretBytes pin(as_bytes(*line));
+  secure_zero(line->data(), line->size());
+  return pin;
+}
+
+struct Now { std::tm tm{}; std::string iso; };
+Now now_utc() {
+  Now n;
+  const std::time_t t = std::time(nullptr);
+  gmtime_r(&t, &n.tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &n.tm);
+  n.iso = buf;
+  return n;
+}
+
+std::string fresh_txn_id(const std::string& terminal_id, const Now& n) {
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%d%H%M%S", &n.tm);
+  std::string id;
+  for (const char c : terminal_id) id.push_back((std::isalnum(static_cast<unsigned char>(c)) || c == '-') ? c : '_');
+  return id + "-" + buf + "-" + to_hex(crypto::random_bytes(4));
+}
+
+std::string mask(const std::string& card) {
+  if (card.size() < 4) return card.empty() ? "unknown" : card;
+  return std::string(card.size() - 4, '*') + card.substr(card.size() - 4);
+}
+
+struct Report {
+  std::string mode, txn_id, time, amount, currency, door;
+  Outcome out;
+  bool door_opened = false;
+  double latency_ms = -1;
+};
+
+int print_report(const Report& r) {
+  const bool approved = r.out.decision == Decision::approved;
+  std::string human = r.time + " " + (r.mode == "pos" ? "POS" : r.mode == "door" ? "DOOR" : "CODE") + " " +
+                      (approved ? "APPROVED" : "DECLINED");
+  if (!r.amount.empty()) human += " " + r.amount + " " + r.currency;
+  if (!r.door.empty()) human += " door " + r.door + (r.door_opened ? " opened" : "");
+  human += " card " + mask(r.out.card_hex);
+  if (approved) human += " auth " + r.out.auth_code;
+  else human += " reason " + r.out.reason + (r.out.detail.empty() ? "" : " (" + r.out.detail + ")");
+  human += " txn " + r.txn_id;
+  boost::json::object o;
+  o["txn_id"] = r.txn_id;
+  o["mode"] = r.mode;
+  o["decision"] = approved ? "approved" : "declined";
+  o["reason"] = r.out.reason;
+  o["detail"] = r.out.detail;
+  o["auth_code"] = r.out.auth_code;
+  o["card"] = r.out.card_hex;
+  o["card_masked"] = mask(r.out.card_hex);
+  o["amount"] = r.amount;
+  o["currency"] = r.currency;
+  o["door"] = r.door;
+  o["held"] = r.out.held_before;
+  o["card_confirmed"] = r.out.card_confirmed;
+  o["door_opened"] = r.door_opened;
+  o["apdu_exchanges"] = r.out.apdu_exchanges;
+  o["backend_attempts"] = r.out.backend_attempts;
+  o["latency_ms"] = r.latency_ms;
+  o["time"] = r.time;
+  std::cout << human << "\n" << boost::json::serialize(o) << std::endl;
+  if (r.mode == "door" || (r.mode == "code" && !r.door.empty())) return approved && r.door_opened ? kOk : kFail;
+  return approved ? kOk : kFail;
+}
+
+struct Backend {
+  std::unique_ptr<HttpsClient> http;
+  Config cfg;
+  Result<std::string> post(const std::string& target, const std::string& body) {
+    return backend_body(http->request("POST", target, body, std::chrono::milliseconds(cfg.backend_timeout_ms)));
+  }
+  Result<std::string> poll(const std::string& txn, unsigned wait_s) {
+    return backend_body(http->request("GET", "/v1/authorizations/" + txn + "?wait=" + std::to_string(wait_s), "",
+                                      std::chrono::milliseconds(cfg.backend_timeout_ms + wait_s * 1000u)));
+  }
+};
+
+// One tap in pos or door mode.
+int run_tap(const Args& a, Config& cfg, Reader& reader, Backend& be, std::uint64_t amount, const std::string& door,
+            const std::string& txn_override) {
+  const Now n = now_utc();
+  TxnParams p;
+  p.mode = a.command == "door" ? Mode::door : Mode::pos;
+  p.txn_id = txn_override.empty() ? fresh_txn_id(cfg.terminal_id, n) : txn_override;
+  p.terminal_id = cfg.terminal_id;
+  p.amount = amount;
+  p.currency = cfg.currency;
+  p.door_id = door;
+  p.txn_type = p.mode == Mode::door ? 0x90 : 0x00;
+  p.year = n.tm.tm_year + 1900; p.month = n.tm.tm_mon + 1; p.day = n.tm.tm_mday;
+  p.hour = n.tm.tm_hour; p.minute = n.tm.tm_min; p.second = n.tm.tm_sec;
+  p.max_backend_attempts = static_cast<int>(cfg.backend_attempts);
+  Flow flow(p, [](std::size_t k) { return crypto::random_bytes(k); });
+  DriverIo io;
+  io.reader = &reader;
+  io.post = [&](const std::string& body) { return be.post("/v1/authorizations", body); };
+  io.poll = [&](const std::string& txn, unsigned w) { return be.poll(txn, w); };
+  io.pin = [&](const std::string& prompt) { return read_pin(cfg, prompt); };
+  io.display = [](const std::string& line) { std::cerr << "[display] " << line << std::endl; };
+  DriverLimits lim;
+  lim.card_wait = Millis(cfg.card_wait_ms);
+  lim.apdu_timeout = Millis(cfg.apdu_timeout_ms);
+  lim.removal_wait = Millis(cfg.removal_wait_ms);
+  lim.held_limit = std::chrono::seconds(cfg.held_wait_limit_s);
+  TapTimes times;
+  Report r;
+  r.out = run_flow(flow, io, lim, &times);
+  r.mode = a.command;
+  r.txn_id = p.txn_id;
+  r.time = n.iso;
+  r.latency_ms = times.tap_to_decision_ms;
+  if (p.mode == Mode::pos) {
+    r.amount = format_amount(amount, cfg.currency_exponent);
+    r.currency = cfg.currency_alpha;
+  } else {
+    r.door = door;
+    if (r.out.decision == Decision::approved) {
+      auto pulse = pulse_relay(cfg, door);
+      r.door_opened = pulse.ok();
+      if (!pulse) log(pulse.error().message);
+    }
+  }
+  return print_report(r);
+}
+
+// Reads N from the card: SELECT, then GET STATUS (template E0, tag DF41).
+Result<Bytes> read_card_id(Reader& reader, const Config& cfg) {
+  if (auto w = reader.wait_card(Millis(cfg.card_wait_ms)); !w) return w.error();
+  apdu::Command sel;
+  sel.ins = 0xA4; sel.p1 = 0x04;
+  sel.data.assign(std::begin(kAid), std::end(kAid));
+  sel.ne = 256;
+  auto s = transmit(reader, sel, Millis(cfg.apdu_timeout_ms));
+  if (!s) return s.error();
+  if (s->sw != 0x9000) return make_error(Errc::not_found, "the card has no OTAC application");
+  apdu::Command st;
+  st.cla = 0x80; st.ins = 0xA6; st.ne = 256;
+  auto r = transmit(reader, st, Millis(cfg.apdu_timeout_ms));
+  (void)reader.wait_removal(Millis(0));
+  if (!r) return r.error();
+  if (r->sw != 0x9000) return make_error(Errc::bad_value, "GET STATUS failed on the card");
+  auto nodes = tlv::parse(r->data);
+  const tlv::Node* e0 = nodes ? tlv::find(*nodes, 0xE0) : nullptr;
+  const tlv::Node* id = e0 ? tlv::find(e0->children, 0xDF41) : nullptr;
+  if (!id || id->value.size() != 8) return make_error(Errc::bad_value, "the card's status has no card id");
+  return id->value;
+}
+
+int run_code(const Args& a, Config& cfg, Reader* reader, Backend& be) {
+  const Now n = now_utc();
+  Report r;
+  r.mode = "code";
+  r.time = n.iso;
+  r.txn_id = a.txn_id.empty() ? fresh_txn_id(cfg.terminal_id, n) : a.txn_id;
+  r.door = !a.door.empty() ? a.door : (cfg.door_mode ? cfg.door_id : "");
+  if (a.code.size() != 8 || a.code.find_first_not_of("0123456789") != std::string::npos) {
+    log("the code must be 8 digits");
+    return kUsage;
+  }
+  Bytes card;
+  if (!a.card.empty()) {
+    auto c = from_hex(a.card);
+    if (!c || c->size() != 8) { log("--card must be 16 hex digits"); return kUsage; }
+    card = *c;
+  } else {
+    auto c = read_card_id(*reader, cfg);
+    if (!c) {
+      r.out.reason = c.error().code == Errc::not_found ? "no_card" : "card_error";
+      r.out.detail = c.error().message;
+      return print_report(r);
+    }
+    card = *c;
+  }
+  r.out.card_hex = to_hex(card);
+  const std::string body = code_request_body(r.txn_id, card, a.code, r.door);
+  Result<std::string> ans = make_error(Errc::internal, "not sent");
+  for (unsigned i = 0; i < cfg.backend_attempts; ++i) {
+    ++r.out.backend_attempts;
+    ans = be.post("/v1/codes/verify", body);  // same txn_id on every attempt
+    if (ans || (ans.error().code != Errc::io && ans.error().code != Errc::timeout)) break;
+  }
+  if (!ans) {
+    const bool net = ans.error().code == Errc::io || ans.error().code == Errc::timeout;
+    r.out.reason = net ? "backend_unreachable" : "backend_error";
+    r.out.detail = ans.error().message;
+    return print_report(r);
+  }
+  auto parsed = parse_answer(*ans, false);
+  if (!parsed || parsed->txn_id != r.txn_id) {
+    r.out.reason = "malformed_answer";
+    r.out.detail = parsed ? "answer for another transaction" : parsed.error().message;
+    return print_report(r);
+  }
+  r.out.decision = parsed->decision == Decision::approved ? Decision::approved : Decision::declined;
+  r.out.reason = parsed->reason;
+  r.out.auth_code = parsed->auth_code;
+  if (r.out.decision == Decision::approved && !r.door.empty()) {
+    auto pulse = pulse_relay(cfg, r.door);
+    r.door_opened = pulse.ok();
+    if (!pulse) log(pulse.error().message);
+  }
+  return print_report(r);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string err;
+  auto args = parse_args(argc, argv, err);
+  if (!args) {
+    std::cerr << "otac-terminal: " << err << "\n" << kUsageText << "Try otac-terminal --help.\n";
+    return kUsage;
+  }
+  if (args->help) {
+    std::cout << kUsageText << kHelp << config_keys();
+    return kOk;
+  }
+  auto cfg = load_config(args->config);
+  if (!cfg) { log(cfg.error().message); return kUsage; }
+  if (!args->currency.empty()) {
+    if (auto c = lookup_currency(args->currency, cfg->currency, cfg->currency_alpha, cfg->currency_exponent); !c) {
+      log(c.error().message);
+      return kUsage;
+    }
+  }
+  if (args->command == "code" &&
+      (args->code.size() != 8 || args->code.find_first_not_of("0123456789") != std::string::npos)) {
+    log("the code must be 8 digits");
+    return kUsage;
+  }
+  std::string door = args->door.empty() ? cfg->door_id : args->door;
+  if (args->command == "door" && door.empty()) { log("door mode needs --door ID or door_id in the config"); return kUsage; }
+  if (args->command != "door" && args->command != "code") door.clear();
+  std::optional<std::uint64_t> amount;
+  if (args->command == "pos" && !args->amount.empty()) {
+    auto v = parse_amount(args->amount, cfg->currency_exponent);
+    if (!v) { log(v.error().message); return kUsage; }
+    amount = *v;
+  }
+  ::signal(SIGINT, on_signal);
+  ::signal(SIGTERM, on_signal);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  HttpsOptions ho;
+  ho.host = cfg->backend_host;
+  ho.port = cfg->backend_port;
+  ho.ca_file = cfg->ca_file;
+  ho.cert_file = cfg->cert_file;
+  ho.key_file = cfg->key_file;
+  ho.connect_timeout = std::chrono::milliseconds(cfg->connect_timeout_ms);
+  auto http = HttpsClient::create(ho);
+  if (!http) { log(http.error().message); return kFail; }
+  Backend be{std::move(*http), *cfg};
+
+  std::unique_ptr<Reader> reader;
+  if (!(args->command == "code" && !args->card.empty())) {
+    auto r = open_reader(cfg->reader);
+    if (!r) {
+      // No transaction can start; still one report, so that scripts see why.
+      log(r.error().message);
+      Report rep;
+      rep.mode = args->command;
+      rep.time = now_utc().iso;
+      rep.txn_id = args->txn_id;
+      rep.out.reason = "reader_error";
+      rep.out.detail = r.error().message;
+      print_report(rep);
+      return kFail;
+    }
+    reader = std::move(*r);
+    log("reader: " + reader->name());
+  }
+  if (args->command == "code") return run_code(*args, *cfg, reader.get(), be);
+
+  int status = kFail;
+  // --loop: bounded by signals; each tap is bounded by the config's limits.
+  for (long i = 0; i < (args->loop ? 1000000000L : 1L) && !g_stop; ++i) {
+    std::uint64_t amt = 0;
+    if (args->command == "pos") {
+      if (amount) {
+        amt = *amount;
+      } else {
+        std::cerr << "Amount (" << cfg->currency_alpha << "): " << std::flush;
+        auto line = read_line(0, 300, 20);
+        if (!line) { log("no amount entered"); return args->loop ? status : kUsage; }
+        auto v = parse_amount(*line, cfg->currency_exponent);
+        if (!v) { log(v.error().message); if (args->loop) continue; return kUsage; }
+        amt = *v;
+      }
+    }
+    status = run_tap(*args, *cfg, *reader, be, amt, door, args->loop ? std::string() : args->txn_id);
+  }
+  return status;
+}

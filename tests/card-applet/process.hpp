@@ -1,0 +1,118 @@
+// Test helpers for the integration tests: temp dirs, child processes stopped by PID, shell
+// scripts from tests/support, and a machine-wide lock file.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace otac::applet::test {
+
+/// A temporary directory removed at scope exit.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    std::string t = (std::filesystem::temp_directory_path() / "otac-card-it-XXXXXX").string();
+    if (!::mkdtemp(t.data())) throw std::runtime_error("mkdtemp failed");
+    path = t;
+  }
+  ~TempDir() { std::error_code ec; std::filesystem::remove_all(path, ec); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+};
+
+/// A child process with stdout+stderr to a log file; SIGTERM (then SIGKILL) by PID at scope exit.
+class Child {
+ public:
+  Child(const std::vector<std::string>& argv, const std::filesystem::path& log) {
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      if (fd >= 0) { ::dup2(fd, 1); ::dup2(fd, 2); }
+      std::vector<char*> args;
+      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      ::execv(args[0], args.data());
+      ::_exit(127);
+    }
+  }
+  ~Child() { stop(); }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  /// Stops the child; returns its exit status (or -1).
+  int stop() {
+    if (pid_ <= 0) return status_;
+    ::kill(pid_, SIGTERM);
+    for (int i = 0; i < 100; ++i) {
+      int st = 0;
+      if (::waitpid(pid_, &st, WNOHANG) == pid_) { pid_ = -1; status_ = WIFEXITED(st) ? WEXITSTATUS(st) : -1; return status_; }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+    return -1;
+  }
+  bool running() {
+    if (pid_ <= 0) return false;
+    int st = 0;
+    if (::waitpid(pid_, &st, WNOHANG) == pid_) { pid_ = -1; status_ = WIFEXITED(st) ? WEXITSTATUS(st) : -1; return false; }
+    return true;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int status_ = -1;
+};
+
+/// Runs a shell command; returns its exit status.
+inline int sh(const std::string& cmd) {
+  const int rc = std::system(cmd.c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+/// KEY=VALUE lines of an env file.
+inline std::map<std::string, std::string> read_env(const std::filesystem::path& p) {
+  std::map<std::string, std::string> out;
+  std::ifstream in(p);
+  std::string line;
+  for (int i = 0; i < 100 && std::getline(in, line); ++i) {
+    auto eq = line.find('=');
+    if (eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 1);
+  }
+  return out;
+}
+
+/// Holds an exclusive flock on a path (waits up to two minutes).
+class FileLock {
+ public:
+  explicit FileLock(const char* path) : fd_(::open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666)) {
+    if (fd_ < 0) throw std::runtime_error(std::string("cannot open ") + path);
+    for (int i = 0; i < 1200; ++i) {
+      if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    throw std::runtime_error(std::string("lock ") + path + " held for two minutes");
+  }
+  ~FileLock() { ::close(fd_); }
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+
+ private:
+  int fd_;
+};
+
+}  // namespace otac::applet::test

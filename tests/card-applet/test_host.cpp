@@ -1,0 +1,289 @@
+// The otac-card host: its framing and line codecs, its command line, and the daemon against
+// in-process stand-ins for vpcd (the test is the reader) and Kannel's fake SMSC (the test is
+// bearerbox), including reconnection after the peer drops.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <array>
+#include <cstdio>
+
+#include "card_fixture.hpp"
+#include "host.hpp"
+#include "process.hpp"
+
+using namespace otac;
+using namespace otac::applet;
+using namespace otac::applet::test;
+namespace ch = otac::card_host;
+
+namespace {
+
+// A loopback TCP server socket on a free port.
+struct Server {
+  ch::Fd fd;
+  std::uint16_t port = 0;
+  Server() : fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(::listen(fd.get(), 4) == 0);
+    socklen_t len = sizeof a;
+    ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len);
+    port = ntohs(a.sin_port);
+  }
+  ch::Fd accept(int timeout_ms = 5000) {
+    pollfd p{fd.get(), POLLIN, 0};
+    if (::poll(&p, 1, timeout_ms) != 1) return ch::Fd{};
+    return ch::Fd(::accept4(fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  }
+};
+
+// Reads until pred(buffer) or timeout.
+template <class Pred>
+Bytes read_until(int fd, Pred pred, int timeout_ms = 5000) {
+  Bytes buf;
+  for (int waited = 0; waited < timeout_ms && !pred(buf); waited += 20) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 20) != 1) continue;
+    std::uint8_t tmp[4096];
+    const ssize_t n = ::recv(fd, tmp, sizeof tmp, 0);
+    if (n <= 0) break;
+    buf.insert(buf.end(), tmp, tmp + n);
+  }
+  return buf;
+}
+
+// One vicc exchange as vpcd does it: send a framed message, read the framed answer.
+Bytes vicc_exchange(int fd, const Bytes& msg) {
+  REQUIRE(ch::write_all(fd, ch::ViccFramer::frame(msg), 2000).ok());
+  ch::ViccFramer f;
+  std::optional<Bytes> out;
+  read_until(fd, [&](const Bytes& b) {
+    f = ch::ViccFramer{};
+    f.feed(b);
+    out = f.next();
+    return out.has_value();
+  });
+  REQUIRE(out.has_value());
+  return *out;
+}
+
+struct Cli {
+  int status;
+  std::string out;
+};
+
+Cli run_cli(const std::string& args) {
+  const std::string cmd = std::string(OTAC_CARD_BIN) + " " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::string out;
+  char buf[512];
+  for (int i = 0; i < 1000 && std::fgets(buf, sizeof buf, p); ++i) out += buf;
+  const int rc = ::pclose(p);
+  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out};
+}
+
+void write_card_state(const std::filesystem::path& p, Card& c) {
+  FileStorage fs(p);
+  REQUIRE(fs.commit(c.store.load().value()));
+}
+
+}  // namespace
+
+TEST_CASE("vicc framing: 2-byte big-endian length, split and joined reads") {
+  ch::ViccFramer f;
+  CHECK(ch::ViccFramer::frame(hex("04")) == hex("000104"));
+  f.feed(hex("0001"));
+  CHECK(!f.next());
+  f.feed(hex("04 0005 00A4"));
+  CHECK(f.next() == std::optional<Bytes>(hex("04")));
+  CHECK(!f.next());
+  f.feed(hex("040000 0000"));
+  CHECK(f.next() == std::optional<Bytes>(hex("00A4040000")));
+  CHECK(f.next() == std::optional<Bytes>(Bytes{}));
+}
+
+TEST_CASE("fake-SMSC lines: both MT forms, text and data, MO format, URL codec") {
+  auto a = ch::parse_mt_line("+15550100 +15550123 udh %02p%00 data %01%02%FF\n");
+  REQUIRE(a.ok());
+  CHECK(a->from == "+15550100");
+  CHECK(a->to == "+15550123");
+  CHECK(a->udh == hex("027000"));
+  CHECK(a->data == hex("0102FF"));
+  auto b = ch::parse_mt_line("1 2 udh %02p%00 %41B\r\n");  // older Kannel: no "data" keyword
+  REQUIRE(b.ok());
+  CHECK(b->data == to_bytes("AB"));
+  auto t = ch::parse_mt_line("1 2 text hello world");
+  REQUIRE(t.ok());
+  CHECK(t->data == to_bytes("hello world"));
+  CHECK(ch::parse_mt_line("1 2 data %4").error().code == Errc::truncated);
+  CHECK(ch::parse_mt_line("1 2 data %zz").error().code == Errc::bad_value);
+  CHECK(!ch::parse_mt_line("1 2").ok());
+  CHECK(!ch::parse_mt_line("1 2 route x y").ok());
+  CHECK(ch::format_mo_line({"+1", "+2", hex("027100"), hex("00FF41")}) == "+1 +2 udh %02q%00 %00%FFA\n");
+  CHECK(ch::format_mo_line({"1", "2", {}, to_bytes("a b")}) == "1 2 data a%20b\n");
+  CHECK(ch::url_decode("a+b%2B").value() == to_bytes("a b+"));
+  ch::LineSplitter ls;
+  ls.feed(as_bytes("one\ntw"));
+  CHECK(ls.next()->value() == "one");
+  CHECK(!ls.next());
+  ls.feed(as_bytes("o\n"));
+  CHECK(ls.next()->value() == "two");
+  ls.feed(Bytes(70000, 'x'));
+  auto big = ls.next();
+  REQUIRE(big.has_value());
+  CHECK(!big->ok());
+}
+
+TEST_CASE("endpoint parsing") {
+  CHECK(ch::parse_endpoint("127.0.0.1:80").value() == std::pair<std::string, std::uint16_t>{"127.0.0.1", 80});
+  CHECK(!ch::parse_endpoint("127.0.0.1").ok());
+  CHECK(!ch::parse_endpoint("h:0").ok());
+  CHECK(!ch::parse_endpoint("h:70000").ok());
+  CHECK(!ch::parse_endpoint(":80").ok());
+}
+
+TEST_CASE("otac-card command line: exit statuses, mode 0600, activation from a letter, menu commands") {
+  TempDir dir;
+  const std::string st = (dir.path / "card").string();
+  CHECK(run_cli("").status == 2);
+  CHECK(run_cli("frobnicate").status == 2);
+  CHECK(run_cli("--help").status == 0);
+  CHECK(run_cli("status --state " + st).status == 1);  // no state yet
+  CHECK(run_cli("init --state " + st + " --bogus 1").status == 2);
+  CHECK(run_cli("init --state " + st).status == 0);
+  struct stat s{};
+  REQUIRE(::stat(st.c_str(), &s) == 0);
+  CHECK((s.st_mode & 0777) == 0600);
+  CHECK(run_cli("init --state " + st).status == 1);  // refuses to overwrite
+  CHECK(run_cli("init --state " + st + " --force").status == 0);
+  // The letter as the backend prints it (backend/service enroll_card).
+  {
+    std::ofstream l(dir.path / "letter.txt");
+    l << "OTAC card initialization\nCard identity N: 1122334455667788\nAlgorithm: 3DES (two-key)\n"
+         "Card key K: 0123456789abcdeffedcba9876543210\nServer SMS number: +15550100\n";
+  }
+  CHECK(run_cli("activate --state " + st + " --pin 12 --puk 87654321 --letter " + (dir.path / "letter.txt").string()).status == 2);
+  auto act = run_cli("activate --state " + st + " --pin 1234 --puk 87654321 --letter " + (dir.path / "letter.txt").string());
+  INFO(act.out);
+  CHECK(act.status == 0);
+  CHECK(act.out.find("0123456789abcdef") == std::string::npos);  // K never echoed
+  CHECK(act.out.find("1234") == std::string::npos);
+  auto status = run_cli("status --state " + st + " --json");
+  CHECK(status.status == 0);
+  CHECK(status.out.find("\"n\":\"1122334455667788\"") != std::string::npos);
+  CHECK(status.out.find("\"life\":2") != std::string::npos);
+  CHECK(run_cli("verify --state " + st + " --pin 9999").status == 1);
+  CHECK(run_cli("verify --state " + st + " --pin 1234").status == 0);
+  CHECK(run_cli("code --state " + st + " --pin 1234").status == 1);  // no list yet
+  CHECK(run_cli("refresh --state " + st + " --pin 1234").status == 0);
+  CHECK(run_cli("change-pin --state " + st + " --pin 1234 --new-pin 4321").status == 0);
+  for (int i = 0; i < 3; ++i) CHECK(run_cli("verify --state " + st + " --pin 0000").status == 1);
+  auto blocked = run_cli("verify --state " + st + " --pin 4321");
+  CHECK(blocked.status == 1);
+  CHECK(blocked.out.find("unblock") != std::string::npos);
+  CHECK(run_cli("unblock --state " + st + " --puk 87654321 --new-pin 5555").status == 0);
+  CHECK(run_cli("verify --state " + st + " --pin 5555").status == 0);
+  // The state file is refused by the daemon when others may read it.
+  ::chmod(st.c_str(), 0644);
+  CHECK(run_cli("run --state " + st + " --vicc 127.0.0.1:1").status == 1);
+  ::chmod(st.c_str(), 0600);
+  CHECK(run_cli("run --state " + st + " --smsc 127.0.0.1:1").status == 2);  // --msisdn missing
+}
+
+TEST_CASE("daemon as vicc: ATR, APDUs, reset, and reconnection after the reader drops") {
+  TempDir dir;
+  Card c;
+  personalize(c);
+  c.select();
+  auto codes = test_codes(3);
+  load_codes(c, 5, codes, 1);
+  const auto st = dir.path / "card";
+  write_card_state(st, c);
+  Server vpcd;
+  Child card({OTAC_CARD_BIN, "run", "--state", st.string(), "--vicc", "127.0.0.1:" + std::to_string(vpcd.port)}, dir.path / "log");
+  for (int round = 0; round < 2; ++round) {
+    auto conn = vpcd.accept();
+    REQUIRE(conn);
+    CHECK(vicc_exchange(conn.get(), hex("04")) == hex("3B80800101"));
+    CHECK(vicc_exchange(conn.get(), hex("00A4040006F04F5441430100")).size() > 2);
+    Ch chal;
+    chal.un = be_bytes(static_cast<std::uint64_t>(round), 8);
+    auto r = apdu::parse_response(vicc_exchange(conn.get(), cmd(0x80, 0xA0, 0x00, 0x00, chal.encode(), true))).value();
+    REQUIRE(r.sw == 0x9000);
+    CHECK(field(r.data, 0x77, 0x9F26) ==
+          mac8(0x01, codes[static_cast<std::size_t>(round)], chal.mac_input(5, static_cast<std::uint16_t>(round), static_cast<std::uint16_t>(round + 1))));
+    // Control bytes get no answer; after a reset the applet is no longer selected.
+    REQUIRE(ch::write_all(conn.get(), ch::ViccFramer::frame(hex("02")), 1000).ok());
+    CHECK(vicc_exchange(conn.get(), hex("80A6000000")) == hex("6D00"));
+    // Drop the connection: the daemon reconnects (the card is "put back in the field").
+  }
+  CHECK(card.running());
+  CHECK(card.stop() == 0);
+  std::ifstream log(dir.path / "log");
+  std::string all, line;
+  for (int i = 0; i < 10000 && std::getline(log, line); ++i) all += line + "\n";
+  CHECK(all.find("reconnecting") != std::string::npos);
+  CHECK(all.find("0123456789abcdef") == std::string::npos);
+}
+
+TEST_CASE("daemon as phone: MT parts become ENVELOPEs, PoR and queued requests go out as MO, menu works meanwhile") {
+  TempDir dir;
+  Card c;
+  personalize(c);  // initialization request waits in the outbox
+  const auto st = dir.path / "card";
+  write_card_state(st, c);
+  Server smsc;
+  Child card({OTAC_CARD_BIN, "run", "--state", st.string(), "--smsc", "127.0.0.1:" + std::to_string(smsc.port), "--msisdn", kPhone},
+             dir.path / "log");
+  auto conn = smsc.accept();
+  REQUIRE(conn);
+  // The queued initialization request arrives first.
+  auto lines = read_until(conn.get(), [](const Bytes& b) { return std::count(b.begin(), b.end(), '\n') >= 1; });
+  std::string text(lines.begin(), lines.end());
+  auto mo = ch::parse_mt_line(text.substr(0, text.find('\n')));  // same syntax, "udh <udh> <bytes>"
+  REQUIRE(mo.ok());
+  CHECK(mo->from == kPhone);
+  CHECK(mo->to == kServer);
+  CHECK(mo->udh == hex("027000"));
+  CHECK(ota::open_command(mo->data, SecretBytes{}, test_keys().kid).ok());
+  // A list in three parts; one message for another phone in between is ignored.
+  Bytes packet = ota_packet(e1(1, 1, test_codes(20)), 1);
+  const std::size_t first = 132, later = 134;
+  const std::size_t total = 1 + (packet.size() - first + later - 1) / later;
+  std::size_t pos = 0;
+  std::string mt;
+  for (std::size_t seq = 1; seq <= total; ++seq) {
+    Bytes udh{0x00, 0x03, 0x09, static_cast<std::uint8_t>(total), static_cast<std::uint8_t>(seq)};
+    if (seq == 1) append(udh, hex("7000"));
+    udh.insert(udh.begin(), static_cast<std::uint8_t>(udh.size()));
+    const std::size_t n = std::min(seq == 1 ? first : later, packet.size() - pos);
+    mt += ch::format_mo_line({kServer, kPhone, udh, Bytes(packet.begin() + static_cast<std::ptrdiff_t>(pos), packet.begin() + static_cast<std::ptrdiff_t>(pos + n))});
+    if (seq == 1) mt += kServer + " +19999999 data %00\n";
+    pos += n;
+  }
+  REQUIRE(ch::write_all(conn.get(), as_bytes(mt), 2000).ok());
+  auto por_line = read_until(conn.get(), [](const Bytes& b) { return std::count(b.begin(), b.end(), '\n') >= 1; });
+  std::string pl(por_line.begin(), por_line.end());
+  auto por = ch::parse_mt_line(pl.substr(0, pl.find('\n')));
+  REQUIRE(por.ok());
+  CHECK(por->udh == hex("027100"));
+  CHECK(por->to == kServer);
+  CHECK(open_por(por->data).data == hex("9000"));
+  // The menu acts on the same state while the daemon runs; the daemon sends what it queues.
+  CHECK(run_cli("code --state " + st.string() + " --pin 1234").status == 0);
+  CHECK(run_cli("refresh --state " + st.string() + " --pin 1234").status == 0);
+  auto req = read_until(conn.get(), [](const Bytes& b) { return std::count(b.begin(), b.end(), '\n') >= 1; });
+  std::string rl(req.begin(), req.end());
+  auto refresh = ch::parse_mt_line(rl.substr(0, rl.find('\n')));
+  REQUIRE(refresh.ok());
+  auto opened = ota::open_command(refresh->data, SecretBytes{}, test_keys().kid);
+  REQUIRE(opened.ok());
+  CHECK(opened->data == hex("F11C DF410811223344556677 88 C00102 DF42020001 DF48020013 DF490101"));
+  CHECK(card.stop() == 0);
+}

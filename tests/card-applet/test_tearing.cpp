@@ -1,0 +1,192 @@
+// Tearing: cut the file commit at every one of its operations (create, each write, fsync,
+// rename, directory fsync) and check that the stored state is exactly the old or the new
+// one, that the card still works, and that no answer is given for a state that was lost.
+#include <unistd.h>
+
+#include <filesystem>
+#include <functional>
+#include <sys/stat.h>
+
+#include "card_fixture.hpp"
+
+using namespace otac;
+using namespace otac::applet;
+using namespace otac::applet::test;
+
+namespace {
+
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    std::string t = (std::filesystem::temp_directory_path() / "otac-card-XXXXXX").string();
+    if (!::mkdtemp(t.data())) throw std::runtime_error("mkdtemp");
+    path = t;
+  }
+  ~TempDir() { std::error_code ec; std::filesystem::remove_all(path, ec); }
+};
+
+using Prelude = std::function<void(Applet&)>;
+
+// Runs `command` with the commit cut at every operation; base is the stored state before.
+void tear(const Bytes& base, const Prelude& prelude, const Bytes& command, const std::string& name,
+          std::uint16_t expect = 0x9000) {
+  TempDir dir;
+  const auto path = dir.path / "card.state";
+  // The uncut run gives the new state.
+  Bytes fresh;
+  {
+    FileStorage fs(path);
+    REQUIRE(fs.commit(base));
+    Applet app(fs);
+    prelude(app);
+    auto r = apdu::parse_response(app.process(command)).value();
+    INFO(name << " uncut answer " << std::hex << r.sw);
+    REQUIRE(r.sw == expect);
+    fresh = fs.load().value();
+  }
+  std::size_t cuts = 0;
+  for (std::size_t cut = 0; cut < 200; ++cut) {
+    FileStorage fs(path);
+    REQUIRE(fs.commit(base));
+    Applet app(fs);
+    prelude(app);
+    const Bytes before = fs.load().value();  // the prelude may commit too
+    REQUIRE(fresh != before);
+    bool cut_happened = false;
+    fs.set_cut_hook([&](std::size_t op) {
+      if (op == cut) cut_happened = true;
+      return op >= cut;
+    });
+    auto r = apdu::parse_response(app.process(command)).value();
+    fs.set_cut_hook({});
+    if (!cut_happened) break;  // the commit has fewer operations than cut: done
+    ++cuts;
+    FileStorage reopened(path);
+    auto now = reopened.load();
+    INFO(name << ": cut at operation " << cut << ", answer " << std::hex << r.sw);
+    REQUIRE(now.ok());
+    const bool is_old = *now == before, is_new = *now == fresh;
+    CHECK((is_old || is_new));
+    // An answer with data (a cryptogram, a PoR, a fetched message) only for a state that stuck.
+    if (r.sw == expect) CHECK(is_new);
+    if (is_old) CHECK(r.sw == 0x6F00);
+    // The card keeps working on whatever state it has.
+    Applet after(reopened);
+    CHECK(apdu::parse_response(after.process(hex("00A4040006F04F5441430100"))).value().sw == 0x9000);
+    CHECK(apdu::parse_response(after.process(hex("80A6000000"))).value().sw == 0x9000);
+  }
+  CHECK(cuts >= 8);  // create, several writes, fsync, rename, directory sync
+}
+
+// The state of a personalized card holding a list, as bytes.
+Bytes personalized_state(std::size_t codes, bool with_list = true) {
+  Card c;
+  personalize(c);
+  c.select();
+  if (with_list) load_codes(c, 1, test_codes(codes), 1);
+  return c.store.load().value();
+}
+
+void select_only(Applet& a) { REQUIRE(apdu::parse_response(a.process(hex("00A4040006F04F5441430100"))).value().sw == 0x9000); }
+
+}  // namespace
+
+TEST_CASE("tearing: AUTHENTICATE never answers for a code that is not burned") {
+  tear(personalized_state(100), select_only, cmd(0x80, 0xA0, 0x00, 0x00, Ch{}.encode(), true), "AUTHENTICATE");
+}
+
+TEST_CASE("tearing: a wrong VERIFY") {
+  tear(personalized_state(3), select_only, cmd(0x00, 0x20, 0x00, 0x80, pin_block("0000")), "VERIFY", 0x63C2);
+}
+
+TEST_CASE("tearing: CHANGE REFERENCE DATA") {
+  Bytes change = pin_block("1234");
+  append(change, pin_block("5678"));
+  tear(personalized_state(3), select_only, cmd(0x00, 0x24, 0x00, 0x80, change), "CHANGE");
+}
+
+TEST_CASE("tearing: a list load by ENVELOPE (PoR only when the list is stored)") {
+  Bytes base = personalized_state(0, false);
+  Bytes packet = ota_packet(e1(1, 1, test_codes(5)), 1);
+  REQUIRE(packet.size() <= 137);
+  tear(base, select_only, envelope(hex("7000"), packet), "ENVELOPE E1");
+}
+
+TEST_CASE("tearing: key replacement E2") {
+  Bytes e2;
+  put(e2, hex("C6"), hex("a1a2a3a4a5a6a7a8b1b2b3b4b5b6b7b8"));
+  put(e2, hex("C7"), hex("02"));
+  tear(personalized_state(3), select_only, envelope(hex("7000"), ota_packet(tlv::encode(0xE2, e2), 2)), "ENVELOPE E2");
+}
+
+TEST_CASE("tearing: FETCH hands a message out only once it is removed") {
+  Card c;
+  personalize(c);
+  tear(c.store.load().value(), [](Applet&) {}, hex("8012000000"), "FETCH");
+}
+
+TEST_CASE("file storage: mode 0600, damaged files refused, missing file is a blank card") {
+  TempDir dir;
+  FileStorage fs(dir.path / "s");
+  CHECK(fs.load().value().empty());
+  REQUIRE(fs.commit(hex("010203")));
+  struct stat st {};
+  REQUIRE(::stat((dir.path / "s").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  CHECK(fs.load().value() == hex("010203"));
+  {
+    FILE* f = std::fopen((dir.path / "s").c_str(), "r+b");
+    REQUIRE(f);
+    std::fseek(f, -1, SEEK_END);
+    std::fputc(0x7F, f);
+    std::fclose(f);
+  }
+  auto bad = fs.load();
+  REQUIRE(!bad.ok());
+  CHECK(bad.error().message.find("checksum") != std::string::npos);
+  std::filesystem::resize_file(dir.path / "s", 10);
+  CHECK(!fs.load().ok());
+  // A card on a damaged state answers 6F00 instead of acting on garbage.
+  Applet app(fs);
+  CHECK(apdu::parse_response(app.process(hex("80A6000000"))).value().sw == 0x6F00);
+}
+
+TEST_CASE("tearing: ACTIVATE") {
+  Card c;
+  c.select();
+  REQUIRE(c.sw(cmd(0x00, 0x24, 0x01, 0x80, pin_block("1234"))) == 0x9000);
+  tear(c.store.load().value(),
+       [](Applet& a) {
+         select_only(a);
+         REQUIRE(apdu::parse_response(a.process(cmd(0x00, 0x20, 0x00, 0x80, pin_block("1234")))).value().sw == 0x9000);
+       },
+       cmd(0x80, 0x10, 0x00, 0x00, activate_data(), true), "ACTIVATE");
+}
+
+TEST_CASE("tearing: DISPLAY CODE, REQUEST REFRESH, RESET RETRY COUNTER, CONFIRM") {
+  auto verified = [](Applet& a) {
+    select_only(a);
+    REQUIRE(apdu::parse_response(a.process(cmd(0x00, 0x20, 0x00, 0x80, pin_block("1234")))).value().sw == 0x9000);
+  };
+  tear(personalized_state(30), verified, hex("80A4000000"), "DISPLAY CODE");
+  tear(personalized_state(30), verified, hex("80A80000"), "REQUEST REFRESH");
+  Bytes rrc = pin_block("87654321");
+  append(rrc, pin_block("2468"));
+  tear(personalized_state(3), select_only, cmd(0x00, 0x2C, 0x00, 0x80, rrc), "RESET RETRY COUNTER");
+  // CONFIRM after an AUTHENTICATE in the prelude.
+  Bytes confirm;
+  tear(personalized_state(3),
+       [&](Applet& a) {
+         select_only(a);
+         Ch ch;
+         auto r = apdu::parse_response(a.process(cmd(0x80, 0xA0, 0x00, 0x00, ch.encode(), true))).value();
+         REQUIRE(r.sw == 0x9000);
+         Bytes in = to_bytes("ARPC");
+         append(in, field(r.data, 0x77, 0x9F26));
+         append(in, to_bytes("00"));
+         Bytes data = mac8(0x01, test_codes(3)[0], in);
+         append(data, to_bytes("00"));
+         confirm = cmd(0x80, 0xA2, 0x00, 0x00, data);
+       },
+       confirm, "CONFIRM");  // read after the prelude filled it (tear takes a reference)
+}

@@ -1,0 +1,186 @@
+// Integration: the terminal's HTTPS client and otac-terminal against a real otac-backend
+// (mutual TLS with a certificate from otac-admin register-terminal, CA pinning, keep-alive),
+// and the failure paths: wrong CA, client certificate the backend does not know, backend down.
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <fstream>
+
+#include <boost/json.hpp>
+
+#include "process.hpp"
+#include "terminal/backend_json.hpp"
+#include "terminal/https_client.hpp"
+
+using namespace otac;
+using namespace otac::applet::test;
+namespace term = otac::terminal;
+
+namespace {
+
+struct RunResult { int status; std::string out; };
+
+RunResult run(const std::string& cmd) {
+  FILE* p = ::popen((cmd + " 2>/dev/null").c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::string out;
+  char buf[512];
+  for (int i = 0; i < 1000 && std::fgets(buf, sizeof buf, p); ++i) out += buf;
+  const int rc = ::pclose(p);
+  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out};
+}
+
+boost::json::object last_json(const std::string& out) {
+  const auto pos = out.rfind("\n{");
+  REQUIRE(pos != std::string::npos);
+  return boost::json::parse(out.substr(pos + 1)).as_object();
+}
+
+std::string read_file(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::string s;
+  std::getline(in, s);
+  return s;
+}
+
+// A running otac-backend with a registered terminal TERM0001.
+struct Backend {
+  TempDir dir;
+  std::unique_ptr<Child> proc;
+  std::string port;
+  std::filesystem::path data, term;
+  Backend() {
+    data = dir.path / "data";
+    term = dir.path / "term";
+    proc = std::make_unique<Child>(std::vector<std::string>{OTAC_BACKEND_BIN, "--data-dir", data.string(), "--listen", "127.0.0.1:0"},
+                                   dir.path / "backend.log");
+    for (int i = 0; i < 200 && port.empty(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (std::filesystem::exists(data / "backend.port")) port = read_file(data / "backend.port");
+    }
+    REQUIRE_FALSE(port.empty());
+    const std::string admin = std::string(OTAC_ADMIN_BIN) + " --url https://127.0.0.1:" + port + " --ca " +
+                              (data / "ca.pem").string() + " --token-file " + (data / "admin.token").string();
+    REQUIRE(sh(admin + " register-terminal TERM0001 --out " + term.string() + " >/dev/null 2>&1") == 0);
+  }
+  term::HttpsOptions options() const {
+    term::HttpsOptions o;
+    o.host = "127.0.0.1";
+    o.port = static_cast<std::uint16_t>(std::stoi(port));
+    o.ca_file = (data / "ca.pem").string();
+    o.cert_file = (term / "TERM0001.pem").string();
+    o.key_file = (term / "TERM0001.key").string();
+    return o;
+  }
+  std::filesystem::path config(const std::string& extra = "", const std::string& ca = "") const {
+    const auto p = dir.path / ("terminal" + std::to_string(std::hash<std::string>{}(extra + ca)) + ".conf");
+    std::ofstream f(p);
+    f << "reader = pcsc\nbackend_url = https://127.0.0.1:" << port << "\nca_file = " << (ca.empty() ? (data / "ca.pem").string() : ca)
+      << "\ncert_file = " << (term / "TERM0001.pem").string() << "\nkey_file = " << (term / "TERM0001.key").string()
+      << "\nterminal_id = TERM0001\nbackend_timeout_ms = 3000\nconnect_timeout_ms = 1000\n" << extra;
+    return p;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("HTTPS client: mutual TLS to otac-backend, keep-alive, strict answers", "[terminal][https][integration]") {
+  Backend b;
+  auto client = term::HttpsClient::create(b.options());
+  REQUIRE(client.ok());
+  const std::string body = term::code_request_body("T-HTTPS-1", hex("0102030405060708"), "12345678", "");
+  auto a1 = term::backend_body((*client)->request("POST", "/v1/codes/verify", body, std::chrono::milliseconds(3000)));
+  INFO((a1 ? *a1 : a1.error().message));
+  REQUIRE(a1.ok());
+  auto ans = term::parse_answer(*a1, false);
+  REQUIRE(ans.ok());
+  CHECK(ans->txn_id == "T-HTTPS-1");
+  CHECK(ans->decision == term::Decision::declined);
+  CHECK(ans->reason == "unknown_card");
+  // The same txn_id and body again: the stored answer, over the same connection.
+  auto a2 = term::backend_body((*client)->request("POST", "/v1/codes/verify", body, std::chrono::milliseconds(3000)));
+  REQUIRE(a2.ok());
+  CHECK(term::parse_answer(*a2, false)->reason == "unknown_card");
+  // A GET for an unknown transaction is an HTTP error, never a decision.
+  auto g = term::backend_body((*client)->request("GET", "/v1/authorizations/NOPE-1?wait=0", "", std::chrono::milliseconds(3000)));
+  REQUIRE_FALSE(g.ok());
+  CHECK(g.error().message.find("HTTP 404") != std::string::npos);
+  CHECK((*client)->connections_opened() == 1);
+  // The same id with another body is refused (409).
+  auto c = term::backend_body((*client)->request(
+      "POST", "/v1/codes/verify", term::code_request_body("T-HTTPS-1", hex("0102030405060708"), "87654321", ""),
+      std::chrono::milliseconds(3000)));
+  REQUIRE_FALSE(c.ok());
+  CHECK(c.error().code == Errc::conflict);
+
+  SECTION("a CA that did not sign the server certificate: TLS refused") {
+    auto o = b.options();
+    o.ca_file = o.cert_file;  // a leaf certificate from another chain position, not the server's CA
+    auto bad = term::HttpsClient::create(o);
+    REQUIRE(bad.ok());
+    auto r = (*bad)->request("POST", "/v1/codes/verify", body, std::chrono::milliseconds(3000));
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == Errc::crypto);
+    CHECK(r.error().message.find("TLS handshake") != std::string::npos);
+  }
+  SECTION("a client certificate the backend did not issue: refused") {
+    const auto other = b.dir.path / "other";
+    std::filesystem::create_directories(other);
+    REQUIRE(sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=TERM0001 -days 1 -keyout " +
+               (other / "k.pem").string() + " -out " + (other / "c.pem").string() + " >/dev/null 2>&1") == 0);
+    auto o = b.options();
+    o.cert_file = (other / "c.pem").string();
+    o.key_file = (other / "k.pem").string();
+    auto bad = term::HttpsClient::create(o);
+    REQUIRE(bad.ok());
+    auto r = term::backend_body((*bad)->request("POST", "/v1/codes/verify", body, std::chrono::milliseconds(3000)));
+    REQUIRE_FALSE(r.ok());
+    INFO(r.error().message);
+    // Not a network hiccup to retry: a TLS refusal (or an HTTP refusal of the certificate).
+    CHECK(r.error().code != Errc::io);
+    CHECK(r.error().code != Errc::timeout);
+  }
+  SECTION("key and certificate that do not match are refused at load") {
+    auto o = b.options();
+    o.key_file = (b.data / "server.key").string();
+    auto bad = term::HttpsClient::create(o);
+    REQUIRE_FALSE(bad.ok());
+    INFO(bad.error().message);
+    CHECK(bad.error().message.find("PEM key that matches") != std::string::npos);
+  }
+}
+
+TEST_CASE("otac-terminal code: JSON line, exit status, backend down", "[terminal][https][integration]") {
+  Backend b;
+  const auto conf = b.config();
+  auto r = run(std::string(OTAC_TERMINAL_BIN) + " --config " + conf.string() +
+               " code 12345678 --card 0102030405060708 --txn-id T-CLI-1");
+  INFO(r.out);
+  CHECK(r.status == 1);
+  auto j = last_json(r.out);
+  CHECK(j.at("txn_id").as_string() == "T-CLI-1");
+  CHECK(j.at("decision").as_string() == "declined");
+  CHECK(j.at("reason").as_string() == "unknown_card");
+  CHECK(r.out.find("CODE DECLINED") != std::string::npos);
+
+  // Wrong CA in the config: declined with a TLS reason, not approved.
+  auto wrong = run(std::string(OTAC_TERMINAL_BIN) + " --config " + b.config("", (b.term / "TERM0001.pem").string()).string() +
+                   " code 12345678 --card 0102030405060708");
+  CHECK(wrong.status == 1);
+  CHECK(last_json(wrong.out).at("reason").as_string() == "backend_error");
+
+  // Backend down: three attempts with the same txn_id, then declined.
+  const std::string port = b.port;
+  CHECK(b.proc->stop() == 0);
+  auto down = run(std::string(OTAC_TERMINAL_BIN) + " --config " + conf.string() + " code 12345678 --card 0102030405060708");
+  INFO(down.out);
+  CHECK(down.status == 1);
+  auto dj = last_json(down.out);
+  CHECK(dj.at("reason").as_string() == "backend_unreachable");
+  CHECK(dj.at("backend_attempts").as_int64() == 3);
+
+  // Usage errors exit 2.
+  CHECK(run(std::string(OTAC_TERMINAL_BIN) + " --config " + conf.string() + " code 1234").status == 2);
+  CHECK(run(std::string(OTAC_TERMINAL_BIN) + " --config " + conf.string() + " fly").status == 2);
+  CHECK(run(std::string(OTAC_TERMINAL_BIN) + " --config " + conf.string() + " pos --amount 1.234").status == 2);
+}
