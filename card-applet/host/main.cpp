@@ -486,8 +486,13 @@ class Daemon {
 
  private:
   Bytes process(applet::Applet& app, ByteView apdu) {
-    StateLock lock(state_);
-    return app.process(apdu);
+    try {
+      StateLock lock(state_);
+      return app.process(apdu);
+    } catch (const Failure& f) {  // the daemon keeps running; this one command fails
+      log(f.message);
+      return Bytes{0x6F, 0x00};
+    }
   }
 
   void read_vicc() {

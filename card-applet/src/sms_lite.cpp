@@ -90,6 +90,7 @@ Result<Deliver> parse_deliver(ByteView tpdu) {
 
 Result<Bytes> encode_deliver(std::string_view from, ByteView udh, ByteView payload) {
   auto a = to_address(from);
+  if (!a && !from.empty() && from.size() <= 11) a = cs::Address{std::string(from), 0xD0};  // alphanumeric sender
   if (!a) return a.error();
   auto u = from_raw_udh(udh);
   if (!u) return u.error();

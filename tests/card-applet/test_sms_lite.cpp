@@ -55,3 +55,12 @@ TEST_CASE("pySim address field and UDH vectors") {
   CHECK(sms::encode_udh(*u) == hex("71007001ff"));
   CHECK(!sms::parse_udh(hex("7101")).ok());  // IE longer than the header
 }
+
+TEST_CASE("an alphanumeric sender survives DELIVER encoding and decoding") {
+  auto t = sms::encode_deliver("OTAC", hex("7000"), hex("0102"));
+  REQUIRE(t.ok());
+  auto d = sms::parse_deliver(*t);
+  REQUIRE(d.ok());
+  CHECK(d->from == "@OTAC");
+  CHECK(!sms::encode_deliver("", {}, hex("00")).ok());
+}

@@ -1,7 +1,7 @@
 // The few SMS and SIM-toolkit encodings the card and its host need (3GPP TS 23.040
 // SMS-DELIVER/SMS-SUBMIT, TS 24.008 BCD addresses, TS 31.111 ENVELOPE SMS-PP download and
-// proactive SEND SHORT MESSAGE). Kept behind these few functions so that they can be
-// switched over to common/sms and common/envelope once those land.
+// proactive SEND SHORT MESSAGE), as thin adapters over common/sms and common/envelope:
+// phone numbers as "+digits" strings, 8-bit data only.
 #pragma once
 
 #include <cstdint>
@@ -43,7 +43,8 @@ struct Deliver {
 /// Parses an SMS-DELIVER TPDU with 8-bit data (DCS with 8-bit alphabet); the whole input
 /// must be the TPDU.
 Result<Deliver> parse_deliver(ByteView tpdu);
-/// Encodes an SMS-DELIVER with TP-PID 7F, TP-DCS F6 and the UDH (without UDHL), if any.
+/// Encodes an SMS-DELIVER with TP-PID 7F, TP-DCS F6 and the UDH (without UDHL), if any; a
+/// sender that is not a number (up to 11 characters) is encoded as an alphanumeric address.
 Result<Bytes> encode_deliver(std::string_view from, ByteView udh, ByteView payload);
 
 /// An SMS-SUBMIT, decoded.
