@@ -209,3 +209,13 @@ TEST_CASE("flag --no-card: nfc-list finds nothing until the control socket inser
   CHECK(one.output.find("04  11  22  33  44  55  66") != std::string::npos);
   CHECK(one.output.find("ATQA (SENS_RES): 00  44") != std::string::npos);
 }
+
+TEST_CASE("nfc-scan-device -v reports a PN532 v1.6 on the emulator", "[pn532][program][nfc-list]") {
+  EmulatorProcess emu;
+  auto out = run("env LIBNFC_AUTO_SCAN=false LIBNFC_DEFAULT_DEVICE=pn532_uart:" + emu.link() + " nfc-scan-device -v");
+  INFO(out.output);
+  CHECK(out.status == 0);
+  CHECK(out.output.find("1 NFC device(s) found:") != std::string::npos);
+  CHECK(out.output.find("pn532_uart:" + emu.link()) != std::string::npos);
+  CHECK(out.output.find("chip: PN532 v1.6") != std::string::npos);
+}
