@@ -1,6 +1,14 @@
 // otac-pn532-emu: a PN532 on a pseudo-terminal for libnfc's pn532_uart driver, with a vicc
 // card port and fault injection. See --help.
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
 #include <csignal>
+#include <cstring>
 #include <cstdio>
 #include <cstdlib>
 #include <charconv>
@@ -21,6 +29,13 @@ extern "C" void on_signal(int /*sig*/) {
 }
 
 void print_help() {
+  // The control commands, indented under --control.
+  std::string controls;
+  for (std::string_view rest = otac::hw::pn532::Chip::control_help(); !rest.empty();) {
+    const auto nl = rest.find('\n');
+    controls += "    " + std::string(rest.substr(0, nl)) + "\n";
+    rest = nl == std::string_view::npos ? std::string_view{} : rest.substr(nl + 1);
+  }
   std::printf(
       "Usage: otac-pn532-emu --link PATH --card-port PORT|0 [OPTIONS]\n"
       "\n"
@@ -43,7 +58,8 @@ void print_help() {
       "  --port-file FILE       write the card port to FILE once everything is ready (use it as\n"
       "                         the readiness signal); removed on exit\n"
       "  --control PATH         Unix stream socket (mode 0600) taking control commands, one per\n"
-      "                         line, each answered by one line 'ok ...' or 'error: ...':\n"
+      "                         line, each answered by one line 'ok ...' or 'error: ...'\n"
+      "                         (help: several lines); send one from a shell with --send\n"
       "%s"
       "  --no-card              start with the card held out of the field\n"
       "  --remove-after N       let N APDUs pass, then take the card out of the field: the next\n"
@@ -59,6 +75,10 @@ void print_help() {
       "  --card-timeout MS      longest wait for the card's answer (default 5000); a card that\n"
       "                         misses it is dropped from the field\n"
       "  --verbose              log every frame and event to stderr\n"
+      "  --send PATH COMMAND... client mode: send one control command to the emulator whose\n"
+      "                         --control socket is PATH, print the answer; exit 0 on 'ok',\n"
+      "                         1 on 'error: ...' or no answer in 5 s. Example:\n"
+      "                           otac-pn532-emu --send /tmp/emu.sock remove-after 2\n"
       "  --help                 this text\n"
       "\n"
       "Infinite-retry polling (libnfc's default NP_INFINITE_SELECT) waits until a card is in the\n"
@@ -68,7 +88,7 @@ void print_help() {
       "\n"
       "SIGTERM or SIGINT stop the emulator cleanly; it removes the link, the control socket\n"
       "and the port file. Exit status: 0 after a clean stop, 1 on failure, 2 on usage errors.\n",
-      otac::hw::pn532::Chip::control_help());
+      controls.c_str());
 }
 
 bool parse_u32(std::string_view s, std::uint32_t max, std::uint32_t& out) {
@@ -77,6 +97,45 @@ bool parse_u32(std::string_view s, std::uint32_t max, std::uint32_t& out) {
   if (ec != std::errc{} || p != s.data() + s.size() || s.empty() || v > max) return false;
   out = v;
   return true;
+}
+
+// Client mode: one command to a running emulator's control socket.
+int send_control(const std::string& path, const std::string& command) {
+  sockaddr_un a{};
+  if (path.size() >= sizeof a.sun_path) {
+    std::fprintf(stderr, "otac-pn532-emu: control socket path too long: %s\n", path.c_str());
+    return 1;
+  }
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 1;
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path, path.c_str(), path.size());
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    std::fprintf(stderr, "otac-pn532-emu: cannot connect to %s: %s (is the emulator running with --control?)\n",
+                 path.c_str(), std::strerror(errno));
+    ::close(fd);
+    return 1;
+  }
+  const std::string msg = command + "\n";
+  (void)!::send(fd, msg.data(), msg.size(), MSG_NOSIGNAL);
+  ::shutdown(fd, SHUT_WR);
+  std::string answer;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  for (int i = 0; i < 1000 && std::chrono::steady_clock::now() < deadline; ++i) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    char buf[512];
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    answer.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  if (answer.empty()) {
+    std::fprintf(stderr, "otac-pn532-emu: no answer from %s within 5 s\n", path.c_str());
+    return 1;
+  }
+  std::fputs(answer.c_str(), stdout);
+  return answer.rfind("ok", 0) == 0 ? 0 : 1;
 }
 
 int usage(const std::string& msg) {
@@ -101,6 +160,12 @@ int main(int argc, char** argv) {
     if (a == "--help" || a == "-h") {
       print_help();
       return 0;
+    } else if (a == "--send") {
+      if (i + 2 >= argc) return usage("--send needs the control socket path and a command");
+      const std::string path = argv[i + 1];
+      std::string command;
+      for (int j = i + 2; j < argc; ++j) command += (j > i + 2 ? " " : "") + std::string(argv[j]);
+      return send_control(path, command);
     } else if (a == "--link") {
       if (!value(v) || v.empty()) return usage("--link needs a path");
       opt.link = std::string(v);

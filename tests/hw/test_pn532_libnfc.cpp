@@ -101,13 +101,17 @@ TEST_CASE("libnfc opens the emulator, selects the card and exchanges APDUs", "[p
 
   nfc_target nt{};
   REQUIRE(r.select(nt) == 1);
-  CHECK(nt.nm.nmt == NMT_ISO14443A);
-  CHECK(nt.nti.nai.btSak == 0x20);
-  CHECK(nt.nti.nai.abtAtqa[0] == 0x00);
-  CHECK(nt.nti.nai.abtAtqa[1] == 0x04);
-  REQUIRE(nt.nti.nai.szUidLen == 4);
+  // nfc_target is a packed struct: copy fields out before Catch binds references to them.
+  const nfc_modulation_type nmt = nt.nm.nmt;
+  const std::uint8_t sak = nt.nti.nai.btSak, atqa0 = nt.nti.nai.abtAtqa[0], atqa1 = nt.nti.nai.abtAtqa[1];
+  const std::size_t uid_len = nt.nti.nai.szUidLen, ats_len = nt.nti.nai.szAtsLen;
+  CHECK(nmt == NMT_ISO14443A);
+  CHECK(sak == 0x20);
+  CHECK(atqa0 == 0x00);
+  CHECK(atqa1 == 0x04);
+  REQUIRE(uid_len == 4);
   CHECK(Bytes(nt.nti.nai.abtUid, nt.nti.nai.abtUid + 4) == hex("084f5441"));
-  REQUIRE(nt.nti.nai.szAtsLen == 4);
+  REQUIRE(ats_len == 4);
   CHECK(Bytes(nt.nti.nai.abtAts, nt.nti.nai.abtAts + 4) == hex("78807002"));
   CHECK(card.power_ons() >= 1);
 
@@ -275,8 +279,10 @@ TEST_CASE("nfc_initiator_poll_target (InAutoPoll) finds the card, or nothing in 
   const nfc_modulation nm[2] = {{NMT_ISO14443B, NBR_106}, {NMT_ISO14443A, NBR_106}};
   nfc_target nt{};
   REQUIRE(nfc_initiator_poll_target(r.dev.get(), nm, 2, 2, 1, &nt) == 1);
-  CHECK(nt.nm.nmt == NMT_ISO14443A);
-  CHECK(nt.nti.nai.btSak == 0x20);
+  const nfc_modulation_type nmt = nt.nm.nmt;  // packed struct: copy before CHECK
+  const std::uint8_t sak = nt.nti.nai.btSak;
+  CHECK(nmt == NMT_ISO14443A);
+  CHECK(sak == 0x20);
   Bytes rx;
   CHECK(r.transceive(echo_apdu(3), rx) == 5);
 

@@ -143,6 +143,7 @@ TEST_CASE("otac-pn532-emu --help and usage errors", "[pn532][program]") {
   CHECK(help.output.find("pn532_uart:PATH") != std::string::npos);
 
   CHECK(run(emu_bin()).status == 2);
+  CHECK(run(emu_bin() + " --send /nonexistent/otac-emu.sock stats").status == 1);
   CHECK(run(emu_bin() + " --link /tmp/x").status == 2);
   CHECK(run(emu_bin() + " --link /tmp/x --card-port nope").status == 2);
   auto bad = run(emu_bin() + " --link /tmp/x --card-port 0 --frobnicate");
@@ -196,10 +197,25 @@ TEST_CASE("flag --no-card: nfc-list finds nothing until the control socket inser
   CHECK(none.output.find("0 ISO14443A passive target(s) found.") != std::string::npos);
   CHECK(card.power_ons() == 0);
 
-  CHECK(emu.send_control("insert") == "ok");
+  auto sent = run(emu_bin() + " --send " + emu.control() + " insert");
+  CHECK(sent.status == 0);
+  CHECK(sent.output == "ok\n");
+  auto bad = run(emu_bin() + " --send " + emu.control() + " delay soon");
+  CHECK(bad.status == 1);
+  CHECK(bad.output.rfind("error: delay", 0) == 0);
   auto one = emu.nfc_list();
   INFO(one.output);
   CHECK(one.output.find("1 ISO14443A passive target(s) found:") != std::string::npos);
   CHECK(one.output.find("04  11  22  33  44  55  66") != std::string::npos);
   CHECK(one.output.find("ATQA (SENS_RES): 00  44") != std::string::npos);
+}
+
+TEST_CASE("nfc-scan-device -v reports a PN532 v1.6 on the emulator", "[pn532][program][nfc-list]") {
+  EmulatorProcess emu;
+  auto out = run("env LIBNFC_AUTO_SCAN=false LIBNFC_DEFAULT_DEVICE=pn532_uart:" + emu.link() + " nfc-scan-device -v");
+  INFO(out.output);
+  CHECK(out.status == 0);
+  CHECK(out.output.find("1 NFC device(s) found:") != std::string::npos);
+  CHECK(out.output.find("pn532_uart:" + emu.link()) != std::string::npos);
+  CHECK(out.output.find("chip: PN532 v1.6") != std::string::npos);
 }
