@@ -123,6 +123,15 @@ class Backend {
     return -1;
   }
 
+  /// SIGKILL, no warning (crash test).
+  void kill9() {
+    if (pid <= 0) return;
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    pid = -1;
+  }
+
   std::string log() const { return slurp(tmp.path / "backend.log"); }
   std::string admin_token() const { return chomp(slurp(dir / "admin.token")); }
 
