@@ -197,6 +197,11 @@ class Api {
       wait = *w;
     }
     ctx.log["txn"] = txn;
+    // A terminal sees only its own transactions (another's id answers as unknown).
+    auto rec = c_.service->transaction(txn);
+    if (!rec) return service_error(req, rec.error());
+    if (rec->terminal_id != *ctx.client_cn)
+      return error_response(req, Status::not_found, "not_found", "no transaction " + txn + " for this terminal");
     auto r = c_.service->get_authorization(txn, std::chrono::seconds(wait));
     if (!r) return service_error(req, r.error());
     return json_response(req, Status::ok, answer_json(*r));
@@ -441,6 +446,16 @@ class Api {
     return json_response(req, Status::ok, o);
   }
 
+  Response transaction_get(const Request& req, RequestContext& ctx) {
+    OperatorRecord op;
+    if (auto e = require_operator(req, ctx, Role::viewer, op)) return *e;
+    const std::string& txn = ctx.params.at(0);
+    if (!valid_txn_id(txn)) return bad_request(req, "malformed transaction id");
+    auto t = c_.service->transaction(txn);
+    if (!t) return service_error(req, t.error());
+    return json_response(req, Status::ok, txn_json(*t));
+  }
+
   Response decide(const Request& req, RequestContext& ctx, bool approve) {
     OperatorRecord op;
     if (auto e = require_operator(req, ctx, Role::operator_, op)) return *e;
@@ -576,6 +591,7 @@ void install_api(Router& router, ApiContext& ctx) {
   router.add(Verb::get, "/v1/admin/terminals/*", bind(&Api::terminal_get));
   router.add(Verb::post, "/v1/admin/terminals/*/revoke", bind(&Api::terminal_revoke));
   router.add(Verb::get, "/v1/admin/transactions", bind(&Api::transactions));
+  router.add(Verb::get, "/v1/admin/transactions/*", bind(&Api::transaction_get));
   router.add(Verb::post, "/v1/admin/transactions/*/approve",
              [api](const Request& req, RequestContext& c) { return api->decide(req, c, true); });
   router.add(Verb::post, "/v1/admin/transactions/*/decline",

@@ -297,6 +297,13 @@ TEST_CASE("idempotent retries: same txn and body get the same answer, a differen
   auto g = Backend::call(t, Verb::get, "/v1/authorizations/T-idem");
   CHECK(field(g.body, "decision") == "approved");
   CHECK(field(g.body, "auth_code") == field(r1.body, "auth_code"));
+  // Another terminal cannot read it; an operator can.
+  auto [c2, k2] = env.b.register_terminal("TERM0002");
+  CHECK(Backend::call(env.b.terminal(c2, k2), Verb::get, "/v1/authorizations/T-idem").status == 404);
+  auto adm = Backend::call(env.b.admin(), Verb::get, "/v1/admin/transactions/T-idem");
+  CHECK(adm.status == 200);
+  CHECK(field(adm.body, "terminal") == "TERM0001");
+  CHECK(field(adm.body, "auth_code") == field(r1.body, "auth_code"));
 }
 
 TEST_CASE("held for review: the long-poll returns as soon as an operator approves", "[server]") {
