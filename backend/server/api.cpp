@@ -202,7 +202,14 @@ class Api {
     if (!rec) return service_error(req, rec.error());
     if (rec->terminal_id != *ctx.client_cn)
       return error_response(req, Status::not_found, "not_found", "no transaction " + txn + " for this terminal");
-    auto r = c_.service->get_authorization(txn, std::chrono::seconds(wait));
+    // Wait in slices of at most one second so that a shutdown ends long-polls promptly.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait);
+    auto r = c_.service->get_authorization(txn, std::chrono::milliseconds(0));
+    for (int slice = 0; slice < 400 && r && r->decision == Decision::held; ++slice) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0 || (c_.stopping && c_.stopping())) break;
+      r = c_.service->get_authorization(txn, std::min<std::chrono::milliseconds>(left, std::chrono::milliseconds(1000)));
+    }
     if (!r) return service_error(req, r.error());
     return json_response(req, Status::ok, answer_json(*r));
   }

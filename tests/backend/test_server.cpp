@@ -488,3 +488,22 @@ TEST_CASE("crash: kill -9 under load, restart; every approval a terminal saw is 
   }));
   CHECK(same == outbox_before.size());
 }
+
+TEST_CASE("SIGTERM during a long-poll: the poll answers held and the server exits 0 promptly", "[server]") {
+  Ready env(R"({"msisdn":"+4915550005","review_minor":100})");
+  auto t = env.b.terminal(env.cert, env.key);
+  auto r = Backend::call(t, Verb::post, "/v1/authorizations", auth_body(env.request("T-term", 0)));
+  REQUIRE(field(r.body, "decision") == "held");
+  std::optional<client::Reply> polled;
+  std::thread poller([&] {
+    auto p = client::request(t, Verb::get, "/v1/authorizations/T-term?wait=25");
+    if (p) polled = *p;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK(env.b.stop() == 0);
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+  poller.join();
+  REQUIRE(polled.has_value());
+  CHECK(field(polled->body, "decision") == "held");
+}
