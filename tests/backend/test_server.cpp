@@ -507,3 +507,20 @@ TEST_CASE("SIGTERM during a long-poll: the poll answers held and the server exit
   REQUIRE(polled.has_value());
   CHECK(field(polled->body, "decision") == "held");
 }
+
+TEST_CASE("otac-backend command line: --help 0, usage errors 2, a bad config 1 with the line named", "[server]") {
+  TempDir d;
+  const auto out = d.path / "out.txt";
+  CHECK(run_program({OTAC_BACKEND_BIN, "--help"}, out) == 0);
+  CHECK(slurp(out).find("SYNOPSIS") != std::string::npos);
+  CHECK(run_program({OTAC_BACKEND_BIN}, out) == 2);
+  CHECK(run_program({OTAC_BACKEND_BIN, "--data-dir", (d.path / "x").string(), "--bogus"}, out) == 2);
+  CHECK(run_program({OTAC_BACKEND_BIN, "--data-dir", (d.path / "x").string(), "--mo-listen", "0.0.0.0:0"}, out) == 2);
+  std::filesystem::create_directories(d.path / "y");
+  std::ofstream(d.path / "y" / "otac-backend.conf") << "listen = 127.0.0.1:0\nlist_size = 500\n";
+  std::filesystem::remove(out);
+  CHECK(run_program({OTAC_BACKEND_BIN, "--data-dir", (d.path / "y").string()}, out) == 1);
+  CHECK(slurp(out).find("line 2") != std::string::npos);
+  std::ofstream(d.path / "y" / "otac-backend.conf") << "colour = red\n";
+  CHECK(run_program({OTAC_BACKEND_BIN, "--data-dir", (d.path / "y").string()}, out) == 1);
+}
