@@ -809,6 +809,18 @@ Result<OperatorRecord> Service::authenticate_operator(std::string_view token) {
 
 // ---- reporting --------------------------------------------------------------------------
 
+Result<TransactionRecord> Service::transaction(std::string_view txn_id) {
+  TransactionRecord out;
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto t = tx.transaction(txn_id);
+    if (!t) return t.error();
+    out = std::move(*t);
+    return {};
+  });
+  if (!r) return r.error();
+  return out;
+}
+
 Result<std::vector<TransactionRecord>> Service::list_transactions(const TransactionFilter& f) {
   std::vector<TransactionRecord> out;
   auto r = run([&](Tx& tx) -> Result<void> {
