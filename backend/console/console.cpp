@@ -24,12 +24,13 @@ const Asset* find_asset(std::string_view name) noexcept {
 Role required_role(Action a) noexcept {
   switch (a) {
     case Action::view: return Role::viewer;
+    // The same minimum roles as the operator API (backend/server/api.cpp).
     case Action::decide_held:
     case Action::block_card:
     case Action::unblock_card:
-    case Action::refresh_card: return Role::operator_;
+    case Action::refresh_card:
     case Action::rotate_key:
-    case Action::enroll_card:
+    case Action::enroll_card: return Role::operator_;
     case Action::manage_terminal: return Role::admin;
   }
   return Role::admin;
@@ -170,6 +171,14 @@ Result<Bytes> parse_card(std::string_view s) {
   auto b = from_hex(s);
   if (!b || b->size() != 8) return make_error(Errc::bad_value, "card id must be 16 hex digits (the card's N)");
   return std::move(*b);
+}
+
+// The 9F1C terminal id: 8 characters, as the operator API accepts them.
+bool valid_terminal_id(std::string_view id) {
+  if (id.size() != 8) return false;
+  return std::all_of(id.begin(), id.end(), [](char ch) {
+    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '_';
+  });
 }
 
 std::vector<std::string_view> split_path(std::string_view p) {
@@ -586,6 +595,8 @@ HttpResponse Console::route(Call& c) {
     if (!body) return error_response(400, "bad_request", body.error().message);
     auto id = get_string(*body, "id", true);
     if (!id) return error_response(400, "bad_request", id.error().message);
+    if (!valid_terminal_id(*id))
+      return error_response(400, "bad_request", "terminal id must be exactly 8 characters of A-Z a-z 0-9 - _ (the 9F1C terminal id)");
     auto limit = get_int(*body, "limit_minor", 0);
     if (!limit) return error_response(400, "bad_request", limit.error().message);
     TerminalRecord rec;
@@ -600,6 +611,7 @@ HttpResponse Console::route(Call& c) {
   if (p.size() == 3 && p[0] == "terminals" && m == "POST") {
     if (!allowed(Action::manage_terminal)) return forbidden(Action::manage_terminal);
     const std::string id(p[1]);
+    if (!valid_terminal_id(id)) return error_response(400, "bad_request", "terminal id must be 8 characters of A-Z a-z 0-9 - _");
     auto old = read_terminal(id);
     if (!old && options_.open_store) return error_response(404, "not_found", "no terminal " + id + "; register it first");
     TerminalRecord rec = old ? std::move(*old) : TerminalRecord{};

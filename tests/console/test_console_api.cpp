@@ -262,9 +262,9 @@ TEST_CASE("console roles: a viewer sees the queue but cannot approve; an operato
   CHECK(f.as(viewer, "POST", "/console/api/cards", R"({"msisdn":"+1"})").status == 403);
   CHECK(f.env.svc->get_authorization(held.txn, std::chrono::milliseconds(0))->decision == Decision::held);
 
-  // An operator may approve but not enroll or manage terminals.
-  CHECK(f.as(op, "POST", "/console/api/cards", R"({"msisdn":"+1"})").status == 403);
+  // An operator may approve but not manage terminals (the operator API's roles).
   CHECK(f.as(op, "POST", "/console/api/terminals", R"({"id":"TERM0002"})").status == 403);
+  CHECK(f.as(op, "POST", "/console/api/terminals/TERM0001/revoke").status == 403);
   auto ok = f.as(op, "POST", approve);
   REQUIRE(ok.status == 200);
   CHECK(body_of(ok).at("decision") == "approved");
@@ -345,6 +345,8 @@ TEST_CASE("console cards and terminals: enroll once, status, block, refresh, rot
   CHECK(terms[0].at("has_cert") == false);
   CHECK(terms[0].at("limit_minor").as_int64() == 5000);
   CHECK(f.as(admin, "POST", "/console/api/terminals/NOPE0000/cert").status == 404);
+  CHECK(f.as(admin, "POST", "/console/api/terminals", R"({"id":"SHORT"})").status == 400);
+  CHECK(f.as(admin, "POST", "/console/api/terminals", R"({"id":"TERM 003"})").status == 400);
 }
 
 TEST_CASE("console stats: decisions per minute over the last hour and the SMS queue depth") {

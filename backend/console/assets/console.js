@@ -87,8 +87,8 @@
     $("signin").classList.add("hidden");
     $("app").classList.remove("hidden");
     document.body.dataset.role = s.role;
-    for (const id of ["enroll-btn", "term-register", "card-rotate"]) $(id).disabled = !can.admin();
-    for (const id of ["card-block", "card-unblock", "card-refresh"]) $(id).disabled = !can.decide();
+    $("term-register").disabled = !can.admin();
+    for (const id of ["enroll-btn", "card-block", "card-unblock", "card-refresh", "card-rotate"]) $(id).disabled = !can.decide();
     show("queue");
   }
 
