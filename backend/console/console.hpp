@@ -19,7 +19,16 @@
 #include "service.hpp"
 #include "session.hpp"
 
+namespace otac::backend::http {
+class Router;
+struct Extension;
+}  // namespace otac::backend::http
+
 namespace otac::backend::console {
+
+/// Registers the console's routes on otac-backend's router (install.cpp; the server calls it
+/// once at start-up, see backend/server/router.hpp).
+void install(http::Router& router, const http::Extension& ext);
 
 /// A terminal client certificate freshly issued by the server's CA.
 struct IssuedCert {
