@@ -27,6 +27,8 @@ packages=(
   kannel kannel-extras
   # door relay
   libgpiod-dev
+  # operator console browser tests (headless)
+  chromium chromium-driver
   # tests
   catch2 procps psmisc curl ca-certificates iproute2 python3 util-linux
 )

@@ -28,10 +28,10 @@ struct Command {
   int apdu_case() const noexcept;
 };
 
-/// Parses a command APDU. The whole input must be one APDU. Errors: truncated (< 4 bytes
-/// or Lc larger than the data), bad_length (lengths that fit no case, Lc = 0 in short form,
-/// extended Lc 00 00 00), trailing_data cannot occur separately: every byte belongs to a
-/// case or the length is wrong (bad_length).
+/// Parses a command APDU. The whole input must be one APDU. Errors: truncated (< 4 bytes,
+/// or fewer data bytes than Lc), trailing_data (bytes after data and Le), bad_length
+/// (bodies that fit no case: extended Lc 0000 with data, a 1-byte Le after extended data,
+/// a body of 2 bytes starting 00).
 Result<Command> parse_command(ByteView bytes);
 
 /// Encodes a command. Short form unless extended is set or Nc > 255 or Ne > 256.
