@@ -451,6 +451,16 @@ Result<void> Service::mark_failed(std::int64_t id, std::string_view reply, UnixT
   });
 }
 
+Result<void> Service::record_delivery_report(std::int64_t id, std::string_view report, bool failed) {
+  return run([&](Tx& tx) -> Result<void> {
+    auto m = tx.sms(id);
+    if (!m) return m.error();
+    m->last_reply = "dlr: " + std::string(report.substr(0, 200));
+    if (failed && m->status == OutboxStatus::sent) m->status = OutboxStatus::failed;
+    return tx.update_sms(*m);
+  });
+}
+
 // ---- authorization -----------------------------------------------------------------------
 
 Result<AuthAnswer> Service::authorize(const AuthRequest& req, std::string_view terminal_id) {
@@ -755,6 +765,18 @@ Result<void> Service::register_terminal(const TerminalRecord& term, std::string_
     if (!a) return a.error();
     return {};
   });
+}
+
+Result<TerminalRecord> Service::terminal(std::string_view id) {
+  TerminalRecord out;
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto t = tx.terminal(id);
+    if (!t) return t.error();
+    out = std::move(*t);
+    return {};
+  });
+  if (!r) return r.error();
+  return out;
 }
 
 Result<std::string> Service::create_operator(std::string_view name, Role role, std::string_view actor) {

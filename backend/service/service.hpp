@@ -142,6 +142,8 @@ class Service {
   Result<void> mark_sent(std::int64_t id, std::string_view reply);
   /// Records a failed attempt; retried at retry_at.
   Result<void> mark_failed(std::int64_t id, std::string_view reply, UnixTime retry_at);
+  /// Records a gateway delivery report for a sent message; `failed` marks it undeliverable.
+  Result<void> record_delivery_report(std::int64_t id, std::string_view report, bool failed);
 
   // ---- authorization ----
   /// Verifies and decides an authorization; terminal_id is the client certificate's CN.
@@ -156,6 +158,8 @@ class Service {
   // ---- terminals, operators ----
   /// Registers (or replaces) a terminal.
   Result<void> register_terminal(const TerminalRecord& t, std::string_view actor);
+  /// The terminal with this id (for the server's client-certificate check); not_found if none.
+  Result<TerminalRecord> terminal(std::string_view id);
   /// Creates an operator and returns its new random token (shown once).
   Result<std::string> create_operator(std::string_view name, Role role, std::string_view actor);
   /// The operator owning token; not_found if none.

@@ -1,0 +1,589 @@
+#include "api.hpp"
+
+#include <charconv>
+
+#include "json_input.hpp"
+#include "log.hpp"
+
+namespace otac::backend::http {
+namespace json = boost::json;
+namespace {
+
+// ---- helpers ------------------------------------------------------------------------------
+
+std::optional<std::int64_t> parse_int(std::string_view s, std::int64_t lo, std::int64_t hi) {
+  std::int64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size() || v < lo || v > hi) return std::nullopt;
+  return v;
+}
+
+Response bad_request(const Request& req, const std::string& msg) {
+  return error_response(req, Status::bad_request, "bad_request", msg);
+}
+
+// Endpoints that take no body accept an empty one or "{}".
+std::optional<Response> expect_empty_body(const Request& req) {
+  if (req.body().empty()) return std::nullopt;
+  auto o = parse_object(req.body(), {});
+  if (!o) return bad_request(req, o.error().message);
+  return std::nullopt;
+}
+
+bool valid_txn_id(std::string_view s) {
+  if (s.empty() || s.size() > 64) return false;
+  for (const char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' || c == '_' ||
+          c == '.' || c == ':'))
+      return false;
+  }
+  return true;
+}
+
+bool valid_terminal_id(std::string_view s) {
+  if (s.size() != 8) return false;
+  for (const char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' || c == '_')) return false;
+  }
+  return true;
+}
+
+json::object answer_json(const AuthAnswer& a) {
+  json::object o;
+  o["txn_id"] = a.txn_id;
+  o["decision"] = decision_name(a.decision);
+  o["reason"] = a.reason;
+  if (!a.auth_code.empty()) o["auth_code"] = a.auth_code;
+  if (!a.arc.empty()) o["arc"] = to_hex(a.arc);
+  if (!a.arpc.empty()) o["arpc"] = to_hex(a.arpc);
+  return o;
+}
+
+json::object txn_json(const TransactionRecord& t) {
+  json::object o;
+  o["txn_id"] = t.txn_id;
+  o["card"] = to_hex(t.card);
+  o["list"] = t.list_id;
+  o["index"] = t.index;
+  o["terminal"] = t.terminal_id;
+  o["amount_minor"] = t.amount_minor;
+  o["currency"] = t.currency;
+  if (!t.door.empty()) o["door"] = t.door;
+  o["decision"] = decision_name(t.decision);
+  o["reason"] = t.reason;
+  if (!t.auth_code.empty()) o["auth_code"] = t.auth_code;
+  if (!t.arc.empty()) o["arc"] = to_hex(t.arc);
+  o["created_at"] = t.created_at;
+  o["decided_at"] = t.decided_at;
+  if (!t.decided_by.empty()) o["decided_by"] = t.decided_by;
+  return o;
+}
+
+std::optional<Role> parse_role(std::string_view s) {
+  if (s == "viewer") return Role::viewer;
+  if (s == "operator") return Role::operator_;
+  if (s == "admin") return Role::admin;
+  return std::nullopt;
+}
+
+std::optional<Decision> parse_decision(std::string_view s) {
+  if (s == "approved") return Decision::approved;
+  if (s == "declined") return Decision::declined;
+  if (s == "held") return Decision::held;
+  return std::nullopt;
+}
+
+// ---- the API object -----------------------------------------------------------------------
+
+class Api {
+ public:
+  explicit Api(ApiContext& c) : c_(c) {}
+
+  // Terminal check: a client certificate our CA verified, whose CN is a registered, enabled
+  // terminal and whose fingerprint is the one we issued (re-issuing or revoking replaces it).
+  std::optional<Response> require_terminal(const Request& req, RequestContext& ctx) {
+    if (!ctx.client_cn) {
+      return error_response(req, Status::unauthorized, "client_certificate_required",
+                            "this endpoint needs a terminal client certificate issued by the backend's CA");
+    }
+    ctx.log["terminal"] = *ctx.client_cn;
+    {
+      std::lock_guard lock(mu_);
+      auto it = terminals_.find(*ctx.client_cn);
+      if (it != terminals_.end()) {
+        if (it->second == ctx.client_fingerprint) return std::nullopt;
+      }
+    }
+    auto t = c_.service->terminal(*ctx.client_cn);
+    if (!t) {
+      if (t.error().code == Errc::not_found)
+        return error_response(req, Status::forbidden, "unknown_terminal", "terminal " + *ctx.client_cn + " is not registered");
+      return service_error(req, t.error());
+    }
+    if (!t->enabled) return error_response(req, Status::forbidden, "terminal_revoked", "terminal " + t->id + " is revoked");
+    if (t->cert_fingerprint != ctx.client_fingerprint) {
+      return error_response(req, Status::forbidden, "certificate_replaced",
+                            "this client certificate is not the one registered for terminal " + t->id);
+    }
+    std::lock_guard lock(mu_);
+    terminals_[t->id] = t->cert_fingerprint;
+    return std::nullopt;
+  }
+
+  void forget_terminal(const std::string& id) {
+    std::lock_guard lock(mu_);
+    terminals_.erase(id);
+  }
+
+  // Operator check: "Authorization: Bearer <token>" with at least the role min.
+  std::optional<Response> require_operator(const Request& req, RequestContext& ctx, Role min, OperatorRecord& out) {
+    const auto it = req.find(boost::beast::http::field::authorization);
+    std::string_view h = it == req.end() ? std::string_view{} : std::string_view(it->value().data(), it->value().size());
+    if (h.substr(0, 7) != "Bearer " || h.size() <= 7 || h.size() > 200) {
+      Response r = error_response(req, Status::unauthorized, "token_required",
+                                  "send 'Authorization: Bearer <operator token>' (see admin.token in the data directory)");
+      r.set(boost::beast::http::field::www_authenticate, "Bearer realm=\"otac\"");
+      return r;
+    }
+    auto op = c_.service->authenticate_operator(h.substr(7));
+    if (!op) {
+      if (op.error().code != Errc::not_found) return service_error(req, op.error());
+      Response r = error_response(req, Status::unauthorized, "bad_token", "unknown operator token");
+      r.set(boost::beast::http::field::www_authenticate, "Bearer realm=\"otac\", error=\"invalid_token\"");
+      return r;
+    }
+    ctx.log["operator"] = op->name;
+    if (static_cast<int>(op->role) < static_cast<int>(min)) {
+      return error_response(req, Status::forbidden, "forbidden",
+                            std::string("operator ") + op->name + " has role " + role_name(op->role) + "; this needs " + role_name(min));
+    }
+    out = std::move(*op);
+    return std::nullopt;
+  }
+
+  // ---- terminal endpoints ----
+  Response authorize(const Request& req, RequestContext& ctx) {
+    if (auto e = require_terminal(req, ctx)) return *e;
+    auto o = parse_object(req.body(), {"txn_id", "card", "list", "index", "atc", "challenge", "cryptogram"});
+    if (!o) return bad_request(req, o.error().message);
+    Fields f(*o);
+    AuthRequest a;
+    a.txn_id = f.str("txn_id", true, 64);
+    a.card = f.hexbytes("card", true, 8, 8);
+    a.list_id = static_cast<std::uint16_t>(f.integer("list", true, 0, 65535));
+    a.index = static_cast<std::uint16_t>(f.integer("index", true, 0, 65535));
+    a.atc = static_cast<std::uint16_t>(f.integer("atc", true, 0, 65535));
+    a.challenge = f.hexbytes("challenge", true, 1, 1024);
+    a.cryptogram = f.hexbytes("cryptogram", true, 8, 8);
+    if (!f.error && !valid_txn_id(a.txn_id)) f.fail("field \"txn_id\" must be 1 to 64 characters of A-Z a-z 0-9 - _ . :");
+    if (f.error) return bad_request(req, *f.error);
+    ctx.log["txn"] = a.txn_id;
+    auto r = c_.service->authorize(a, *ctx.client_cn);
+    if (!r) return service_error(req, r.error());
+    ctx.log["decision"] = decision_name(r->decision);
+    ctx.log["reason"] = r->reason;
+    return json_response(req, Status::ok, answer_json(*r));
+  }
+
+  Response get_authorization(const Request& req, RequestContext& ctx) {
+    if (auto e = require_terminal(req, ctx)) return *e;
+    const std::string& txn = ctx.params.at(0);
+    if (!valid_txn_id(txn)) return bad_request(req, "malformed transaction id");
+    std::int64_t wait = 0;
+    for (const auto& [k, v] : ctx.query) {
+      if (k != "wait") return bad_request(req, "unknown query parameter \"" + k + "\" (allowed: wait)");
+      auto w = parse_int(v, 0, c_.max_wait_seconds);
+      if (!w) return bad_request(req, "wait must be an integer number of seconds from 0 to " + std::to_string(c_.max_wait_seconds));
+      wait = *w;
+    }
+    ctx.log["txn"] = txn;
+    auto r = c_.service->get_authorization(txn, std::chrono::seconds(wait));
+    if (!r) return service_error(req, r.error());
+    return json_response(req, Status::ok, answer_json(*r));
+  }
+
+  Response verify_code(const Request& req, RequestContext& ctx) {
+    if (auto e = require_terminal(req, ctx)) return *e;
+    auto o = parse_object(req.body(), {"txn_id", "card", "code", "door"});
+    if (!o) return bad_request(req, o.error().message);
+    Fields f(*o);
+    CodeRequest c;
+    c.txn_id = f.str("txn_id", true, 64);
+    c.card = f.hexbytes("card", true, 8, 8);
+    c.code = f.str("code", true, 8);
+    c.door = f.str("door", false, 16);
+    if (!f.error && !valid_txn_id(c.txn_id)) f.fail("field \"txn_id\" must be 1 to 64 characters of A-Z a-z 0-9 - _ . :");
+    if (!f.error && (c.code.size() != 8 || c.code.find_first_not_of("0123456789") != std::string::npos))
+      f.fail("field \"code\" must be 8 digits");
+    if (f.error) return bad_request(req, *f.error);
+    ctx.log["txn"] = c.txn_id;
+    auto r = c_.service->verify_display_code(c, *ctx.client_cn);
+    if (!r) return service_error(req, r.error());
+    ctx.log["decision"] = decision_name(r->decision);
+    ctx.log["reason"] = r->reason;
+    return json_response(req, Status::ok, answer_json(*r));
+  }
+
+  // ---- operator endpoints ----
+  Response enroll(const Request& req, RequestContext& ctx) {
+    OperatorRecord op;
+    if (auto e = require_operator(req, ctx, Role::operator_, op)) return *e;
+    auto o = parse_object(req.body(), {"algorithm", "msisdn", "limit_minor", "review_minor", "threshold", "doors", "public_key"});
+    if (!o) return bad_request(req, o.error().message);
+    Fields f(*o);
+    EnrollRequest e;
+    const std::string alg = f.str("algorithm", false, 8);
+    if (alg.empty() || alg == "des3") e.algorithm = Algorithm::des3;
+    else if (alg == "aes" || alg == "aes128") e.algorithm = Algorithm::aes128;
+    else f.fail("field \"algorithm\" must be \"des3\" or \"aes\"");
+    e.msisdn = f.str("msisdn", false, 20);
+    if (!e.msisdn.empty()) {
+      const std::size_t start = e.msisdn[0] == '+' ? 1 : 0;
+      if (e.msisdn.size() == start || e.msisdn.find_first_not_of("0123456789", start) != std::string::npos)
+        f.fail("field \"msisdn\" must be digits with an optional leading +");
+    }
+    e.limit_minor = f.integer("limit_minor", false, 0, 999'999'999'999);
+    e.review_minor = f.integer("review_minor", false, 0, 999'999'999'999);
+    if (f.has("threshold")) e.threshold = static_cast<std::uint32_t>(f.integer("threshold", true, 0, 1000));
+    if (const auto* doors = f.array("doors", false)) {
+      if (doors->size() > 64) f.fail("field \"doors\" has more than 64 entries");
+      for (const auto& d : *doors) {
+        if (f.error) break;
+        if (!d.is_object()) { f.fail("each entry of \"doors\" must be an object"); break; }
+        json::object dobj = d.as_object();
+        for (const auto& kv : dobj) {
+          if (kv.key() != "door" && kv.key() != "from_minute" && kv.key() != "to_minute")
+            f.fail("unknown field \"" + std::string(kv.key()) + "\" in doors (allowed: door, from_minute, to_minute)");
+        }
+        Fields df(dobj);
+        DoorPermission p;
+        p.door = df.str("door", true, 16);
+        p.from_minute = static_cast<std::uint32_t>(df.integer("from_minute", false, 0, 1440, 0));
+        p.to_minute = static_cast<std::uint32_t>(df.integer("to_minute", false, 0, 1440, 1440));
+        if (df.error) f.fail("doors: " + *df.error);
+        else if (p.door.empty()) f.fail("doors: door id must not be empty");
+        e.doors.push_back(std::move(p));
+      }
+    }
+    e.public_key = f.hexbytes("public_key", false, 1, 1024);
+    if (f.error) return bad_request(req, *f.error);
+    auto r = c_.service->enroll_card(e, op.name);
+    if (!r) return service_error(req, r.error());
+    ctx.log["card"] = to_hex(r->n);
+    json::object out;
+    out["n"] = to_hex(r->n);
+    out["algorithm"] = r->algorithm == Algorithm::des3 ? "des3" : "aes";
+    // K goes to the operator exactly once, for the initialization letter (by design).
+    if (!r->k.empty()) out["k"] = to_hex(r->k.view());
+    out["letter"] = r->letter;
+    return json_response(req, Status::created, out);
+  }
+
+  std::optional<Bytes> card_param(const RequestContext& ctx) {
+    auto b = from_hex(ctx.params.at(0));
+    if (!b || b->size() != 8) return std::nullopt;
+    return std::move(*b);
+  }
+
+  Response card_get(const Request& req, RequestContext& ctx) {
+    OperatorRecord op;
+    if (auto e = require_operator(req, ctx, Role::viewer, op)) return *e;
+    auto n = card_param(ctx);
+    if (!n) return bad_request(req, "card id must be 16 hex digits");
+    auto c = c_.service->card(*n);
+    if (!c) return service_error(req, c.error());
+    json::object o;  // never the keys
+    o["n"] = to_hex(c->n);
+    o["algorithm"] = c->algorithm == Algorithm::des3 ? "des3" : "aes";
+    o["msisdn"] = c->msisdn;
+    o["status"] = c->status == CardStatus::active ? "active" : "blocked";
+    o["fail_count"] = c->fail_count;
+    o["fail_limit"] = c->fail_limit;
+    o["threshold"] = c->threshold;
+    o["limit_minor"] = c->limit_minor;
+    o["review_minor"] = c->review_minor;
+    o["key_version"] = c->key_version;
+    o["key_rotation_pending"] = c->pending_k.has_value();
+    o["asymmetric"] = !c->public_key.empty();
+    o["list_push_in_flight"] = c->list_push_in_flight;
+    o["created_at"] = c->created_at;
+    return json_response(req, Status::ok, o);
+  }
+
+  Response card_action(const Request& req, RequestContext& ctx, std::string_view action) {
+    OperatorRecord op;
+    if (auto e = require_operator(req, ctx, Role::operator_, op)) return *e;
+    auto n = card_param(ctx);
+    if (!n) return bad_request(req, "card id must be 16 hex digits");
+    if (auto e = expect_empty_body(req)) return *e;
+    ctx.log["card"] = to_hex(*n);
+    json::object o;
+    o["n"] = to_hex(*n);
+    o["action"] = action;
+    if (action == "block") {
+      auto r = c_.service->block_card(*n, op.name);
+      if (!r) return service_error(req, r.error());
+    } else if (action == "unblock") {
+      auto r = c_.service->unblock_card(*n, op.name);
+      if (!r) return service_error(req, r.error());
+    } else if (action == "refresh") {
+      auto r = c_.service->refresh_card(*n, op.name);
+      if (!r) return service_error(req, r.error());
+      o["list"] = *r;
+    } else {
+      auto r = c_.service->rotate_key(*n, op.name);
+      if (!r) return service_error(req, r.error());
+    }
+    return json_response(req, Status::ok, o);
+  }
+
+  Response terminal_register(const Request& req, RequestContext& ctx) {
+    OperatorRecord op;
+    if (auto e = require_operator(req, ctx, Role::admin, op)) return *e;
+    auto o = parse_object(req.body(), {"id", "limit_minor", "csr"});
+    if (!o) return bad_request(req, o.error().message);
+    Fields f(*o);
+    const std::string id = f.str("id", true, 8);
+    const std::int64_t limit = f.integer("limit_minor", false, 0, 999'999'999'999);
+    const std::string csr = f.str("csr", false, 8192, true);
+    if (!f.error && !valid_terminal_id(id)) f.fail("field \"id\" must be exactly 8 characters of A-Z a-z 0-9 - _ (the 9F1C terminal id)");
+    if (f.error) return bad_request(req, *f.error);
+    ctx.log["terminal_id"] = id;
+    json::object out;
+    out["id"] = id;
+    std::string cert;
+    if (!csr.empty()) {
+      auto c = pki::sign_client_csr(c_.ca, csr, id, c_.client_cert_days);
+      if (!c) return bad_request(req, c.error().message);
+      cert = std::move(*c);
+    } else {
+      auto kc = pki::issue_client(c_.ca, id, c_.client_cert_days);
+      if (!kc) return service_error(req, kc.error());
+      cert = kc->cert_pem;
+      out["key"] = kc->key_pem;  // the only copy; the backend keeps no terminal keys
+    }
+    auto fp = pki::fingerprint(cert);
+    if (!fp) return service_error(req, fp.error());
+    TerminalRecord t{id, *fp, limit, true};
+    if (auto r = c_.service->register_terminal(t, op.name); !r) return service_error(req, r.error());
+    forget_terminal(id);
+    out["fingerprint"] = *fp;
+    out["cert"] = cert;
+    out["ca"] = c_.ca.cert_pem;
+    return json_response(req, Status::created, out);
+  }
+
+  Response terminal_revoke(const Request& req, RequestContext& ctx) {
+    OperatorRecord op;
+    if (auto e = require_operator(req, ctx, Role::admin, op)) return *e;
+    if (auto e = expect_empty_body(req)) return *e;
+    const std::string& id = ctx.params.at(0);
+    if (!valid_terminal_id(id)) return bad_request(req, "terminal id must be 8 characters of A-Z a-z 0-9 - _");
+    auto t = c_.service->terminal(id);
+    if (!t) return service_error(req, t.error());
+    t->enabled = false;
+    if (auto r = c_.service->register_terminal(*t, op.name); !r) return service_error(req, r.error());
+    forget_terminal(id);
+    json::object o;
+    o["id"] = id;
+    o["enabled"] = false;
+    return json_response(req, Status::ok, o);
+  }
+
+  Response terminal_get(const Request& req, RequestContext& ctx) {
+    OperatorRecord op;
+    if (auto e = require_operator(req, ctx, Role::viewer, op)) return *e;
+    const std::string& id = ctx.params.at(0);
+    if (!valid_terminal_id(id)) return bad_request(req, "terminal id must be 8 characters of A-Z a-z 0-9 - _");
+    auto t = c_.service->terminal(id);
+    if (!t) return service_error(req, t.error());
+    json::object o;
+    o["id"] = t->id;
+    o["fingerprint"] = t->cert_fingerprint;
+    o["limit_minor"] = t->limit_minor;
+    o["enabled"] = t->enabled;
+    return json_response(req, Status::ok, o);
+  }
+
+  Response transactions(const Request& req, RequestContext& ctx) {
+    OperatorRecord op;
+    if (auto e = require_operator(req, ctx, Role::viewer, op)) return *e;
+    TransactionFilter f;
+    for (const auto& [k, v] : ctx.query) {
+      if (k == "card") {
+        auto b = from_hex(v);
+        if (!b || b->size() != 8) return bad_request(req, "card must be 16 hex digits");
+        f.card = std::move(*b);
+      } else if (k == "terminal") {
+        f.terminal_id = v;
+      } else if (k == "decision") {
+        auto d = parse_decision(v);
+        if (!d) return bad_request(req, "decision must be approved, declined or held");
+        f.decision = *d;
+      } else if (k == "since" || k == "until") {
+        auto t = parse_int(v, 0, 32503680000);
+        if (!t) return bad_request(req, k + " must be a Unix time in seconds");
+        (k == "since" ? f.since : f.until) = *t;
+      } else if (k == "limit") {
+        auto l = parse_int(v, 1, 1000);
+        if (!l) return bad_request(req, "limit must be from 1 to 1000");
+        f.limit = static_cast<std::uint32_t>(*l);
+      } else {
+        return bad_request(req, "unknown query parameter \"" + k + "\" (allowed: card, terminal, decision, since, until, limit)");
+      }
+    }
+    auto r = c_.service->list_transactions(f);
+    if (!r) return service_error(req, r.error());
+    json::array a;
+    for (const auto& t : *r) a.push_back(txn_json(t));
+    json::object o;
+    o["transactions"] = std::move(a);
+    return json_response(req, Status::ok, o);
+  }
+
+  Response decide(const Request& req, RequestContext& ctx, bool approve) {
+    OperatorRecord op;
+    if (auto e = require_operator(req, ctx, Role::operator_, op)) return *e;
+    if (auto e = expect_empty_body(req)) return *e;
+    const std::string& txn = ctx.params.at(0);
+    if (!valid_txn_id(txn)) return bad_request(req, "malformed transaction id");
+    ctx.log["txn"] = txn;
+    auto r = c_.service->decide_held(txn, approve, op.name);
+    if (!r) return service_error(req, r.error());
+    return json_response(req, Status::ok, answer_json(*r));
+  }
+
+  Response audit(const Request& req, RequestContext& ctx) {
+    OperatorRecord op;
+    if (auto e = require_operator(req, ctx, Role::viewer, op)) return *e;
+    std::int64_t after = 0;
+    std::uint32_t limit = 100;
+    for (const auto& [k, v] : ctx.query) {
+      if (k == "after") {
+        auto a = parse_int(v, 0, INT64_MAX);
+        if (!a) return bad_request(req, "after must be a sequence number");
+        after = *a;
+      } else if (k == "limit") {
+        auto l = parse_int(v, 1, 1000);
+        if (!l) return bad_request(req, "limit must be from 1 to 1000");
+        limit = static_cast<std::uint32_t>(*l);
+      } else {
+        return bad_request(req, "unknown query parameter \"" + k + "\" (allowed: after, limit)");
+      }
+    }
+    auto r = c_.service->audit_log(after, limit);
+    if (!r) return service_error(req, r.error());
+    json::array a;
+    for (const auto& e : *r) {
+      json::object o;
+      o["seq"] = e.seq;
+      o["at"] = e.at;
+      o["actor"] = e.actor;
+      o["action"] = e.action;
+      o["detail"] = e.detail;
+      o["mac"] = to_hex(e.mac);
+      a.push_back(std::move(o));
+    }
+    json::object o;
+    o["entries"] = std::move(a);
+    return json_response(req, Status::ok, o);
+  }
+
+  Response audit_verify(const Request& req, RequestContext& ctx) {
+    OperatorRecord op;
+    if (auto e = require_operator(req, ctx, Role::viewer, op)) return *e;
+    auto r = c_.service->verify_audit();
+    json::object o;
+    if (!r) {
+      if (r.error().code != Errc::bad_mac) return service_error(req, r.error());
+      o["ok"] = false;
+      o["message"] = r.error().message;
+      return json_response(req, Status::ok, o);
+    }
+    o["ok"] = true;
+    o["entries"] = *r;
+    return json_response(req, Status::ok, o);
+  }
+
+  Response create_operator(const Request& req, RequestContext& ctx) {
+    OperatorRecord op;
+    if (auto e = require_operator(req, ctx, Role::admin, op)) return *e;
+    auto o = parse_object(req.body(), {"name", "role"});
+    if (!o) return bad_request(req, o.error().message);
+    Fields f(*o);
+    const std::string name = f.str("name", true, 64);
+    const auto role = parse_role(f.str("role", true, 16));
+    if (!f.error && name.empty()) f.fail("field \"name\" must not be empty");
+    if (!f.error && !role) f.fail("field \"role\" must be viewer, operator or admin");
+    if (f.error) return bad_request(req, *f.error);
+    auto t = c_.service->create_operator(name, *role, op.name);
+    if (!t) return service_error(req, t.error());
+    json::object out;
+    out["name"] = name;
+    out["role"] = role_name(*role);
+    out["token"] = *t;  // shown once; only its hash is stored
+    return json_response(req, Status::created, out);
+  }
+
+  Response whoami(const Request& req, RequestContext& ctx) {
+    OperatorRecord op;
+    if (auto e = require_operator(req, ctx, Role::viewer, op)) return *e;
+    json::object o;
+    o["name"] = op.name;
+    o["role"] = role_name(op.role);
+    return json_response(req, Status::ok, o);
+  }
+
+  Response healthz(const Request& req, RequestContext&) {
+    auto m = c_.service->metrics();  // touches the database
+    if (!m) return error_response(req, Status::service_unavailable, "unhealthy", "the database is not usable");
+    json::object o;
+    o["status"] = "ok";
+    return json_response(req, Status::ok, o);
+  }
+
+  Response metrics(const Request& req, RequestContext&) {
+    auto m = c_.service->metrics();
+    if (!m) return service_error(req, m.error());
+    return text_response(req, Status::ok, c_.metrics->render(*m), "text/plain; version=0.0.4; charset=utf-8");
+  }
+
+ private:
+  ApiContext& c_;
+  std::mutex mu_;
+  std::unordered_map<std::string, std::string> terminals_;  // id -> verified fingerprint
+};
+
+}  // namespace
+
+void install_api(Router& router, ApiContext& ctx) {
+  auto api = std::make_shared<Api>(ctx);
+  auto bind = [api](Response (Api::*fn)(const Request&, RequestContext&)) -> Handler {
+    return [api, fn](const Request& req, RequestContext& c) { return ((*api).*fn)(req, c); };
+  };
+  router.add(Verb::get, "/healthz", bind(&Api::healthz));
+  router.add(Verb::get, "/metrics", bind(&Api::metrics));
+  router.add(Verb::post, "/v1/authorizations", bind(&Api::authorize));
+  router.add(Verb::get, "/v1/authorizations/*", bind(&Api::get_authorization), RouteOptions{true});
+  router.add(Verb::post, "/v1/codes/verify", bind(&Api::verify_code));
+  router.add(Verb::post, "/v1/admin/cards", bind(&Api::enroll));
+  router.add(Verb::get, "/v1/admin/cards/*", bind(&Api::card_get));
+  for (const char* action : {"block", "unblock", "refresh", "rotate-key"}) {
+    router.add(Verb::post, std::string("/v1/admin/cards/*/") + action,
+               [api, action](const Request& req, RequestContext& c) { return api->card_action(req, c, action); });
+  }
+  router.add(Verb::post, "/v1/admin/terminals", bind(&Api::terminal_register));
+  router.add(Verb::get, "/v1/admin/terminals/*", bind(&Api::terminal_get));
+  router.add(Verb::post, "/v1/admin/terminals/*/revoke", bind(&Api::terminal_revoke));
+  router.add(Verb::get, "/v1/admin/transactions", bind(&Api::transactions));
+  router.add(Verb::post, "/v1/admin/transactions/*/approve",
+             [api](const Request& req, RequestContext& c) { return api->decide(req, c, true); });
+  router.add(Verb::post, "/v1/admin/transactions/*/decline",
+             [api](const Request& req, RequestContext& c) { return api->decide(req, c, false); });
+  router.add(Verb::get, "/v1/admin/audit", bind(&Api::audit));
+  router.add(Verb::get, "/v1/admin/audit/verify", bind(&Api::audit_verify));
+  router.add(Verb::post, "/v1/admin/operators", bind(&Api::create_operator));
+  router.add(Verb::get, "/v1/admin/whoami", bind(&Api::whoami));
+}
+
+}  // namespace otac::backend::http

@@ -1,0 +1,30 @@
+// The JSON API of otac-backend (protocol.md section 5): terminal endpoints (mutual TLS),
+// operator endpoints under /v1/admin/ (bearer tokens with roles), /healthz and /metrics.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "metrics.hpp"
+#include "pki.hpp"
+#include "router.hpp"
+#include "service.hpp"
+
+namespace otac::backend::http {
+
+/// What the API handlers need.
+struct ApiContext {
+  Service* service = nullptr;
+  RequestMetrics* metrics = nullptr;
+  pki::KeyCert ca;                 ///< the private CA (issues terminal certificates)
+  int client_cert_days = 825;
+  std::uint32_t max_wait_seconds = 30;
+};
+
+/// Registers every API route on router. ctx must outlive the router.
+void install_api(Router& router, ApiContext& ctx);
+
+}  // namespace otac::backend::http

@@ -1,0 +1,164 @@
+#include "config.hpp"
+
+#include <charconv>
+#include <functional>
+#include <map>
+
+namespace otac::backend {
+namespace {
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
+Result<Config> parse_config(std::string_view text, Config c) {
+  using Setter = std::function<Result<void>(std::string_view)>;
+  auto str = [](std::string& dst) -> Setter {
+    return [&dst](std::string_view v) -> Result<void> { dst = std::string(v); return {}; };
+  };
+  auto path = [](std::filesystem::path& dst) -> Setter {
+    return [&dst](std::string_view v) -> Result<void> {
+      if (v.empty()) return make_error(Errc::bad_value, "empty path");
+      dst = std::string(v);
+      return {};
+    };
+  };
+  auto num = [](std::uint32_t& dst, std::uint32_t lo, std::uint32_t hi) -> Setter {
+    return [&dst, lo, hi](std::string_view v) -> Result<void> {
+      std::uint32_t x = 0;
+      auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+      if (ec != std::errc() || p != v.data() + v.size() || x < lo || x > hi)
+        return make_error(Errc::bad_value, "must be an integer from " + std::to_string(lo) + " to " + std::to_string(hi));
+      dst = x;
+      return {};
+    };
+  };
+  auto boolean = [](bool& dst) -> Setter {
+    return [&dst](std::string_view v) -> Result<void> {
+      if (v == "true" || v == "yes" || v == "1") dst = true;
+      else if (v == "false" || v == "no" || v == "0") dst = false;
+      else return make_error(Errc::bad_value, "must be true or false");
+      return {};
+    };
+  };
+  const std::map<std::string, Setter, std::less<>> keys = {
+      {"listen", str(c.listen)},
+      {"mo_listen", str(c.mo_listen)},
+      {"ca_cert", path(c.ca_cert)},
+      {"ca_key", path(c.ca_key)},
+      {"tls_cert", path(c.tls_cert)},
+      {"tls_key", path(c.tls_key)},
+      {"kek_file", path(c.kek_file)},
+      {"database", path(c.database)},
+      {"mo_secret_file", path(c.mo_secret_file)},
+      {"admin_token_file", path(c.admin_token_file)},
+      {"server_msisdn", str(c.server_msisdn)},
+      {"list_size", num(c.list_size, 1, 120)},
+      {"threshold", num(c.threshold, 0, 1000)},
+      {"fail_limit", num(c.fail_limit, 1, 1000)},
+      {"max_wait_seconds", num(c.max_wait_seconds, 0, 300)},
+      {"kannel_sendsms_url", str(c.kannel_sendsms_url)},
+      {"kannel_user", str(c.kannel_user)},
+      {"kannel_pass", str(c.kannel_pass)},
+      {"kannel_smsc_id", str(c.kannel_smsc_id)},
+      {"kannel_dlr", boolean(c.kannel_dlr)},
+      {"sms_retry_base_seconds", num(c.sms_retry_base_seconds, 1, 3600)},
+      {"sms_retry_max_seconds", num(c.sms_retry_max_seconds, 1, 86400)},
+      {"max_body_bytes", num(c.max_body_bytes, 1024, 16u << 20)},
+      {"max_connections", num(c.max_connections, 1, 100000)},
+      {"request_timeout_seconds", num(c.request_timeout_seconds, 1, 3600)},
+      {"io_threads", num(c.io_threads, 1, 64)},
+      {"worker_threads", num(c.worker_threads, 1, 256)},
+      {"slow_threads", num(c.slow_threads, 1, 1024)},
+      {"client_cert_days", num(c.client_cert_days, 1, 3650)},
+  };
+  std::size_t line_no = 0;
+  std::size_t pos = 0;
+  while (pos <= text.size()) {
+    const std::size_t nl = text.find('\n', pos);
+    std::string_view line = text.substr(pos, nl == std::string_view::npos ? std::string_view::npos : nl - pos);
+    pos = nl == std::string_view::npos ? text.size() + 1 : nl + 1;
+    ++line_no;
+    line = trim(line);
+    if (line.empty() || line.front() == '#') continue;
+    const std::size_t eq = line.find('=');
+    if (eq == std::string_view::npos)
+      return make_error(Errc::bad_value, "config line " + std::to_string(line_no) + ": expected 'key = value'");
+    const std::string_view key = trim(line.substr(0, eq));
+    std::string_view value = trim(line.substr(eq + 1));
+    if (value.size() >= 2 && value.front() == '"' && value.back() == '"') value = value.substr(1, value.size() - 2);
+    auto it = keys.find(key);
+    if (it == keys.end())
+      return make_error(Errc::bad_value, "config line " + std::to_string(line_no) + ": unknown key '" + std::string(key) +
+                                             "' (see the commented default config for the known keys)");
+    if (auto r = it->second(value); !r)
+      return make_error(Errc::bad_value, "config line " + std::to_string(line_no) + ": " + std::string(key) + " " + r.error().message);
+  }
+  return c;
+}
+
+std::string default_config_text() {
+  return R"(# otac-backend configuration. "key = value"; '#' starts a comment.
+# Relative paths are relative to the data directory (--data-dir).
+# This file was written on first start; edit it and restart otac-backend.
+
+# HTTPS listener for terminals (client certificates) and operators (bearer tokens).
+# "--listen" on the command line overrides it. Port 0 picks a free port (see backend.port).
+listen = 127.0.0.1:8443
+# Plain-HTTP listener for Kannel (MO get-url and delivery reports). Loopback only; requests
+# must carry the secret from mo_secret_file. The bound port is written to mo.port.
+mo_listen = 127.0.0.1:0
+
+# Private CA (ECDSA P-256) that signs the server certificate and terminal client certificates.
+ca_cert = ca.pem
+ca_key = ca.key
+tls_cert = server.pem
+tls_key = server.key
+# Key-encryption key for card keys and codes at rest (32 bytes, mode 0600).
+kek_file = kek.bin
+database = otac.db
+mo_secret_file = mo.secret
+# Token of the first operator ("admin", role admin), written on first start (mode 0600).
+admin_token_file = admin.token
+# Validity of issued terminal certificates, days.
+client_cert_days = 825
+
+# The SMS number cards send to (printed in initialization letters).
+server_msisdn = +15550100
+# Codes per list (at most 120: a list must fit one concatenated OTA packet).
+list_size = 100
+# Unused codes at or below which a new list is pushed to the card.
+threshold = 20
+# Bad cryptograms in a row that block a card.
+fail_limit = 5
+# Longest wait a terminal may ask for on GET /v1/authorizations/{txn}?wait=S.
+max_wait_seconds = 30
+
+# Kannel smsbox sendsms interface. Empty URL: messages are only queued.
+# Example: kannel_sendsms_url = http://127.0.0.1:13013/cgi-bin/sendsms
+kannel_sendsms_url =
+kannel_user =
+kannel_pass =
+# Optional: route MT messages to this Kannel smsc-id.
+kannel_smsc_id =
+# Ask Kannel for delivery reports (dlr-url to the mo_listen port).
+kannel_dlr = true
+# Retry delay after a failed hand-over: base * 2^attempts seconds, at most max.
+sms_retry_base_seconds = 2
+sms_retry_max_seconds = 300
+
+# Limits.
+max_body_bytes = 65536
+max_connections = 1024
+request_timeout_seconds = 10
+io_threads = 2
+worker_threads = 8
+slow_threads = 32
+)";
+}
+
+}  // namespace otac::backend

@@ -1,0 +1,51 @@
+// otac-backend's configuration file: "key = value" lines, '#' comments. Relative paths are
+// relative to the data directory. Unknown keys are errors (a typo must not be ignored).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include "otac/common/result.hpp"
+
+namespace otac::backend {
+
+/// All settings of otac-backend (see default_config_text for their meaning).
+struct Config {
+  std::filesystem::path data_dir;
+  std::string listen = "127.0.0.1:8443";
+  std::string mo_listen = "127.0.0.1:0";
+  std::filesystem::path ca_cert = "ca.pem", ca_key = "ca.key";
+  std::filesystem::path tls_cert = "server.pem", tls_key = "server.key";
+  std::filesystem::path kek_file = "kek.bin", database = "otac.db";
+  std::filesystem::path mo_secret_file = "mo.secret", admin_token_file = "admin.token";
+  std::string server_msisdn = "+15550100";
+  std::uint32_t list_size = 100;
+  std::uint32_t threshold = 20;
+  std::uint32_t fail_limit = 5;
+  std::uint32_t max_wait_seconds = 30;
+  std::string kannel_sendsms_url;  ///< empty = SMS sending disabled (queued only)
+  std::string kannel_user;
+  std::string kannel_pass;
+  std::string kannel_smsc_id;
+  bool kannel_dlr = true;
+  std::uint32_t sms_retry_base_seconds = 2;
+  std::uint32_t sms_retry_max_seconds = 300;
+  std::uint32_t max_body_bytes = 65536;
+  std::uint32_t max_connections = 1024;
+  std::uint32_t request_timeout_seconds = 10;
+  std::uint32_t io_threads = 2;
+  std::uint32_t worker_threads = 8;
+  std::uint32_t slow_threads = 32;
+  std::uint32_t client_cert_days = 825;
+
+  /// A path from the config, resolved against data_dir.
+  std::filesystem::path resolve(const std::filesystem::path& p) const { return p.is_absolute() ? p : data_dir / p; }
+};
+
+/// Parses config text (data_dir already set in base).
+Result<Config> parse_config(std::string_view text, Config base);
+/// The commented default configuration written on first start.
+std::string default_config_text();
+
+}  // namespace otac::backend

@@ -1,0 +1,108 @@
+#include "json_input.hpp"
+
+namespace otac::backend::http {
+
+Result<boost::json::object> parse_object(std::string_view body, std::initializer_list<std::string_view> allowed) {
+  if (body.empty()) return make_error(Errc::bad_value, "request body must be a JSON object");
+  boost::json::parse_options opt;
+  opt.max_depth = 8;
+  boost::system::error_code ec;
+  boost::json::value v = boost::json::parse(body, ec, {}, opt);
+  if (ec) return make_error(Errc::bad_value, "request body is not valid JSON: " + ec.message());
+  if (!v.is_object()) return make_error(Errc::bad_value, "request body must be a JSON object");
+  boost::json::object o = std::move(v.as_object());
+  for (const auto& kv : o) {
+    bool known = false;
+    for (const auto a : allowed) known = known || kv.key() == a;
+    if (!known) {
+      std::string list;
+      for (const auto a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+      return make_error(Errc::bad_value, "unknown field \"" + std::string(kv.key()) + "\" (allowed: " + list + ")");
+    }
+  }
+  return o;
+}
+
+bool Fields::has(std::string_view key) const {
+  auto it = o_.find(key);
+  return it != o_.end() && !it->value().is_null();
+}
+
+const boost::json::value* Fields::get(std::string_view key, bool required) {
+  auto it = o_.find(key);
+  if (it == o_.end() || it->value().is_null()) {
+    if (required) fail("missing field \"" + std::string(key) + "\"");
+    return nullptr;
+  }
+  return &it->value();
+}
+
+std::string Fields::str(std::string_view key, bool required, std::size_t max_len, bool any_text) {
+  const auto* v = get(key, required);
+  if (!v) return {};
+  if (!v->is_string()) { fail("field \"" + std::string(key) + "\" must be a string"); return {}; }
+  const auto& s = v->as_string();
+  if (s.size() > max_len) { fail("field \"" + std::string(key) + "\" is longer than " + std::to_string(max_len) + " bytes"); return {}; }
+  if (!any_text) {
+    for (const char c : s) {
+      const auto u = static_cast<unsigned char>(c);
+      if (u < 0x20 || u > 0x7e) { fail("field \"" + std::string(key) + "\" must be printable ASCII"); return {}; }
+    }
+  }
+  return std::string(s.data(), s.size());
+}
+
+std::int64_t Fields::integer(std::string_view key, bool required, std::int64_t lo, std::int64_t hi, std::int64_t def) {
+  const auto* v = get(key, required);
+  if (!v) return def;
+  std::int64_t x = 0;
+  if (v->is_int64()) x = v->as_int64();
+  else if (v->is_uint64() && v->as_uint64() <= static_cast<std::uint64_t>(INT64_MAX)) x = static_cast<std::int64_t>(v->as_uint64());
+  else {
+    fail("field \"" + std::string(key) + "\" must be an integer from " + std::to_string(lo) + " to " + std::to_string(hi));
+    return def;
+  }
+  if (x < lo || x > hi) {
+    fail("field \"" + std::string(key) + "\" must be an integer from " + std::to_string(lo) + " to " + std::to_string(hi));
+    return def;
+  }
+  return x;
+}
+
+Bytes Fields::hexbytes(std::string_view key, bool required, std::size_t min, std::size_t max) {
+  const auto* v = get(key, required);
+  if (!v) return {};
+  if (!v->is_string()) { fail("field \"" + std::string(key) + "\" must be a hex string"); return {}; }
+  const auto& s = v->as_string();
+  if (s.size() > 2 * max + 2) { fail("field \"" + std::string(key) + "\" is longer than " + std::to_string(max) + " bytes"); return {}; }
+  for (const char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) {
+      fail("field \"" + std::string(key) + "\" must be hex digits only");
+      return {};
+    }
+  }
+  auto b = from_hex(std::string_view(s.data(), s.size()));
+  if (!b) { fail("field \"" + std::string(key) + "\" is not valid hex (odd number of digits)"); return {}; }
+  if (b->size() < min || b->size() > max) {
+    fail("field \"" + std::string(key) + "\" must be " +
+         (min == max ? std::to_string(min) : std::to_string(min) + " to " + std::to_string(max)) + " bytes");
+    return {};
+  }
+  return std::move(*b);
+}
+
+bool Fields::boolean(std::string_view key, bool required, bool def) {
+  const auto* v = get(key, required);
+  if (!v) return def;
+  if (!v->is_bool()) { fail("field \"" + std::string(key) + "\" must be true or false"); return def; }
+  return v->as_bool();
+}
+
+const boost::json::array* Fields::array(std::string_view key, bool required) {
+  const auto* v = get(key, required);
+  if (!v) return nullptr;
+  if (!v->is_array()) { fail("field \"" + std::string(key) + "\" must be an array"); return nullptr; }
+  return &v->as_array();
+}
+
+}  // namespace otac::backend::http

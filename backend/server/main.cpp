@@ -1,0 +1,297 @@
+// otac-backend: the OTAC transaction backend (HTTPS API, Kannel SMS gateway link).
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <string>
+
+#include "api.hpp"
+#include "config.hpp"
+#include "kannel.hpp"
+#include "kek.hpp"
+#include "log.hpp"
+#include "otac/common/crypto.hpp"
+#include "pki.hpp"
+#include "router.hpp"
+#include "server.hpp"
+#include "service.hpp"
+#include "sqlite_store.hpp"
+#ifdef OTAC_HAVE_CONSOLE
+#include "console.hpp"
+#endif
+
+namespace fs = std::filesystem;
+using namespace otac;           // NOLINT: a program's main file
+using namespace otac::backend;  // NOLINT
+
+namespace {
+
+constexpr const char* kHelp = R"(NAME
+    otac-backend - OTAC transaction backend: authorizations, card lists over SMS, operators
+
+SYNOPSIS
+    otac-backend --data-dir DIR [--config FILE] [--listen HOST:PORT] [--mo-listen HOST:PORT]
+    otac-backend --help
+
+DESCRIPTION
+    Serves the HTTPS API of docs/protocol.md section 5: terminals authenticate with client
+    certificates issued by the backend's private CA (mutual TLS, CN = terminal id); operators
+    with bearer tokens (roles viewer, operator, admin) under /v1/admin/. Also /healthz and
+    /metrics (Prometheus text). A second, plain-HTTP listener on loopback receives Kannel's
+    MO messages (get-url) and delivery reports; a sender thread hands queued MT messages to
+    Kannel's sendsms interface, retrying with exponential backoff while it is unreachable.
+
+    First start: if FILE (default DIR/otac-backend.conf) does not exist, a commented default
+    is written. Missing files are then created in DIR: ca.pem/ca.key (private CA, ECDSA P-256),
+    server.pem/server.key (for 127.0.0.1, ::1 and localhost), kek.bin (key-encryption key,
+    0600), mo.secret (0600), otac.db (SQLite, WAL), admin.token (0600; token of operator
+    "admin"). Their paths are printed on standard error.
+
+    Once listening, DIR/backend.port holds the HTTPS port and DIR/mo.port the MO port (useful
+    with port 0). Logs go to standard error, one key=value line per request or event; secrets
+    (keys, tokens, codes) are never logged.
+
+OPTIONS
+    --data-dir DIR        data directory (created 0700 if absent). Required.
+    --config FILE         configuration file (key = value). Default DIR/otac-backend.conf.
+    --listen HOST:PORT    HTTPS listener; overrides "listen" in the config.
+    --mo-listen HOST:PORT Kannel listener; overrides "mo_listen"; must be a loopback address.
+    --help                this text.
+
+KANNEL
+    get-url = "http://127.0.0.1:MOPORT/v1/sms/mo?secret=SECRET&from=%p&to=%P&udh=%u&data=%b"
+    with SECRET from DIR/mo.secret. See docs/operations.md.
+
+SIGNALS
+    SIGTERM, SIGINT: stop accepting, finish requests in progress, exit 0.
+
+EXIT STATUS
+    0 clean shutdown, 1 failure (message on standard error), 2 usage error.
+)";
+
+int usage(const std::string& msg) {
+  std::fprintf(stderr, "otac-backend: %s\nTry 'otac-backend --help'.\n", msg.c_str());
+  return 2;
+}
+
+int fail(const std::string& msg) {
+  std::fprintf(stderr, "otac-backend: %s\n", msg.c_str());
+  return 1;
+}
+
+bool is_loopback(const std::string& host) { return host == "127.0.0.1" || host == "::1"; }
+
+// Creates what a first start needs; returns the list of created files for the message.
+Result<std::vector<std::string>> bootstrap(const Config& c) {
+  std::vector<std::string> created;
+  const fs::path ca_cert = c.resolve(c.ca_cert), ca_key = c.resolve(c.ca_key);
+  if (!fs::exists(ca_cert) || !fs::exists(ca_key)) {
+    if (fs::exists(ca_cert) != fs::exists(ca_key))
+      return make_error(Errc::state, "only one of " + ca_cert.string() + " and " + ca_key.string() +
+                                         " exists; restore the other or delete both to create a new CA");
+    auto ca = pki::make_ca("OTAC private CA", 3650);
+    if (!ca) return ca.error();
+    if (auto w = pki::write_file(ca_key, ca->key_pem, 0600); !w) return w.error();
+    if (auto w = pki::write_file(ca_cert, ca->cert_pem, 0644); !w) return w.error();
+    created.push_back(ca_cert.string() + " (CA certificate; give it to terminals and otac-admin)");
+    created.push_back(ca_key.string() + " (CA private key, 0600)");
+  }
+  const fs::path cert = c.resolve(c.tls_cert), key = c.resolve(c.tls_key);
+  if (!fs::exists(cert) || !fs::exists(key)) {
+    auto cap = pki::read_file(ca_cert);
+    if (!cap) return cap.error();
+    auto cak = pki::read_file(ca_key);
+    if (!cak) return cak.error();
+    auto kc = pki::issue_server(pki::KeyCert{*cak, *cap}, "localhost", {"localhost"}, {"127.0.0.1", "::1"}, 825);
+    if (!kc) return kc.error();
+    if (auto w = pki::write_file(key, kc->key_pem, 0600); !w) return w.error();
+    if (auto w = pki::write_file(cert, kc->cert_pem, 0644); !w) return w.error();
+    created.push_back(cert.string() + " (server certificate for 127.0.0.1, ::1, localhost)");
+  }
+  const fs::path secret = c.resolve(c.mo_secret_file);
+  if (!fs::exists(secret)) {
+    if (auto w = pki::write_file(secret, to_hex(crypto::random_bytes(16)) + "\n", 0600); !w) return w.error();
+    created.push_back(secret.string() + " (Kannel get-url secret, 0600)");
+  }
+  return created;
+}
+
+std::string trim_line(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string data_dir, config_file, listen_override, mo_override;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&](std::string& dst) -> bool {
+      if (i + 1 >= argc) return false;
+      dst = argv[++i];
+      return true;
+    };
+    if (a == "--help" || a == "-h") { std::fputs(kHelp, stdout); return 0; }
+    if (a == "--data-dir") { if (!value(data_dir)) return usage("--data-dir needs a directory"); }
+    else if (a == "--config") { if (!value(config_file)) return usage("--config needs a file"); }
+    else if (a == "--listen") { if (!value(listen_override)) return usage("--listen needs HOST:PORT"); }
+    else if (a == "--mo-listen") { if (!value(mo_override)) return usage("--mo-listen needs HOST:PORT"); }
+    else return usage("unknown argument '" + a + "'");
+  }
+  if (data_dir.empty()) return usage("--data-dir is required");
+
+  std::error_code ec;
+  fs::create_directories(data_dir, ec);
+  if (ec) return fail("cannot create data directory " + data_dir + ": " + ec.message());
+  ::chmod(data_dir.c_str(), 0700);
+  Config base;
+  base.data_dir = fs::absolute(data_dir);
+  const fs::path cfg_path = config_file.empty() ? base.data_dir / "otac-backend.conf" : fs::path(config_file);
+  bool first_start = false;
+  if (!fs::exists(cfg_path)) {
+    if (auto w = pki::write_file(cfg_path, default_config_text(), 0600); !w) return fail(w.error().message);
+    first_start = true;
+  }
+  auto text = pki::read_file(cfg_path);
+  if (!text) return fail(text.error().message);
+  auto cfg = parse_config(*text, base);
+  if (!cfg) return fail(cfg_path.string() + ": " + cfg.error().message);
+  Config c = std::move(*cfg);
+  if (!listen_override.empty()) c.listen = listen_override;
+  if (!mo_override.empty()) c.mo_listen = mo_override;
+  std::string host, mo_host;
+  std::uint16_t port = 0, mo_port = 0;
+  if (!http::parse_host_port(c.listen, host, port)) return usage("listen address '" + c.listen + "' is not HOST:PORT");
+  if (!http::parse_host_port(c.mo_listen, mo_host, mo_port)) return usage("MO listen address '" + c.mo_listen + "' is not HOST:PORT");
+  if (!is_loopback(mo_host)) return usage("the MO listener is plain HTTP and must be on 127.0.0.1 or ::1");
+
+  auto created = bootstrap(c);
+  if (!created) return fail(created.error().message);
+  if (first_start) created->insert(created->begin(), cfg_path.string() + " (configuration, commented defaults)");
+  const bool kek_new = !fs::exists(c.resolve(c.kek_file));
+  auto kek = Kek::load_or_create(c.resolve(c.kek_file));
+  if (!kek) return fail(kek.error().message);
+  if (kek_new) created->push_back(c.resolve(c.kek_file).string() + " (key-encryption key, 0600; back it up apart from the database)");
+  auto kekp = std::make_shared<const Kek>(std::move(*kek));
+  const fs::path db = c.resolve(c.database);
+  {
+    auto s = open_sqlite_store(db, kekp);  // creates and migrates; fails early on a bad file
+    if (!s) return fail(s.error().message);
+  }
+  ServiceConfig sc;
+  sc.server_msisdn = c.server_msisdn;
+  sc.list_size = static_cast<std::uint16_t>(c.list_size);
+  sc.default_threshold = c.threshold;
+  sc.default_fail_limit = c.fail_limit;
+  sc.max_wait = std::chrono::seconds(c.max_wait_seconds);
+  Service service(sc, [db, kekp] { return open_sqlite_store(db, kekp); });
+
+  const fs::path token_file = c.resolve(c.admin_token_file);
+  if (!fs::exists(token_file)) {
+    auto tok = service.create_operator("admin", Role::admin, "system");
+    if (!tok) return fail("cannot create the admin operator: " + tok.error().message);
+    if (auto w = pki::write_file(token_file, *tok + "\n", 0600); !w) return fail(w.error().message);
+    created->push_back(token_file.string() + " (token of operator 'admin', 0600)");
+  }
+  if (!created->empty()) {
+    std::fprintf(stderr, "otac-backend: first start in %s; created:\n", c.data_dir.c_str());
+    for (const auto& f : *created) std::fprintf(stderr, "  %s\n", f.c_str());
+  }
+
+  auto ca_cert = pki::read_file(c.resolve(c.ca_cert));
+  if (!ca_cert) return fail(ca_cert.error().message);
+  auto ca_key = pki::read_file(c.resolve(c.ca_key));
+  if (!ca_key) return fail(ca_key.error().message);
+  auto mo_secret = pki::read_file(c.resolve(c.mo_secret_file));
+  if (!mo_secret) return fail(mo_secret.error().message);
+
+  http::RequestMetrics metrics;
+  http::ApiContext api;
+  api.service = &service;
+  api.metrics = &metrics;
+  api.ca = pki::KeyCert{std::move(*ca_key), std::move(*ca_cert)};
+  api.client_cert_days = static_cast<int>(c.client_cert_days);
+  api.max_wait_seconds = c.max_wait_seconds;
+  http::Router router;
+  http::install_api(router, api);
+#ifdef OTAC_HAVE_CONSOLE
+  http::Extension ext;
+  ext.service = &service;
+  ext.data_dir = c.data_dir;
+  ext.authenticate = [&service](std::string_view t) { return service.authenticate_operator(t); };
+  console::install(router, ext);
+#endif
+  std::atomic<sms::KannelSender*> sender_ptr{nullptr};
+  http::Router mo_router;
+  // An MO message may queue an answer (a list): wake the sender instead of waiting for its poll.
+  sms::install_mo_routes(mo_router, service, trim_line(*mo_secret), [&sender_ptr] {
+    if (auto* s = sender_ptr.load()) s->wake();
+  });
+
+  // Block the stop signals in every thread; the main thread waits for them below.
+  sigset_t stop_set;
+  sigemptyset(&stop_set);
+  sigaddset(&stop_set, SIGTERM);
+  sigaddset(&stop_set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  http::Limits limits;
+  limits.max_body = c.max_body_bytes;
+  limits.max_connections = c.max_connections;
+  limits.read_timeout = std::chrono::seconds(c.request_timeout_seconds);
+  limits.write_timeout = std::chrono::seconds(c.request_timeout_seconds);
+  limits.io_threads = c.io_threads;
+  limits.workers = c.worker_threads;
+  limits.slow_workers = c.slow_threads;
+  http::Server server(limits, metrics);
+  auto bound = server.listen_tls(host, port, http::TlsFiles{c.resolve(c.tls_cert), c.resolve(c.tls_key), c.resolve(c.ca_cert)}, router);
+  if (!bound) return fail(bound.error().message);
+  auto mo_bound = server.listen_plain(mo_host, mo_port, mo_router);
+  if (!mo_bound) return fail(mo_bound.error().message);
+  server.start();
+
+  std::unique_ptr<sms::KannelSender> sender;
+  if (!c.kannel_sendsms_url.empty()) {
+    sms::KannelConfig kc;
+    if (auto u = sms::parse_http_url(c.kannel_sendsms_url, kc.host, kc.port, kc.path); !u)
+      return fail("kannel_sendsms_url: " + u.error().message);
+    kc.user = c.kannel_user;
+    kc.pass = c.kannel_pass;
+    kc.from = c.server_msisdn;
+    kc.smsc_id = c.kannel_smsc_id;
+    if (c.kannel_dlr) {
+      kc.dlr_url_prefix = "http://" + (mo_host == "::1" ? std::string("[::1]") : mo_host) + ":" + std::to_string(*mo_bound) +
+                          "/v1/sms/dlr?secret=" + trim_line(*mo_secret);
+    }
+    kc.retry_base = std::chrono::seconds(c.sms_retry_base_seconds);
+    kc.retry_max = std::chrono::seconds(c.sms_retry_max_seconds);
+    sender = std::make_unique<sms::KannelSender>(service, kc);
+    sender_ptr = sender.get();
+    sender->start();
+  } else {
+    log::warn("sms_disabled", {{"why", "kannel_sendsms_url is empty; MT messages stay queued"}});
+  }
+
+  // Port files last: their presence means "ready".
+  if (auto w = pki::write_file(c.data_dir / "mo.port", std::to_string(*mo_bound) + "\n", 0644); !w) return fail(w.error().message);
+  if (auto w = pki::write_file(c.data_dir / "backend.port", std::to_string(*bound) + "\n", 0644); !w) return fail(w.error().message);
+  log::info("listening", {{"https", host + ":" + std::to_string(*bound)},
+                          {"mo", mo_host + ":" + std::to_string(*mo_bound)},
+                          {"data_dir", c.data_dir.string()},
+                          {"sms", c.kannel_sendsms_url.empty() ? "disabled" : "kannel"}});
+
+  int sig = 0;
+  sigwait(&stop_set, &sig);
+  log::info("stopping", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  server.stop();  // first: no MO handler may touch the sender afterwards
+  sender_ptr = nullptr;
+  if (sender) sender->stop();
+  log::info("stopped");
+  return 0;
+}

@@ -1,0 +1,71 @@
+#include "metrics.hpp"
+
+#include <cstdio>
+
+namespace otac::backend::http {
+namespace {
+
+std::string num(double v) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  return buf;
+}
+
+// Label values are our own fixed names; escape anyway, as the format requires.
+std::string label(std::string_view v) {
+  std::string out;
+  for (const char c : v) {
+    if (c == '\\' || c == '"') out.push_back('\\');
+    if (c == '\n') { out += "\\n"; continue; }
+    out.push_back(c);
+  }
+  return out;
+}
+
+}  // namespace
+
+void RequestMetrics::observe(std::string_view method, unsigned status, double seconds) {
+  std::lock_guard lock(mu_);
+  ++requests_[{std::string(method), status}];
+  ++count_;
+  sum_ += seconds;
+  for (std::size_t i = 0; i < bounds.size(); ++i) {
+    if (seconds <= bounds[i]) ++buckets_[i];
+  }
+}
+
+std::string RequestMetrics::render(const Metrics& service) const {
+  std::string out;
+  std::lock_guard lock(mu_);
+  out += "# HELP otac_http_requests_total HTTP requests answered, by method and status.\n";
+  out += "# TYPE otac_http_requests_total counter\n";
+  for (const auto& [k, v] : requests_) {
+    out += "otac_http_requests_total{method=\"" + label(k.first) + "\",status=\"" + std::to_string(k.second) + "\"} " +
+           std::to_string(v) + "\n";
+  }
+  out += "# HELP otac_http_request_duration_seconds Time from a complete request to its response.\n";
+  out += "# TYPE otac_http_request_duration_seconds histogram\n";
+  for (std::size_t i = 0; i < bounds.size(); ++i) {
+    out += "otac_http_request_duration_seconds_bucket{le=\"" + num(bounds[i]) + "\"} " + std::to_string(buckets_[i]) + "\n";
+  }
+  out += "otac_http_request_duration_seconds_bucket{le=\"+Inf\"} " + std::to_string(count_) + "\n";
+  out += "otac_http_request_duration_seconds_sum " + num(sum_) + "\n";
+  out += "otac_http_request_duration_seconds_count " + std::to_string(count_) + "\n";
+  out += "# HELP otac_connections_refused_total Connections closed at once because of the connection limit.\n";
+  out += "# TYPE otac_connections_refused_total counter\n";
+  out += "otac_connections_refused_total " + std::to_string(refused_.load(std::memory_order_relaxed)) + "\n";
+  out += "# HELP otac_decisions_total Authorization decisions since start, by decision and reason.\n";
+  out += "# TYPE otac_decisions_total counter\n";
+  for (const auto& [k, v] : service.decisions) {
+    const std::size_t slash = k.find('/');
+    const std::string d = k.substr(0, slash);
+    const std::string r = slash == std::string::npos ? std::string() : k.substr(slash + 1);
+    out += "otac_decisions_total{decision=\"" + label(d) + "\",reason=\"" + label(r) + "\"} " + std::to_string(v) + "\n";
+  }
+  out += "# HELP otac_sms_queue_depth MT SMS queued and not yet accepted by the gateway.\n";
+  out += "# TYPE otac_sms_queue_depth gauge\n";
+  out += "otac_sms_queue_depth " + std::to_string(service.outbox_depth) + "\n";
+  return out;
+}
+
+}  // namespace otac::backend::http

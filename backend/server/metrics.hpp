@@ -1,0 +1,38 @@
+// Request counters and a latency histogram for /metrics (Prometheus text format 0.0.4).
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "service.hpp"
+
+namespace otac::backend::http {
+
+/// Counts requests by method and status and records their latency. Thread-safe.
+class RequestMetrics {
+ public:
+  /// Records one finished request.
+  void observe(std::string_view method, unsigned status, double seconds);
+  /// Counts a connection refused because of the connection limit.
+  void refused_connection() { refused_.fetch_add(1, std::memory_order_relaxed); }
+  /// The Prometheus text of these counters plus the service's (decisions, SMS queue depth).
+  std::string render(const Metrics& service) const;
+
+  /// Histogram bucket upper bounds, seconds.
+  static constexpr std::array<double, 12> bounds{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                 0.1,   0.25,   0.5,   1.0,  2.5,   10.0};
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::pair<std::string, unsigned>, std::uint64_t> requests_;
+  std::array<std::uint64_t, bounds.size()> buckets_{};
+  std::uint64_t count_ = 0;
+  double sum_ = 0;
+  std::atomic<std::uint64_t> refused_{0};
+};
+
+}  // namespace otac::backend::http

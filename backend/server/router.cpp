@@ -1,0 +1,185 @@
+#include "router.hpp"
+
+#include <exception>
+
+namespace otac::backend::http {
+namespace {
+
+std::vector<std::string> split_path(std::string_view path) {
+  std::vector<std::string> out;
+  std::size_t i = 0;
+  while (i < path.size()) {
+    if (path[i] == '/') { ++i; continue; }
+    const std::size_t j = path.find('/', i);
+    const std::size_t end = j == std::string_view::npos ? path.size() : j;
+    out.emplace_back(path.substr(i, end - i));
+    i = end;
+  }
+  return out;
+}
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+}  // namespace
+
+void Router::add(Verb method, std::string pattern, Handler h, RouteOptions opt) {
+  routes_.push_back(Route{method, split_path(pattern), std::move(h), opt});
+}
+
+void Router::add_prefix(std::string prefix, Handler h, RouteOptions opt) {
+  prefixes_.push_back(Prefix{std::move(prefix), std::move(h), opt});
+}
+
+const Handler* Router::match(Verb method, std::string_view path, RequestContext& ctx, bool* method_allowed,
+                             RouteOptions* opt) const {
+  *method_allowed = true;
+  const auto segs = split_path(path);
+  bool path_seen = false;
+  for (const auto& r : routes_) {
+    if (r.segments.size() != segs.size()) continue;
+    std::vector<std::string> params;
+    bool ok = true;
+    for (std::size_t i = 0; i < segs.size() && ok; ++i) {
+      if (r.segments[i] == "*") params.push_back(segs[i]);
+      else ok = r.segments[i] == segs[i];
+    }
+    if (!ok) continue;
+    path_seen = true;
+    if (r.method != method) continue;
+    ctx.params = std::move(params);
+    if (opt) *opt = r.opt;
+    return &r.handler;
+  }
+  if (path_seen) {
+    *method_allowed = false;
+    return nullptr;
+  }
+  for (const auto& p : prefixes_) {
+    if (path.substr(0, p.prefix.size()) == p.prefix) {
+      if (opt) *opt = p.opt;
+      return &p.handler;
+    }
+  }
+  return nullptr;
+}
+
+Response Router::dispatch(const Request& req, RequestContext& ctx) const {
+  bool allowed = true;
+  const Handler* h = match(req.method(), ctx.path, ctx, &allowed, nullptr);
+  if (!h) {
+    if (!allowed) return error_response(req, Status::method_not_allowed, "method_not_allowed", "this path does not accept " + std::string(req.method_string()));
+    return error_response(req, Status::not_found, "not_found", "no such endpoint; see docs/protocol.md section 5");
+  }
+  try {
+    return (*h)(req, ctx);
+  } catch (const std::exception& e) {
+    ctx.log["exception"] = e.what();
+    return error_response(req, Status::internal_server_error, "internal", "the server failed to handle this request; see its log");
+  } catch (...) {
+    return error_response(req, Status::internal_server_error, "internal", "the server failed to handle this request; see its log");
+  }
+}
+
+Response json_response(const Request& req, Status status, const boost::json::value& body) {
+  return text_response(req, status, boost::json::serialize(body) + "\n", "application/json");
+}
+
+Response text_response(const Request& req, Status status, std::string body, std::string_view content_type) {
+  Response res{status, req.version()};
+  res.set(boost::beast::http::field::content_type, content_type);
+  res.set(boost::beast::http::field::cache_control, "no-store");
+  res.keep_alive(req.keep_alive());
+  res.body() = std::move(body);
+  res.prepare_payload();
+  return res;
+}
+
+Response error_response(const Request& req, Status status, std::string_view code, std::string_view message) {
+  boost::json::object o;
+  o["error"] = code;
+  o["message"] = message;
+  return json_response(req, status, o);
+}
+
+Response service_error(const Request& req, const Error& e) {
+  Status s = Status::internal_server_error;
+  switch (e.code) {
+    case Errc::bad_value: case Errc::truncated: case Errc::bad_length: case Errc::trailing_data:
+    case Errc::unsupported:
+      s = Status::bad_request; break;
+    case Errc::state: s = Status::forbidden; break;
+    case Errc::not_found: s = Status::not_found; break;
+    case Errc::conflict: s = Status::conflict; break;
+    case Errc::timeout: s = Status::service_unavailable; break;
+    default: break;
+  }
+  // Internal errors keep their detail in the log only (see the server's log line).
+  if (s == Status::internal_server_error) return error_response(req, s, errc_name(e.code), "internal error; see the server log");
+  return error_response(req, s, errc_name(e.code), e.message);
+}
+
+std::optional<std::string> percent_decode(std::string_view s, bool form) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if (c == '%') {
+      if (i + 2 >= s.size()) return std::nullopt;
+      const int hi = hex_digit(s[i + 1]);
+      const int lo = hex_digit(s[i + 2]);
+      if (hi < 0 || lo < 0) return std::nullopt;
+      out.push_back(static_cast<char>(hi * 16 + lo));
+      i += 2;
+    } else if (c == '+' && form) {
+      out.push_back(' ');
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+std::string percent_encode(std::string_view s) {
+  static const char* digits = "0123456789ABCDEF";
+  std::string out;
+  for (const char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if ((u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || (u >= '0' && u <= '9') || u == '-' || u == '_' ||
+        u == '.' || u == '~') {
+      out.push_back(c);
+    } else {
+      out.push_back('%');
+      out.push_back(digits[u >> 4]);
+      out.push_back(digits[u & 15]);
+    }
+  }
+  return out;
+}
+
+bool split_target(std::string_view target, std::string& path, std::map<std::string, std::string>& query) {
+  const std::size_t q = target.find('?');
+  auto p = percent_decode(target.substr(0, q), false);
+  if (!p || p->empty() || (*p)[0] != '/') return false;
+  path = std::move(*p);
+  if (q == std::string_view::npos) return true;
+  std::string_view rest = target.substr(q + 1);
+  while (!rest.empty()) {
+    const std::size_t amp = rest.find('&');
+    const std::string_view kv = rest.substr(0, amp);
+    rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
+    if (kv.empty()) continue;
+    const std::size_t eq = kv.find('=');
+    auto k = percent_decode(kv.substr(0, eq));
+    auto v = percent_decode(eq == std::string_view::npos ? std::string_view{} : kv.substr(eq + 1));
+    if (!k || !v) return false;
+    query[*k] = std::move(*v);
+  }
+  return true;
+}
+
+}  // namespace otac::backend::http

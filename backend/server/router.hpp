@@ -1,0 +1,129 @@
+// HTTP routing for otac-backend, and the hook for extra handlers (the operator console).
+//
+// HOW TO PLUG IN (backend/console, or anything else served by otac-backend):
+//   1. Build a static library target named `otac_backend_console` in backend/console/
+//      (backend/CMakeLists.txt adds that folder before server/ when it has a CMakeLists.txt,
+//      and otac-backend links it and defines OTAC_HAVE_CONSOLE when the target exists).
+//      Link it with `otac_backend_http` to get this header.
+//   2. Provide, in header "console.hpp" (on the include path of otac_backend_console):
+//        namespace otac::backend::console {
+//        /// Registers the console's routes.
+//        void install(http::Router& router, const http::Extension& ext);
+//        }
+//      otac-backend calls it once at start-up, before it listens.
+//   3. In install(), register handlers, e.g.
+//        router.add_prefix("/console/", handler);             // any method, any path below
+//        router.add(http::Verb::post, "/console/login", h);   // exact path ('*' = one segment)
+//      Handlers are plain blocking functions `Response(const Request&, RequestContext&)`;
+//      they run on the worker thread pool, never on the network threads, so they may call
+//      the Service (SQLite) directly. Set RouteOptions{.slow = true} for handlers that wait
+//      (long-poll); those run on a separate pool.
+//   4. Auth: bearer tokens for the JSON API are checked by the API handlers themselves
+//      (backend/server/api.cpp, via ext.authenticate). Cookie sessions are the console's own
+//      concern: it may call ext.authenticate(token) to check a token typed into a login
+//      form, keep its own session table, and set its own cookies. Responses are built with
+//      the helpers below (json_response, text_response, error_response), or by hand.
+//   5. Logging: every request is logged once by the server (method, path without query,
+//      status, duration, client CN/operator). Put extra fields into ctx.log (never secrets).
+#pragma once
+
+#include <boost/beast/http.hpp>
+#include <boost/json.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "otac/common/result.hpp"
+#include "service.hpp"
+
+namespace otac::backend::http {
+
+using Verb = boost::beast::http::verb;
+using Status = boost::beast::http::status;
+/// A complete request (headers + body) as the server read it.
+using Request = boost::beast::http::request<boost::beast::http::string_body>;
+/// A complete response.
+using Response = boost::beast::http::response<boost::beast::http::string_body>;
+
+/// What the server knows about the connection and request besides the HTTP message.
+struct RequestContext {
+  std::string remote;                       ///< peer "ip:port"
+  bool tls = false;                         ///< request arrived over TLS
+  std::optional<std::string> client_cn;     ///< CN of a client certificate the CA verified
+  std::string client_fingerprint;           ///< SHA-256 (hex) of that certificate's DER
+  std::string path;                         ///< target without the query string
+  std::map<std::string, std::string> query; ///< decoded query parameters (last one wins)
+  std::vector<std::string> params;          ///< path segments matched by '*' in the route
+  std::map<std::string, std::string> log;   ///< extra key=value fields for the request log line
+};
+
+/// A request handler; runs on a worker thread and may block.
+using Handler = std::function<Response(const Request&, RequestContext&)>;
+
+/// Per-route options.
+struct RouteOptions {
+  bool slow = false;  ///< may wait for a long time (long-poll): runs on the slow pool
+};
+
+/// What an extension (the console) gets at start-up.
+struct Extension {
+  Service* service = nullptr;               ///< the business logic
+  std::filesystem::path data_dir;           ///< the backend's data directory
+  /// Checks an operator token (bearer or typed into a login form).
+  std::function<Result<OperatorRecord>(std::string_view token)> authenticate;
+};
+
+/// Routes requests by method and path. Registration happens before the server starts;
+/// dispatch is then read-only and thread-safe.
+class Router {
+ public:
+  /// Exact path; a segment "*" matches any one non-empty segment (collected in ctx.params).
+  void add(Verb method, std::string pattern, Handler h, RouteOptions opt = {});
+  /// Any method, any path starting with prefix (e.g. "/console/"). Exact routes win.
+  void add_prefix(std::string prefix, Handler h, RouteOptions opt = {});
+  /// Finds the route; fills ctx.params. nullptr when no route matches the path at all.
+  /// *method_allowed is false when the path exists with other methods only (-> 405).
+  const Handler* match(Verb method, std::string_view path, RequestContext& ctx, bool* method_allowed,
+                       RouteOptions* opt) const;
+  /// Runs the matching handler, or answers 404/405. Catches exceptions (-> 500).
+  Response dispatch(const Request& req, RequestContext& ctx) const;
+
+ private:
+  struct Route {
+    Verb method;
+    std::vector<std::string> segments;
+    Handler handler;
+    RouteOptions opt;
+  };
+  struct Prefix {
+    std::string prefix;
+    Handler handler;
+    RouteOptions opt;
+  };
+  std::vector<Route> routes_;
+  std::vector<Prefix> prefixes_;
+};
+
+/// A JSON response with the request's HTTP version and keep-alive.
+Response json_response(const Request& req, Status status, const boost::json::value& body);
+/// A text response with the given content type.
+Response text_response(const Request& req, Status status, std::string body,
+                       std::string_view content_type = "text/plain; charset=utf-8");
+/// {"error": code, "message": message} with the status.
+Response error_response(const Request& req, Status status, std::string_view code, std::string_view message);
+/// Maps a service error to its HTTP status (service.hpp's table) and an error response.
+Response service_error(const Request& req, const Error& e);
+
+/// Splits "/a/b?x=1&y=%20" into path and decoded query parameters; false if malformed.
+bool split_target(std::string_view target, std::string& path, std::map<std::string, std::string>& query);
+/// Decodes %XX escapes ('+' as space when form is true); nullopt on a bad escape.
+std::optional<std::string> percent_decode(std::string_view s, bool form = true);
+/// Percent-encodes every byte except unreserved characters (RFC 3986 2.3).
+std::string percent_encode(std::string_view s);
+
+}  // namespace otac::backend::http

@@ -1,0 +1,65 @@
+// The network side of otac-backend: Boost.Beast listeners (HTTPS with optional client
+// certificates, and plain HTTP for the loopback-only Kannel listener), sessions with limits
+// and timeouts, and worker pools that run the Router's handlers off the network threads.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "metrics.hpp"
+#include "otac/common/result.hpp"
+#include "router.hpp"
+
+namespace otac::backend::http {
+
+/// Limits applied to every connection and request.
+struct Limits {
+  std::size_t max_body = 64 * 1024;              ///< request body bytes (-> 413)
+  std::uint32_t max_header = 8 * 1024;           ///< request header bytes (-> 431/400)
+  std::uint32_t max_connections = 1024;          ///< open connections; more are closed at once
+  std::chrono::seconds read_timeout{10};         ///< TLS handshake, and reading one request
+  std::chrono::seconds write_timeout{10};        ///< writing one response
+  std::chrono::seconds idle_timeout{30};         ///< keep-alive wait for the next request
+  unsigned io_threads = 2;                       ///< network threads
+  unsigned workers = 8;                          ///< handler threads
+  unsigned slow_workers = 32;                    ///< long-poll handler threads
+};
+
+/// Certificate files of an HTTPS listener.
+struct TlsFiles {
+  std::filesystem::path cert;     ///< server certificate chain (PEM)
+  std::filesystem::path key;      ///< its private key (PEM)
+  std::filesystem::path client_ca;///< CA that verifies client certificates (PEM)
+};
+
+/// An HTTP(S) server with any number of listeners sharing threads and pools.
+class Server {
+ public:
+  Server(Limits limits, RequestMetrics& metrics);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  /// Adds an HTTPS listener on host:port (port 0 = any); returns the bound port.
+  Result<std::uint16_t> listen_tls(const std::string& host, std::uint16_t port, const TlsFiles& files,
+                                   const Router& router);
+  /// Adds a plain-HTTP listener; returns the bound port.
+  Result<std::uint16_t> listen_plain(const std::string& host, std::uint16_t port, const Router& router);
+  /// Starts the network threads (returns at once).
+  void start();
+  /// Stops accepting, closes connections, joins all threads. Idempotent.
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Parses "host:port" ("[::1]:8443" for IPv6); false if malformed.
+bool parse_host_port(std::string_view s, std::string& host, std::uint16_t& port);
+
+}  // namespace otac::backend::http
