@@ -21,21 +21,6 @@ const Asset* find_asset(std::string_view name) noexcept {
   return nullptr;
 }
 
-Role required_role(Action a) noexcept {
-  switch (a) {
-    case Action::view: return Role::viewer;
-    // The same minimum roles as the operator API (backend/server/api.cpp).
-    case Action::decide_held:
-    case Action::block_card:
-    case Action::unblock_card:
-    case Action::refresh_card:
-    case Action::rotate_key:
-    case Action::enroll_card: return Role::operator_;
-    case Action::manage_terminal: return Role::admin;
-  }
-  return Role::admin;
-}
-
 namespace {
 
 constexpr std::size_t max_body = 64 * 1024;
@@ -116,13 +101,6 @@ json::object txn_json(const TransactionRecord& t, UnixTime now, bool full_card) 
   return o;
 }
 
-json::object answer_json(const AuthAnswer& a) {
-  return json::object{{"txn_id", a.txn_id},
-                      {"decision", decision_name(a.decision)},
-                      {"reason", a.reason},
-                      {"auth_code", a.auth_code}};
-}
-
 json::object audit_json(const AuditEntry& e) {
   return json::object{{"seq", e.seq}, {"at", e.at}, {"actor", e.actor}, {"action", e.action}, {"detail", e.detail}};
 }
@@ -149,14 +127,6 @@ Result<std::string> get_string(const json::object& o, std::string_view key, bool
   }
   if (!it->value().is_string()) return make_error(Errc::bad_value, "field \"" + std::string(key) + "\" must be a string");
   return std::string(it->value().as_string());
-}
-
-Result<std::int64_t> get_int(const json::object& o, std::string_view key, std::int64_t fallback) {
-  auto it = o.find(key);
-  if (it == o.end()) return fallback;
-  if (!it->value().is_int64() || it->value().as_int64() < 0)
-    return make_error(Errc::bad_value, "field \"" + std::string(key) + "\" must be a non-negative integer");
-  return it->value().as_int64();
 }
 
 Result<std::int64_t> parse_int(std::string_view s, std::string_view what) {
@@ -292,7 +262,7 @@ HttpResponse Console::sign_in(const HttpRequest& req) {
     if (op.error().code == Errc::not_found) return error_response(401, "unauthorized", "the operator token is not valid");
     return service_error(op.error());
   }
-  auto s = sessions_.create(op->name, op->role);
+  auto s = sessions_.create(op->name, op->role, *token);
   if (!s) return error_response(503, "busy", s.error().message);
   HttpResponse r = json_response(200, json::object{{"name", s->session.operator_name},
                                                    {"role", role_name(s->session.role)},
@@ -346,14 +316,9 @@ HttpResponse Console::route(Call& c) {
   const auto& p = c.parts;
   const std::string_view m = c.req.method;
   const UnixTime t = now();
+  // Views need only a session (viewer is the least role); actions are forwarded to the
+  // operator API, which checks the role.
   const bool full_card = c.session.role != Role::viewer;
-  auto allowed = [&](Action a) { return static_cast<int>(c.session.role) >= static_cast<int>(required_role(a)); };
-  auto forbidden = [&](Action a) {
-    return error_response(403, "forbidden",
-                          std::string("this needs the role ") + role_name(required_role(a)) + "; you are " +
-                              role_name(c.session.role));
-  };
-  if (!allowed(Action::view)) return forbidden(Action::view);
 
   // ---- held transactions ----
   if (p.size() == 1 && p[0] == "held" && m == "GET") {
@@ -367,10 +332,7 @@ HttpResponse Console::route(Call& c) {
     return json_response(200, json::object{{"held", std::move(a)}, {"now", t}});
   }
   if (p.size() == 3 && p[0] == "held" && (p[2] == "approve" || p[2] == "decline") && m == "POST") {
-    if (!allowed(Action::decide_held)) return forbidden(Action::decide_held);
-    auto r = service_.decide_held(p[1], p[2] == "approve", c.session.operator_name);
-    if (!r) return service_error(r.error());
-    return json_response(200, answer_json(*r));
+    return forward(c, "POST", "/v1/admin/transactions/" + std::string(p[1]) + "/" + std::string(p[2]), {});
   }
 
   // ---- transactions ----
@@ -426,31 +388,8 @@ HttpResponse Console::route(Call& c) {
 
   // ---- cards ----
   if (p.size() == 1 && p[0] == "cards" && m == "POST") {
-    if (!allowed(Action::enroll_card)) return forbidden(Action::enroll_card);
-    auto body = parse_object(c.req.body, {"algorithm", "msisdn", "limit_minor", "review_minor", "threshold"});
-    if (!body) return error_response(400, "bad_request", body.error().message);
-    EnrollRequest er;
-    auto alg = get_string(*body, "algorithm", false);
-    auto msisdn = get_string(*body, "msisdn", false);
-    auto limit = get_int(*body, "limit_minor", 0);
-    auto review = get_int(*body, "review_minor", 0);
-    auto threshold = get_int(*body, "threshold", -1);
-    for (const Error* e : {alg ? nullptr : &alg.error(), msisdn ? nullptr : &msisdn.error(),
-                           limit ? nullptr : &limit.error(), review ? nullptr : &review.error(),
-                           threshold ? nullptr : &threshold.error()})
-      if (e) return error_response(400, "bad_request", e->message);
-    if (alg->empty() || *alg == "des3") er.algorithm = Algorithm::des3;
-    else if (*alg == "aes") er.algorithm = Algorithm::aes128;
-    else return error_response(400, "bad_request", "algorithm must be des3 or aes");
-    er.msisdn = *msisdn;
-    er.limit_minor = *limit;
-    er.review_minor = *review;
-    if (*threshold >= 0) er.threshold = static_cast<std::uint32_t>(std::min<std::int64_t>(*threshold, 100000));
-    auto e = service_.enroll_card(er, c.session.operator_name);
-    if (!e) return service_error(e.error());
-    // The letter carries K: it goes to this response only and is never kept or shown again.
-    return json_response(200, json::object{{"card", to_hex(e->n)}, {"algorithm", algorithm_name(e->algorithm)},
-                                           {"letter", e->letter}});
+    // The answer carries the letter (with K): it goes to this response only, never stored.
+    return forward(c, "POST", "/v1/admin/cards", c.req.body);
   }
   if (p.size() == 1 && p[0] == "cards" && m == "GET") {
     // The Service has no card listing; recent enrollments come from the audit log.
@@ -525,42 +464,17 @@ HttpResponse Console::route(Call& c) {
     }
     if (p.size() == 3 && m == "POST") {
       const std::string_view verb = p[2];
-      Result<void> r;
-      if (verb == "block") {
-        if (!allowed(Action::block_card)) return forbidden(Action::block_card);
-        r = service_.block_card(*n, c.session.operator_name);
-      } else if (verb == "unblock") {
-        if (!allowed(Action::unblock_card)) return forbidden(Action::unblock_card);
-        r = service_.unblock_card(*n, c.session.operator_name);
-      } else if (verb == "refresh") {
-        if (!allowed(Action::refresh_card)) return forbidden(Action::refresh_card);
-        auto l = service_.refresh_card(*n, c.session.operator_name);
-        if (!l) return service_error(l.error());
-        return json_response(200, json::object{{"card", to_hex(*n)}, {"list_id", *l}});
-      } else if (verb == "rotate-key") {
-        if (!allowed(Action::rotate_key)) return forbidden(Action::rotate_key);
-        r = service_.rotate_key(*n, c.session.operator_name);
-      } else {
+      if (verb != "block" && verb != "unblock" && verb != "refresh" && verb != "rotate-key")
         return error_response(404, "not_found", "no such card action");
-      }
-      if (!r) return service_error(r.error());
-      return json_response(200, json::object{{"card", to_hex(*n)}, {"done", verb}});
+      return forward(c, "POST", "/v1/admin/cards/" + to_hex(*n) + "/" + std::string(verb), {});
     }
   }
 
   // ---- terminals ----
   auto read_terminal = [&](const std::string& id) -> std::optional<TerminalRecord> {
-    if (!options_.open_store) return std::nullopt;
-    auto store = options_.open_store();
-    if (!store) return std::nullopt;
-    std::optional<TerminalRecord> out;
-    auto r = (*store)->run([&](Tx& tx) -> Result<void> {
-      auto x = tx.terminal(id);
-      if (x) out = std::move(*x);
-      return {};
-    });
-    if (!r) return std::nullopt;
-    return out;
+    auto rec = service_.terminal(id);
+    if (!rec) return std::nullopt;
+    return std::move(*rec);
   };
   auto last_seen = [&](const std::string& id) -> UnixTime {
     TransactionFilter f;
@@ -590,50 +504,19 @@ HttpResponse Console::route(Call& c) {
     return json_response(200, json::object{{"terminals", std::move(a)}});
   }
   if (p.size() == 1 && p[0] == "terminals" && m == "POST") {
-    if (!allowed(Action::manage_terminal)) return forbidden(Action::manage_terminal);
-    auto body = parse_object(c.req.body, {"id", "limit_minor"});
-    if (!body) return error_response(400, "bad_request", body.error().message);
-    auto id = get_string(*body, "id", true);
-    if (!id) return error_response(400, "bad_request", id.error().message);
-    if (!valid_terminal_id(*id))
-      return error_response(400, "bad_request", "terminal id must be exactly 8 characters of A-Z a-z 0-9 - _ (the 9F1C terminal id)");
-    auto limit = get_int(*body, "limit_minor", 0);
-    if (!limit) return error_response(400, "bad_request", limit.error().message);
-    TerminalRecord rec;
-    rec.id = *id;
-    rec.limit_minor = *limit;
-    rec.enabled = true;
-    if (auto old = read_terminal(*id)) rec.cert_fingerprint = old->cert_fingerprint;
-    auto r = service_.register_terminal(rec, c.session.operator_name);
-    if (!r) return service_error(r.error());
-    return json_response(200, json::object{{"id", rec.id}, {"registered", true}});
+    // Registration issues the client certificate at once; its key is in this answer only.
+    return forward(c, "POST", "/v1/admin/terminals", c.req.body);
   }
   if (p.size() == 3 && p[0] == "terminals" && m == "POST") {
-    if (!allowed(Action::manage_terminal)) return forbidden(Action::manage_terminal);
     const std::string id(p[1]);
     if (!valid_terminal_id(id)) return error_response(400, "bad_request", "terminal id must be 8 characters of A-Z a-z 0-9 - _");
-    auto old = read_terminal(id);
-    if (!old && options_.open_store) return error_response(404, "not_found", "no terminal " + id + "; register it first");
-    TerminalRecord rec = old ? std::move(*old) : TerminalRecord{};
-    rec.id = id;
+    if (p[2] == "revoke") return forward(c, "POST", "/v1/admin/terminals/" + id + "/revoke", {});
     if (p[2] == "cert") {
-      if (!options_.issue_cert) return error_response(501, "unavailable", "this backend issues no certificates here; use otac-admin");
-      auto cert = options_.issue_cert(id);
-      if (!cert) return service_error(cert.error());
-      rec.cert_fingerprint = cert->fingerprint_hex;
-      rec.enabled = true;
-      auto r = service_.register_terminal(rec, c.session.operator_name);
-      if (!r) return service_error(r.error());
-      // The key is handed out once, in this response only.
-      return json_response(200, json::object{{"id", id}, {"cert_pem", cert->cert_pem}, {"key_pem", cert->key_pem},
-                                             {"fingerprint", cert->fingerprint_hex}});
-    }
-    if (p[2] == "revoke") {
-      rec.cert_fingerprint.clear();
-      rec.enabled = false;
-      auto r = service_.register_terminal(rec, c.session.operator_name);
-      if (!r) return service_error(r.error());
-      return json_response(200, json::object{{"id", id}, {"revoked", true}});
+      // A new certificate is a re-registration with the same settings (the old one stops working).
+      auto old = read_terminal(id);
+      if (!old) return error_response(404, "not_found", "no terminal " + id + "; register it first");
+      return forward(c, "POST", "/v1/admin/terminals",
+                     json::serialize(json::object{{"id", id}, {"limit_minor", old->limit_minor}}));
     }
     return error_response(404, "not_found", "no such terminal action");
   }
@@ -692,6 +575,28 @@ HttpResponse Console::route(Call& c) {
                                            {"per_minute", std::move(buckets)}});
   }
   return error_response(404, "not_found", "no such console API call");
+}
+
+HttpResponse Console::forward(const Call& c, std::string_view method, std::string target, std::string body) {
+  if (!options_.operator_api) return error_response(501, "unavailable", "this console is read-only here; use otac-admin");
+  HttpRequest r;
+  r.method = std::string(method);
+  r.target = std::move(target);
+  r.body = std::move(body);
+  const auto& tok = *c.session.token;
+  r.headers.emplace_back("Authorization", "Bearer " + std::string(reinterpret_cast<const char*>(tok.data()), tok.size()));
+  if (!r.body.empty()) r.headers.emplace_back("Content-Type", "application/json");
+  if (auto host = c.req.header("Host")) r.headers.emplace_back("Host", std::string(*host));
+  HttpResponse api = options_.operator_api(r);
+  secure_zero(r.headers[0].second.data(), r.headers[0].second.size());  // the bearer copy
+  // The API's answer, under the console's headers.
+  HttpResponse out;
+  out.status = api.status;
+  out.body = std::move(api.body);
+  out.headers.emplace_back("Content-Type", "application/json");
+  out.headers.emplace_back("Cache-Control", "no-store");
+  add_security_headers(out);
+  return out;
 }
 
 }  // namespace otac::backend::console

@@ -1,7 +1,8 @@
 // The operator console: serves the embedded page under /console/ and its JSON API under
 // /console/api/. Sign-in with an operator token gives a session cookie; every state-changing
-// call needs the session's CSRF token in X-CSRF-Token; roles are checked here, server-side,
-// before any Service call. Every action is one Service call, the same the operator API makes.
+// call needs the session's CSRF token in X-CSRF-Token. Actions are forwarded to the operator
+// API (/v1/admin/...) with the operator's token, so the server enforces roles there exactly as
+// for otac-admin; views read through the Service.
 //
 // The server calls Console::handle for every request whose path starts with /console (or is
 // exactly "/console"); it does no I/O itself.
@@ -30,30 +31,20 @@ namespace otac::backend::console {
 /// once at start-up, see backend/server/router.hpp).
 void install(http::Router& router, const http::Extension& ext);
 
-/// A terminal client certificate freshly issued by the server's CA.
-struct IssuedCert {
-  std::string cert_pem;
-  std::string key_pem;          ///< shown once to the operator, never stored by the console
-  std::string fingerprint_hex;  ///< SHA-256 of the DER certificate, as register_terminal wants
-};
-
 /// What the console needs from the server besides the Service.
 struct ConsoleOptions {
   SessionLimits sessions;
+  /// Sends one request to otac-backend's operator API (/v1/admin/...) and returns its answer.
+  /// Every console action goes this way, with the signed-in operator's own token as bearer,
+  /// so roles, validation and side effects are exactly those of otac-admin. Without it the
+  /// console is read-only (actions answer 501).
+  std::function<HttpResponse(const HttpRequest&)> operator_api;
   /// Opens a store connection for read-only views the Service has no call for (codes left,
-  /// a terminal's record, a transaction by id). Optional: those fields are omitted without it.
+  /// a transaction by id). Optional: those fields are omitted without it.
   std::function<Result<std::unique_ptr<Store>>()> open_store;
-  /// Issues a client certificate for a terminal id (the server owns the CA). Optional: the
-  /// console answers 501 for certificate issuance without it.
-  std::function<Result<IssuedCert>(std::string_view terminal_id)> issue_cert;
   /// The clock (Unix seconds); defaults to the system clock.
   std::function<UnixTime()> clock;
 };
-
-/// The least role each console action needs (one table, checked before the Service call).
-enum class Action { view, decide_held, block_card, unblock_card, refresh_card, rotate_key, enroll_card, manage_terminal };
-/// The least role allowed to perform an action.
-Role required_role(Action a) noexcept;
 
 /// Name of the session cookie (the __Host- prefix pins it to this host, Path=/, Secure).
 inline constexpr std::string_view session_cookie = "__Host-otac-console";
@@ -80,6 +71,7 @@ class Console {
   HttpResponse api(const HttpRequest& req, std::string_view path, std::string_view query);
   HttpResponse sign_in(const HttpRequest& req);
   HttpResponse route(Call& c);
+  HttpResponse forward(const Call& c, std::string_view method, std::string target, std::string body);
   UnixTime now() const;
 
   Service& service_;

@@ -2,15 +2,12 @@
 #include <filesystem>
 #include <memory>
 
+#include "beast_glue.hpp"
 #include "console.hpp"
 #include "kek.hpp"
-#include "pki.hpp"
-#include "router.hpp"
 #include "sqlite_store.hpp"
 
 namespace otac::backend::console {
-
-namespace {
 
 namespace fs = std::filesystem;
 namespace bhttp = boost::beast::http;
@@ -33,14 +30,38 @@ http::Response to_beast(const http::Request& req, HttpResponse&& r) {
   return out;
 }
 
-}  // namespace
+HttpResponse dispatch(const http::Router& router, const HttpRequest& req) {
+  http::Request b;
+  b.version(11);
+  b.method_string(req.method);
+  b.target(req.target);
+  for (const auto& [k, v] : req.headers) b.insert(k, v);
+  b.body() = req.body;
+  b.prepare_payload();
+  http::RequestContext ctx;
+  ctx.remote = "console";
+  ctx.tls = true;
+  HttpResponse out;
+  if (!http::split_target(req.target, ctx.path, ctx.query)) {
+    out.status = 400;
+    out.body = R"({"error":"bad_request","message":"malformed request target"})";
+    return out;
+  }
+  http::Response res = router.dispatch(b, ctx);
+  out.status = static_cast<unsigned>(res.result_int());
+  for (const auto& f : res) out.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+  out.body = std::move(res.body());
+  return out;
+}
 
 void install(http::Router& router, const http::Extension& ext) {
   ConsoleOptions o;
-  // The Extension hands over the Service and the data directory. The console's few reads
-  // beyond the Service (codes left, transaction detail) and certificate issuance use the
-  // data directory's default files; when the configuration moved them elsewhere, those
-  // fields are left out and issuance answers 501 (otac-admin still works).
+  // Actions go to the operator API through this same router (registered before us, and
+  // read-only once the server runs).
+  o.operator_api = [&router](const HttpRequest& r) { return dispatch(router, r); };
+  // The console's few reads beyond the Service (codes left, a transaction by id) open the
+  // store at its default place in the data directory; when the configuration moved it, those
+  // fields are left out.
   const fs::path db = ext.data_dir / "otac.db";
   const fs::path kek_file = ext.data_dir / "kek.bin";
   std::error_code ec;
@@ -49,18 +70,6 @@ void install(http::Router& router, const http::Extension& ext) {
       auto shared = std::make_shared<const Kek>(std::move(*kek));
       o.open_store = [db, shared] { return open_sqlite_store(db, shared); };
     }
-  }
-  auto ca_cert = pki::read_file(ext.data_dir / "ca.pem");
-  auto ca_key = pki::read_file(ext.data_dir / "ca.key");
-  if (ca_cert && ca_key) {
-    auto ca = std::make_shared<const pki::KeyCert>(pki::KeyCert{std::move(*ca_key), std::move(*ca_cert)});
-    o.issue_cert = [ca](std::string_view id) -> Result<IssuedCert> {
-      auto kc = pki::issue_client(*ca, id, 825);
-      if (!kc) return std::move(kc).error();
-      auto fp = pki::fingerprint(kc->cert_pem);
-      if (!fp) return std::move(fp).error();
-      return IssuedCert{std::move(kc->cert_pem), std::move(kc->key_pem), std::move(*fp)};
-    };
   }
   auto console = std::make_shared<Console>(*ext.service, std::move(o));
   http::Handler h = [console](const http::Request& req, http::RequestContext&) {

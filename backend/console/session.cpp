@@ -28,13 +28,14 @@ void SessionStore::drop_expired(UnixTime t) {
   std::erase_if(table_, [t](const auto& kv) { return kv.second.expires_at <= t; });
 }
 
-Result<NewSession> SessionStore::create(std::string_view operator_name, Role role) {
+Result<NewSession> SessionStore::create(std::string_view operator_name, Role role, std::string_view token) {
   const UnixTime t = now();
   NewSession out;
   out.id = to_hex(crypto::random_bytes(32));
   out.session.operator_name = std::string(operator_name);
   out.session.role = role;
   out.session.csrf = to_hex(crypto::random_bytes(32));
+  out.session.token = std::make_shared<const SecretBytes>(as_bytes(token));
   out.session.created_at = t;
   out.session.last_used = t;
   out.session.expires_at = t + std::min(limits_.idle.count(), limits_.absolute.count());

@@ -10,12 +10,14 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 
 #include "otac/common/result.hpp"
+#include "otac/common/secret.hpp"
 #include "store.hpp"
 
 namespace otac::backend::console {
@@ -32,6 +34,9 @@ struct Session {
   std::string operator_name;
   Role role = Role::viewer;
   std::string csrf;            ///< the token the page sends in X-CSRF-Token
+  /// The operator token typed at sign-in, kept in memory only (wiped with the session) so that
+  /// the console's actions go through the operator API with the operator's own credentials.
+  std::shared_ptr<const SecretBytes> token;
   UnixTime created_at = 0;
   UnixTime last_used = 0;
   UnixTime expires_at = 0;     ///< min(last_used + idle, created_at + absolute)
@@ -50,7 +55,7 @@ class SessionStore {
   explicit SessionStore(SessionLimits limits = {}, std::function<UnixTime()> clock = {});
 
   /// Creates a session for a signed-in operator; state error when the table is full.
-  Result<NewSession> create(std::string_view operator_name, Role role);
+  Result<NewSession> create(std::string_view operator_name, Role role, std::string_view token = {});
   /// The live session with this id (its idle timer restarted), or nullopt if unknown or expired.
   std::optional<Session> touch(std::string_view id);
   /// Ends the session with this id; false if there was none.

@@ -4,7 +4,10 @@
 
 #include <boost/json.hpp>
 
+#include "api.hpp"
+#include "beast_glue.hpp"
 #include "console.hpp"
+#include "pki.hpp"
 #include "test_service_support.hpp"
 
 using namespace otac;
@@ -17,19 +20,25 @@ namespace {
 
 namespace json = boost::json;
 
+// A Service, the real operator API on a router (as otac-backend registers it), and the console
+// forwarding its actions to that router.
 struct Fixture {
   Env env{20};
+  http::RequestMetrics metrics;
+  http::ApiContext api;
+  http::Router router;
   std::unique_ptr<Console> console;
   std::string viewer_token, operator_token, admin_token;
 
   Fixture() {
+    api.service = env.svc.get();
+    api.metrics = &metrics;
+    api.ca = pki::make_ca("console test CA", 1).value();
+    http::install_api(router, api);
     ConsoleOptions o;
     o.clock = [this] { return env.clock; };
     o.open_store = [this] { return open_sqlite_store(env.db, env.kek); };
-    o.issue_cert = [](std::string_view id) -> Result<IssuedCert> {
-      return IssuedCert{"-----BEGIN CERTIFICATE-----\n" + std::string(id) + "\n", "-----BEGIN PRIVATE KEY-----\n",
-                        std::string(64, 'c')};
-    };
+    o.operator_api = [this](const HttpRequest& r) { return dispatch(router, r); };
     console = std::make_unique<Console>(*env.svc, std::move(o));
     viewer_token = env.svc->create_operator("vera", Role::viewer, "setup").value();
     operator_token = env.svc->create_operator("otto", Role::operator_, "setup").value();
@@ -262,7 +271,7 @@ TEST_CASE("console roles: a viewer sees the queue but cannot approve; an operato
   CHECK(f.as(viewer, "POST", "/console/api/cards", R"({"msisdn":"+1"})").status == 403);
   CHECK(f.env.svc->get_authorization(held.txn, std::chrono::milliseconds(0))->decision == Decision::held);
 
-  // An operator may approve but not manage terminals (the operator API's roles).
+  // An operator may approve but not manage terminals (the operator API's roles, enforced there).
   CHECK(f.as(op, "POST", "/console/api/terminals", R"({"id":"TERM0002"})").status == 403);
   CHECK(f.as(op, "POST", "/console/api/terminals/TERM0001/revoke").status == 403);
   auto ok = f.as(op, "POST", approve);
@@ -289,9 +298,9 @@ TEST_CASE("console cards and terminals: enroll once, status, block, refresh, rot
   Fixture f;
   auto admin = f.sign_in(f.admin_token);
   auto e = f.as(admin, "POST", "/console/api/cards", R"({"algorithm":"aes","msisdn":"+4915550002","review_minor":500})");
-  REQUIRE(e.status == 200);
+  REQUIRE(e.status == 201);
   auto eb = body_of(e).as_object();
-  const std::string n(eb.at("card").as_string());
+  const std::string n(eb.at("n").as_string());
   CHECK(n.size() == 16);
   CHECK(eb.at("algorithm") == "aes");
   CHECK(eb.at("letter").as_string().find(n) != std::string::npos);
@@ -323,27 +332,34 @@ TEST_CASE("console cards and terminals: enroll once, status, block, refresh, rot
   CHECK(f.as(admin, "POST", "/console/api/cards", R"({"algorithm":"rsa"})").status == 400);
   CHECK(f.as(admin, "POST", "/console/api/cards", R"({"msisdn":"+1","pin":"1234"})").status == 400);
   CHECK(f.as(admin, "POST", "/console/api/cards", R"({"limit_minor":-5})").status == 400);
+  CHECK(f.as(admin, "POST", "/console/api/cards", R"({"msisdn":"not a number"})").status == 400);
   CHECK(f.as(admin, "GET", "/console/api/transactions?decision=maybe").status == 400);
   CHECK(f.as(admin, "GET", "/console/api/transactions?limit=0").status == 400);
   CHECK(f.as(admin, "GET", "/console/api/nothing").status == 404);
 
-  REQUIRE(f.as(admin, "POST", "/console/api/terminals", R"({"id":"TERM0002","limit_minor":5000})").status == 200);
+  // Registration issues the client certificate at once (the operator API's behaviour).
+  auto reg = f.as(admin, "POST", "/console/api/terminals", R"({"id":"TERM0002","limit_minor":5000})");
+  REQUIRE(reg.status == 201);
+  CHECK(body_of(reg).at("key").as_string().starts_with("-----BEGIN PRIVATE KEY"));
+  const std::string fp1(body_of(reg).at("fingerprint").as_string());
+  CHECK(pki::common_name(body_of(reg).at("cert").as_string()).value() == "TERM0002");
   auto terms = body_of(f.as(admin, "GET", "/console/api/terminals")).at("terminals").as_array();
   REQUIRE(terms.size() == 1);
   CHECK(terms[0].at("id") == "TERM0002");
-  CHECK(terms[0].at("has_cert") == false);
+  CHECK(terms[0].at("has_cert") == true);
+  CHECK(terms[0].at("cert_fingerprint") == fp1.c_str());
   CHECK(terms[0].at("limit_minor").as_int64() == 5000);
   auto cert = f.as(admin, "POST", "/console/api/terminals/TERM0002/cert");
-  REQUIRE(cert.status == 200);
-  CHECK(body_of(cert).at("key_pem").as_string().starts_with("-----BEGIN PRIVATE KEY"));
+  REQUIRE(cert.status == 201);
+  const std::string fp2(body_of(cert).at("fingerprint").as_string());
+  CHECK(fp2 != fp1);
   terms = body_of(f.as(admin, "GET", "/console/api/terminals")).at("terminals").as_array();
-  CHECK(terms[0].at("cert_fingerprint") == std::string(64, 'c').c_str());
+  CHECK(terms[0].at("cert_fingerprint") == fp2.c_str());
   CHECK(terms[0].at("enabled") == true);
+  CHECK(terms[0].at("limit_minor").as_int64() == 5000);
   CHECK(f.as(admin, "POST", "/console/api/terminals/TERM0002/revoke").status == 200);
   terms = body_of(f.as(admin, "GET", "/console/api/terminals")).at("terminals").as_array();
   CHECK(terms[0].at("enabled") == false);
-  CHECK(terms[0].at("has_cert") == false);
-  CHECK(terms[0].at("limit_minor").as_int64() == 5000);
   CHECK(f.as(admin, "POST", "/console/api/terminals/NOPE0000/cert").status == 404);
   CHECK(f.as(admin, "POST", "/console/api/terminals", R"({"id":"SHORT"})").status == 400);
   CHECK(f.as(admin, "POST", "/console/api/terminals", R"({"id":"TERM 003"})").status == 400);

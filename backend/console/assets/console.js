@@ -229,12 +229,13 @@
     try {
       const e = await call("POST", "cards", req);
       $("letter").textContent = e.letter;
-      $("letter-box").dataset.card = e.card;
+      $("letter-box").dataset.card = e.n;
       $("letter-box").classList.remove("hidden");
       $("enroll-form").reset();
-      flash("Card " + e.card + " enrolled. Hand over the letter now: it is not shown again.");
+      flash("Card " + e.n + " enrolled. Hand over the letter now: it is not shown again.");
       loadCards();
-      lookupCard(e.card);
+      await lookupCard(e.n);
+      $("letter-box").scrollIntoView({ block: "start" });
     } catch (err) {
       flash("Enrollment failed: " + err.message, true);
     }
@@ -295,8 +296,8 @@
     ev.preventDefault();
     const id = $("term-id").value.trim();
     try {
-      await call("POST", "terminals", { id, limit_minor: Number($("term-limit").value || 0) });
-      flash("Terminal " + id + " registered. Issue its client certificate next.");
+      showCert(id, await call("POST", "terminals", { id, limit_minor: Number($("term-limit").value || 0) }));
+      flash("Terminal " + id + " registered with a new client certificate.");
       $("term-form").reset();
     } catch (e) {
       flash("Registration failed: " + e.message, true);
@@ -305,14 +306,18 @@
   });
   $("close-cert").addEventListener("click", () => { clear($("cert-key")); clear($("cert-pem")); $("cert-box").classList.add("hidden"); });
 
+  function showCert(id, r) {
+    $("cert-id").textContent = id;
+    $("cert-pem").textContent = r.cert;
+    $("cert-key").textContent = r.key;
+    $("cert-box").classList.remove("hidden");
+  }
+
   async function terminalAction(id, verb) {
     try {
       const r = await call("POST", "terminals/" + encodeURIComponent(id) + "/" + verb);
       if (verb === "cert") {
-        $("cert-id").textContent = id;
-        $("cert-pem").textContent = r.cert_pem;
-        $("cert-key").textContent = r.key_pem;
-        $("cert-box").classList.remove("hidden");
+        showCert(id, r);
       } else {
         flash("Terminal " + id + ": certificate revoked, terminal disabled.");
       }
@@ -330,8 +335,8 @@
     for (const t of data.terminals) {
       const actions = el("div", { class: "actions" });
       if (can.admin()) {
-        actions.append(el("button", { type: "button", class: "plain", onclick: () => terminalAction(t.id, "cert") }, t.has_cert ? "Reissue certificate" : "Issue certificate"));
-        if (t.enabled) actions.append(el("button", { type: "button", class: "danger", onclick: () => terminalAction(t.id, "revoke") }, "Revoke"));
+        actions.append(el("button", { type: "button", class: "plain", "data-terminal": t.id, onclick: () => terminalAction(t.id, "cert") }, t.has_cert ? "New certificate" : "Issue certificate"));
+        if (t.enabled) actions.append(el("button", { type: "button", class: "danger revoke", "data-terminal": t.id, onclick: () => terminalAction(t.id, "revoke") }, "Revoke"));
       }
       body.append(el("tr", { "data-terminal": t.id },
         el("td", {}, t.id), el("td", {}, t.enabled === false ? "no" : "yes"),
