@@ -329,6 +329,7 @@ HttpResponse Console::route(Call& c) {
     if (!list) return service_error(list.error());
     json::array a;
     for (const auto& tr : *list) a.push_back(txn_json(tr, t, full_card));
+    if (auto met = service_.metrics()) sample_outbox(t, met->outbox_depth);
     return json_response(200, json::object{{"held", std::move(a)}, {"now", t}});
   }
   if (p.size() == 3 && p[0] == "held" && (p[2] == "approve" || p[2] == "decline") && m == "POST") {
@@ -569,12 +570,31 @@ HttpResponse Console::route(Call& c) {
                                      {"held", counts[i][2]}});
     json::object decisions;
     for (const auto& [k, v] : metrics->decisions) decisions[k] = v;
+    sample_outbox(t, metrics->outbox_depth);
+    json::array history;
+    {
+      std::lock_guard lock(outbox_mu_);
+      for (const auto& [at, depth] : outbox_history_) history.push_back(json::array{at, depth});
+    }
     return json_response(200, json::object{{"now", t},
                                            {"outbox_depth", metrics->outbox_depth},
+                                           {"outbox_history", std::move(history)},
                                            {"decisions", std::move(decisions)},
                                            {"per_minute", std::move(buckets)}});
   }
   return error_response(404, "not_found", "no such console API call");
+}
+
+void Console::sample_outbox(UnixTime t, std::uint32_t depth) {
+  std::lock_guard lock(outbox_mu_);
+  // One sample per 10 s is plenty for an hour's chart, however many consoles poll.
+  if (!outbox_history_.empty() && t - outbox_history_.back().first < 10) {
+    outbox_history_.back().second = depth;
+    return;
+  }
+  outbox_history_.emplace_back(t, depth);
+  while (!outbox_history_.empty() && (outbox_history_.front().first < t - 3600 || outbox_history_.size() > 400))
+    outbox_history_.pop_front();
 }
 
 HttpResponse Console::forward(const Call& c, std::string_view method, std::string target, std::string body) {

@@ -8,8 +8,10 @@
 // exactly "/console"); it does no I/O itself.
 #pragma once
 
+#include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -73,10 +75,14 @@ class Console {
   HttpResponse route(Call& c);
   HttpResponse forward(const Call& c, std::string_view method, std::string target, std::string body);
   UnixTime now() const;
+  void sample_outbox(UnixTime t, std::uint32_t depth);
 
   Service& service_;
   ConsoleOptions options_;
   SessionStore sessions_;
+  // SMS queue depth over the last hour, sampled while any console polls (for the chart).
+  std::mutex outbox_mu_;
+  std::deque<std::pair<UnixTime, std::uint32_t>> outbox_history_;
 };
 
 }  // namespace otac::backend::console

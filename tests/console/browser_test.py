@@ -86,6 +86,7 @@ class WebDriver:
         caps = {"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "acceptInsecureCerts": True,  # the backend's private CA is not in Chromium's store
+            "goog:loggingPrefs": {"browser": "ALL"},
             "goog:chromeOptions": {"binary": CHROMIUM, "args": [
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -115,7 +116,15 @@ class WebDriver:
         return [e[ELEMENT] for e in self.s("POST", "/elements", {"using": "css selector", "value": css})]
 
     def click(self, css):
-        self.s("POST", "/element/%s/click" % self.find(css), {})
+        # The queue re-renders its rows every 2 s: an element found just before a refresh is
+        # stale by the click, so find it again (a bounded number of times).
+        for attempt in range(5):
+            try:
+                self.s("POST", "/element/%s/click" % self.find(css), {})
+                return
+            except RuntimeError as e:
+                if "stale element" not in str(e) or attempt == 4:
+                    raise
 
     def type(self, css, text, clear=True):
         e = self.find(css)
@@ -138,6 +147,10 @@ class WebDriver:
 
     def cookies(self):
         return self.s("GET", "/cookie")
+
+    def browser_log(self):
+        """Console messages of the page since the last call (chromedriver's log endpoint)."""
+        return self.s("POST", "/se/log", {"type": "browser"})
 
     def screenshot(self, path):
         png = base64.b64decode(self.s("GET", "/screenshot"))
@@ -445,6 +458,11 @@ def main():
         st, b = backend.https("GET", "/v1/authorizations/NO-SUCH-TXN?wait=0", cert=cert2)
         check(st == 403, "after revocation in the console the certificate is refused at once (%d %r)" % (st, b))
         sign_out()
+        # The page never tripped its own Content-Security-Policy and threw no script error.
+        log = wd.browser_log()
+        bad = [e["message"] for e in log
+               if "Content Security Policy" in e["message"] or "Refused to" in e["message"] or "Uncaught" in e["message"]]
+        check(not bad, "no CSP violation or script error in the browser log (%d messages): %r" % (len(log), bad[:3]))
         ok = True
         print("console browser test: all checks passed", flush=True)
     except Failure as e:

@@ -377,6 +377,18 @@ TEST_CASE("console stats: decisions per minute over the last hour and the SMS qu
   CHECK(per[59].at("held").as_int64() == 1);
   CHECK(per[58].at("held").as_int64() == 0);
   CHECK(b.at("outbox_depth").is_int64());
+  auto hist = b.at("outbox_history").as_array();
+  REQUIRE(hist.size() == 1);
+  CHECK(hist[0].at(0).as_int64() == f.env.clock);
+  f.env.clock += 5;  // within 10 s: the last sample is updated, not appended
+  CHECK(body_of(f.as(viewer, "GET", "/console/api/stats")).at("outbox_history").as_array().size() == 1);
+  f.env.clock += 20;
+  f.as(viewer, "GET", "/console/api/held");  // the queue's polling samples too
+  CHECK(body_of(f.as(viewer, "GET", "/console/api/stats")).at("outbox_history").as_array().size() == 2);
+  f.env.clock += 3700;  // an hour later the old samples are gone (and the session too)
+  CHECK(f.as(viewer, "GET", "/console/api/stats").status == 401);
+  viewer = f.sign_in(f.viewer_token);
+  CHECK(body_of(f.as(viewer, "GET", "/console/api/stats")).at("outbox_history").as_array().size() == 1);
   auto txs = body_of(f.as(viewer, "GET", "/console/api/transactions?terminal=TERM0001&decision=held"))
                  .at("transactions").as_array();
   CHECK(txs.size() == 1);

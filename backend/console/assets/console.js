@@ -8,7 +8,7 @@
   let role = "";
   let heldTimer = 0;
   let overviewTimer = 0;
-  const smsSamples = [];  // [unix seconds, depth] while the page is open
+  const smsSamples = [];  // [unix seconds, depth], sampled by the server while consoles poll
 
   const $ = (id) => document.getElementById(id);
 
@@ -409,13 +409,21 @@
       if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
     });
     ctx.stroke();
+    const [tl, dl] = smsSamples[smsSamples.length - 1];
+    ctx.fillStyle = colors.line;
+    ctx.beginPath();
+    ctx.arc(pad + (w - pad - 8) * (tl - t0) / (t1 - t0), h - pad - (h - 2 * pad) * dl / maxY, 4, 0, 2 * Math.PI);
+    ctx.fill();
+    ctx.fillStyle = colors.ink;
+    ctx.fillText(when(t0).slice(11, 16), pad, h - 8);
+    ctx.fillText("now", w - 30, h - 8);
   }
 
   async function loadOverview() {
     let s;
     try { s = await call("GET", "stats"); } catch (e) { return; }
-    smsSamples.push([s.now, s.outbox_depth]);
-    if (smsSamples.length > 360) smsSamples.shift();
+    smsSamples.length = 0;
+    for (const sample of s.outbox_history) smsSamples.push(sample);
     $("sms-depth").textContent = String(s.outbox_depth);
     drawDecisions(s.per_minute);
     drawSms();
