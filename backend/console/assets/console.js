@@ -285,7 +285,8 @@
     const body = $("cards-table").tBodies[0];
     clear(body);
     for (const c of data.cards) {
-      body.append(el("tr", { class: "clickable", "data-card": c.card, onclick: () => lookupCard(c.card) },
+      const masked = c.card.includes("*");  // viewers get masked ids: nothing to look up
+      body.append(el("tr", masked ? { "data-card": c.card } : { class: "clickable", "data-card": c.card, onclick: () => lookupCard(c.card) },
         el("td", {}, el("code", {}, c.card)), el("td", { class: c.status === "blocked" ? "d-declined" : "d-approved" }, c.status),
         el("td", {}, c.msisdn), el("td", {}, "v" + c.key_version), el("td", {}, when(c.created_at))));
     }
