@@ -8,7 +8,9 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include <array>
 #include <atomic>
+#include <map>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -116,12 +118,29 @@ class Session : public std::enable_shared_from_this<Session<Tls>> {
       return do_close();
     }
     started_ = std::chrono::steady_clock::now();
+    ctx_ = RequestContext{};
+    ctx_.remote = remote_;
+    ctx_.tls = Tls;
+    // For errors found while reading, answer (and log) with whatever header was read.
     Request dummy;
     dummy.version(11);
     dummy.keep_alive(false);
+    // The request line is stored before the header is complete (and before body_limit fires).
+    if (parser_->get().method() != bhttp::verb::unknown) {
+      dummy.method(parser_->get().method());
+      dummy.target(parser_->get().target());
+      std::map<std::string, std::string> ignored;
+      if (!split_target(dummy.target(), ctx_.path, ignored)) ctx_.path = "-";
+    }
     if (ec == bhttp::error::body_limit) {
-      return reply_error(dummy, Status::payload_too_large, "body_too_large",
-                         "request body exceeds " + std::to_string(sh_.limits.max_body) + " bytes");
+      // Read and drop a declared body of moderate size first: closing with unread data
+      // makes TCP send a reset, and the client would never see the 413.
+      std::uint64_t remaining = 0;
+      const auto cl = parser_->content_length();
+      if (cl && *cl <= kMaxDrain) remaining = *cl > buffer_.size() ? *cl - buffer_.size() : 0;
+      buffer_.consume(buffer_.size());
+      too_large_ = std::move(dummy);
+      return drain(remaining);
     }
     if (ec == bhttp::error::header_limit) {
       return reply_error(dummy, Status::request_header_fields_too_large, "header_too_large", "request header too large");
@@ -129,9 +148,6 @@ class Session : public std::enable_shared_from_this<Session<Tls>> {
     if (ec) return reply_error(dummy, Status::bad_request, "bad_http", "malformed HTTP request: " + ec.message());
 
     req_ = parser_->release();
-    ctx_ = RequestContext{};
-    ctx_.remote = remote_;
-    ctx_.tls = Tls;
     if (!cn_.empty()) ctx_.client_cn = cn_;
     ctx_.client_fingerprint = fingerprint_;
     if (!split_target(req_.target(), ctx_.path, ctx_.query)) {
@@ -154,8 +170,24 @@ class Session : public std::enable_shared_from_this<Session<Tls>> {
     });
   }
 
+  static constexpr std::uint64_t kMaxDrain = 8u << 20;
+
+  void drain(std::uint64_t remaining) {
+    if (remaining == 0) {
+      return reply_error(too_large_, Status::payload_too_large, "body_too_large",
+                         "request body exceeds " + std::to_string(sh_.limits.max_body) + " bytes");
+    }
+    beast::get_lowest_layer(stream_).expires_after(sh_.limits.read_timeout);
+    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(remaining, scratch_.size()));
+    stream_.async_read_some(asio::buffer(scratch_.data(), want),
+                            [self = this->shared_from_this(), remaining](beast::error_code ec, std::size_t n) {
+                              if (ec) return;  // peer gone or timed out: nothing to answer
+                              self->drain(remaining - n);
+                            });
+  }
+
   void reply_error(const Request& req, Status status, std::string_view code, const std::string& message) {
-    ctx_.path = ctx_.path.empty() ? "-" : ctx_.path;
+    if (ctx_.path.empty()) ctx_.path = "-";
     req_ = req;
     Response r = error_response(req, status, code, message);
     r.keep_alive(false);
@@ -212,6 +244,8 @@ class Session : public std::enable_shared_from_this<Session<Tls>> {
   std::string cn_;
   std::string fingerprint_;
   std::chrono::steady_clock::time_point started_{};
+  Request too_large_;
+  std::array<char, 16384> scratch_{};
 };
 
 class Listener : public std::enable_shared_from_this<Listener> {

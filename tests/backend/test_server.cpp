@@ -1,0 +1,392 @@
+// otac-backend over real HTTPS: first start, health and metrics, client certificates, bearer
+// roles, strict request parsing, the 32+-request race on one code, held + long-poll, and the
+// otac-admin command line.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <mutex>
+
+#include "pki.hpp"
+#include "server_fixture.hpp"
+
+using namespace otac;
+using namespace otac::backend;
+using namespace otac::backend::test;
+namespace json = boost::json;
+using Verb = boost::beast::http::verb;
+
+namespace {
+
+std::string field(const std::string& body, const char* key) {
+  auto v = json::parse(body);
+  const auto* f = v.as_object().if_contains(key);
+  if (!f) return {};
+  return f->is_string() ? std::string(f->as_string()) : json::serialize(*f);
+}
+
+struct Ready {
+  Backend b;
+  std::filesystem::path cert, key;
+  Bytes n;
+  SecretBytes k;
+  std::uint16_t list = 0;
+
+  explicit Ready(const std::string& enroll_body = R"({"msisdn":"+4915550001"})") {
+    b.start();
+    std::tie(cert, key) = b.register_terminal("TERM0001");
+    std::tie(n, k) = b.enroll(enroll_body);
+    auto r = Backend::call(b.admin(), Verb::post, "/v1/admin/cards/" + to_hex(n) + "/refresh");
+    REQUIRE(r.status == 200);
+    list = static_cast<std::uint16_t>(std::stoi(field(r.body, "list")));
+  }
+  AuthRequest request(const std::string& txn, std::uint16_t index, const Ch& ch = Ch{}) {
+    return card_request(txn, n, Algorithm::des3, list, index, b.otac(n, list, index), ch);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("first start creates CA, certificates, token, KEK and config; healthz and metrics over TLS", "[server]") {
+  Backend b;
+  b.start();
+  for (const char* f : {"ca.pem", "ca.key", "server.pem", "server.key", "admin.token", "kek.bin", "otac.db",
+                        "otac-backend.conf", "mo.secret"}) {
+    INFO(f);
+    CHECK(std::filesystem::exists(b.dir / f));
+  }
+  for (const char* f : {"ca.key", "server.key", "admin.token", "kek.bin", "mo.secret"}) {
+    INFO(f);
+    const auto perms = std::filesystem::status(b.dir / f).permissions();
+    CHECK((perms & (std::filesystem::perms::group_all | std::filesystem::perms::others_all)) == std::filesystem::perms::none);
+  }
+  CHECK(b.log().find("first start") != std::string::npos);
+  auto h = Backend::call(b.client(), Verb::get, "/healthz");
+  CHECK(h.status == 200);
+  CHECK(field(h.body, "status") == "ok");
+  auto m = Backend::call(b.client(), Verb::get, "/metrics");
+  CHECK(m.status == 200);
+  CHECK(m.body.find("otac_http_requests_total{method=\"GET\",status=\"200\"}") != std::string::npos);
+  CHECK(m.body.find("otac_http_request_duration_seconds_bucket{le=\"+Inf\"}") != std::string::npos);
+  CHECK(m.body.find("otac_sms_queue_depth 0") != std::string::npos);
+  // The admin token never appears in the log.
+  CHECK(b.log().find(b.admin_token()) == std::string::npos);
+  // A second start reuses everything (same CA) and SIGTERM ends it with status 0.
+  const std::string ca = slurp(b.dir / "ca.pem");
+  CHECK(b.stop() == 0);
+  b.start();
+  CHECK(slurp(b.dir / "ca.pem") == ca);
+  CHECK(Backend::call(b.client(), Verb::get, "/healthz").status == 200);
+}
+
+TEST_CASE("the server certificate is checked against the pinned CA only", "[server]") {
+  Backend b;
+  b.start();
+  Backend other;
+  other.start();
+  auto c = b.client();
+  c.ca = other.dir / "ca.pem";  // a different CA: the client must refuse the server
+  auto r = client::request(c, Verb::get, "/healthz");
+  CHECK_FALSE(r.ok());
+}
+
+TEST_CASE("terminal endpoints need a client certificate of a registered, enabled terminal", "[server]") {
+  Ready env;
+  Backend& b = env.b;
+  const std::string body = auth_body(env.request("T-cert-1", 0));
+
+  // No client certificate: 401.
+  auto r = Backend::call(b.client(), Verb::post, "/v1/authorizations", body);
+  CHECK(r.status == 401);
+  CHECK(field(r.body, "error") == "client_certificate_required");
+
+  // A certificate from another CA: the TLS handshake fails (the server verifies the chain).
+  auto foreign_ca = pki::make_ca("foreign", 1).value();
+  auto foreign = pki::issue_client(foreign_ca, "TERM0001", 1).value();
+  const auto fc = b.tmp.path / "foreign.pem";
+  const auto fk = b.tmp.path / "foreign.key";
+  std::ofstream(fc) << foreign.cert_pem;
+  std::ofstream(fk) << foreign.key_pem;
+  auto fr = client::request(b.terminal(fc, fk), Verb::post, "/v1/authorizations", body);
+  CHECK_FALSE(fr.ok());
+
+  // Our CA but an unregistered terminal id: 403.
+  pki::KeyCert ca{slurp(b.dir / "ca.key"), slurp(b.dir / "ca.pem")};
+  auto stranger = pki::issue_client(ca, "TERM0099", 1).value();
+  const auto sc = b.tmp.path / "stranger.pem";
+  const auto sk = b.tmp.path / "stranger.key";
+  std::ofstream(sc) << stranger.cert_pem;
+  std::ofstream(sk) << stranger.key_pem;
+  r = Backend::call(b.terminal(sc, sk), Verb::post, "/v1/authorizations", body);
+  CHECK(r.status == 403);
+  CHECK(field(r.body, "error") == "unknown_terminal");
+
+  // Our CA, the right CN, but not the certificate registered for it: 403.
+  auto twin = pki::issue_client(ca, "TERM0001", 1).value();
+  const auto tc = b.tmp.path / "twin.pem";
+  const auto tk = b.tmp.path / "twin.key";
+  std::ofstream(tc) << twin.cert_pem;
+  std::ofstream(tk) << twin.key_pem;
+  r = Backend::call(b.terminal(tc, tk), Verb::post, "/v1/authorizations", body);
+  CHECK(r.status == 403);
+  CHECK(field(r.body, "error") == "certificate_replaced");
+
+  // The registered certificate: approved.
+  r = Backend::call(b.terminal(env.cert, env.key), Verb::post, "/v1/authorizations", body);
+  REQUIRE(r.status == 200);
+  CHECK(field(r.body, "decision") == "approved");
+  CHECK(field(r.body, "arc") == "3030");
+  CHECK(field(r.body, "arpc").size() == 16);
+
+  // Revoked: 403 from then on.
+  r = Backend::call(b.admin(), Verb::post, "/v1/admin/terminals/TERM0001/revoke");
+  CHECK(r.status == 200);
+  r = Backend::call(b.terminal(env.cert, env.key), Verb::post, "/v1/authorizations", auth_body(env.request("T-cert-2", 1)));
+  CHECK(r.status == 403);
+  CHECK(field(r.body, "error") == "terminal_revoked");
+}
+
+TEST_CASE("a certificate whose CN is not the challenge's 9F1C is refused", "[server]") {
+  Ready env;
+  auto [c2, k2] = env.b.register_terminal("TERM0002");
+  auto r = Backend::call(env.b.terminal(c2, k2), Verb::post, "/v1/authorizations", auth_body(env.request("T-cn-1", 0)));
+  CHECK(r.status == 403);
+}
+
+TEST_CASE("malformed requests get 4xx with a message and the server keeps working", "[server]") {
+  Ready env;
+  Backend& b = env.b;
+  auto t = b.terminal(env.cert, env.key);
+  const AuthRequest good = env.request("T-bad-0", 0);
+  json::object base = json::parse(auth_body(good)).as_object();
+  auto with = [&](const char* key, json::value v) {
+    json::object o = base;
+    o[key] = std::move(v);
+    return json::serialize(o);
+  };
+  auto without = [&](const char* key) {
+    json::object o = base;
+    o.erase(key);
+    return json::serialize(o);
+  };
+  struct Case {
+    const char* name;
+    std::string body;
+    const char* needle;
+  };
+  const std::vector<Case> cases = {
+      {"not JSON", "{\"txn_id\": ", "not valid JSON"},
+      {"array", "[1,2]", "JSON object"},
+      {"empty", "", "JSON object"},
+      {"unknown field", with("amount", 5), "unknown field \\\"amount\\\""},
+      {"wrong type", with("list", "3"), "list\\\" must be an integer"},
+      {"out of range", with("index", 70000), "index\\\" must be an integer"},
+      {"negative", with("atc", -1), "atc\\\" must be an integer"},
+      {"bad hex", with("card", "00112233445566zz"), "hex digits"},
+      {"odd hex", with("cryptogram", "0011223344556"), "not valid hex"},
+      {"short card", with("card", "0011"), "must be 8 bytes"},
+      {"missing", without("cryptogram"), "missing field \\\"cryptogram\\\""},
+      {"bad txn id", with("txn_id", "a b"), "txn_id"},
+      {"deep", "{\"a\":[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]}", ""},
+  };
+  for (const auto& c : cases) {
+    INFO(c.name);
+    auto r = Backend::call(t, Verb::post, "/v1/authorizations", c.body);
+    CHECK(r.status == 400);
+    CHECK(r.body.find(c.needle) != std::string::npos);
+  }
+  // Oversized body: 413.
+  auto big = Backend::call(t, Verb::post, "/v1/authorizations", std::string(200 * 1024, 'x'));
+  CHECK(big.status == 413);
+  // Unknown path and wrong method.
+  CHECK(Backend::call(t, Verb::get, "/v1/nothing").status == 404);
+  CHECK(Backend::call(t, Verb::get, "/v1/authorizations").status == 405);
+  // Long-poll parameter checks.
+  CHECK(Backend::call(t, Verb::get, "/v1/authorizations/T-bad-0?wait=abc").status == 400);
+  CHECK(Backend::call(t, Verb::get, "/v1/authorizations/T-bad-0?wait=999").status == 400);
+  CHECK(Backend::call(t, Verb::get, "/v1/authorizations/T-bad-0?x=1").status == 400);
+  CHECK(Backend::call(t, Verb::get, "/v1/authorizations/T-never").status == 404);
+  // Display codes: strict too.
+  CHECK(Backend::call(t, Verb::post, "/v1/codes/verify", R"({"txn_id":"C1","card":"0011223344556677","code":"12ab5678"})").status == 400);
+  CHECK(Backend::call(t, Verb::post, "/v1/codes/verify", R"({"txn_id":"C1","card":"0011223344556677","code":"12345678","x":1})").status == 400);
+  // Admin: no token 401, bad token 401, viewer on an operator endpoint 403, bad bodies 400.
+  auto anon = b.client();
+  CHECK(Backend::call(anon, Verb::get, "/v1/admin/whoami").status == 401);
+  auto bad = b.client();
+  bad.bearer = "otac_nope";
+  CHECK(Backend::call(bad, Verb::get, "/v1/admin/whoami").status == 401);
+  auto op = Backend::call(b.admin(), Verb::post, "/v1/admin/operators", R"({"name":"vic","role":"viewer"})");
+  REQUIRE(op.status == 201);
+  auto viewer = b.client();
+  viewer.bearer = field(op.body, "token");
+  CHECK(Backend::call(viewer, Verb::get, "/v1/admin/whoami").status == 200);
+  CHECK(Backend::call(viewer, Verb::post, "/v1/admin/cards/" + to_hex(env.n) + "/block").status == 403);
+  CHECK(Backend::call(viewer, Verb::get, "/v1/admin/transactions").status == 200);
+  CHECK(Backend::call(b.admin(), Verb::post, "/v1/admin/cards", R"({"algorithm":"rsa","msisdn":"+1"})").status == 400);
+  CHECK(Backend::call(b.admin(), Verb::post, "/v1/admin/cards", R"({"msisdn":"+1","colour":"red"})").status == 400);
+  CHECK(Backend::call(b.admin(), Verb::post, "/v1/admin/terminals", R"({"id":"short"})").status == 400);
+  CHECK(Backend::call(b.admin(), Verb::post, "/v1/admin/operators", R"({"name":"x","role":"god"})").status == 400);
+  CHECK(Backend::call(b.admin(), Verb::get, "/v1/admin/transactions?decision=maybe").status == 400);
+  CHECK(Backend::call(b.admin(), Verb::get, "/v1/admin/cards/xyz").status == 400);
+  CHECK(Backend::call(b.admin(), Verb::post, "/v1/admin/cards/" + to_hex(env.n) + "/block", "{\"why\":1}").status == 400);
+  // Raw garbage on the TLS port, then the server still answers.
+  CHECK(Backend::call(b.client(), Verb::get, "/healthz").status == 200);
+  auto good_r = Backend::call(t, Verb::post, "/v1/authorizations", auth_body(good));
+  CHECK(good_r.status == 200);
+  CHECK(field(good_r.body, "decision") == "approved");
+  // No secret (token, OTAC-derived values are fine) in the log; every request logged once.
+  const std::string log = b.log();
+  CHECK(log.find(b.admin_token()) == std::string::npos);
+  CHECK(log.find(field(op.body, "token")) == std::string::npos);
+  CHECK(log.find("path=/v1/authorizations status=413") != std::string::npos);
+}
+
+TEST_CASE("race: 40 concurrent HTTPS requests with the same valid cryptogram, exactly one approval", "[server][race]") {
+  Ready env;
+  const AuthRequest base = env.request("unused", 5);
+  const auto tc = env.b.terminal(env.cert, env.key);
+  constexpr int kThreads = 40;
+  std::vector<client::Reply> replies(kThreads);
+  std::vector<std::string> errors(kThreads);
+  std::atomic<int> ready{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      AuthRequest a = base.cryptogram.empty() ? AuthRequest{} : base;
+      a.txn_id = "RACE-" + std::to_string(i);
+      ready.fetch_add(1);
+      for (int spin = 0; spin < 2000 && ready.load() < kThreads; ++spin) std::this_thread::sleep_for(std::chrono::microseconds(500));
+      auto r = client::request(tc, Verb::post, "/v1/authorizations", auth_body(a));
+      if (r) replies[static_cast<std::size_t>(i)] = *r;
+      else errors[static_cast<std::size_t>(i)] = r.error().message;
+    });
+  }
+  for (auto& t : threads) t.join();
+  int approved = 0, used = 0;
+  for (int i = 0; i < kThreads; ++i) {
+    INFO(errors[static_cast<std::size_t>(i)]);
+    const auto& r = replies[static_cast<std::size_t>(i)];
+    REQUIRE(r.status == 200);
+    const std::string d = field(r.body, "decision");
+    if (d == "approved") ++approved;
+    else if (d == "declined" && field(r.body, "reason") == "code_used") ++used;
+  }
+  CHECK(approved == 1);
+  CHECK(used == kThreads - 1);
+  // The store agrees: one approved transaction for this card.
+  auto list = Backend::call(env.b.admin(), Verb::get, "/v1/admin/transactions?decision=approved&card=" + to_hex(env.n));
+  CHECK(json::parse(list.body).as_object().at("transactions").as_array().size() == 1);
+  // Metrics count decisions by reason.
+  auto m = Backend::call(env.b.client(), Verb::get, "/metrics");
+  CHECK(m.body.find("otac_decisions_total{decision=\"approved\",reason=\"ok\"} 1") != std::string::npos);
+  CHECK(m.body.find("otac_decisions_total{decision=\"declined\",reason=\"code_used\"} " + std::to_string(kThreads - 1)) !=
+        std::string::npos);
+}
+
+TEST_CASE("idempotent retries: same txn and body get the same answer, a different body 409", "[server]") {
+  Ready env;
+  auto t = env.b.terminal(env.cert, env.key);
+  const AuthRequest a = env.request("T-idem", 2);
+  auto r1 = Backend::call(t, Verb::post, "/v1/authorizations", auth_body(a));
+  auto r2 = Backend::call(t, Verb::post, "/v1/authorizations", auth_body(a));
+  REQUIRE(r1.status == 200);
+  CHECK(r1.body == r2.body);
+  AuthRequest other = env.request("T-idem", 3);
+  CHECK(Backend::call(t, Verb::post, "/v1/authorizations", auth_body(other)).status == 409);
+  auto g = Backend::call(t, Verb::get, "/v1/authorizations/T-idem");
+  CHECK(field(g.body, "decision") == "approved");
+  CHECK(field(g.body, "auth_code") == field(r1.body, "auth_code"));
+}
+
+TEST_CASE("held for review: the long-poll returns as soon as an operator approves", "[server]") {
+  Ready env(R"({"msisdn":"+4915550002","review_minor":100})");
+  auto t = env.b.terminal(env.cert, env.key);
+  auto r = Backend::call(t, Verb::post, "/v1/authorizations", auth_body(env.request("T-held", 0)));
+  REQUIRE(r.status == 200);
+  REQUIRE(field(r.body, "decision") == "held");
+  CHECK(field(r.body, "arc") == "3139");
+  // A short wait while still held returns held.
+  auto w0 = Backend::call(t, Verb::get, "/v1/authorizations/T-held?wait=1");
+  CHECK(field(w0.body, "decision") == "held");
+
+  client::Reply polled;
+  std::chrono::steady_clock::duration took{};
+  std::thread poller([&] {
+    const auto t0 = std::chrono::steady_clock::now();
+    polled = Backend::call(t, Verb::get, "/v1/authorizations/T-held?wait=20");
+    took = std::chrono::steady_clock::now() - t0;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  // Other requests are served while the long-poll waits.
+  for (int i = 0; i < 5; ++i) CHECK(Backend::call(env.b.client(), Verb::get, "/healthz").status == 200);
+  auto d = Backend::call(env.b.admin(), Verb::post, "/v1/admin/transactions/T-held/approve");
+  CHECK(d.status == 200);
+  poller.join();
+  CHECK(field(polled.body, "decision") == "approved");
+  CHECK(took < std::chrono::seconds(10));
+  // Deciding twice is refused.
+  CHECK(Backend::call(env.b.admin(), Verb::post, "/v1/admin/transactions/T-held/decline").status >= 400);
+}
+
+TEST_CASE("otac-admin drives every operator action; exit statuses 0/1/2", "[server][admin]") {
+  Backend b;
+  b.start();
+  const auto out = b.tmp.path / "admin.out";
+  auto admin = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv = {OTAC_ADMIN_BIN, "--url", "https://127.0.0.1:" + std::to_string(b.port), "--ca",
+                                     (b.dir / "ca.pem").string(), "--token-file", (b.dir / "admin.token").string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::filesystem::remove(out);
+    const int rc = run_program(argv, out);
+    return std::make_pair(rc, slurp(out));
+  };
+  auto [rc, text] = admin({"--json", "enroll", "--msisdn", "+4915550003", "--alg", "aes"});
+  REQUIRE(rc == 0);
+  auto e = json::parse(text).as_object();
+  const std::string n = std::string(e.at("n").as_string());
+  CHECK(std::string(e.at("k").as_string()).size() == 32);
+  CHECK(std::string(e.at("letter").as_string()).find("Server SMS number") != std::string::npos);
+
+  std::tie(rc, text) = admin({"enroll", "--msisdn", "+4915550004"});
+  CHECK(rc == 0);
+  CHECK(text.find("Card key K:") != std::string::npos);
+
+  std::tie(rc, text) = admin({"register-terminal", "DOOR0001", "--out", (b.tmp.path / "certs").string()});
+  CHECK(rc == 0);
+  CHECK(std::filesystem::exists(b.tmp.path / "certs" / "DOOR0001.pem"));
+  CHECK(std::filesystem::exists(b.tmp.path / "certs" / "DOOR0001.key"));
+  // The issued certificate works as a client certificate.
+  auto tr = Backend::call(b.terminal(b.tmp.path / "certs" / "DOOR0001.pem", b.tmp.path / "certs" / "DOOR0001.key"), Verb::get,
+                          "/v1/authorizations/none");
+  CHECK(tr.status == 404);
+
+  for (const char* cmd : {"block", "unblock", "refresh", "rotate-key"}) {
+    INFO(cmd);
+    std::tie(rc, text) = admin({cmd, n});
+    CHECK(rc == 0);
+  }
+  std::tie(rc, text) = admin({"--json", "card", n});
+  CHECK(rc == 0);
+  CHECK(json::parse(text).as_object().at("key_rotation_pending").as_bool());
+  CHECK(text.find("\"k\"") == std::string::npos);
+
+  std::tie(rc, text) = admin({"--json", "create-operator", "olga", "--role", "operator"});
+  CHECK(rc == 0);
+  std::tie(rc, text) = admin({"transactions", "--decision", "held"});
+  CHECK(rc == 0);
+  std::tie(rc, text) = admin({"audit"});
+  CHECK(rc == 0);
+  CHECK(text.find("register_terminal") != std::string::npos);
+  std::tie(rc, text) = admin({"--json", "audit", "--verify"});
+  CHECK(rc == 0);
+  CHECK(json::parse(text).as_object().at("ok").as_bool());
+  std::tie(rc, text) = admin({"revoke-terminal", "DOOR0001"});
+  CHECK(rc == 0);
+  std::tie(rc, text) = admin({"approve", "NO-SUCH-TXN"});
+  CHECK(rc == 1);
+  std::tie(rc, text) = admin({"block", "00"});
+  CHECK(rc == 1);
+  std::tie(rc, text) = admin({"frobnicate"});
+  CHECK(rc == 2);
+  std::tie(rc, text) = admin({"enroll", "--colour", "red"});
+  CHECK(rc == 2);
+}
