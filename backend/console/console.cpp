@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <charconv>
 #include <deque>
+#include <limits>
 #include <set>
 
 #include <boost/json.hpp>
@@ -437,6 +438,7 @@ HttpResponse Console::route(Call& c) {
         if (auto store = options_.open_store()) {
           std::uint32_t unused = 0;
           std::uint16_t last_list = 0;
+          std::vector<OutboxMessage> queued;
           auto r = (*store)->run([&](Tx& tx) -> Result<void> {
             auto u = tx.unused_count(*n);
             if (!u) return std::move(u).error();
@@ -444,11 +446,25 @@ HttpResponse Console::route(Call& c) {
             if (!l) return std::move(l).error();
             unused = *u;
             last_list = *l;
+            // SMS still waiting for the gateway (every queued message, whatever its retry time).
+            auto due = tx.due_sms(std::numeric_limits<UnixTime>::max(), 1000);
+            if (!due) return std::move(due).error();
+            for (auto& msg : *due)
+              if (msg.card == *n) queued.push_back(std::move(msg));
             return {};
           });
           if (r) {
             o["codes_left"] = unused;
             o["current_list"] = last_list;
+            o["sms_queued"] = queued.size();
+            if (!queued.empty()) {
+              const OutboxMessage& last = queued.back();
+              o["sms_last"] = json::object{{"id", last.id},
+                                           {"attempts", last.attempts},
+                                           {"next_attempt_at", last.next_attempt_at},
+                                           {"gateway_reply", last.last_reply},
+                                           {"created_at", last.created_at}};
+            }
           }
         }
       }

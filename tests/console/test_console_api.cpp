@@ -314,8 +314,13 @@ TEST_CASE("console cards and terminals: enroll once, status, block, refresh, rot
   CHECK(st.body.find("letter") == std::string::npos);  // the letter is never shown again
   CHECK(sb.at("events").as_array().size() >= 1);
 
+  CHECK(sb.at("sms_queued").as_int64() == 0);
   CHECK(f.as(admin, "POST", "/console/api/cards/" + n + "/refresh").status == 200);
-  CHECK(body_of(f.as(admin, "GET", "/console/api/cards/" + n)).at("codes_left").as_int64() == 20);
+  auto after = body_of(f.as(admin, "GET", "/console/api/cards/" + n)).as_object();
+  CHECK(after.at("codes_left").as_int64() == 20);
+  CHECK(after.at("current_list").as_int64() >= 1);
+  CHECK(after.at("sms_queued").as_int64() >= 1);  // the list waits in the outbox (no gateway here)
+  CHECK(after.at("sms_last").at("attempts").as_int64() == 0);
   CHECK(f.as(admin, "POST", "/console/api/cards/" + n + "/block").status == 200);
   CHECK(body_of(f.as(admin, "GET", "/console/api/cards/" + n)).at("status") == "blocked");
   CHECK(f.as(admin, "POST", "/console/api/cards/" + n + "/unblock").status == 200);

@@ -251,7 +251,9 @@
     fill($("card-fields"), [
       ["Card", c.card], ["Status", c.status], ["Phone", c.msisdn], ["Algorithm", c.algorithm],
       ["Codes left", c.codes_left], ["Current list", c.current_list], ["Key version", c.key_version + (c.rotation_pending ? " (rotation pending)" : "")],
-      ["List in flight", c.list_push_in_flight ? "yes" : "no"], ["Bad cryptograms", c.fail_count + " of " + c.fail_limit],
+      ["List in flight", c.list_push_in_flight ? "yes" : "no"],
+      ["SMS waiting for the gateway", c.sms_queued === undefined ? undefined : c.sms_queued +
+        (c.sms_last ? " (last: " + c.sms_last.attempts + " attempts" + (c.sms_last.gateway_reply ? ", gateway said: " + c.sms_last.gateway_reply : "") + ")" : "")], ["Bad cryptograms", c.fail_count + " of " + c.fail_limit],
       ["Refresh threshold", c.threshold], ["Limit", c.limit_minor ? money(c.limit_minor) : "none"],
       ["Review above", c.review_minor ? money(c.review_minor) : "never"], ["Enrolled", when(c.created_at)],
     ]);
