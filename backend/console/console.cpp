@@ -67,8 +67,8 @@ HttpResponse service_error(const Error& e) {
     case Errc::bad_length:
     case Errc::trailing_data: return error_response(400, errc_name(e.code), e.message);
     case Errc::not_found: return error_response(404, "not_found", e.message);
-    case Errc::state:
-    case Errc::conflict: return error_response(409, errc_name(e.code), e.message);
+    case Errc::state: return error_response(403, "state", e.message);
+    case Errc::conflict: return error_response(409, "conflict", e.message);
     default: return error_response(500, "internal", "the backend could not complete the request; see its log");
   }
 }
