@@ -152,6 +152,13 @@ class WebDriver:
         """Console messages of the page since the last call (chromedriver's log endpoint)."""
         return self.s("POST", "/se/log", {"type": "browser"})
 
+    def print_pdf(self, path):
+        pdf = base64.b64decode(self.s("POST", "/print", {"orientation": "portrait"}))
+        with open(path, "wb") as f:
+            f.write(pdf)
+        print("printed:", path, flush=True)
+        return pdf
+
     def screenshot(self, path):
         png = base64.b64decode(self.s("GET", "/screenshot"))
         with open(path, "wb") as f:
@@ -325,6 +332,16 @@ def main():
               "the letter names the new card " + card)
         wait_for(lambda: wd.visible("#card-detail"), "the card's status")
         wd.screenshot(os.path.join(args.out, "02-card-enrolled-letter.png"))
+        # Printing the page prints the letter alone (print style sheet).
+        pdf_path = os.path.join(args.out, "02-letter-printed.pdf")
+        check(wd.print_pdf(pdf_path).startswith(b"%PDF"), "the page prints to PDF")
+        if shutil.which("pdftotext"):
+            printed = subprocess.run(["pdftotext", "-layout", pdf_path, "-"], capture_output=True, text=True,
+                                     timeout=30).stdout
+            check(card in printed.replace(" ", "").lower() and "Enroll a card" not in printed
+                  and "Sign out" not in printed, "the printout holds the letter and nothing else of the page")
+        else:
+            print("note: pdftotext (poppler-utils) absent; printout content not checked")
         cookie_hdr = "%s=%s" % (c["name"], c["value"])
         st, detail = backend.https("GET", "/console/api/cards/" + card, headers={"Cookie": cookie_hdr})
         check(st == 200 and "letter" not in json.dumps(detail), "the card's status does not show the letter again")
