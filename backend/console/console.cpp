@@ -289,7 +289,9 @@ HttpResponse Console::api(const HttpRequest& req, std::string_view path, std::st
 
   std::optional<std::string_view> sid;
   if (auto cookies = req.header("Cookie")) sid = cookie_value(*cookies, session_cookie);
-  std::optional<Session> session = sid ? sessions_.touch(*sid) : std::nullopt;
+  // The page marks its timed refreshes; they keep the session alive no longer than its idle limit.
+  const bool background = req.header("X-Console-Background").has_value();
+  std::optional<Session> session = sid ? sessions_.touch(*sid, !background) : std::nullopt;
   if (!session) return error_response(401, "unauthorized", "sign in first (the session is missing or has expired)");
   if (changing && !csrf_ok(*session, req.header("X-CSRF-Token")))
     return error_response(403, "csrf", "the request lacks a valid X-CSRF-Token header; reload the console");

@@ -47,7 +47,7 @@ Result<NewSession> SessionStore::create(std::string_view operator_name, Role rol
   return out;
 }
 
-std::optional<Session> SessionStore::touch(std::string_view id) {
+std::optional<Session> SessionStore::touch(std::string_view id, bool extend) {
   if (id.size() != 64) return std::nullopt;  // not one of ours; no hashing needed
   const UnixTime t = now();
   const std::string key = key_of(id);
@@ -59,8 +59,10 @@ std::optional<Session> SessionStore::touch(std::string_view id) {
     table_.erase(it);
     return std::nullopt;
   }
-  s.last_used = t;
-  s.expires_at = std::min(t + limits_.idle.count(), s.created_at + limits_.absolute.count());
+  if (extend) {
+    s.last_used = t;
+    s.expires_at = std::min(t + limits_.idle.count(), s.created_at + limits_.absolute.count());
+  }
   return s;
 }
 

@@ -56,8 +56,9 @@ class SessionStore {
 
   /// Creates a session for a signed-in operator; state error when the table is full.
   Result<NewSession> create(std::string_view operator_name, Role role, std::string_view token = {});
-  /// The live session with this id (its idle timer restarted), or nullopt if unknown or expired.
-  std::optional<Session> touch(std::string_view id);
+  /// The live session with this id, or nullopt if unknown or expired. extend restarts its idle
+  /// timer (a person acted); background polling passes false so an unattended page still expires.
+  std::optional<Session> touch(std::string_view id, bool extend = true);
   /// Ends the session with this id; false if there was none.
   bool destroy(std::string_view id);
   /// Number of live sessions (expired ones are dropped first).

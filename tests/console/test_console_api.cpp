@@ -208,8 +208,22 @@ TEST_CASE("console sign-in: token to an HttpOnly Secure SameSite=Strict cookie; 
     CHECK(clear->find("Max-Age=0") != std::string_view::npos);
     CHECK(f.call("GET", "/console/api/session", {}, {{"Cookie", cookie}}).status == 401);
   }
-  SECTION("a session expires after the idle time") {
+  SECTION("a session expires after the idle time, timed refreshes notwithstanding") {
     auto b = f.sign_in(f.viewer_token);
+    auto poll = [&] {
+      return f.call("GET", "/console/api/held", {}, {{"Cookie", b.cookie}, {"X-Console-Background", "1"}}).status;
+    };
+    f.env.clock += 10 * 60;
+    CHECK(poll() == 200);
+    f.env.clock += 5 * 60;
+    CHECK(poll() == 401);
+  }
+  SECTION("a person's request restarts the idle timer") {
+    auto b = f.sign_in(f.viewer_token);
+    f.env.clock += 10 * 60;
+    CHECK(f.as(b, "GET", "/console/api/held").status == 200);
+    f.env.clock += 10 * 60;
+    CHECK(f.as(b, "GET", "/console/api/held").status == 200);
     f.env.clock += 15 * 60;
     CHECK(f.as(b, "GET", "/console/api/held").status == 401);
   }

@@ -44,6 +44,16 @@ TEST_CASE("sessions: random ids and CSRF tokens, idle and absolute expiry") {
     clock = 1150;
     CHECK_FALSE(store.touch(a->id));
   }
+  SECTION("background polling does not keep an unattended session alive") {
+    clock = 1050;
+    auto s = store.touch(a->id, false);
+    REQUIRE(s);
+    CHECK(s->expires_at == 1060);
+    clock = 1059;
+    REQUIRE(store.touch(a->id, false));
+    clock = 1060;
+    CHECK_FALSE(store.touch(a->id, false));
+  }
   SECTION("an idle session expires and is dropped") {
     clock = 1060;
     CHECK_FALSE(store.touch(a->id));

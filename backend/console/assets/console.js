@@ -40,8 +40,10 @@
     constructor(status, body) { super((body && body.message) || ("HTTP " + status)); this.status = status; }
   }
 
-  async function call(method, path, body) {
+  // background: a timed refresh, which must not keep an unattended session alive.
+  async function call(method, path, body, background) {
     const headers = { "Accept": "application/json" };
+    if (background) headers["X-Console-Background"] = "1";
     if (body !== undefined) headers["Content-Type"] = "application/json";
     if (method !== "GET" && csrf) headers["X-CSRF-Token"] = csrf;
     const r = await fetch(api + path, {
@@ -130,19 +132,19 @@
     clearInterval(heldTimer);
     clearInterval(overviewTimer);
     document.body.dataset.view = view;
-    if (view === "queue") { loadHeld(); heldTimer = setInterval(loadHeld, 2000); }
+    if (view === "queue") { loadHeld(); heldTimer = setInterval(() => loadHeld(null, true), 2000); }
     if (view === "transactions") loadTransactions();
     if (view === "cards") loadCards();
     if (view === "terminals") loadTerminals();
     if (view === "audit") loadAudit();
-    if (view === "overview") { loadOverview(); overviewTimer = setInterval(loadOverview, 5000); }
+    if (view === "overview") { loadOverview(); overviewTimer = setInterval(() => loadOverview(true), 5000); }
   }
   for (const b of document.querySelectorAll(".tabs button")) b.addEventListener("click", () => show(b.dataset.view));
 
   // ---- held queue ----
-  async function loadHeld() {
+  async function loadHeld(ev, background) {
     let data;
-    try { data = await call("GET", "held"); } catch (e) { return; }
+    try { data = await call("GET", "held", undefined, background); } catch (e) { return; }
     const body = $("held-table").tBodies[0];
     clear(body);
     for (const t of data.held) {
@@ -422,9 +424,9 @@
     ctx.fillText("now", w - 30, h - 8);
   }
 
-  async function loadOverview() {
+  async function loadOverview(background) {
     let s;
-    try { s = await call("GET", "stats"); } catch (e) { return; }
+    try { s = await call("GET", "stats", undefined, background); } catch (e) { return; }
     smsSamples.length = 0;
     for (const sample of s.outbox_history) smsSamples.push(sample);
     $("sms-depth").textContent = String(s.outbox_depth);
