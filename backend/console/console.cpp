@@ -2,6 +2,7 @@
 #include "console.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <deque>
 #include <limits>
@@ -142,6 +143,25 @@ Result<Bytes> parse_card(std::string_view s) {
   auto b = from_hex(s);
   if (!b || b->size() != 8) return make_error(Errc::bad_value, "card id must be 16 hex digits (the card's N)");
   return std::move(*b);
+}
+
+// An audit detail with every "card=<hex>" masked as in the queue (for viewers).
+std::string mask_card_fields(std::string_view detail) {
+  std::string out;
+  std::size_t pos = 0;
+  while (true) {
+    const auto at = detail.find("card=", pos);
+    if (at == std::string_view::npos) break;
+    const std::size_t start = at + 5;
+    std::size_t end = start;
+    while (end < detail.size() && std::isxdigit(static_cast<unsigned char>(detail[end]))) ++end;
+    out.append(detail.substr(pos, start - pos));
+    if (auto b = from_hex(detail.substr(start, end - start)); b && !b->empty()) out += mask_card(*b);
+    else out.append(detail.substr(start, end - start));
+    pos = end;
+  }
+  out.append(detail.substr(pos));
+  return out;
 }
 
 // The 9F1C terminal id: 8 characters, as the operator API accepts them.
@@ -562,7 +582,10 @@ HttpResponse Console::route(Call& c) {
       if (entries->size() < 1000) break;
     }
     json::array a;
-    for (auto it = tail.rbegin(); it != tail.rend(); ++it) a.push_back(audit_json(*it));
+    for (auto it = tail.rbegin(); it != tail.rend(); ++it) {
+      if (!full_card) it->detail = mask_card_fields(it->detail);
+      a.push_back(audit_json(*it));
+    }
     return json_response(200, json::object{{"entries", std::move(a)}});
   }
   if (p.size() == 1 && p[0] == "stats" && m == "GET") {

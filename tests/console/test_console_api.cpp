@@ -303,9 +303,14 @@ TEST_CASE("console roles: a viewer sees the queue but cannot approve; an operato
   CHECK(f.as(op, "GET", "/console/api/transactions/NOPE").status == 404);
 
   auto audit = body_of(f.as(viewer, "GET", "/console/api/audit?limit=5")).at("entries").as_array();
-  REQUIRE_FALSE(audit.empty());
+  REQUIRE(audit.size() == 5);
   CHECK(audit[0].at("action") == "approve_held");
   CHECK(audit[0].at("actor") == "otto");
+  // Viewers see card ids masked in the audit log too; operators see them whole.
+  const auto viewer_audit = f.as(viewer, "GET", "/console/api/audit").body;
+  CHECK(viewer_audit.find(hex_n) == std::string::npos);
+  CHECK(viewer_audit.find("card=************" + hex_n.substr(12)) != std::string::npos);
+  CHECK(f.as(op, "GET", "/console/api/audit").body.find("card=" + hex_n) != std::string::npos);
 }
 
 TEST_CASE("console cards and terminals: enroll once, status, block, refresh, rotate; register, certificate, revoke") {
