@@ -197,7 +197,19 @@ class Api {
       wait = *w;
     }
     ctx.log["txn"] = txn;
-    auto r = c_.service->get_authorization(txn, std::chrono::seconds(wait));
+    // A terminal sees only its own transactions (another's id answers as unknown).
+    auto rec = c_.service->transaction(txn);
+    if (!rec) return service_error(req, rec.error());
+    if (rec->terminal_id != *ctx.client_cn)
+      return error_response(req, Status::not_found, "not_found", "no transaction " + txn + " for this terminal");
+    // Wait in slices of at most one second so that a shutdown ends long-polls promptly.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait);
+    auto r = c_.service->get_authorization(txn, std::chrono::milliseconds(0));
+    for (int slice = 0; slice < 400 && r && r->decision == Decision::held; ++slice) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0 || (c_.stopping && c_.stopping())) break;
+      r = c_.service->get_authorization(txn, std::min<std::chrono::milliseconds>(left, std::chrono::milliseconds(1000)));
+    }
     if (!r) return service_error(req, r.error());
     return json_response(req, Status::ok, answer_json(*r));
   }
@@ -441,6 +453,16 @@ class Api {
     return json_response(req, Status::ok, o);
   }
 
+  Response transaction_get(const Request& req, RequestContext& ctx) {
+    OperatorRecord op;
+    if (auto e = require_operator(req, ctx, Role::viewer, op)) return *e;
+    const std::string& txn = ctx.params.at(0);
+    if (!valid_txn_id(txn)) return bad_request(req, "malformed transaction id");
+    auto t = c_.service->transaction(txn);
+    if (!t) return service_error(req, t.error());
+    return json_response(req, Status::ok, txn_json(*t));
+  }
+
   Response decide(const Request& req, RequestContext& ctx, bool approve) {
     OperatorRecord op;
     if (auto e = require_operator(req, ctx, Role::operator_, op)) return *e;
@@ -576,6 +598,7 @@ void install_api(Router& router, ApiContext& ctx) {
   router.add(Verb::get, "/v1/admin/terminals/*", bind(&Api::terminal_get));
   router.add(Verb::post, "/v1/admin/terminals/*/revoke", bind(&Api::terminal_revoke));
   router.add(Verb::get, "/v1/admin/transactions", bind(&Api::transactions));
+  router.add(Verb::get, "/v1/admin/transactions/*", bind(&Api::transaction_get));
   router.add(Verb::post, "/v1/admin/transactions/*/approve",
              [api](const Request& req, RequestContext& c) { return api->decide(req, c, true); });
   router.add(Verb::post, "/v1/admin/transactions/*/decline",

@@ -22,6 +22,8 @@ struct ApiContext {
   pki::KeyCert ca;                 ///< the private CA (issues terminal certificates)
   int client_cert_days = 825;
   std::uint32_t max_wait_seconds = 30;
+  /// True once the server is shutting down: long-polls then answer at once.
+  std::function<bool()> stopping;
 };
 
 /// Registers every API route on router. ctx must outlive the router.

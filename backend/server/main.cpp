@@ -217,6 +217,8 @@ int main(int argc, char** argv) {
   api.ca = pki::KeyCert{std::move(*ca_key), std::move(*ca_cert)};
   api.client_cert_days = static_cast<int>(c.client_cert_days);
   api.max_wait_seconds = c.max_wait_seconds;
+  std::atomic<bool> stopping{false};
+  api.stopping = [&stopping] { return stopping.load(); };
   http::Router router;
   http::install_api(router, api);
 #ifdef OTAC_HAVE_CONSOLE
@@ -289,6 +291,7 @@ int main(int argc, char** argv) {
   int sig = 0;
   sigwait(&stop_set, &sig);
   log::info("stopping", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  stopping = true;
   server.stop();  // first: no MO handler may touch the sender afterwards
   sender_ptr = nullptr;
   if (sender) sender->stop();

@@ -434,7 +434,9 @@ Result<void> Service::mark_sent(std::int64_t id, std::string_view reply) {
     if (m->status != OutboxStatus::queued) return make_error(Errc::conflict, "outbox message " + std::to_string(id) + " is not queued");
     m->status = OutboxStatus::sent;
     ++m->attempts;
-    m->last_reply = std::string(reply);
+    // A delivery report can overtake the gateway's answer to the send itself; keep it.
+    if (m->last_reply.rfind("dlr:", 0) == 0) m->last_reply += " | " + std::string(reply);
+    else m->last_reply = std::string(reply);
     return tx.update_sms(*m);
   });
 }
@@ -806,6 +808,18 @@ Result<OperatorRecord> Service::authenticate_operator(std::string_view token) {
 }
 
 // ---- reporting --------------------------------------------------------------------------
+
+Result<TransactionRecord> Service::transaction(std::string_view txn_id) {
+  TransactionRecord out;
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto t = tx.transaction(txn_id);
+    if (!t) return t.error();
+    out = std::move(*t);
+    return {};
+  });
+  if (!r) return r.error();
+  return out;
+}
 
 Result<std::vector<TransactionRecord>> Service::list_transactions(const TransactionFilter& f) {
   std::vector<TransactionRecord> out;

@@ -166,6 +166,8 @@ class Service {
   Result<OperatorRecord> authenticate_operator(std::string_view token);
 
   // ---- reporting ----
+  /// One recorded transaction; not_found if absent.
+  Result<TransactionRecord> transaction(std::string_view txn_id);
   /// Transactions matching the filter.
   Result<std::vector<TransactionRecord>> list_transactions(const TransactionFilter& f);
   /// Audit entries after seq.

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -83,14 +84,21 @@ class Backend {
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(a.data());
     args.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
     const std::string log = (tmp.path / "backend.log").string();
-    posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    const int rc = posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) throw std::runtime_error("cannot start otac-backend");
+    // fork + exec rather than posix_spawn so that the child dies with the test process
+    // (PR_SET_PDEATHSIG) even if a test crashes before its destructor runs. Only
+    // async-signal-safe calls between fork and exec.
+    const pid_t parent = ::getpid();
+    pid = ::fork();
+    if (pid < 0) throw std::runtime_error("cannot fork for otac-backend");
+    if (pid == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(127);
+      const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      if (fd >= 0) { ::dup2(fd, 1); ::dup2(fd, 2); ::close(fd); }
+      ::execve(args[0], args.data(), environ);
+      ::_exit(127);
+    }
     if (!expect_ready) return;
     for (int i = 0; i < 200; ++i) {  // up to 20 s
       if (std::filesystem::exists(dir / "backend.port")) break;
@@ -121,6 +129,15 @@ class Backend {
     waitpid(pid, &status, 0);
     pid = -1;
     return -1;
+  }
+
+  /// SIGKILL, no warning (crash test).
+  void kill9() {
+    if (pid <= 0) return;
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    pid = -1;
   }
 
   std::string log() const { return slurp(tmp.path / "backend.log"); }

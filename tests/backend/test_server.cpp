@@ -4,7 +4,12 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <map>
 #include <mutex>
+#include <set>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "pki.hpp"
 #include "server_fixture.hpp"
@@ -295,6 +300,13 @@ TEST_CASE("idempotent retries: same txn and body get the same answer, a differen
   auto g = Backend::call(t, Verb::get, "/v1/authorizations/T-idem");
   CHECK(field(g.body, "decision") == "approved");
   CHECK(field(g.body, "auth_code") == field(r1.body, "auth_code"));
+  // Another terminal cannot read it; an operator can.
+  auto [c2, k2] = env.b.register_terminal("TERM0002");
+  CHECK(Backend::call(env.b.terminal(c2, k2), Verb::get, "/v1/authorizations/T-idem").status == 404);
+  auto adm = Backend::call(env.b.admin(), Verb::get, "/v1/admin/transactions/T-idem");
+  CHECK(adm.status == 200);
+  CHECK(field(adm.body, "terminal") == "TERM0001");
+  CHECK(field(adm.body, "auth_code") == field(r1.body, "auth_code"));
 }
 
 TEST_CASE("held for review: the long-poll returns as soon as an operator approves", "[server]") {
@@ -389,4 +401,155 @@ TEST_CASE("otac-admin drives every operator action; exit statuses 0/1/2", "[serv
   CHECK(rc == 2);
   std::tie(rc, text) = admin({"enroll", "--colour", "red"});
   CHECK(rc == 2);
+}
+
+TEST_CASE("crash: kill -9 under load, restart; every approval a terminal saw is stored, no code twice, no SMS lost",
+          "[server][crash]") {
+  Ready env;
+  Backend& b = env.b;
+  auto t = b.terminal(env.cert, env.key);
+  // Precompute requests: 60 codes, each presented twice under different txn ids.
+  std::vector<AuthRequest> reqs;
+  for (std::uint16_t i = 0; i < 60; ++i) {
+    for (int dup = 0; dup < 2; ++dup) reqs.push_back(env.request("CRASH-" + std::to_string(i) + "-" + std::to_string(dup), i));
+  }
+  const auto outbox_before = [&] {
+    std::vector<std::pair<Bytes, Bytes>> v;
+    auto s = b.store();
+    REQUIRE(s->run([&](Tx& tx) -> Result<void> {
+      for (std::int64_t id = 1; id < 1000; ++id) {
+        auto m = tx.sms(id);
+        if (!m) break;
+        v.emplace_back(m->udh, m->payload);
+      }
+      return {};
+    }));
+    return v;
+  }();
+  REQUIRE(!outbox_before.empty());
+
+  std::mutex mu;
+  std::map<std::string, std::string> seen_approved;  // txn -> auth code
+  std::atomic<std::size_t> next{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> workers;
+  for (int w = 0; w < 8; ++w) {
+    workers.emplace_back([&] {
+      for (int guard = 0; guard < 1000 && !stop.load(); ++guard) {
+        const std::size_t i = next.fetch_add(1);
+        if (i >= reqs.size()) return;
+        auto r = client::request(t, Verb::post, "/v1/authorizations", auth_body(reqs[i]));
+        if (!r) continue;  // the server died under us: the terminal saw nothing
+        if (r->status == 200 && field(r->body, "decision") == "approved") {
+          std::lock_guard lock(mu);
+          seen_approved[reqs[i].txn_id] = field(r->body, "auth_code");
+        }
+      }
+    });
+  }
+  // Kill once some approvals went through, in the middle of the load.
+  for (int i = 0; i < 200; ++i) {
+    {
+      std::lock_guard lock(mu);
+      if (seen_approved.size() >= 10) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  b.kill9();
+  stop = true;
+  for (auto& w : workers) w.join();
+  REQUIRE(seen_approved.size() >= 1);
+
+  b.start();
+  t = b.terminal(env.cert, env.key);  // new port after the restart
+  // Every approval a terminal saw is stored with the same auth code.
+  for (const auto& [txn, code] : seen_approved) {
+    INFO(txn);
+    auto g = Backend::call(t, Verb::get, "/v1/authorizations/" + txn);
+    REQUIRE(g.status == 200);
+    CHECK(field(g.body, "decision") == "approved");
+    CHECK(field(g.body, "auth_code") == code);
+  }
+  // No code approved twice.
+  auto list = Backend::call(b.admin(), Verb::get, "/v1/admin/transactions?decision=approved&limit=1000&card=" + to_hex(env.n));
+  std::set<std::pair<std::int64_t, std::int64_t>> codes;
+  const json::value listed = json::parse(list.body);  // keep alive through the loop
+  for (const auto& tx : listed.as_object().at("transactions").as_array()) {
+    const auto& o = tx.as_object();
+    CHECK(codes.insert({o.at("list").as_int64(), o.at("index").as_int64()}).second);
+  }
+  CHECK(codes.size() >= seen_approved.size());
+  // The queued SMS are all still there, unchanged.
+  auto s = b.store();
+  std::size_t same = 0;
+  REQUIRE(s->run([&](Tx& tx) -> Result<void> {
+    for (std::size_t i = 0; i < outbox_before.size(); ++i) {
+      auto m = tx.sms(static_cast<std::int64_t>(i + 1));
+      if (m && m->udh == outbox_before[i].first && m->payload == outbox_before[i].second) ++same;
+    }
+    return {};
+  }));
+  CHECK(same == outbox_before.size());
+}
+
+TEST_CASE("SIGTERM during a long-poll: the poll answers held and the server exits 0 promptly", "[server]") {
+  Ready env(R"({"msisdn":"+4915550005","review_minor":100})");
+  auto t = env.b.terminal(env.cert, env.key);
+  auto r = Backend::call(t, Verb::post, "/v1/authorizations", auth_body(env.request("T-term", 0)));
+  REQUIRE(field(r.body, "decision") == "held");
+  std::optional<client::Reply> polled;
+  std::thread poller([&] {
+    auto p = client::request(t, Verb::get, "/v1/authorizations/T-term?wait=25");
+    if (p) polled = *p;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK(env.b.stop() == 0);
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+  poller.join();
+  REQUIRE(polled.has_value());
+  CHECK(field(polled->body, "decision") == "held");
+}
+
+TEST_CASE("otac-backend command line: --help 0, usage errors 2, a bad config 1 with the line named", "[server]") {
+  TempDir d;
+  const auto out = d.path / "out.txt";
+  CHECK(run_program({OTAC_BACKEND_BIN, "--help"}, out) == 0);
+  CHECK(slurp(out).find("SYNOPSIS") != std::string::npos);
+  CHECK(run_program({OTAC_BACKEND_BIN}, out) == 2);
+  CHECK(run_program({OTAC_BACKEND_BIN, "--data-dir", (d.path / "x").string(), "--bogus"}, out) == 2);
+  CHECK(run_program({OTAC_BACKEND_BIN, "--data-dir", (d.path / "x").string(), "--mo-listen", "0.0.0.0:0"}, out) == 2);
+  std::filesystem::create_directories(d.path / "y");
+  std::ofstream(d.path / "y" / "otac-backend.conf") << "listen = 127.0.0.1:0\nlist_size = 500\n";
+  std::filesystem::remove(out);
+  CHECK(run_program({OTAC_BACKEND_BIN, "--data-dir", (d.path / "y").string()}, out) == 1);
+  CHECK(slurp(out).find("line 2") != std::string::npos);
+  std::ofstream(d.path / "y" / "otac-backend.conf") << "colour = red\n";
+  CHECK(run_program({OTAC_BACKEND_BIN, "--data-dir", (d.path / "y").string()}, out) == 1);
+}
+
+TEST_CASE("connection limit: extra connections are closed at once and counted", "[server]") {
+  Backend b;
+  b.start("listen = 127.0.0.1:0\nmax_connections = 3\nrequest_timeout_seconds = 5\n");
+  std::vector<int> idle;
+  for (int i = 0; i < 3; ++i) {  // three idle TCP connections hold every slot
+    const int s = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(b.port);
+    REQUIRE(::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    idle.push_back(s);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK_FALSE(client::request(b.client(), Verb::get, "/healthz").ok());
+  for (const int s : idle) ::close(s);
+  std::optional<client::Reply> m;
+  for (int i = 0; i < 50 && !m; ++i) {  // slots free up as the server notices the closes
+    auto r = client::request(b.client(), Verb::get, "/metrics");
+    if (r) m = *r;
+    else std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE(m.has_value());
+  CHECK(m->body.find("otac_connections_refused_total 0") == std::string::npos);
 }

@@ -1,0 +1,254 @@
+// otac-loadgen: benchmark for otac-backend (not run in CI). Speaks HTTPS with a terminal
+// client certificate over keep-alive connections, like a fleet of terminals.
+//
+//   otac-loadgen --data-dir DIR --url https://127.0.0.1:PORT [--connections 16]
+//                [--seconds 10] [--rate 0|N] [--codes 20000]
+//
+// It needs the backend's data directory (admin token, CA, and - as a bench shortcut - the KEK
+// and database, to read the codes a real card would hold): it enrolls cards, registers a
+// terminal, issues lists, precomputes valid authorization requests, then sends them.
+// --rate 0 sends as fast as the connections allow (throughput); --rate N paces the total at N
+// requests/s (latency at a fixed rate). Each run also measures GET /healthz (a trivial
+// handler over the same TLS settings) the same way and prints the ratio.
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/json.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "https_client.hpp"
+#include "kek.hpp"
+#include "otac/common/crypto.hpp"
+#include "sqlite_store.hpp"
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+namespace json = boost::json;
+using namespace otac;           // NOLINT: a program's main file
+using namespace otac::backend;  // NOLINT
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::string slurp(const std::string& p) {
+  std::ifstream f(p);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  std::string s = ss.str();
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  return s;
+}
+
+void tlv(Bytes& out, const Bytes& tag, const Bytes& v) {
+  append(out, tag);
+  out.push_back(static_cast<std::uint8_t>(v.size()));
+  append(out, v);
+}
+
+// The challenge and MAC input of protocol.md section 3 for a POS purchase of 12.34 EUR.
+std::string request_body(const std::string& txn, const Bytes& n, std::uint16_t list, std::uint16_t index,
+                         const SecretBytes& otac, const std::string& terminal) {
+  const Bytes un = crypto::random_bytes(8);
+  Bytes ch;
+  tlv(ch, hex("DF33"), hex("01"));
+  tlv(ch, hex("DF31"), hex("01"));
+  tlv(ch, hex("9F37"), un);
+  tlv(ch, hex("9F02"), hex("000000001234"));
+  tlv(ch, hex("5F2A"), hex("0978"));
+  tlv(ch, hex("9A"), hex("261122"));
+  tlv(ch, hex("9F21"), hex("120000"));
+  tlv(ch, hex("9C"), hex("00"));
+  tlv(ch, hex("9F1C"), to_bytes(terminal));
+  Bytes m = ch;
+  tlv(m, hex("DF41"), n);
+  tlv(m, hex("DF42"), be_bytes(list, 2));
+  tlv(m, hex("DF43"), be_bytes(index, 2));
+  tlv(m, hex("9F36"), be_bytes(1, 2));
+  const Bytes mac = crypto::mac_alg3(otac, m, crypto::Padding::method2, 8).value();
+  json::object o;
+  o["txn_id"] = txn;
+  o["card"] = to_hex(n);
+  o["list"] = list;
+  o["index"] = index;
+  o["atc"] = 1;
+  o["challenge"] = to_hex(ch);
+  o["cryptogram"] = to_hex(mac);
+  return json::serialize(o);
+}
+
+struct Result_ {
+  std::vector<double> lat_ms;
+  std::uint64_t ok = 0, errors = 0, approved = 0;
+  double seconds = 0;
+};
+
+// Runs `connections` keep-alive TLS connections for `seconds`; each sends the next body (or a
+// GET when bodies is empty) and waits for the answer. rate > 0 paces the total.
+Result_ run(const std::string& host, std::uint16_t port, const std::string& ca, const std::string& cert,
+            const std::string& key, const std::vector<std::string>& bodies, unsigned connections, double seconds,
+            double rate) {
+  std::atomic<std::size_t> next{0};
+  std::mutex mu;
+  Result_ total;
+  const auto t0 = Clock::now();
+  const auto end = t0 + std::chrono::duration<double>(seconds);
+  std::vector<std::thread> threads;
+  for (unsigned c = 0; c < connections; ++c) {
+    threads.emplace_back([&, c] {
+      Result_ mine;
+      try {
+        asio::io_context ioc;
+        asio::ssl::context ctx(asio::ssl::context::tls_client);
+        ctx.load_verify_file(ca);
+        ctx.set_verify_mode(asio::ssl::verify_peer);
+        ctx.use_certificate_chain_file(cert);
+        ctx.use_private_key_file(key, asio::ssl::context::pem);
+        beast::ssl_stream<beast::tcp_stream> s(ioc, ctx);
+        beast::get_lowest_layer(s).connect(asio::ip::tcp::endpoint(asio::ip::make_address(host), port));
+        s.handshake(asio::ssl::stream_base::client);
+        beast::flat_buffer buf;
+        for (std::uint64_t k = 0; k < 10'000'000; ++k) {
+          std::size_t i = next.fetch_add(1);
+          if (rate > 0) {
+            const auto due = t0 + std::chrono::duration<double>(static_cast<double>(i) / rate);
+            if (due > end) break;
+            std::this_thread::sleep_until(due);
+          }
+          if (Clock::now() >= end) break;
+          if (!bodies.empty() && i >= bodies.size()) break;
+          bhttp::request<bhttp::string_body> req{bodies.empty() ? bhttp::verb::get : bhttp::verb::post,
+                                                 bodies.empty() ? "/healthz" : "/v1/authorizations", 11};
+          req.set(bhttp::field::host, host);
+          if (!bodies.empty()) {
+            req.set(bhttp::field::content_type, "application/json");
+            req.body() = bodies[i];
+          }
+          req.prepare_payload();
+          const auto a = Clock::now();
+          bhttp::write(s, req);
+          bhttp::response<bhttp::string_body> res;
+          bhttp::read(s, buf, res);
+          mine.lat_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - a).count());
+          if (res.result_int() == 200) ++mine.ok; else ++mine.errors;
+          if (res.body().find("\"approved\"") != std::string::npos) ++mine.approved;
+        }
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "otac-loadgen: connection %u: %s\n", c, e.what());
+        ++mine.errors;
+      }
+      std::lock_guard lock(mu);
+      total.lat_ms.insert(total.lat_ms.end(), mine.lat_ms.begin(), mine.lat_ms.end());
+      total.ok += mine.ok;
+      total.errors += mine.errors;
+      total.approved += mine.approved;
+    });
+  }
+  for (auto& t : threads) t.join();
+  total.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  std::sort(total.lat_ms.begin(), total.lat_ms.end());
+  return total;
+}
+
+double pct(const std::vector<double>& v, double p) {
+  if (v.empty()) return 0;
+  const auto i = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1));
+  return v[i];
+}
+
+void report(const char* what, const Result_& r) {
+  std::printf("%-14s %8.0f req/s  ok %llu  errors %llu  approved %llu  p50 %.2f ms  p99 %.2f ms  max %.2f ms\n", what,
+              static_cast<double>(r.ok) / r.seconds, static_cast<unsigned long long>(r.ok),
+              static_cast<unsigned long long>(r.errors), static_cast<unsigned long long>(r.approved), pct(r.lat_ms, 0.5),
+              pct(r.lat_ms, 0.99), r.lat_ms.empty() ? 0.0 : r.lat_ms.back());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string dir, url;
+  unsigned connections = 16;
+  double seconds = 10, rate = 0;
+  std::size_t codes = 20000;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto v = [&]() -> std::string {
+      if (i + 1 >= argc) { std::fprintf(stderr, "otac-loadgen: %s needs a value\n", a.c_str()); std::exit(2); }
+      return argv[++i];
+    };
+    if (a == "--data-dir") dir = v();
+    else if (a == "--url") url = v();
+    else if (a == "--connections") connections = static_cast<unsigned>(std::stoul(v()));
+    else if (a == "--seconds") seconds = std::stod(v());
+    else if (a == "--rate") rate = std::stod(v());
+    else if (a == "--codes") codes = std::stoul(v());
+    else if (a == "--help") { std::puts("see the comment at the top of backend/bench/loadgen.cpp"); return 0; }
+    else { std::fprintf(stderr, "otac-loadgen: unknown argument %s\n", a.c_str()); return 2; }
+  }
+  if (dir.empty() || url.empty()) { std::fprintf(stderr, "otac-loadgen: --data-dir and --url are required\n"); return 2; }
+  client::ClientConfig admin;
+  if (auto r = client::parse_https_url(url, admin.host, admin.port); !r) { std::fprintf(stderr, "%s\n", r.error().message.c_str()); return 2; }
+  admin.ca = dir + "/ca.pem";
+  admin.bearer = slurp(dir + "/admin.token");
+
+  // Terminal.
+  const std::string term = "BENCH" + std::to_string(100 + (std::time(nullptr) % 900));
+  auto reg = client::request(admin, bhttp::verb::post, "/v1/admin/terminals", R"({"id":")" + term + R"("})");
+  if (!reg || reg->status != 201) { std::fprintf(stderr, "otac-loadgen: cannot register a terminal\n"); return 1; }
+  auto ro = json::parse(reg->body).as_object();
+  const std::string cert = "/tmp/otac-loadgen-" + term + ".pem", key = "/tmp/otac-loadgen-" + term + ".key";
+  std::ofstream(cert) << std::string(ro.at("cert").as_string());
+  std::ofstream(key) << std::string(ro.at("key").as_string());
+
+  // Cards and lists; read the codes from the store (a card would hold them).
+  auto kek = Kek::load_or_create(dir + "/kek.bin");
+  if (!kek) { std::fprintf(stderr, "otac-loadgen: %s\n", kek.error().message.c_str()); return 1; }
+  auto store = open_sqlite_store(dir + "/otac.db", std::make_shared<const Kek>(std::move(*kek)));
+  if (!store) { std::fprintf(stderr, "otac-loadgen: %s\n", store.error().message.c_str()); return 1; }
+  std::vector<std::string> bodies;
+  std::size_t card_no = 0;
+  while (bodies.size() < codes && card_no < 10000) {
+    ++card_no;
+    auto en = client::request(admin, bhttp::verb::post, "/v1/admin/cards",
+                              R"({"msisdn":"+49155)" + std::to_string(1000000 + card_no) + R"(","threshold":0})");
+    if (!en || en->status != 201) { std::fprintf(stderr, "otac-loadgen: enroll failed\n"); return 1; }
+    const Bytes n = hex(std::string(json::parse(en->body).as_object().at("n").as_string()));
+    for (int l = 0; l < 5 && bodies.size() < codes; ++l) {
+      auto rf = client::request(admin, bhttp::verb::post, "/v1/admin/cards/" + to_hex(n) + "/refresh");
+      if (!rf || rf->status != 200) { std::fprintf(stderr, "otac-loadgen: refresh failed\n"); return 1; }
+      const auto list = static_cast<std::uint16_t>(json::parse(rf->body).as_object().at("list").as_int64());
+      auto r = (*store)->run([&](Tx& tx) -> Result<void> {
+        for (std::uint16_t i = 0; i < 1000 && bodies.size() < codes; ++i) {
+          auto o = tx.otac(n, list, i);
+          if (!o) break;
+          bodies.push_back(request_body("B-" + term + "-" + std::to_string(bodies.size()), n, list, i, o->key, term));
+        }
+        return {};
+      });
+      if (!r) { std::fprintf(stderr, "otac-loadgen: %s\n", r.error().message.c_str()); return 1; }
+    }
+  }
+  std::printf("prepared %zu authorizations over %zu cards; %u connections, %.0f s, rate %s\n", bodies.size(), card_no,
+              connections, seconds, rate > 0 ? std::to_string(static_cast<int>(rate)).c_str() : "max");
+  const Result_ auth = run(admin.host, admin.port, admin.ca.string(), cert, key, bodies, connections, seconds, rate);
+  const Result_ stat = run(admin.host, admin.port, admin.ca.string(), cert, key, {}, connections, seconds, rate);
+  report("authorize", auth);
+  report("healthz", stat);
+  if (auth.ok > 0 && stat.ok > 0) {
+    std::printf("ratio healthz/authorize throughput: %.2f\n",
+                (static_cast<double>(stat.ok) / stat.seconds) / (static_cast<double>(auth.ok) / auth.seconds));
+  }
+  return auth.errors == 0 ? 0 : 1;
+}
