@@ -9,7 +9,9 @@
 
 #include <atomic>
 #include <cctype>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <iostream>
 #include <optional>
@@ -75,6 +77,10 @@ OPTIONS
   --loop         run transactions until SIGINT/SIGTERM (a service) instead of one.
   --txn-id ID    use this transaction id (1..64 of A-Z a-z 0-9 - _ . :) instead of a fresh
                  one; repeating an id replays the backend's stored answer.
+  --save-request FILE
+                 write the JSON body of the last authorization request sent to the backend
+                 to FILE (mode 0600), for incident reports and for replay tests. It holds no
+                 secret: the cryptogram's code is burned on the card before it is sent.
   --help         this text.
 
 OUTPUT
@@ -101,7 +107,7 @@ void on_signal(int) { g_stop = true; }
 void log(const std::string& s) { std::cerr << "otac-terminal: " << s << "\n"; }
 
 struct Args {
-  std::string config, command, amount, currency, door, card, code, txn_id;
+  std::string config, command, amount, currency, door, card, code, txn_id, save_request;
   bool loop = false, help = false;
 };
 
@@ -123,6 +129,7 @@ std::optional<Args> parse_args(int argc, char** argv, std::string& err) {
     else if (s == "--door") { if (!value(a.door)) return std::nullopt; }
     else if (s == "--card") { if (!value(a.card)) return std::nullopt; }
     else if (s == "--txn-id") { if (!value(a.txn_id)) return std::nullopt; }
+    else if (s == "--save-request") { if (!value(a.save_request)) return std::nullopt; }
     else if (s.size() > 1 && s[0] == '-') { err = "unknown option " + s; return std::nullopt; }
     else pos.push_back(s);
   }
@@ -269,6 +276,21 @@ struct Backend {
   }
 };
 
+// --save-request: the body as sent, replacing the file atomically; a failure is logged and
+// does not affect the transaction.
+void save_request(const std::string& path, const std::string& body) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  bool ok = fd >= 0;
+  if (ok) {
+    const std::string line = body + "\n";
+    ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+    ok = ::close(fd) == 0 && ok;
+  }
+  if (ok) ok = std::rename(tmp.c_str(), path.c_str()) == 0;
+  if (!ok) log("cannot write the request to " + path + ": " + std::strerror(errno));
+}
+
 // One tap in pos or door mode.
 int run_tap(const Args& a, Config& cfg, Reader& reader, Backend& be, std::uint64_t amount, const std::string& door,
             const std::string& txn_override) {
@@ -287,7 +309,10 @@ int run_tap(const Args& a, Config& cfg, Reader& reader, Backend& be, std::uint64
   Flow flow(p, [](std::size_t k) { return crypto::random_bytes(k); });
   DriverIo io;
   io.reader = &reader;
-  io.post = [&](const std::string& body) { return be.post("/v1/authorizations", body); };
+  io.post = [&](const std::string& body) {
+    if (!a.save_request.empty()) save_request(a.save_request, body);
+    return be.post("/v1/authorizations", body);
+  };
   io.poll = [&](const std::string& txn, unsigned w) { return be.poll(txn, w); };
   io.pin = [&](const std::string& prompt) { return read_pin(cfg, prompt); };
   io.display = [](const std::string& line) { std::cerr << "[display] " << line << std::endl; };
