@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# tap_latency.sh BUILD_DIR [TAPS] — tap-to-decision latency through the whole system: the
+# stock libnfc pn532_uart driver, the PN532 emulator with the card applet (otac-card) in its
+# field, mutual-TLS HTTPS to otac-backend on SQLite (durable commits), and real Kannel keeping
+# the card supplied with lists by SMS while the taps run. Prints p50/p99/max and the APDU
+# exchanges per tap (bench/tap_latency.cpp). OTAC_TAP_GAP_MS (default 50) pauses between taps,
+# outside the measured interval, so that lists arrive by SMS as fast as codes are used. Not
+# run in CI.
+set -euo pipefail
+OTAC_BUILD=$(cd "${1:?usage: tap_latency.sh BUILD_DIR [TAPS]}" && pwd)
+taps=${2:-1000}
+OTAC_RUN=$(mktemp -d /tmp/otac-tap-bench.XXXXXX)
+export OTAC_BUILD OTAC_RUN
+# shellcheck source=../tests/e2e/lib.sh
+source "$(dirname "$0")/../tests/e2e/lib.sh"
+# Lists of 120 codes (the most one concatenated OTA packet carries); the backend pushes the
+# next list at 60 unused, so the card never runs dry during the run.
+stack_up 120 60 30 >/dev/null
+echo "system up in $OTAC_RUN; $taps taps through pn532_uart:$OTAC_RUN/pn532 -> https://127.0.0.1:$BACKEND_PORT"
+"$OTAC_BUILD/bench/tap_latency" --config "$TERM_CONF" --taps "$taps" --gap-ms "${OTAC_TAP_GAP_MS:-50}"
+echo "lists delivered by SMS during the run: $(grep -c 'Proof of Receipt sent' "$OTAC_RUN/card.log")"
