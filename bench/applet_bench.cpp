@@ -28,6 +28,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <map>
 #include <numeric>
@@ -256,6 +257,29 @@ void print_stats(const std::string& label, std::vector<double> us) {
 
 double since_us(Clock::time_point t0, Clock::time_point t1) { return std::chrono::duration<double, std::micro>(t1 - t0).count(); }
 
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M UTC", &tm);
+  return buf;
+}
+
+// The first three fields of /proc/loadavg, and a newline: the machine is shared, so say how busy.
+std::string load_average() {
+  std::FILE* f = std::fopen("/proc/loadavg", "r");
+  if (!f) return "unknown\n";
+  char buf[128] = {};
+  const bool got = std::fgets(buf, sizeof buf, f) != nullptr;
+  std::fclose(f);
+  if (!got) return "unknown\n";
+  std::string s(buf);
+  std::size_t pos = 0;
+  for (int field = 0; field < 3 && pos != std::string::npos; ++field) pos = s.find(' ', pos + 1);
+  return (pos == std::string::npos ? s : s.substr(0, pos)) + "\n";
+}
+
 // ---- core: in-process AUTHENTICATE ---------------------------------------------------------
 
 // N AUTHENTICATEs on one applet; every 400 the prepared state is committed back (a fresh card
@@ -288,6 +312,8 @@ std::vector<double> time_authenticate(applet::Storage& storage, std::uint8_t alg
 }
 
 int run_core(long iterations, const std::filesystem::path& dir) {
+  std::printf("date: %s; machine: %u hardware threads; load average %s", utc_now().c_str(), std::thread::hardware_concurrency(),
+              load_average().c_str());
   std::printf("applet core, in process (Applet::process; the state is loaded from the storage, decoded, the code\n"
               "burned, the state encoded and committed before the answer), %ld AUTHENTICATE each:\n", iterations);
   char tmpl[] = "applet-bench-XXXXXX";
@@ -312,7 +338,20 @@ int run_core(long iterations, const std::filesystem::path& dir) {
     if (!file.commit(fresh)) fail("cannot write the state file in " + work.string());
     print_stats(std::string("AUTHENTICATE ") + alg_name + ", FileStorage (fsync)", time_authenticate(file, alg, iterations));
   }
-  // Reference: SELECT in process (no commit), to separate the command from the crypto.
+  // References: the MAC alone, and SELECT (no state change, no commit), to separate the crypto
+  // and the state handling from the command.
+  for (const std::uint8_t alg : {std::uint8_t{0x01}, std::uint8_t{0x02}}) {
+    const Bytes key = code_for(1, 0), input = Challenge(1).mac_input(1, 0, 1);
+    std::vector<double> us;
+    for (long i = 0; i < 20 + iterations; ++i) {
+      const auto t0 = Clock::now();
+      const Bytes m = mac8(alg, key, input);
+      const auto t1 = Clock::now();
+      if (m.size() != 8) fail("MAC failed");
+      if (i >= 20) us.push_back(since_us(t0, t1));
+    }
+    print_stats(std::string("MAC only (reference), ") + (alg == 0x01 ? "ISO 9797-1 alg 3" : "AES-CMAC"), us);
+  }
   {
     applet::MemoryStorage mem;
     prepare_card(mem, 0x01, true);
@@ -459,6 +498,8 @@ int run_pcsc(const std::string& want, const std::filesystem::path& state, long i
   }
   if (!connected)
     fail(reader.empty() ? "no reader named like '" + want + "' appeared" : "no card in reader '" + reader + "' (is otac-card run connected?)");
+  std::printf("date: %s; machine: %u hardware threads; load average %s", utc_now().c_str(), std::thread::hardware_concurrency(),
+              load_average().c_str());
   std::printf("PC/SC client -> pcscd -> vpcd -> otac-card (vicc, state file %s), reader '%s', %ld each:\n", state.c_str(),
               reader.c_str(), iterations);
 
@@ -505,6 +546,8 @@ int run_pcsc(const std::string& want, const std::filesystem::path& state, long i
   print_stats("AUTHENTICATE (burn + commit with fsync)", auth);
   print_stats("CONFIRM (records the outcome: commit, fsync)", conf);
   print_stats("SELECT + AUTHENTICATE + CONFIRM", total);
+  const std::string end_load = load_average();
+  std::printf("  (load average at the end: %s)\n", end_load.substr(0, end_load.size() - 1).c_str());
   return 0;
 }
 
@@ -528,8 +571,10 @@ int main(int argc, char** argv) {
   }
   auto get = [&](const std::string& k, const std::string& def) { auto it = opt.find(k); return it == opt.end() ? def : it->second; };
   auto allow = [&](std::initializer_list<const char*> keys) {
-    for (const auto& [k, v] : opt)
+    for (const auto& kv : opt) {
+      const std::string& k = kv.first;  // not a structured binding: clang 14 cannot capture those
       if (std::none_of(keys.begin(), keys.end(), [&](const char* a) { return k == a; })) return false;
+    }
     return true;
   };
   try {

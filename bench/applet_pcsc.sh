@@ -4,6 +4,8 @@
 #
 #   bench/applet_pcsc.sh [BUILD_DIR (build)] [ITERATIONS (1000)] [ALG (des3|aes)]
 #
+# OTAC_BENCH_DIR (default /tmp) holds the work directory and so the card's state file: on a
+# tmpfs (/dev/shm) fsync costs nothing and the figures show the round trip without the disk.
 # Takes /tmp/otac-pcscd.lock (one pcscd per machine; waits up to 120 s), starts pcscd with a
 # vpcd reader on a free loopback port (tests/support/pcscd.sh), writes an activated card state
 # with 2 x 200 codes (applet_bench prepare), runs `otac-card run --vicc 127.0.0.1:PORT` on it,
@@ -21,7 +23,7 @@ for b in "$bench" "$card"; do
   [ -x "$b" ] || { echo "applet_pcsc.sh: $b missing; build it: cmake --build $build --target applet_bench otac-card" >&2; exit 2; }
 done
 
-work=$(mktemp -d /tmp/otac-applet-pcsc.XXXXXX)
+work=$(mktemp -d "${OTAC_BENCH_DIR:-/tmp}/otac-applet-pcsc.XXXXXX")
 card_pid=""
 exec 9>/tmp/otac-pcscd.lock
 cleanup() {
@@ -46,7 +48,7 @@ flock -w 120 9 || { echo "applet_pcsc.sh: /tmp/otac-pcscd.lock busy for 120 s (t
 "$card" run --state "$work/card.state" --vicc "127.0.0.1:$VPCD_PORT" 2>"$work/card.log" 9>&- &
 card_pid=$!
 
-echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); machine: $(nproc) cores ($(uname -srm)); pcscd $(pcscd --version 2>/dev/null | head -1 | grep -o '[0-9][0-9.]*[0-9]' | head -1)"
+echo "pcscd $(pcscd --version 2>/dev/null | head -1 | grep -o '[0-9][0-9.]*[0-9]' | head -1), $(uname -srm)"
 "$bench" pcsc --reader "Virtual PCD" --state "$work/card.state" --iterations "$iterations" --alg "$alg" --wait-ms 15000 || {
   echo "applet_pcsc.sh: the client failed; otac-card log:" >&2; tail -20 "$work/card.log" >&2; exit 1; }
 kill -0 "$card_pid" 2>/dev/null || { echo "applet_pcsc.sh: otac-card died; log:" >&2; tail -20 "$work/card.log" >&2; exit 1; }
