@@ -563,6 +563,14 @@ constexpr const char* kUsage =
 int main(int argc, char** argv) {
   if (argc < 2) { std::fputs(kUsage, stderr); return 2; }
   const std::string mode = argv[1];
+  if (mode == "--help" || mode == "-h" || mode == "help") {
+    std::fputs(kUsage, stdout);
+    std::fputs("core: AUTHENTICATE in process (MemoryStorage, FileStorage in DIR), 3DES and AES; state sizes.\n"
+               "prepare: an activated card state file with 2 lists x 200 codes, for otac-card run.\n"
+               "pcsc: SELECT and SELECT/AUTHENTICATE/CONFIRM round trips through pcscd (bench/applet_pcsc.sh).\n"
+               "Exit status: 0 ok, 1 failure, 2 usage.\n", stdout);
+    return 0;
+  }
   std::map<std::string, std::string> opt;
   for (int i = 2; i < argc; ++i) {
     const std::string k = argv[i];
@@ -577,6 +585,8 @@ int main(int argc, char** argv) {
     }
     return true;
   };
+  const std::string alg_name = get("alg", "des3");
+  if (alg_name != "des3" && alg_name != "aes") { std::fputs("applet_bench: --alg must be des3 or aes\n", stderr); return 2; }
   try {
     if (mode == "core" && allow({"iterations", "dir"})) {
       const long n = std::strtol(get("iterations", "2000").c_str(), nullptr, 10);
@@ -584,12 +594,12 @@ int main(int argc, char** argv) {
       return run_core(n, get("dir", "/tmp"));
     }
     if (mode == "prepare" && allow({"state", "alg"}) && opt.count("state"))
-      return run_prepare(opt["state"], alg_byte(get("alg", "des3")));
+      return run_prepare(opt["state"], alg_byte(alg_name));
     if (mode == "pcsc" && allow({"reader", "state", "iterations", "alg", "wait-ms"}) && opt.count("reader") && opt.count("state")) {
       const long n = std::strtol(get("iterations", "1000").c_str(), nullptr, 10);
       const long w = std::strtol(get("wait-ms", "10000").c_str(), nullptr, 10);
       if (n < 1 || n > 10000000 || w < 0 || w > 600000) { std::fputs(kUsage, stderr); return 2; }
-      return run_pcsc(opt["reader"], opt["state"], n, alg_byte(get("alg", "des3")), w);
+      return run_pcsc(opt["reader"], opt["state"], n, alg_byte(alg_name), w);
     }
     std::fputs(kUsage, stderr);
     return 2;
