@@ -3,6 +3,9 @@
 #include <sqlite3.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <exception>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -158,6 +161,7 @@ class SqliteTx final : public Tx {
   Result<OtacRecord> otac(ByteView n, std::uint16_t list_id, std::uint16_t index) override;
   Result<std::vector<OtacRecord>> lowest_unused(ByteView n, std::uint32_t limit) override;
   Result<std::uint32_t> unused_count(ByteView n) override;
+  Result<bool> unused_more_than(ByteView n, std::uint32_t count) override;
   Result<bool> consume_otac(ByteView n, std::uint16_t list_id, std::uint16_t index, std::string_view txn_id, UnixTime now) override;
   Result<TransactionRecord> transaction(std::string_view txn_id) override;
   Result<void> insert_transaction(const TransactionRecord& t) override;
@@ -191,48 +195,104 @@ class SqliteTx final : public Tx {
   const Kek& kek_;
 };
 
-// One writer lock per database file and process: connections of the same process queue here
-// instead of in SQLite's busy handler, whose sleeps (up to 25 ms a round) made the tail latency
-// of concurrent authorizations grow to seconds. Other processes still meet SQLite's own lock.
-std::mutex& writer_lock(const std::filesystem::path& file) {
+// ---- group commit ---------------------------------------------------------------------------
+//
+// Durable commits cost one fsync each (WAL, synchronous=FULL). To amortize it, concurrent
+// Store::run calls on the same database file in this process are batched: the first caller
+// that finds no batch running becomes the leader, takes every waiting call (up to kMaxBatch),
+// runs them one after another inside ONE SQLite transaction on its own connection, each
+// within its own SAVEPOINT, and commits once. Only then does any caller of the batch return,
+// so "durable on return" holds exactly as before; the functions still run strictly one after
+// another (the batch is a serial schedule), so the conditional update in consume_otac, the
+// idempotency lookup by txn_id and the audit chain see the same states as with one
+// transaction each. A function that fails (or throws) is rolled back to its savepoint and only
+// its caller sees the error. If SQLite aborted the whole transaction instead (I/O error, disk
+// full), the others of the batch are retried one by one, each in a transaction of its own.
+// Other processes on the same file still meet SQLite's own write lock (BEGIN IMMEDIATE).
+struct Pending {
+  const std::function<Result<void>(Tx&)>* fn = nullptr;
+  const Kek* kek = nullptr;
+  Result<void> result;
+  std::exception_ptr exception;  // rethrown in the caller's thread
+  bool done = false;
+};
+
+// The callers waiting for one database file in this process, and whether a batch is running.
+struct CommitGroup {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Pending*> queue;
+  bool leader_busy = false;
+};
+
+constexpr std::size_t kMaxBatch = 256;
+
+CommitGroup& commit_group(const std::filesystem::path& file) {
   static std::mutex map_mu;
-  static std::map<std::string, std::unique_ptr<std::mutex>> locks;
+  static std::map<std::string, std::unique_ptr<CommitGroup>> groups;
   std::error_code ec;
   const auto key = std::filesystem::weakly_canonical(file, ec).string();
   std::lock_guard g(map_mu);
-  auto& m = locks[ec ? file.string() : key];
-  if (!m) m = std::make_unique<std::mutex>();
+  auto& m = groups[ec ? file.string() : key];
+  if (!m) m = std::make_unique<CommitGroup>();
   return *m;
 }
 
 class SqliteStore final : public Store {
  public:
-  SqliteStore(DbPtr db, std::shared_ptr<const Kek> kek, std::mutex& writer)
-      : db_(std::move(db)), kek_(std::move(kek)), writer_(writer) {}
+  SqliteStore(DbPtr db, std::shared_ptr<const Kek> kek, CommitGroup& group)
+      : db_(std::move(db)), kek_(std::move(kek)), group_(group) {}
 
   Result<void> run(const std::function<Result<void>(Tx&)>& fn) override {
-    std::lock_guard writer(writer_);
-    // BEGIN IMMEDIATE takes the write lock up front, so a transaction never fails half-way
-    // on a lock upgrade; the busy timeout waits for other writers, and we retry a bounded
-    // number of times beyond it.
-    for (int attempt = 0;; ++attempt) {
-      const int rc = sqlite3_exec(db_.get(), "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
-      if (rc == SQLITE_OK) break;
-      if ((rc & 0xFF) != SQLITE_BUSY || attempt >= 20) return db_error(db_.get(), "cannot start a database transaction");
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    Pending me;
+    me.fn = &fn;
+    me.kek = kek_.get();
+    std::unique_lock lock(group_.mu);
+    group_.queue.push_back(&me);
+    // Ends when a batch holding `me` has committed (or failed); each round either runs a
+    // batch or sleeps until the running one ends.
+    while (!me.done) {
+      if (group_.leader_busy) {
+        group_.cv.wait(lock);
+        continue;
+      }
+      group_.leader_busy = true;
+      std::vector<Pending*> batch;
+      while (!group_.queue.empty() && batch.size() < kMaxBatch) {
+        batch.push_back(group_.queue.front());
+        group_.queue.pop_front();
+      }
+      lock.unlock();
+      execute(batch);
+      lock.lock();
+      for (Pending* p : batch) p->done = true;
+      group_.leader_busy = false;
+      group_.cv.notify_all();
     }
-    SqliteTx tx(*this, *kek_);
-    auto r = fn(tx);
-    if (!r) {
-      sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
-      return r;
+    lock.unlock();
+    if (me.exception) std::rethrow_exception(me.exception);
+    return std::move(me.result);
+  }
+
+  // Runs fn alone, on this connection (schema migration executes raw SQL on db_).
+  Result<void> run_here(const std::function<Result<void>(Tx&)>& fn) {
+    Pending me;
+    me.fn = &fn;
+    me.kek = kek_.get();
+    {
+      std::unique_lock lock(group_.mu);
+      group_.cv.wait(lock, [&] { return !group_.leader_busy; });
+      group_.leader_busy = true;
     }
-    if (sqlite3_exec(db_.get(), "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
-      auto e = db_error(db_.get(), "cannot commit the database transaction");
-      sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
-      return e;
+    std::vector<Pending*> one{&me};
+    execute(one);
+    {
+      std::lock_guard lock(group_.mu);
+      group_.leader_busy = false;
     }
-    return {};
+    group_.cv.notify_all();
+    if (me.exception) std::rethrow_exception(me.exception);
+    return std::move(me.result);
   }
 
   Result<void> migrate() {
@@ -240,7 +300,7 @@ class SqliteStore final : public Store {
       if (sqlite3_exec(db_.get(), pragma, nullptr, nullptr, nullptr) != SQLITE_OK)
         return db_error(db_.get(), std::string("cannot set ") + pragma);
     }
-    return run([this](Tx&) -> Result<void> {
+    return run_here([this](Tx&) -> Result<void> {
       Query v = query("PRAGMA user_version");
       auto row = v.step();
       if (!row) return row.error();
@@ -273,12 +333,93 @@ class SqliteStore final : public Store {
   sqlite3* db() const { return db_.get(); }
 
  private:
+  // Control statements, prepared once like the others.
+  Result<void> control(const char* sql) { return query(sql).exec(); }
+  bool in_transaction() const { return sqlite3_get_autocommit(db_.get()) == 0; }
+  void abandon() {
+    if (in_transaction()) sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+
+  // BEGIN IMMEDIATE takes the write lock up front, so a transaction never fails half-way on a
+  // lock upgrade; the busy timeout waits for other processes, and we retry a bounded number
+  // of times beyond it.
+  Result<void> begin() {
+    for (int attempt = 0;; ++attempt) {
+      const int rc = sqlite3_exec(db_.get(), "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
+      if (rc == SQLITE_OK) return {};
+      if ((rc & 0xFF) != SQLITE_BUSY || attempt >= 20) return db_error(db_.get(), "cannot start a database transaction");
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+
+  // Runs p's function inside a savepoint of the open transaction. false: SQLite rolled the
+  // whole transaction back under it, so the batch so far is lost.
+  bool run_one(Pending& p) {
+    if (auto s = control("SAVEPOINT otac_request"); !s) {
+      p.result = s.error();
+      return in_transaction();
+    }
+    SqliteTx tx(*this, *p.kek);
+    try {
+      p.result = (*p.fn)(tx);
+    } catch (...) {
+      p.exception = std::current_exception();
+    }
+    if (p.result && !p.exception) {
+      if (auto r = control("RELEASE otac_request"); !r) p.result = r.error();
+      return in_transaction();
+    }
+    if (!in_transaction()) return false;
+    (void)control("ROLLBACK TO otac_request");
+    (void)control("RELEASE otac_request");
+    return in_transaction();
+  }
+
+  // One transaction for the whole batch; see "group commit" above.
+  void execute(const std::vector<Pending*>& batch) {
+    if (auto b = begin(); !b) {
+      for (Pending* p : batch) p->result = b.error();
+      return;
+    }
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      if (run_one(*batch[i])) continue;
+      // The transaction is gone: batch[i] keeps its own error; the others run alone.
+      for (std::size_t j = 0; j < batch.size(); ++j) {
+        if (j == i) continue;
+        batch[j]->result = {};
+        batch[j]->exception = nullptr;
+        execute_alone(*batch[j]);
+      }
+      return;
+    }
+    if (auto c = control("COMMIT"); !c) {
+      const auto e = make_error(c.error().code, "cannot commit the database transaction: " + c.error().message);
+      abandon();
+      for (Pending* p : batch) {
+        if (p->result && !p->exception) p->result = e;
+      }
+    }
+  }
+
+  void execute_alone(Pending& p) {
+    if (auto b = begin(); !b) { p.result = b.error(); return; }
+    if (!run_one(p)) {
+      if (p.result && !p.exception) p.result = make_error(Errc::io, "the database rolled the transaction back; retry");
+      return;
+    }
+    if (!p.result || p.exception) { abandon(); return; }
+    if (auto c = control("COMMIT"); !c) {
+      p.result = make_error(c.error().code, "cannot commit the database transaction: " + c.error().message);
+      abandon();
+    }
+  }
+
   // Statements must be finalized before the connection closes: cache_ is declared after db_,
   // so it is destroyed first.
   DbPtr db_;
   std::unordered_map<const char*, StmtPtr> cache_;
   std::shared_ptr<const Kek> kek_;
-  std::mutex& writer_;
+  CommitGroup& group_;
 };
 
 Query SqliteTx::q(const char* sql) { return s_.query(sql); }
@@ -425,6 +566,14 @@ Result<std::uint32_t> SqliteTx::unused_count(ByteView n) {
   auto row = r.step();
   if (!row) return row.error();
   return static_cast<std::uint32_t>(r.col_i(0));
+}
+
+Result<bool> SqliteTx::unused_more_than(ByteView n, std::uint32_t count) {
+  auto r = q("SELECT 1 FROM otacs WHERE n=? AND used=0 LIMIT 1 OFFSET ?");
+  r.b(n).i(count);
+  auto row = r.step();
+  if (!row) return row.error();
+  return *row;
 }
 
 Result<bool> SqliteTx::consume_otac(ByteView n, std::uint16_t list_id, std::uint16_t index, std::string_view txn_id, UnixTime now) {
@@ -718,7 +867,7 @@ Result<std::unique_ptr<Store>> open_sqlite_store(const std::filesystem::path& db
   if (rc != SQLITE_OK)
     return make_error(Errc::io, "cannot open database " + db_file.string() + ": " + (raw ? sqlite3_errmsg(raw) : "out of memory"));
   sqlite3_busy_timeout(db.get(), 5000);
-  auto store = std::make_unique<SqliteStore>(std::move(db), std::move(kek), writer_lock(db_file));
+  auto store = std::make_unique<SqliteStore>(std::move(db), std::move(kek), commit_group(db_file));
   if (auto m = store->migrate(); !m) return m.error();
   return std::unique_ptr<Store>(std::move(store));
 }
