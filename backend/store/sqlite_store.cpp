@@ -10,6 +10,9 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <utility>
+
+#include <unistd.h>
 
 #include "otac/common/crypto.hpp"
 
@@ -145,11 +148,11 @@ Bytes audit_mac(const Kek& kek, ByteView prev, std::int64_t seq, UnixTime at, st
   return crypto::hmac_sha256(kek.audit_key().view(), in);
 }
 
-class SqliteStore;
+class Connection;
 
 class SqliteTx final : public Tx {
  public:
-  SqliteTx(SqliteStore& s, const Kek& kek) : s_(s), kek_(kek) {}
+  SqliteTx(Connection& s, const Kek& kek) : s_(s), kek_(kek) {}
 
   Result<void> insert_card(const CardRecord& c) override;
   Result<CardRecord> card(ByteView n) override;
@@ -191,134 +194,46 @@ class SqliteTx final : public Tx {
   Query q(const char* sql);
   Result<TransactionRecord> read_txn(Query& r);
 
-  SqliteStore& s_;
+  Connection& s_;
   const Kek& kek_;
 };
 
 // ---- group commit ---------------------------------------------------------------------------
 //
-// Durable commits cost one fsync each (WAL, synchronous=FULL). To amortize it, concurrent
-// Store::run calls on the same database file in this process are batched: the first caller
-// that finds no batch running becomes the leader, takes every waiting call (up to kMaxBatch),
-// runs them one after another inside ONE SQLite transaction on its own connection, each
-// within its own SAVEPOINT, and commits once. Only then does any caller of the batch return,
-// so "durable on return" holds exactly as before; the functions still run strictly one after
-// another (the batch is a serial schedule), so the conditional update in consume_otac, the
-// idempotency lookup by txn_id and the audit chain see the same states as with one
-// transaction each. A function that fails (or throws) is rolled back to its savepoint and only
-// its caller sees the error. If SQLite aborted the whole transaction instead (I/O error, disk
-// full), the others of the batch are retried one by one, each in a transaction of its own.
-// Other processes on the same file still meet SQLite's own write lock (BEGIN IMMEDIATE).
+// Durable commits cost one fsync each (WAL, synchronous=FULL). To amortize it, every Store
+// opened on the same database file in one process shares one SQLite connection, and
+// concurrent Store::run calls are batched on it: the first caller that finds no batch running
+// becomes the leader, takes every waiting call (up to kMaxBatch), runs them one after another
+// inside ONE SQLite transaction, each within its own SAVEPOINT, and commits once. Only then
+// does any caller of the batch return, so "durable on return" holds exactly as before. The
+// functions still run strictly one after another (a batch is a serial schedule), so the
+// conditional update in consume_otac, the idempotency lookup by txn_id and the audit chain
+// see the same states as with one transaction each. A function that fails (or throws) is
+// rolled back to its savepoint and only its caller sees the error. If SQLite aborted the
+// whole transaction instead (I/O error, disk full), the others of the batch are retried one
+// by one, each in a transaction of its own. While a batch commits, new callers queue; the
+// leader then hands over to the first of them, so the next batch starts at once.
+// Other processes on the same file still meet SQLite's own write lock (BEGIN IMMEDIATE), and
+// one connection per process keeps its page cache valid from one batch to the next.
+
+// One caller of Store::run, waiting in a CommitGroup.
 struct Pending {
   const std::function<Result<void>(Tx&)>* fn = nullptr;
   const Kek* kek = nullptr;
   Result<void> result;
   std::exception_ptr exception;  // rethrown in the caller's thread
+  // Guarded by the group's mutex; the cv is per caller so that a commit wakes only its batch.
   bool done = false;
-};
-
-// The callers waiting for one database file in this process, and whether a batch is running.
-struct CommitGroup {
-  std::mutex mu;
+  bool lead = false;
   std::condition_variable cv;
-  std::deque<Pending*> queue;
-  bool leader_busy = false;
 };
 
-constexpr std::size_t kMaxBatch = 256;
-
-CommitGroup& commit_group(const std::filesystem::path& file) {
-  static std::mutex map_mu;
-  static std::map<std::string, std::unique_ptr<CommitGroup>> groups;
-  std::error_code ec;
-  const auto key = std::filesystem::weakly_canonical(file, ec).string();
-  std::lock_guard g(map_mu);
-  auto& m = groups[ec ? file.string() : key];
-  if (!m) m = std::make_unique<CommitGroup>();
-  return *m;
-}
-
-class SqliteStore final : public Store {
+// The process's connection to one database file. Used by one leader at a time.
+class Connection {
  public:
-  SqliteStore(DbPtr db, std::shared_ptr<const Kek> kek, CommitGroup& group)
-      : db_(std::move(db)), kek_(std::move(kek)), group_(group) {}
+  explicit Connection(DbPtr db) : db_(std::move(db)) {}
 
-  Result<void> run(const std::function<Result<void>(Tx&)>& fn) override {
-    Pending me;
-    me.fn = &fn;
-    me.kek = kek_.get();
-    std::unique_lock lock(group_.mu);
-    group_.queue.push_back(&me);
-    // Ends when a batch holding `me` has committed (or failed); each round either runs a
-    // batch or sleeps until the running one ends.
-    while (!me.done) {
-      if (group_.leader_busy) {
-        group_.cv.wait(lock);
-        continue;
-      }
-      group_.leader_busy = true;
-      std::vector<Pending*> batch;
-      while (!group_.queue.empty() && batch.size() < kMaxBatch) {
-        batch.push_back(group_.queue.front());
-        group_.queue.pop_front();
-      }
-      lock.unlock();
-      execute(batch);
-      lock.lock();
-      for (Pending* p : batch) p->done = true;
-      group_.leader_busy = false;
-      group_.cv.notify_all();
-    }
-    lock.unlock();
-    if (me.exception) std::rethrow_exception(me.exception);
-    return std::move(me.result);
-  }
-
-  // Runs fn alone, on this connection (schema migration executes raw SQL on db_).
-  Result<void> run_here(const std::function<Result<void>(Tx&)>& fn) {
-    Pending me;
-    me.fn = &fn;
-    me.kek = kek_.get();
-    {
-      std::unique_lock lock(group_.mu);
-      group_.cv.wait(lock, [&] { return !group_.leader_busy; });
-      group_.leader_busy = true;
-    }
-    std::vector<Pending*> one{&me};
-    execute(one);
-    {
-      std::lock_guard lock(group_.mu);
-      group_.leader_busy = false;
-    }
-    group_.cv.notify_all();
-    if (me.exception) std::rethrow_exception(me.exception);
-    return std::move(me.result);
-  }
-
-  Result<void> migrate() {
-    for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON"}) {
-      if (sqlite3_exec(db_.get(), pragma, nullptr, nullptr, nullptr) != SQLITE_OK)
-        return db_error(db_.get(), std::string("cannot set ") + pragma);
-    }
-    return run_here([this](Tx&) -> Result<void> {
-      Query v = query("PRAGMA user_version");
-      auto row = v.step();
-      if (!row) return row.error();
-      const auto have = static_cast<std::size_t>(v.col_i(0));
-      constexpr std::size_t want = std::size(kMigrations);
-      if (have > want)
-        return make_error(Errc::state, "database schema version " + std::to_string(have) +
-                                           " is newer than this program knows (" + std::to_string(want) + "); upgrade the program");
-      for (std::size_t i = have; i < want; ++i) {
-        if (sqlite3_exec(db_.get(), kMigrations[i], nullptr, nullptr, nullptr) != SQLITE_OK)
-          return db_error(db_.get(), "schema migration " + std::to_string(i + 1) + " failed");
-      }
-      const std::string set = "PRAGMA user_version=" + std::to_string(want);
-      if (sqlite3_exec(db_.get(), set.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK)
-        return db_error(db_.get(), "cannot record the schema version");
-      return {};
-    });
-  }
+  Result<void> configure_and_migrate();
 
   Query query(const char* sql) {
     auto it = cache_.find(sql);
@@ -331,49 +246,6 @@ class SqliteStore final : public Store {
     return Query(db_.get(), it->second.get());
   }
   sqlite3* db() const { return db_.get(); }
-
- private:
-  // Control statements, prepared once like the others.
-  Result<void> control(const char* sql) { return query(sql).exec(); }
-  bool in_transaction() const { return sqlite3_get_autocommit(db_.get()) == 0; }
-  void abandon() {
-    if (in_transaction()) sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
-  }
-
-  // BEGIN IMMEDIATE takes the write lock up front, so a transaction never fails half-way on a
-  // lock upgrade; the busy timeout waits for other processes, and we retry a bounded number
-  // of times beyond it.
-  Result<void> begin() {
-    for (int attempt = 0;; ++attempt) {
-      const int rc = sqlite3_exec(db_.get(), "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
-      if (rc == SQLITE_OK) return {};
-      if ((rc & 0xFF) != SQLITE_BUSY || attempt >= 20) return db_error(db_.get(), "cannot start a database transaction");
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-  }
-
-  // Runs p's function inside a savepoint of the open transaction. false: SQLite rolled the
-  // whole transaction back under it, so the batch so far is lost.
-  bool run_one(Pending& p) {
-    if (auto s = control("SAVEPOINT otac_request"); !s) {
-      p.result = s.error();
-      return in_transaction();
-    }
-    SqliteTx tx(*this, *p.kek);
-    try {
-      p.result = (*p.fn)(tx);
-    } catch (...) {
-      p.exception = std::current_exception();
-    }
-    if (p.result && !p.exception) {
-      if (auto r = control("RELEASE otac_request"); !r) p.result = r.error();
-      return in_transaction();
-    }
-    if (!in_transaction()) return false;
-    (void)control("ROLLBACK TO otac_request");
-    (void)control("RELEASE otac_request");
-    return in_transaction();
-  }
 
   // One transaction for the whole batch; see "group commit" above.
   void execute(const std::vector<Pending*>& batch) {
@@ -401,13 +273,42 @@ class SqliteStore final : public Store {
     }
   }
 
+ private:
+  Result<void> control(const char* sql) { return query(sql).exec(); }
+  bool in_transaction() const { return sqlite3_get_autocommit(db_.get()) == 0; }
+  void abandon() {
+    if (in_transaction()) sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+
+  // BEGIN IMMEDIATE takes the write lock up front, so a transaction never fails half-way on a
+  // lock upgrade; the busy timeout waits for other processes, and we retry a bounded number
+  // of times beyond it.
+  Result<void> begin() {
+    for (int attempt = 0;; ++attempt) {
+      const int rc = sqlite3_exec(db_.get(), "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
+      if (rc == SQLITE_OK) return {};
+      if ((rc & 0xFF) != SQLITE_BUSY || attempt >= 20) return db_error(db_.get(), "cannot start a database transaction");
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+
+  // Runs p's function inside a savepoint of the open transaction. false: SQLite rolled the
+  // whole transaction back under it, so the batch so far is lost.
+  bool run_one(Pending& p);
+
   void execute_alone(Pending& p) {
-    if (auto b = begin(); !b) { p.result = b.error(); return; }
+    if (auto b = begin(); !b) {
+      p.result = b.error();
+      return;
+    }
     if (!run_one(p)) {
       if (p.result && !p.exception) p.result = make_error(Errc::io, "the database rolled the transaction back; retry");
       return;
     }
-    if (!p.result || p.exception) { abandon(); return; }
+    if (!p.result || p.exception) {
+      abandon();
+      return;
+    }
     if (auto c = control("COMMIT"); !c) {
       p.result = make_error(c.error().code, "cannot commit the database transaction: " + c.error().message);
       abandon();
@@ -418,9 +319,132 @@ class SqliteStore final : public Store {
   // so it is destroyed first.
   DbPtr db_;
   std::unordered_map<const char*, StmtPtr> cache_;
-  std::shared_ptr<const Kek> kek_;
-  CommitGroup& group_;
 };
+
+constexpr std::size_t kMaxBatch = 256;
+
+// The callers waiting for one database file in this process, and its connection.
+struct CommitGroup {
+  explicit CommitGroup(DbPtr db) : conn(std::move(db)) {}
+  std::mutex mu;
+  std::deque<Pending*> queue;  // callers not yet taken into a batch
+  bool leader_busy = false;    // a batch is being run; the next leader is chosen by handover
+  Connection conn;             // only the leader touches it
+};
+
+class SqliteStore final : public Store {
+ public:
+  SqliteStore(std::shared_ptr<CommitGroup> group, std::shared_ptr<const Kek> kek)
+      : group_(std::move(group)), kek_(std::move(kek)) {}
+
+  Result<void> run(const std::function<Result<void>(Tx&)>& fn) override {
+    CommitGroup& g = *group_;
+    Pending me;
+    me.fn = &fn;
+    me.kek = kek_.get();
+    std::unique_lock lock(g.mu);
+    g.queue.push_back(&me);
+    if (!g.leader_busy) {
+      g.leader_busy = true;
+      me.lead = true;
+    }
+    // Ends when the batch holding `me` is done: each round either leads a batch (which
+    // always holds the leader, the queue's first) or sleeps until woken for one of the two.
+    while (!me.done) {
+      if (!me.lead) {
+        me.cv.wait(lock);
+        continue;
+      }
+      me.lead = false;
+      std::vector<Pending*> batch;
+      while (!g.queue.empty() && batch.size() < kMaxBatch) {
+        batch.push_back(g.queue.front());
+        g.queue.pop_front();
+      }
+      lock.unlock();
+      g.conn.execute(batch);
+      lock.lock();
+      // Waking under the mutex: a waiter cannot return (and destroy its Pending) before the
+      // notify is over.
+      for (Pending* p : batch) {
+        p->done = true;
+        if (p != &me) p->cv.notify_one();
+      }
+      if (g.queue.empty()) {
+        g.leader_busy = false;
+      } else {
+        g.queue.front()->lead = true;
+        g.queue.front()->cv.notify_one();
+      }
+    }
+    lock.unlock();
+    if (me.exception) std::rethrow_exception(me.exception);
+    return std::move(me.result);
+  }
+
+ private:
+  std::shared_ptr<CommitGroup> group_;
+  std::shared_ptr<const Kek> kek_;
+};
+
+bool Connection::run_one(Pending& p) {
+  if (auto s = control("SAVEPOINT otac_request"); !s) {
+    p.result = s.error();
+    return in_transaction();
+  }
+  SqliteTx tx(*this, *p.kek);
+  try {
+    p.result = (*p.fn)(tx);
+  } catch (...) {
+    p.exception = std::current_exception();
+  }
+  if (p.result && !p.exception) {
+    if (auto r = control("RELEASE otac_request"); !r) p.result = r.error();
+    return in_transaction();
+  }
+  if (!in_transaction()) return false;
+  (void)control("ROLLBACK TO otac_request");
+  (void)control("RELEASE otac_request");
+  return in_transaction();
+}
+
+// Runs once per process and file, before the connection is shared.
+Result<void> Connection::configure_and_migrate() {
+  sqlite3_busy_timeout(db_.get(), 5000);
+  for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON"}) {
+    if (sqlite3_exec(db_.get(), pragma, nullptr, nullptr, nullptr) != SQLITE_OK)
+      return db_error(db_.get(), std::string("cannot set ") + pragma);
+  }
+  if (auto b = begin(); !b) return b;
+  auto r = [&]() -> Result<void> {
+    Query v = query("PRAGMA user_version");
+    auto row = v.step();
+    if (!row) return row.error();
+    const auto have = static_cast<std::size_t>(v.col_i(0));
+    constexpr std::size_t want = std::size(kMigrations);
+    if (have > want)
+      return make_error(Errc::state, "database schema version " + std::to_string(have) +
+                                         " is newer than this program knows (" + std::to_string(want) + "); upgrade the program");
+    if (have == want) return {};
+    for (std::size_t i = have; i < want; ++i) {
+      if (sqlite3_exec(db_.get(), kMigrations[i], nullptr, nullptr, nullptr) != SQLITE_OK)
+        return db_error(db_.get(), "schema migration " + std::to_string(i + 1) + " failed");
+    }
+    const std::string set = "PRAGMA user_version=" + std::to_string(want);
+    if (sqlite3_exec(db_.get(), set.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK)
+      return db_error(db_.get(), "cannot record the schema version");
+    return {};
+  }();
+  if (!r) {
+    abandon();
+    return r;
+  }
+  if (auto c = control("COMMIT"); !c) {
+    abandon();
+    return make_error(c.error().code, "cannot commit the schema migration: " + c.error().message);
+  }
+  return {};
+}
 
 Query SqliteTx::q(const char* sql) { return s_.query(sql); }
 
@@ -857,19 +881,35 @@ Result<std::int64_t> SqliteTx::verify_audit_chain() {
   return expect - 1;
 }
 
-}  // namespace
-
-Result<std::unique_ptr<Store>> open_sqlite_store(const std::filesystem::path& db_file, std::shared_ptr<const Kek> kek) {
-  if (!kek) return make_error(Errc::internal, "open_sqlite_store needs a key-encryption key");
+// The process's group for a file, opened and migrated on first use. Keyed by process id too:
+// a forked child must not use the connection it inherited (SQLite forbids it); it opens its own.
+Result<std::shared_ptr<CommitGroup>> commit_group(const std::filesystem::path& db_file) {
+  static std::mutex map_mu;
+  static std::map<std::pair<std::string, pid_t>, std::weak_ptr<CommitGroup>> groups;
+  std::error_code ec;
+  const auto canonical = std::filesystem::weakly_canonical(db_file, ec);
+  const std::pair<std::string, pid_t> key{ec ? db_file.string() : canonical.string(), ::getpid()};
+  std::lock_guard lock(map_mu);
+  if (auto g = groups[key].lock()) return g;
   sqlite3* raw = nullptr;
   const int rc = sqlite3_open_v2(db_file.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   DbPtr db(raw);  // sqlite3_open_v2 allocates a handle even on failure; close it either way
   if (rc != SQLITE_OK)
     return make_error(Errc::io, "cannot open database " + db_file.string() + ": " + (raw ? sqlite3_errmsg(raw) : "out of memory"));
-  sqlite3_busy_timeout(db.get(), 5000);
-  auto store = std::make_unique<SqliteStore>(std::move(db), std::move(kek), commit_group(db_file));
-  if (auto m = store->migrate(); !m) return m.error();
-  return std::unique_ptr<Store>(std::move(store));
+  auto g = std::make_shared<CommitGroup>(std::move(db));
+  if (auto m = g->conn.configure_and_migrate(); !m) return m.error();
+  for (auto it = groups.begin(); it != groups.end();) it = it->second.expired() ? groups.erase(it) : std::next(it);
+  groups[key] = g;
+  return g;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> open_sqlite_store(const std::filesystem::path& db_file, std::shared_ptr<const Kek> kek) {
+  if (!kek) return make_error(Errc::internal, "open_sqlite_store needs a key-encryption key");
+  auto g = commit_group(db_file);
+  if (!g) return g.error();
+  return std::unique_ptr<Store>(std::make_unique<SqliteStore>(std::move(*g), std::move(kek)));
 }
 
 }  // namespace otac::backend
