@@ -2,8 +2,8 @@
 
 #include <sqlite3.h>
 
+#include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <deque>
 #include <exception>
 #include <map>
@@ -218,14 +218,19 @@ class SqliteTx final : public Tx {
 
 // One caller of Store::run, waiting in a CommitGroup.
 struct Pending {
+  static constexpr int kWaiting = 0, kLead = 1, kDone = 2;
   const std::function<Result<void>(Tx&)>* fn = nullptr;
   const Kek* kek = nullptr;
   Result<void> result;
   std::exception_ptr exception;  // rethrown in the caller's thread
-  // Guarded by the group's mutex; the cv is per caller so that a commit wakes only its batch.
-  bool done = false;
-  bool lead = false;
-  std::condition_variable cv;
+  // The caller sleeps on this word alone (a futex), so that a commit wakes exactly the callers
+  // of its batch and none of them queues on a mutex to find out.
+  std::atomic<int> state{kWaiting};
+
+  void signal(int s) {
+    state.store(s, std::memory_order_release);
+    state.notify_one();
+  }
 };
 
 // The process's connection to one database file. Used by one leader at a time.
@@ -327,7 +332,7 @@ constexpr std::size_t kMaxBatch = 256;
 struct CommitGroup {
   explicit CommitGroup(DbPtr db) : conn(std::move(db)) {}
   std::mutex mu;
-  std::deque<Pending*> queue;  // callers not yet taken into a batch
+  std::deque<std::shared_ptr<Pending>> queue;  // callers not yet taken into a batch
   bool leader_busy = false;    // a batch is being run; the next leader is chosen by handover
   Connection conn;             // only the leader touches it
 };
@@ -339,50 +344,59 @@ class SqliteStore final : public Store {
 
   Result<void> run(const std::function<Result<void>(Tx&)>& fn) override {
     CommitGroup& g = *group_;
-    Pending me;
-    me.fn = &fn;
-    me.kek = kek_.get();
-    std::unique_lock lock(g.mu);
-    g.queue.push_back(&me);
-    if (!g.leader_busy) {
-      g.leader_busy = true;
-      me.lead = true;
+    // Shared with the leader, which may still be signalling it when this call returns.
+    auto me = std::make_shared<Pending>();
+    me->fn = &fn;
+    me->kek = kek_.get();
+    {
+      std::lock_guard lock(g.mu);
+      g.queue.push_back(me);
+      if (!g.leader_busy) {
+        g.leader_busy = true;
+        me->state.store(Pending::kLead, std::memory_order_relaxed);
+      }
     }
     // Ends when the batch holding `me` is done: each round either leads a batch (which
-    // always holds the leader, the queue's first) or sleeps until woken for one of the two.
-    while (!me.done) {
-      if (!me.lead) {
-        me.cv.wait(lock);
+    // always holds its leader, the queue's first) or sleeps until told to do one or the other.
+    for (;;) {
+      const int s = me->state.load(std::memory_order_acquire);
+      if (s == Pending::kDone) break;
+      if (s == Pending::kWaiting) {
+        me->state.wait(Pending::kWaiting, std::memory_order_acquire);
         continue;
       }
-      me.lead = false;
-      std::vector<Pending*> batch;
-      while (!g.queue.empty() && batch.size() < kMaxBatch) {
-        batch.push_back(g.queue.front());
-        g.queue.pop_front();
-      }
-      lock.unlock();
-      g.conn.execute(batch);
-      lock.lock();
-      // Waking under the mutex: a waiter cannot return (and destroy its Pending) before the
-      // notify is over.
-      for (Pending* p : batch) {
-        p->done = true;
-        if (p != &me) p->cv.notify_one();
-      }
-      if (g.queue.empty()) {
-        g.leader_busy = false;
-      } else {
-        g.queue.front()->lead = true;
-        g.queue.front()->cv.notify_one();
-      }
+      me->state.store(Pending::kWaiting, std::memory_order_relaxed);
+      lead(g);
     }
-    lock.unlock();
-    if (me.exception) std::rethrow_exception(me.exception);
-    return std::move(me.result);
+    if (me->exception) std::rethrow_exception(me->exception);
+    return std::move(me->result);
   }
 
  private:
+  // Runs the queued callers as one batch, wakes them, and hands the lead to the next caller.
+  static void lead(CommitGroup& g) {
+    std::vector<std::shared_ptr<Pending>> batch;
+    {
+      std::lock_guard lock(g.mu);
+      while (!g.queue.empty() && batch.size() < kMaxBatch) {
+        batch.push_back(std::move(g.queue.front()));
+        g.queue.pop_front();
+      }
+    }
+    std::vector<Pending*> raw;
+    raw.reserve(batch.size());
+    for (const auto& p : batch) raw.push_back(p.get());
+    g.conn.execute(raw);
+    std::shared_ptr<Pending> next;
+    {
+      std::lock_guard lock(g.mu);
+      if (g.queue.empty()) g.leader_busy = false;
+      else next = g.queue.front();  // stays queued: it takes itself into its own batch
+    }
+    for (const auto& p : batch) p->signal(Pending::kDone);
+    if (next) next->signal(Pending::kLead);
+  }
+
   std::shared_ptr<CommitGroup> group_;
   std::shared_ptr<const Kek> kek_;
 };
