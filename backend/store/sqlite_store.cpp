@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <deque>
 #include <exception>
 #include <map>
@@ -251,6 +252,11 @@ class Connection {
     return Query(db_.get(), it->second.get());
   }
   sqlite3* db() const { return db_.get(); }
+  /// Gives up the handle (the statement cache is dropped first).
+  DbPtr release() {
+    cache_.clear();
+    return std::move(db_);
+  }
 
   // One transaction for the whole batch; see "group commit" above.
   void execute(const std::vector<Pending*>& batch) {
@@ -328,12 +334,73 @@ class Connection {
 
 constexpr std::size_t kMaxBatch = 256;
 
-// The callers waiting for one database file in this process, and its connection.
+// WAL checkpoints on a connection and thread of their own. SQLite's automatic checkpoint runs
+// inside the COMMIT that crosses the threshold, and copying the WAL into the database file
+// (with its fsync) there stalled every caller of that batch for tens of milliseconds. Here the
+// committing connection's WAL hook only wakes this thread, whose PASSIVE checkpoint runs
+// beside the writers. Durability is unchanged: the checkpoint connection syncs the WAL
+// before copying and the database file after (synchronous=FULL).
+class Checkpointer {
+ public:
+  static constexpr int kPages = 1000;  // SQLite's default automatic checkpoint threshold
+
+  explicit Checkpointer(DbPtr db) : db_(std::move(db)), thread_([this] { loop(); }) {}
+  ~Checkpointer() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+  Checkpointer(const Checkpointer&) = delete;
+  Checkpointer& operator=(const Checkpointer&) = delete;
+
+  /// The WAL hook of the committing connection (called after each commit, in its thread).
+  static int on_commit(void* self, sqlite3*, const char*, int pages) {
+    if (pages >= kPages) static_cast<Checkpointer*>(self)->poke();
+    return SQLITE_OK;
+  }
+
+ private:
+  void poke() {
+    {
+      std::lock_guard lock(mu_);
+      due_ = true;
+    }
+    cv_.notify_one();
+  }
+  // Ends at destruction; each round waits for a poke, then checkpoints once.
+  void loop() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [this] { return stop_ || due_; });
+      if (stop_) return;
+      due_ = false;
+      lock.unlock();
+      // PASSIVE: copies what no reader still needs, never waits for or blocks the writers.
+      // A busy or failed round is repeated at the next poke.
+      (void)sqlite3_wal_checkpoint_v2(db_.get(), nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+      lock.lock();
+    }
+  }
+
+  DbPtr db_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool due_ = false;
+  bool stop_ = false;
+  std::thread thread_;  // declared last: started after, and joined before, the members it uses
+};
+
+// The callers waiting for one database file in this process, and its connections.
 struct CommitGroup {
-  explicit CommitGroup(DbPtr db) : conn(std::move(db)) {}
+  CommitGroup(DbPtr db, DbPtr checkpoint_db) : checkpointer(std::move(checkpoint_db)), conn(std::move(db)) {}
   std::mutex mu;
   std::deque<std::shared_ptr<Pending>> queue;  // callers not yet taken into a batch
   bool leader_busy = false;    // a batch is being run; the next leader is chosen by handover
+  // conn is declared after checkpointer, so it closes first: its WAL hook points there.
+  Checkpointer checkpointer;
   Connection conn;             // only the leader touches it
 };
 
@@ -905,13 +972,24 @@ Result<std::shared_ptr<CommitGroup>> commit_group(const std::filesystem::path& d
   const std::pair<std::string, pid_t> key{ec ? db_file.string() : canonical.string(), ::getpid()};
   std::lock_guard lock(map_mu);
   if (auto g = groups[key].lock()) return g;
-  sqlite3* raw = nullptr;
-  const int rc = sqlite3_open_v2(db_file.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
-  DbPtr db(raw);  // sqlite3_open_v2 allocates a handle even on failure; close it either way
-  if (rc != SQLITE_OK)
-    return make_error(Errc::io, "cannot open database " + db_file.string() + ": " + (raw ? sqlite3_errmsg(raw) : "out of memory"));
-  auto g = std::make_shared<CommitGroup>(std::move(db));
-  if (auto m = g->conn.configure_and_migrate(); !m) return m.error();
+  auto open = [&]() -> Result<DbPtr> {
+    sqlite3* raw = nullptr;
+    const int rc = sqlite3_open_v2(db_file.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+    DbPtr db(raw);  // sqlite3_open_v2 allocates a handle even on failure; close it either way
+    if (rc != SQLITE_OK)
+      return make_error(Errc::io, "cannot open database " + db_file.string() + ": " + (raw ? sqlite3_errmsg(raw) : "out of memory"));
+    return db;
+  };
+  auto db = open();
+  if (!db) return db.error();
+  Connection setup(std::move(*db));
+  if (auto m = setup.configure_and_migrate(); !m) return m.error();  // WAL mode from here on
+  auto cp = open();
+  if (!cp) return cp.error();
+  if (sqlite3_exec(cp->get(), "PRAGMA synchronous=FULL", nullptr, nullptr, nullptr) != SQLITE_OK)
+    return db_error(cp->get(), "cannot set PRAGMA synchronous=FULL");
+  auto g = std::make_shared<CommitGroup>(setup.release(), std::move(*cp));
+  sqlite3_wal_hook(g->conn.db(), &Checkpointer::on_commit, &g->checkpointer);  // replaces the automatic checkpoint
   for (auto it = groups.begin(); it != groups.end();) it = it->second.expired() ? groups.erase(it) : std::next(it);
   groups[key] = g;
   return g;
