@@ -2,7 +2,6 @@
 
 #include <sqlite3.h>
 
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -224,13 +223,26 @@ struct Pending {
   const Kek* kek = nullptr;
   Result<void> result;
   std::exception_ptr exception;  // rethrown in the caller's thread
-  // The caller sleeps on this word alone (a futex), so that a commit wakes exactly the callers
-  // of its batch and none of them queues on a mutex to find out.
-  std::atomic<int> state{kWaiting};
+  // Each caller sleeps on its own condition variable, so that a commit wakes exactly the
+  // callers of its batch and none of them queues on the group mutex to find out. (Not
+  // std::atomic::wait: libstdc++ spins on sched_yield first, which cost a tenth of the CPU.)
+  std::mutex mu;
+  std::condition_variable cv;
+  int state = kWaiting;  // guarded by mu
 
   void signal(int s) {
-    state.store(s, std::memory_order_release);
-    state.notify_one();
+    {
+      std::lock_guard lock(mu);
+      state = s;
+    }
+    cv.notify_one();  // the signaller holds a shared_ptr: the Pending outlives this call
+  }
+  int wait_while_waiting() {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [this] { return state != kWaiting; });
+    const int s = state;
+    if (s == kLead) state = kWaiting;  // the lead is taken; wait again after leading
+    return s;
   }
 };
 
@@ -420,21 +432,12 @@ class SqliteStore final : public Store {
       g.queue.push_back(me);
       if (!g.leader_busy) {
         g.leader_busy = true;
-        me->state.store(Pending::kLead, std::memory_order_relaxed);
+        me->state = Pending::kLead;  // not yet visible to any other thread
       }
     }
     // Ends when the batch holding `me` is done: each round either leads a batch (which
     // always holds its leader, the queue's first) or sleeps until told to do one or the other.
-    for (;;) {
-      const int s = me->state.load(std::memory_order_acquire);
-      if (s == Pending::kDone) break;
-      if (s == Pending::kWaiting) {
-        me->state.wait(Pending::kWaiting, std::memory_order_acquire);
-        continue;
-      }
-      me->state.store(Pending::kWaiting, std::memory_order_relaxed);
-      lead(g);
-    }
+    while (me->wait_while_waiting() != Pending::kDone) lead(g);
     if (me->exception) std::rethrow_exception(me->exception);
     return std::move(me->result);
   }
