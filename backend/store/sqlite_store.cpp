@@ -270,8 +270,23 @@ class Connection {
     return std::move(db_);
   }
 
-  // One transaction for the whole batch; see "group commit" above.
-  void execute(const std::vector<Pending*>& batch) {
+  // One transaction for the whole batch; see "group commit" above. Never throws: an
+  // exception (out of memory, a statement that fails to prepare) goes to every caller that
+  // has no answer yet, so that none of them waits forever.
+  void execute(const std::vector<Pending*>& batch) noexcept {
+    try {
+      execute_batch(batch);
+    } catch (...) {
+      const auto e = std::current_exception();
+      for (Pending* p : batch) {
+        if (!p->exception) p->exception = e;
+      }
+      abandon();
+    }
+  }
+
+ private:
+  void execute_batch(const std::vector<Pending*>& batch) {
     if (auto b = begin(); !b) {
       for (Pending* p : batch) p->result = b.error();
       return;
@@ -296,7 +311,6 @@ class Connection {
     }
   }
 
- private:
   Result<void> control(const char* sql) { return query(sql).exec(); }
   bool in_transaction() const { return sqlite3_get_autocommit(db_.get()) == 0; }
   void abandon() {
