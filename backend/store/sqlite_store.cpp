@@ -204,7 +204,8 @@ class SqliteTx final : public Tx {
 // opened on the same database file in one process shares one SQLite connection, and
 // concurrent Store::run calls are batched on it: the first caller that finds no batch running
 // becomes the leader, takes every waiting call (up to kMaxBatch), runs them one after another
-// inside ONE SQLite transaction, each within its own SAVEPOINT, and commits once. Only then
+// inside ONE SQLite transaction, each within its own SAVEPOINT (callers that queue meanwhile
+// join it), and commits once. Only then
 // does any caller of the batch return, so "durable on return" holds exactly as before. The
 // functions still run strictly one after another (a batch is a serial schedule), so the
 // conditional update in consume_otac, the idempotency lookup by txn_id and the audit chain
@@ -273,9 +274,10 @@ class Connection {
   // One transaction for the whole batch; see "group commit" above. Never throws: an
   // exception (out of memory, a statement that fails to prepare) goes to every caller that
   // has no answer yet, so that none of them waits forever.
-  void execute(const std::vector<Pending*>& batch) noexcept {
+  /// `more` appends callers that queued meanwhile; they join the open transaction.
+  void execute(std::vector<Pending*>& batch, const std::function<void(std::vector<Pending*>&)>& more) noexcept {
     try {
-      execute_batch(batch);
+      execute_batch(batch, more);
     } catch (...) {
       const auto e = std::current_exception();
       for (Pending* p : batch) {
@@ -286,12 +288,16 @@ class Connection {
   }
 
  private:
-  void execute_batch(const std::vector<Pending*>& batch) {
+  void execute_batch(std::vector<Pending*>& batch, const std::function<void(std::vector<Pending*>&)>& more) {
     if (auto b = begin(); !b) {
       for (Pending* p : batch) p->result = b.error();
       return;
     }
-    for (std::size_t i = 0; i < batch.size(); ++i) {
+    // Callers that queue while the functions run join this transaction instead of waiting for
+    // the next one (bounded: `more` stops at kMaxBatch).
+    for (std::size_t i = 0;; ++i) {
+      if (i == batch.size()) more(batch);
+      if (i == batch.size()) break;
       if (run_one(*batch[i])) continue;
       // The transaction is gone: batch[i] keeps its own error; the others run alone.
       for (std::size_t j = 0; j < batch.size(); ++j) {
@@ -459,18 +465,18 @@ class SqliteStore final : public Store {
  private:
   // Runs the queued callers as one batch, wakes them, and hands the lead to the next caller.
   static void lead(CommitGroup& g) {
-    std::vector<std::shared_ptr<Pending>> batch;
-    {
+    std::vector<std::shared_ptr<Pending>> batch;  // keeps every Pending alive until signalled
+    const auto take = [&](std::vector<Pending*>& raw) {
       std::lock_guard lock(g.mu);
-      while (!g.queue.empty() && batch.size() < kMaxBatch) {
+      while (!g.queue.empty() && raw.size() < kMaxBatch) {
         batch.push_back(std::move(g.queue.front()));
         g.queue.pop_front();
+        raw.push_back(batch.back().get());
       }
-    }
+    };
     std::vector<Pending*> raw;
-    raw.reserve(batch.size());
-    for (const auto& p : batch) raw.push_back(p.get());
-    g.conn.execute(raw);
+    take(raw);
+    g.conn.execute(raw, take);
     std::shared_ptr<Pending> next;
     {
       std::lock_guard lock(g.mu);
