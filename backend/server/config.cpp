@@ -156,7 +156,7 @@ max_body_bytes = 65536
 max_connections = 1024
 request_timeout_seconds = 10
 io_threads = 2
-worker_threads = 8
+worker_threads = 64
 slow_threads = 32
 )";
 }

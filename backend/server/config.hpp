@@ -35,7 +35,7 @@ struct Config {
   std::uint32_t max_connections = 1024;
   std::uint32_t request_timeout_seconds = 10;
   std::uint32_t io_threads = 2;
-  std::uint32_t worker_threads = 8;
+  std::uint32_t worker_threads = 64;
   std::uint32_t slow_threads = 32;
   std::uint32_t client_cert_days = 825;
 

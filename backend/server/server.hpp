@@ -25,7 +25,7 @@ struct Limits {
   std::chrono::seconds write_timeout{10};        ///< writing one response
   std::chrono::seconds idle_timeout{30};         ///< keep-alive wait for the next request
   unsigned io_threads = 2;                       ///< network threads
-  unsigned workers = 8;                          ///< handler threads
+  unsigned workers = 64;                         ///< handler threads (they wait for group commits: more = larger batches)
   unsigned slow_workers = 32;                    ///< long-poll handler threads
 };
 

@@ -587,9 +587,9 @@ Result<AuthAnswer> Service::authorize(const AuthRequest& req, std::string_view t
     if (*consumed && !card->list_push_in_flight) {
       // Server-side tracking: push a new list once the unused codes reach the threshold;
       // the in-flight flag keeps this to one push until the card reports it loaded it.
-      auto left = tx.unused_count(req.card);
-      if (!left) return left.error();
-      if (*left <= card->threshold) {
+      auto plenty = tx.unused_more_than(req.card, card->threshold);
+      if (!plenty) return plenty.error();
+      if (!*plenty) {
         auto id = allocate_list(tx, *card, config_.list_size, "system", t, nullptr);
         if (!id) return id.error();
       }

@@ -178,6 +178,9 @@ class Tx {
   virtual Result<std::vector<OtacRecord>> lowest_unused(ByteView n, std::uint32_t limit) = 0;
   /// Number of unused codes of the card.
   virtual Result<std::uint32_t> unused_count(ByteView n) = 0;
+  /// Whether the card has more than `count` unused codes; reads at most count + 1 of them
+  /// (the per-authorization threshold check, where unused_count would scan every code).
+  virtual Result<bool> unused_more_than(ByteView n, std::uint32_t count) = 0;
   /// Marks a code used iff it is still unused: true when this call consumed it.
   virtual Result<bool> consume_otac(ByteView n, std::uint16_t list_id, std::uint16_t index,
                                     std::string_view txn_id, UnixTime now) = 0;
@@ -250,6 +253,11 @@ class Store {
   virtual ~Store() = default;
   /// Runs fn inside one write transaction and commits if fn returns OK, else rolls back.
   /// Retries a bounded number of times when the database is busy. Durable on return.
+  /// Concurrent calls may share one database commit (group commit): their functions still
+  /// run one after another, each seeing the effects of those before it, and each is undone
+  /// alone when it fails. So fn may run on another thread than the caller's (the caller
+  /// waits meanwhile), may run again if the database aborts the shared commit, and must not
+  /// call run itself.
   virtual Result<void> run(const std::function<Result<void>(Tx&)>& fn) = 0;
 };
 
