@@ -95,6 +95,11 @@ Bytes encode_server_key(ByteView server_point, ByteView ca_signature) {
   return out;
 }
 
+std::uint16_t max_e5_codes(ByteView card_spki) {
+  auto pub = crypto::public_key_from_der(card_spki);
+  return pub && crypto::ec_public_point(*pub) ? 110 : 100;
+}
+
 Result<void> check_card_public_key(ByteView spki) {
   auto pub = crypto::public_key_from_der(spki);
   if (!pub) return make_error(Errc::bad_value, "public key: not a DER SubjectPublicKeyInfo (" + pub.error().message + ")");
@@ -197,6 +202,10 @@ Result<std::uint64_t> enqueue_packet(Tx& tx, const CardRecord& card, ByteView in
   secure_zero(inner.data(), inner.size());
   if (!packet) return packet.error();
   if (auto x = tx.record_ota_sent(card.n, *counter, kind, ref, now); !x) return x.error();
+  if (sec->sig_key && sec->sig_since == 0) {  // the first packet with CF under this S
+    sec->sig_since = *counter;
+    if (auto x = tx.set_card_security(card.n, *sec); !x) return x.error();
+  }
   auto parts = split_packet(*packet, static_cast<std::uint8_t>(*counter));
   if (!parts) return parts.error();
   for (auto& p : *parts) {

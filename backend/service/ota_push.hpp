@@ -37,6 +37,10 @@ Bytes encode_server_key(ByteView server_point, ByteView ca_signature);
 Result<Bytes> encode_load_list_asymmetric(std::uint16_t list_id, bool activate_now, const std::vector<SecretBytes>& keys,
                                           ByteView card_spki, ByteView n, const SecretBytes& server_private_der);
 
+/// The most codes one E5 packet takes within kMaxParts SMS (with CF): about 107 for an RSA-2048
+/// card (CC is 256 bytes) and 119 for P-256; we keep a margin: 100 and 110.
+std::uint16_t max_e5_codes(ByteView card_spki);
+
 /// Checks that a DER SubjectPublicKeyInfo is a key E5 can wrap for: RSA-2048 or P-256.
 Result<void> check_card_public_key(ByteView spki);
 

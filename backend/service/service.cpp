@@ -179,6 +179,7 @@ Result<std::uint16_t> allocate_list(Tx& tx, CardRecord& card, std::uint16_t size
   if (!last) return last.error();
   if (*last == 0xFFFF) return make_error(Errc::state, "card " + to_hex(card.n) + " has used all list ids; re-enroll it");
   const auto id = static_cast<std::uint16_t>(*last + 1);
+  if (!card.public_key.empty()) size = std::min(size, max_e5_codes(card.public_key));  // E5 must fit 16 SMS
   std::vector<SecretBytes> keys;
   for (std::uint16_t i = 0; i < size; ++i) keys.push_back(new_key(card.algorithm));
   if (auto x = tx.insert_list(card.n, id, keys, now); !x) return x.error();
@@ -242,25 +243,13 @@ Result<void> track_keys(Tx& tx, const CardRecord& card, const PorResult& p, cons
     auto a = tx.audit(now, "card", "server_key_confirmed", "card=" + to_hex(card.n));
     if (!a) return a.error();
   }
-  if (!sec->pending_sig_key) return {};
-  auto promote = [&](std::string_view how) -> Result<void> {
-    sec->sig_key = std::move(sec->pending_sig_key);
-    sec->pending_sig_key.reset();
-    sec->pending_sig_counter = sec->pending_sig_sent = 0;
-    if (auto x = tx.set_card_security(card.n, *sec); !x) return x;
-    auto a = tx.audit(now, "card", "signature_key_confirmed", "card=" + to_hex(card.n) + " by=" + std::string(how));
-    if (!a) return a.error();
-    return {};
-  };
-  if (kind == "sig_key" && ok && p.counter >= sec->pending_sig_counter) return promote("por");
   // E4 (a card personalized with another CA) and E5 before the server key is confirmed can
   // also answer 6982; only other refusals prove a signature-key mismatch.
   const bool ecdsa_possible = kind == "server_key" || (kind == "list" && !card.public_key.empty() && !server_confirmed);
   const bool sig_refused = (p.rsc == 0x0A || p.rsc == 0x01) && ct_equal(p.data, kSwSecurity) && !ecdsa_possible;
-  if (sig_refused && p.counter > sec->pending_sig_counter) {
-    if (auto x = promote("refusal"); !x) return x;
-    // Repair the refused packet under the confirmed state. Bounded: a promotion happens at
-    // most once per E3.
+  // Sends the refused packet's content again under the current state (lists and E2 only:
+  // an E3 or E4 is sent again by its own rules or by the operator).
+  auto repair = [&]() -> Result<void> {
     if (kind == "list") {
       auto last = tx.last_list_id(card.n);
       if (!last) return last.error();
@@ -272,12 +261,36 @@ Result<void> track_keys(Tx& tx, const CardRecord& card, const PorResult& p, cons
       if (!q) return q.error();
     }
     return {};
+  };
+  if (!sec->pending_sig_key) {
+    // A packet built before S was confirmed (without CF, or CF under the previous S) and
+    // refused by a card that now holds S: send it again with CF. Bounded: the repaired
+    // packet's counter is at or above sig_since, so its refusal does not repair again.
+    if (sig_refused && sec->sig_key && (sec->sig_since == 0 || p.counter < sec->sig_since)) return repair();
+    return {};
+  }
+  auto promote = [&](std::string_view how) -> Result<void> {
+    sec->sig_key = std::move(sec->pending_sig_key);
+    sec->pending_sig_key.reset();
+    sec->pending_sig_counter = sec->pending_sig_sent = sec->sig_since = 0;
+    if (auto x = tx.set_card_security(card.n, *sec); !x) return x;
+    auto a = tx.audit(now, "card", "signature_key_confirmed", "card=" + to_hex(card.n) + " by=" + std::string(how));
+    if (!a) return a.error();
+    return {};
+  };
+  if (kind == "sig_key" && ok && p.counter >= sec->pending_sig_counter) return promote("por");
+  if (sig_refused && p.counter > sec->pending_sig_counter) {
+    if (auto x = promote("refusal"); !x) return x;
+    return repair();  // the refused packet again, now with CF
   }
   if (ok && p.counter > sec->pending_sig_sent) {
     Bytes inner = encode_set_signature_key(*sec->pending_sig_key);
     auto q = enqueue_packet(tx, card, inner, now, "sig_key", 0);
     secure_zero(inner.data(), inner.size());
     if (!q) return q.error();
+    auto after = tx.card_security(card.n);  // enqueue_packet may have set sig_since
+    if (!after) return after.error();
+    sec->sig_since = after->sig_since;
     sec->pending_sig_sent = *q;
     if (auto x = tx.set_card_security(card.n, *sec); !x) return x;
     auto a = tx.audit(now, "system", "signature_key_resent", "card=" + to_hex(card.n) + " counter=" + std::to_string(*q));
@@ -495,6 +508,9 @@ Result<void> Service::set_signature_key(ByteView n, std::string_view actor) {
     auto q = enqueue_packet(tx, *c, inner, t, "sig_key", 0);
     secure_zero(inner.data(), inner.size());
     if (!q) return q.error();
+    auto after = tx.card_security(n);  // enqueue_packet may have set sig_since
+    if (!after) return after.error();
+    sec->sig_since = after->sig_since;
     if (fresh) sec->pending_sig_counter = *q;
     sec->pending_sig_sent = *q;
     if (auto x = tx.set_card_security(n, *sec); !x) return x;

@@ -129,7 +129,8 @@ CREATE TABLE server_keys(
   name TEXT PRIMARY KEY, private_sealed BLOB NOT NULL, public_point BLOB NOT NULL, created_at INTEGER NOT NULL);
 CREATE TABLE card_security(
   n BLOB PRIMARY KEY REFERENCES cards(n), sig_sealed BLOB, pending_sig_sealed BLOB,
-  pending_sig_counter INTEGER NOT NULL DEFAULT 0, pending_sig_sent INTEGER NOT NULL DEFAULT 0, server_point BLOB);
+  pending_sig_counter INTEGER NOT NULL DEFAULT 0, pending_sig_sent INTEGER NOT NULL DEFAULT 0, sig_since INTEGER NOT NULL DEFAULT 0,
+  server_point BLOB);
 )sql",
 };
 
@@ -699,7 +700,8 @@ Result<void> SqliteTx::insert_server_key(const ServerKeyRecord& k) {
 }
 
 Result<CardSecurity> SqliteTx::card_security(ByteView n) {
-  auto r = q("SELECT sig_sealed,pending_sig_sealed,pending_sig_counter,pending_sig_sent,server_point FROM card_security WHERE n=?");
+  auto r = q("SELECT sig_sealed,pending_sig_sealed,pending_sig_counter,pending_sig_sent,sig_since,server_point FROM card_security"
+             " WHERE n=?");
   r.b(n);
   auto row = r.step();
   if (!row) return row.error();
@@ -717,17 +719,19 @@ Result<CardSecurity> SqliteTx::card_security(ByteView n) {
   }
   s.pending_sig_counter = static_cast<std::uint64_t>(r.col_i(2));
   s.pending_sig_sent = static_cast<std::uint64_t>(r.col_i(3));
-  s.server_point = r.col_b(4);
+  s.sig_since = static_cast<std::uint64_t>(r.col_i(4));
+  s.server_point = r.col_b(5);
   return s;
 }
 
 Result<void> SqliteTx::set_card_security(ByteView n, const CardSecurity& s) {
   auto r = q("INSERT OR REPLACE INTO card_security(n,sig_sealed,pending_sig_sealed,pending_sig_counter,pending_sig_sent,"
-             "server_point) VALUES(?,?,?,?,?,?)");
+             "sig_since,server_point) VALUES(?,?,?,?,?,?,?)");
   r.b(n);
   if (!s.sig_key) r.null(); else r.b(kek_.seal(s.sig_key->view(), ad("card-s", n)));
   if (!s.pending_sig_key) r.null(); else r.b(kek_.seal(s.pending_sig_key->view(), ad("card-ps", n)));
-  r.i(static_cast<std::int64_t>(s.pending_sig_counter)).i(static_cast<std::int64_t>(s.pending_sig_sent));
+  r.i(static_cast<std::int64_t>(s.pending_sig_counter)).i(static_cast<std::int64_t>(s.pending_sig_sent))
+      .i(static_cast<std::int64_t>(s.sig_since));
   if (s.server_point.empty()) r.null(); else r.b(s.server_point);
   auto e = r.exec();
   if (!e) return make_error(e.error().code, "cannot store the security state of card " + to_hex(n) + ": " + e.error().message);

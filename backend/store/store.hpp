@@ -154,6 +154,7 @@ struct CardSecurity {
   std::optional<SecretBytes> pending_sig_key;  ///< S' sent in E3, not yet proven by a PoR
   std::uint64_t pending_sig_counter = 0;       ///< counter of the first packet that carried E3{S'}
   std::uint64_t pending_sig_sent = 0;          ///< counter of the latest packet that carried E3{S'}
+  std::uint64_t sig_since = 0;                 ///< counter of the first packet with CF under sig_key (0: none yet)
   Bytes server_point;                          ///< server public point an OK PoR of E4 confirmed
 };
 

@@ -230,13 +230,15 @@ AuthAnswer tap(Card& c, Env& env, const std::string& txn, std::uint8_t un) {
 }
 
 struct Setup {
-  Env env{20};
+  Env env;
   Card card;
   Enrollment e;
   Link link;
 
   // key_pair 0: symmetric card (E1 lists); 01/02: enrolled with the card's public key (E5).
-  explicit Setup(std::uint8_t key_pair, Algorithm alg = Algorithm::aes128, std::optional<Bytes> ca_override = std::nullopt) {
+  explicit Setup(std::uint8_t key_pair, Algorithm alg = Algorithm::aes128, std::optional<Bytes> ca_override = std::nullopt,
+                 std::uint16_t list_size = 20)
+      : env(list_size) {
     REQUIRE(env.svc->register_terminal(TerminalRecord{"TERM0001", "ab", 0, true}, "test"));
     const Bytes spki = prepare(card, key_pair);
     EnrollRequest er;
@@ -289,6 +291,23 @@ TEST_CASE("E5: a card enrolled with its public key gets E4 then E5 lists it can 
       REQUIRE(tags.size() <= 2);
       for (const auto& t : tags) CHECK(t == std::vector<tlv::Tag>{0xE5});
       CHECK(s.card.unused() == 39);
+    }
+  }
+}
+
+TEST_CASE("E5 lists are capped so that they fit 16 SMS: 100 codes for RSA-2048, 110 for P-256") {
+  for (std::uint8_t kp : {std::uint8_t{0x01}, std::uint8_t{0x02}}) {
+    DYNAMIC_SECTION("key pair " << int(kp)) {
+      Setup s(kp, Algorithm::des3, std::nullopt, 150);
+      pump(s.card, s.env, s.link, s.e);
+      CHECK(s.card.unused() == (kp == 0x01 ? 100 : 110));
+      CHECK(s.link.pors.back() == std::make_pair(std::uint8_t{0x00}, hex("9000")));
+      // With CF too (the packet grows by 34 bytes).
+      REQUIRE(s.env.svc->set_signature_key(s.e.n, "test"));
+      REQUIRE(s.env.svc->refresh_card(s.e.n, "test"));
+      pump(s.card, s.env, s.link, s.e);
+      CHECK(s.env.svc->key_status(s.e.n).value().signature_key);
+      CHECK(s.card.unused() == (kp == 0x01 ? 200 : 220));
     }
   }
 }
@@ -450,6 +469,26 @@ TEST_CASE("enrollment refuses a public key the card could not have made") {
   CHECK(env.svc->enroll_card(er, "admin").error().code == Errc::bad_value);
   er.public_key = crypto::public_key_der(crypto::rsa_generate(1024).value()).value();
   CHECK(env.svc->enroll_card(er, "admin").error().code == Errc::bad_value);
+}
+
+}  // namespace otac::backend::test
+
+namespace otac::backend::test {
+
+TEST_CASE("a list queued behind E3 (no CF) and refused after S was confirmed is sent again with CF, once") {
+  Setup s(0x00);
+  pump(s.card, s.env, s.link, s.e);
+  REQUIRE(s.card.unused() == 20);
+  s.link.delivered.clear();
+  REQUIRE(s.env.svc->set_signature_key(s.e.n, "test"));
+  REQUIRE(s.env.svc->refresh_card(s.e.n, "test"));  // built while S is unproven: no CF
+  pump(s.card, s.env, s.link, s.e);
+  CHECK(inner_tags(s.link.delivered, s.e) == std::vector<std::vector<tlv::Tag>>{{0xE3}, {0xE1}, {0xE1, 0xCF}});
+  REQUIRE(s.link.pors.size() >= 3);
+  CHECK(s.link.pors[s.link.pors.size() - 2] == std::make_pair(std::uint8_t{0x0A}, hex("6982")));
+  CHECK(s.link.pors.back() == std::make_pair(std::uint8_t{0x00}, hex("9000")));
+  CHECK(s.card.unused() == 40);
+  CHECK_FALSE(s.env.svc->card(s.e.n).value().list_push_in_flight);
 }
 
 }  // namespace otac::backend::test

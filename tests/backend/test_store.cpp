@@ -363,6 +363,7 @@ TEST_CASE("signature keys and server keys are sealed at rest and bound to their 
       sec.pending_sig_key = s2.clone();
       sec.pending_sig_counter = 7;
       sec.pending_sig_sent = 9;
+      sec.sig_since = 11;
       sec.server_point = hex("04aa");
       if (auto x = tx.set_card_security(a.n, sec); !x) return x;
       auto back = tx.card_security(a.n).value();
@@ -370,6 +371,7 @@ TEST_CASE("signature keys and server keys are sealed at rest and bound to their 
       CHECK(ct_equal(back.pending_sig_key->view(), s2.view()));
       CHECK(back.pending_sig_counter == 7);
       CHECK(back.pending_sig_sent == 9);
+      CHECK(back.sig_since == 11);
       CHECK(back.server_point == hex("04aa"));
       auto ca = tx.server_key("card-ca").value();
       ca_der.assign(ca.private_der.view().begin(), ca.private_der.view().end());
