@@ -492,3 +492,33 @@ TEST_CASE("a list queued behind E3 (no CF) and refused after S was confirmed is 
 }
 
 }  // namespace otac::backend::test
+
+namespace otac::backend::test {
+
+TEST_CASE("a new S on a card that holds S: E3 goes with CF under the old S; a lost PoR is resolved by the next refusal (RSC 01)") {
+  Setup s(0x00);
+  pump(s.card, s.env, s.link, s.e);
+  REQUIRE(s.env.svc->set_signature_key(s.e.n, "test"));
+  pump(s.card, s.env, s.link, s.e);
+  REQUIRE(s.env.svc->key_status(s.e.n).value().signature_key);
+  // Second S: the E3 carries CF under the first; its PoR is lost.
+  s.link.delivered.clear();
+  s.link.drop_pors = true;
+  REQUIRE(s.env.svc->set_signature_key(s.e.n, "test"));
+  pump(s.card, s.env, s.link, s.e);
+  CHECK(inner_tags(s.link.delivered, s.e) == std::vector<std::vector<tlv::Tag>>{{0xE3, 0xCF}});
+  CHECK(s.link.pors.back() == std::make_pair(std::uint8_t{0x00}, hex("9000")));
+  CHECK(s.env.svc->key_status(s.e.n).value().signature_key_pending);
+  s.link.drop_pors = false;
+  // The next list has CF under the old S: the card refuses it (RSC 01), which proves the new S.
+  REQUIRE(s.env.svc->refresh_card(s.e.n, "test"));
+  pump(s.card, s.env, s.link, s.e);
+  CHECK(s.link.pors[s.link.pors.size() - 2] == std::make_pair(std::uint8_t{0x01}, hex("6982")));
+  CHECK(s.link.pors.back() == std::make_pair(std::uint8_t{0x00}, hex("9000")));
+  auto st = s.env.svc->key_status(s.e.n).value();
+  CHECK(st.signature_key);
+  CHECK_FALSE(st.signature_key_pending);
+  CHECK(s.card.unused() == 40);
+}
+
+}  // namespace otac::backend::test
