@@ -289,6 +289,7 @@ class Api {
     out["algorithm"] = r->algorithm == Algorithm::des3 ? "des3" : "aes";
     // K goes to the operator exactly once, for the initialization letter (by design).
     if (!r->k.empty()) out["k"] = to_hex(r->k.view());
+    out["ca_point"] = to_hex(r->ca_point);  // the card CA for ACTIVATE DF51 (public)
     out["letter"] = r->letter;
     return json_response(req, Status::created, out);
   }
@@ -320,6 +321,10 @@ class Api {
     o["key_rotation_pending"] = c->pending_k.has_value();
     o["asymmetric"] = !c->public_key.empty();
     o["list_push_in_flight"] = c->list_push_in_flight;
+    auto ks = c_.service->key_status(*n);
+    if (!ks) return service_error(req, ks.error());
+    o["signature_key"] = ks->signature_key ? "set" : ks->signature_key_pending ? "pending" : "none";
+    o["server_key_confirmed"] = ks->server_key;
     o["created_at"] = c->created_at;
     return json_response(req, Status::ok, o);
   }
@@ -344,6 +349,12 @@ class Api {
       auto r = c_.service->refresh_card(*n, op.name);
       if (!r) return service_error(req, r.error());
       o["list"] = *r;
+    } else if (action == "install-server-key") {
+      auto r = c_.service->install_server_key(*n, op.name);
+      if (!r) return service_error(req, r.error());
+    } else if (action == "set-signature-key") {
+      auto r = c_.service->set_signature_key(*n, op.name);
+      if (!r) return service_error(req, r.error());
     } else {
       auto r = c_.service->rotate_key(*n, op.name);
       if (!r) return service_error(req, r.error());
@@ -549,6 +560,17 @@ class Api {
     return json_response(req, Status::created, out);
   }
 
+  // The card CA's public point (cards are personalized with it, ACTIVATE DF51).
+  Response card_ca(const Request& req, RequestContext& ctx) {
+    OperatorRecord op;
+    if (auto e = require_operator(req, ctx, Role::viewer, op)) return *e;
+    auto p = c_.service->card_ca_public();
+    if (!p) return service_error(req, p.error());
+    json::object o;
+    o["ca_point"] = to_hex(*p);
+    return json_response(req, Status::ok, o);
+  }
+
   Response whoami(const Request& req, RequestContext& ctx) {
     OperatorRecord op;
     if (auto e = require_operator(req, ctx, Role::viewer, op)) return *e;
@@ -606,7 +628,8 @@ void install_api(Router& router, ApiContext& ctx) {
   router.add(Verb::post, "/v1/codes/verify", bind(&Api::verify_code));
   router.add(Verb::post, "/v1/admin/cards", bind(&Api::enroll));
   router.add(Verb::get, "/v1/admin/cards/*", bind(&Api::card_get));
-  for (const char* action : {"block", "unblock", "refresh", "rotate-key"}) {
+  router.add(Verb::get, "/v1/admin/card-ca", bind(&Api::card_ca));
+  for (const char* action : {"block", "unblock", "refresh", "rotate-key", "install-server-key", "set-signature-key"}) {
     router.add(Verb::post, std::string("/v1/admin/cards/*/") + action,
                [api, action](const Request& req, RequestContext& c) { return api->card_action(req, c, action); });
   }

@@ -49,7 +49,9 @@ DESCRIPTION
     is written. Missing files are then created in DIR: ca.pem/ca.key (private CA, ECDSA P-256),
     server.pem/server.key (for 127.0.0.1, ::1 and localhost), kek.bin (key-encryption key,
     0600), mo.secret (0600), otac.db (SQLite, WAL), admin.token (0600; token of operator
-    "admin"). Their paths are printed on standard error.
+    "admin"). Their paths are printed on standard error. Every start writes DIR/card-ca.pub:
+    the card CA's P-256 point in hex (cards are activated with it; its private key and the
+    server's list-signing key live in otac.db, sealed under kek.bin).
 
     Once listening, DIR/backend.port holds the HTTPS port and DIR/mo.port the MO port (useful
     with port 0). Logs go to standard error, one key=value line per request or event; secrets
@@ -198,6 +200,11 @@ int main(int argc, char** argv) {
     if (auto w = pki::write_file(token_file, *tok + "\n", 0600); !w) return fail(w.error().message);
     created->push_back(token_file.string() + " (token of operator 'admin', 0600)");
   }
+  // The card CA's public point, for personalizing cards (otac-card activate --ca-key); public.
+  auto card_ca = service.card_ca_public();
+  if (!card_ca) return fail("cannot create or read the card CA key: " + card_ca.error().message);
+  if (!fs::exists(c.data_dir / "card-ca.pub")) created->push_back((c.data_dir / "card-ca.pub").string() + " (card CA public point, hex)");
+  if (auto w = pki::write_file(c.data_dir / "card-ca.pub", to_hex(*card_ca) + "\n", 0644); !w) return fail(w.error().message);
   if (!created->empty()) {
     std::fprintf(stderr, "otac-backend: first start in %s; created:\n", c.data_dir.c_str());
     for (const auto& f : *created) std::fprintf(stderr, "  %s\n", f.c_str());

@@ -77,6 +77,89 @@ Bytes encode_load_list(std::uint16_t list_id, bool activate_now, const std::vect
   return out;
 }
 
+Bytes encode_set_signature_key(const SecretBytes& key) {
+  Bytes body;
+  put_tlv(body, 0xC8, key.view());
+  Bytes out;
+  put_tlv(out, 0xE3, body);
+  secure_zero(body.data(), body.size());
+  return out;
+}
+
+Bytes encode_server_key(ByteView server_point, ByteView ca_signature) {
+  Bytes body;
+  put_tlv(body, 0xCA, server_point);
+  put_tlv(body, 0xCB, ca_signature);
+  Bytes out;
+  put_tlv(out, 0xE4, body);
+  return out;
+}
+
+std::uint16_t max_e5_codes(ByteView card_spki) {
+  auto pub = crypto::public_key_from_der(card_spki);
+  return pub && crypto::ec_public_point(*pub) ? 110 : 100;
+}
+
+Result<void> check_card_public_key(ByteView spki) {
+  auto pub = crypto::public_key_from_der(spki);
+  if (!pub) return make_error(Errc::bad_value, "public key: not a DER SubjectPublicKeyInfo (" + pub.error().message + ")");
+  if (auto point = crypto::ec_public_point(*pub)) {
+    // Any 65-byte curve point would pass ec_public_point; P-256 re-encodes to the same SPKI.
+    auto p256 = crypto::ec_public_from_point(*point);
+    auto der = p256 ? crypto::public_key_der(*p256) : Result<Bytes>(p256.error());
+    if (!der || !ct_equal(*der, spki)) return make_error(Errc::bad_value, "public key: an EC key must be on P-256 (uncompressed point)");
+    return {};
+  }
+  // RSA: the wrapped session key must be exactly 256 bytes (RSA-2048), as the card expects.
+  auto probe = crypto::rsa_oaep_encrypt(*pub, Bytes(16, 0));
+  if (!probe || probe->size() != 256) return make_error(Errc::bad_value, "public key: must be RSA-2048 or EC P-256 (the card's GENERATE KEY PAIR output)");
+  return {};
+}
+
+Result<Bytes> encode_load_list_asymmetric(std::uint16_t list_id, bool activate_now, const std::vector<SecretBytes>& keys,
+                                          ByteView card_spki, ByteView n, const SecretBytes& server_private_der) {
+  auto pub = crypto::public_key_from_der(card_spki);
+  if (!pub) return make_error(pub.error().code, "card public key: " + pub.error().message);
+  SecretBytes session;
+  Bytes wrapped;
+  if (crypto::ec_public_point(*pub)) {
+    auto eph = crypto::ec_p256_generate();
+    if (!eph) return eph.error();
+    auto point = crypto::ec_public_point(*eph);
+    if (!point) return point.error();
+    auto shared = crypto::ecdh_p256(*eph, *pub);
+    if (!shared) return shared.error();
+    Bytes info = to_bytes("OTAC-E5");
+    append(info, n);
+    session = crypto::hkdf_sha256(*shared, {}, info, 16);
+    wrapped = std::move(*point);
+  } else {
+    session = crypto::random_secret(16);
+    auto w = crypto::rsa_oaep_encrypt(*pub, session.view());
+    if (!w) return w.error();
+    wrapped = std::move(*w);
+  }
+  Bytes all;
+  for (const auto& k : keys) append(all, k.view());
+  auto enc = crypto::aes_cbc_encrypt(session, Bytes(16, 0), all);
+  secure_zero(all.data(), all.size());
+  if (!enc) return enc.error();
+  Bytes body;
+  put_tlv(body, 0xC1, be_bytes(list_id, 2));
+  put_tlv(body, 0xC2, Bytes{static_cast<std::uint8_t>(activate_now ? 1 : 0)});
+  put_tlv(body, 0xC4, be_bytes(keys.size(), 2));
+  put_tlv(body, 0xCC, wrapped);
+  put_tlv(body, 0xC5, *enc);
+  auto server = crypto::private_key_from_der(server_private_der.view());
+  if (!server) return make_error(server.error().code, "server signing key: " + server.error().message);
+  auto sig = crypto::ecdsa_sign(*server, body);  // body is exactly C1 C2 C4 CC C5 so far
+  if (!sig) return sig.error();
+  put_tlv(body, 0xCD, *sig);
+  Bytes out;
+  put_tlv(out, 0xE5, body);
+  return out;
+}
+
 Result<std::vector<SmsPart>> split_packet(ByteView packet, std::uint8_t ref) {
   constexpr std::size_t kUserData = 140;  // octets, including UDHL and UDH (TS 23.040)
   std::vector<SmsPart> parts;
@@ -101,8 +184,12 @@ Result<std::vector<SmsPart>> split_packet(ByteView packet, std::uint8_t ref) {
   return parts;
 }
 
-Result<void> enqueue_packet(Tx& tx, const CardRecord& card, ByteView inner, UnixTime now, std::string_view kind,
-                            std::int64_t ref) {
+Result<std::uint64_t> enqueue_packet(Tx& tx, const CardRecord& card, ByteView inner_commands, UnixTime now,
+                                     std::string_view kind, std::int64_t ref) {
+  auto sec = tx.card_security(card.n);
+  if (!sec) return sec.error();
+  Bytes inner(inner_commands.begin(), inner_commands.end());
+  if (sec->sig_key) put_tlv(inner, 0xCF, crypto::hmac_sha256(sec->sig_key->view(), inner_commands));
   auto keys = ota::derive_card_keys(card.k, card.n, ota_alg(card.algorithm));
   if (!keys) return keys.error();
   auto counter = tx.next_ota_counter(card.n);
@@ -112,8 +199,13 @@ Result<void> enqueue_packet(Tx& tx, const CardRecord& card, ByteView inner, Unix
   const std::uint8_t kid = ota::key_id_for(ota_alg(card.algorithm), card.key_version);
   ota::CommandHeader h{*spi, kid, kid, ota::otac_tar};
   auto packet = ota::build_command(h, *counter, inner, keys->kic, keys->kid);
+  secure_zero(inner.data(), inner.size());
   if (!packet) return packet.error();
-  if (auto x = tx.record_ota_sent(card.n, *counter, kind, ref, now); !x) return x;
+  if (auto x = tx.record_ota_sent(card.n, *counter, kind, ref, now); !x) return x.error();
+  if (sec->sig_key && sec->sig_since == 0) {  // the first packet with CF under this S
+    sec->sig_since = *counter;
+    if (auto x = tx.set_card_security(card.n, *sec); !x) return x.error();
+  }
   auto parts = split_packet(*packet, static_cast<std::uint8_t>(*counter));
   if (!parts) return parts.error();
   for (auto& p : *parts) {
@@ -126,7 +218,7 @@ Result<void> enqueue_packet(Tx& tx, const CardRecord& card, ByteView inner, Unix
     m.created_at = now;
     if (auto id = tx.enqueue_sms(m); !id) return id.error();
   }
-  return {};
+  return *counter;
 }
 
 Result<PorResult> open_por(Tx& tx, std::string_view from, ByteView packet) {
@@ -152,7 +244,7 @@ Result<PorResult> open_por(Tx& tx, std::string_view from, ByteView packet) {
     if (r2) r = std::move(r2);
   }
   if (!r) return make_error(r.error().code, "PoR from " + std::string(from) + ": " + r.error().message);
-  return PorResult{*n, r->counter, static_cast<std::uint8_t>(r->status)};
+  return PorResult{*n, r->counter, static_cast<std::uint8_t>(r->status), std::move(r->data)};
 }
 
 Result<CardRequest> open_card_request(Tx& tx, ByteView packet) {

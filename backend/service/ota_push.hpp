@@ -24,15 +24,37 @@ struct SmsPart {
 /// The E1 inner command for a list.
 Bytes encode_load_list(std::uint16_t list_id, bool activate_now, const std::vector<SecretBytes>& keys);
 
+/// The E3 inner command: set signature key S (protocol.md 6.1).
+Bytes encode_set_signature_key(const SecretBytes& s);
+
+/// The E4 inner command: the server public point and the CA's ECDSA signature over it.
+Bytes encode_server_key(ByteView server_point, ByteView ca_signature);
+
+/// The E5 inner command (protocol.md 6.1.2): the codes AES-128-CBC encrypted under a fresh
+/// session key, the session key wrapped for the card's public key (RSA-OAEP-SHA256, or an
+/// ephemeral P-256 point with ECDH + HKDF info "OTAC-E5" || N), CD by the server key over
+/// C1 C2 C4 CC C5. card_spki is the card's DER SubjectPublicKeyInfo.
+Result<Bytes> encode_load_list_asymmetric(std::uint16_t list_id, bool activate_now, const std::vector<SecretBytes>& keys,
+                                          ByteView card_spki, ByteView n, const SecretBytes& server_private_der);
+
+/// The most codes one E5 packet takes within kMaxParts SMS (with CF): about 107 for an RSA-2048
+/// card (CC is 256 bytes) and 119 for P-256; we keep a margin: 100 and 110.
+std::uint16_t max_e5_codes(ByteView card_spki);
+
+/// Checks that a DER SubjectPublicKeyInfo is a key E5 can wrap for: RSA-2048 or P-256.
+Result<void> check_card_public_key(ByteView spki);
+
 /// Splits a command packet into SMS parts: one part with UDH 70 00, or concatenated parts
 /// with 00 03 ref total seq (and 70 00 in the first). bad_length beyond kMaxParts.
 Result<std::vector<SmsPart>> split_packet(ByteView packet, std::uint8_t ref);
 
 /// Builds the packet for inner data to the card (SPI 16 39, KIc/KID from the card's
 /// algorithm and key version, TAR 4F5443, next counter) and queues its parts. Uses the
-/// card's current K.
+/// card's current K. When the card is known to hold a signature key S (Tx::card_security),
+/// CF = HMAC-SHA-256(S, inner) is appended as the last inner TLV.
 /// kind/ref are remembered (Tx::record_ota_sent) so that the PoR can be matched.
-Result<void> enqueue_packet(Tx& tx, const CardRecord& card, ByteView inner, UnixTime now, std::string_view kind,
+/// Returns the packet's counter.
+Result<std::uint64_t> enqueue_packet(Tx& tx, const CardRecord& card, ByteView inner, UnixTime now, std::string_view kind,
                             std::int64_t ref);
 
 /// A PoR after it verified.
@@ -40,6 +62,7 @@ struct PorResult {
   Bytes n;
   std::uint64_t counter = 0;
   std::uint8_t rsc = 0;
+  Bytes data;                  ///< additional response data: the inner status word
 };
 
 /// Opens a PoR (UDH IEI 71) from the card with that MSISDN under its K (or pending K').

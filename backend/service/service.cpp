@@ -104,6 +104,74 @@ Result<void> promote_pending_key(Tx& tx, CardRecord& card, UnixTime now) {
   return {};
 }
 
+// ---- server keys and the E3/E4/E5 commands ----
+//
+// Two P-256 key pairs live in the store, sealed under the KEK: "card-ca", the trust anchor
+// cards are personalized with (ACTIVATE DF51), which signs only the server's public point
+// (E4); and "server", which signs E5 lists. They are separate from the TLS CA of
+// backend/server/pki (one key, one purpose; the TLS CA key is a PEM file, not KEK-sealed).
+constexpr std::string_view kCaKeyName = "card-ca";
+constexpr std::string_view kServerKeyName = "server";
+const Bytes kSwOk = {0x90, 0x00};
+const Bytes kSwSecurity = {0x69, 0x82};
+
+Result<ServerKeyRecord> ensure_server_key(Tx& tx, std::string_view name, UnixTime now) {
+  auto k = tx.server_key(name);
+  if (k || k.error().code != Errc::not_found) return k;
+  auto pair = crypto::ec_p256_generate();
+  if (!pair) return pair.error();
+  auto priv = crypto::private_key_der(*pair);
+  if (!priv) return priv.error();
+  auto point = crypto::ec_public_point(*pair);
+  if (!point) return point.error();
+  ServerKeyRecord r{std::string(name), std::move(*priv), std::move(*point), now};
+  if (auto x = tx.insert_server_key(r); !x) return x.error();
+  auto a = tx.audit(now, "system", "create_server_key", "name=" + std::string(name) + " point=" + to_hex(r.public_point));
+  if (!a) return a.error();
+  return r;
+}
+
+// E4: the server point signed by the card CA, in a packet of its own.
+Result<std::uint64_t> queue_server_key(Tx& tx, const CardRecord& card, UnixTime now) {
+  auto ca = ensure_server_key(tx, kCaKeyName, now);
+  if (!ca) return ca.error();
+  auto server = ensure_server_key(tx, kServerKeyName, now);
+  if (!server) return server.error();
+  auto ca_priv = crypto::private_key_from_der(ca->private_der.view());
+  if (!ca_priv) return ca_priv.error();
+  auto sig = crypto::ecdsa_sign(*ca_priv, server->public_point);
+  if (!sig) return sig.error();
+  return enqueue_packet(tx, card, encode_server_key(server->public_point, *sig), now, "server_key", 0);
+}
+
+// The list command for the card: E1, or E5 for a card enrolled with a public key. An E5 needs
+// the server key on the card: until a PoR confirmed it, an E4 goes first (in its own packet,
+// with the lower counter; a repeated E4 is harmless, it installs the same point).
+Result<Bytes> list_command(Tx& tx, const CardRecord& card, std::uint16_t id, bool activate_now,
+                           const std::vector<SecretBytes>& keys, UnixTime now) {
+  if (card.public_key.empty()) return encode_load_list(id, activate_now, keys);
+  auto server = ensure_server_key(tx, kServerKeyName, now);
+  if (!server) return server.error();
+  auto sec = tx.card_security(card.n);
+  if (!sec) return sec.error();
+  if (!ct_equal(sec->server_point, server->public_point)) {
+    if (auto x = queue_server_key(tx, card, now); !x) return x.error();
+  }
+  return encode_load_list_asymmetric(id, activate_now, keys, card.public_key, card.n, server->private_der);
+}
+
+Bytes encode_replace_key(const SecretBytes& k, std::uint8_t version) {
+  Bytes body;
+  body.push_back(0xC6);
+  body.push_back(16);
+  append(body, k.view());
+  append(body, Bytes{0xC7, 0x01, version});
+  Bytes inner{0xE2, static_cast<std::uint8_t>(body.size())};
+  append(inner, body);
+  secure_zero(body.data(), body.size());
+  return inner;
+}
+
 // A new list for the card: stored (sealed), queued as OTA packets, flagged in flight.
 Result<std::uint16_t> allocate_list(Tx& tx, CardRecord& card, std::uint16_t size, std::string_view actor, UnixTime now,
                                     std::vector<SecretBytes>* keys_out) {
@@ -111,11 +179,16 @@ Result<std::uint16_t> allocate_list(Tx& tx, CardRecord& card, std::uint16_t size
   if (!last) return last.error();
   if (*last == 0xFFFF) return make_error(Errc::state, "card " + to_hex(card.n) + " has used all list ids; re-enroll it");
   const auto id = static_cast<std::uint16_t>(*last + 1);
+  if (!card.public_key.empty()) size = std::min(size, max_e5_codes(card.public_key));  // E5 must fit 16 SMS
   std::vector<SecretBytes> keys;
   for (std::uint16_t i = 0; i < size; ++i) keys.push_back(new_key(card.algorithm));
   if (auto x = tx.insert_list(card.n, id, keys, now); !x) return x.error();
-  if (!card.k.empty()) {  // asymmetric cards (E5) are not supported yet: stored, not sent
-    if (auto x = enqueue_packet(tx, card, encode_load_list(id, *last == 0, keys), now, "list", id); !x) return x.error();
+  if (!card.k.empty()) {  // a card enrolled before K was issued to asymmetric cards has no OTA keys
+    auto inner = list_command(tx, card, id, *last == 0, keys, now);
+    if (!inner) return inner.error();
+    auto q = enqueue_packet(tx, card, *inner, now, "list", id);
+    secure_zero(inner->data(), inner->size());
+    if (!q) return q.error();
     card.list_push_in_flight = true;
     if (auto x = tx.update_card(card); !x) return x.error();
   }
@@ -137,7 +210,93 @@ Result<void> resend_list(Tx& tx, const CardRecord& card, std::uint16_t id, UnixT
     }
     keys.push_back(std::move(o->key));
   }
-  return enqueue_packet(tx, card, encode_load_list(id, false, keys), now, "list", id);
+  auto inner = list_command(tx, card, id, false, keys, now);
+  if (!inner) return inner.error();
+  auto q = enqueue_packet(tx, card, *inner, now, "list", id);
+  secure_zero(inner->data(), inner->size());
+  if (!q) return q.error();
+  return {};
+}
+
+// The signature key S (E3) across lost SMS, per card (protocol.md 6.2). Packets are built
+// for the state the card is known to be in (CF under the confirmed S, or none), while
+// pending S' waits for proof:
+//   - an OK PoR of an E3{S'} packet                          -> S' confirmed
+//   - a later packet refused for its signature (6982, RSC 0A
+//     "CF missing" or 01 "CF wrong") where no ECDSA check
+//     can be the cause                                       -> S' confirmed; the refused
+//                                                               packet is sent again with CF
+//   - an OK PoR of a packet sent after every E3{S'} packet   -> those E3 can never apply
+//                                                               (counter "higher than"):
+//                                                               E3{S'} is sent again
+Result<void> track_keys(Tx& tx, const CardRecord& card, const PorResult& p, const std::string& kind, std::int64_t ref,
+                        UnixTime now) {
+  auto sec = tx.card_security(card.n);
+  if (!sec) return sec.error();
+  const bool ok = p.rsc == 0 && ct_equal(p.data, kSwOk);
+  auto server = ensure_server_key(tx, kServerKeyName, now);
+  if (!server) return server.error();
+  const bool server_confirmed = ct_equal(sec->server_point, server->public_point);
+  if (ok && (kind == "server_key" || (kind == "list" && !card.public_key.empty())) && !server_confirmed) {
+    sec->server_point = server->public_point;
+    if (auto x = tx.set_card_security(card.n, *sec); !x) return x;
+    auto a = tx.audit(now, "card", "server_key_confirmed", "card=" + to_hex(card.n));
+    if (!a) return a.error();
+  }
+  // E4 (a card personalized with another CA) and E5 before the server key is confirmed can
+  // also answer 6982; only other refusals prove a signature-key mismatch.
+  const bool ecdsa_possible = kind == "server_key" || (kind == "list" && !card.public_key.empty() && !server_confirmed);
+  const bool sig_refused = (p.rsc == 0x0A || p.rsc == 0x01) && ct_equal(p.data, kSwSecurity) && !ecdsa_possible;
+  // Sends the refused packet's content again under the current state (lists and E2 only:
+  // an E3 or E4 is sent again by its own rules or by the operator).
+  auto repair = [&]() -> Result<void> {
+    if (kind == "list") {
+      auto last = tx.last_list_id(card.n);
+      if (!last) return last.error();
+      if (ref == *last && card.list_push_in_flight) return resend_list(tx, card, *last, now);
+    } else if (kind == "rotate" && card.pending_k && card.pending_version == ref) {
+      Bytes inner = encode_replace_key(*card.pending_k, card.pending_version);
+      auto q = enqueue_packet(tx, card, inner, now, "rotate", card.pending_version);
+      secure_zero(inner.data(), inner.size());
+      if (!q) return q.error();
+    }
+    return {};
+  };
+  if (!sec->pending_sig_key) {
+    // A packet built before S was confirmed (without CF, or CF under the previous S) and
+    // refused by a card that now holds S: send it again with CF. Bounded: the repaired
+    // packet's counter is at or above sig_since, so its refusal does not repair again.
+    if (sig_refused && sec->sig_key && (sec->sig_since == 0 || p.counter < sec->sig_since)) return repair();
+    return {};
+  }
+  auto promote = [&](std::string_view how) -> Result<void> {
+    sec->sig_key = std::move(sec->pending_sig_key);
+    sec->pending_sig_key.reset();
+    sec->pending_sig_counter = sec->pending_sig_sent = sec->sig_since = 0;
+    if (auto x = tx.set_card_security(card.n, *sec); !x) return x;
+    auto a = tx.audit(now, "card", "signature_key_confirmed", "card=" + to_hex(card.n) + " by=" + std::string(how));
+    if (!a) return a.error();
+    return {};
+  };
+  if (kind == "sig_key" && ok && p.counter >= sec->pending_sig_counter) return promote("por");
+  if (sig_refused && p.counter > sec->pending_sig_counter) {
+    if (auto x = promote("refusal"); !x) return x;
+    return repair();  // the refused packet again, now with CF
+  }
+  if (ok && p.counter > sec->pending_sig_sent) {
+    Bytes inner = encode_set_signature_key(*sec->pending_sig_key);
+    auto q = enqueue_packet(tx, card, inner, now, "sig_key", 0);
+    secure_zero(inner.data(), inner.size());
+    if (!q) return q.error();
+    auto after = tx.card_security(card.n);  // enqueue_packet may have set sig_since
+    if (!after) return after.error();
+    sec->sig_since = after->sig_since;
+    sec->pending_sig_sent = *q;
+    if (auto x = tx.set_card_security(card.n, *sec); !x) return x;
+    auto a = tx.audit(now, "system", "signature_key_resent", "card=" + to_hex(card.n) + " counter=" + std::to_string(*q));
+    if (!a) return a.error();
+  }
+  return {};
 }
 
 }  // namespace
@@ -219,7 +378,11 @@ Result<Enrollment> Service::enroll_card(const EnrollRequest& req, std::string_vi
   Enrollment e;
   e.algorithm = req.algorithm;
   const bool asymmetric = !req.public_key.empty();
-  if (!asymmetric) e.k = new_key(req.algorithm);
+  if (asymmetric) {
+    if (auto ok = check_card_public_key(req.public_key); !ok) return ok.error();
+  }
+  // K is issued to asymmetric cards too: E5 travels in OTA packets under K (protocol.md 6.1.2).
+  e.k = new_key(req.algorithm);
   const UnixTime t = now();
   Result<void> r;
   for (int attempt = 0; attempt < 3; ++attempt) {  // N collisions are astronomically rare; bounded anyway
@@ -233,8 +396,11 @@ Result<Enrollment> Service::enroll_card(const EnrollRequest& req, std::string_vi
       c.threshold = req.threshold.value_or(config_.default_threshold);
       c.limit_minor = req.limit_minor;
       c.review_minor = req.review_minor;
-      if (!asymmetric) c.k = e.k.clone();
+      c.k = e.k.clone();
       c.public_key = req.public_key;
+      auto ca = ensure_server_key(tx, kCaKeyName, t);
+      if (!ca) return ca.error();
+      e.ca_point = ca->public_point;
       c.created_at = t;
       if (auto x = tx.insert_card(c); !x) return x;
       if (auto x = tx.set_doors(e.n, req.doors); !x) return x;
@@ -250,8 +416,9 @@ Result<Enrollment> Service::enroll_card(const EnrollRequest& req, std::string_vi
   std::string letter = "OTAC card initialization\n";
   letter += "Card identity N: " + to_hex(e.n) + "\n";
   letter += std::string("Algorithm: ") + (e.algorithm == Algorithm::des3 ? "3DES (two-key)" : "AES-128") + "\n";
-  if (!asymmetric) letter += "Card key K: " + to_hex(e.k.view()) + "\n";
+  letter += "Card key K: " + to_hex(e.k.view()) + "\n";
   letter += "Server SMS number: " + config_.server_msisdn + "\n";
+  letter += "Card CA key: " + to_hex(e.ca_point) + "\n";
   e.letter = std::move(letter);
   return e;
 }
@@ -287,22 +454,89 @@ Result<void> Service::rotate_key(ByteView n, std::string_view actor) {
     c->pending_k = new_key(c->algorithm);
     // Key versions are 4 bits in KIc/KID (TS 102 225); cycle through 1..15.
     c->pending_version = static_cast<std::uint8_t>(c->key_version % 15 + 1);
-    Bytes body;
-    body.push_back(0xC6);
-    body.push_back(16);
-    append(body, c->pending_k->view());
-    append(body, Bytes{0xC7, 0x01, c->pending_version});
-    Bytes inner{0xE2, static_cast<std::uint8_t>(body.size())};
-    append(inner, body);
-    secure_zero(body.data(), body.size());
+    Bytes inner = encode_replace_key(*c->pending_k, c->pending_version);
     auto q = enqueue_packet(tx, *c, inner, t, "rotate", c->pending_version);
     secure_zero(inner.data(), inner.size());
-    if (!q) return q;
+    if (!q) return q.error();
     if (auto x = tx.update_card(*c); !x) return x;
     auto a = tx.audit(t, actor, "rotate_key", "card=" + to_hex(n) + " new_version=" + std::to_string(c->pending_version));
     if (!a) return a.error();
     return {};
   });
+}
+
+Result<Bytes> Service::card_ca_public() {
+  Bytes point;
+  const UnixTime t = now();
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto ca = ensure_server_key(tx, kCaKeyName, t);
+    if (!ca) return ca.error();
+    point = ca->public_point;
+    return {};
+  });
+  if (!r) return r.error();
+  return point;
+}
+
+Result<void> Service::install_server_key(ByteView n, std::string_view actor) {
+  const UnixTime t = now();
+  return run([&](Tx& tx) -> Result<void> {
+    auto c = tx.card(n);
+    if (!c) return c.error();
+    if (c->k.empty()) return make_error(Errc::state, "card " + to_hex(n) + " has no OTA key K; re-enroll it");
+    auto q = queue_server_key(tx, *c, t);
+    if (!q) return q.error();
+    auto a = tx.audit(t, actor, "install_server_key", "card=" + to_hex(n) + " counter=" + std::to_string(*q));
+    if (!a) return a.error();
+    return {};
+  });
+}
+
+Result<void> Service::set_signature_key(ByteView n, std::string_view actor) {
+  const UnixTime t = now();
+  return run([&](Tx& tx) -> Result<void> {
+    auto c = tx.card(n);
+    if (!c) return c.error();
+    if (c->k.empty()) return make_error(Errc::state, "card " + to_hex(n) + " has no OTA key K; re-enroll it");
+    auto sec = tx.card_security(n);
+    if (!sec) return sec.error();
+    // While an E3 is unconfirmed the card may hold S' or not: send the same S' again rather
+    // than a third key, so that the card is always in one of two states we can tell apart.
+    const bool fresh = !sec->pending_sig_key;
+    if (fresh) sec->pending_sig_key = crypto::random_secret(16);
+    Bytes inner = encode_set_signature_key(*sec->pending_sig_key);
+    auto q = enqueue_packet(tx, *c, inner, t, "sig_key", 0);
+    secure_zero(inner.data(), inner.size());
+    if (!q) return q.error();
+    auto after = tx.card_security(n);  // enqueue_packet may have set sig_since
+    if (!after) return after.error();
+    sec->sig_since = after->sig_since;
+    if (fresh) sec->pending_sig_counter = *q;
+    sec->pending_sig_sent = *q;
+    if (auto x = tx.set_card_security(n, *sec); !x) return x;
+    auto a = tx.audit(t, actor, "set_signature_key", "card=" + to_hex(n) + (fresh ? " new" : " resent") + " counter=" + std::to_string(*q));
+    if (!a) return a.error();
+    return {};
+  });
+}
+
+Result<CardKeyStatus> Service::key_status(ByteView n) {
+  CardKeyStatus out;
+  const UnixTime t = now();
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto c = tx.card(n);
+    if (!c) return c.error();
+    auto sec = tx.card_security(n);
+    if (!sec) return sec.error();
+    auto server = ensure_server_key(tx, kServerKeyName, t);
+    if (!server) return server.error();
+    out.signature_key = sec->sig_key.has_value();
+    out.signature_key_pending = sec->pending_sig_key.has_value();
+    out.server_key = ct_equal(sec->server_point, server->public_point);
+    return {};
+  });
+  if (!r) return r.error();
+  return out;
 }
 
 Result<void> Service::block_card(ByteView n, std::string_view actor) {
@@ -374,7 +608,14 @@ Result<void> Service::handle_mo_sms(const MoSms& sms) {
       auto a = tx.audit(t, "card", "por", "card=" + to_hex(p->n) + " counter=" + std::to_string(p->counter) + " kind=" + kind +
                                               " rsc=" + std::to_string(p->rsc));
       if (!a) return a.error();
-      if (p->rsc != 0 || old_rsc == 0) return {};  // failed, or a duplicate PoR: nothing more to do
+      if (old_rsc == -1) {  // the first PoR for this packet: E3/E4 bookkeeping
+        if (auto x = track_keys(tx, *card, *p, kind, ref, t); !x) return x;
+        card = tx.card(p->n);
+        if (!card) return card.error();
+      }
+      // Failed (RSC, or RSC 00 with an inner status other than 9000, e.g. 6985 for an E5 the
+      // card cannot open), or a duplicate PoR: nothing more to do.
+      if (p->rsc != 0 || old_rsc == 0 || !ct_equal(p->data, kSwOk)) return {};
       if (kind == "rotate" && card->pending_k && card->pending_version == ref) return promote_pending_key(tx, *card, t);
       if (kind == "list") {
         auto last = tx.last_list_id(p->n);

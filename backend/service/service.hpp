@@ -44,15 +44,23 @@ struct EnrollRequest {
   std::int64_t review_minor = 0;      ///< hold above this amount, 0 = never
   std::optional<std::uint32_t> threshold;
   std::vector<DoorPermission> doors;
-  Bytes public_key;                   ///< DER SPKI for asymmetric enrollment (K unused then)
+  Bytes public_key;                   ///< DER SPKI (RSA-2048 or P-256): lists go as E5 (K still carries OTA)
 };
 
 /// The result of an enrollment: what goes into the initialization letter.
 struct Enrollment {
   Bytes n;
   Algorithm algorithm = Algorithm::des3;
-  SecretBytes k;                      ///< empty for asymmetric enrollment
-  std::string letter;                 ///< printable letter: N, K, server number
+  SecretBytes k;                      ///< OTA transport key (also for asymmetric cards)
+  Bytes ca_point;                     ///< the card CA's P-256 point, for ACTIVATE DF51 (E4)
+  std::string letter;                 ///< printable letter: N, K, server number, CA key
+};
+
+/// A card's E3/E4 state, for operators (no key material).
+struct CardKeyStatus {
+  bool signature_key = false;         ///< S is confirmed: every packet carries CF
+  bool signature_key_pending = false; ///< E3 sent, not yet proven
+  bool server_key = false;            ///< an E4 with the current server key was confirmed
 };
 
 /// An authorization request as the terminal sent it (protocol.md §5).
@@ -124,6 +132,16 @@ class Service {
   /// Starts a key rotation: a new K' is stored as pending and sent under K (E2). K stays
   /// current until the card proves K' (a card request whose CC verifies under K').
   Result<void> rotate_key(ByteView n, std::string_view actor);
+  /// The card CA's public point (65 bytes), created with the server key on first use. Cards
+  /// are personalized with it (ACTIVATE DF51) so that they accept E4.
+  Result<Bytes> card_ca_public();
+  /// Queues E4 for the card: the server's public point signed by the card CA.
+  Result<void> install_server_key(ByteView n, std::string_view actor);
+  /// Generates a signature key S and queues E3; packets carry CF once a PoR proves the card
+  /// holds S (protocol.md 6.2). While an E3 is unconfirmed, sends the same S again.
+  Result<void> set_signature_key(ByteView n, std::string_view actor);
+  /// The card's E3/E4 state.
+  Result<CardKeyStatus> key_status(ByteView n);
   /// Blocks a card; audit-logged.
   Result<void> block_card(ByteView n, std::string_view actor);
   /// Unblocks a card and resets its fail counter; audit-logged.

@@ -129,6 +129,15 @@ CREATE INDEX cards_msisdn ON cards(msisdn);
     R"sql(
 ALTER TABLE transactions ADD COLUMN cryptogram BLOB;
 )sql",
+    // 4: server signing keys (E4/E5) and per-card signature keys (E3), in tables of their own.
+    R"sql(
+CREATE TABLE server_keys(
+  name TEXT PRIMARY KEY, private_sealed BLOB NOT NULL, public_point BLOB NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE card_security(
+  n BLOB PRIMARY KEY REFERENCES cards(n), sig_sealed BLOB, pending_sig_sealed BLOB,
+  pending_sig_counter INTEGER NOT NULL DEFAULT 0, pending_sig_sent INTEGER NOT NULL DEFAULT 0, sig_since INTEGER NOT NULL DEFAULT 0,
+  server_point BLOB);
+)sql",
 };
 
 Bytes ad(std::string_view kind, ByteView n, std::int64_t list = -1, std::int64_t index = -1) {
@@ -186,6 +195,10 @@ class SqliteTx final : public Tx {
   Result<std::tuple<std::string, std::int64_t, int>> ota_sent(ByteView n, std::uint64_t counter) override;
   Result<void> set_ota_rsc(ByteView n, std::uint64_t counter, int rsc) override;
   Result<Bytes> card_by_msisdn(std::string_view msisdn) override;
+  Result<ServerKeyRecord> server_key(std::string_view name) override;
+  Result<void> insert_server_key(const ServerKeyRecord& key) override;
+  Result<CardSecurity> card_security(ByteView n) override;
+  Result<void> set_card_security(ByteView n, const CardSecurity& s) override;
   Result<std::int64_t> audit(UnixTime at, std::string_view actor, std::string_view action, std::string_view detail) override;
   Result<std::vector<AuditEntry>> audit_entries(std::int64_t after_seq, std::uint32_t limit) override;
   Result<std::int64_t> verify_audit_chain() override;
@@ -937,6 +950,69 @@ Result<Bytes> SqliteTx::card_by_msisdn(std::string_view msisdn) {
   if (!row) return row.error();
   if (!*row) return make_error(Errc::not_found, "no card with number " + std::string(msisdn));
   return r.col_b(0);
+}
+
+Result<ServerKeyRecord> SqliteTx::server_key(std::string_view name) {
+  auto r = q("SELECT private_sealed,public_point,created_at FROM server_keys WHERE name=?");
+  r.t(name);
+  auto row = r.step();
+  if (!row) return row.error();
+  if (!*row) return make_error(Errc::not_found, "no server key " + std::string(name));
+  ServerKeyRecord k;
+  k.name = std::string(name);
+  auto priv = kek_.open(r.col_b(0), ad("server-key", as_bytes(name)));
+  if (!priv) return make_error(priv.error().code, "server key " + std::string(name) + ": " + priv.error().message);
+  k.private_der = std::move(*priv);
+  k.public_point = r.col_b(1);
+  k.created_at = r.col_i(2);
+  return k;
+}
+
+Result<void> SqliteTx::insert_server_key(const ServerKeyRecord& k) {
+  auto r = q("INSERT INTO server_keys(name,private_sealed,public_point,created_at) VALUES(?,?,?,?)");
+  r.t(k.name).b(kek_.seal(k.private_der.view(), ad("server-key", as_bytes(k.name)))).b(k.public_point).i(k.created_at);
+  auto e = r.exec();
+  if (!e) return make_error(e.error().code, "cannot store server key " + k.name + ": " + e.error().message);
+  return {};
+}
+
+Result<CardSecurity> SqliteTx::card_security(ByteView n) {
+  auto r = q("SELECT sig_sealed,pending_sig_sealed,pending_sig_counter,pending_sig_sent,sig_since,server_point FROM card_security"
+             " WHERE n=?");
+  r.b(n);
+  auto row = r.step();
+  if (!row) return row.error();
+  CardSecurity s;
+  if (!*row) return s;
+  if (!r.col_null(0)) {
+    auto k = kek_.open(r.col_b(0), ad("card-s", n));
+    if (!k) return k.error();
+    s.sig_key = std::move(*k);
+  }
+  if (!r.col_null(1)) {
+    auto k = kek_.open(r.col_b(1), ad("card-ps", n));
+    if (!k) return k.error();
+    s.pending_sig_key = std::move(*k);
+  }
+  s.pending_sig_counter = static_cast<std::uint64_t>(r.col_i(2));
+  s.pending_sig_sent = static_cast<std::uint64_t>(r.col_i(3));
+  s.sig_since = static_cast<std::uint64_t>(r.col_i(4));
+  s.server_point = r.col_b(5);
+  return s;
+}
+
+Result<void> SqliteTx::set_card_security(ByteView n, const CardSecurity& s) {
+  auto r = q("INSERT OR REPLACE INTO card_security(n,sig_sealed,pending_sig_sealed,pending_sig_counter,pending_sig_sent,"
+             "sig_since,server_point) VALUES(?,?,?,?,?,?,?)");
+  r.b(n);
+  if (!s.sig_key) r.null(); else r.b(kek_.seal(s.sig_key->view(), ad("card-s", n)));
+  if (!s.pending_sig_key) r.null(); else r.b(kek_.seal(s.pending_sig_key->view(), ad("card-ps", n)));
+  r.i(static_cast<std::int64_t>(s.pending_sig_counter)).i(static_cast<std::int64_t>(s.pending_sig_sent))
+      .i(static_cast<std::int64_t>(s.sig_since));
+  if (s.server_point.empty()) r.null(); else r.b(s.server_point);
+  auto e = r.exec();
+  if (!e) return make_error(e.error().code, "cannot store the security state of card " + to_hex(n) + ": " + e.error().message);
+  return {};
 }
 
 Result<std::int64_t> SqliteTx::audit(UnixTime at, std::string_view actor, std::string_view action, std::string_view detail) {

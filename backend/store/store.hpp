@@ -138,6 +138,26 @@ struct AuditEntry {
   Bytes mac;                          ///< HMAC-SHA-256(audit key, prev mac || entry)
 };
 
+/// A key pair held by the backend (ECDSA P-256): "card-ca" (signs the server key for E4) or
+/// "server" (signs E5 lists). The private key is sealed under the KEK at rest.
+struct ServerKeyRecord {
+  std::string name;
+  SecretBytes private_der;            ///< PKCS#8 DER
+  Bytes public_point;                 ///< uncompressed P-256 point, 65 bytes
+  UnixTime created_at = 0;
+};
+
+/// A card's signature key S and server-key state (protocol.md 6.2, E3/E4). Kept apart from
+/// CardRecord so that these columns live in their own table.
+struct CardSecurity {
+  std::optional<SecretBytes> sig_key;          ///< S the card is known to hold: packets carry CF
+  std::optional<SecretBytes> pending_sig_key;  ///< S' sent in E3, not yet proven by a PoR
+  std::uint64_t pending_sig_counter = 0;       ///< counter of the first packet that carried E3{S'}
+  std::uint64_t pending_sig_sent = 0;          ///< counter of the latest packet that carried E3{S'}
+  std::uint64_t sig_since = 0;                 ///< counter of the first packet with CF under sig_key (0: none yet)
+  Bytes server_point;                          ///< server public point an OK PoR of E4 confirmed
+};
+
 /// Filter for listing transactions; unset fields match everything.
 struct TransactionFilter {
   std::optional<Bytes> card;
@@ -235,6 +255,16 @@ class Tx {
   virtual Result<void> set_ota_rsc(ByteView n, std::uint64_t counter, int rsc) = 0;
   /// The card with this MSISDN; not_found if none.
   virtual Result<Bytes> card_by_msisdn(std::string_view msisdn) = 0;
+
+  // server keys and per-card security state (E3/E4/E5)
+  /// The server key pair with this name; not_found if absent.
+  virtual Result<ServerKeyRecord> server_key(std::string_view name) = 0;
+  /// Stores a new server key pair; conflict if the name exists.
+  virtual Result<void> insert_server_key(const ServerKeyRecord& key) = 0;
+  /// The card's signature-key and server-key state (all empty when never set).
+  virtual Result<CardSecurity> card_security(ByteView n) = 0;
+  /// Replaces the card's signature-key and server-key state.
+  virtual Result<void> set_card_security(ByteView n, const CardSecurity& s) = 0;
 
   // audit log
   /// Appends an entry chained to the previous one; returns its sequence number.

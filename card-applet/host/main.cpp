@@ -44,7 +44,7 @@ USAGE
   otac-card init --state FILE [--force]
   otac-card activate --state FILE --pin PIN --puk PUK
             (--n HEX --k HEX --alg des3|aes --server-number NUMBER | --letter FILE)
-            [--threshold N] [--pin-limit MINOR_UNITS] [--pin-door ID]...
+            [--ca-key HEX] [--threshold N] [--pin-limit MINOR_UNITS] [--pin-door ID]...
   otac-card status --state FILE
   otac-card verify --state FILE --pin PIN
   otac-card code --state FILE --pin PIN
@@ -70,6 +70,9 @@ DESCRIPTION
   activate  First activation: sets the PIN on a blank card (or verifies it), then loads N, K,
             the algorithm and the server's SMS number (from the options or from the
             initialization letter printed by otac-admin enroll) and the PUK (4-8 digits).
+            --ca-key (or the letter's "Card CA key" line) is the backend's card CA, a P-256
+            point of 130 hex digits (04 || X || Y); the card then accepts the server's
+            signing key (E4) only when this CA signed it. --ca-key wins over the letter.
             The card queues its initialization message; the daemon sends it.
   status    Life cycle, N, active list, unused codes, counter, key version, refresh state.
   verify    Checks the PIN (tries left are shown on failure).
@@ -235,7 +238,7 @@ int cmd_init(const Args& a) {
 }
 
 struct Letter {
-  std::string n, k, alg, server;
+  std::string n, k, alg, server, ca;
 };
 
 Letter read_letter(const std::string& file) {
@@ -254,6 +257,7 @@ Letter read_letter(const std::string& file) {
     if (auto v = after(line, "Card identity N:")) l.n = *v;
     else if (auto k = after(line, "Card key K:")) l.k = *k;
     else if (auto s = after(line, "Server SMS number:")) l.server = *s;
+    else if (auto c = after(line, "Card CA key:")) l.ca = *c;
     else if (auto g = after(line, "Algorithm:")) l.alg = g->rfind("AES", 0) == 0 ? "aes" : "des3";
   }
   if (l.n.empty() || l.k.empty() || l.server.empty() || l.alg.empty())
@@ -262,12 +266,19 @@ Letter read_letter(const std::string& file) {
 }
 
 int cmd_activate(const Args& a) {
-  a.allow({"state", "pin", "puk", "n", "k", "alg", "server-number", "letter", "threshold", "pin-limit", "pin-door"});
+  a.allow({"state", "pin", "puk", "n", "k", "alg", "server-number", "letter", "ca-key", "threshold", "pin-limit", "pin-door"});
   Letter l;
   if (a.has("letter")) {
     l = read_letter(a.get("letter"));
   } else {
-    l = {a.get("n"), a.get("k"), a.get("alg"), a.get("server-number")};
+    l = {a.get("n"), a.get("k"), a.get("alg"), a.get("server-number"), {}};
+  }
+  if (a.has("ca-key")) l.ca = a.get("ca-key");
+  std::optional<Bytes> ca;
+  if (!l.ca.empty()) {
+    auto point = from_hex(l.ca);
+    if (point && point->size() == 65 && (*point)[0] == 0x04) ca = std::move(*point);
+    else throw UsageError{"the CA key must be an uncompressed P-256 point: 130 hex digits starting with 04"};
   }
   auto n = from_hex(l.n);
   auto k = from_hex(l.k);
@@ -298,6 +309,7 @@ int cmd_activate(const Args& a) {
   }
   if (a.has("pin-door"))
     for (const auto& door : a.opts.at("pin-door")) tlv::append(d, 0xDF4F, as_bytes(door));
+  if (ca) tlv::append(d, 0xDF51, *ca);
   Session s(a.get("state"));
   if (s.life() == 0) expect_ok(transmit(s.app, 0x00, 0x24, 0x01, 0x80, pin), "setting the PIN");
   else s.verify(a.get("pin"));

@@ -2,7 +2,8 @@
 file(GLOB OTAC_BACKEND_CORE_TESTS CONFIGURE_DEPENDS
   ${CMAKE_CURRENT_LIST_DIR}/test_store*.cpp ${CMAKE_CURRENT_LIST_DIR}/test_service*.cpp)
 add_executable(test_backend_core ${OTAC_BACKEND_CORE_TESTS})
-target_link_libraries(test_backend_core PRIVATE otac_test_main otac_backend_service otac_backend_store otac_warnings)
+# otac_applet: test_service_keys feeds the service's packets through the real applet core.
+target_link_libraries(test_backend_core PRIVATE otac_test_main otac_backend_service otac_backend_store otac_applet otac_warnings)
 catch_discover_tests(test_backend_core TEST_PREFIX "backend-core: ")
 # The store tests inspect the database file directly, as an attacker with a copy would.
 find_package(SQLite3 REQUIRED)

@@ -381,6 +381,29 @@ TEST_CASE("otac-admin drives every operator action; exit statuses 0/1/2", "[serv
   CHECK(json::parse(text).as_object().at("key_rotation_pending").as_bool());
   CHECK(text.find("\"k\"") == std::string::npos);
 
+  // Card CA, server key (E4) and signature key (E3): the CA point is the same in the enroll
+  // answer, the letter, `card-ca` and DATA_DIR/card-ca.pub.
+  const std::string ca_point = std::string(e.at("ca_point").as_string());
+  CHECK(ca_point.size() == 130);
+  CHECK(std::string(e.at("letter").as_string()).find("Card CA key: " + ca_point) != std::string::npos);
+  std::tie(rc, text) = admin({"card-ca"});
+  CHECK(rc == 0);
+  CHECK(text == ca_point + "\n");
+  CHECK(slurp(b.dir / "card-ca.pub") == ca_point + "\n");
+  for (const char* cmd : {"install-server-key", "set-signature-key"}) {
+    INFO(cmd);
+    std::tie(rc, text) = admin({cmd, n});
+    CHECK(rc == 0);
+  }
+  std::tie(rc, text) = admin({"--json", "card", n});
+  CHECK(rc == 0);
+  CHECK(json::parse(text).as_object().at("signature_key").as_string() == "pending");
+  CHECK_FALSE(json::parse(text).as_object().at("server_key_confirmed").as_bool());
+  std::tie(rc, text) = admin({"set-signature-key", "0000000000000000"});
+  CHECK(rc == 1);
+  std::tie(rc, text) = admin({"--json", "enroll", "--msisdn", "+4915550005", "--public-key", "3000"});
+  CHECK(rc == 1);  // not a key the card could have made
+
   std::tie(rc, text) = admin({"--json", "create-operator", "olga", "--role", "operator"});
   CHECK(rc == 0);
   std::tie(rc, text) = admin({"transactions", "--decision", "held"});

@@ -272,6 +272,7 @@ MoSms por_sms(const Bytes& n, Algorithm alg, const SecretBytes& k, std::uint8_t 
   r.tar = ota::otac_tar;
   r.counter = counter;
   r.status = rsc;
+  if (rsc == ota::Rsc::ok) r.data = hex("9000");  // the inner status word, as the applet sends it (6.1.1)
   auto p = ota::build_response(ota::PorSecurity{ota::Spi::decode(0x1639).value(), kid, kid}, r, keys.kic, keys.kid).value();
   return MoSms{"+4915550001", "+15550100", hex("7100"), std::move(p)};
 }

@@ -139,18 +139,19 @@ TEST_CASE("audit log: chained, verifiable, and tampering is detected") {
   Env env;
   EnrollRequest er;
   er.msisdn = "1";
-  auto e = env.svc->enroll_card(er, "admin");
+  auto e = env.svc->enroll_card(er, "admin");  // the first enrollment also creates the card CA key
   REQUIRE(e);
   REQUIRE(env.svc->block_card(e->n, "alice"));
-  REQUIRE(env.svc->unblock_card(e->n, "bob"));
   auto n = env.svc->verify_audit();
   REQUIRE(n);
   CHECK(*n == 3);
   auto log = env.svc->audit_log(0, 10);
   REQUIRE(log);
   REQUIRE(log->size() == 3);
-  CHECK((*log)[1].actor == "alice");
-  CHECK((*log)[1].action == "block");
+  CHECK((*log)[0].action == "create_server_key");
+  CHECK((*log)[1].action == "enroll");
+  CHECK((*log)[2].actor == "alice");
+  CHECK((*log)[2].action == "block");
 
   SECTION("edited entry") {
     raw_sql(env.db, "UPDATE audit_log SET actor='mallory' WHERE seq=2");
@@ -172,7 +173,7 @@ TEST_CASE("reopening migrates nothing twice and refuses a newer schema") {
   Env env;
   { auto s = env.store(); }
   { auto s = env.store(); }
-  CHECK(raw_query_text(env.db, "PRAGMA user_version") == "3");
+  CHECK(raw_query_text(env.db, "PRAGMA user_version") == "4");
   CHECK(raw_query_text(env.db, "PRAGMA journal_mode") == "wal");
   raw_sql(env.db, "PRAGMA user_version=99");
   auto s = open_sqlite_store(env.db, env.kek);
@@ -338,4 +339,62 @@ TEST_CASE("SIGKILL under authorization load: every approval the terminal saw is 
   f.limit = 1000;
   CHECK(env.svc->list_transactions(f)->size() == 100);
   CHECK(env.svc->verify_audit());
+}
+
+TEST_CASE("signature keys and server keys are sealed at rest and bound to their row") {
+  Env env;
+  EnrollRequest er;
+  er.msisdn = "1";
+  auto a = env.svc->enroll_card(er, "admin").value();
+  er.msisdn = "2";
+  auto b = env.svc->enroll_card(er, "admin").value();
+  const SecretBytes s(hex("5a5b5c5d5e5f60616263646566676869"));
+  const SecretBytes s2(hex("a0a1a2a3a4a5a6a7a8a9aaabacadaeaf"));
+  Bytes ca_der;
+  {
+    auto store = env.store();
+    REQUIRE(store->run([&](Tx& tx) -> Result<void> {
+      CardSecurity none = tx.card_security(a.n).value();  // no row yet: all empty
+      CHECK(!none.sig_key);
+      CHECK(!none.pending_sig_key);
+      CHECK(none.server_point.empty());
+      CardSecurity sec;
+      sec.sig_key = s.clone();
+      sec.pending_sig_key = s2.clone();
+      sec.pending_sig_counter = 7;
+      sec.pending_sig_sent = 9;
+      sec.sig_since = 11;
+      sec.server_point = hex("04aa");
+      if (auto x = tx.set_card_security(a.n, sec); !x) return x;
+      auto back = tx.card_security(a.n).value();
+      CHECK(ct_equal(back.sig_key->view(), s.view()));
+      CHECK(ct_equal(back.pending_sig_key->view(), s2.view()));
+      CHECK(back.pending_sig_counter == 7);
+      CHECK(back.pending_sig_sent == 9);
+      CHECK(back.sig_since == 11);
+      CHECK(back.server_point == hex("04aa"));
+      auto ca = tx.server_key("card-ca").value();
+      ca_der.assign(ca.private_der.view().begin(), ca.private_der.view().end());
+      CHECK(tx.server_key("nope").error().code == Errc::not_found);
+      CHECK(tx.insert_server_key(ServerKeyRecord{"card-ca", s.clone(), hex("04"), 1}).error().code == Errc::conflict);
+      return {};
+    }));
+  }
+  raw_sql(env.db, "PRAGMA wal_checkpoint(TRUNCATE)");
+  Bytes all = read_file(env.db);
+  append(all, read_file(env.db.string() + "-wal"));
+  CHECK_FALSE(contains(all, s.view()));
+  CHECK_FALSE(contains(all, s2.view()));
+  // The private scalar: the OCTET STRING 04 20 <d> inside the PKCS#8 ECPrivateKey.
+  const Bytes tag = hex("0420");
+  auto at = std::search(ca_der.begin(), ca_der.end(), tag.begin(), tag.end());
+  REQUIRE(ca_der.end() - at >= 34);
+  const Bytes scalar(at + 2, at + 34);
+  CHECK_FALSE(contains(all, scalar));
+  // Card a's sealed S moved to card b does not open there.
+  raw_sql(env.db, ("INSERT INTO card_security(n,sig_sealed,pending_sig_counter,pending_sig_sent) SELECT x'" + to_hex(b.n) +
+                   "',sig_sealed,0,0 FROM card_security WHERE n=x'" + to_hex(a.n) + "'").c_str());
+  auto store = env.store();
+  auto r = store->run([&](Tx& tx) -> Result<void> { return tx.card_security(b.n).error(); });
+  CHECK(r.error().code == Errc::bad_mac);
 }

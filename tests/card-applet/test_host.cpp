@@ -196,6 +196,65 @@ TEST_CASE("otac-card command line: exit statuses, mode 0600, activation from a l
   CHECK(run_cli("run --state " + st + " --smsc 127.0.0.1:1").status == 2);  // --msisdn missing
 }
 
+TEST_CASE("otac-card activate: the card CA key from --ca-key or the letter decides which E4 the card accepts") {
+  // Two CAs; the card is personalized with `ca` and must refuse a server key signed by `other`.
+  auto ca = crypto::ec_p256_generate().value();
+  auto other = crypto::ec_p256_generate().value();
+  auto server = crypto::ec_p256_generate().value();
+  const Bytes ca_point = crypto::ec_public_point(ca).value();
+  const Bytes server_point = crypto::ec_public_point(server).value();
+  auto e4 = [&](const crypto::PKey& signer) {
+    Bytes body;
+    put(body, hex("CA"), server_point);
+    put(body, hex("CB"), crypto::ecdsa_sign(signer, server_point).value());
+    return tlv::encode(0xE4, body);
+  };
+  // The inner status word of a packet delivered to the card in the state file.
+  auto deliver_to_file = [](const std::string& st, const Bytes& inner, std::uint64_t counter) {
+    FileStorage fs(st);
+    Applet app(fs);
+    const Bytes packet = ota_packet(inner, counter);
+    REQUIRE(packet.size() > 132);  // two parts: 00 03 ref 02 seq (70 00 in the first)
+    REQUIRE(packet.size() <= 132 + 134);
+    Bytes udh1 = hex("0003010201 7000");
+    auto first = apdu::parse_response(app.process(envelope(udh1, Bytes(packet.begin(), packet.begin() + 132))));
+    REQUIRE(first.ok());
+    REQUIRE(first->sw == 0x9000);
+    auto r = apdu::parse_response(app.process(envelope(hex("0003010202"), Bytes(packet.begin() + 132, packet.end()))));
+    REQUIRE(r.ok());
+    REQUIRE(r->sw == 0x9000);
+    return open_por(r->data).data;
+  };
+  const std::string letter = "OTAC card initialization\nCard identity N: 1122334455667788\nAlgorithm: 3DES (two-key)\n"
+                             "Card key K: 0123456789abcdeffedcba9876543210\nServer SMS number: +15550100\n";
+  TempDir dir;
+  const auto letter_file = (dir.path / "letter.txt").string();
+  SECTION("from the letter") {
+    { std::ofstream l(letter_file); l << letter << "Card CA key: " << to_hex(ca_point) << "\n"; }
+    const std::string st = (dir.path / "card").string();
+    REQUIRE(run_cli("init --state " + st).status == 0);
+    REQUIRE(run_cli("activate --state " + st + " --pin 1234 --puk 87654321 --letter " + letter_file).status == 0);
+    CHECK(deliver_to_file(st, e4(other), 1) == hex("6982"));
+    CHECK(deliver_to_file(st, e4(ca), 2) == hex("9000"));
+  }
+  SECTION("--ca-key, which wins over the letter") {
+    { std::ofstream l(letter_file); l << letter << "Card CA key: " << to_hex(crypto::ec_public_point(other).value()) << "\n"; }
+    const std::string st = (dir.path / "card").string();
+    REQUIRE(run_cli("init --state " + st).status == 0);
+    CHECK(run_cli("activate --state " + st + " --pin 1234 --puk 87654321 --letter " + letter_file + " --ca-key 0411").status == 2);
+    REQUIRE(run_cli("activate --state " + st + " --pin 1234 --puk 87654321 --letter " + letter_file + " --ca-key " + to_hex(ca_point)).status == 0);
+    CHECK(deliver_to_file(st, e4(other), 1) == hex("6982"));
+    CHECK(deliver_to_file(st, e4(ca), 2) == hex("9000"));
+  }
+  SECTION("without a CA key the card refuses every E4") {
+    { std::ofstream l(letter_file); l << letter; }
+    const std::string st = (dir.path / "card").string();
+    REQUIRE(run_cli("init --state " + st).status == 0);
+    REQUIRE(run_cli("activate --state " + st + " --pin 1234 --puk 87654321 --letter " + letter_file).status == 0);
+    CHECK(deliver_to_file(st, e4(ca), 1) == hex("6985"));
+  }
+}
+
 TEST_CASE("daemon as vicc: ATR, APDUs, reset, and reconnection after the reader drops") {
   TempDir dir;
   Card c;
