@@ -338,6 +338,10 @@ def main():
             wd.click('.tabs button[data-view="%s"]' % view)
             wait_for(lambda: wd.visible("#view-" + view), "the %s view" % view)
 
+        def flash_text():
+            # textContent, not the rendered text: the message hides itself after a few seconds.
+            return wd.js("return document.getElementById('flash').textContent")
+
         def session_cookie():
             for c in wd.cookies():
                 if c["name"] == "__Host-otac-console":
@@ -368,7 +372,7 @@ def main():
         wd.screenshot(os.path.join(args.out, "01-sign-in.png"))
         wd.type("#token", "not-a-token")
         wd.click("#signin-btn")
-        wait_for(lambda: "Sign-in failed" in wd.text("#flash"), "the sign-in error")
+        wait_for(lambda: "Sign-in failed" in flash_text(), "the sign-in error")
         check(not wd.visible("#app"), "a wrong token does not sign in")
 
         # ---- operator signs in; the cookie is HttpOnly, Secure, SameSite=Strict ----
@@ -401,7 +405,7 @@ def main():
         check(rc == 0 and res["decision"] == "approved" and res.get("held") is True and res.get("auth_code")
               and res.get("txn_id") == held1 and res.get("card") == card and res.get("card_confirmed") is True,
               "the waiting terminal reports the operator's approval: %s" % json.dumps(res))
-        wait_for(lambda: "approved" in wd.text("#flash"), "the console to confirm the approval")
+        wait_for(lambda: ("Transaction %s: approved" % held1) in flash_text(), "the console to confirm the approval")
         wait_for(lambda: not wd.find_all(row), "the approved purchase to leave the queue")
 
         # ---- enroll a card; the letter is shown once ----
@@ -430,7 +434,7 @@ def main():
         # "Send a new list" queues an SMS to the new card's number (no phone answers it: the
         # system's phone ignores messages for other numbers).
         wd.click("#card-refresh")
-        wait_for(lambda: "New list: done" in wd.text("#flash"), "the new list")
+        wait_for(lambda: "New list: done" in flash_text(), "the new list")
 
         # ---- block the system's card in the console; its next tap is declined ----
         lookup_card(card)
@@ -555,7 +559,7 @@ def main():
         check(rc == 0 and res["decision"] == "approved",
               "a terminal with the certificate issued in the console is approved: %s" % json.dumps(res))
         wd.click('button.revoke[data-terminal="TERM0002"]')
-        wait_for(lambda: "revoked" in wd.text("#flash"), "the revocation")
+        wait_for(lambda: "certificate revoked" in flash_text(), "the revocation")
         rc, res = tap("term2-revoked", "pos", "--amount", "4.00", conf=conf2)
         check(rc == 1 and res["decision"] == "declined" and "revoked" in res.get("detail", "")
               and res.get("backend_attempts", 0) <= 1,
