@@ -61,7 +61,7 @@ python3 "$here/browser_test.py" \
   --admin-token-file "$BACKEND_DIR/admin.token" \
   --operator-token-file "$OTAC_RUN/operator.token" --viewer-token-file "$OTAC_RUN/viewer.token" \
   --terminal "$BIN_TERM" --terminal-config "$conf" --card "$CARD_N" \
-  --out "$out/screenshots" --logs "$OTAC_RUN" || rc=$?
+  --kannel-dir "$OTAC_RUN/kannel" --out "$out/screenshots" --logs "$OTAC_RUN" || rc=$?
 if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ]; then
   echo "---- backend log (tail) ----" >&2
   tail -30 "$OTAC_RUN/backend.log" >&2 || true
