@@ -29,7 +29,7 @@ out=$(cd "$out" && pwd)
 OTAC_RUN=$out/run
 rm -rf "$OTAC_RUN" "$out/screenshots"
 export OTAC_BUILD OTAC_RUN
-# shellcheck source=../e2e/lib.sh
+# shellcheck source-path=SCRIPTDIR source=../e2e/lib.sh
 source "$here/../e2e/lib.sh"
 
 fail() { echo "FAIL (console browser e2e): $*" >&2; echo "logs: $OTAC_RUN" >&2; exit 1; }
@@ -44,7 +44,7 @@ new_operator() {
   local answer
   answer=$(admin --json create-operator "$1" --role "$2") || fail "otac-admin create-operator $1 --role $2"
   (umask 077; json_field token <<<"$answer" >"$3")
-  [ -s "$3" ] && [ "$(wc -c <"$3")" -gt 16 ] || fail "no token in the answer to create-operator $1"
+  if [ ! -s "$3" ] || [ "$(wc -c <"$3")" -le 16 ]; then fail "no token in the answer to create-operator $1"; fi
 }
 new_operator olga operator "$OTAC_RUN/operator.token"
 new_operator vera viewer "$OTAC_RUN/viewer.token"
