@@ -49,6 +49,7 @@ USAGE
   otac-card verify --state FILE --pin PIN
   otac-card code --state FILE --pin PIN
   otac-card refresh --state FILE --pin PIN
+  otac-card keygen --state FILE --pin PIN --alg rsa|p256
   otac-card change-pin --state FILE --pin OLD --new-pin NEW
   otac-card unblock --state FILE --puk PUK --new-pin NEW
 
@@ -78,6 +79,13 @@ DESCRIPTION
   verify    Checks the PIN (tries left are shown on failure).
   code      Display mode: burns the next code and prints its 8-digit form for typing.
   refresh   Asks the server for a new list (queued; the daemon sends it).
+  keygen    Asymmetric mode: the card generates its own key pair (GENERATE KEY PAIR, RSA-2048
+            or P-256; the private key never leaves the card) and prints the public key as a
+            DER SubjectPublicKeyInfo in hex on stdout, for `otac-admin enroll --public-key`.
+            Run it before activate: it sets the PIN on a blank card (or verifies it); a
+            second keygen replaces the pair, and the backend must then enroll the new key.
+            The backend then sends this card its lists encrypted to this key and signed by
+            the server key (E5); activate still needs the letter's K, which protects the SMS.
   change-pin, unblock
             Change the PIN; set a new PIN with the PUK after the PIN blocked.
 
@@ -390,6 +398,24 @@ int cmd_refresh(const Args& a) {
   return 0;
 }
 
+int cmd_keygen(const Args& a) {
+  a.allow({"state", "pin", "alg"});
+  const std::string alg = a.get("alg");
+  if (alg != "rsa" && alg != "p256") throw UsageError{"--alg must be rsa (RSA-2048) or p256 (ECDSA/ECDH P-256)"};
+  const Bytes pin = pin_block(a.get("pin"), "--pin");
+  Session s(a.get("state"));
+  if (s.life() == 0) expect_ok(transmit(s.app, 0x00, 0x24, 0x01, 0x80, pin), "setting the PIN");
+  else s.verify(a.get("pin"));
+  auto r = transmit(s.app, 0x80, 0x46, alg == "rsa" ? 0x01 : 0x02, 0x00, {}, true);
+  expect_ok(r, "GENERATE KEY PAIR");
+  auto nodes = tlv::parse(r.data);
+  const tlv::Node* pub = nodes ? tlv::find(*nodes, 0xDF50) : nullptr;
+  if (!pub || pub->value.empty()) throw Failure{"card answer to GENERATE KEY PAIR unreadable"};
+  std::printf("%s\n", to_hex(pub->value).c_str());
+  log("generated a " + std::string(alg == "rsa" ? "RSA-2048" : "P-256") + " key pair; public key printed for enrollment");
+  return 0;
+}
+
 int cmd_change_pin(const Args& a) {
   a.allow({"state", "pin", "new-pin"});
   Bytes d = pin_block(a.get("pin"), "--pin");
@@ -678,6 +704,7 @@ int main(int argc, char** argv) {
     if (a.command == "verify") return cmd_verify(a);
     if (a.command == "code") return cmd_code(a);
     if (a.command == "refresh") return cmd_refresh(a);
+    if (a.command == "keygen") return cmd_keygen(a);
     if (a.command == "change-pin") return cmd_change_pin(a);
     if (a.command == "unblock") return cmd_unblock(a);
     throw UsageError{"unknown command '" + a.command + "'"};

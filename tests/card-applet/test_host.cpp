@@ -255,6 +255,37 @@ TEST_CASE("otac-card activate: the card CA key from --ca-key or the letter decid
   }
 }
 
+TEST_CASE("otac-card keygen: the card's own key pair, its public key printed for enrollment") {
+  TempDir dir;
+  const std::string st = (dir.path / "card").string();
+  REQUIRE(run_cli("init --state " + st).status == 0);
+  CHECK(run_cli("keygen --state " + st + " --pin 1234 --alg dsa").status == 2);
+  CHECK(run_cli("keygen --state " + st + " --pin 12 --alg p256").status == 2);
+  CHECK(run_cli("keygen --state " + st + " --alg p256").status == 2);  // --pin missing
+  // On a blank card keygen sets the PIN; stdout is the SubjectPublicKeyInfo alone.
+  const std::string cmd = std::string(OTAC_CARD_BIN) + " keygen --state " + st + " --pin 1234 --alg p256 2>/dev/null";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  char line[4096] = {};
+  const bool got = std::fgets(line, sizeof line, p) != nullptr;
+  REQUIRE(WEXITSTATUS(::pclose(p)) == 0);
+  REQUIRE(got);
+  std::string hexline(line);
+  while (!hexline.empty() && hexline.back() == '\n') hexline.pop_back();
+  auto der = from_hex(hexline);
+  REQUIRE(der.ok());
+  auto pub = crypto::public_key_from_der(*der);
+  REQUIRE(pub.ok());
+  CHECK(crypto::ec_public_point(*pub).ok());  // a P-256 key
+  // The PIN is now set: a wrong one is refused, and the card is not yet activated.
+  CHECK(run_cli("keygen --state " + st + " --pin 9999 --alg rsa").status == 1);
+  auto status = run_cli("status --state " + st + " --json");
+  CHECK(status.out.find("\"life\":1") != std::string::npos);
+  auto rsa = run_cli("keygen --state " + st + " --pin 1234 --alg rsa");
+  CHECK(rsa.status == 0);
+  CHECK(rsa.out.find("RSA-2048 key pair") != std::string::npos);
+}
+
 TEST_CASE("daemon as vicc: ATR, APDUs, reset, and reconnection after the reader drops") {
   TempDir dir;
   Card c;
