@@ -62,6 +62,19 @@ deps() {
   log "packages installed"
 }
 
+# chromedriver reaches Chromium's DevTools at "localhost", and the daemons' examples use the
+# name too. Installed Debian systems list it in /etc/hosts; minimal images and chroots may have
+# no /etc/hosts at all, and then the browser tests fail with "unable to connect to renderer".
+localhost_resolves() {
+  getent hosts localhost >/dev/null && return 0
+  if [ "$(id -u)" != 0 ]; then
+    log "warning: the name localhost does not resolve; add '127.0.0.1 localhost' to /etc/hosts"
+    return 0
+  fi
+  log "the name localhost does not resolve: adding it to /etc/hosts"
+  printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >>/etc/hosts
+}
+
 configure_and_build() {
   if [ ! -f "$build/CMakeCache.txt" ]; then
     cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOTAC_TESTS=ON >/dev/null
@@ -71,11 +84,11 @@ configure_and_build() {
 }
 
 case "${1:-}" in
-  deps) deps ;;
-  build) deps; configure_and_build ;;
-  demo) deps; configure_and_build; exec "$root/tests/e2e/demo.sh" "$build" ;;
+  deps) deps; localhost_resolves ;;
+  build) deps; localhost_resolves; configure_and_build ;;
+  demo) deps; localhost_resolves; configure_and_build; exec "$root/tests/e2e/demo.sh" "$build" ;;
   test)
-    deps; configure_and_build
+    deps; localhost_resolves; configure_and_build
     log "running the test suite"
     cd "$build" && ctest --output-on-failure -j "${OTAC_TEST_JOBS:-2}" --timeout 600
     ;;

@@ -319,7 +319,12 @@ def main():
         def tap(name, *targs, conf=None):
             return terminal(name, *targs, conf=conf).finish(timeout=60)
 
-        # Chromium through chromedriver.
+        # Chromium through chromedriver, which reaches Chromium's DevTools by the name localhost.
+        try:
+            socket.getaddrinfo("localhost", None)
+        except socket.gaierror:
+            raise Failure("the name localhost does not resolve, and chromedriver needs it: add "
+                          "'127.0.0.1 localhost' to /etc/hosts (bash setup.sh deps does this as root)")
         dport = free_port()
         driver_proc = subprocess.Popen([CHROMEDRIVER, "--port=%d" % dport, "--allowed-ips=127.0.0.1"],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
