@@ -54,7 +54,9 @@ say "card: $(card_codes) unused codes; terminal $TERMINAL_ID registered, reader 
 step "A purchase of 12.50 EUR is approved"
 tap buy1 pos --amount 12.50 --save-request "$OTAC_RUN/buy1.request.json"
 expect approved
-say "$(sed -n 2p "$OTAC_RUN/buy1.out" | python3 -c 'import json,sys; r=json.loads(sys.stdin.readline()); print(f"{r[\"apdu_exchanges\"]} APDU exchanges, {r[\"latency_ms\"]:.1f} ms from card detected to decision, ARPC checked by the card: {r[\"card_confirmed\"]}")')"
+summary=$(sed -n 2p "$OTAC_RUN/buy1.out" | python3 -c 'import json,sys; r=json.loads(sys.stdin.readline()); print("%d APDU exchanges, %.1f ms from card detected to decision, ARPC checked by the card: %s" % (r["apdu_exchanges"], r["latency_ms"], r["card_confirmed"]))') \
+  || fail "the terminal's JSON line is unreadable"
+say "$summary"
 
 step "The same card answer replayed under a new transaction id is declined"
 sed 's/"txn_id":"[^"]*"/"txn_id":"replay-of-buy1"/' "$OTAC_RUN/buy1.request.json" >"$OTAC_RUN/replay.json"
