@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # fuzz/run.sh [SECONDS] [TARGET...] — build every libFuzzer target with clang + ASan/UBSan
-# and run each for SECONDS (default 30). Corpora persist in fuzz-corpus/<target>/ (git-ignored);
+# and run each for SECONDS (default 30). Corpora persist in fuzz-corpus/<target>/ (git-ignored),
+# seeded from <layer>/fuzz_corpus/<target without fuzz_>/ where the repository has seeds;
 # a crash leaves its input in fuzz-corpus/crashes/ and makes the script exit non-zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,9 +18,15 @@ mkdir -p fuzz-corpus/crashes
 status=0
 for t in "${targets[@]}"; do
   mkdir -p "fuzz-corpus/$t"
+  # Committed seeds (read-only, after the working corpus): <layer>/fuzz_corpus/<target without fuzz_>.
+  seeds=()
+  for d in */fuzz_corpus/"${t#fuzz_}"; do [ -d "$d" ] && seeds+=("$d"); done
+  # A card state blob is about 8 KB (two lists of 200 codes); every other input fits in 4 KB.
+  max_len=4096
+  [ "$t" = fuzz_card_state ] && max_len=9000
   printf 'fuzz: %-28s %ss ... ' "$t" "$secs"
-  if "$build/fuzz/$t" -max_total_time="$secs" -max_len=4096 -timeout=10 -print_final_stats=1 -rss_limit_mb=2048 \
-       -artifact_prefix="fuzz-corpus/crashes/$t-" "fuzz-corpus/$t" >"fuzz-corpus/$t.log" 2>&1; then
+  if "$build/fuzz/$t" -max_total_time="$secs" -max_len="$max_len" -timeout=10 -print_final_stats=1 -rss_limit_mb=2048 \
+       -artifact_prefix="fuzz-corpus/crashes/$t-" "fuzz-corpus/$t" "${seeds[@]}" >"fuzz-corpus/$t.log" 2>&1; then
     echo "ok ($(grep -Eo 'stat::number_of_executed_units: [0-9]+' "fuzz-corpus/$t.log" | awk '{print $2}' || true) runs)"
   else
     echo "FAILED — see fuzz-corpus/$t.log"; status=1
