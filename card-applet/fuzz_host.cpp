@@ -11,6 +11,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const otac::ByteView in(data, size);
   const std::string_view text(reinterpret_cast<const char*>(data), size);
   if (auto m = otac::card_host::parse_mt_line(text); m) (void)otac::card_host::format_mo_line(*m);
+  (void)otac::card_host::parse_endpoint(text);
   otac::card_host::ViccFramer f;
   f.feed(in);
   for (int i = 0; i < 64 && f.next(); ++i) {}
