@@ -92,6 +92,7 @@ case "${1:-}" in
     log "running the test suite"
     cd "$build" && ctest --output-on-failure -j "${OTAC_TEST_JOBS:-2}" --timeout 600
     ;;
-  -h|--help|help) sed -n '2,11p' "$0" ;;
-  *) sed -n '2,11p' "$0" >&2; exit 2 ;;
+  -h|--help|help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
+  "") sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) printf 'setup.sh: unknown command %s (one of: demo, test, deps, build)\n' "'$1'" >&2; exit 2 ;;
 esac
