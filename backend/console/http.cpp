@@ -3,6 +3,8 @@
 
 #include <cctype>
 
+#include "otac/common/bytes.hpp"
+
 namespace otac::backend::console {
 
 namespace {
@@ -20,33 +22,6 @@ std::string_view trim(std::string_view s) noexcept {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
   return s;
-}
-
-int hex_digit(char c) noexcept {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-std::optional<std::string> percent_decode(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '+') {
-      out.push_back(' ');
-    } else if (s[i] == '%') {
-      if (s.size() - i < 3) return std::nullopt;  // '%' needs two hex digits after it
-      const int hi = hex_digit(s[i + 1]);
-      const int lo = hex_digit(s[i + 2]);
-      if (hi < 0 || lo < 0) return std::nullopt;
-      out.push_back(static_cast<char>(hi * 16 + lo));
-      i += 2;
-    } else {
-      out.push_back(s[i]);
-    }
-  }
-  return out;
 }
 
 }  // namespace
@@ -88,7 +63,9 @@ std::optional<std::string> query_param(std::string_view query, std::string_view 
     const std::string_view key = pair.substr(0, eq);
     if (key != name) continue;
     if (eq == std::string_view::npos) return std::string{};
-    return percent_decode(pair.substr(eq + 1));
+    auto value = percent_decode(pair.substr(eq + 1));
+    if (!value) return std::nullopt;  // a malformed value counts as absent
+    return std::move(*value);
   }
   return std::nullopt;
 }

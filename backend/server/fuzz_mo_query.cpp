@@ -18,7 +18,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   // Round trip: encoding then decoding gives the value back.
   for (const auto& [k, v] : q) {
-    auto back = otac::backend::http::percent_decode(otac::backend::http::percent_encode(v), true);
+    auto back = otac::percent_decode(otac::percent_encode(v), true);
     if (!back || *back != v) __builtin_trap();
   }
   return 0;

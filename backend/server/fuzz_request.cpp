@@ -19,7 +19,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::string path;
   std::map<std::string, std::string> query;
   (void)otac::backend::http::split_target(target, path, query);
-  (void)otac::backend::http::percent_decode(target, true);
+  (void)otac::percent_decode(target, true);
 
   auto o = otac::backend::http::parse_object(body, {"txn_id", "card", "list", "index", "atc", "challenge", "cryptogram", "doors"});
   if (o) {

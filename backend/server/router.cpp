@@ -18,13 +18,6 @@ std::vector<std::string> split_path(std::string_view path) {
   return out;
 }
 
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 }  // namespace
 
 void Router::add(Verb method, std::string pattern, Handler h, RouteOptions opt) {
@@ -121,44 +114,6 @@ Response service_error(const Request& req, const Error& e) {
   // Internal errors keep their detail in the log only (see the server's log line).
   if (s == Status::internal_server_error) return error_response(req, s, errc_name(e.code), "internal error; see the server log");
   return error_response(req, s, errc_name(e.code), e.message);
-}
-
-std::optional<std::string> percent_decode(std::string_view s, bool form) {
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    const char c = s[i];
-    if (c == '%') {
-      if (i + 2 >= s.size()) return std::nullopt;
-      const int hi = hex_digit(s[i + 1]);
-      const int lo = hex_digit(s[i + 2]);
-      if (hi < 0 || lo < 0) return std::nullopt;
-      out.push_back(static_cast<char>(hi * 16 + lo));
-      i += 2;
-    } else if (c == '+' && form) {
-      out.push_back(' ');
-    } else {
-      out.push_back(c);
-    }
-  }
-  return out;
-}
-
-std::string percent_encode(std::string_view s) {
-  static const char* digits = "0123456789ABCDEF";
-  std::string out;
-  for (const char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if ((u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || (u >= '0' && u <= '9') || u == '-' || u == '_' ||
-        u == '.' || u == '~') {
-      out.push_back(c);
-    } else {
-      out.push_back('%');
-      out.push_back(digits[u >> 4]);
-      out.push_back(digits[u & 15]);
-    }
-  }
-  return out;
 }
 
 bool split_target(std::string_view target, std::string& path, std::map<std::string, std::string>& query) {

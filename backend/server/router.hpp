@@ -121,9 +121,5 @@ Response service_error(const Request& req, const Error& e);
 
 /// Splits "/a/b?x=1&y=%20" into path and decoded query parameters; false if malformed.
 bool split_target(std::string_view target, std::string& path, std::map<std::string, std::string>& query);
-/// Decodes %XX escapes ('+' as space when form is true); nullopt on a bad escape.
-std::optional<std::string> percent_decode(std::string_view s, bool form = true);
-/// Percent-encodes every byte except unreserved characters (RFC 3986 2.3).
-std::string percent_encode(std::string_view s);
 
 }  // namespace otac::backend::http

@@ -33,7 +33,6 @@ Result<void> parse_http_url(std::string_view url, std::string& host, std::uint16
 }
 
 std::string sendsms_target(const KannelConfig& c, const OutboxMessage& m) {
-  using http::percent_encode;
   auto str = [](ByteView b) { return std::string(reinterpret_cast<const char*>(b.data()), b.size()); };
   std::string t = c.path;
   t += "?username=" + percent_encode(c.user);

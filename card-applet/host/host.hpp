@@ -54,9 +54,8 @@ class ViccFramer {
   Bytes buf_;
 };
 
-/// URL-encoding as Kannel uses it (every byte but [A-Za-z0-9._-] as %XX).
+/// percent_encode / percent_decode (otac/common/bytes.hpp) for the bytes of a fake-SMSC line.
 std::string url_encode(ByteView data);
-/// URL-decoding: %XX and '+' (space); malformed escapes are an error.
 Result<Bytes> url_decode(std::string_view s);
 
 /// One message on the fake-SMSC line protocol.

@@ -6,13 +6,6 @@
 namespace otac::card_host {
 namespace {
 
-int hexval(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 // Next space-separated token (no empty tokens).
 std::optional<std::string_view> token(std::string_view& s) {
   const auto sp = s.find(' ');
@@ -25,37 +18,13 @@ std::optional<std::string_view> token(std::string_view& s) {
 }  // namespace
 
 std::string url_encode(ByteView data) {
-  static constexpr char digits[] = "0123456789ABCDEF";
-  std::string out;
-  for (auto b : data) {
-    const char c = static_cast<char>(b);
-    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-') {
-      out.push_back(c);
-    } else {
-      out.push_back('%');
-      out.push_back(digits[b >> 4]);
-      out.push_back(digits[b & 0x0F]);
-    }
-  }
-  return out;
+  return percent_encode(std::string_view(reinterpret_cast<const char*>(data.data()), data.size()));
 }
 
 Result<Bytes> url_decode(std::string_view s) {
-  Bytes out;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%') {
-      if (i + 2 >= s.size()) return make_error(Errc::truncated, "URL escape cut short");
-      const int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
-      if (hi < 0 || lo < 0) return make_error(Errc::bad_value, "URL escape is not %XX hex");
-      out.push_back(static_cast<std::uint8_t>(hi << 4 | lo));
-      i += 2;
-    } else if (s[i] == '+') {
-      out.push_back(' ');
-    } else {
-      out.push_back(static_cast<std::uint8_t>(s[i]));
-    }
-  }
-  return out;
+  auto text = percent_decode(s, true);
+  if (!text) return text.error();
+  return to_bytes(*text);
 }
 
 Result<FakeSms> parse_mt_line(std::string_view line) {

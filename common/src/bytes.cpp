@@ -54,6 +54,44 @@ Bytes hex(std::string_view text) {
   return std::move(r).value();
 }
 
+std::string percent_encode(std::string_view s) {
+  static constexpr char digits[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(s.size());
+  for (const char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if ((u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || (u >= '0' && u <= '9') || u == '-' || u == '_' ||
+        u == '.' || u == '~') {
+      out.push_back(c);
+    } else {
+      out.push_back('%');
+      out.push_back(digits[u >> 4]);
+      out.push_back(digits[u & 0x0F]);
+    }
+  }
+  return out;
+}
+
+Result<std::string> percent_decode(std::string_view s, bool form) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if (c == '%') {
+      if (s.size() - i < 3) return make_error(Errc::truncated, "URL escape cut short at offset " + std::to_string(i));
+      const int hi = nibble(s[i + 1]), lo = nibble(s[i + 2]);
+      if (hi < 0 || lo < 0) return make_error(Errc::bad_value, "URL escape at offset " + std::to_string(i) + " is not %XX hex");
+      out.push_back(static_cast<char>(hi << 4 | lo));
+      i += 2;
+    } else if (c == '+' && form) {
+      out.push_back(' ');
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
 Bytes concat(std::initializer_list<ByteView> parts) {
   std::size_t n = 0;
   for (auto p : parts) n += p.size();

@@ -136,8 +136,8 @@ MtLine parse_mt(const std::string& line) {
   in >> m.from >> m.to >> kind >> udh >> data;
   REQUIRE(kind == "udh");
   if (data == "data") in >> data;
-  auto u = http::percent_decode(udh);
-  auto d = http::percent_decode(data);
+  auto u = otac::percent_decode(udh);
+  auto d = otac::percent_decode(data);
   REQUIRE(u);
   REQUIRE(d);
   m.udh.assign(u->begin(), u->end());
@@ -247,8 +247,8 @@ TEST_CASE("kannel: an MO card request reaches the backend and its list reaches t
 
   // MO: the card's initialization request, typed into the fake SMSC as the phone would send it.
   const Bytes packet = card_request_packet(n, k, 1, 0x01);
-  phone.send_line("+4915550001 +15550100 udh " + http::percent_encode(as_str(hex("027000"))) + " " +
-                  http::percent_encode(as_str(packet)));
+  phone.send_line("+4915550001 +15550100 udh " + otac::percent_encode(as_str(hex("027000"))) + " " +
+                  otac::percent_encode(as_str(packet)));
 
   // MT: the list comes back, as concatenated parts to the card's number from the server's.
   auto parts = read_packet(phone, "+4915550001", std::chrono::seconds(20));

@@ -26,6 +26,14 @@ Result<Bytes> from_hex(std::string_view text);
 /// Parses hex that is known good (test data, constants); throws std::invalid_argument if not.
 Bytes hex(std::string_view text);
 
+/// Percent-encoding (RFC 3986): every byte except the unreserved A-Z a-z 0-9 - . _ ~ as %XX
+/// (upper-case hex), as URLs, HTTP query strings and Kannel's fake-SMSC lines carry bytes.
+std::string percent_encode(std::string_view s);
+/// Percent-decoding: %XX escapes, and '+' as a space when form is true
+/// (application/x-www-form-urlencoded). A '%' without two hex digits after it is an error:
+/// Errc::truncated at the end of the text, Errc::bad_value otherwise.
+Result<std::string> percent_decode(std::string_view s, bool form = true);
+
 /// Appends src to dst.
 inline void append(Bytes& dst, ByteView src) { dst.insert(dst.end(), src.begin(), src.end()); }
 
