@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -82,6 +83,32 @@ class Child {
 inline int sh(const std::string& cmd) {
   const int rc = std::system(cmd.c_str());
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+/// What a shell command printed on stdout, and its exit status (-1 if it did not exit).
+struct ShellResult {
+  int status;
+  std::string out;
+};
+
+/// Runs a shell command and reads at most 1000 lines of its stdout; the caller adds any
+/// redirection of stderr.
+inline ShellResult run_shell(const std::string& cmd) {
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) throw std::runtime_error("popen failed: " + cmd);
+  std::string out;
+  char buf[512];
+  for (int i = 0; i < 1000 && std::fgets(buf, sizeof buf, p); ++i) out += buf;
+  const int rc = ::pclose(p);
+  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out};
+}
+
+/// The first line of a file (empty when it cannot be read).
+inline std::string first_line(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::string s;
+  std::getline(in, s);
+  return s;
 }
 
 /// KEY=VALUE lines of an env file.

@@ -72,21 +72,8 @@ Bytes vicc_exchange(int fd, const Bytes& msg) {
   return *out;
 }
 
-struct Cli {
-  int status;
-  std::string out;
-};
-
-Cli run_cli(const std::string& args) {
-  const std::string cmd = std::string(OTAC_CARD_BIN) + " " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  char buf[512];
-  for (int i = 0; i < 1000 && std::fgets(buf, sizeof buf, p); ++i) out += buf;
-  const int rc = ::pclose(p);
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out};
-}
+// otac-card with its stderr joined to stdout.
+ShellResult run_cli(const std::string& args) { return run_shell(std::string(OTAC_CARD_BIN) + " " + args + " 2>&1"); }
 
 void write_card_state(const std::filesystem::path& p, Card& c) {
   FileStorage fs(p);
@@ -263,15 +250,9 @@ TEST_CASE("otac-card keygen: the card's own key pair, its public key printed for
   CHECK(run_cli("keygen --state " + st + " --pin 12 --alg p256").status == 2);
   CHECK(run_cli("keygen --state " + st + " --alg p256").status == 2);  // --pin missing
   // On a blank card keygen sets the PIN; stdout is the SubjectPublicKeyInfo alone.
-  const std::string cmd = std::string(OTAC_CARD_BIN) + " keygen --state " + st + " --pin 1234 --alg p256 2>/dev/null";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  char line[4096] = {};
-  const bool got = std::fgets(line, sizeof line, p) != nullptr;
-  REQUIRE(WEXITSTATUS(::pclose(p)) == 0);
-  REQUIRE(got);
-  std::string hexline(line);
-  while (!hexline.empty() && hexline.back() == '\n') hexline.pop_back();
+  auto gen = run_shell(std::string(OTAC_CARD_BIN) + " keygen --state " + st + " --pin 1234 --alg p256 2>/dev/null");
+  REQUIRE(gen.status == 0);
+  std::string hexline = gen.out.substr(0, gen.out.find('\n'));
   auto der = from_hex(hexline);
   REQUIRE(der.ok());
   auto pub = crypto::public_key_from_der(*der);

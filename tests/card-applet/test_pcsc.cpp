@@ -131,16 +131,11 @@ TEST_CASE("pcscd + vpcd: a PC/SC client selects the applet and runs a challenge-
 
   // opensc-tool, an independent PC/SC client that probes many foreign AIDs on connect.
   if (::access("/usr/bin/opensc-tool", X_OK) == 0) {
-    FILE* p = ::popen("/usr/bin/opensc-tool -r 0 -s 00A4040006F04F5441430100 -s 80A6000000 2>&1", "r");
-    REQUIRE(p != nullptr);
-    std::string out;
-    char buf[256];
-    for (int i = 0; i < 200 && std::fgets(buf, sizeof buf, p); ++i) out += buf;
-    const int rc = ::pclose(p);
-    INFO(out);
-    CHECK(rc == 0);
-    CHECK(out.find("SW1=0x90, SW2=0x00") != std::string::npos);
-    CHECK(out.find("E0 2B") != std::string::npos);
+    auto tool = run_shell("/usr/bin/opensc-tool -r 0 -s 00A4040006F04F5441430100 -s 80A6000000 2>&1");
+    INFO(tool.out);
+    CHECK(tool.status == 0);
+    CHECK(tool.out.find("SW1=0x90, SW2=0x00") != std::string::npos);
+    CHECK(tool.out.find("E0 2B") != std::string::npos);
   } else {
     WARN("opensc-tool not installed: the opensc-tool part of this test was skipped");
   }

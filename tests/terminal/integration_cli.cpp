@@ -10,35 +10,16 @@
 #include <boost/json.hpp>
 
 #include "process.hpp"
+#include "support.hpp"
 
 using namespace otac::applet::test;
 
 namespace {
 
-struct RunResult { int status; std::string out; };
+using otac::terminal::test::last_json;
 
-RunResult run(const std::string& cmd) {
-  FILE* p = ::popen(("LIBNFC_AUTO_SCAN=false " + cmd + " 2>/dev/null").c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  char buf[512];
-  for (int i = 0; i < 1000 && std::fgets(buf, sizeof buf, p); ++i) out += buf;
-  const int rc = ::pclose(p);
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out};
-}
-
-boost::json::object last_json(const std::string& out) {
-  const auto pos = out.rfind("\n{");
-  REQUIRE(pos != std::string::npos);
-  return boost::json::parse(out.substr(pos + 1)).as_object();
-}
-
-std::string first_line(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  std::string s;
-  std::getline(in, s);
-  return s;
-}
+// otac-terminal with libnfc's device scan off; its stderr (the display) is not read.
+ShellResult run(const std::string& cmd) { return run_shell("LIBNFC_AUTO_SCAN=false " + cmd + " 2>/dev/null"); }
 
 }  // namespace
 

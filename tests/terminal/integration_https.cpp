@@ -9,6 +9,7 @@
 #include <boost/json.hpp>
 
 #include "process.hpp"
+#include "support.hpp"
 #include "terminal/backend_json.hpp"
 #include "terminal/https_client.hpp"
 
@@ -18,30 +19,10 @@ namespace term = otac::terminal;
 
 namespace {
 
-struct RunResult { int status; std::string out; };
+using otac::terminal::test::last_json;
 
-RunResult run(const std::string& cmd) {
-  FILE* p = ::popen((cmd + " 2>/dev/null").c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  char buf[512];
-  for (int i = 0; i < 1000 && std::fgets(buf, sizeof buf, p); ++i) out += buf;
-  const int rc = ::pclose(p);
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out};
-}
-
-boost::json::object last_json(const std::string& out) {
-  const auto pos = out.rfind("\n{");
-  REQUIRE(pos != std::string::npos);
-  return boost::json::parse(out.substr(pos + 1)).as_object();
-}
-
-std::string read_file(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  std::string s;
-  std::getline(in, s);
-  return s;
-}
+// otac-terminal; its stderr (the display) is not read.
+ShellResult run(const std::string& cmd) { return run_shell(cmd + " 2>/dev/null"); }
 
 // A running otac-backend with a registered terminal TERM0001.
 struct Backend {
@@ -56,7 +37,7 @@ struct Backend {
                                    dir.path / "backend.log");
     for (int i = 0; i < 200 && port.empty(); ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      if (std::filesystem::exists(data / "backend.port")) port = read_file(data / "backend.port");
+      if (std::filesystem::exists(data / "backend.port")) port = first_line(data / "backend.port");
     }
     REQUIRE_FALSE(port.empty());
     const std::string admin = std::string(OTAC_ADMIN_BIN) + " --url https://127.0.0.1:" + port + " --ca " +

@@ -12,6 +12,7 @@
 
 #include "card_fixture.hpp"
 #include "process.hpp"
+#include "support.hpp"
 #include "terminal/driver.hpp"
 #include "terminal/reader.hpp"
 
@@ -21,15 +22,6 @@ using namespace otac::applet::test;
 namespace term = otac::terminal;
 
 namespace {
-
-term::TxnParams params(const std::string& txn) {
-  term::TxnParams p;
-  p.txn_id = txn;
-  p.terminal_id = "TERM0001";
-  p.amount = 1234;
-  p.year = 2026; p.month = 11; p.day = 22; p.hour = 18; p.minute = 55; p.second = 0;
-  return p;
-}
 
 // Emulator + card processes for one scenario.
 struct Field {
@@ -82,7 +74,7 @@ term::Outcome tap(term::Reader& r, const std::string& txn, const Bytes& un,
   term::DriverIo io;
   io.reader = &r;
   io.post = std::move(post);
-  term::Flow flow(params(txn), [un](std::size_t) { return un; });
+  term::Flow flow(term::test::fixture_txn(txn), [un](std::size_t) { return un; });
   return term::run_flow(flow, io, lim);
 }
 

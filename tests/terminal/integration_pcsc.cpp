@@ -6,6 +6,7 @@
 
 #include "card_fixture.hpp"
 #include "process.hpp"
+#include "support.hpp"
 #include "terminal/driver.hpp"
 #include "terminal/reader.hpp"
 
@@ -15,16 +16,6 @@ using namespace otac::applet::test;
 namespace term = otac::terminal;
 
 namespace {
-
-// Same values as the fixture's Ch: amount 12.34 EUR, 2026-11-22 18:55:00, TERM0001.
-term::TxnParams params(const std::string& txn) {
-  term::TxnParams p;
-  p.txn_id = txn;
-  p.terminal_id = "TERM0001";
-  p.amount = 1234;
-  p.year = 2026; p.month = 11; p.day = 22; p.hour = 18; p.minute = 55; p.second = 0;
-  return p;
-}
 
 struct FixedRng {
   Bytes un;
@@ -80,7 +71,7 @@ TEST_CASE("PC/SC reader + flow through pcscd/vpcd and otac-card: approve, confir
     term::DriverLimits lim;
     lim.card_wait = std::chrono::milliseconds(10000);  // the card shows up ~0.4 s after the vicc connects
     lim.removal_wait = std::chrono::milliseconds(0);
-    term::Flow flow(params("T-PCSC-1"), FixedRng{ch.un});
+    term::Flow flow(term::test::fixture_txn("T-PCSC-1"), FixedRng{ch.un});
     term::TapTimes times;
     auto out = term::run_flow(flow, io, lim, &times);
     INFO(out.reason << ": " << out.detail);
@@ -94,7 +85,7 @@ TEST_CASE("PC/SC reader + flow through pcscd/vpcd and otac-card: approve, confir
     CHECK(out.apdu_exchanges == 3);
     CHECK(times.tap_to_decision_ms >= 0);
     CHECK(boost::json::parse(posted).as_object().at("challenge").as_string() ==
-          to_hex(term::build_challenge(params("T-PCSC-1"), ch.un, {})));
+          to_hex(term::build_challenge(term::test::fixture_txn("T-PCSC-1"), ch.un, {})));
   }
   // Tap 2: a tampered ARPC; the card refuses it in CONFIRM. The decision shown stays the
   // backend's, and the outcome records that the card did not confirm.
@@ -118,7 +109,7 @@ TEST_CASE("PC/SC reader + flow through pcscd/vpcd and otac-card: approve, confir
     term::DriverLimits lim;
     lim.card_wait = std::chrono::milliseconds(5000);
     lim.removal_wait = std::chrono::milliseconds(0);
-    term::Flow flow(params("T-PCSC-2"), FixedRng{ch.un});
+    term::Flow flow(term::test::fixture_txn("T-PCSC-2"), FixedRng{ch.un});
     auto out = term::run_flow(flow, io, lim);
     INFO(out.reason << ": " << out.detail);
     CHECK(out.index == 1);
@@ -136,7 +127,7 @@ TEST_CASE("PC/SC reader + flow through pcscd/vpcd and otac-card: approve, confir
     term::DriverLimits lim;
     lim.card_wait = std::chrono::milliseconds(5000);
     lim.removal_wait = std::chrono::milliseconds(0);
-    term::Flow flow(params("T-PCSC-3"), FixedRng{hex("2122232425262728")});
+    term::Flow flow(term::test::fixture_txn("T-PCSC-3"), FixedRng{hex("2122232425262728")});
     auto out = term::run_flow(flow, io, lim);
     CHECK(out.decision == term::Decision::declined);
     CHECK(out.reason == "backend_unreachable");
