@@ -5,10 +5,7 @@
 
 #include <filesystem>
 
-#include "card_fixture.hpp"
-#include "kek.hpp"
-#include "service.hpp"
-#include "sqlite_store.hpp"
+#include "backend_link.hpp"
 
 using namespace otac;
 using namespace otac::applet;
@@ -16,73 +13,6 @@ using namespace otac::applet::test;
 namespace be = otac::backend;
 
 namespace {
-
-struct Backend {
-  std::filesystem::path dir;
-  std::shared_ptr<const be::Kek> kek;
-  be::UnixTime clock = 1'790'000'000;
-  std::unique_ptr<be::Service> svc;
-
-  explicit Backend(std::uint16_t list_size) {
-    std::string t = (std::filesystem::temp_directory_path() / "otac-card-be-XXXXXX").string();
-    if (!::mkdtemp(t.data())) throw std::runtime_error("mkdtemp");
-    dir = t;
-    kek = std::make_shared<const be::Kek>(be::Kek::from_bytes(SecretBytes(Bytes(32, 0x42))));
-    be::ServiceConfig cfg;
-    cfg.server_msisdn = kServer;
-    cfg.list_size = list_size;
-    svc = std::make_unique<be::Service>(cfg, [this] { return be::open_sqlite_store(dir / "otac.db", kek); },
-                                        [this] { return clock; });
-  }
-  ~Backend() {
-    svc.reset();
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
-  }
-};
-
-struct Counts {
-  int mo = 0, mt = 0, por = 0;
-};
-
-// Carries SMS both ways until nothing moves: card outbox -> backend, backend outbox -> card.
-Counts pump(Card& c, Backend& b) {
-  Counts n;
-  for (int round = 0; round < 10; ++round) {
-    bool moved = false;
-    for (int i = 0; i < 10; ++i) {
-      auto f = c.tx("8012000000");
-      if (f.sw == 0x6A88) break;
-      REQUIRE(f.sw == 0x9000);
-      auto ssm = sms::parse_send_short_message(f.data);
-      REQUIRE(ssm.ok());
-      auto sub = sms::parse_submit(ssm->tpdu);
-      REQUIRE(sub.ok());
-      auto r = b.svc->handle_mo_sms(be::MoSms{kPhone, sub->to, sub->udh, sub->payload});
-      INFO((r.ok() ? std::string() : r.error().message));
-      REQUIRE(r.ok());
-      ++n.mo;
-      moved = true;
-    }
-    auto due = b.svc->next_due(100);
-    REQUIRE(due.ok());
-    for (const auto& m : *due) {
-      REQUIRE(m.to == kPhone);
-      auto r = c.tx(envelope(m.udh, m.payload));
-      REQUIRE(r.sw == 0x9000);
-      REQUIRE(b.svc->mark_sent(m.id, "202 Accepted"));
-      ++n.mt;
-      moved = true;
-      if (r.data.empty()) continue;
-      auto pr = b.svc->handle_mo_sms(be::MoSms{kPhone, kServer, hex("7100"), r.data});
-      INFO((pr.ok() ? std::string() : pr.error().message));
-      REQUIRE(pr.ok());
-      ++n.por;
-    }
-    if (!moved) break;
-  }
-  return n;
-}
 
 std::uint16_t status_u16(Card& c, tlv::Tag tag) {
   auto s = c.tx("80A6000000");
@@ -121,7 +51,7 @@ void activate_with(Card& c, const be::Enrollment& e) {
 TEST_CASE("backend interop: activation, list by concatenated SMS, approval, ARPC, replay, threshold refresh, key rotation") {
   for (auto alg : {be::Algorithm::des3, be::Algorithm::aes128}) {
     DYNAMIC_SECTION("algorithm " << static_cast<int>(alg)) {
-      Backend b(100);
+      ServiceBackend b(100);
       REQUIRE(b.svc->register_terminal(be::TerminalRecord{"TERM0001", "ab", 0, true}, "test"));
       be::EnrollRequest er;
       er.algorithm = alg;

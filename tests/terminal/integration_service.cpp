@@ -7,11 +7,7 @@
 // purchase approved by an operator while the terminal waits.
 #include <boost/json.hpp>
 
-#include "card_fixture.hpp"
-#include "kek.hpp"
-#include "process.hpp"
-#include "service.hpp"
-#include "sqlite_store.hpp"
+#include "backend_link.hpp"
 #include "terminal/backend_json.hpp"
 #include "terminal/driver.hpp"
 #include "terminal/reader.hpp"
@@ -23,49 +19,6 @@ namespace be = otac::backend;
 namespace term = otac::terminal;
 
 namespace {
-
-constexpr be::UnixTime kNow = 1'790'000'000;  // 2026-09-21T14:13:20Z
-
-struct Backend {
-  TempDir dir;
-  std::shared_ptr<const be::Kek> kek = std::make_shared<const be::Kek>(be::Kek::from_bytes(SecretBytes(Bytes(32, 0x42))));
-  std::unique_ptr<be::Service> svc;
-  Backend() {
-    be::ServiceConfig cfg;
-    cfg.server_msisdn = kServer;
-    cfg.list_size = 20;
-    svc = std::make_unique<be::Service>(cfg, [this] { return be::open_sqlite_store(dir.path / "otac.db", kek); },
-                                        [] { return kNow; });
-  }
-};
-
-// Card outbox -> backend, backend outbox -> card, until nothing moves (as the applet's interop test).
-void pump(Card& c, Backend& b) {
-  for (int round = 0; round < 10; ++round) {
-    bool moved = false;
-    for (int i = 0; i < 10; ++i) {
-      auto f = c.tx("8012000000");
-      if (f.sw == 0x6A88) break;
-      REQUIRE(f.sw == 0x9000);
-      auto ssm = sms::parse_send_short_message(f.data);
-      REQUIRE(ssm.ok());
-      auto sub = sms::parse_submit(ssm->tpdu);
-      REQUIRE(sub.ok());
-      REQUIRE(b.svc->handle_mo_sms(be::MoSms{kPhone, sub->to, sub->udh, sub->payload}).ok());
-      moved = true;
-    }
-    auto due = b.svc->next_due(100);
-    REQUIRE(due.ok());
-    for (const auto& m : *due) {
-      auto r = c.tx(envelope(m.udh, m.payload));
-      REQUIRE(r.sw == 0x9000);
-      REQUIRE(b.svc->mark_sent(m.id, "202 Accepted"));
-      moved = true;
-      if (!r.data.empty()) REQUIRE(b.svc->handle_mo_sms(be::MoSms{kPhone, kServer, hex("7100"), r.data}).ok());
-    }
-    if (!moved) break;
-  }
-}
 
 // The HTTP layer's JSON for a service answer (protocol.md 5).
 std::string answer_json(const be::AuthAnswer& a) {
@@ -106,7 +59,7 @@ term::TxnParams params(const std::string& txn, std::uint64_t amount) {
 TEST_CASE("terminal + card + backend service: approve, replay, tampered amount, held then approved",
           "[terminal][service][integration]") {
   ::setenv("LIBNFC_AUTO_SCAN", "false", 1);
-  Backend b;
+  ServiceBackend b(20);
   REQUIRE(b.svc->register_terminal(be::TerminalRecord{"TERM0001", "ab", 0, true}, "test"));
   be::EnrollRequest er;
   er.msisdn = kPhone;
