@@ -464,7 +464,7 @@ TEST_CASE("set_signature_key while an E3 is unconfirmed sends the same S again")
 TEST_CASE("enrollment refuses a public key the card could not have made") {
   Env env;
   EnrollRequest er;
-  er.msisdn = std::string{"+4915550002"};  // (a literal assignment trips GCC 12 -Wrestrict under ASan)
+  er.msisdn = "1";
   er.public_key = hex("3000");
   CHECK(env.svc->enroll_card(er, "admin").error().code == Errc::bad_value);
   er.public_key = crypto::public_key_der(crypto::rsa_generate(1024).value()).value();
