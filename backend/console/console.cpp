@@ -490,8 +490,8 @@ HttpResponse Console::route(Call& c) {
           }
         }
       }
-      // SMS and PoR history of this card, newest first, from the audit log.
-      auto entries = service_.audit_log(0, 5000);
+      // SMS and PoR history of this card, newest first, from the latest 5,000 audit entries.
+      auto entries = service_.audit_recent(5000);
       json::array events;
       if (entries) {
         const std::string id = to_hex(*n);

@@ -1086,6 +1086,18 @@ Result<std::vector<AuditEntry>> Service::audit_log(std::int64_t after_seq, std::
   return out;
 }
 
+Result<std::vector<AuditEntry>> Service::audit_recent(std::uint32_t limit) {
+  std::vector<AuditEntry> out;
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto v = tx.audit_recent(limit);
+    if (!v) return v.error();
+    out = std::move(*v);
+    return {};
+  });
+  if (!r) return r.error();
+  return out;
+}
+
 Result<std::int64_t> Service::verify_audit() {
   std::int64_t n = 0;
   auto r = run([&](Tx& tx) -> Result<void> {

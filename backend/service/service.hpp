@@ -190,6 +190,8 @@ class Service {
   Result<std::vector<TransactionRecord>> list_transactions(const TransactionFilter& f);
   /// Audit entries after seq.
   Result<std::vector<AuditEntry>> audit_log(std::int64_t after_seq, std::uint32_t limit);
+  /// The newest `limit` audit entries, oldest first.
+  Result<std::vector<AuditEntry>> audit_recent(std::uint32_t limit);
   /// Verifies the audit chain; returns the number of entries.
   Result<std::int64_t> verify_audit();
   /// Counters for /metrics.

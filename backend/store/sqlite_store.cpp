@@ -201,6 +201,7 @@ class SqliteTx final : public Tx {
   Result<void> set_card_security(ByteView n, const CardSecurity& s) override;
   Result<std::int64_t> audit(UnixTime at, std::string_view actor, std::string_view action, std::string_view detail) override;
   Result<std::vector<AuditEntry>> audit_entries(std::int64_t after_seq, std::uint32_t limit) override;
+  Result<std::vector<AuditEntry>> audit_recent(std::uint32_t limit) override;
   Result<std::int64_t> verify_audit_chain() override;
 
  private:
@@ -1030,9 +1031,8 @@ Result<std::int64_t> SqliteTx::audit(UnixTime at, std::string_view actor, std::s
   return seq;
 }
 
-Result<std::vector<AuditEntry>> SqliteTx::audit_entries(std::int64_t after_seq, std::uint32_t limit) {
-  auto r = q("SELECT seq,at,actor,action,detail,mac FROM audit_log WHERE seq>? ORDER BY seq LIMIT ?");
-  r.i(after_seq).i(limit);
+// Up to `limit` rows of (seq, at, actor, action, detail, mac) as audit entries.
+static Result<std::vector<AuditEntry>> read_audit_rows(Query& r, std::uint32_t limit) {
   std::vector<AuditEntry> out;
   for (std::uint32_t i = 0; i < limit; ++i) {
     auto row = r.step();
@@ -1041,6 +1041,18 @@ Result<std::vector<AuditEntry>> SqliteTx::audit_entries(std::int64_t after_seq, 
     out.push_back(AuditEntry{r.col_i(0), r.col_i(1), r.col_t(2), r.col_t(3), r.col_t(4), r.col_b(5)});
   }
   return out;
+}
+
+Result<std::vector<AuditEntry>> SqliteTx::audit_entries(std::int64_t after_seq, std::uint32_t limit) {
+  auto r = q("SELECT seq,at,actor,action,detail,mac FROM audit_log WHERE seq>? ORDER BY seq LIMIT ?");
+  r.i(after_seq).i(limit);
+  return read_audit_rows(r, limit);
+}
+
+Result<std::vector<AuditEntry>> SqliteTx::audit_recent(std::uint32_t limit) {
+  auto r = q("SELECT seq,at,actor,action,detail,mac FROM (SELECT * FROM audit_log ORDER BY seq DESC LIMIT ?) ORDER BY seq");
+  r.i(limit);
+  return read_audit_rows(r, limit);
 }
 
 Result<std::int64_t> SqliteTx::verify_audit_chain() {

@@ -272,6 +272,8 @@ class Tx {
                                      std::string_view detail) = 0;
   /// Entries with seq > after_seq, oldest first, at most limit.
   virtual Result<std::vector<AuditEntry>> audit_entries(std::int64_t after_seq, std::uint32_t limit) = 0;
+  /// The newest `limit` entries, oldest first.
+  virtual Result<std::vector<AuditEntry>> audit_recent(std::uint32_t limit) = 0;
   /// Recomputes the whole chain; error (bad_mac) naming the first entry that does not verify.
   virtual Result<std::int64_t> verify_audit_chain() = 0;
 };

@@ -152,6 +152,14 @@ TEST_CASE("audit log: chained, verifiable, and tampering is detected") {
   CHECK((*log)[1].action == "enroll");
   CHECK((*log)[2].actor == "alice");
   CHECK((*log)[2].action == "block");
+  // The newest two, oldest first (the console's card view reads the log from its end).
+  auto recent = env.svc->audit_recent(2);
+  REQUIRE(recent);
+  REQUIRE(recent->size() == 2);
+  CHECK((*recent)[0].seq == 2);
+  CHECK((*recent)[0].action == "enroll");
+  CHECK((*recent)[1].seq == 3);
+  CHECK(env.svc->audit_recent(10)->size() == 3);
 
   SECTION("edited entry") {
     raw_sql(env.db, "UPDATE audit_log SET actor='mallory' WHERE seq=2");
