@@ -18,6 +18,22 @@ TEST_CASE("hex round trip and rejection", "[bytes]") {
   CHECK_FALSE(from_hex("a b"));
 }
 
+TEST_CASE("percent codec: RFC 3986 unreserved characters stay, everything else is %XX", "[bytes]") {
+  // RFC 3986 2.3: ALPHA / DIGIT / "-" / "." / "_" / "~" are unreserved; 2.1: upper-case hex.
+  CHECK(percent_encode("AZaz09-._~") == "AZaz09-._~");
+  CHECK(percent_encode("a b+c/d?e=f&g") == "a%20b%2Bc%2Fd%3Fe%3Df%26g");
+  CHECK(percent_encode(std::string("\x00\xff", 2)) == "%00%FF");
+  CHECK(percent_decode("a%20b%2Bc%2fd").value() == "a b+c/d");  // lower-case hex accepted
+  // HTML form encoding (application/x-www-form-urlencoded): '+' is a space.
+  CHECK(percent_decode("a+b", true).value() == "a b");
+  CHECK(percent_decode("a+b", false).value() == "a+b");
+  CHECK(percent_decode("%4").error().code == Errc::truncated);
+  CHECK(percent_decode("abc%").error().code == Errc::truncated);
+  CHECK(percent_decode("%G1").error().code == Errc::bad_value);
+  const std::string all = [] { std::string a; for (int i = 0; i < 256; ++i) a.push_back(static_cast<char>(i)); return a; }();
+  CHECK(percent_decode(percent_encode(all), false).value() == all);
+}
+
 TEST_CASE("cursor reads big-endian fields and refuses trailing bytes", "[bytes]") {
   const Bytes b = hex("01 0203 040506 0708090a ff");
   Cursor c(b, "test");
