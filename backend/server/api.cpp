@@ -594,8 +594,15 @@ class Api {
       healthy = health_ok_;
     }
     if (!healthy) return error_response(req, Status::service_unavailable, "unhealthy", "the database is not usable");
+    const auto [running, expected] = c_.metrics ? c_.metrics->io_threads() : std::pair<unsigned, unsigned>{0, 0};
+    if (running < expected) {
+      return error_response(req, Status::service_unavailable, "unhealthy",
+                            std::to_string(expected - running) + " of " + std::to_string(expected) +
+                                " network threads are not running; restart the backend");
+    }
     json::object o;
     o["status"] = "ok";
+    o["io_threads"] = running;
     return json_response(req, Status::ok, o);
   }
 

@@ -71,6 +71,9 @@ Result<Config> parse_config(std::string_view text, Config c) {
       {"max_body_bytes", num(c.max_body_bytes, 1024, 16u << 20)},
       {"max_connections", num(c.max_connections, 1, 100000)},
       {"request_timeout_seconds", num(c.request_timeout_seconds, 1, 3600)},
+      {"handshake_timeout_seconds", num(c.handshake_timeout_seconds, 1, 60)},
+      {"max_connections_per_source", num(c.max_connections_per_source, 1, 100000)},
+      {"max_unauthenticated_connections", num(c.max_unauthenticated_connections, 0, 100000)},
       {"io_threads", num(c.io_threads, 1, 64)},
       {"worker_threads", num(c.worker_threads, 1, 256)},
       {"slow_threads", num(c.slow_threads, 1, 1024)},
@@ -154,6 +157,14 @@ sms_retry_max_seconds = 300
 # Limits.
 max_body_bytes = 65536
 max_connections = 1024
+# Connections from one IP address (terminals behind one NAT share an address).
+max_connections_per_source = 256
+# Connections without a verified client certificate (handshaking, operators, scanners). When
+# this many are open, the oldest of them is closed to admit a new one, so peers that never
+# finish a handshake cannot lock terminals out. 0 = half of max_connections.
+max_unauthenticated_connections = 0
+# From accept to a finished TLS handshake.
+handshake_timeout_seconds = 5
 request_timeout_seconds = 10
 io_threads = 2
 worker_threads = 64

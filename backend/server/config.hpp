@@ -34,6 +34,9 @@ struct Config {
   std::uint32_t max_body_bytes = 65536;
   std::uint32_t max_connections = 1024;
   std::uint32_t request_timeout_seconds = 10;
+  std::uint32_t handshake_timeout_seconds = 5;
+  std::uint32_t max_connections_per_source = 256;
+  std::uint32_t max_unauthenticated_connections = 0;  ///< 0 = half of max_connections
   std::uint32_t io_threads = 2;
   std::uint32_t worker_threads = 64;
   std::uint32_t slow_threads = 32;

@@ -253,6 +253,9 @@ int main(int argc, char** argv) {
   http::Limits limits;
   limits.max_body = c.max_body_bytes;
   limits.max_connections = c.max_connections;
+  limits.max_unauthenticated = c.max_unauthenticated_connections;
+  limits.max_per_source = c.max_connections_per_source;
+  limits.handshake_timeout = std::chrono::seconds(c.handshake_timeout_seconds);
   limits.read_timeout = std::chrono::seconds(c.request_timeout_seconds);
   limits.write_timeout = std::chrono::seconds(c.request_timeout_seconds);
   limits.io_threads = c.io_threads;

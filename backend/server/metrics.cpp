@@ -51,9 +51,25 @@ std::string RequestMetrics::render(const Metrics& service) const {
   out += "otac_http_request_duration_seconds_bucket{le=\"+Inf\"} " + std::to_string(count_) + "\n";
   out += "otac_http_request_duration_seconds_sum " + num(sum_) + "\n";
   out += "otac_http_request_duration_seconds_count " + std::to_string(count_) + "\n";
-  out += "# HELP otac_connections_refused_total Connections closed at once because of the connection limit.\n";
+  out += "# HELP otac_connections_refused_total Connections closed at once: the connection limit or the per-source limit.\n";
   out += "# TYPE otac_connections_refused_total counter\n";
   out += "otac_connections_refused_total " + std::to_string(refused_.load(std::memory_order_relaxed)) + "\n";
+  out += "# HELP otac_connections_evicted_total Unauthenticated connections closed to make room for new ones.\n";
+  out += "# TYPE otac_connections_evicted_total counter\n";
+  out += "otac_connections_evicted_total " + std::to_string(evicted_.load(std::memory_order_relaxed)) + "\n";
+  out += "# HELP otac_requests_refused_total Requests refused for their framing (chunk extensions, trailer, bytes read).\n";
+  out += "# TYPE otac_requests_refused_total counter\n";
+  out += "otac_requests_refused_total " + std::to_string(oversized_.load(std::memory_order_relaxed)) + "\n";
+  const auto [running, expected] = io_threads();
+  out += "# HELP otac_io_threads_running Network threads serving connections.\n";
+  out += "# TYPE otac_io_threads_running gauge\n";
+  out += "otac_io_threads_running " + std::to_string(running) + "\n";
+  out += "# HELP otac_io_threads_configured Network threads the server runs.\n";
+  out += "# TYPE otac_io_threads_configured gauge\n";
+  out += "otac_io_threads_configured " + std::to_string(expected) + "\n";
+  out += "# HELP otac_io_exceptions_total Exceptions that reached a network thread's event loop (caught; the loop resumed).\n";
+  out += "# TYPE otac_io_exceptions_total counter\n";
+  out += "otac_io_exceptions_total " + std::to_string(io_exceptions_.load(std::memory_order_relaxed)) + "\n";
   out += "# HELP otac_decisions_total Authorization decisions since start, by decision and reason.\n";
   out += "# TYPE otac_decisions_total counter\n";
   for (const auto& [k, v] : service.decisions) {

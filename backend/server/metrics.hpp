@@ -7,6 +7,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <utility>
 
 #include "service.hpp"
 
@@ -19,6 +20,24 @@ class RequestMetrics {
   void observe(std::string_view method, unsigned status, double seconds);
   /// Counts a connection refused because of the connection limit.
   void refused_connection() { refused_.fetch_add(1, std::memory_order_relaxed); }
+  /// Counts an unauthenticated connection closed to make room for a new one.
+  void evicted_connection() { evicted_.fetch_add(1, std::memory_order_relaxed); }
+  /// Counts a connection closed because it broke a framing limit (chunk extensions,
+  /// trailer, bytes per request).
+  void refused_request() { oversized_.fetch_add(1, std::memory_order_relaxed); }
+  /// A network thread starts serving (`expected` = how many the server runs).
+  void io_thread_started(unsigned expected) {
+    io_expected_.store(expected, std::memory_order_relaxed);
+    io_running_.fetch_add(1, std::memory_order_relaxed);
+  }
+  /// A network thread stopped serving (only when the server stops, unless something is wrong).
+  void io_thread_stopped() { io_running_.fetch_sub(1, std::memory_order_relaxed); }
+  /// An exception reached a network thread's event loop (it was caught and the loop resumed).
+  void io_exception() { io_exceptions_.fetch_add(1, std::memory_order_relaxed); }
+  /// {running, expected} network threads; /healthz is unhealthy while running < expected.
+  std::pair<unsigned, unsigned> io_threads() const {
+    return {io_running_.load(std::memory_order_relaxed), io_expected_.load(std::memory_order_relaxed)};
+  }
   /// The Prometheus text of these counters plus the service's (decisions, SMS queue depth).
   std::string render(const Metrics& service) const;
 
@@ -33,6 +52,11 @@ class RequestMetrics {
   std::uint64_t count_ = 0;
   double sum_ = 0;
   std::atomic<std::uint64_t> refused_{0};
+  std::atomic<std::uint64_t> oversized_{0};
+  std::atomic<std::uint64_t> evicted_{0};
+  std::atomic<std::uint64_t> io_exceptions_{0};
+  std::atomic<unsigned> io_running_{0};
+  std::atomic<unsigned> io_expected_{0};
 };
 
 }  // namespace otac::backend::http

@@ -7,8 +7,15 @@
 #include <boost/beast/ssl.hpp>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <sys/resource.h>
 
 #include <array>
+#include <cstring>
+#include <optional>
+#include <list>
+#include <mutex>
+#include <unordered_map>
+#include <functional>
 #include <atomic>
 #include <map>
 #include <thread>
@@ -27,12 +34,102 @@ using tcp = boost::asio::ip::tcp;
 
 namespace {
 
+/// A connection the admission table can close to make room.
+class Evictable {
+ public:
+  virtual ~Evictable() = default;
+  /// Closes the connection from any thread (posts to the connection's own executor).
+  virtual void evict() = 0;
+};
+
+// Admission of connections. Every connection counts against max_connections and its source
+// address's max_per_source. Until it shows a verified client certificate it is also
+// "unproven" and counts against max_unproven; when that budget (or the whole table) is full,
+// the oldest unproven connection is closed to make room. So idle or slow peers that never
+// finish a handshake cannot starve the terminals that do, and one source cannot take the
+// table. Loopback-only plain listeners (Kannel) are proven on accept.
+class Admission {
+ public:
+  using Id = std::uint64_t;
+
+  void configure(std::uint32_t max_total, std::uint32_t max_unproven, std::uint32_t max_per_source) {
+    max_total_ = max_total;
+    max_unproven_ = std::max<std::uint32_t>(1, std::min(max_unproven, max_total));
+    max_per_source_ = std::max<std::uint32_t>(1, max_per_source);
+  }
+
+  /// Admits a connection from `source`, closing the oldest unproven one if a budget is full.
+  /// Returns 0 (refused) when the source has too many, or every slot is held by proven ones.
+  Id admit(const std::string& source, const std::shared_ptr<Evictable>& c, bool proven) {
+    std::shared_ptr<Evictable> victim;
+    Id id = 0;
+    {
+      std::lock_guard lock(mu_);
+      auto& n = per_source_[source];
+      if (n >= max_per_source_) {
+        if (n == 0) per_source_.erase(source);
+        return 0;
+      }
+      if (total_ >= max_total_ || (!proven && unproven_.size() >= max_unproven_)) {
+        if (unproven_.empty()) {
+          if (n == 0) per_source_.erase(source);
+          return 0;
+        }
+        victim = unproven_.front().second.lock();
+        index_.erase(unproven_.front().first);
+        unproven_.pop_front();
+      }
+      id = ++next_;
+      ++n;
+      ++total_;
+      if (!proven) index_[id] = unproven_.insert(unproven_.end(), {id, c});
+    }
+    if (victim) victim->evict();
+    return id;
+  }
+  /// The connection showed a verified client certificate: no longer evictable.
+  void prove(Id id) {
+    std::lock_guard lock(mu_);
+    prove_locked(id);
+  }
+  /// The connection is gone.
+  void release(Id id, const std::string& source) {
+    std::lock_guard lock(mu_);
+    prove_locked(id);
+    --total_;
+    if (auto it = per_source_.find(source); it != per_source_.end() && --it->second == 0) per_source_.erase(it);
+  }
+  std::uint32_t open() const {
+    std::lock_guard lock(mu_);
+    return total_;
+  }
+
+ private:
+  void prove_locked(Id id) {
+    if (auto it = index_.find(id); it != index_.end()) {
+      unproven_.erase(it->second);
+      index_.erase(it);
+    }
+  }
+
+  mutable std::mutex mu_;
+  std::uint32_t max_total_ = 1024, max_unproven_ = 512, max_per_source_ = 256;
+  std::uint32_t total_ = 0;
+  Id next_ = 0;
+  std::list<std::pair<Id, std::weak_ptr<Evictable>>> unproven_;  // oldest first
+  std::unordered_map<Id, std::list<std::pair<Id, std::weak_ptr<Evictable>>>::iterator> index_;
+  std::unordered_map<std::string, std::uint32_t> per_source_;
+};
+
 struct Shared {
   Limits limits;
+  Admission admission;
+  std::atomic<std::int64_t> last_evict_log{0};  ///< steady_clock ticks of the last eviction log line
+  std::size_t max_request = 0;  ///< limits.max_request, or derived from the header and body limits
+  std::size_t max_buffer = 0;   ///< limits.max_buffer, or derived from the header limit
   RequestMetrics* metrics = nullptr;
   asio::thread_pool* workers = nullptr;
   asio::thread_pool* slow = nullptr;
-  std::atomic<std::uint32_t> connections{0};
   std::atomic<bool> stopping{false};
 };
 
@@ -59,8 +156,53 @@ std::string x509_fingerprint(X509* cert) {
   return to_hex(crypto::sha256(der));
 }
 
+using Parser = bhttp::request_parser<bhttp::string_body>;
+using ChunkHeaderCheck = std::function<void(std::uint64_t, beast::string_view, beast::error_code&)>;
+
+/// Chunk extensions carry nothing this API uses; a short allowance keeps well-behaved clients
+/// working.
+constexpr std::size_t kMaxChunkExtensions = 256;
+
+void check_chunk_extensions(std::uint64_t, beast::string_view extensions, beast::error_code& ec) {
+  if (extensions.size() > kMaxChunkExtensions) ec = bhttp::error::bad_chunk_extension;
+}
+
+std::size_t max_request_of(const Limits& l) {
+  return l.max_request ? l.max_request : std::size_t{l.max_header} + l.max_body + (64u << 10);
+}
+std::size_t max_buffer_of(const Limits& l) { return l.max_buffer ? l.max_buffer : 2 * std::size_t{l.max_header}; }
+
+/// A parser with the limits of a connection. `check` must outlive it (Beast keeps a reference).
+void configure_parser(Parser& p, const Limits& l, ChunkHeaderCheck& check) {
+  p.body_limit(l.max_body);
+  p.header_limit(l.max_header);
+  p.on_chunk_header(check);
+}
+
+struct Refusal {
+  Status status;
+  std::string code;
+  std::string message;
+};
+
+/// Reading failures that concern the framing beyond the header and body limits: the bytes of
+/// the whole request, chunk extensions, and a trailer or chunk header larger than the buffer.
+std::optional<Refusal> framing_refusal(beast::error_code ec, std::size_t read_bytes, std::size_t max_request) {
+  if (ec == bhttp::error::body_limit && read_bytes > max_request) {
+    return Refusal{Status::payload_too_large, "request_too_large",
+                   "request exceeds " + std::to_string(max_request) + " bytes including its framing"};
+  }
+  if (ec == bhttp::error::buffer_overflow || ec == bhttp::error::bad_chunk_extension) {
+    // A chunk header line (extensions) or a trailer that does not fit the connection's buffer,
+    // or extensions longer than kMaxChunkExtensions: the rest is not read.
+    return Refusal{Status::request_header_fields_too_large, "framing_too_large",
+                   "chunk extensions or trailer too large (" + ec.message() + ")"};
+  }
+  return std::nullopt;
+}
+
 template <bool Tls>
-class Session : public std::enable_shared_from_this<Session<Tls>> {
+class Session final : public Evictable, public std::enable_shared_from_this<Session<Tls>> {
  public:
   using Stream = std::conditional_t<Tls, beast::ssl_stream<beast::tcp_stream>, beast::tcp_stream>;
 
@@ -69,15 +211,42 @@ class Session : public std::enable_shared_from_this<Session<Tls>> {
       : sh_(sh), router_(router), stream_(std::move(socket), std::forward<Args>(args)...) {
     beast::error_code ec;
     const auto ep = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);
-    if (!ec) remote_ = ep.address().to_string() + ":" + std::to_string(ep.port());
+    if (!ec) {
+      source_ = ep.address().to_string();
+      remote_ = source_ + ":" + std::to_string(ep.port());
+    }
   }
-  ~Session() { sh_.connections.fetch_sub(1, std::memory_order_relaxed); }
+  ~Session() override {
+    if (admitted_) sh_.admission.release(admitted_, source_);
+  }
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
+  /// Takes a slot in the admission table; false if refused (the session is then dropped).
+  bool admit() {
+    admitted_ = sh_.admission.admit(source_, this->shared_from_this(), !Tls);
+    return admitted_ != 0;
+  }
+
+  void evict() override {
+    sh_.metrics->evicted_connection();
+    asio::post(stream_.get_executor(), [self = this->shared_from_this()] {
+      // Under a flood this happens thousands of times a second: one line a second at most.
+      const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+      auto last = self->sh_.last_evict_log.load(std::memory_order_relaxed);
+      if (now - last >= std::chrono::steady_clock::duration(std::chrono::seconds(1)).count() &&
+          self->sh_.last_evict_log.compare_exchange_strong(last, now)) {
+        log::warn("connection_evicted", {{"remote", self->remote_},
+                                         {"reason", "unauthenticated connection budget full (see otac_connections_evicted_total)"}});
+      }
+      beast::error_code ignored;
+      beast::get_lowest_layer(self->stream_).socket().close(ignored);
+    });
+  }
+
   void start() {
     if constexpr (Tls) {
-      beast::get_lowest_layer(stream_).expires_after(sh_.limits.read_timeout);
+      beast::get_lowest_layer(stream_).expires_after(sh_.limits.handshake_timeout);
       stream_.async_handshake(asio::ssl::stream_base::server,
                               [self = this->shared_from_this()](beast::error_code ec) { self->on_handshake(ec); });
     } else {
@@ -98,18 +267,34 @@ class Session : public std::enable_shared_from_this<Session<Tls>> {
       if (peer && SSL_get_verify_result(ssl) == X509_V_OK) {
         cn_ = x509_cn(peer);
         fingerprint_ = x509_fingerprint(peer);
+        sh_.admission.prove(admitted_);
       }
     }
     do_read(sh_.limits.read_timeout);
   }
 
+  // One request is read with async_read_some in a loop rather than async_read, so that the
+  // bytes consumed per request can be counted whatever the framing: chunk headers with their
+  // extensions and the trailer are covered by neither header_limit nor body_limit.
   void do_read(std::chrono::seconds timeout) {
     parser_.emplace();
-    parser_->body_limit(sh_.limits.max_body);
-    parser_->header_limit(sh_.limits.max_header);
+    configure_parser(*parser_, sh_.limits, on_chunk_header_);
+    read_bytes_ = 0;
     beast::get_lowest_layer(stream_).expires_after(timeout);
-    bhttp::async_read(stream_, buffer_, *parser_,
-                      [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+    read_some();
+  }
+
+  void read_some() {
+    bhttp::async_read_some(stream_, buffer_, *parser_, [self = this->shared_from_this()](beast::error_code ec, std::size_t n) {
+      self->on_read_some(ec, n);
+    });
+  }
+
+  void on_read_some(beast::error_code ec, std::size_t n) {
+    read_bytes_ += n;
+    if (!ec && read_bytes_ > sh_.max_request) ec = bhttp::error::body_limit;  // answered 413 below
+    if (!ec && !parser_->is_done()) return read_some();
+    on_read(ec);
   }
 
   void on_read(beast::error_code ec) {
@@ -131,6 +316,10 @@ class Session : public std::enable_shared_from_this<Session<Tls>> {
       dummy.target(parser_->get().target());
       std::map<std::string, std::string> ignored;
       if (!split_target(dummy.target(), ctx_.path, ignored)) ctx_.path = "-";
+    }
+    if (auto refused = framing_refusal(ec, read_bytes_, sh_.max_request)) {
+      sh_.metrics->refused_request();
+      return reply_error(dummy, refused->status, refused->code, refused->message);
     }
     if (ec == bhttp::error::body_limit) {
       // Read and drop a declared body of moderate size first: closing with unread data
@@ -235,12 +424,16 @@ class Session : public std::enable_shared_from_this<Session<Tls>> {
   Shared& sh_;
   const Router& router_;
   Stream stream_;
-  beast::flat_buffer buffer_;
-  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  beast::flat_buffer buffer_{sh_.max_buffer};
+  std::size_t read_bytes_ = 0;
+  ChunkHeaderCheck on_chunk_header_ = check_chunk_extensions;  // the parser keeps a reference
+  std::optional<Parser> parser_;
   Request req_;
   RequestContext ctx_;
   Response res_;
+  std::string source_ = "-";  ///< the peer's address, for the per-source limit
   std::string remote_ = "-";
+  Admission::Id admitted_ = 0;
   std::string cn_;
   std::string fingerprint_;
   std::chrono::steady_clock::time_point started_{};
@@ -276,27 +469,51 @@ class Listener : public std::enable_shared_from_this<Listener> {
     asio::post(acceptor_.get_executor(), [self = shared_from_this()] {
       beast::error_code ec;
       self->acceptor_.close(ec);
+      self->timer_.cancel();
     });
   }
 
  private:
   void on_accept(beast::error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
-    if (!ec) {
-      if (sh_.connections.fetch_add(1, std::memory_order_relaxed) >= sh_.limits.max_connections) {
-        sh_.connections.fetch_sub(1, std::memory_order_relaxed);
-        sh_.metrics->refused_connection();
-        beast::error_code ignored;
-        socket.close(ignored);
-      } else if (ssl_) {
-        std::make_shared<Session<true>>(sh_, router_, std::move(socket), *ssl_)->start();
+    if (ec == asio::error::no_descriptors || ec.value() == ENFILE || ec == asio::error::no_buffer_space ||
+        ec == asio::error::no_memory) {
+      // Out of file descriptors (or kernel memory): accepting again at once would fail again
+      // and spin. Wait, doubling up to a second, and log once per episode.
+      if (backoff_ == std::chrono::milliseconds(0)) {
+        log::warn("accept_paused", {{"reason", ec.message()},
+                                    {"open_connections", std::to_string(sh_.admission.open())}});
+        backoff_ = std::chrono::milliseconds(10);
       } else {
-        std::make_shared<Session<false>>(sh_, router_, std::move(socket))->start();
+        backoff_ = std::min<std::chrono::milliseconds>(backoff_ * 2, std::chrono::seconds(1));
       }
+      ++paused_;
+      timer_.expires_after(backoff_);
+      timer_.async_wait([self = shared_from_this()](beast::error_code e) {
+        if (!e) self->accept();
+      });
+      return;
+    }
+    if (backoff_ != std::chrono::milliseconds(0)) {
+      log::info("accept_resumed", {{"failed_accepts", std::to_string(paused_)}});
+      backoff_ = std::chrono::milliseconds(0);
+      paused_ = 0;
+    }
+    if (!ec) {
+      if (ssl_) start_session(std::make_shared<Session<true>>(sh_, router_, std::move(socket), *ssl_));
+      else start_session(std::make_shared<Session<false>>(sh_, router_, std::move(socket)));
     } else {
       log::warn("accept_failed", {{"reason", ec.message()}});
     }
     accept();
+  }
+
+  template <class S>
+  void start_session(const std::shared_ptr<S>& session) {
+    if (session->admit()) return session->start();
+    // Refused: the source has too many connections, or every slot is proven. The session's
+    // destructor closes the socket at once.
+    sh_.metrics->refused_connection();
   }
 
   asio::io_context& ioc_;
@@ -304,6 +521,9 @@ class Listener : public std::enable_shared_from_this<Listener> {
   const Router& router_;
   asio::ssl::context* ssl_;
   tcp::acceptor acceptor_;
+  asio::steady_timer timer_{acceptor_.get_executor()};
+  std::chrono::milliseconds backoff_{0};  ///< 0 while accepting normally
+  std::uint64_t paused_ = 0;              ///< failed accepts in the current episode
 };
 
 }  // namespace
@@ -322,6 +542,10 @@ struct Server::Impl {
   Impl(Limits l, RequestMetrics& m)
       : ioc(static_cast<int>(l.io_threads)), workers(l.workers), slow(l.slow_workers) {
     shared.limits = l;
+    shared.admission.configure(l.max_connections, l.max_unauthenticated ? l.max_unauthenticated : std::max(1u, l.max_connections / 2),
+                               l.max_per_source);
+    shared.max_request = max_request_of(l);
+    shared.max_buffer = max_buffer_of(l);
     shared.metrics = &m;
     shared.workers = &workers;
     shared.slow = &slow;
@@ -378,22 +602,70 @@ Result<std::uint16_t> Server::listen_plain(const std::string& host, std::uint16_
   return p;
 }
 
+namespace {
+
+// Raises the soft file-descriptor limit to the hard one (the default soft limit of 1,024 is
+// what a connection limit of 1,024 needs alone), and warns when the connection limit still
+// exceeds what the descriptors allow: accepts would then fail with EMFILE under load.
+void check_fd_limit(std::uint32_t max_connections) {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rlimit raised = rl;
+    raised.rlim_cur = rl.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
+  }
+  // Listeners, the database and its journal, logs, the Kannel sender and slack.
+  constexpr rlim_t kReserved = 64;
+  const rlim_t usable = rl.rlim_cur > kReserved ? rl.rlim_cur - kReserved : 0;
+  if (rl.rlim_cur != RLIM_INFINITY && max_connections > usable) {
+    log::warn("fd_limit_low", {{"max_connections", std::to_string(max_connections)},
+                               {"fd_limit", std::to_string(rl.rlim_cur)},
+                               {"advice", "raise LimitNOFILE (systemd) or ulimit -n to at least " +
+                                              std::to_string(max_connections + kReserved) +
+                                              ", or lower max_connections"}});
+  }
+}
+
+}  // namespace
+
 void Server::start() {
+  check_fd_limit(impl_->shared.limits.max_connections);
   impl_->guard.emplace(impl_->ioc.get_executor());
   for (auto& l : impl_->listeners) l->accept();
-  for (unsigned i = 0; i < std::max(1u, impl_->shared.limits.io_threads); ++i) {
-    impl_->threads.emplace_back([this] {
-      // Bounded by the io_context's life: run() returns when stop() stops it.
-      for (int restarts = 0; restarts < 1000; ++restarts) {
-        try {
-          impl_->ioc.run();
-          return;
-        } catch (const std::exception& e) {
-          log::error("io_thread_exception", {{"what", e.what()}});
-        }
-      }
-    });
+  const unsigned n = std::max(1u, impl_->shared.limits.io_threads);
+  for (unsigned i = 0; i < n; ++i) {
+    impl_->threads.emplace_back([this, n] { serve(n); });
   }
+}
+
+// A network thread serves until stop(): an exception that reaches the event loop (a handler
+// that broke its no-throw contract, or std::bad_alloc) is counted, logged at most once a
+// second, and the loop resumes. Only the connection whose handler threw is lost. Bounded by
+// the io_context's life: run() returns normally once stop() stops it.
+void Server::serve(unsigned expected) {
+  RequestMetrics& m = *impl_->shared.metrics;
+  m.io_thread_started(expected);
+  auto last_log = std::chrono::steady_clock::time_point{};
+  std::uint64_t quiet = 0;
+  while (!impl_->ioc.stopped()) {
+    try {
+      impl_->ioc.run();
+    } catch (const std::exception& e) {
+      m.io_exception();
+      const auto now = std::chrono::steady_clock::now();
+      if (now - last_log >= std::chrono::seconds(1)) {
+        log::error("io_thread_exception", {{"what", e.what()}, {"suppressed", std::to_string(quiet)}});
+        last_log = now;
+        quiet = 0;
+      } else {
+        ++quiet;
+      }
+    } catch (...) {
+      m.io_exception();
+    }
+  }
+  m.io_thread_stopped();
 }
 
 void Server::stop() {
@@ -409,6 +681,48 @@ void Server::stop() {
   for (auto& t : impl_->threads) {
     if (t.joinable()) t.join();
   }
+}
+
+unsigned check_request_bytes(std::string_view bytes, const Limits& limits) {
+  // What a connection's read loop does (bhttp::async_read_some), without a socket: bytes enter
+  // a buffer bounded like the connection's, the parser consumes what it can, and the bytes
+  // consumed are counted against max_request.
+  const std::size_t max_request = max_request_of(limits);
+  ChunkHeaderCheck check = check_chunk_extensions;
+  Parser parser;
+  configure_parser(parser, limits, check);
+  beast::flat_buffer buffer(max_buffer_of(limits));
+  std::size_t offered = 0, consumed = 0;
+  beast::error_code ec;
+  // Bounded: every round either consumes bytes, offers new ones, or ends.
+  for (std::size_t round = 0; round <= 2 * bytes.size() + 2 && !parser.is_done(); ++round) {
+    if (offered < bytes.size() && buffer.size() < buffer.max_size()) {
+      const std::size_t n = std::min(bytes.size() - offered, std::min<std::size_t>(buffer.max_size() - buffer.size(), 4096));
+      auto mb = buffer.prepare(n);
+      std::memcpy(mb.data(), bytes.data() + offered, n);
+      buffer.commit(n);
+      offered += n;
+    }
+    const std::size_t used = parser.put(buffer.data(), ec);
+    buffer.consume(used);
+    consumed += used;
+    if (!ec && consumed > max_request) ec = bhttp::error::body_limit;
+    if (ec == bhttp::error::need_more) {
+      ec = {};
+      if (offered == bytes.size()) return 0;  // incomplete: a connection would wait (and time out)
+      if (buffer.size() == buffer.max_size()) {
+        ec = bhttp::error::buffer_overflow;
+        break;
+      }
+      continue;
+    }
+    if (ec) break;
+  }
+  if (!ec) return parser.is_done() ? 200 : 0;
+  if (auto r = framing_refusal(ec, consumed, max_request)) return static_cast<unsigned>(r->status);
+  if (ec == bhttp::error::body_limit) return 413;
+  if (ec == bhttp::error::header_limit) return 431;
+  return 400;
 }
 
 bool parse_host_port(std::string_view s, std::string& host, std::uint16_t& port) {

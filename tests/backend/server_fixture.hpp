@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -66,6 +67,8 @@ class Backend {
   pid_t pid = -1;
   std::uint16_t port = 0;
   std::uint16_t mo_port = 0;
+  /// If set, the process's soft and hard file-descriptor limits (as `ulimit -n` would).
+  rlim_t fd_limit = 0;
 
   Backend() = default;
   ~Backend() { stop(); }
@@ -94,6 +97,10 @@ class Backend {
     if (pid == 0) {
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (::getppid() != parent) ::_exit(127);
+      if (fd_limit != 0) {
+        const rlimit rl{fd_limit, fd_limit};
+        ::setrlimit(RLIMIT_NOFILE, &rl);
+      }
       const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
       if (fd >= 0) { ::dup2(fd, 1); ::dup2(fd, 2); ::close(fd); }
       ::execve(args[0], args.data(), environ);
