@@ -23,7 +23,7 @@ int main(int argc, char* argv[]) {
   Catch::Session session;
   auto& o = otac::lifecycle::soak_options();
   using Catch::clara::Opt;
-  session.cli(session.cli() | Opt(o.steps, "steps")["--steps"]("[soak] steps per seed (default 1000000)") |
+  session.cli(session.cli() | Opt(o.steps, "steps")["--steps"]("[soak] steps per seed (default 10000000)") |
               Opt(o.seed, "seed")["--seed"]("[soak] first seed (default 1)") |
               Opt(o.seeds, "seeds")["--seeds"]("[soak] number of seeds, one after the other (default 1)") |
               Opt(o.minutes, "minutes")["--minutes"]("[soak] stop after this many minutes (default 60)") |

@@ -7,7 +7,7 @@
 namespace otac::lifecycle {
 
 struct SoakOptions {
-  std::uint64_t steps = 1'000'000;
+  std::uint64_t steps = 10'000'000;
   std::uint64_t seed = 1;
   std::uint64_t seeds = 1;
   double minutes = 60;

@@ -70,3 +70,79 @@ TEST_CASE("long soak (bench/lifecycle_soak.sh)", "[.][soak]") {
     CHECK(s.steps > 0);
   }
 }
+
+namespace {
+
+// Sequences the soak found (shrunk), one per known bug, replayed with no bug excluded. While
+// a bug is listed in all_known_bugs() its sequence must still break its invariant (the soak
+// finds it); once its fix is merged and its name removed, the same sequence must replay clean.
+struct Found {
+  KnownBug bug;
+  CardKind kind;
+  const char* invariant;
+  std::vector<Action> actions;
+};
+
+const std::vector<Found>& found() {
+  static const std::vector<Found> f = {
+      // #1: list 2 arrives while list 1 has codes; the user asks again, list 3 is refused (RSC 07).
+      {KnownBug::refused_list_stuck, CardKind::des3, "agreement",
+       {{Act::quiet, 0u}, {Act::user_refresh, 0u}, {Act::quiet, 0u}, {Act::user_refresh, 0u}, {Act::quiet, 0u}}},
+      // #2: the same through an operator's refresh (seed 1, shrunk).
+      {KnownBug::operator_refresh_lost, CardKind::aes, "agreement",
+       {{Act::card_fetch, 3346756751u}, {Act::deliver_mo, 1309005616u}, {Act::backend_send, 126314562u},
+        {Act::deliver_mt, 4061616066u}, {Act::deliver_mt, 1488286946u}, {Act::user_refresh, 756202341u},
+        {Act::card_fetch, 2188649275u}, {Act::deliver_mo, 4192933583u}, {Act::operator_refresh, 3885212575u},
+        {Act::quiet, 1333475042u}}},
+      // #3: display codes spend the card to the threshold; nothing is pushed (seed 1, shrunk).
+      {KnownBug::display_no_push, CardKind::aes, "threshold_push",
+       {{Act::quiet, 1011820303u}, {Act::tap_door, 1701079878u}, {Act::tap_pos, 2304713567u}, {Act::tap_pos, 4109006775u},
+        {Act::tap_pos, 1434525736u}, {Act::tap_pos, 2813183220u}, {Act::display_code, 3735751918u},
+        {Act::display_code, 2522397635u}}},
+      // #4: a purchase above the review amount is held; the terminal gives up; an operator approves.
+      {KnownBug::held_never_expires, CardKind::des3, "terminal_agrees",
+       {{Act::quiet, 0u}, {Act::tap_pos, 25000u << 4}, {Act::terminal_poll, 0u}, {Act::terminal_poll, 0u},
+        {Act::terminal_poll, 0u}, {Act::operator_decide, 0u}}},
+      // The card's first request is lost: it never asks again, the backend never pushes (seed 1, shrunk).
+      {KnownBug::lost_sms_not_repaired, CardKind::aes, "liveness",
+       {{Act::card_fetch, 1274470334u}, {Act::drop_mo, 4206554178u}, {Act::quiet, 1003603448u}}},
+      // A rotation right after enrollment: list 1 goes under K to a card already on K' (seed 1, shrunk).
+      {KnownBug::unreadable_por_ignored, CardKind::aes, "agreement", {{Act::rotate_key, 1053316120u}, {Act::quiet, 1119264483u}}},
+      // E2 reaches the card before its initialization request reaches the backend (seed 2, shrunk).
+      {KnownBug::request_under_retired_key, CardKind::p256, "liveness",
+       {{Act::rotate_key, 465549508u}, {Act::backend_send, 2950972971u}, {Act::deliver_mt, 955338581u}, {Act::quiet, 2459441613u}}},
+      // Codes used while the card is blocked push the display window past the card's next code (seed 1, shrunk).
+      {KnownBug::display_window_stale, CardKind::aes, "genuine_declined",
+       {{Act::quiet, 1339257287u}, {Act::block, 2671565241u}, {Act::tap_pos, 4224773124u}, {Act::tap_retry, 695383675u},
+        {Act::operator_refresh, 3192163700u}, {Act::backend_send, 652942880u}, {Act::tap_pos, 1823902807u},
+        {Act::deliver_mt, 2211141255u}, {Act::tap_pos, 4016256072u}, {Act::tap_lost, 826817304u},
+        {Act::deliver_mt, 1689987791u}, {Act::tap_pos, 3942646924u}, {Act::tap_door, 3304681694u},
+        {Act::tap_retry, 2951737521u}, {Act::tap_retry, 3790589531u}, {Act::display_code, 1882994403u},
+        {Act::unblock, 338834909u}, {Act::display_code, 2493930339u}}},
+  };
+  return f;
+}
+
+}  // namespace
+
+TEST_CASE("found sequences: each known open bug still breaks its invariant, each fixed one replays clean", "[lifecycle]") {
+  const auto open = all_known_bugs();
+  for (const auto& f : found()) {
+    Options opt;
+    opt.kind = f.kind;
+    opt.open_bugs.clear();  // nothing excluded: the sequence must speak for itself
+    auto o = replay(opt, f.actions);
+    INFO(bug_name(f.bug) << ": " << (o.failure ? o.failure->invariant + " at step " + std::to_string(o.failure->step) + ": " + o.failure->detail : "no failure"));
+    if (open.count(f.bug)) {
+      REQUIRE(o.failure);
+      CHECK(o.failure->invariant == f.invariant);
+      // Excluding the bug by name (and only it) lets the same sequence run through.
+      Options excluded = opt;
+      excluded.open_bugs = {f.bug};
+      auto e = replay(excluded, f.actions);
+      CHECK(!e.failure);
+    } else {
+      CHECK(!o.failure);
+    }
+  }
+}
