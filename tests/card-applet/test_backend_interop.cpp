@@ -22,28 +22,15 @@ std::uint16_t status_u16(Card& c, tlv::Tag tag) {
 }
 
 be::AuthRequest request_for(const Bytes& answer, const Bytes& challenge, const std::string& txn) {
-  be::AuthRequest req;
-  req.txn_id = txn;
-  req.card = field(answer, 0x77, 0xDF41);
-  auto u16 = [&](tlv::Tag t) { auto v = field(answer, 0x77, t); return static_cast<std::uint16_t>(v[0] << 8 | v[1]); };
-  req.list_id = u16(0xDF42);
-  req.index = u16(0xDF43);
-  req.atc = u16(0x9F36);
-  req.challenge = challenge;
-  req.cryptogram = field(answer, 0x77, 0x9F26);
-  return req;
+  auto req = request_from_answer(answer, challenge, txn);
+  REQUIRE(req);
+  return *req;
 }
 
 void activate_with(Card& c, const be::Enrollment& e) {
   c.select();
   REQUIRE(c.sw(cmd(0x00, 0x24, 0x01, 0x80, pin_block("1234"))) == 0x9000);
-  Bytes d;
-  put(d, hex("DF41"), e.n);
-  put(d, hex("DF44"), Bytes(e.k.view().begin(), e.k.view().end()));
-  put(d, hex("DF45"), Bytes{static_cast<std::uint8_t>(e.algorithm == be::Algorithm::des3 ? 1 : 2)});
-  put(d, hex("DF46"), to_bytes(kServer));
-  put(d, hex("DF47"), pin_block("87654321"));
-  REQUIRE(c.sw(cmd(0x80, 0x10, 0x00, 0x00, d, true)) == 0x9000);
+  REQUIRE(c.sw(cmd(0x80, 0x10, 0x00, 0x00, activation_data(e), true)) == 0x9000);
 }
 
 }  // namespace
