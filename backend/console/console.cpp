@@ -1,5 +1,6 @@
 // The operator console's request handler: static assets, sessions, CSRF, roles, JSON API.
 #include "console.hpp"
+#include "json_input.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -107,18 +108,11 @@ json::object audit_json(const AuditEntry& e) {
   return json::object{{"seq", e.seq}, {"at", e.at}, {"actor", e.actor}, {"action", e.action}, {"detail", e.detail}};
 }
 
-// Parses a JSON object body and refuses fields outside `allowed`.
+// Parses a JSON object body as the API does (strict: unknown and duplicate fields refused);
+// the console's actions without parameters may send no body at all.
 Result<json::object> parse_object(std::string_view body, std::initializer_list<std::string_view> allowed) {
   if (body.size() > max_body) return make_error(Errc::bad_length, "request body over 64 KiB");
-  boost::system::error_code ec;
-  json::value v = json::parse(body.empty() ? std::string_view("{}") : body, ec);
-  if (ec) return make_error(Errc::bad_value, "request body is not valid JSON: " + ec.message());
-  if (!v.is_object()) return make_error(Errc::bad_value, "request body must be a JSON object");
-  for (const auto& kv : v.as_object()) {
-    if (std::find(allowed.begin(), allowed.end(), std::string_view(kv.key())) == allowed.end())
-      return make_error(Errc::bad_value, "unknown field \"" + std::string(kv.key()) + "\"");
-  }
-  return std::move(v.as_object());
+  return otac::backend::http::parse_object(body.empty() ? std::string_view("{}") : body, allowed);
 }
 
 Result<std::string> get_string(const json::object& o, std::string_view key, bool required) {

@@ -1,6 +1,77 @@
 #include "json_input.hpp"
 
+#include <boost/json/basic_parser_impl.hpp>
+
+#include <set>
+#include <string>
+#include <vector>
+
 namespace otac::backend::http {
+
+namespace {
+
+// Boost.JSON keeps the last of duplicate keys without a word. The API documents strict JSON,
+// where {"amount":1,"amount":999} is an error, not a choice: a first pass with basic_parser
+// finds duplicates at every depth. It runs only on bodies the value parser accepted.
+struct DuplicateKeyFinder {
+  static constexpr std::size_t max_object_size = static_cast<std::size_t>(-1);
+  static constexpr std::size_t max_array_size = static_cast<std::size_t>(-1);
+  static constexpr std::size_t max_key_size = static_cast<std::size_t>(-1);
+  static constexpr std::size_t max_string_size = static_cast<std::size_t>(-1);
+  using ec_t = boost::system::error_code;
+  using sv = boost::json::string_view;
+
+  std::vector<std::set<std::string, std::less<>>> open;  // keys seen, per open object
+  std::string key;
+  std::string duplicate;
+
+  bool on_document_begin(ec_t&) { return true; }
+  bool on_document_end(ec_t&) { return true; }
+  bool on_object_begin(ec_t&) {
+    open.emplace_back();
+    return true;
+  }
+  bool on_object_end(std::size_t, ec_t&) {
+    open.pop_back();
+    return true;
+  }
+  bool on_array_begin(ec_t&) { return true; }
+  bool on_array_end(std::size_t, ec_t&) { return true; }
+  bool on_key_part(sv s, std::size_t, ec_t&) {
+    key.append(s.data(), s.size());
+    return true;
+  }
+  bool on_key(sv s, std::size_t, ec_t& ec) {
+    key.append(s.data(), s.size());
+    if (!open.back().insert(key).second) {
+      duplicate = key;
+      ec = boost::json::error::syntax;
+      return false;
+    }
+    key.clear();
+    return true;
+  }
+  bool on_string_part(sv, std::size_t, ec_t&) { return true; }
+  bool on_string(sv, std::size_t, ec_t&) { return true; }
+  bool on_number_part(sv, ec_t&) { return true; }
+  bool on_int64(std::int64_t, sv, ec_t&) { return true; }
+  bool on_uint64(std::uint64_t, sv, ec_t&) { return true; }
+  bool on_double(double, sv, ec_t&) { return true; }
+  bool on_bool(bool, ec_t&) { return true; }
+  bool on_null(ec_t&) { return true; }
+  bool on_comment_part(sv, ec_t&) { return true; }
+  bool on_comment(sv, ec_t&) { return true; }
+};
+
+/// The first key that appears twice in one object of `body` (valid JSON), or "".
+std::string duplicate_key(std::string_view body, const boost::json::parse_options& opt) {
+  boost::json::basic_parser<DuplicateKeyFinder> p(opt);
+  boost::system::error_code ec;
+  p.write_some(false, body.data(), body.size(), ec);
+  return p.handler().duplicate;
+}
+
+}  // namespace
 
 Result<boost::json::object> parse_object(std::string_view body, std::initializer_list<std::string_view> allowed) {
   if (body.empty()) return make_error(Errc::bad_value, "request body must be a JSON object");
@@ -10,6 +81,8 @@ Result<boost::json::object> parse_object(std::string_view body, std::initializer
   boost::json::value v = boost::json::parse(body, ec, {}, opt);
   if (ec) return make_error(Errc::bad_value, "request body is not valid JSON: " + ec.message());
   if (!v.is_object()) return make_error(Errc::bad_value, "request body must be a JSON object");
+  if (const std::string dup = duplicate_key(body, opt); !dup.empty())
+    return make_error(Errc::bad_value, "duplicate field \"" + dup + "\" (each field may appear once)");
   boost::json::object o = std::move(v.as_object());
   for (const auto& kv : o) {
     bool known = false;

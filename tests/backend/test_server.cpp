@@ -192,6 +192,8 @@ TEST_CASE("malformed requests get 4xx with a message and the server keeps workin
       {"missing", without("cryptogram"), "missing field \\\"cryptogram\\\""},
       {"bad txn id", with("txn_id", "a b"), "txn_id"},
       {"deep", "{\"a\":[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]}", ""},
+      // Strict JSON: a repeated field is an error, not "the last one wins".
+      {"duplicate", auth_body(good).insert(1, "\"list\":7,"), "duplicate field \\\"list\\\""},
   };
   for (const auto& c : cases) {
     INFO(c.name);
@@ -228,6 +230,9 @@ TEST_CASE("malformed requests get 4xx with a message and the server keeps workin
   CHECK(Backend::call(viewer, Verb::get, "/v1/admin/transactions").status == 200);
   CHECK(Backend::call(b.admin(), Verb::post, "/v1/admin/cards", R"({"algorithm":"rsa","msisdn":"+1"})").status == 400);
   CHECK(Backend::call(b.admin(), Verb::post, "/v1/admin/cards", R"({"msisdn":"+1","colour":"red"})").status == 400);
+  const auto nested = Backend::call(b.admin(), Verb::post, "/v1/admin/cards", R"({"msisdn":"+1","doors":[{"door":"A","door":"B"}]})");
+  CHECK(nested.status == 400);  // duplicates are refused at every depth
+  CHECK(nested.body.find("duplicate field") != std::string::npos);
   CHECK(Backend::call(b.admin(), Verb::post, "/v1/admin/terminals", R"({"id":"short"})").status == 400);
   CHECK(Backend::call(b.admin(), Verb::post, "/v1/admin/operators", R"({"name":"x","role":"god"})").status == 400);
   CHECK(Backend::call(b.admin(), Verb::get, "/v1/admin/transactions?decision=maybe").status == 400);

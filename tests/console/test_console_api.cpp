@@ -170,6 +170,11 @@ TEST_CASE("console sign-in: token to an HttpOnly Secure SameSite=Strict cookie; 
     CHECK(f.call("POST", "/console/api/session", R"({"token":)", {{"Content-Type", "application/json"}}).status == 400);
     CHECK(f.call("POST", "/console/api/session", R"({"token":5})", {{"Content-Type", "application/json"}}).status == 400);
     CHECK(f.call("POST", "/console/api/session", R"([1])", {{"Content-Type", "application/json"}}).status == 400);
+    // Strict JSON: a repeated field is refused, not resolved in favour of the last one.
+    const auto dup = f.call("POST", "/console/api/session", R"({"token":"x","token":")" + f.admin_token + "\"}",
+                            {{"Content-Type", "application/json"}});
+    CHECK(dup.status == 400);
+    CHECK(dup.body.find("duplicate field") != std::string::npos);
     CHECK(f.call("POST", "/console/api/session", body,
                  {{"Content-Type", "application/json"}, {"Origin", "https://evil.example"}}).status == 403);
     CHECK(f.console->sessions().size() == 0);
@@ -357,6 +362,7 @@ TEST_CASE("console cards and terminals: enroll once, status, block, refresh, rot
   CHECK(f.as(admin, "POST", "/console/api/cards", R"({"msisdn":"+1","pin":"1234"})").status == 400);
   CHECK(f.as(admin, "POST", "/console/api/cards", R"({"limit_minor":-5})").status == 400);
   CHECK(f.as(admin, "POST", "/console/api/cards", R"({"msisdn":"not a number"})").status == 400);
+  CHECK(f.as(admin, "POST", "/console/api/cards", R"({"msisdn":"+1","limit_minor":1,"limit_minor":999999})").status == 400);
   CHECK(f.as(admin, "GET", "/console/api/transactions?decision=maybe").status == 400);
   CHECK(f.as(admin, "GET", "/console/api/transactions?limit=0").status == 400);
   CHECK(f.as(admin, "GET", "/console/api/nothing").status == 404);
