@@ -257,7 +257,7 @@ TEST_CASE("policy: card limit, terminal limit, held for review, doors and hours"
   }
 }
 
-TEST_CASE("a held transaction expires at its deadline; an operator's later decision is refused") {
+TEST_CASE("a held transaction expires at its deadline, and an operator's later decision is refused") {
   Env env;
   Card c = setup(env, Algorithm::des3, 0, 1000);
   const UnixTime t0 = env.clock;
