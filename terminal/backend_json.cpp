@@ -69,6 +69,11 @@ Result<BackendAnswer> parse_answer(std::string_view text, bool require_arpc) {
   auto arpc = hex_member(o, "arpc", 8);
   if (!arpc) return arpc.error();
   a.arpc = std::move(*arpc);
+  if (const auto* e = o.if_contains("expires_in"); e && a.decision == Decision::held) {
+    // The backend's deadline as time left (protocol.md §5.2): no clock needs to agree.
+    if (!e->is_int64() || e->get_int64() < 0 || e->get_int64() > 86400) return bad("\"expires_in\" must be an integer 0..86400");
+    a.expires_in = static_cast<std::uint32_t>(e->get_int64());
+  }
   if (a.decision == Decision::approved) {
     // An approval the card cannot check is no approval.
     if (a.auth_code.empty()) return bad("approved without \"auth_code\"");

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -23,11 +24,13 @@ struct BackendAnswer {
   std::string auth_code;  ///< empty when absent
   Bytes arc;              ///< 2 bytes or empty
   Bytes arpc;             ///< 8 bytes or empty
+  std::optional<std::uint32_t> expires_in;  ///< held: whole seconds left before the backend's deadline
 };
 
 /// Parses an answer. Errors (bad_value) for: not a JSON object, a missing or mistyped
 /// txn_id/decision/reason, an unknown decision, arc not 4 hex digits, arpc not 16 hex
-/// digits, auth_code not 1..12 printable ASCII, and "approved" without auth_code, arc 3030
+/// digits, auth_code not 1..12 printable ASCII, expires_in not an integer 0..86400 (it is
+/// read only with "held"), and "approved" without auth_code, arc 3030
 /// and arpc (arpc only when require_arpc: a typed display code's approval has none, as no
 /// card is there to check it). Unknown extra members are ignored (the API may grow).
 Result<BackendAnswer> parse_answer(std::string_view json, bool require_arpc = true);

@@ -9,6 +9,7 @@ Outcome run_flow(Flow& flow, const DriverIo& io, const DriverLimits& lim, TapTim
   using Clock = std::chrono::steady_clock;
   Clock::time_point card_at{};
   Clock::time_point held_deadline{};
+  Clock::time_point sent_at{};  // when the request whose answer the flow is acting on was sent
   bool held_started = false;
   Action a = flow.start();
   // Every action but a poll moves the flow forward and the flow bounds its retries, so 64
@@ -41,27 +42,43 @@ Outcome run_flow(Flow& flow, const DriverIo& io, const DriverLimits& lim, TapTim
         break;
       }
       case Action::post_auth:
+        sent_at = Clock::now();
         a = flow.on_backend(io.post(a.body));
         break;
       case Action::poll_held: {
+        // The wait ends at the terminal's own limit or at the backend's deadline, whichever
+        // comes first. The deadline arrives as time left and is counted from when the request
+        // was sent, before the backend read its clock, so it is never later than the
+        // backend's, whatever the two wall clocks say (protocol.md §5.2).
         if (!held_started) {
           held_started = true;
-          held_deadline = Clock::now() + lim.held_limit;
+          held_deadline = sent_at + lim.held_limit;
         }
+        if (a.held_left) held_deadline = std::min(held_deadline, sent_at + *a.held_left);
         const auto before = Clock::now();
         if (before >= held_deadline) {
           a = flow.on_held_expired();
           break;
         }
-        // Whole seconds, rounded up (the API takes seconds; at most 30): overrun < 1 s.
+        // Whole seconds, rounded down (the API takes seconds; at most 30), so that the
+        // long-poll ends by the deadline; under a second left polls without waiting.
         const auto left_ms = std::chrono::duration_cast<std::chrono::milliseconds>(held_deadline - before).count();
-        auto r = io.poll(flow.params().txn_id, static_cast<unsigned>(std::min<long long>((left_ms + 999) / 1000, 30)));
-        // A poll that returned at once (error, or a backend that caps the wait) must not spin.
-        if (Clock::now() - before < std::chrono::milliseconds(200))
-          std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        sent_at = before;
+        auto r = io.poll(flow.params().txn_id, static_cast<unsigned>(std::min<long long>(left_ms / 1000, 30)));
+        // A poll that returned at once (error, short wait, or a backend that caps the wait)
+        // must not spin; the pause never runs past the deadline.
+        const auto took = Clock::now() - before;
+        if (took < std::chrono::milliseconds(200))
+          std::this_thread::sleep_for(std::min<Clock::duration>(std::chrono::milliseconds(200) - took,
+                                                                std::max<Clock::duration>(held_deadline - Clock::now(), Clock::duration::zero())));
         a = flow.on_backend(r);
         break;
       }
+      case Action::cancel_held:
+        sent_at = Clock::now();
+        a = flow.on_backend(io.cancel ? io.cancel(flow.params().txn_id)
+                                      : Result<std::string>(Error{Errc::io, "this terminal cannot send a cancel"}));
+        break;
       case Action::wait_removal:
         // Even with a zero wait this ends the card session (deselect / reset: PIN state gone).
         (void)io.reader->wait_removal(lim.removal_wait);

@@ -20,6 +20,8 @@ struct DriverIo {
   std::function<Result<std::string>(const std::string& body)> post;
   /// GET /v1/authorizations/{txn}?wait=seconds.
   std::function<Result<std::string>(const std::string& txn, unsigned wait_s)> poll;
+  /// POST /v1/authorizations/{txn}/cancel: the terminal stopped waiting for an operator.
+  std::function<Result<std::string>(const std::string& txn)> cancel;
   /// Reads a PIN after showing the prompt; nullopt when cancelled, timed out or unavailable.
   std::function<std::optional<SecretBytes>(const std::string& prompt)> pin;
   /// Shows a line on the terminal's display.
@@ -31,7 +33,7 @@ struct DriverLimits {
   Millis card_wait{15000};
   Millis apdu_timeout{1000};
   Millis removal_wait{10000};  ///< 0: end the card session without waiting (benchmarks)
-  std::chrono::seconds held_limit{60};
+  std::chrono::seconds held_limit{60};  ///< longest wait for an operator; the backend's deadline may end it sooner
 };
 
 /// Timings of one tap.

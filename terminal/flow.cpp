@@ -269,7 +269,8 @@ Action Flow::on_pin_cancelled() {
 }
 
 Action Flow::on_backend(const Result<std::string>& body) {
-  if (state_ != State::authorizing && state_ != State::held) return unexpected("backend answer");
+  if (state_ != State::authorizing && state_ != State::held && state_ != State::cancelling)
+    return unexpected("backend answer");
   if (!body) {
     const bool transport = body.error().code == Errc::io || body.error().code == Errc::timeout;
     if (transport && out_.backend_attempts < p_.max_backend_attempts) {
@@ -279,6 +280,8 @@ Action Flow::on_backend(const Result<std::string>& body) {
       if (state_ == State::held) {
         a.kind = Action::poll_held;
         a.display = "Waiting for operator...";
+      } else if (state_ == State::cancelling) {
+        a.kind = Action::cancel_held;
       } else {
         a.kind = Action::post_auth;
         a.body = auth_body_;
@@ -286,13 +289,22 @@ Action Flow::on_backend(const Result<std::string>& body) {
       }
       return a;
     }
+    if (state_ == State::cancelling) return cancel_unconfirmed(body.error().message);
     return decline(transport ? "backend_unreachable" : "backend_error", body.error().message, true);
   }
   auto ans = parse_answer(*body);
-  if (!ans) return decline("malformed_answer", ans.error().message, true);
-  if (ans->txn_id != p_.txn_id)
-    return decline("malformed_answer", "the backend answered for another transaction (" + ans->txn_id.substr(0, 64) + ")", true);
+  if (!ans) {
+    if (state_ == State::cancelling) return cancel_unconfirmed(ans.error().message);
+    return decline("malformed_answer", ans.error().message, true);
+  }
+  if (ans->txn_id != p_.txn_id) {
+    const std::string why = "the backend answered for another transaction (" + ans->txn_id.substr(0, 64) + ")";
+    if (state_ == State::cancelling) return cancel_unconfirmed(why);
+    return decline("malformed_answer", why, true);
+  }
   out_.backend_attempts = 0;  // a good answer resets the transport-error budget (held polling)
+  if (state_ == State::cancelling && ans->decision == Decision::held)
+    return cancel_unconfirmed("the backend still holds the transaction after the cancel");
   return decide(*ans);
 }
 
@@ -305,6 +317,7 @@ Action Flow::decide(const BackendAnswer& a) {
     Action act;
     act.kind = Action::poll_held;
     act.display = "Waiting for operator...";
+    if (a.expires_in) act.held_left = std::chrono::seconds(*a.expires_in);
     return act;
   }
   out_.decision = a.decision;
@@ -327,7 +340,21 @@ Action Flow::decide(const BackendAnswer& a) {
 
 Action Flow::on_held_expired() {
   if (state_ != State::held) return unexpected("held limit");
-  return decline("held_timeout", "no operator decision within the configured limit", true);
+  // The backend decides what the customer sees: an operator may have decided just before the
+  // cancel arrived, and the answer then carries that decision (protocol.md §5.2).
+  state_ = State::cancelling;
+  out_.backend_attempts = 0;
+  Action a;
+  a.kind = Action::cancel_held;
+  a.display = "No operator decision; cancelling...";
+  return a;
+}
+
+Action Flow::cancel_unconfirmed(const std::string& why) {
+  // No answer to the cancel: declined all the same. The terminal stopped waiting no later
+  // than the backend's deadline, and the backend expires the transaction then.
+  return decline("held_timeout", "no operator decision within the limit; the backend did not confirm the cancel (" + why +
+                                     "), it declines the transaction at its deadline", true);
 }
 
 Action Flow::on_removed() {

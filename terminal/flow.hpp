@@ -7,6 +7,7 @@
 // backend, carrying the txn_id we sent, approves. Everything else declines with a reason.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -72,6 +73,7 @@ struct Action {
     ask_pin,         ///< prompt the keypad, answer with on_pin / on_pin_cancelled
     post_auth,       ///< POST body to /v1/authorizations, answer with on_backend
     poll_held,       ///< GET /v1/authorizations/{txn_id}?wait=, answer with on_backend / on_held_expired
+    cancel_held,     ///< POST /v1/authorizations/{txn_id}/cancel, answer with on_backend
     wait_removal,    ///< wait until the card leaves, then on_removed
     done,            ///< outcome() is final
   } kind = wait_card;
@@ -79,6 +81,9 @@ struct Action {
   std::string body;             ///< post_auth
   std::string display;          ///< a line for the display, shown before acting (may be empty)
   bool decision_shown = false;  ///< this action's display is the decision (latency end point)
+  /// poll_held after a held answer: the backend's time left (expires_in), counted from when
+  /// the request that got this answer was sent; empty when the answer had none.
+  std::optional<std::chrono::seconds> held_left;
 };
 
 /// The flow of one tap. Not thread-safe; one instance per transaction.
@@ -103,7 +108,8 @@ class Flow {
   Action on_pin_cancelled();
   /// The backend's answer body (HTTP 200), or a transport/HTTP error.
   Action on_backend(const Result<std::string>& body);
-  /// The configured limit for an operator's decision passed while held.
+  /// The wait for an operator's decision ended (the backend's deadline or the terminal's own
+  /// limit, whichever came first): asks the backend to cancel; its answer is final.
   Action on_held_expired();
   /// The card left the field (or waiting for that ended).
   Action on_removed();
@@ -114,11 +120,12 @@ class Flow {
 
  private:
   enum class State { idle, waiting_card, selecting, authenticating, pin_entry, authorizing, held,
-                     confirming, removing, done };
+                     cancelling, confirming, removing, done };
 
   Action send_authenticate(ByteView pin_block);
   Action decide(const BackendAnswer& a);
   Action decline(std::string reason, std::string detail, bool card_in_field);
+  Action cancel_unconfirmed(const std::string& why);
   Action finish_to_removal(std::string display, bool decision);
   Action unexpected(const char* event);
 

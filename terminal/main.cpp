@@ -57,7 +57,9 @@ DESCRIPTION
   PIN); POST the card's cryptogram to the backend; show the decision; hand the backend's
   response cryptogram (ARPC) to the card (CONFIRM); wait for the card to leave. Network
   retries reuse the same transaction id, so the backend never decides twice. A transaction
-  the backend holds for review shows "waiting for operator" and waits up to held_wait_limit_s.
+  the backend holds for review shows "waiting for operator" and waits up to held_wait_limit_s
+  or until the backend's deadline, whichever comes first; then it cancels the transaction at
+  the backend and shows the final answer (normally DECLINED (held_timeout)).
 
 COMMANDS
   pos      A purchase. --amount AMOUNT (e.g. 12.50, in the currency's units) or, without it,
@@ -314,6 +316,7 @@ int run_tap(const Args& a, Config& cfg, Reader& reader, Backend& be, std::uint64
     return be.post("/v1/authorizations", body);
   };
   io.poll = [&](const std::string& txn, unsigned w) { return be.poll(txn, w); };
+  io.cancel = [&](const std::string& txn) { return be.post("/v1/authorizations/" + txn + "/cancel", ""); };
   io.pin = [&](const std::string& prompt) { return read_pin(cfg, prompt); };
   io.display = [](const std::string& line) { std::cerr << "[display] " << line << std::endl; };
   DriverLimits lim;

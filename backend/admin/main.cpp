@@ -49,7 +49,8 @@ COMMANDS
         given, in which case the CSR's key is used and no key is written) and DIR/ca.pem.
     revoke-terminal ID           disables a terminal (its certificate is refused)
     terminal ID                  shows a terminal
-    approve TXN | decline TXN    decides a held transaction
+    approve TXN | decline TXN    decides a held transaction; refused (exit 1) once it was
+                                 decided, or expired because its terminal stopped waiting
     transactions [--card N] [--terminal ID] [--decision approved|declined|held]
                  [--since UNIX] [--until UNIX] [--limit L]
     audit [--after SEQ] [--limit L] | audit --verify

@@ -58,6 +58,10 @@ json::object answer_json(const AuthAnswer& a) {
   if (!a.auth_code.empty()) o["auth_code"] = a.auth_code;
   if (!a.arc.empty()) o["arc"] = to_hex(a.arc);
   if (!a.arpc.empty()) o["arpc"] = to_hex(a.arpc);
+  if (a.decision == Decision::held) {
+    o["expires_at"] = a.expires_at;
+    o["expires_in"] = a.expires_in;
+  }
   return o;
 }
 
@@ -78,6 +82,7 @@ json::object txn_json(const TransactionRecord& t) {
   o["created_at"] = t.created_at;
   o["decided_at"] = t.decided_at;
   if (!t.decided_by.empty()) o["decided_by"] = t.decided_by;
+  if (t.expires_at != 0) o["expires_at"] = t.expires_at;
   return o;
 }
 
@@ -213,6 +218,21 @@ class Api {
       r = c_.service->get_authorization(txn, std::min<std::chrono::milliseconds>(left, std::chrono::milliseconds(1000)));
     }
     if (!r) return service_error(req, r.error());
+    return json_response(req, Status::ok, answer_json(*r));
+  }
+
+  // The terminal stopped waiting for an operator: the backend declines the held transaction
+  // (held_timeout) unless it was decided first, and answers with the final decision.
+  Response cancel_authorization(const Request& req, RequestContext& ctx) {
+    if (auto e = require_terminal(req, ctx)) return *e;
+    if (auto e = expect_empty_body(req)) return *e;
+    const std::string& txn = ctx.params.at(0);
+    if (!valid_txn_id(txn)) return bad_request(req, "malformed transaction id");
+    ctx.log["txn"] = txn;
+    auto r = c_.service->cancel_held(txn, *ctx.client_cn);
+    if (!r) return service_error(req, r.error());
+    ctx.log["decision"] = decision_name(r->decision);
+    ctx.log["reason"] = r->reason;
     return json_response(req, Status::ok, answer_json(*r));
   }
 
@@ -632,6 +652,7 @@ void install_api(Router& router, ApiContext& ctx) {
   router.add(Verb::get, "/metrics", bind(&Api::metrics));
   router.add(Verb::post, "/v1/authorizations", bind(&Api::authorize));
   router.add(Verb::get, "/v1/authorizations/*", bind(&Api::get_authorization), RouteOptions{true});
+  router.add(Verb::post, "/v1/authorizations/*/cancel", bind(&Api::cancel_authorization));
   router.add(Verb::post, "/v1/codes/verify", bind(&Api::verify_code));
   router.add(Verb::post, "/v1/admin/cards", bind(&Api::enroll));
   router.add(Verb::get, "/v1/admin/cards/*", bind(&Api::card_get));

@@ -61,6 +61,7 @@ Result<Config> parse_config(std::string_view text, Config c) {
       {"threshold", num(c.threshold, 0, 1000)},
       {"fail_limit", num(c.fail_limit, 1, 1000)},
       {"max_wait_seconds", num(c.max_wait_seconds, 0, 300)},
+      {"hold_limit_seconds", num(c.hold_limit_seconds, 1, 86400)},
       {"kannel_sendsms_url", str(c.kannel_sendsms_url)},
       {"kannel_user", str(c.kannel_user)},
       {"kannel_pass", str(c.kannel_pass)},
@@ -140,6 +141,10 @@ threshold = 20
 fail_limit = 5
 # Longest wait a terminal may ask for on GET /v1/authorizations/{txn}?wait=S.
 max_wait_seconds = 30
+# A transaction held for review expires (declined, held_timeout) this long after it was held,
+# unless an operator decided it first or its terminal gave up earlier. Terminals are told the
+# time left and never wait longer; one with a shorter limit cancels it when it stops waiting.
+hold_limit_seconds = 120
 
 # Kannel smsbox sendsms interface. Empty URL: messages are only queued.
 # Example: kannel_sendsms_url = http://127.0.0.1:13013/cgi-bin/sendsms

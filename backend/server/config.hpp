@@ -24,6 +24,7 @@ struct Config {
   std::uint32_t threshold = 20;
   std::uint32_t fail_limit = 5;
   std::uint32_t max_wait_seconds = 30;
+  std::uint32_t hold_limit_seconds = 120;
   std::string kannel_sendsms_url;  ///< empty = SMS sending disabled (queued only)
   std::string kannel_user;
   std::string kannel_pass;

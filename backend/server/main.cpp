@@ -191,6 +191,7 @@ int main(int argc, char** argv) {
   sc.default_threshold = c.threshold;
   sc.default_fail_limit = c.fail_limit;
   sc.max_wait = std::chrono::seconds(c.max_wait_seconds);
+  sc.hold_limit = std::chrono::seconds(c.hold_limit_seconds);
   Service service(sc, [db, kekp] { return open_sqlite_store(db, kekp); });
 
   const fs::path token_file = c.resolve(c.admin_token_file);
@@ -298,8 +299,15 @@ int main(int argc, char** argv) {
                           {"data_dir", c.data_dir.string()},
                           {"sms", c.kannel_sendsms_url.empty() ? "disabled" : "kannel"}});
 
+  // Wait for a stop signal; meanwhile expire held transactions whose deadline passed once a
+  // second (reads and decisions expire them too; this keeps the audit log and metrics timely).
   int sig = 0;
-  sigwait(&stop_set, &sig);
+  for (;;) {
+    const timespec second{1, 0};
+    sig = sigtimedwait(&stop_set, nullptr, &second);
+    if (sig == SIGTERM || sig == SIGINT) break;
+    if (auto e = service.expire_held(256); !e) log::warn("expire_held_failed", {{"error", e.error().message}});
+  }
   log::info("stopping", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
   stopping = true;
   server.stop();  // first: no MO handler may touch the sender afterwards

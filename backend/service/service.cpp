@@ -60,8 +60,58 @@ Bytes request_hash(std::string_view kind, std::initializer_list<ByteView> parts)
   return crypto::sha256(in);
 }
 
-AuthAnswer answer_of(const TransactionRecord& t) {
-  return AuthAnswer{t.txn_id, t.decision, t.reason, t.auth_code, t.arc, t.arpc};
+AuthAnswer answer_of(const TransactionRecord& t, UnixTime now) {
+  AuthAnswer a{t.txn_id, t.decision, t.reason, t.auth_code, t.arc, t.arpc, 0, 0};
+  if (t.decision == Decision::held) {
+    a.expires_at = t.expires_at;
+    // The store's clock has whole seconds: at "now" up to one more second may already have
+    // passed, so one is taken off. A terminal counting this from before its request never
+    // waits past the deadline (protocol.md §5.2).
+    a.expires_in = std::max<std::int64_t>(0, t.expires_at - now - 1);
+  }
+  return a;
+}
+
+// Records the final decision of a held transaction inside the caller's store transaction: a
+// fresh ARPC over the final ARC (a terminal that relays the decision to a card still in the
+// field gets a CONFIRM the card can verify), the conditional update, and an audit entry.
+// False (and rec re-read) when the transaction was no longer held: someone decided it first.
+Result<bool> settle_held(Tx& tx, TransactionRecord& rec, Decision d, std::string reason, std::string_view actor,
+                         std::string_view action, UnixTime decided_at, UnixTime now) {
+  auto card = tx.card(rec.card);
+  if (!card) return card.error();
+  auto code = tx.otac(rec.card, rec.list_id, rec.index);
+  if (!code) return code.error();
+  TransactionRecord next = rec;
+  next.decision = d;
+  next.reason = std::move(reason);
+  next.arc = d == Decision::approved ? kArcApproved : kArcDeclined;
+  next.auth_code = d == Decision::approved ? random_digits(6) : std::string{};
+  next.decided_at = decided_at;
+  next.decided_by = std::string(actor);
+  auto arpc = mac8(card->algorithm, code->key, arpc_input(next.cryptogram, next.arc));
+  if (!arpc) return arpc.error();
+  next.arpc = std::move(*arpc);
+  auto won = tx.decide_held_transaction(next);
+  if (!won) return won.error();
+  if (!*won) {
+    auto again = tx.transaction(rec.txn_id);
+    if (!again) return again.error();
+    rec = std::move(*again);
+    return false;
+  }
+  auto a = tx.audit(now, actor, action, "txn=" + next.txn_id + " decision=" + decision_name(d) + " reason=" + next.reason);
+  if (!a) return a.error();
+  rec = std::move(next);
+  return true;
+}
+
+// A held transaction whose deadline has passed is declined (held_timeout) before anyone reads
+// or decides it, so no operator can approve what the terminal already showed as declined.
+// True when this call expired it.
+Result<bool> expire_if_due(Tx& tx, TransactionRecord& rec, UnixTime now) {
+  if (rec.decision != Decision::held || now < rec.expires_at) return false;
+  return settle_held(tx, rec, Decision::declined, "held_timeout", "system", "expire_held", rec.expires_at, now);
 }
 
 std::string display_code(ByteView m) {
@@ -724,8 +774,10 @@ Result<AuthAnswer> Service::authorize(const AuthRequest& req, std::string_view t
     if (auto prev = tx.transaction(req.txn_id); prev) {
       if (!ct_equal(prev->request_hash, hash))
         return make_error(Errc::conflict, "txn_id " + req.txn_id + " was used with a different request");
-      ans = answer_of(*prev);
-      replayed = true;
+      auto expired = expire_if_due(tx, *prev, t);
+      if (!expired) return expired.error();
+      ans = answer_of(*prev, t);
+      replayed = !*expired;
       return {};
     } else if (prev.error().code != Errc::not_found) {
       return prev.error();
@@ -760,7 +812,7 @@ Result<AuthAnswer> Service::authorize(const AuthRequest& req, std::string_view t
                             std::to_string(rec.index) + " amount=" + std::to_string(rec.amount_minor) +
                             " decision=" + decision_name(rec.decision) + " reason=" + rec.reason);
       if (!a) return a.error();
-      ans = answer_of(rec);
+      ans = answer_of(rec, t);
       return {};
     };
 
@@ -816,6 +868,7 @@ Result<AuthAnswer> Service::authorize(const AuthRequest& req, std::string_view t
       rec.decision = Decision::held;
       rec.reason = "review";
       rec.decided_at = 0;
+      rec.expires_at = t + config_.hold_limit.count();
     } else {
       rec.decision = Decision::approved;
       rec.reason = "ok";
@@ -849,13 +902,19 @@ Result<AuthAnswer> Service::get_authorization(std::string_view txn_id, std::chro
   // waiters in this process early; polling the store sees decisions made by other processes.
   for (int round = 0; round < 100000; ++round) {
     AuthAnswer ans;
+    bool expired = false;
+    const UnixTime t = now();
     auto r = run([&](Tx& tx) -> Result<void> {
-      auto t = tx.transaction(txn_id);
-      if (!t) return t.error();
-      ans = answer_of(*t);
+      auto rec = tx.transaction(txn_id);
+      if (!rec) return rec.error();
+      auto e = expire_if_due(tx, *rec, t);
+      if (!e) return e.error();
+      expired = *e;
+      ans = answer_of(*rec, t);
       return {};
     });
     if (!r) return r.error();
+    if (expired) count(ans);
     const auto left = deadline - std::chrono::steady_clock::now();
     if (ans.decision != Decision::held || left <= std::chrono::steady_clock::duration::zero()) return ans;
     std::unique_lock lock(held_mu_);
@@ -866,37 +925,90 @@ Result<AuthAnswer> Service::get_authorization(std::string_view txn_id, std::chro
 
 Result<AuthAnswer> Service::decide_held(std::string_view txn_id, bool approve, std::string_view actor) {
   AuthAnswer ans;
+  bool expired = false;
   const UnixTime t = now();
   auto r = run([&](Tx& tx) -> Result<void> {
     auto rec = tx.transaction(txn_id);
     if (!rec) return rec.error();
+    auto e = expire_if_due(tx, *rec, t);
+    if (!e) return e.error();
+    expired = *e;
+    if (expired || (rec->decision == Decision::declined && rec->reason == "held_timeout")) {
+      // The expiry is committed even though the operator's request fails.
+      ans = answer_of(*rec, t);
+      return {};
+    }
     if (rec->decision != Decision::held)
       return make_error(Errc::conflict, "transaction " + std::string(txn_id) + " is not held (it is " + decision_name(rec->decision) + ")");
-    auto card = tx.card(rec->card);
-    if (!card) return card.error();
-    auto code = tx.otac(rec->card, rec->list_id, rec->index);
-    if (!code) return code.error();
-    rec->decision = approve ? Decision::approved : Decision::declined;
-    rec->reason = approve ? "operator_approved" : "operator_declined";
-    rec->arc = approve ? kArcApproved : kArcDeclined;
-    rec->auth_code = approve ? random_digits(6) : std::string{};
-    rec->decided_at = t;
-    rec->decided_by = std::string(actor);
-    // A fresh ARPC over the final ARC, so a terminal that relays the decision to a card
-    // still in the field gets a CONFIRM the card can verify.
-    auto arpc = mac8(card->algorithm, code->key, arpc_input(rec->cryptogram, rec->arc));
-    if (!arpc) return arpc.error();
-    rec->arpc = std::move(*arpc);
-    if (auto x = tx.update_transaction(*rec); !x) return x;
-    auto a = tx.audit(t, actor, approve ? "approve_held" : "decline_held", "txn=" + rec->txn_id);
-    if (!a) return a.error();
-    ans = answer_of(*rec);
+    auto won = settle_held(tx, *rec, approve ? Decision::approved : Decision::declined,
+                           approve ? "operator_approved" : "operator_declined", actor, approve ? "approve_held" : "decline_held", t, t);
+    if (!won) return won.error();
+    if (!*won)
+      return make_error(Errc::conflict, "transaction " + std::string(txn_id) + " is not held (it is " + decision_name(rec->decision) + ")");
+    ans = answer_of(*rec, t);
     return {};
   });
   if (!r) return r.error();
+  if (ans.reason == "held_timeout") {
+    if (expired) {
+      count(ans);
+      held_cv_.notify_all();
+    }
+    return make_error(Errc::conflict, "transaction " + std::string(txn_id) +
+                                          " expired unanswered (declined, held_timeout): the terminal stopped waiting and "
+                                          "showed it declined, so it can no longer be approved or declined");
+  }
   count(ans);
   held_cv_.notify_all();
   return ans;
+}
+
+Result<AuthAnswer> Service::cancel_held(std::string_view txn_id, std::string_view terminal_id) {
+  AuthAnswer ans;
+  bool cancelled = false;
+  const UnixTime t = now();
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto rec = tx.transaction(txn_id);
+    if (!rec) return rec.error();
+    // Another terminal's transaction answers as unknown, as GET /v1/authorizations/{txn} does.
+    if (rec->terminal_id != terminal_id)
+      return make_error(Errc::not_found, "no transaction " + std::string(txn_id) + " for terminal " + std::string(terminal_id));
+    cancelled = false;
+    if (rec->decision == Decision::held) {
+      auto won = settle_held(tx, *rec, Decision::declined, "held_timeout", terminal_id, "cancel_held",
+                             std::min(t, rec->expires_at), t);
+      if (!won) return won.error();
+      cancelled = *won;
+    }
+    ans = answer_of(*rec, t);
+    return {};
+  });
+  if (!r) return r.error();
+  if (cancelled) {
+    count(ans);
+    held_cv_.notify_all();
+  }
+  return ans;
+}
+
+Result<std::uint32_t> Service::expire_held(std::uint32_t limit) {
+  std::vector<AuthAnswer> expired;
+  const UnixTime t = now();
+  auto r = run([&](Tx& tx) -> Result<void> {
+    expired.clear();
+    auto due = tx.held_due(t, limit);
+    if (!due) return due.error();
+    for (auto& rec : *due) {
+      auto e = expire_if_due(tx, rec, t);
+      if (!e) return e.error();
+      if (*e) expired.push_back(answer_of(rec, t));
+    }
+    return {};
+  });
+  if (!r) return r.error();
+  for (const auto& a : expired) count(a);
+  if (!expired.empty()) held_cv_.notify_all();
+  return static_cast<std::uint32_t>(expired.size());
 }
 
 Result<AuthAnswer> Service::verify_display_code(const CodeRequest& req, std::string_view terminal_id) {
@@ -914,7 +1026,7 @@ Result<AuthAnswer> Service::verify_display_code(const CodeRequest& req, std::str
     if (auto prev = tx.transaction(req.txn_id); prev) {
       if (!ct_equal(prev->request_hash, hash))
         return make_error(Errc::conflict, "txn_id " + req.txn_id + " was used with a different request");
-      ans = answer_of(*prev);
+      ans = answer_of(*prev, t);
       replayed = true;
       return {};
     } else if (prev.error().code != Errc::not_found) {
@@ -940,7 +1052,7 @@ Result<AuthAnswer> Service::verify_display_code(const CodeRequest& req, std::str
       auto a = tx.audit(t, terminal_id, "verify_code",
                         "txn=" + rec.txn_id + " card=" + to_hex(rec.card) + " decision=" + decision_name(rec.decision) + " reason=" + rec.reason);
       if (!a) return a.error();
-      ans = answer_of(rec);
+      ans = answer_of(rec, t);
       return {};
     };
     auto card = tx.card(req.card);
@@ -1052,17 +1164,28 @@ Result<OperatorRecord> Service::authenticate_operator(std::string_view token) {
 
 Result<TransactionRecord> Service::transaction(std::string_view txn_id) {
   TransactionRecord out;
+  bool expired = false;
+  const UnixTime now_ = now();
   auto r = run([&](Tx& tx) -> Result<void> {
     auto t = tx.transaction(txn_id);
     if (!t) return t.error();
+    auto e = expire_if_due(tx, *t, now_);
+    if (!e) return e.error();
+    expired = *e;
     out = std::move(*t);
     return {};
   });
   if (!r) return r.error();
+  if (expired) {
+    count(answer_of(out, now_));
+    held_cv_.notify_all();
+  }
   return out;
 }
 
 Result<std::vector<TransactionRecord>> Service::list_transactions(const TransactionFilter& f) {
+  // Expire what is due first, so that no list shows a transaction as held after its deadline.
+  if (auto e = expire_held(1000); !e) return e.error();
   std::vector<TransactionRecord> out;
   auto r = run([&](Tx& tx) -> Result<void> {
     auto v = tx.transactions(f);

@@ -34,6 +34,7 @@ struct ServiceConfig {
   std::uint32_t default_threshold = 20;     ///< unused codes that trigger a push
   std::uint32_t default_fail_limit = 5;     ///< bad cryptograms that block a card
   std::chrono::seconds max_wait{30};        ///< longest get_authorization wait
+  std::chrono::seconds hold_limit{120};     ///< a held transaction expires this long after it was held
 };
 
 /// What to enroll.
@@ -82,6 +83,8 @@ struct AuthAnswer {
   std::string auth_code;              ///< six digits when approved, else empty
   Bytes arc;                          ///< 2 bytes ("00", "05", "51", "19")
   Bytes arpc;                         ///< 8 bytes, empty if no OTAC could be used
+  UnixTime expires_at = 0;            ///< held: the deadline for an operator's decision, else 0
+  std::int64_t expires_in = 0;        ///< held: whole seconds surely left before expires_at (protocol.md §5.2)
 };
 
 /// A typed display code (protocol.md §4, §5 POST /v1/codes/verify).
@@ -168,8 +171,15 @@ class Service {
   Result<AuthAnswer> authorize(const AuthRequest& req, std::string_view terminal_id);
   /// The current answer for txn_id, waiting up to `wait` (capped) while it is held.
   Result<AuthAnswer> get_authorization(std::string_view txn_id, std::chrono::milliseconds wait);
-  /// An operator decides a held transaction.
+  /// An operator decides a held transaction; conflict once it is decided or has expired.
   Result<AuthAnswer> decide_held(std::string_view txn_id, bool approve, std::string_view actor);
+  /// The terminal that created a held transaction gave up waiting: declines it (held_timeout)
+  /// if it is still held, else returns its final answer. Idempotent; not_found for another
+  /// terminal's transaction.
+  Result<AuthAnswer> cancel_held(std::string_view txn_id, std::string_view terminal_id);
+  /// Declines (held_timeout) up to `limit` held transactions whose deadline has passed;
+  /// returns how many. Reads and decisions expire them too; this keeps audit and metrics timely.
+  Result<std::uint32_t> expire_held(std::uint32_t limit);
   /// Verifies a typed display code against the card's 10 lowest unused codes.
   Result<AuthAnswer> verify_display_code(const CodeRequest& req, std::string_view terminal_id);
 

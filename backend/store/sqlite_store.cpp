@@ -138,6 +138,13 @@ CREATE TABLE card_security(
   pending_sig_counter INTEGER NOT NULL DEFAULT 0, pending_sig_sent INTEGER NOT NULL DEFAULT 0, sig_since INTEGER NOT NULL DEFAULT 0,
   server_point BLOB);
 )sql",
+    // 5: held transactions expire (protocol.md §5.2). Rows held before this version get the
+    // default hold limit (120 s) after their creation; expires_at is 0 for every other row.
+    R"sql(
+ALTER TABLE transactions ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;
+UPDATE transactions SET expires_at = created_at + 120 WHERE decision = 2;
+CREATE INDEX transactions_held ON transactions(decision, expires_at);
+)sql",
 };
 
 Bytes ad(std::string_view kind, ByteView n, std::int64_t list = -1, std::int64_t index = -1) {
@@ -177,7 +184,8 @@ class SqliteTx final : public Tx {
   Result<bool> consume_otac(ByteView n, std::uint16_t list_id, std::uint16_t index, std::string_view txn_id, UnixTime now) override;
   Result<TransactionRecord> transaction(std::string_view txn_id) override;
   Result<void> insert_transaction(const TransactionRecord& t) override;
-  Result<void> update_transaction(const TransactionRecord& t) override;
+  Result<bool> decide_held_transaction(const TransactionRecord& t) override;
+  Result<std::vector<TransactionRecord>> held_due(UnixTime now, std::uint32_t limit) override;
   Result<std::vector<TransactionRecord>> transactions(const TransactionFilter& f) override;
   Result<void> put_terminal(const TerminalRecord& t) override;
   Result<TerminalRecord> terminal(std::string_view id) override;
@@ -207,6 +215,7 @@ class SqliteTx final : public Tx {
  private:
   Query q(const char* sql);
   Result<TransactionRecord> read_txn(Query& r);
+  Result<std::vector<TransactionRecord>> read_txns(Query& r, std::uint32_t limit);
 
   Connection& s_;
   const Kek& kek_;
@@ -747,11 +756,12 @@ Result<TransactionRecord> SqliteTx::read_txn(Query& r) {
   t.decided_at = r.col_i(15);
   t.decided_by = r.col_t(16);
   t.cryptogram = r.col_b(17);
+  t.expires_at = r.col_i(18);
   return t;
 }
 
 #define OTAC_TXN_COLUMNS \
-  "txn_id,request_hash,card,list_id,idx,terminal_id,amount_minor,currency,door,decision,reason,auth_code,arc,arpc,created_at,decided_at,decided_by,cryptogram"
+  "txn_id,request_hash,card,list_id,idx,terminal_id,amount_minor,currency,door,decision,reason,auth_code,arc,arpc,created_at,decided_at,decided_by,cryptogram,expires_at"
 
 Result<TransactionRecord> SqliteTx::transaction(std::string_view txn_id) {
   auto r = q("SELECT " OTAC_TXN_COLUMNS " FROM transactions WHERE txn_id=?");
@@ -763,19 +773,25 @@ Result<TransactionRecord> SqliteTx::transaction(std::string_view txn_id) {
 }
 
 Result<void> SqliteTx::insert_transaction(const TransactionRecord& t) {
-  auto r = q("INSERT INTO transactions(" OTAC_TXN_COLUMNS ") VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+  auto r = q("INSERT INTO transactions(" OTAC_TXN_COLUMNS ") VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
   r.t(t.txn_id).b(t.request_hash).b(t.card).i(t.list_id).i(t.index).t(t.terminal_id).i(t.amount_minor).i(t.currency)
       .t(t.door).i(static_cast<int>(t.decision)).t(t.reason).t(t.auth_code).b(t.arc).b(t.arpc).i(t.created_at)
-      .i(t.decided_at).t(t.decided_by).b(t.cryptogram);
+      .i(t.decided_at).t(t.decided_by).b(t.cryptogram).i(t.expires_at);
   return r.exec();
 }
 
-Result<void> SqliteTx::update_transaction(const TransactionRecord& t) {
-  auto r = q("UPDATE transactions SET decision=?,reason=?,auth_code=?,arc=?,arpc=?,decided_at=?,decided_by=? WHERE txn_id=?");
-  r.i(static_cast<int>(t.decision)).t(t.reason).t(t.auth_code).b(t.arc).b(t.arpc).i(t.decided_at).t(t.decided_by).t(t.txn_id);
-  if (auto e = r.exec(); !e) return e;
-  if (sqlite3_changes(s_.db()) != 1) return make_error(Errc::not_found, "no transaction " + t.txn_id);
-  return {};
+Result<bool> SqliteTx::decide_held_transaction(const TransactionRecord& t) {
+  auto r = q("UPDATE transactions SET decision=?,reason=?,auth_code=?,arc=?,arpc=?,decided_at=?,decided_by=? WHERE txn_id=? AND decision=?");
+  r.i(static_cast<int>(t.decision)).t(t.reason).t(t.auth_code).b(t.arc).b(t.arpc).i(t.decided_at).t(t.decided_by).t(t.txn_id)
+      .i(static_cast<int>(Decision::held));
+  if (auto e = r.exec(); !e) return e.error();
+  return sqlite3_changes(s_.db()) == 1;
+}
+
+Result<std::vector<TransactionRecord>> SqliteTx::held_due(UnixTime now, std::uint32_t limit) {
+  auto r = q("SELECT " OTAC_TXN_COLUMNS " FROM transactions WHERE decision=? AND expires_at<=? ORDER BY expires_at LIMIT ?");
+  r.i(static_cast<int>(Decision::held)).i(now).i(limit);
+  return read_txns(r, limit);
 }
 
 Result<std::vector<TransactionRecord>> SqliteTx::transactions(const TransactionFilter& f) {
@@ -786,8 +802,12 @@ Result<std::vector<TransactionRecord>> SqliteTx::transactions(const TransactionF
   if (f.terminal_id) r.t(*f.terminal_id); else r.null();
   if (f.decision) r.i(static_cast<int>(*f.decision)); else r.null();
   r.i(f.since).i(f.until).i(f.limit);
+  return read_txns(r, f.limit);
+}
+
+Result<std::vector<TransactionRecord>> SqliteTx::read_txns(Query& r, std::uint32_t limit) {
   std::vector<TransactionRecord> out;
-  for (std::uint32_t i = 0; i < f.limit; ++i) {
+  for (std::uint32_t i = 0; i < limit; ++i) {
     auto row = r.step();
     if (!row) return row.error();
     if (!*row) break;

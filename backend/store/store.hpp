@@ -84,6 +84,7 @@ struct TransactionRecord {
   UnixTime created_at = 0;
   UnixTime decided_at = 0;            ///< 0 while held
   std::string decided_by;             ///< operator who decided a held transaction
+  UnixTime expires_at = 0;            ///< held: the deadline for an operator's decision; 0 = none recorded
 };
 
 /// A registered terminal (identified by its client certificate).
@@ -210,10 +211,14 @@ class Tx {
   virtual Result<TransactionRecord> transaction(std::string_view txn_id) = 0;
   /// Records a new transaction; conflict if the id exists.
   virtual Result<void> insert_transaction(const TransactionRecord& t) = 0;
-  /// Updates decision, reason, codes and decided_at/by of an existing transaction.
-  virtual Result<void> update_transaction(const TransactionRecord& t) = 0;
+  /// Records the final decision (decision, reason, codes, decided_at/by) of a transaction iff
+  /// it is still held: true when this call decided it, false when another decided it first.
+  /// The condition is in the update itself, so an operator and an expiry cannot both win.
+  virtual Result<bool> decide_held_transaction(const TransactionRecord& t) = 0;
   /// Transactions matching the filter, newest first.
   virtual Result<std::vector<TransactionRecord>> transactions(const TransactionFilter& f) = 0;
+  /// Held transactions whose expires_at <= now, earliest deadline first, at most limit.
+  virtual Result<std::vector<TransactionRecord>> held_due(UnixTime now, std::uint32_t limit) = 0;
 
   // terminals and operators
   /// Inserts or replaces a terminal.

@@ -1,6 +1,7 @@
 // Authorization path of the service: decisions, idempotency, races, fail counter, display code.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 
@@ -253,6 +254,175 @@ TEST_CASE("policy: card limit, terminal limit, held for review, doors and hours"
     CHECK(door("D-MAIN", 0, "A")->reason == "ok");
     CHECK(door("D-LAB", 1, "B")->reason == "outside_hours");
     CHECK(door("D-VAULT", 2, "C")->reason == "door_denied");
+  }
+}
+
+TEST_CASE("a held transaction expires at its deadline, and an operator's later decision is refused") {
+  Env env;
+  Card c = setup(env, Algorithm::des3, 0, 1000);
+  const UnixTime t0 = env.clock;
+  auto req = test::card_request("H1", c.n, c.alg, c.list, 0, c.codes[0], Ch{});
+  auto a = env.svc->authorize(req, "TERM0001");
+  REQUIRE(a);
+  REQUIRE(a->decision == Decision::held);
+  const UnixTime deadline = t0 + env.config.hold_limit.count();
+  CHECK(a->expires_at == deadline);
+  // One second is kept back for the clock's whole seconds.
+  CHECK(a->expires_in == env.config.hold_limit.count() - 1);
+  env.clock = deadline - 10;
+  CHECK(env.svc->get_authorization("H1", std::chrono::milliseconds(0))->expires_in == 9);
+
+  SECTION("an operator after the deadline is refused, and the record says declined/held_timeout") {
+    env.clock = deadline;
+    auto d = env.svc->decide_held("H1", true, "alice");
+    REQUIRE_FALSE(d);
+    CHECK(d.error().code == Errc::conflict);
+    CHECK(d.error().message.find("expired") != std::string::npos);
+    auto rec = env.svc->transaction("H1");
+    REQUIRE(rec);
+    CHECK(rec->decision == Decision::declined);
+    CHECK(rec->reason == "held_timeout");
+    CHECK(rec->auth_code.empty());
+    CHECK(rec->decided_at == deadline);
+    CHECK(rec->decided_by == "system");
+    // Declining is refused as well: the decision is already final.
+    CHECK_FALSE(env.svc->decide_held("H1", false, "alice"));
+    // The terminal's GET and a retried POST see the same final answer, with an ARPC over 05.
+    auto g = env.svc->get_authorization("H1", std::chrono::milliseconds(0));
+    REQUIRE(g);
+    CHECK(g->decision == Decision::declined);
+    CHECK(g->reason == "held_timeout");
+    CHECK(g->arc == to_bytes("05"));
+    CHECK(g->arpc == arpc_of(c, 0, req.cryptogram, "05"));
+    CHECK(env.svc->authorize(req, "TERM0001")->reason == "held_timeout");
+    // The code stays consumed: it was burned on the card.
+    auto again = env.svc->authorize(test::card_request("H2", c.n, c.alg, c.list, 0, c.codes[0], Ch{}), "TERM0001");
+    CHECK(again->reason == "code_used");
+  }
+  SECTION("a read after the deadline expires it; the sweep finds nothing left") {
+    env.clock = deadline + 5;
+    auto g = env.svc->get_authorization("H1", std::chrono::milliseconds(0));
+    REQUIRE(g);
+    CHECK(g->reason == "held_timeout");
+    CHECK(*env.svc->expire_held(100) == 0);
+    CHECK(env.svc->transaction("H1")->decided_at == deadline);
+  }
+  SECTION("the sweep expires what is due, and only that") {
+    Card c2 = setup(env, Algorithm::des3, 0, 1000);
+    env.clock = deadline - 1;  // H3 is held now, with a later deadline
+    REQUIRE(env.svc->authorize(test::card_request("H3", c2.n, c2.alg, c2.list, 0, c2.codes[0], Ch{}), "TERM0001")->decision ==
+            Decision::held);
+    CHECK(*env.svc->expire_held(100) == 0);
+    env.clock = deadline;
+    CHECK(*env.svc->expire_held(100) == 1);
+    auto held = env.svc->list_transactions(TransactionFilter{std::nullopt, std::nullopt, Decision::held, 0, 0, 100});
+    REQUIRE(held);
+    REQUIRE(held->size() == 1);
+    CHECK(held->front().txn_id == "H3");
+    CHECK(env.svc->transaction("H1")->reason == "held_timeout");
+    auto log = env.svc->audit_log(0, 1000);
+    REQUIRE(log);
+    CHECK(std::count_if(log->begin(), log->end(), [](const AuditEntry& e) { return e.action == "expire_held"; }) == 1);
+  }
+  SECTION("an operator just before the deadline still decides") {
+    env.clock = deadline - 1;
+    auto d = env.svc->decide_held("H1", true, "alice");
+    REQUIRE(d);
+    CHECK(d->decision == Decision::approved);
+    env.clock = deadline + 100;
+    CHECK(env.svc->transaction("H1")->decision == Decision::approved);
+  }
+}
+
+TEST_CASE("the terminal's cancel declines a held transaction once, for its own terminal only") {
+  Env env;
+  Card c = setup(env, Algorithm::des3, 0, 1000);
+  REQUIRE(env.svc->register_terminal(TerminalRecord{"TERM0002", "cd", 0, true}, "admin"));
+  auto req = test::card_request("C1", c.n, c.alg, c.list, 0, c.codes[0], Ch{});
+  REQUIRE(env.svc->authorize(req, "TERM0001")->decision == Decision::held);
+  env.clock += 7;
+
+  auto other = env.svc->cancel_held("C1", "TERM0002");
+  REQUIRE_FALSE(other);
+  CHECK(other.error().code == Errc::not_found);
+  CHECK(env.svc->transaction("C1")->decision == Decision::held);  // untouched
+  CHECK_FALSE(env.svc->cancel_held("NOPE", "TERM0001"));
+
+  auto x = env.svc->cancel_held("C1", "TERM0001");
+  REQUIRE(x);
+  CHECK(x->decision == Decision::declined);
+  CHECK(x->reason == "held_timeout");
+  CHECK(x->arpc == arpc_of(c, 0, req.cryptogram, "05"));
+  auto rec = env.svc->transaction("C1");
+  CHECK(rec->decided_by == "TERM0001");
+  CHECK(rec->decided_at == env.clock);
+  // Idempotent: the same answer again, and one audit entry.
+  env.clock += 1;
+  auto y = env.svc->cancel_held("C1", "TERM0001");
+  REQUIRE(y);
+  CHECK(y->reason == "held_timeout");
+  CHECK(y->arpc == x->arpc);
+  CHECK(env.svc->transaction("C1")->decided_at == rec->decided_at);
+  auto log = env.svc->audit_log(0, 1000);
+  CHECK(std::count_if(log->begin(), log->end(), [](const AuditEntry& e) { return e.action == "cancel_held"; }) == 1);
+  // The operator comes too late.
+  auto d = env.svc->decide_held("C1", true, "alice");
+  REQUIRE_FALSE(d);
+  CHECK(d.error().code == Errc::conflict);
+
+  SECTION("a cancel after an operator's decision returns that decision") {
+    auto req2 = test::card_request("C2", c.n, c.alg, c.list, 1, c.codes[1], Ch{});
+    REQUIRE(env.svc->authorize(req2, "TERM0001")->decision == Decision::held);
+    REQUIRE(env.svc->decide_held("C2", true, "alice"));
+    auto z = env.svc->cancel_held("C2", "TERM0001");
+    REQUIRE(z);
+    CHECK(z->decision == Decision::approved);
+    CHECK(z->reason == "operator_approved");
+  }
+}
+
+TEST_CASE("an operator and the terminal's cancel race for one held transaction: exactly one wins") {
+  Env env;
+  Card c = setup(env, Algorithm::des3, 0, 1000);
+  // Each round races on a fresh held transaction, the clock one second before the deadline.
+  for (int round = 0; round < 8; ++round) {
+    const std::string txn = "RACE" + std::to_string(round);
+    auto req = test::card_request(txn, c.n, c.alg, c.list, static_cast<std::uint16_t>(round), c.codes[static_cast<std::size_t>(round)], Ch{});
+    REQUIRE(env.svc->authorize(req, "TERM0001")->decision == Decision::held);
+    env.clock += env.config.hold_limit.count() - 1;
+    std::atomic<bool> go{false};
+    std::atomic<int> approvals{0}, refused{0};
+    std::vector<std::string> cancel_seen(4);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 8; ++i) {
+      threads.emplace_back([&, i] {
+        // A Service per thread: separate connections, as separate backend processes would have.
+        Service svc(env.config, [&] { return open_sqlite_store(env.db, env.kek); }, [&] { return env.clock; });
+        for (int spin = 0; !go.load() && spin < 10'000'000; ++spin) std::this_thread::yield();
+        if (i % 2 == 0) {
+          auto d = svc.decide_held(txn, true, "alice");
+          if (d) ++approvals;
+          else if (d.error().code == Errc::conflict) ++refused;
+        } else {
+          auto x = svc.cancel_held(txn, "TERM0001");
+          cancel_seen[static_cast<std::size_t>(i / 2)] = x ? std::string(decision_name(x->decision)) + "/" + x->reason : "error";
+        }
+      });
+    }
+    go = true;
+    for (auto& t : threads) t.join();
+    auto rec = env.svc->transaction(txn);
+    REQUIRE(rec);
+    CHECK(approvals + refused == 4);
+    if (rec->decision == Decision::approved) {
+      CHECK(approvals == 1);
+      for (const auto& s : cancel_seen) CHECK(s == "approved/operator_approved");
+    } else {
+      CHECK(rec->reason == "held_timeout");
+      CHECK(approvals == 0);
+      for (const auto& s : cancel_seen) CHECK(s == "declined/held_timeout");
+    }
+    env.clock += 10;
   }
 }
 

@@ -419,8 +419,11 @@ TEST_CASE("console stats: decisions per minute over the last hour and the SMS qu
   CHECK(f.as(viewer, "GET", "/console/api/stats").status == 401);
   viewer = f.sign_in(f.viewer_token);
   CHECK(body_of(f.as(viewer, "GET", "/console/api/stats")).at("outbox_history").as_array().size() == 1);
-  auto txs = body_of(f.as(viewer, "GET", "/console/api/transactions?terminal=TERM0001&decision=held"))
+  // An hour is past the hold limit: the held transaction has expired (protocol.md 5.2).
+  CHECK(body_of(f.as(viewer, "GET", "/console/api/transactions?terminal=TERM0001&decision=held")).at("transactions").as_array().empty());
+  auto txs = body_of(f.as(viewer, "GET", "/console/api/transactions?terminal=TERM0001&decision=declined"))
                  .at("transactions").as_array();
-  CHECK(txs.size() == 1);
+  REQUIRE(txs.size() == 1);
+  CHECK(txs[0].at("reason").as_string() == "held_timeout");
   CHECK(body_of(f.as(viewer, "GET", "/console/api/transactions?terminal=OTHER")).at("transactions").as_array().empty());
 }

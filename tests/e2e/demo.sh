@@ -72,12 +72,12 @@ tap held pos --amount 80.00 --txn-id "$held_txn" &
 tap_pid=$!
 decided=0
 for _ in $(seq 1 100); do
-  if admin approve "$held_txn" >"$OTAC_RUN/approve.out" 2>&1; then decided=1; break; fi
+  if admin --json approve "$held_txn" >"$OTAC_RUN/approve.out" 2>&1; then decided=1; break; fi
   sleep 0.1
 done
 wait $tap_pid || fail "the held purchase did not end as expected"
 [ $decided = 1 ] || fail "otac-admin approve failed: $(cat "$OTAC_RUN/approve.out")"
-say "operator: otac-admin approve $held_txn -> $(head -1 "$OTAC_RUN/approve.out")"
+say "operator: otac-admin approve $held_txn -> $(json_field decision <"$OTAC_RUN/approve.out") ($(json_field reason <"$OTAC_RUN/approve.out"), auth code $(json_field auth_code <"$OTAC_RUN/approve.out"))"
 grep -h '^\[display\]' "$OTAC_RUN/held.err" | sed 's/^\[display\] /    terminal display: /' || true
 DECISION=$(sed -n 2p "$OTAC_RUN/held.out" | json_field decision)
 expect approved

@@ -2,7 +2,7 @@
 # loopback from the built programs, and down again by PID.
 #
 #   OTAC_BUILD=DIR OTAC_RUN=DIR; source lib.sh
-#   stack_up [LIST_SIZE [THRESHOLD [CARD_THRESHOLD]]]
+#   stack_up [LIST_SIZE [THRESHOLD [CARD_THRESHOLD]]]   (E2E_BACKEND_CONF: extra backend config lines)
 #                                      Kannel, otac-backend, a card enrolled and activated
 #                                      whose first list arrives by SMS, the PN532 emulator
 #                                      with the card in its field, a registered terminal
@@ -113,6 +113,7 @@ kannel_user = $KANNEL_SENDSMS_USER
 kannel_pass = $KANNEL_SENDSMS_PASS
 sms_retry_base_seconds = 1
 sms_retry_max_seconds = 2
+${E2E_BACKEND_CONF:-}
 EOF
   proc_start backend "$BIN_BACKEND" --data-dir "$BACKEND_DIR"
   proc_wait_file "$BACKEND_DIR/backend.port" 15 backend || return 1

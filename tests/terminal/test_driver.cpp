@@ -115,6 +115,45 @@ TEST_CASE("driver: a whole tap with a scripted card and backend", "[terminal][dr
   CHECK(std::find(shown.begin(), shown.end(), "APPROVED") != shown.end());
 }
 
+TEST_CASE("driver: the backend's deadline ends the wait before the terminal's limit, then it cancels", "[terminal][driver]") {
+  ScriptedReader r;
+  r.answers.push_back(hex(kFci));
+  r.answers.push_back(hex(kAuth));
+  r.answers.push_back(hex("9000"));
+  DriverIo io;
+  io.reader = &r;
+  io.post = [](const std::string&) -> Result<std::string> {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the time left counts from the send
+    return std::string(R"({"txn_id":"TERM0001-7","decision":"held","reason":"review","expires_in":1})");
+  };
+  int polls = 0;
+  io.poll = [&](const std::string&, unsigned wait) -> Result<std::string> {
+    CHECK(wait == 0);  // under a second left: no long-poll past the deadline
+    ++polls;
+    return std::string(R"({"txn_id":"TERM0001-7","decision":"held","reason":"review"})");
+  };
+  int cancels = 0;
+  io.cancel = [&](const std::string& txn) -> Result<std::string> {
+    CHECK(txn == "TERM0001-7");
+    ++cancels;
+    return std::string(R"({"txn_id":"TERM0001-7","decision":"declined","reason":"held_timeout","arc":"3035","arpc":"0000000000000002"})");
+  };
+  DriverLimits lim;
+  lim.held_limit = std::chrono::seconds(60);
+  Flow f(params(), fixed8);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto o = run_flow(f, io, lim);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  CHECK(o.decision == Decision::declined);
+  CHECK(o.reason == "held_timeout");
+  CHECK(cancels == 1);
+  CHECK(polls <= 5);
+  CHECK(took >= std::chrono::milliseconds(1000));
+  CHECK(took < std::chrono::milliseconds(1600));
+  REQUIRE(r.sent.size() == 3);
+  CHECK(r.sent[2] == hex("80A200000A 0000000000000002 3035"));
+}
+
 TEST_CASE("driver: held past the limit declines - the PIN callback feeds the flow", "[terminal][driver]") {
   SECTION("held") {
     ScriptedReader r;

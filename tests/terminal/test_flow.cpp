@@ -334,14 +334,80 @@ TEST_CASE("held: waiting for operator, then the operator's decision", "[terminal
     CHECK(f.outcome().decision == Decision::approved);
     CHECK(f.outcome().held_before);
   }
-  SECTION("limit passes") {
+  SECTION("the backend's time left reaches the driver") {
+    Flow f(pos_params(), CountingRng{});
+    to_backend(f);
+    auto a = f.on_backend(std::string(R"({"txn_id":"TERM0001-42","decision":"held","reason":"review","arc":"3139","expires_at":1700000120,"expires_in":119})"));
+    REQUIRE(a.kind == Action::poll_held);
+    REQUIRE(a.held_left);
+    CHECK(*a.held_left == std::chrono::seconds(119));
+    a = f.on_backend(held);  // an answer without it leaves the deadline as it was
+    REQUIRE(a.kind == Action::poll_held);
+    CHECK_FALSE(a.held_left);
+  }
+  SECTION("a malformed time left declines") {
+    for (const char* bad : {R"("expires_in":-1)", R"("expires_in":"119")", R"("expires_in":1.5)", R"("expires_in":86401)"}) {
+      Flow f(pos_params(), CountingRng{});
+      to_backend(f);
+      auto a = f.on_backend(R"({"txn_id":"TERM0001-42","decision":"held","reason":"review",)" + std::string(bad) + "}");
+      CHECK(a.kind == Action::wait_removal);
+      CHECK(f.outcome().reason == "malformed_answer");
+    }
+  }
+  SECTION("limit passes: the cancel's answer is what the customer sees") {
     Flow f(pos_params(), CountingRng{});
     to_backend(f);
     f.on_backend(held);
     auto a = f.on_held_expired();
-    CHECK(a.kind == Action::wait_removal);
+    REQUIRE(a.kind == Action::cancel_held);
+    CHECK(f.outcome().decision == Decision::declined);
+    a = f.on_backend(std::string(R"({"txn_id":"TERM0001-42","decision":"declined","reason":"held_timeout","arc":"3035","arpc":"0102030405060708"})"));
+    REQUIRE(a.kind == Action::transmit);
+    CHECK(encoded(a.command) == hex("80A200000A 0102030405060708 3035"));
+    CHECK(a.display == "DECLINED (held_timeout)");
+    f.on_response(resp("", 0x9000));
+    f.on_removed();
     CHECK(f.outcome().decision == Decision::declined);
     CHECK(f.outcome().reason == "held_timeout");
+  }
+  SECTION("limit passes, but the operator approved just before the cancel") {
+    Flow f(pos_params(), CountingRng{});
+    to_backend(f);
+    f.on_backend(held);
+    REQUIRE(f.on_held_expired().kind == Action::cancel_held);
+    auto a = f.on_backend(approved_json());
+    REQUIRE(a.kind == Action::transmit);
+    CHECK(a.display == "APPROVED");
+    f.on_response(resp("", 0x9000));
+    f.on_removed();
+    CHECK(f.outcome().decision == Decision::approved);
+  }
+  SECTION("limit passes and the cancel is lost: retried, then declined all the same") {
+    Flow f(pos_params(), CountingRng{});
+    to_backend(f);
+    f.on_backend(held);
+    auto a = f.on_held_expired();
+    for (int i = 0; i <= pos_params().max_backend_attempts; ++i) {  // the first try and its retries
+      REQUIRE(a.kind == Action::cancel_held);
+      a = f.on_backend(Error{Errc::io, "connection refused"});
+    }
+    CHECK(a.kind == Action::wait_removal);
+    CHECK(a.display == "DECLINED (held_timeout)");
+    CHECK(f.outcome().decision == Decision::declined);
+    CHECK(f.outcome().reason == "held_timeout");
+    CHECK(f.outcome().detail.find("did not confirm the cancel") != std::string::npos);
+  }
+  SECTION("limit passes and the cancel answers still held or garbage: declined") {
+    for (const std::string& answer : {held, std::string("not json")}) {
+      Flow f(pos_params(), CountingRng{});
+      to_backend(f);
+      f.on_backend(held);
+      REQUIRE(f.on_held_expired().kind == Action::cancel_held);
+      auto a = f.on_backend(answer);
+      CHECK(a.kind == Action::wait_removal);
+      CHECK(f.outcome().decision == Decision::declined);
+      CHECK(f.outcome().reason == "held_timeout");
+    }
   }
 }
 
