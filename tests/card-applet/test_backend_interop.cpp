@@ -29,6 +29,7 @@ be::AuthRequest request_for(const Bytes& answer, const Bytes& challenge, const s
   req.list_id = u16(0xDF42);
   req.index = u16(0xDF43);
   req.atc = u16(0x9F36);
+  req.pin_state = field(answer, 0x77, 0xDF35).at(0);
   req.challenge = challenge;
   req.cryptogram = field(answer, 0x77, 0x9F26);
   return req;
