@@ -104,7 +104,7 @@ struct Challenge {
   Bytes un;
   Bytes data;
   explicit Challenge(std::uint64_t i) : un(be_bytes(i, 8)) {
-    tlv::append(data, 0xDF33, hex("01"));
+    tlv::append(data, 0xDF33, hex("02"));
     tlv::append(data, 0xDF31, hex("01"));
     tlv::append(data, 0x9F37, un);
     tlv::append(data, 0x9F02, hex("000000001250"));
@@ -115,13 +115,15 @@ struct Challenge {
     tlv::append(data, 0x9F1C, to_bytes("BENCH001"));
   }
   Bytes apdu() const { return command(0x80, 0xA0, 0x00, 0x00, data, true); }
-  // protocol.md 3: the MAC input is this data in canonical order, then DF41 DF42 DF43 9F36.
-  Bytes mac_input(std::uint16_t list, std::uint16_t index, std::uint16_t atc) const {
+  // protocol.md 3: the MAC input is this data in canonical order, then DF41 DF42 DF43 9F36
+  // and the card's PIN state DF35 (03: three tries left, no PIN entered).
+  Bytes mac_input(std::uint16_t list, std::uint16_t index, std::uint16_t atc, std::uint8_t pin_state = 0x03) const {
     Bytes m = data;
     tlv::append(m, 0xDF41, kN);
     tlv::append(m, 0xDF42, be_bytes(list, 2));
     tlv::append(m, 0xDF43, be_bytes(index, 2));
     tlv::append(m, 0x9F36, be_bytes(atc, 2));
+    tlv::append(m, 0xDF35, Bytes{pin_state});
     return m;
   }
 };
@@ -152,13 +154,15 @@ struct Checked {
 };
 Checked check_answer(std::uint8_t alg, const Challenge& ch, const apdu::Response& r) {
   if (r.sw != 0x9000) fail("AUTHENTICATE answered " + to_hex(be_bytes(r.sw, 2)));
-  const Bytes list = field(r.data, 0x77, 0xDF42), index = field(r.data, 0x77, 0xDF43), atc = field(r.data, 0x77, 0x9F36);
-  if (list.size() != 2 || index.size() != 2 || atc.size() != 2) fail("AUTHENTICATE answer has bad field lengths");
+  const Bytes list = field(r.data, 0x77, 0xDF42), index = field(r.data, 0x77, 0xDF43), atc = field(r.data, 0x77, 0x9F36),
+              pin_state = field(r.data, 0x77, 0xDF35);
+  if (list.size() != 2 || index.size() != 2 || atc.size() != 2 || pin_state.size() != 1)
+    fail("AUTHENTICATE answer has bad field lengths");
   const auto l = static_cast<std::uint16_t>(list[0] << 8 | list[1]);
   const auto i = static_cast<std::uint16_t>(index[0] << 8 | index[1]);
   const auto a = static_cast<std::uint16_t>(atc[0] << 8 | atc[1]);
   Checked c{field(r.data, 0x77, 0x9F26), code_for(l, i)};
-  if (c.cryptogram != mac8(alg, c.code, ch.mac_input(l, i, a))) fail("AUTHENTICATE cryptogram does not verify");
+  if (c.cryptogram != mac8(alg, c.code, ch.mac_input(l, i, a, pin_state[0]))) fail("AUTHENTICATE cryptogram does not verify");
   return c;
 }
 

@@ -86,14 +86,15 @@ Result<BackendAnswer> parse_answer(std::string_view text, bool require_arpc) {
 }
 
 std::string auth_request_body(std::string_view txn_id, ByteView card, std::uint16_t list_id,
-                              std::uint16_t index, std::uint16_t atc, ByteView challenge,
-                              ByteView cryptogram) {
+                              std::uint16_t index, std::uint16_t atc, std::uint8_t pin_state,
+                              ByteView challenge, ByteView cryptogram) {
   json::object o;
   o["txn_id"] = json::string_view(txn_id.data(), txn_id.size());
   o["card"] = to_hex(card);
   o["list"] = list_id;
   o["index"] = index;
   o["atc"] = atc;
+  o["pin_state"] = pin_state;
   o["challenge"] = to_hex(challenge);
   o["cryptogram"] = to_hex(cryptogram);
   return json::serialize(o);

@@ -35,10 +35,10 @@ struct BackendAnswer {
 /// card is there to check it). Unknown extra members are ignored (the API may grow).
 Result<BackendAnswer> parse_answer(std::string_view json, bool require_arpc = true);
 
-/// The body of POST /v1/authorizations.
+/// The body of POST /v1/authorizations; pin_state is the card's DF35.
 std::string auth_request_body(std::string_view txn_id, ByteView card, std::uint16_t list_id,
-                              std::uint16_t index, std::uint16_t atc, ByteView challenge,
-                              ByteView cryptogram);
+                              std::uint16_t index, std::uint16_t atc, std::uint8_t pin_state,
+                              ByteView challenge, ByteView cryptogram);
 
 /// The body of POST /v1/codes/verify; door may be empty (then omitted).
 std::string code_request_body(std::string_view txn_id, ByteView card, std::string_view code,

@@ -1,6 +1,7 @@
 #include "terminal/config.hpp"
 
-#include <charconv>
+#include "otac/common/number.hpp"
+
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -21,14 +22,6 @@ std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
   return s;
-}
-
-Result<unsigned> parse_uint(std::string_view v, unsigned lo, unsigned hi) {
-  unsigned x = 0;
-  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
-  if (ec != std::errc() || p != v.data() + v.size() || v.empty() || x < lo || x > hi)
-    return make_error(Errc::bad_value, "must be a whole number from " + std::to_string(lo) + " to " + std::to_string(hi));
-  return x;
 }
 
 Result<bool> parse_bool(std::string_view v) {
@@ -125,7 +118,7 @@ Result<Config> parse_config(std::string_view text, std::string_view base_dir) {
     auto num = [&](unsigned& out, unsigned lo, unsigned hi) -> Result<void> {
       auto r = parse_uint(v, lo, hi);
       if (!r) return fail(r.error().message);
-      out = *r;
+      out = static_cast<unsigned>(*r);
       return {};
     };
     Result<void> r;

@@ -51,6 +51,13 @@ std::pair<std::string, bool> reader_reason(const Error& e) {
   }
 }
 
+// The display line of a decline; a reason the customer can act on gets a hint.
+std::string declined_display(const std::string& reason) {
+  std::string d = "DECLINED (" + reason + ")";
+  if (reason == "pin_blocked") d += ": PIN blocked, unblock the card with its PUK";
+  return d;
+}
+
 }  // namespace
 
 const char* decision_name(Decision d) {
@@ -90,7 +97,7 @@ Result<void> validate(const TxnParams& p) {
 
 Bytes build_challenge(const TxnParams& p, ByteView nonce, ByteView pin_block) {
   Bytes out;
-  tlv::append(out, 0xDF33, Bytes{0x01});
+  tlv::append(out, 0xDF33, Bytes{kProtocolVersion});
   tlv::append(out, 0xDF31, Bytes{static_cast<std::uint8_t>(p.mode)});
   tlv::append(out, 0x9F37, nonce);
   tlv::append(out, 0x9F02, bcd(p.amount, 12));
@@ -173,7 +180,8 @@ Action Flow::on_response(const apdu::Response& r) {
       if (!aid || !ver || !st || nodes->size() != 1 || aid->value != Bytes(std::begin(kAid), std::end(kAid)) ||
           st->value.size() != 1)
         return decline("card_error", "the card's FCI is malformed", true);
-      if (ver->value != Bytes{0x01}) return decline("card_error", "unsupported applet version " + to_hex(ver->value), true);
+      if (ver->value != Bytes{kProtocolVersion})
+        return decline("card_error", "unsupported applet version " + to_hex(ver->value) + " (this terminal speaks 02)", true);
       if (st->value[0] == 0x03) return decline("card_blocked", "the card is blocked", true);
       if (st->value[0] != 0x02) return decline("card_not_activated", "the card is not activated", true);
       return send_authenticate({});
@@ -183,7 +191,7 @@ Action Flow::on_response(const apdu::Response& r) {
         std::string msg = "Enter PIN";
         if (sw::is_tries_left(r.sw)) {
           if (sw::tries_left(r.sw) == 0) return decline("pin_blocked", "wrong PIN; the PIN is now blocked", true);
-          msg = "Wrong PIN, " + std::to_string(sw::tries_left(r.sw)) + " tries left. Enter PIN";
+          msg = "Wrong PIN, " + sw::tries_left_text(sw::tries_left(r.sw)) + ". Enter PIN";
         } else if (pin_sent_) {
           return decline("card_error", "the card refused the PIN block (6982)", true);
         }
@@ -206,7 +214,8 @@ Action Flow::on_response(const apdu::Response& r) {
       const tlv::Node* i = t ? tlv::find(t->children, 0xDF43) : nullptr;
       const tlv::Node* c = t ? tlv::find(t->children, 0x9F36) : nullptr;
       const tlv::Node* g = t ? tlv::find(t->children, 0x9F26) : nullptr;
-      if (!n || !l || !i || !c || !g || n->value.size() != 8 || g->value.size() != 8)
+      const tlv::Node* ps = t ? tlv::find(t->children, 0xDF35) : nullptr;
+      if (!n || !l || !i || !c || !g || !ps || n->value.size() != 8 || g->value.size() != 8 || ps->value.size() != 1)
         return decline("card_error", "the card's AUTHENTICATE answer is malformed", true);
       Cursor cl(l->value, "DF42"), ci(i->value, "DF43"), cc(c->value, "9F36");
       out_.list_id = cl.u16("list id");
@@ -215,7 +224,9 @@ Action Flow::on_response(const apdu::Response& r) {
       if (!cl.finish() || !ci.finish() || !cc.finish())
         return decline("card_error", "the card's AUTHENTICATE answer has wrong field lengths", true);
       out_.card_hex = to_hex(n->value);
-      auth_body_ = auth_request_body(p_.txn_id, n->value, out_.list_id, out_.index, out_.atc, challenge_, g->value);
+      out_.pin_state = ps->value[0];
+      auth_body_ = auth_request_body(p_.txn_id, n->value, out_.list_id, out_.index, out_.atc, out_.pin_state, challenge_,
+                                     g->value);
       state_ = State::authorizing;
       Action a;
       a.kind = Action::post_auth;
@@ -322,7 +333,7 @@ Action Flow::decide(const BackendAnswer& a) {
   }
   out_.decision = a.decision;
   out_.detail = a.decision == Decision::approved ? "approved by the backend" : "declined by the backend (" + a.reason + ")";
-  std::string disp = a.decision == Decision::approved ? "APPROVED" : "DECLINED (" + a.reason + ")";
+  std::string disp = a.decision == Decision::approved ? "APPROVED" : declined_display(a.reason);
   if (a.arpc.size() == 8 && a.arc.size() == 2) {
     state_ = State::confirming;
     Action act;
@@ -370,7 +381,7 @@ Action Flow::decline(std::string reason, std::string detail, bool card_in_field)
   out_.reason = std::move(reason);
   out_.detail = std::move(detail);
   out_.auth_code.clear();
-  std::string disp = "DECLINED (" + out_.reason + ")";
+  std::string disp = declined_display(out_.reason);
   if (!card_in_field) {
     state_ = State::done;
     Action a;

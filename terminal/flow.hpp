@@ -23,6 +23,8 @@ namespace otac::terminal {
 
 /// The applet's AID (protocol.md §2).
 inline constexpr std::uint8_t kAid[] = {0xF0, 0x4F, 0x54, 0x41, 0x43, 0x01};
+/// The protocol version this terminal speaks: FCI 9F08 and challenge DF33 (protocol.md §3).
+inline constexpr std::uint8_t kProtocolVersion = 0x02;
 
 /// POS purchase or door entry (tag DF31).
 enum class Mode : std::uint8_t { pos = 1, door = 2 };
@@ -59,6 +61,7 @@ struct Outcome {
   std::string auth_code;
   std::string card_hex;         ///< N, 16 hex digits; empty if unknown
   std::uint16_t list_id = 0, index = 0, atc = 0;
+  std::uint8_t pin_state = 0;   ///< the card's DF35 (tries left, verified, blocked)
   bool held_before = false;     ///< the backend held it for an operator first
   bool card_confirmed = false;  ///< the card accepted the ARPC (CONFIRM 9000)
   int apdu_exchanges = 0;       ///< command/response pairs sent to the card

@@ -241,7 +241,7 @@ int print_report(const Report& r) {
   human += " card " + mask(r.out.card_hex);
   if (approved) human += " auth " + r.out.auth_code;
   else human += " reason " + r.out.reason + (r.out.detail.empty() ? "" : " (" + r.out.detail + ")");
-  human += " txn " + r.txn_id;
+  if (!r.txn_id.empty()) human += " txn " + r.txn_id;  // none when no transaction started
   boost::json::object o;
   o["txn_id"] = r.txn_id;
   o["mode"] = r.mode;

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <cctype>
+#include <cstdint>
 #include <cstdio>
 #include <functional>
 #include <filesystem>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "https_client.hpp"
+#include "otac/common/number.hpp"
 
 namespace fs = std::filesystem;
 namespace json = boost::json;
@@ -130,14 +132,9 @@ Args parse_args(const std::vector<std::string>& v, const std::vector<std::string
 }
 
 std::int64_t to_int(const std::string& s, const std::string& what) {
-  try {
-    std::size_t n = 0;
-    const long long v = std::stoll(s, &n);
-    if (n != s.size() || v < 0) usage(what + " must be a non-negative integer");
-    return v;
-  } catch (const std::exception&) {
-    usage(what + " must be a non-negative integer");
-  }
+  auto v = otac::parse_uint(s, 0, static_cast<std::uint64_t>(INT64_MAX));
+  if (!v) usage(what + ": " + v.error().message);
+  return static_cast<std::int64_t>(*v);
 }
 
 std::string query_encode(const std::string& s) {

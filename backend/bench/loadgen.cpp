@@ -94,7 +94,7 @@ std::string request_body(const std::string& txn, const Bytes& n, std::uint16_t l
                          const SecretBytes& otac, const std::string& terminal) {
   const Bytes un = crypto::random_bytes(8);
   Bytes ch;
-  tlv(ch, hex("DF33"), hex("01"));
+  tlv(ch, hex("DF33"), hex("02"));
   tlv(ch, hex("DF31"), hex("01"));
   tlv(ch, hex("9F37"), un);
   tlv(ch, hex("9F02"), hex("000000001234"));
@@ -108,6 +108,7 @@ std::string request_body(const std::string& txn, const Bytes& n, std::uint16_t l
   tlv(m, hex("DF42"), be_bytes(list, 2));
   tlv(m, hex("DF43"), be_bytes(index, 2));
   tlv(m, hex("9F36"), be_bytes(1, 2));
+  tlv(m, hex("DF35"), hex("03"));  // PIN state: three tries left, no PIN entered
   const Bytes mac = crypto::mac_alg3(otac, m, crypto::Padding::method2, 8).value();
   json::object o;
   o["txn_id"] = txn;
@@ -115,6 +116,7 @@ std::string request_body(const std::string& txn, const Bytes& n, std::uint16_t l
   o["list"] = list;
   o["index"] = index;
   o["atc"] = 1;
+  o["pin_state"] = 3;
   o["challenge"] = to_hex(ch);
   o["cryptogram"] = to_hex(mac);
   return json::serialize(o);

@@ -171,7 +171,7 @@ class Api {
   // ---- terminal endpoints ----
   Response authorize(const Request& req, RequestContext& ctx) {
     if (auto e = require_terminal(req, ctx)) return *e;
-    auto o = parse_object(req.body(), {"txn_id", "card", "list", "index", "atc", "challenge", "cryptogram"});
+    auto o = parse_object(req.body(), {"txn_id", "card", "list", "index", "atc", "pin_state", "challenge", "cryptogram"});
     if (!o) return bad_request(req, o.error().message);
     Fields f(*o);
     AuthRequest a;
@@ -180,6 +180,7 @@ class Api {
     a.list_id = static_cast<std::uint16_t>(f.integer("list", true, 0, 65535));
     a.index = static_cast<std::uint16_t>(f.integer("index", true, 0, 65535));
     a.atc = static_cast<std::uint16_t>(f.integer("atc", true, 0, 65535));
+    a.pin_state = static_cast<std::uint8_t>(f.integer("pin_state", true, 0, 255));
     a.challenge = f.hexbytes("challenge", true, 1, 1024);
     a.cryptogram = f.hexbytes("cryptogram", true, 8, 8);
     if (!f.error && !valid_txn_id(a.txn_id)) f.fail("field \"txn_id\" must be 1 to 64 characters of A-Z a-z 0-9 - _ . :");

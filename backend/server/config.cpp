@@ -1,6 +1,7 @@
 #include "config.hpp"
 
-#include <charconv>
+#include "otac/common/number.hpp"
+
 #include <functional>
 #include <map>
 
@@ -29,11 +30,9 @@ Result<Config> parse_config(std::string_view text, Config c) {
   };
   auto num = [](std::uint32_t& dst, std::uint32_t lo, std::uint32_t hi) -> Setter {
     return [&dst, lo, hi](std::string_view v) -> Result<void> {
-      std::uint32_t x = 0;
-      auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
-      if (ec != std::errc() || p != v.data() + v.size() || x < lo || x > hi)
-        return make_error(Errc::bad_value, "must be an integer from " + std::to_string(lo) + " to " + std::to_string(hi));
-      dst = x;
+      auto x = parse_uint(v, lo, hi);
+      if (!x) return x.error();
+      dst = static_cast<std::uint32_t>(*x);
       return {};
     };
   };

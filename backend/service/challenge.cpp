@@ -60,7 +60,8 @@ Result<Challenge> parse_challenge(ByteView data) {
   if (auto f = cur.finish(); !f) return f.error();
   for (std::size_t i = 0; i < 9; ++i)
     if (!slots[i].seen) return make_error(Errc::bad_value, "challenge: required tag " + to_hex(be_bytes(slots[i].tag, slots[i].tag > 0xFF ? 2 : 1)) + " is missing");
-  if (c.version[0] != 0x01) return make_error(Errc::unsupported, "challenge: protocol version must be 01");
+  // 02 carries the card's PIN state in the MAC; 01 did not and is refused (no downgrade).
+  if (c.version[0] != 0x02) return make_error(Errc::unsupported, "challenge: protocol version must be 02");
   if (c.mode[0] != 0x01 && c.mode[0] != 0x02) return make_error(Errc::bad_value, "challenge: mode must be 01 (POS) or 02 (door)");
   if (c.door_mode() != door_seen) return make_error(Errc::bad_value, "challenge: DF32 door id is required in door mode and only there");
   if (door_seen) c.door = door;
@@ -75,7 +76,8 @@ Result<Challenge> parse_challenge(ByteView data) {
   return c;
 }
 
-Bytes mac_input(const Challenge& c, ByteView n, std::uint16_t list_id, std::uint16_t index, std::uint16_t atc) {
+Bytes mac_input(const Challenge& c, ByteView n, std::uint16_t list_id, std::uint16_t index, std::uint16_t atc,
+                std::uint8_t pin_state) {
   Bytes out;
   tlv(out, 0xDF33, c.version);
   tlv(out, 0xDF31, c.mode);
@@ -91,6 +93,7 @@ Bytes mac_input(const Challenge& c, ByteView n, std::uint16_t list_id, std::uint
   tlv(out, 0xDF42, be_bytes(list_id, 2));
   tlv(out, 0xDF43, be_bytes(index, 2));
   tlv(out, 0x9F36, be_bytes(atc, 2));
+  tlv(out, 0xDF35, Bytes{pin_state});
   return out;
 }
 

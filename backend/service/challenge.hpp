@@ -27,6 +27,10 @@ struct Challenge {
 Result<Challenge> parse_challenge(ByteView data);
 
 /// The MAC input of protocol.md §3 for this challenge and the card's response fields.
-Bytes mac_input(const Challenge& c, ByteView n, std::uint16_t list_id, std::uint16_t index, std::uint16_t atc);
+Bytes mac_input(const Challenge& c, ByteView n, std::uint16_t list_id, std::uint16_t index, std::uint16_t atc,
+                std::uint8_t pin_state);
+
+/// The card's PIN state (DF35, protocol.md §3) says its PIN is blocked (try limit exceeded).
+inline bool pin_blocked(std::uint8_t pin_state) { return (pin_state & 0x20) != 0 || (pin_state & 0x0F) == 0; }
 
 }  // namespace otac::backend

@@ -765,7 +765,8 @@ Result<AuthAnswer> Service::authorize(const AuthRequest& req, std::string_view t
   if (ch->terminal_id() != terminal_id)
     return make_error(Errc::state, "terminal id in the challenge (9F1C) does not match the client certificate");
   const Bytes hash = request_hash("authorize", {as_bytes(req.txn_id), req.card, be_bytes(req.list_id, 2),
-                                                be_bytes(req.index, 2), be_bytes(req.atc, 2), req.challenge, req.cryptogram});
+                                                be_bytes(req.index, 2), be_bytes(req.atc, 2), Bytes{req.pin_state},
+                                                req.challenge, req.cryptogram});
   const UnixTime t = now();
   AuthAnswer ans;
   bool replayed = false;
@@ -829,7 +830,7 @@ Result<AuthAnswer> Service::authorize(const AuthRequest& req, std::string_view t
       rec.reason = "unknown_code";
       return finish();
     }
-    auto mac = mac8(card->algorithm, code->key, mac_input(*ch, req.card, req.list_id, req.index, req.atc));
+    auto mac = mac8(card->algorithm, code->key, mac_input(*ch, req.card, req.list_id, req.index, req.atc, req.pin_state));
     if (!mac) return mac.error();
     if (!ct_equal(*mac, req.cryptogram)) {
       // A bad cryptogram does not burn the code (anyone who knows N, list and index could
@@ -852,6 +853,10 @@ Result<AuthAnswer> Service::authorize(const AuthRequest& req, std::string_view t
     if (!consumed) return consumed.error();
     if (!*consumed) {
       rec.reason = "code_used";
+    } else if (pin_blocked(req.pin_state)) {
+      // The card's PIN is blocked (its state is under the MAC): nothing is approved, whatever
+      // the amount or door, until the holder unblocks it with the PUK (protocol.md §3).
+      rec.reason = "pin_blocked";
     } else if (ch->door_mode()) {
       auto doors = tx.doors(req.card);
       if (!doors) return doors.error();

@@ -71,6 +71,7 @@ struct AuthRequest {
   std::uint16_t list_id = 0;
   std::uint16_t index = 0;
   std::uint16_t atc = 0;
+  std::uint8_t pin_state = 0;         ///< DF35 of the card's answer
   Bytes challenge;                    ///< the AUTHENTICATE data TLV
   Bytes cryptogram;                   ///< 8 bytes
 };

@@ -24,6 +24,7 @@
 #include "otac/applet/applet.hpp"
 #include "otac/applet/sms_lite.hpp"
 #include "otac/common/apdu.hpp"
+#include "otac/common/number.hpp"
 #include "otac/common/secret.hpp"
 #include "otac/common/sw.hpp"
 #include "otac/common/tlv.hpp"
@@ -145,6 +146,13 @@ struct Args {
   }
 };
 
+// A whole-number option from 0 to max; anything else is a usage error naming the option.
+std::uint64_t number_option(const Args& a, const std::string& k, std::uint64_t max) {
+  auto v = parse_uint(a.get(k), 0, max);
+  if (!v) throw UsageError{"--" + k + ": " + v.error().message};
+  return *v;
+}
+
 struct Failure {
   std::string message;
 };
@@ -191,7 +199,7 @@ apdu::Response transmit(applet::Applet& app, std::uint8_t cla, std::uint8_t ins,
 void expect_ok(const apdu::Response& r, const std::string& what) {
   if (r.sw == sw::ok) return;
   std::string hint;
-  if (sw::is_tries_left(r.sw)) hint = "; wrong PIN or PUK, " + std::to_string(sw::tries_left(r.sw)) + " tries left";
+  if (sw::is_tries_left(r.sw)) hint = "; wrong PIN or PUK, " + sw::tries_left_text(sw::tries_left(r.sw));
   else if (r.sw == sw::auth_method_blocked) hint = "; blocked: unblock with the PUK (otac-card unblock)";
   else if (r.sw == sw::security_not_satisfied) hint = "; the PIN is needed";
   else if (r.sw == sw::conditions_not_satisfied) hint = "; not possible in the card's current state (see otac-card status)";
@@ -301,18 +309,12 @@ int cmd_activate(const Args& a) {
   tlv::append(d, 0xDF45, Bytes{static_cast<std::uint8_t>(l.alg == "des3" ? 1 : 2)});
   tlv::append(d, 0xDF46, as_bytes(l.server));
   tlv::append(d, 0xDF47, puk);
-  if (a.has("threshold")) {
-    const unsigned long t = std::stoul(a.get("threshold"));
-    if (t > 400) throw UsageError{"--threshold must be 0..400"};
-    tlv::append(d, 0xDF4B, be_bytes(t, 2));
-  }
+  if (a.has("threshold")) tlv::append(d, 0xDF4B, be_bytes(number_option(a, "threshold", 400), 2));
   if (a.has("pin-limit")) {
-    std::string v = a.get("pin-limit");
-    if (v.empty() || v.size() > 12 || v.find_first_not_of("0123456789") != std::string::npos)
-      throw UsageError{"--pin-limit is an amount in minor units (digits, at most 12)"};
-    v.insert(0, 12 - v.size(), '0');
-    Bytes bcd;
-    for (std::size_t i = 0; i < 12; i += 2) bcd.push_back(static_cast<std::uint8_t>((v[i] - '0') << 4 | (v[i + 1] - '0')));
+    // n12 BCD: the amount in minor units as 12 decimal digits.
+    std::uint64_t v = number_option(a, "pin-limit", 999999999999ULL);
+    Bytes bcd(6);
+    for (std::size_t i = 6; i-- > 0; v /= 100) bcd[i] = static_cast<std::uint8_t>((v % 100 / 10) << 4 | (v % 10));
     tlv::append(d, 0xDF4E, bcd);
   }
   if (a.has("pin-door"))

@@ -9,11 +9,11 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <memory>
 
 #include "host.hpp"
+#include "otac/common/number.hpp"
 
 namespace otac::card_host {
 
@@ -37,12 +37,9 @@ Result<std::pair<std::string, std::uint16_t>> parse_endpoint(std::string_view s)
   const auto colon = s.rfind(':');
   if (colon == std::string_view::npos || colon == 0)
     return make_error(Errc::bad_value, "endpoint '" + std::string(s) + "' must be HOST:PORT, e.g. 127.0.0.1:35963");
-  unsigned port = 0;
-  const auto ps = s.substr(colon + 1);
-  auto [p, ec] = std::from_chars(ps.data(), ps.data() + ps.size(), port);
-  if (ec != std::errc{} || p != ps.data() + ps.size() || port == 0 || port > 65535)
-    return make_error(Errc::bad_value, "endpoint '" + std::string(s) + "': port must be 1..65535");
-  return std::pair<std::string, std::uint16_t>{std::string(s.substr(0, colon)), static_cast<std::uint16_t>(port)};
+  auto port = parse_uint(s.substr(colon + 1), 1, 65535);
+  if (!port) return make_error(Errc::bad_value, "endpoint '" + std::string(s) + "': port must be 1..65535");
+  return std::pair<std::string, std::uint16_t>{std::string(s.substr(0, colon)), static_cast<std::uint16_t>(*port)};
 }
 
 Result<Fd> connect_tcp(const std::string& host, std::uint16_t port, int timeout_ms) {

@@ -22,6 +22,14 @@ using Response = apdu::Response;
 Response status(std::uint16_t s) { return Response{{}, s}; }
 
 constexpr std::uint16_t kCapabilities = 0x003F;  // 3DES, AES, RSA-2048, P-256, display, indexed TAN
+// Challenge version (DF33) and FCI version (9F08). 02: the answer carries the PIN state DF35,
+// bound into the MAC; version 01 had none and is refused, so it cannot be used to hide it.
+constexpr std::uint8_t protocol_version = 0x02;
+
+// PIN state (DF35, protocol.md section 3): tries left in the low nibble, and these bits.
+constexpr std::uint8_t pin_state_verified = 0x10;   // the PIN was verified for this transaction
+constexpr std::uint8_t pin_state_blocked = 0x20;    // PIN try limit exceeded
+constexpr std::uint8_t pin_state_failed = 0x40;     // a wrong PIN was presented since SELECT
 
 // Outcome of an SMS-PP download: RSC for the PoR, and the inner status word as its data.
 struct PacketOutcome {
@@ -93,7 +101,7 @@ Result<Challenge> parse_challenge(ByteView data) {
   }
   for (std::size_t i = 0; i < 9; ++i)
     if (!slots[i].field->has_value()) return make_error(Errc::bad_value, "challenge: a required tag is missing");
-  if ((*c.version)[0] != 0x01) return make_error(Errc::unsupported, "challenge: version must be 01");
+  if ((*c.version)[0] != protocol_version) return make_error(Errc::unsupported, "challenge: version must be 02");
   if ((*c.mode)[0] != 0x01 && (*c.mode)[0] != 0x02) return make_error(Errc::bad_value, "challenge: bad mode");
   if (c.door_mode() != c.door.has_value()) return make_error(Errc::bad_value, "challenge: DF32 only and always in door mode");
   for (const auto* f : {&c.amount, &c.currency, &c.date, &c.time})
@@ -102,7 +110,8 @@ Result<Challenge> parse_challenge(ByteView data) {
 }
 
 // Canonical MAC input: fixed tag order, every field that matters (protocol.md section 3).
-Bytes mac_input(const Challenge& c, const CardState& s, std::uint16_t list, std::uint16_t index, std::uint16_t atc) {
+Bytes mac_input(const Challenge& c, const CardState& s, std::uint16_t list, std::uint16_t index, std::uint16_t atc,
+                std::uint8_t pin_state) {
   Bytes m;
   tlv::append(m, 0xDF33, *c.version);
   tlv::append(m, 0xDF31, *c.mode);
@@ -118,6 +127,7 @@ Bytes mac_input(const Challenge& c, const CardState& s, std::uint16_t list, std:
   tlv::append(m, 0xDF42, be_bytes(list, 2));
   tlv::append(m, 0xDF43, be_bytes(index, 2));
   tlv::append(m, 0x9F36, be_bytes(atc, 2));
+  tlv::append(m, 0xDF35, Bytes{pin_state});
   return m;
 }
 
@@ -261,6 +271,7 @@ struct Applet::Impl {
   Storage& storage;
   bool selected = false;
   bool pin_verified = false;
+  bool pin_failed = false;  // a wrong PIN was presented since SELECT (RAM only)
   // The last AUTHENTICATE, kept for CONFIRM (RAM only).
   bool has_last = false;
   SecretBytes last_otac;
@@ -307,7 +318,7 @@ struct Applet::Impl {
   Response envelope(const apdu::Command& c);
   Response handle_packet(ByteView packet);
   PacketOutcome run_inner(CardState& next, ByteView data);
-  // Checks a PIN block against the stored PIN, counting a failure. nullopt = correct.
+  // Checks a PIN block against the stored PIN, spending a try first. nullopt = correct.
   std::optional<Response> check_pin(ByteView block);
   Result<std::pair<ListSlot*, std::uint16_t>> pick_code(std::uint8_t p1, const Challenge* ch);
 };
@@ -320,6 +331,7 @@ Bytes Applet::atr() { return Bytes{0x3B, 0x80, 0x80, 0x01, 0x01}; }
 void Applet::reset() {
   impl_->selected = false;
   impl_->pin_verified = false;
+  impl_->pin_failed = false;
   impl_->forget_last();
 }
 
@@ -377,12 +389,13 @@ Response Applet::Impl::select(const apdu::Command& c) {
   // Any SELECT ends the previous session's PIN verification and transaction.
   selected = false;
   pin_verified = false;
+  pin_failed = false;
   forget_last();
   if (!std::equal(c.data.begin(), c.data.end(), aid.begin(), aid.end())) return status(sw::file_not_found);
   selected = true;
   if (c.p2 == 0x0C) return status(sw::ok);
   Bytes a5;
-  tlv::append(a5, 0x9F08, Bytes{0x01});
+  tlv::append(a5, 0x9F08, Bytes{protocol_version});
   tlv::append(a5, 0xDF01, be_bytes(kCapabilities, 2));
   tlv::append(a5, 0xDF02, Bytes{static_cast<std::uint8_t>(st.life)});
   Bytes fci;
@@ -393,19 +406,23 @@ Response Applet::Impl::select(const apdu::Command& c) {
 
 std::optional<Response> Applet::Impl::check_pin(ByteView block) {
   if (st.pin_tries == 0) return status(sw::auth_method_blocked);
-  CardState next = st;
-  if (ct_equal(block, st.pin)) {
-    if (next.pin_tries == pin_tries_max) return std::nullopt;
-    next.pin_tries = pin_tries_max;
-    if (!commit(next)) return status(sw::no_precise_diagnosis);
-    st = std::move(next);
-    return std::nullopt;
+  // Spend the try and make it durable before comparing, then give it back on success: a
+  // card torn at any point has either spent the try or told nothing about the PIN, and a
+  // right and a wrong PIN write the same thing first (protocol.md 2.5).
+  CardState spent = st;
+  --spent.pin_tries;
+  if (!commit(spent)) return status(sw::no_precise_diagnosis);
+  st = spent;
+  if (!ct_equal(block, st.pin)) {
+    pin_verified = false;
+    pin_failed = true;
+    return status(sw::tries(st.pin_tries));
   }
-  --next.pin_tries;
-  if (!commit(next)) return status(sw::no_precise_diagnosis);
-  st = std::move(next);
-  pin_verified = false;
-  return status(sw::tries(st.pin_tries));
+  CardState restored = st;
+  restored.pin_tries = pin_tries_max;
+  if (!commit(restored)) return status(sw::no_precise_diagnosis);
+  st = std::move(restored);
+  return std::nullopt;
 }
 
 Response Applet::Impl::verify(const apdu::Command& c) {
@@ -563,12 +580,20 @@ Response Applet::Impl::authenticate(const apdu::Command& c) {
     const std::string door(ch->door->begin(), ch->door->end());
     need_pin = need_pin || std::find(st.pin_doors.begin(), st.pin_doors.end(), door) != st.pin_doors.end();
   }
+  bool verified = pin_verified;
   if (ch->pin) {
     if (!valid_pin_block(*ch->pin)) return status(sw::wrong_data);
     if (auto fail = check_pin(*ch->pin)) return *fail;
+    verified = true;
   } else if (need_pin && !pin_verified) {
-    return status(sw::security_not_satisfied);
+    // No PIN entry can help a blocked PIN: say so at once rather than ask for one.
+    return status(st.pin_tries == 0 ? sw::auth_method_blocked : sw::security_not_satisfied);
   }
+  // Below the PIN limit a blocked PIN still gives a cryptogram, marked: the issuer decides
+  // (as EMV's card verification results carry "PIN try limit exceeded" to the issuer).
+  const auto pin_state = static_cast<std::uint8_t>((st.pin_tries & 0x0F) | (verified ? pin_state_verified : 0) |
+                                                   (st.pin_tries == 0 ? pin_state_blocked : 0) |
+                                                   (pin_failed ? pin_state_failed : 0));
   if (st.atc == 0xFFFF) return status(sw::conditions_not_satisfied);
   auto pick = pick_code(c.p1, &*ch);
   if (!pick) return status(pick.error().code == Errc::not_found ? sw::not_enough_memory : sw::record_not_found);
@@ -583,7 +608,7 @@ Response Applet::Impl::authenticate(const apdu::Command& c) {
   if (slot.unused() == 0) slot.clear();
   ++next.atc;
   check_threshold(next);
-  auto cryptogram = mac8(next, otac.view(), mac_input(*ch, next, list, index, next.atc));
+  auto cryptogram = mac8(next, otac.view(), mac_input(*ch, next, list, index, next.atc, pin_state));
   if (!cryptogram) return status(sw::no_precise_diagnosis);
   if (!commit(next)) return status(sw::no_precise_diagnosis);
   st = std::move(next);
@@ -596,6 +621,7 @@ Response Applet::Impl::authenticate(const apdu::Command& c) {
   tlv::append(body, 0xDF43, be_bytes(index, 2));
   tlv::append(body, 0x9F36, be_bytes(st.atc, 2));
   tlv::append(body, 0x9F26, *cryptogram);
+  tlv::append(body, 0xDF35, Bytes{pin_state});
   return Response{tlv::encode(0x77, body), sw::ok};
 }
 

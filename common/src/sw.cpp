@@ -67,6 +67,8 @@ std::uint16_t tries(int n) noexcept {
 }
 bool is_success(std::uint16_t s) noexcept { return s == ok || is_bytes_available(s); }
 
+std::string tries_left_text(int n) { return std::to_string(n) + (n == 1 ? " try left" : " tries left"); }
+
 std::string describe(std::uint16_t s) {
   char head[8];
   std::snprintf(head, sizeof head, "%04X ", s);
@@ -75,10 +77,7 @@ std::string describe(std::uint16_t s) {
   int n = low == 0 ? 256 : low;
   if (is_bytes_available(s)) return out + std::to_string(n) + " more bytes available (GET RESPONSE)";
   if (is_wrong_le(s)) return out + "wrong Le: exactly " + std::to_string(n) + " bytes available";
-  if (is_tries_left(s)) {
-    int t = tries_left(s);
-    return out + "verification failed, " + std::to_string(t) + (t == 1 ? " try left" : " tries left");
-  }
+  if (is_tries_left(s)) return out + "verification failed, " + tries_left_text(tries_left(s));
   for (const auto& e : table)
     if (e.sw == s) return out + e.meaning;
   switch (s >> 8) {

@@ -74,7 +74,10 @@ Bytes Args::hex_positional(const char* what) const {
   if (positional_.size() != 1)
     throw UsageError{std::string("expected exactly one ") + what + " in hex, got " + std::to_string(positional_.size()) +
                      " arguments"};
-  return parse_hex(positional_[0], what);
+  // The data itself is input, not usage: data that is not hex is bad input (exit 1).
+  auto r = from_hex(positional_[0]);
+  if (!r) throw InputError{std::string(what) + ": " + r.error().message};
+  return std::move(*r);
 }
 
 }  // namespace otac::tool

@@ -52,7 +52,7 @@ class Args {
   SecretBytes key_option_opt(const std::string& name) const;
   /// A required option holding one byte in hex ("15").
   std::uint8_t byte_option(const std::string& name) const;
-  /// The single positional argument, as hex (packets, APDUs, TPDUs).
+  /// The single positional argument, as hex (packets, APDUs, TPDUs); InputError if not hex.
   Bytes hex_positional(const char* what) const;
 
  private:

@@ -15,6 +15,7 @@
 #include <string>
 #include <string_view>
 
+#include "otac/common/number.hpp"
 #include "otac/hw/pn532_emulator.hpp"
 
 namespace {
@@ -92,11 +93,9 @@ void print_help() {
 }
 
 bool parse_u32(std::string_view s, std::uint32_t max, std::uint32_t& out) {
-  std::uint32_t v = 0;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v, 10);
-  if (ec != std::errc{} || p != s.data() + s.size() || s.empty() || v > max) return false;
-  out = v;
-  return true;
+  auto v = otac::parse_uint(s, 0, max);
+  if (v) out = static_cast<std::uint32_t>(*v);
+  return v.ok();
 }
 
 // Client mode: one command to a running emulator's control socket.

@@ -233,6 +233,7 @@ inline std::string auth_body(const AuthRequest& a) {
   o["list"] = a.list_id;
   o["index"] = a.index;
   o["atc"] = a.atc;
+  o["pin_state"] = a.pin_state;
   o["challenge"] = to_hex(a.challenge);
   o["cryptogram"] = to_hex(a.cryptogram);
   return boost::json::serialize(o);

@@ -366,6 +366,14 @@ TEST_CASE("otac-admin drives every operator action; exit statuses 0/1/2", "[serv
   std::tie(rc, text) = admin({"enroll", "--msisdn", "+4915550004"});
   CHECK(rc == 0);
   CHECK(text.find("Card key K:") != std::string::npos);
+  // Numbers: a usage error (2) that names the option, whatever is wrong with the digits.
+  for (const char* bad : {"abc", "-1", "12x", " 7", "99999999999999999999"}) {
+    INFO(bad);
+    std::tie(rc, text) = admin({"enroll", "--msisdn", "+4915550005", "--threshold", bad});
+    CHECK(rc == 2);
+    CHECK(text.find("--threshold") != std::string::npos);
+    CHECK(text.find("not a whole number") != std::string::npos);
+  }
 
   std::tie(rc, text) = admin({"register-terminal", "DOOR0001", "--out", (b.tmp.path / "certs").string()});
   CHECK(rc == 0);

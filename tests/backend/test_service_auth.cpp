@@ -174,6 +174,50 @@ TEST_CASE("malformed challenges are errors, not decisions") {
   AuthRequest r = req;
   r.txn_id = "";
   CHECK_FALSE(env.svc->authorize(r, "TERM0001"));
+  // Version 01 carried no PIN state: refused, so that a downgrade cannot hide a blocked PIN.
+  Bytes v1 = req.challenge;
+  const Bytes v2_tag = hex("DF330102");
+  const auto at = std::search(v1.begin(), v1.end(), v2_tag.begin(), v2_tag.end());
+  REQUIRE(at != v1.end());
+  at[3] = 0x01;
+  bad(v1);
+}
+
+TEST_CASE("policy: a blocked PIN in the card's PIN state (under the MAC) declines pin_blocked") {
+  Env env;
+  Card c = setup(env);
+  // DF35 20: PIN try limit exceeded, 0 tries left; an amount below any PIN limit.
+  auto blocked = env.svc->authorize(test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], Ch{}, 7, 0x20), "TERM0001");
+  REQUIRE(blocked);
+  CHECK(blocked->decision == Decision::declined);
+  CHECK(blocked->reason == "pin_blocked");
+  CHECK(blocked->arc == to_bytes("05"));
+  CHECK(blocked->arpc == arpc_of(c, 0, test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], Ch{}, 7, 0x20).cryptogram, "05"));
+  // The same at a door.
+  Ch door;
+  door.mode = 2;
+  door.door = "FRONT";
+  door.amount = hex("000000000000");
+  auto at_door = env.svc->authorize(test::card_request("T2", c.n, c.alg, c.list, 1, c.codes[1], door, 8, 0x20), "TERM0001");
+  REQUIRE(at_door);
+  CHECK(at_door->reason == "pin_blocked");
+  // Tries left and a past wrong PIN are no reason to decline; the PIN unblocked approves again.
+  for (const std::uint8_t ok_state : {std::uint8_t{0x03}, std::uint8_t{0x01}, std::uint8_t{0x41}, std::uint8_t{0x13}}) {
+    auto a = env.svc->authorize(test::card_request("T-ok-" + std::to_string(ok_state), c.n, c.alg, c.list,
+                                                   static_cast<std::uint16_t>(2 + (ok_state & 0x0F) + (ok_state >> 4)),
+                                                   c.codes[static_cast<std::size_t>(2 + (ok_state & 0x0F) + (ok_state >> 4))],
+                                                   Ch{}, 9, ok_state),
+                                "TERM0001");
+    REQUIRE(a);
+    INFO(int(ok_state));
+    CHECK(a->reason == "ok");
+  }
+  // The PIN state is under the MAC: a terminal that clears the blocked bit breaks the cryptogram.
+  auto forged = test::card_request("T3", c.n, c.alg, c.list, 19, c.codes[19], Ch{}, 7, 0x20);
+  forged.pin_state = 0x03;
+  auto f = env.svc->authorize(forged, "TERM0001");
+  REQUIRE(f);
+  CHECK(f->reason == "bad_cryptogram");
 }
 
 TEST_CASE("a retry with the same txn id gets the stored answer; a different body is a conflict") {

@@ -217,6 +217,7 @@ AuthAnswer tap(Card& c, Env& env, const std::string& txn, std::uint8_t un) {
   req.list_id = u16(0xDF42);
   req.index = u16(0xDF43);
   req.atc = u16(0x9F36);
+  req.pin_state = tlv::find(t, 0xDF35)->value.at(0);
   req.challenge = challenge;
   req.cryptogram = tlv::find(t, 0x9F26)->value;
   auto ans = env.svc->authorize(req, "TERM0001");

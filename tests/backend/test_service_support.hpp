@@ -74,7 +74,7 @@ struct Ch {
     Bytes out;
     tlv(out, hex("9F1C"), terminal);
     tlv(out, hex("9F37"), un);
-    tlv(out, hex("DF33"), hex("01"));
+    tlv(out, hex("DF33"), hex("02"));
     tlv(out, hex("DF31"), Bytes{mode});
     tlv(out, hex("9F02"), amount);
     tlv(out, hex("5F2A"), hex("0978"));
@@ -86,9 +86,9 @@ struct Ch {
   }
 
   /// The MAC input of protocol.md §3, assembled by hand.
-  Bytes mac_input(const Bytes& n, std::uint16_t list, std::uint16_t index, std::uint16_t atc) const {
+  Bytes mac_input(const Bytes& n, std::uint16_t list, std::uint16_t index, std::uint16_t atc, std::uint8_t pin_state) const {
     Bytes m;
-    append(m, hex("DF3301 01"));
+    append(m, hex("DF3301 02"));
     append(m, hex("DF3101")); m.push_back(mode);
     append(m, hex("9F3708")); append(m, un);
     append(m, hex("9F0206")); append(m, amount);
@@ -102,6 +102,7 @@ struct Ch {
     append(m, hex("DF4202")); append(m, be_bytes(list, 2));
     append(m, hex("DF4302")); append(m, be_bytes(index, 2));
     append(m, hex("9F3602")); append(m, be_bytes(atc, 2));
+    append(m, hex("DF3501")); m.push_back(pin_state);
     return m;
   }
 };
@@ -114,17 +115,20 @@ inline Bytes card_mac(Algorithm alg, const SecretBytes& key, const Bytes& data) 
   return m;
 }
 
-/// What the card would send for an authorization with the given code.
+/// What the card would send for an authorization with the given code; pin_state 03 is a
+/// card with three PIN tries left and no PIN entered.
 inline AuthRequest card_request(const std::string& txn, const Bytes& n, Algorithm alg, std::uint16_t list,
-                                std::uint16_t index, const SecretBytes& otac, const Ch& ch, std::uint16_t atc = 7) {
+                                std::uint16_t index, const SecretBytes& otac, const Ch& ch, std::uint16_t atc = 7,
+                                std::uint8_t pin_state = 0x03) {
   AuthRequest r;
   r.txn_id = txn;
   r.card = n;
   r.list_id = list;
   r.index = index;
   r.atc = atc;
+  r.pin_state = pin_state;
   r.challenge = ch.encode();
-  r.cryptogram = card_mac(alg, otac, ch.mac_input(n, list, index, atc));
+  r.cryptogram = card_mac(alg, otac, ch.mac_input(n, list, index, atc, pin_state));
   return r;
 }
 

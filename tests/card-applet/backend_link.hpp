@@ -68,8 +68,8 @@ inline std::optional<backend::AuthRequest> request_from_answer(const Bytes& answ
     return n && n->value.size() == len ? &n->value : nullptr;
   };
   const Bytes *n = get(0xDF41, 8), *list = get(0xDF42, 2), *index = get(0xDF43, 2), *atc = get(0x9F36, 2),
-              *mac = get(0x9F26, 8);
-  if (!n || !list || !index || !atc || !mac) return std::nullopt;
+              *mac = get(0x9F26, 8), *pin = get(0xDF35, 1);
+  if (!n || !list || !index || !atc || !mac || !pin) return std::nullopt;
   auto u16 = [](const Bytes& v) { return static_cast<std::uint16_t>(v[0] << 8 | v[1]); };
   backend::AuthRequest req;
   req.txn_id = txn;
@@ -77,6 +77,7 @@ inline std::optional<backend::AuthRequest> request_from_answer(const Bytes& answ
   req.list_id = u16(*list);
   req.index = u16(*index);
   req.atc = u16(*atc);
+  req.pin_state = pin->at(0);
   req.challenge = challenge;
   req.cryptogram = *mac;
   return req;

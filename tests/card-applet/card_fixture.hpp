@@ -187,7 +187,7 @@ struct Ch {
     Bytes out;
     put(out, hex("9F1C"), terminal);
     put(out, hex("9F37"), un);
-    put(out, hex("DF33"), hex("01"));
+    put(out, hex("DF33"), hex("02"));
     put(out, hex("DF31"), Bytes{mode});
     put(out, hex("9F02"), amount);
     put(out, hex("5F2A"), hex("0978"));
@@ -198,9 +198,9 @@ struct Ch {
     append(out, extra);
     return out;
   }
-  /// protocol.md 3, assembled by hand.
-  Bytes mac_input(std::uint16_t list, std::uint16_t index, std::uint16_t atc) const {
-    Bytes m = hex("DF330101 DF3101");
+  /// protocol.md 3, assembled by hand; pin_state 03: three tries left, PIN not verified.
+  Bytes mac_input(std::uint16_t list, std::uint16_t index, std::uint16_t atc, std::uint8_t pin_state = 0x03) const {
+    Bytes m = hex("DF330102 DF3101");
     m.push_back(mode);
     append(m, hex("9F3708")); append(m, un);
     append(m, hex("9F0206")); append(m, amount);
@@ -212,6 +212,7 @@ struct Ch {
     append(m, hex("DF4202")); append(m, be_bytes(list, 2));
     append(m, hex("DF4302")); append(m, be_bytes(index, 2));
     append(m, hex("9F3602")); append(m, be_bytes(atc, 2));
+    append(m, hex("DF3501")); m.push_back(pin_state);
     return m;
   }
 };

@@ -1,4 +1,6 @@
 // APDU-level tests of the applet core: every command and its error paths (protocol.md 2-4).
+#include <algorithm>
+
 #include "card_fixture.hpp"
 
 using namespace otac;
@@ -10,7 +12,7 @@ TEST_CASE("SELECT answers the FCI; foreign AIDs, CLAs and INSs get ISO status wo
   auto r = c.tx("00A4040006F04F5441430100");
   CHECK(r.sw == 0x9000);
   // 6F { 84 AID, A5 { 9F08 01, DF01 0033, DF02 00 } }, written out from protocol.md 2.1.
-  CHECK(r.data == hex("6F17 8406F04F54414301 A50D 9F080101 DF0102003F DF020100"));
+  CHECK(r.data == hex("6F17 8406F04F54414301 A50D 9F080102 DF0102003F DF020100"));
   CHECK(c.tx("00A4040C06F04F54414301").data.empty());
   CHECK(c.tx("00A4040006A00000000401").sw == 0x6A82);
   CHECK(c.tx("00A4000C023F00").sw == 0x6A82);
@@ -284,6 +286,47 @@ TEST_CASE("PIN policy: high amounts and chosen doors need the PIN; nothing burns
   CHECK(c.sw(cmd(0x80, 0xA0, 0x00, 0x00, vault.encode(), true)) == 0x6982);
   CHECK(c.sw(cmd(0x00, 0x20, 0x00, 0x80, pin_block("1234"))) == 0x9000);
   CHECK(c.sw(cmd(0x80, 0xA0, 0x00, 0x00, vault.encode(), true)) == 0x9000);
+}
+
+TEST_CASE("PIN state DF35 (tries, verified, wrong PIN this session, blocked) is under the MAC") {
+  Card c;
+  Bytes policy;
+  put(policy, hex("DF4E"), hex("000000010000"));  // PIN above 100.00
+  personalize(c, 0x01, policy);
+  c.select();
+  const auto codes = test_codes(6);
+  load_codes(c, 1, codes, 1);
+  Ch low;  // 12.34: below the PIN limit
+  std::uint16_t atc = 0;
+  auto tap = [&](const Ch& ch, std::uint8_t expect_state) {
+    auto r = c.tx(cmd(0x80, 0xA0, 0x00, 0x00, ch.encode(), true));
+    REQUIRE(r.sw == 0x9000);
+    ++atc;
+    CHECK(field(r.data, 0x77, 0xDF35) == Bytes{expect_state});
+    CHECK(field(r.data, 0x77, 0x9F26) == mac8(0x01, codes[atc - 1u], ch.mac_input(1, static_cast<std::uint16_t>(atc - 1), atc, expect_state)));
+  };
+  tap(low, 0x03);  // three tries, no PIN
+  CHECK(c.sw(cmd(0x00, 0x20, 0x00, 0x80, pin_block("0000"))) == 0x63C2);
+  tap(low, 0x42);  // a wrong PIN this session, two tries left
+  CHECK(c.sw(cmd(0x00, 0x20, 0x00, 0x80, pin_block("1234"))) == 0x9000);
+  tap(low, 0x53);  // verified now (tries back to three), the wrong one still remembered
+  c.select();
+  for (int i = 0; i < 3; ++i) c.sw(cmd(0x00, 0x20, 0x00, 0x80, pin_block("0000")));
+  tap(low, 0x60);  // blocked: still a cryptogram below the limit, marked for the issuer
+  c.select();
+  tap(low, 0x20);
+  // Above the PIN limit a blocked PIN is refused at once; nothing burns.
+  Ch high;
+  high.amount = hex("000000010001");
+  CHECK(c.sw(cmd(0x80, 0xA0, 0x00, 0x00, high.encode(), true)) == 0x6983);
+  // A version 01 challenge is refused.
+  Bytes data = low.encode();
+  const Bytes v2 = hex("DF330102");
+  const auto at = std::search(data.begin(), data.end(), v2.begin(), v2.end());
+  REQUIRE(at != data.end());
+  at[3] = 0x01;
+  CHECK(c.sw(cmd(0x80, 0xA0, 0x00, 0x00, data, true)) == 0x6A80);
+  CHECK(field(c.tx("80A6000000").data, 0xE0, 0xDF48) == hex("0001"));
 }
 
 TEST_CASE("CONFIRM checks the ARPC over the last cryptogram and ARC") {

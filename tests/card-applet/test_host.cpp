@@ -183,6 +183,33 @@ TEST_CASE("otac-card command line: exit statuses, mode 0600, activation from a l
   CHECK(run_cli("run --state " + st + " --smsc 127.0.0.1:1").status == 2);  // --msisdn missing
 }
 
+TEST_CASE("otac-card activate: a malformed number is a usage error naming the option; PIN tries in words") {
+  TempDir dir;
+  const std::string st = (dir.path / "card").string();
+  REQUIRE(run_cli("init --state " + st).status == 0);
+  const std::string base = "activate --state " + st + " --pin 1234 --puk 87654321 --n 1122334455667788 "
+                           "--k 0123456789abcdeffedcba9876543210 --alg des3 --server-number +15550100 ";
+  for (const std::string bad : {"--threshold abc", "--threshold -1", "--threshold 401", "--threshold 12x",
+                                "--threshold 99999999999999999999999", "--pin-limit abc", "--pin-limit 1000000000000"}) {
+    auto r = run_cli(base + bad);
+    INFO(bad << ": " << r.out);
+    CHECK(r.status == 2);
+    CHECK(r.out.find(bad.substr(0, bad.find(' '))) != std::string::npos);
+    CHECK(r.out.find("not a whole number") != std::string::npos);
+    CHECK(r.out.find("unexpected") == std::string::npos);
+  }
+  auto ok = run_cli(base + "--threshold 400 --pin-limit 999999999999");
+  INFO(ok.out);
+  REQUIRE(ok.status == 0);
+  CHECK(run_cli("status --state " + st).out.find("refresh at:       400 unused codes") != std::string::npos);
+  auto two = run_cli("verify --state " + st + " --pin 0000");
+  CHECK(two.out.find("2 tries left") != std::string::npos);
+  auto one = run_cli("verify --state " + st + " --pin 0000");
+  INFO(one.out);
+  CHECK(one.out.find("1 try left") != std::string::npos);
+  CHECK(one.out.find("tries left") == std::string::npos);
+}
+
 TEST_CASE("otac-card activate: the card CA key from --ca-key or the letter decides which E4 the card accepts") {
   // Two CAs; the card is personalized with `ca` and must refuse a server key signed by `other`.
   auto ca = crypto::ec_p256_generate().value();

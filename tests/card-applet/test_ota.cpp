@@ -385,7 +385,9 @@ TEST_CASE("E5: lists encrypted to the card's key pair and signed by the server k
       Ch ch;
       auto r = c.tx(cmd(0x80, 0xA0, 0x00, 0x00, ch.encode(), true));
       REQUIRE(r.sw == 0x9000);
-      CHECK(field(r.data, 0x77, 0x9F26) == mac8(0x01, codes[0], ch.mac_input(1, 0, 1)));
+      // The PIN was verified above in this session: PIN state 13 (verified, three tries left).
+      CHECK(field(r.data, 0x77, 0xDF35) == hex("13"));
+      CHECK(field(r.data, 0x77, 0x9F26) == mac8(0x01, codes[0], ch.mac_input(1, 0, 1, 0x13)));
     }
   }
 }

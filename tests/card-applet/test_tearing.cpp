@@ -99,6 +99,107 @@ TEST_CASE("tearing: a wrong VERIFY") {
   tear(personalized_state(3), select_only, cmd(0x00, 0x20, 0x00, 0x80, pin_block("0000")), "VERIFY", 0x63C2);
 }
 
+namespace {
+
+// One command on `base` after SELECT, with the power cut from the cut-th storage operation
+// of the command on, counted across all of its commits (the hook's own count restarts with
+// each commit). Gives the answer, whether a cut fell inside the command, and what stuck.
+struct CutRun {
+  std::uint16_t sw = 0;
+  bool cut = false;
+  Bytes state;
+};
+
+CutRun run_cut(const Bytes& base, const Bytes& command, std::size_t cut) {
+  TempDir dir;
+  const auto path = dir.path / "card.state";
+  FileStorage fs(path);
+  REQUIRE(fs.commit(base));
+  Applet app(fs);
+  select_only(app);
+  CutRun out;
+  std::size_t op = 0;
+  fs.set_cut_hook([&](std::size_t) {
+    const bool now = op++ >= cut;
+    out.cut = out.cut || now;
+    return now;
+  });
+  out.sw = apdu::parse_response(app.process(command)).value().sw;
+  fs.set_cut_hook({});
+  out.state = FileStorage(path).load().value();
+  return out;
+}
+
+// The PIN tries left as a new session sees them (VERIFY without data: 63Cx, or 6983).
+int pin_tries_of(const Bytes& state) {
+  MemoryStorage m;
+  REQUIRE(m.commit(state));
+  Applet a(m);
+  select_only(a);
+  const auto sw = apdu::parse_response(a.process(hex("0020008000"))).value().sw;
+  if (sw == 0x6983) return 0;
+  REQUIRE((sw & 0xFFF0) == 0x63C0);
+  return sw & 0x0F;
+}
+
+// Cuts the command with the right and with a wrong secret at every storage operation. No
+// free try: whenever the two answers differ (the comparison showed), the wrong secret's try
+// is already in storage; a wrong secret is told 63Cx only once its try is stored, and a
+// right one 9000 only once its try is given back. `extra` checks more on each pair.
+void no_free_try(const Bytes& base, const Bytes& right, const Bytes& wrong, std::uint16_t wrong_sw,
+                 const std::string& name, const std::function<void(const CutRun&, const CutRun&)>& extra) {
+  std::size_t cuts = 0;
+  for (std::size_t cut = 0; cut < 400; ++cut) {
+    const CutRun r = run_cut(base, right, cut), w = run_cut(base, wrong, cut);
+    if (!r.cut && !w.cut) break;
+    ++cuts;
+    INFO(name << ": cut at operation " << cut << ", right " << std::hex << r.sw << ", wrong " << w.sw);
+    const bool wrong_try_stored = w.state != base;
+    if (r.sw != w.sw) CHECK(wrong_try_stored);
+    CHECK((w.sw == wrong_sw || w.sw == 0x6F00));
+    if (w.sw == wrong_sw) CHECK(wrong_try_stored);
+    CHECK((r.sw == 0x9000 || r.sw == 0x6F00));
+    extra(r, w);
+  }
+  CHECK(cuts >= 8);  // create, writes, fsync, rename, directory sync (twice for a right PIN)
+}
+
+}  // namespace
+
+TEST_CASE("tearing: VERIFY spends the try before it compares; no cut gives a free try") {
+  Bytes base = personalized_state(3);
+  for (const int before : {3, 2}) {
+    if (before == 2) {  // one wrong PIN already
+      MemoryStorage m;
+      REQUIRE(m.commit(base));
+      Applet a(m);
+      select_only(a);
+      REQUIRE(apdu::parse_response(a.process(cmd(0x00, 0x20, 0x00, 0x80, pin_block("9999")))).value().sw == 0x63C2);
+      base = m.load().value();
+    }
+    REQUIRE(pin_tries_of(base) == before);
+    no_free_try(base, cmd(0x00, 0x20, 0x00, 0x80, pin_block("1234")), cmd(0x00, 0x20, 0x00, 0x80, pin_block("0000")),
+                static_cast<std::uint16_t>(0x63C0 + before - 1), "VERIFY with " + std::to_string(before) + " tries",
+                [&](const CutRun& r, const CutRun& w) {
+                  const int tr = pin_tries_of(r.state), tw = pin_tries_of(w.state);
+                  INFO("tries stored after the right PIN " << tr << ", after the wrong " << tw);
+                  if (r.sw != w.sw) CHECK(tw == before - 1);
+                  CHECK((tw == before || tw == before - 1));
+                  if (r.sw == 0x9000) CHECK(tr == 3);
+                  CHECK((tr == before || tr == before - 1 || tr == 3));
+                });
+  }
+}
+
+// A right PUK writes (the new PIN) as a wrong one does (the counter): one commit either way.
+TEST_CASE("tearing: RESET RETRY COUNTER leaks nothing at any cut") {
+  Bytes right = pin_block("87654321"), wrong = pin_block("11112222");
+  append(right, pin_block("2468"));
+  append(wrong, pin_block("2468"));
+  no_free_try(personalized_state(3), cmd(0x00, 0x2C, 0x00, 0x80, right), cmd(0x00, 0x2C, 0x00, 0x80, wrong), 0x63C9,
+              "RESET RETRY COUNTER", [](const CutRun&, const CutRun&) {});
+}
+
 TEST_CASE("tearing: CHANGE REFERENCE DATA") {
   Bytes change = pin_block("1234");
   append(change, pin_block("5678"));

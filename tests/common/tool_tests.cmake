@@ -63,6 +63,10 @@ set(_smpp_ud 00281516191212b0000127fa28a5bac69d3c5e9df2c7155dfdde449c826b2362155
 otac_tool_test("tlv dumps the emv-utils GPO format 2 response" 0 "^77 \\[14\\]\n  82 \\[2\\] 3900\n  94 \\[8\\] 1801020120020400\n$" ""
   tlv 770e8202390094081801020120020400)
 otac_tool_test("tlv of a truncated record exits 1" 1 "" "" tlv 7033571147617390)
+# Data that is not hex is bad input (exit 1, as the help says), not a usage error.
+otac_tool_test("tlv of data that is not hex exits 1" 1 "" "" tlv zz)
+otac_tool_test("ota-open of a packet that is not hex exits 1" 1 "" "" ota-open 00zz)
+otac_tool_test("tlv without data is a usage error" 2 "" "" tlv)
 otac_tool_test("apdu describes SELECT 1PAY.SYS.DDF01 (EMV Annex A4)" 0 "case 4 short.*Ne   256" ""
   apdu 00a404000e315041592e5359532e444446303100)
 otac_tool_test("apdu describes an extended case 2 (open eCard)" 0 "Le=65536 case 2 extended" "" apdu 00010203000000)

@@ -17,7 +17,7 @@
 #   wrong-cert     a client certificate from another CA (same CN): the TLS handshake is
 #                  refused and the terminal declines; curl with it is refused too
 #   tampered       a genuine card answer the backend has not seen yet, altered on its way
-#                  (amount, cryptogram, index, terminal): each declined bad_cryptogram or
+#                  (amount, cryptogram, index, currency, PIN state): each declined bad_cryptogram or
 #                  refused; the untouched answer is then approved exactly once
 set -euo pipefail
 OTAC_BUILD=$(cd "${1:?usage: faults.sh BUILD_DIR RUN_DIR CASE}" && pwd)
@@ -144,13 +144,15 @@ elif expr == "cryptogram":  # one bit of the MAC
     c = bytearray.fromhex(b["cryptogram"]); c[7] ^= 0x01; b["cryptogram"] = c.hex()
 elif expr == "index":       # another code of the same list
     b["index"] = b["index"] + 1
+elif expr == "pin_state":   # DF35: claim the PIN was verified
+    b["pin_state"] = b["pin_state"] ^ 0x10
 elif expr == "currency":    # 5F2A 02: EUR (0978) -> USD (0840)
     i = ch.index("5f2a02") + 6
     b["challenge"] = ch[:i] + "0840" + ch[i + 4:]
 json.dump(b, open(dst, "w"), separators=(",", ":"))
 PY
     }
-    for t in amount cryptogram index currency; do
+    for t in amount cryptogram index currency pin_state; do
       alter "$t" "$t"
       ans=$(post_json /v1/authorizations "$OTAC_RUN/$t.json") || fail "no answer for the $t tampering"
       echo "tampered $t: $ans"

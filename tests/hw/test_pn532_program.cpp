@@ -146,6 +146,9 @@ TEST_CASE("otac-pn532-emu --help and usage errors", "[pn532][program]") {
   CHECK(run(emu_bin() + " --send /nonexistent/otac-emu.sock stats").status == 1);
   CHECK(run(emu_bin() + " --link /tmp/x").status == 2);
   CHECK(run(emu_bin() + " --link /tmp/x --card-port nope").status == 2);
+  for (const char* bad : {"--card-port 65536", "--card-port -1", "--card-port 0 --delay 1x", "--card-port 0 --delay 99999999999999999999",
+                          "--card-port 0 --remove-after abc"})
+    CHECK(run(emu_bin() + " --link /tmp/x " + bad).status == 2);
   auto bad = run(emu_bin() + " --link /tmp/x --card-port 0 --frobnicate");
   CHECK(bad.status == 2);
   CHECK(bad.output.find("--frobnicate") != std::string::npos);

@@ -95,4 +95,23 @@ TEST_CASE("otac-terminal pos, door and code through libnfc, the PN532 emulator a
   CHECK(dj.at("door").as_string() == "FRONT");
   CHECK_FALSE(dj.at("door_opened").as_bool());
   CHECK_FALSE(std::filesystem::exists(relay_log));  // fail secure: a refusal never pulses the relay
+
+  // A reader that cannot be opened: one report, and no empty "txn " when no transaction began.
+  const auto broken = dir.path / "broken.conf";
+  {
+    std::ifstream in(conf);
+    std::ofstream out(broken);
+    std::string line;
+    for (int i = 0; i < 100 && std::getline(in, line); ++i)
+      out << (line.rfind("reader = ", 0) == 0 ? "reader = pn532_uart:" + (dir.path / "no-such-tty").string() : line) << "\n";
+  }
+  auto failed = run(std::string(OTAC_TERMINAL_BIN) + " --config " + broken.string() + " pos --amount 1.00");
+  INFO(failed.out);
+  CHECK(failed.status == 1);
+  CHECK(last_json(failed.out).at("reason").as_string() == "reader_error");
+  const std::string summary = failed.out.substr(0, failed.out.find('\n'));
+  CHECK(summary.find("reason reader_error") != std::string::npos);
+  CHECK(summary.find(" txn") == std::string::npos);
+  auto named = run(std::string(OTAC_TERMINAL_BIN) + " --config " + broken.string() + " pos --amount 1.00 --txn-id T-1");
+  CHECK(named.out.substr(0, named.out.find('\n')).find(" txn T-1") != std::string::npos);
 }

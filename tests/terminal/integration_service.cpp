@@ -40,6 +40,7 @@ be::AuthRequest request_of(const std::string& body) {
   r.list_id = static_cast<std::uint16_t>(o.at("list").as_int64());
   r.index = static_cast<std::uint16_t>(o.at("index").as_int64());
   r.atc = static_cast<std::uint16_t>(o.at("atc").as_int64());
+  r.pin_state = static_cast<std::uint8_t>(o.at("pin_state").as_int64());
   r.challenge = from_hex(std::string(o.at("challenge").as_string())).value();
   r.cryptogram = from_hex(std::string(o.at("cryptogram").as_string())).value();
   return r;

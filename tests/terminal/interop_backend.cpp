@@ -27,9 +27,9 @@ TEST_CASE("the backend parses the terminal's challenge", "[terminal][interop]") 
   CHECK(c->date == hex("260102"));
   CHECK(c->time == hex("030405"));
   const Bytes n = hex("0102030405060708");
-  CHECK(backend::mac_input(*c, n, 3, 17, 42) ==
-        hex("DF330101 DF310101 9F3708A0A1A2A3A4A5A6A7 9F0206000000123456 5F2A020826 9A03260102 9F2103030405 9C0100"
-            "9F1C085445524D30303031 DF41080102030405060708 DF42020003 DF43020011 9F3602002A"));
+  CHECK(backend::mac_input(*c, n, 3, 17, 42, 0x13) ==
+        hex("DF330102 DF310101 9F3708A0A1A2A3A4A5A6A7 9F0206000000123456 5F2A020826 9A03260102 9F2103030405 9C0100"
+            "9F1C085445524D30303031 DF41080102030405060708 DF42020003 DF43020011 9F3602002A DF350113"));
   auto pin = term::pin_block("1234");
   CHECK(backend::parse_challenge(term::build_challenge(p, un, pin->view())).ok());
 

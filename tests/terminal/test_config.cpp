@@ -70,7 +70,7 @@ TEST_CASE("config: errors name the line and the key", "[terminal][config]") {
       {kMinimal + "colour = blue\n", "line 8: unknown key \"colour\""},
       {kMinimal + "reader = pcsc\n", "line 8: reader is set twice"},
       {kMinimal + "just words\n", "line 8: expected \"key = value\""},
-      {kMinimal + "relay_line = -1\n", "relay_line must be a whole number"},
+      {kMinimal + "relay_line = -1\n", "relay_line '-1' is not a whole number from 0 to"},
       {kMinimal + "relay_pulse_ms = 10\n", "from 50 to 30000"},
       {kMinimal + "mode = kiosk\n", "must be pos or door"},
       {kMinimal + "mode = door\n", "needs door_id"},

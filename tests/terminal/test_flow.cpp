@@ -37,9 +37,10 @@ apdu::Response resp(std::string_view hexdata, std::uint16_t sw) { return {hex(he
 
 // FCI of protocol.md 2.1 with capabilities 0011 (3DES, AES) and the given state.
 std::string fci(std::string_view state = "02") {
-  return "6F17 8406 F04F54414301 A50D 9F0801 01 DF0201 " + std::string(state) + " DF0102 0003";
+  return "6F17 8406 F04F54414301 A50D 9F0801 02 DF0201 " + std::string(state) + " DF0102 0003";
 }
-const char* kAuthResp = "77 25 DF4108 0102030405060708 DF4202 0003 DF4302 0011 9F3602 002A 9F2608 A1A2A3A4A5A6A7A8";
+// The card's answer; DF35 13: PIN verified, three tries left.
+const char* kAuthResp = "77 29 DF4108 0102030405060708 DF4202 0003 DF4302 0011 9F3602 002A 9F2608 A1A2A3A4A5A6A7A8 DF3501 13";
 
 std::string approved_json(const std::string& txn = "TERM0001-42") {
   return R"({"txn_id":")" + txn + R"(","decision":"approved","reason":"ok","auth_code":"123456","arc":"3030","arpc":"b1b2b3b4b5b6b7b8"})";
@@ -71,7 +72,7 @@ TEST_CASE("challenge TLV is encoded as protocol.md 3 lays it out", "[terminal][f
   // Hand-encoded from the table in protocol.md 3: amount 12.50 EUR = n12 000000001250,
   // currency 0978, date 261122, time 190509, purchase 00, terminal "TERM0001".
   const Bytes expected = hex(
-      "DF3301 01  DF3101 01  9F3708 0102030405060708  9F0206 000000001250  5F2A02 0978"
+      "DF3301 02  DF3101 01  9F3708 0102030405060708  9F0206 000000001250  5F2A02 0978"
       "9A03 261122  9F2103 190509  9C01 00  9F1C08 5445524D30303031");
   CHECK(build_challenge(p, nonce, {}) == expected);
   auto pin = pin_block("1234");
@@ -84,7 +85,7 @@ TEST_CASE("challenge TLV is encoded as protocol.md 3 lays it out", "[terminal][f
   d.door_id = "D1";
   d.txn_type = 0x90;
   const Bytes door = build_challenge(d, nonce, {});
-  CHECK(door == hex("DF3301 01  DF3101 02  9F3708 0102030405060708  9F0206 000000000000  5F2A02 0978"
+  CHECK(door == hex("DF3301 02  DF3101 02  9F3708 0102030405060708  9F0206 000000000000  5F2A02 0978"
                     "9A03 261122  9F2103 190509  9C01 90  9F1C08 5445524D30303031  DF3202 4431"));
 }
 
@@ -141,6 +142,7 @@ TEST_CASE("approved tap: SELECT, AUTHENTICATE, POST, CONFIRM, removal in 3 APDUs
   CHECK(body.at("atc").as_int64() == 42);
   CHECK(body.at("challenge").as_string() == to_hex(challenge));
   CHECK(body.at("cryptogram").as_string() == "a1a2a3a4a5a6a7a8");
+  CHECK(body.at("pin_state").as_int64() == 0x13);  // the card's DF35, as it gave it
   a = f.on_backend(approved_json());
   REQUIRE(a.kind == Action::transmit);
   CHECK(a.decision_shown);
@@ -186,6 +188,25 @@ TEST_CASE("PIN policy: 6982 asks the keypad and retries with DF34 and a fresh ch
   CHECK(f.outcome().apdu_exchanges == 4);
 }
 
+TEST_CASE("a blocked PIN is declined with a message that says what to do", "[terminal][flow]") {
+  // The backend's decline (the card marked its blocked PIN in DF35).
+  Flow f(pos_params(), CountingRng{});
+  to_backend(f);
+  auto a = f.on_backend(std::string(
+      R"({"txn_id":"TERM0001-42","decision":"declined","reason":"pin_blocked","arc":"3035","arpc":"b1b2b3b4b5b6b7b8"})"));
+  CHECK(a.decision_shown);
+  CHECK(a.display == "DECLINED (pin_blocked): PIN blocked, unblock the card with its PUK");
+  CHECK(f.outcome().reason == "pin_blocked");
+  CHECK(f.outcome().decision == Decision::declined);
+  // The card's own refusal (6983) shows the same words.
+  Flow g(pos_params(), CountingRng{});
+  g.start();
+  g.on_card();
+  g.on_response(resp(fci(), 0x9000));
+  a = g.on_response(resp("", 0x6983));
+  CHECK(a.display == "DECLINED (pin_blocked): PIN blocked, unblock the card with its PUK");
+}
+
 TEST_CASE("wrong PIN asks again with the tries left - 63C0 declines", "[terminal][flow]") {
   Flow f(pos_params(), CountingRng{});
   f.start();
@@ -197,6 +218,11 @@ TEST_CASE("wrong PIN asks again with the tries left - 63C0 declines", "[terminal
   REQUIRE(a.kind == Action::ask_pin);
   CHECK(a.display.find("2 tries left") != std::string::npos);
   REQUIRE(f.on_pin(SecretBytes(as_bytes("1111"))).kind == Action::transmit);
+  a = f.on_response(resp("", 0x63C1));
+  REQUIRE(a.kind == Action::ask_pin);
+  CHECK(a.display.find("1 try left") != std::string::npos);
+  CHECK(a.display.find("tries") == std::string::npos);
+  REQUIRE(f.on_pin(SecretBytes(as_bytes("2222"))).kind == Action::transmit);
   a = f.on_response(resp("", 0x63C0));
   CHECK(a.kind == Action::wait_removal);
   CHECK(f.outcome().reason == "pin_blocked");
@@ -469,6 +495,8 @@ TEST_CASE("card answers that stop the flow", "[terminal][flow]") {
       {"6F00", 0x9000, "card_error"},
       {"6F0384 01 00", 0x9000, "card_error"},
       {"FF", 0x9000, "card_error"},
+      // A version 01 applet gives no PIN state: refused rather than sent on without it.
+      {"6F17 8406 F04F54414301 A50D 9F0801 01 DF0201 02 DF0102 0003", 0x9000, "card_error"},
   };
   for (const auto& c : cases) {
     INFO(c.fci_hex);
@@ -485,6 +513,10 @@ TEST_CASE("card answers that stop the flow", "[terminal][flow]") {
       {resp("7700", 0x9000), "card_error"},
       {resp("77 0B DF4108 0102030405060708", 0x9000), "card_error"},
       {resp("77 26 DF4108 0102030405060708 DF4203 000003 DF4302 0011 9F3602 002A 9F2608 A1A2A3A4A5A6A7A8", 0x9000), "card_error"},
+      // No PIN state (a version 01 answer), or one of the wrong length.
+      {resp("77 25 DF4108 0102030405060708 DF4202 0003 DF4302 0011 9F3602 002A 9F2608 A1A2A3A4A5A6A7A8", 0x9000), "card_error"},
+      {resp("77 2A DF4108 0102030405060708 DF4202 0003 DF4302 0011 9F3602 002A 9F2608 A1A2A3A4A5A6A7A8 DF3502 0303", 0x9000), "card_error"},
+      {resp("", 0x6983), "pin_blocked"},
   };
   for (const auto& [r, reason] : auth) {
     INFO(to_hex(r.data) << " " << r.sw);

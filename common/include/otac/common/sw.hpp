@@ -34,6 +34,8 @@ bool is_tries_left(std::uint16_t s) noexcept;
 int tries_left(std::uint16_t s) noexcept;
 /// 63Cx for n tries left (n clamped to 0..15).
 std::uint16_t tries(int n) noexcept;
+/// "1 try left", "2 tries left": the words people see for the tries of a 63Cx.
+std::string tries_left_text(int n);
 /// 9000 or 61xx (normal processing).
 bool is_success(std::uint16_t s) noexcept;
 
