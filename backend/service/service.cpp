@@ -525,9 +525,9 @@ Result<std::uint16_t> Service::refresh_card(ByteView n, std::string_view actor) 
     if (held->size() >= kCardListSlots) {
       // Refused up front: the card would refuse the list (RSC 07). Audited, nothing queued.
       refused = "card " + to_hex(n) + " still holds codes of lists";
-      for (const auto& l : *held)
-        refused += " " + std::to_string(l.id) + " (" + std::to_string(l.unused) + " unused" +
-                   (l.state == ListState::sent ? ", not yet confirmed" : "") + ")";
+      for (std::size_t i = 0; i < held->size(); ++i)
+        refused += (i == 0 ? " " : ", ") + std::to_string((*held)[i].id) + " (" + std::to_string((*held)[i].unused) + " unused" +
+                   ((*held)[i].state == ListState::sent ? ", not yet confirmed" : "") + ")";
       refused += "; a card has room for 2 lists and would refuse a third. It asks for a list itself when one is used up";
       auto a = tx.audit(t, actor, "refresh_refused", "card=" + to_hex(n) + " reason=no_room");
       if (!a) return a.error();

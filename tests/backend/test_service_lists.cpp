@@ -450,7 +450,7 @@ TEST_CASE("an operator refresh is refused up front while the card holds codes of
   auto r = env.svc->refresh_card(t.e.n, "alice");
   REQUIRE_FALSE(r);
   CHECK(r.error().code == Errc::conflict);
-  CHECK(r.error().message.find("lists 1 (10 unused) 2 (10 unused, not yet confirmed)") != std::string::npos);
+  CHECK(r.error().message.find("lists 1 (10 unused), 2 (10 unused, not yet confirmed)") != std::string::npos);
   CHECK(r.error().message.find("room for 2 lists") != std::string::npos);
   CHECK(env.svc->next_due(100)->empty());
   CHECK(env.svc->card_lists(t.e.n)->size() == 2);
