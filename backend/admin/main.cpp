@@ -11,6 +11,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "https_client.hpp"
@@ -38,8 +39,14 @@ COMMANDS
         --public-key: the card's DER SubjectPublicKeyInfo in hex (GENERATE KEY PAIR, RSA-2048
         or P-256); its lists then go as E5, encrypted to that key and signed by the server.
     card N                       shows a card (never its keys)
-    block N | unblock N | refresh N | rotate-key N
-                                 card actions (refresh queues a new list by SMS)
+    block N | unblock N | rotate-key N
+                                 card actions
+    refresh N [--wait S]         queues a new list for the card by SMS and prints its id. The
+                                 backend refuses (exit 1, nothing queued) while the card holds
+                                 codes of two lists: it has no room for a third. --wait: then
+                                 waits up to S seconds for the card's answer and says whether
+                                 it loaded the list (exit 0) or refused it (exit 1), or that it
+                                 has not answered yet (exit 3; the list stays queued)
     install-server-key N         queues E4: the server's signing key, signed by the card CA
     set-signature-key N          queues E3 with a new signature key S; once the card's PoR
                                  confirms it, every packet to the card carries CF
@@ -69,8 +76,8 @@ OPTIONS
     --help             this text
 
 EXIT STATUS
-    0 success, 1 failure (network, TLS, or an error answer; message on standard error),
-    2 usage error.
+    0 success, 1 failure (network, TLS, or an error answer; message on standard error; a
+    list the card refused), 2 usage error, 3 refresh --wait: no answer from the card in time.
 )";
 
 struct Usage {
@@ -172,6 +179,44 @@ void print_object(const json::object& o) {
   for (const auto& kv : o) std::printf("%s: %s\n", std::string(kv.key()).c_str(), str(kv.value()).c_str());
 }
 
+// refresh --wait: polls the card until the list is loaded or refused, or the time is up.
+int wait_for_list(const ClientConfig& c, const std::string& card, std::int64_t list, std::int64_t seconds, bool as_json) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  json::object last;
+  for (std::int64_t round = 0; round <= seconds * 4; ++round) {  // every 250 ms, bounded
+    auto r = otac::backend::client::request(c, Verb::get, "/v1/admin/cards/" + query_encode(card), std::string());
+    if (!r || r->status >= 300) {
+      std::fprintf(stderr, "otac-admin: cannot read card %s while waiting: %s\n", card.c_str(),
+                   r ? r->body.c_str() : r.error().message.c_str());
+      return 1;
+    }
+    boost::system::error_code ec;
+    json::value v = json::parse(r->body, ec);
+    if (ec || !v.is_object() || !v.as_object().if_contains("lists")) {
+      std::fprintf(stderr, "otac-admin: the server's answer is not a card\n");
+      return 1;
+    }
+    for (const auto& l : v.as_object().at("lists").as_array())
+      if (l.as_object().at("id").to_number<std::int64_t>() == list) last = l.as_object();
+    const std::string state = last.if_contains("state") ? str(last.at("state")) : "";
+    if (state == "loaded" || state == "refused") {
+      if (as_json) std::printf("%s\n", json::serialize(last).c_str());
+      else if (state == "loaded") std::printf("list %lld loaded by card %s\n", static_cast<long long>(list), card.c_str());
+      if (state == "refused")
+        std::fprintf(stderr, "otac-admin: card %s refused list %lld (%s); its codes are withdrawn, and the card gets a new "
+                             "list at its next request or threshold\n",
+                     card.c_str(), static_cast<long long>(list), str(last.at("refusal")).c_str());
+      return state == "loaded" ? 0 : 1;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  std::fprintf(stderr, "otac-admin: card %s has not answered for list %lld within %lld s; the list stays queued "
+                       "('otac-admin card %s' shows its state)\n",
+               card.c_str(), static_cast<long long>(list), static_cast<long long>(seconds), card.c_str());
+  return 3;
+}
+
 int run(int argc, char** argv) {
   std::string url, ca, token_file;
   bool as_json = false;
@@ -206,6 +251,8 @@ int run(int argc, char** argv) {
 
   Verb method = Verb::get;
   std::string target;
+  std::string card_n;       // refresh: the card
+  std::int64_t wait_s = -1;  // refresh --wait: seconds to wait for the card's answer
   json::object body;
   bool has_body = false;
   std::function<void(const json::value&)> print = [](const json::value& v) {
@@ -256,7 +303,17 @@ int run(int argc, char** argv) {
     if (!a.pos.empty()) usage("card-ca takes no arguments");
     target = "/v1/admin/card-ca";
     print = [](const json::value& v) { std::printf("%s\n", std::string(v.as_object().at("ca_point").as_string()).c_str()); };
-  } else if (cmd == "block" || cmd == "unblock" || cmd == "refresh" || cmd == "rotate-key" || cmd == "install-server-key" ||
+  } else if (cmd == "refresh") {
+    Args a = parse_args(args, {"wait"}, {});
+    card_n = one_pos(a, "N");
+    if (a.has("wait")) wait_s = to_int(a.one("wait"), "--wait");
+    method = Verb::post;
+    target = "/v1/admin/cards/" + query_encode(card_n) + "/refresh";
+    print = [&card_n](const json::value& v) {
+      std::printf("list %s queued for card %s (sent by SMS; 'otac-admin card %s' shows whether the card loaded it)\n",
+                  str(v.as_object().at("list")).c_str(), card_n.c_str(), card_n.c_str());
+    };
+  } else if (cmd == "block" || cmd == "unblock" || cmd == "rotate-key" || cmd == "install-server-key" ||
              cmd == "set-signature-key") {
     Args a = parse_args(args, {}, {});
     method = Verb::post;
@@ -387,6 +444,7 @@ int run(int argc, char** argv) {
   } else {
     print(v);
   }
+  if (cmd == "refresh" && wait_s >= 0) return wait_for_list(c, card_n, v.as_object().at("list").to_number<std::int64_t>(), wait_s, as_json);
   return 0;
 }
 

@@ -342,6 +342,23 @@ class Api {
     o["key_rotation_pending"] = c->pending_k.has_value();
     o["asymmetric"] = !c->public_key.empty();
     o["list_push_in_flight"] = c->list_push_in_flight;
+    auto lists = c_.service->card_lists(*n);
+    if (!lists) return service_error(req, lists.error());
+    json::array la;
+    std::uint64_t unused = 0;
+    for (const auto& l : *lists) {
+      json::object lo;
+      lo["id"] = l.id;
+      lo["state"] = l.state == ListState::sent ? "sent" : l.state == ListState::loaded ? "loaded" : "refused";
+      lo["count"] = l.count;
+      lo["unused"] = l.unused;
+      if (!l.refusal.empty()) lo["refusal"] = l.refusal;
+      lo["state_at"] = l.state_at;
+      unused += l.unused;
+      la.push_back(std::move(lo));
+    }
+    o["unused"] = unused;
+    o["lists"] = std::move(la);
     auto ks = c_.service->key_status(*n);
     if (!ks) return service_error(req, ks.error());
     o["signature_key"] = ks->signature_key ? "set" : ks->signature_key_pending ? "pending" : "none";
@@ -370,6 +387,7 @@ class Api {
       auto r = c_.service->refresh_card(*n, op.name);
       if (!r) return service_error(req, r.error());
       o["list"] = *r;
+      o["state"] = "sent";
     } else if (action == "install-server-key") {
       auto r = c_.service->install_server_key(*n, op.name);
       if (!r) return service_error(req, r.error());

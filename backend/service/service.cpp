@@ -268,6 +268,80 @@ Result<void> resend_list(Tx& tx, const CardRecord& card, std::uint16_t id, UnixT
   return {};
 }
 
+// A card has two list slots (protocol.md 2.2); a third list is refused with RSC 07.
+constexpr std::size_t kCardListSlots = 2;
+
+// The lists the backend believes the card holds codes of: not refused, some code unused. The
+// backend counts a code used only once a terminal presents it, so this can only overcount
+// what the card holds: fewer than kCardListSlots here means a free slot on the card.
+Result<std::vector<ListInfo>> lists_with_codes(Tx& tx, ByteView n) {
+  auto all = tx.lists(n);
+  if (!all) return all.error();
+  std::vector<ListInfo> out;
+  for (auto& l : *all)
+    if (l.state != ListState::refused && l.unused > 0) out.push_back(std::move(l));
+  return out;
+}
+
+// The server's own push (protocol.md 6.4), after a code was consumed by a tap or a typed
+// display code: a new list when the unused codes are at or below the card's threshold, no
+// list is in flight, and the card has a free slot (else it would refuse the list; the push
+// waits for the code that empties a slot).
+Result<void> push_if_low(Tx& tx, CardRecord& card, std::uint16_t size, UnixTime now) {
+  if (card.list_push_in_flight) return {};
+  auto plenty = tx.unused_more_than(card.n, card.threshold);
+  if (!plenty) return plenty.error();
+  if (*plenty) return {};
+  auto held = lists_with_codes(tx, card.n);
+  if (!held) return held.error();
+  if (held->size() >= kCardListSlots) return {};
+  auto id = allocate_list(tx, card, size, "system", now, nullptr);
+  if (!id) return id.error();
+  return {};
+}
+
+// The outcome of a list packet's first PoR (protocol.md 6.4). Accepted: the list is loaded,
+// and the in-flight flag clears when it is the latest list. Refused (any RSC other than 00,
+// or an inner status other than 9000): unless the same list went out again in a later packet
+// (a repair or a resend, whose PoR decides), the list is refused, its unused codes withdrawn
+// and the in-flight flag cleared, so the next threshold push or card request gets a new list.
+Result<void> record_list_outcome(Tx& tx, CardRecord& card, const PorResult& p, std::uint16_t id, bool accepted, UnixTime now) {
+  auto all = tx.lists(card.n);
+  if (!all) return all.error();
+  auto it = std::find_if(all->begin(), all->end(), [&](const ListInfo& l) { return l.id == id; });
+  if (it == all->end()) return {};
+  auto last = tx.last_list_id(card.n);
+  if (!last) return last.error();
+  auto clear_in_flight = [&]() -> Result<void> {
+    if (id != *last || !card.list_push_in_flight) return {};
+    card.list_push_in_flight = false;
+    return tx.update_card(card);
+  };
+  if (accepted) {
+    if (it->state == ListState::sent) {
+      if (auto x = tx.set_list_state(card.n, id, ListState::loaded, "", now); !x) return x;
+    }
+    return clear_in_flight();
+  }
+  if (it->state != ListState::sent) return {};  // loaded (this refusal is stale) or already refused
+  auto latest = tx.latest_ota_sent(card.n, "list", id);
+  if (!latest) return latest.error();
+  if (*latest > p.counter) return {};
+  auto upper_hex = [](ByteView b) {
+    std::string h = to_hex(b);
+    std::transform(h.begin(), h.end(), h.begin(), [](char ch) { return ch >= 'a' && ch <= 'f' ? static_cast<char>(ch - 'a' + 'A') : ch; });
+    return h;
+  };
+  std::string why = "rsc=" + upper_hex(Bytes{p.rsc});
+  if (!p.data.empty()) why += " sw=" + upper_hex(p.data);
+  if (auto x = tx.set_list_state(card.n, id, ListState::refused, why, now); !x) return x;
+  if (auto x = clear_in_flight(); !x) return x;
+  auto a = tx.audit(now, "card", "list_refused", "card=" + to_hex(card.n) + " list=" + std::to_string(id) + " " + why +
+                                                     " withdrawn=" + std::to_string(it->unused));
+  if (!a) return a.error();
+  return {};
+}
+
 // The signature key S (E3) across lost SMS, per card (protocol.md 6.2). Packets are built
 // for the state the card is known to be in (CF under the confirmed S, or none), while
 // pending S' waits for proof:
@@ -490,9 +564,47 @@ Result<std::pair<std::uint16_t, std::vector<SecretBytes>>> Service::issue_list(B
 }
 
 Result<std::uint16_t> Service::refresh_card(ByteView n, std::string_view actor) {
-  auto r = issue_list(n, actor);
+  std::uint16_t id = 0;
+  std::string refused;
+  const UnixTime t = now();
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto c = tx.card(n);
+    if (!c) return c.error();
+    auto held = lists_with_codes(tx, n);
+    if (!held) return held.error();
+    if (held->size() >= kCardListSlots) {
+      // Refused up front: the card would refuse the list (RSC 07). Audited, nothing queued.
+      refused = "card " + to_hex(n) + " still holds codes of lists";
+      for (std::size_t i = 0; i < held->size(); ++i)
+        refused += (i == 0 ? " " : ", ") + std::to_string((*held)[i].id) + " (" + std::to_string((*held)[i].unused) + " unused" +
+                   ((*held)[i].state == ListState::sent ? ", not yet confirmed" : "") + ")";
+      refused += "; a card has room for 2 lists and would refuse a third. It asks for a list itself when one is used up";
+      auto a = tx.audit(t, actor, "refresh_refused", "card=" + to_hex(n) + " reason=no_room");
+      if (!a) return a.error();
+      return {};
+    }
+    auto x = allocate_list(tx, *c, config_.list_size, actor, t, nullptr);
+    if (!x) return x.error();
+    id = *x;
+    return {};
+  });
   if (!r) return r.error();
-  return r->first;
+  if (!refused.empty()) return make_error(Errc::conflict, refused);
+  return id;
+}
+
+Result<std::vector<ListInfo>> Service::card_lists(ByteView n) {
+  std::vector<ListInfo> out;
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto c = tx.card(n);
+    if (!c) return c.error();
+    auto l = tx.lists(n);
+    if (!l) return l.error();
+    out = std::move(*l);
+    return {};
+  });
+  if (!r) return r.error();
+  return out;
 }
 
 Result<void> Service::rotate_key(ByteView n, std::string_view actor) {
@@ -663,18 +775,15 @@ Result<void> Service::handle_mo_sms(const MoSms& sms) {
         card = tx.card(p->n);
         if (!card) return card.error();
       }
-      // Failed (RSC, or RSC 00 with an inner status other than 9000, e.g. 6985 for an E5 the
-      // card cannot open), or a duplicate PoR: nothing more to do.
-      if (p->rsc != 0 || old_rsc == 0 || !ct_equal(p->data, kSwOk)) return {};
-      if (kind == "rotate" && card->pending_k && card->pending_version == ref) return promote_pending_key(tx, *card, t);
-      if (kind == "list") {
-        auto last = tx.last_list_id(p->n);
-        if (!last) return last.error();
-        if (ref == *last && card->list_push_in_flight) {
-          card->list_push_in_flight = false;
-          return tx.update_card(*card);
-        }
+      // Failed: an RSC, or RSC 00 with an inner status other than 9000 (e.g. 6985 for an E5
+      // the card cannot open).
+      const bool accepted = p->rsc == 0 && ct_equal(p->data, kSwOk);
+      if (kind == "list" && old_rsc != 0) {
+        if (ref < 1 || ref > 0xFFFF) return make_error(Errc::bad_value, "list packet with list id " + std::to_string(ref));
+        return record_list_outcome(tx, *card, *p, static_cast<std::uint16_t>(ref), accepted, t);
       }
+      if (!accepted || old_rsc == 0) return {};  // a failure, or a duplicate PoR
+      if (kind == "rotate" && card->pending_k && card->pending_version == ref) return promote_pending_key(tx, *card, t);
       return {};
     });
   }
@@ -690,6 +799,15 @@ Result<void> Service::handle_mo_sms(const MoSms& sms) {
     auto a = tx.audit(t, "card", "card_request", "card=" + to_hex(req->n) + " type=" + std::to_string(req->type) +
                                                      " active_list=" + std::to_string(req->active_list) + " unused=" + std::to_string(req->unused));
     if (!a) return a.error();
+    if (req->active_list != 0) {
+      // The card holds its active list: loaded, even if that list's PoR was lost.
+      auto held = tx.lists(req->n);
+      if (!held) return held.error();
+      for (const auto& l : *held)
+        if (l.id == req->active_list && l.state == ListState::sent) {
+          if (auto x = tx.set_list_state(req->n, l.id, ListState::loaded, "", t); !x) return x;
+        }
+    }
     if (req->type == 0x03) return {};
     if (card->status == CardStatus::blocked) return {};  // a blocked card gets no new codes
     auto last = tx.last_list_id(card->n);
@@ -883,15 +1001,8 @@ Result<AuthAnswer> Service::authorize(const AuthRequest& req, std::string_view t
     auto arpc = mac8(card->algorithm, code->key, arpc_input(req.cryptogram, rec.arc));
     if (!arpc) return arpc.error();
     rec.arpc = std::move(*arpc);
-    if (*consumed && !card->list_push_in_flight) {
-      // Server-side tracking: push a new list once the unused codes reach the threshold;
-      // the in-flight flag keeps this to one push until the card reports it loaded it.
-      auto plenty = tx.unused_more_than(req.card, card->threshold);
-      if (!plenty) return plenty.error();
-      if (!*plenty) {
-        auto id = allocate_list(tx, *card, config_.list_size, "system", t, nullptr);
-        if (!id) return id.error();
-      }
+    if (*consumed) {
+      if (auto x = push_if_low(tx, *card, config_.list_size, t); !x) return x;
     }
     return finish();
   });
@@ -1096,6 +1207,7 @@ Result<AuthAnswer> Service::verify_display_code(const CodeRequest& req, std::str
       card->fail_count = 0;
       if (auto x = tx.update_card(*card); !x) return x;
     }
+    if (auto x = push_if_low(tx, *card, config_.list_size, t); !x) return x;
     if (!req.door.empty()) {
       auto doors = tx.doors(req.card);
       if (!doors) return doors.error();

@@ -131,8 +131,11 @@ class Service {
   /// Allocates a new list for the card and queues it (when OTA packets are available);
   /// returns the list id. The keys are also returned for tests and local loading.
   Result<std::pair<std::uint16_t, std::vector<SecretBytes>>> issue_list(ByteView n, std::string_view actor);
-  /// Manual refresh by an operator: same as issue_list.
+  /// Manual refresh by an operator: queues a new list and returns its id. Refused (conflict,
+  /// audited, nothing queued) while the card holds codes of two lists: it has no room.
   Result<std::uint16_t> refresh_card(ByteView n, std::string_view actor);
+  /// The card's lists and their state (sent, loaded, refused), oldest first.
+  Result<std::vector<ListInfo>> card_lists(ByteView n);
   /// Starts a key rotation: a new K' is stored as pending and sent under K (E2). K stays
   /// current until the card proves K' (a card request whose CC verifies under K').
   Result<void> rotate_key(ByteView n, std::string_view actor);
@@ -155,8 +158,9 @@ class Service {
 
   // ---- SMS ----
   /// Handles a card's MO SMS: a request packet (UDH IEI 70, protocol.md §2.4) allocates and
-  /// queues a list or confirms a key rotation; a PoR (IEI 71) records its RSC and confirms a
-  /// delivered list (clears the in-flight flag) or a key rotation.
+  /// queues a list or confirms a key rotation; a PoR (IEI 71) records its RSC, marks a list
+  /// loaded or refused (either clears the in-flight flag; protocol.md 6.4) and confirms a key
+  /// rotation.
   Result<void> handle_mo_sms(const MoSms& sms);
   /// Outbox messages due at now.
   Result<std::vector<OutboxMessage>> next_due(std::uint32_t limit);

@@ -145,6 +145,13 @@ ALTER TABLE transactions ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;
 UPDATE transactions SET expires_at = created_at + 120 WHERE decision = 2;
 CREATE INDEX transactions_held ON transactions(decision, expires_at);
 )sql",
+    // 6: the list lifecycle (sent, loaded, refused). A refused list's unused codes are marked
+    // used=2 (withdrawn), so every "used=0" query leaves them out and none can be consumed.
+    R"sql(
+ALTER TABLE lists ADD COLUMN state INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE lists ADD COLUMN refusal TEXT;
+ALTER TABLE lists ADD COLUMN state_at INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 
 Bytes ad(std::string_view kind, ByteView n, std::int64_t list = -1, std::int64_t index = -1) {
@@ -181,6 +188,8 @@ class SqliteTx final : public Tx {
   Result<std::vector<OtacRecord>> lowest_unused(ByteView n, std::uint32_t limit) override;
   Result<std::uint32_t> unused_count(ByteView n) override;
   Result<bool> unused_more_than(ByteView n, std::uint32_t count) override;
+  Result<std::vector<ListInfo>> lists(ByteView n) override;
+  Result<void> set_list_state(ByteView n, std::uint16_t list_id, ListState state, std::string_view refusal, UnixTime now) override;
   Result<bool> consume_otac(ByteView n, std::uint16_t list_id, std::uint16_t index, std::string_view txn_id, UnixTime now) override;
   Result<TransactionRecord> transaction(std::string_view txn_id) override;
   Result<void> insert_transaction(const TransactionRecord& t) override;
@@ -201,6 +210,7 @@ class SqliteTx final : public Tx {
   Result<void> set_card_counter(ByteView n, std::uint64_t counter) override;
   Result<void> record_ota_sent(ByteView n, std::uint64_t counter, std::string_view kind, std::int64_t ref, UnixTime now) override;
   Result<std::tuple<std::string, std::int64_t, int>> ota_sent(ByteView n, std::uint64_t counter) override;
+  Result<std::uint64_t> latest_ota_sent(ByteView n, std::string_view kind, std::int64_t ref) override;
   Result<void> set_ota_rsc(ByteView n, std::uint64_t counter, int rsc) override;
   Result<Bytes> card_by_msisdn(std::string_view msisdn) override;
   Result<ServerKeyRecord> server_key(std::string_view name) override;
@@ -727,6 +737,43 @@ Result<bool> SqliteTx::unused_more_than(ByteView n, std::uint32_t count) {
   return *row;
 }
 
+Result<std::vector<ListInfo>> SqliteTx::lists(ByteView n) {
+  auto r = q("SELECT l.list_id,l.state,COALESCE(l.refusal,''),l.created_at,l.state_at,"
+             "(SELECT COUNT(*) FROM otacs o WHERE o.n=l.n AND o.list_id=l.list_id),"
+             "(SELECT COUNT(*) FROM otacs o WHERE o.n=l.n AND o.list_id=l.list_id AND o.used=0) "
+             "FROM lists l WHERE l.n=? ORDER BY l.list_id");
+  r.b(n);
+  std::vector<ListInfo> out;
+  for (int i = 0; i <= 0xFFFF; ++i) {  // list ids are 16 bits
+    auto row = r.step();
+    if (!row) return row.error();
+    if (!*row) break;
+    ListInfo l;
+    l.id = static_cast<std::uint16_t>(r.col_i(0));
+    const auto st = r.col_i(1);
+    if (st < 0 || st > 2) return make_error(Errc::bad_value, "list " + std::to_string(l.id) + " has an unknown state " + std::to_string(st));
+    l.state = static_cast<ListState>(st);
+    l.refusal = r.col_t(2);
+    l.created_at = r.col_i(3);
+    l.state_at = r.col_i(4);
+    l.count = static_cast<std::uint32_t>(r.col_i(5));
+    l.unused = static_cast<std::uint32_t>(r.col_i(6));
+    out.push_back(std::move(l));
+  }
+  return out;
+}
+
+Result<void> SqliteTx::set_list_state(ByteView n, std::uint16_t list_id, ListState state, std::string_view refusal, UnixTime now) {
+  auto r = q("UPDATE lists SET state=?,refusal=?,state_at=? WHERE n=? AND list_id=?");
+  r.i(static_cast<std::int64_t>(state)).t(refusal).i(now).b(n).i(list_id);
+  if (auto e = r.exec(); !e) return e;
+  if (sqlite3_changes(s_.db()) != 1) return make_error(Errc::not_found, "no list " + std::to_string(list_id) + " for card " + to_hex(n));
+  if (state != ListState::refused) return {};
+  auto w = q("UPDATE otacs SET used=2 WHERE n=? AND list_id=? AND used=0");
+  w.b(n).i(list_id);
+  return w.exec();
+}
+
 Result<bool> SqliteTx::consume_otac(ByteView n, std::uint16_t list_id, std::uint16_t index, std::string_view txn_id, UnixTime now) {
   // The conditional update is the whole "at most once" mechanism: only one transaction can
   // change used from 0 to 1, whatever process it runs in.
@@ -956,6 +1003,14 @@ Result<std::tuple<std::string, std::int64_t, int>> SqliteTx::ota_sent(ByteView n
   if (!row) return row.error();
   if (!*row) return make_error(Errc::not_found, "no packet with counter " + std::to_string(counter) + " was sent to " + to_hex(n));
   return std::make_tuple(r.col_t(0), r.col_i(1), static_cast<int>(r.col_i(2)));
+}
+
+Result<std::uint64_t> SqliteTx::latest_ota_sent(ByteView n, std::string_view kind, std::int64_t ref) {
+  auto r = q("SELECT COALESCE(MAX(counter),0) FROM ota_sent WHERE n=? AND kind=? AND ref=?");
+  r.b(n).t(kind).i(ref);
+  auto row = r.step();
+  if (!row) return row.error();
+  return static_cast<std::uint64_t>(r.col_i(0));
 }
 
 Result<void> SqliteTx::set_ota_rsc(ByteView n, std::uint64_t counter, int rsc) {

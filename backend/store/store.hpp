@@ -61,6 +61,24 @@ struct OtacRecord {
   bool used = false;
 };
 
+/// Where a list stands with its card (protocol.md 6.4, the list lifecycle).
+enum class ListState : std::uint8_t {
+  sent = 0,     ///< queued for the card, no Proof of Receipt yet
+  loaded = 1,   ///< the card's PoR confirmed it
+  refused = 2,  ///< the card refused it; its unused codes are withdrawn
+};
+
+/// A list of a card as the backend sees it (no key material).
+struct ListInfo {
+  std::uint16_t id = 0;
+  ListState state = ListState::sent;
+  std::uint32_t count = 0;            ///< codes in the list
+  std::uint32_t unused = 0;           ///< codes neither consumed nor withdrawn
+  std::string refusal;                ///< why the card refused it ("rsc=07 sw=6A84"), else empty
+  UnixTime created_at = 0;
+  UnixTime state_at = 0;              ///< when the state last changed
+};
+
 /// Final or provisional decision on an authorization.
 enum class Decision : std::uint8_t { approved = 0, declined = 1, held = 2 };
 
@@ -202,6 +220,12 @@ class Tx {
   /// Whether the card has more than `count` unused codes; reads at most count + 1 of them
   /// (the per-authorization threshold check, where unused_count would scan every code).
   virtual Result<bool> unused_more_than(ByteView n, std::uint32_t count) = 0;
+  /// The card's lists, oldest first.
+  virtual Result<std::vector<ListInfo>> lists(ByteView n) = 0;
+  /// Records a PoR's outcome on a list. `refused` also withdraws the list's unused codes in
+  /// the same transaction: they no longer count as unused and can never be consumed.
+  virtual Result<void> set_list_state(ByteView n, std::uint16_t list_id, ListState state, std::string_view refusal,
+                                      UnixTime now) = 0;
   /// Marks a code used iff it is still unused: true when this call consumed it.
   virtual Result<bool> consume_otac(ByteView n, std::uint16_t list_id, std::uint16_t index,
                                     std::string_view txn_id, UnixTime now) = 0;
@@ -256,6 +280,8 @@ class Tx {
                                        UnixTime now) = 0;
   /// What was sent with that counter: {kind, ref, rsc or -1 if no PoR yet}; not_found if never.
   virtual Result<std::tuple<std::string, std::int64_t, int>> ota_sent(ByteView n, std::uint64_t counter) = 0;
+  /// The highest counter of the packets of this kind and ref sent to the card, 0 if none.
+  virtual Result<std::uint64_t> latest_ota_sent(ByteView n, std::string_view kind, std::int64_t ref) = 0;
   /// Records the PoR status of a sent packet.
   virtual Result<void> set_ota_rsc(ByteView n, std::uint64_t counter, int rsc) = 0;
   /// The card with this MSISDN; not_found if none.

@@ -395,7 +395,11 @@ int cmd_refresh(const Args& a) {
   a.allow({"state", "pin"});
   Session s(a.get("state"));
   s.verify(a.get("pin"));
-  expect_ok(transmit(s.app, 0x80, 0xA8, 0x00, 0x00), "REQUEST REFRESH");
+  const auto r = transmit(s.app, 0x80, 0xA8, 0x00, 0x00);
+  if (r.sw == sw::not_enough_memory)
+    throw Failure{"REQUEST REFRESH refused: the card holds two lists with unused codes and has no room for a third; "
+                  "it asks for a list by itself once one is used up"};
+  expect_ok(r, "REQUEST REFRESH");
   std::printf("refresh request queued; the daemon sends it to the server\n");
   return 0;
 }

@@ -35,6 +35,7 @@ constexpr std::uint8_t pin_state_failed = 0x40;     // a wrong PIN was presented
 struct PacketOutcome {
   ota::Rsc rsc = ota::Rsc::ok;
   std::uint16_t inner_sw = sw::ok;
+  bool list_refused = false;  ///< an E1 or E5 in the packet was refused
 };
 
 bool valid_pin_block(ByteView b) {
@@ -159,9 +160,17 @@ Result<Bytes> queue_request(CardState& s, std::uint8_t type) {
   return d0;
 }
 
-// After a code was used: ask for a refresh once when the unused codes reach the threshold.
+// While a request is unanswered, the card asks again every kReaskEvery codes (protocol.md
+// 2.4.1): a lost request SMS or a lost list then costs a few codes, never all of them.
+constexpr std::uint16_t kReaskEvery = 4;
+
+// After a code was used: ask for a list when the unused codes are at or below the threshold
+// and a slot is free for it (a list that does not fit would be refused, RSC 07). Once asked,
+// ask again at every kReaskEvery-th code (unused drops by one per code) until a list arrives.
 void check_threshold(CardState& s) {
-  if (s.refresh_pending || s.unused() > s.threshold || s.server.empty()) return;
+  const std::uint16_t left = s.unused();
+  if (left > s.threshold || s.server.empty() || !s.has_room()) return;
+  if (s.refresh_pending && left % kReaskEvery != 0) return;
   if (queue_request(s, 0x02)) s.refresh_pending = true;
 }
 
@@ -194,8 +203,7 @@ std::uint16_t place_list(CardState& s, std::uint16_t list_id, std::uint8_t activ
     for (auto& l : s.lists) l.clear();  // at once: the old codes are abandoned
     slot = &s.lists[0];
   } else {
-    for (auto& l : s.lists)
-      if (!l.held() || l.unused() == 0) { slot = &l; break; }
+    slot = s.free_slot();
     if (!slot) return sw::not_enough_memory;
   }
   slot->clear();
@@ -699,6 +707,7 @@ Response Applet::Impl::request_refresh(const apdu::Command& c) {
   if (!c.data.empty()) return status(sw::wrong_length);
   if (st.life != Life::activated) return status(sw::conditions_not_satisfied);
   if (!pin_verified) return status(sw::security_not_satisfied);
+  if (!st.has_room()) return status(sw::not_enough_memory);  // both slots hold codes: a list would be refused
   CardState next = st;
   if (!queue_request(next, 0x02)) return status(sw::no_precise_diagnosis);
   next.refresh_pending = true;
@@ -832,6 +841,9 @@ Response Applet::Impl::handle_packet(ByteView packet) {
   CardState applied = next;
   const PacketOutcome out = run_inner(applied, opened->data);
   secure_zero(opened->data.data(), opened->data.size());
+  // A refused list answers the pending request as well as a loaded one would: the server
+  // has dropped it (protocol.md 2.4.1), so the card asks again when it next needs codes.
+  if (out.list_refused) next.refresh_pending = false;
   const CardState& final_state = out.inner_sw == sw::ok ? applied : next;
   if (!commit(final_state)) return status(sw::no_precise_diagnosis);
   st = final_state;
@@ -860,7 +872,8 @@ PacketOutcome Applet::Impl::run_inner(CardState& next, ByteView data) {
     switch (cmd.tag) {
       case 0xE1:
         r = load_list(next, cmd);
-        if (r == sw::not_enough_memory) return {ota::Rsc::insufficient_memory, r};
+        if (r == sw::not_enough_memory) return {ota::Rsc::insufficient_memory, r, true};
+        if (r != sw::ok) return {ota::Rsc::ok, r, true};
         break;
       case 0xE2: {
         auto kids = inner_fields(cmd, {0xC6, 0xC7});
@@ -894,7 +907,8 @@ PacketOutcome Applet::Impl::run_inner(CardState& next, ByteView data) {
         break;
       }
       case 0xE5: {
-        const PacketOutcome o = load_list_asymmetric(next, cmd);
+        PacketOutcome o = load_list_asymmetric(next, cmd);
+        o.list_refused = o.inner_sw != sw::ok;
         if (o.inner_sw != sw::ok) return o;
         break;
       }

@@ -90,6 +90,12 @@ std::uint8_t CardState::lists_held() const {
   return held_count;
 }
 
+ListSlot* CardState::free_slot() {
+  for (auto& l : lists)
+    if (!l.held() || l.unused() == 0) return &l;
+  return nullptr;
+}
+
 Bytes encode_state(const CardState& s) {
   Bytes out{kLayout, static_cast<std::uint8_t>(s.life)};
   put(out, s.pin);

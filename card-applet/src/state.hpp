@@ -84,6 +84,9 @@ struct CardState {
   /// Highest held list id (0 when none).
   std::uint16_t latest_list() const;
   std::uint8_t lists_held() const;
+  /// The slot a new list goes into (free, or holding no unused code); nullptr when both hold codes.
+  ListSlot* free_slot();
+  bool has_room() const { return const_cast<CardState*>(this)->free_slot() != nullptr; }
 };
 
 /// Fixed-layout encoding; decode refuses anything beyond the fixed capacity.

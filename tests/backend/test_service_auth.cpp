@@ -518,17 +518,7 @@ TEST_CASE("32 threads with separate connections race for one code: exactly one a
 TEST_CASE("a typed display code is accepted within the window of 10 lowest unused codes") {
   Env env;
   Card c = setup(env);
-  auto code_for = [&](std::uint16_t i) {
-    Bytes in = to_bytes("DISPLAY");
-    append(in, c.n);
-    append(in, be_bytes(c.list, 2));
-    append(in, be_bytes(i, 2));
-    Bytes m = test::card_mac(c.alg, c.codes[i], in);
-    std::uint32_t v = ((std::uint32_t{m[0]} << 24) | (std::uint32_t{m[1]} << 16) | (std::uint32_t{m[2]} << 8) | m[3]) & 0x7FFFFFFF;
-    char buf[16];
-    std::snprintf(buf, sizeof buf, "%08u", v % 100000000u);
-    return std::string(buf);
-  };
+  auto code_for = [&](std::uint16_t i) { return test::display_code_for(c.alg, c.n, c.list, i, c.codes[i]); };
   auto verify = [&](const std::string& txn, const std::string& code) {
     return env.svc->verify_display_code(CodeRequest{txn, c.n, code, ""}, "TERM0001");
   };

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <map>
+#include <optional>
 
 #include "otac/common/ota.hpp"
 #include "test_service_support.hpp"
@@ -114,6 +115,15 @@ void drain(Env& env) {
   for (auto id : ids) REQUIRE(env.svc->mark_sent(id, "ok"));
 }
 
+// A terminal TERM0001 and a card with this threshold.
+Enrollment enroll_with_terminal(Env& env, std::uint32_t threshold) {
+  REQUIRE(env.svc->register_terminal(TerminalRecord{"TERM0001", "ab", 0, true}, "admin"));
+  EnrollRequest er;
+  er.msisdn = "+4915550001";
+  er.threshold = threshold;
+  return env.svc->enroll_card(er, "admin").value();
+}
+
 }  // namespace
 
 TEST_CASE("an initialization request gets a list of 100 codes as secured, concatenated packets") {
@@ -191,11 +201,7 @@ TEST_CASE("a card that never loaded the latest list gets that list again, not a 
 
 TEST_CASE("the server pushes one new list when unused codes reach the threshold") {
   Env env(10);
-  REQUIRE(env.svc->register_terminal(TerminalRecord{"TERM0001", "ab", 0, true}, "admin"));
-  EnrollRequest er;
-  er.msisdn = "+4915550001";
-  er.threshold = 12;
-  auto e = env.svc->enroll_card(er, "admin").value();
+  auto e = enroll_with_terminal(env, 12);
   REQUIRE(env.svc->handle_mo_sms(mo(card_request_packet(e.n, e.algorithm, e.k, 1, 1, 0x01, 0, 0))));
   auto list = read_e1(open_packet(packets_in_outbox(env)[0], e.n, e.algorithm, e.k).data);
   drain(env);
@@ -212,8 +218,9 @@ TEST_CASE("the server pushes one new list when unused codes reach the threshold"
       return tx.update_card(c);
     }));
   }
-  // 20 codes exist (lists 1 and 2); threshold 12: the push comes when 12 are left, i.e.
-  // after the 8th approval, and only once.
+  // 20 codes exist (lists 1 and 2); threshold 12: 12 are left after the 8th approval, but
+  // the card then still holds codes of both lists and would refuse a third (RSC 07). The push
+  // waits for the approval that uses up list 1 (the 10th), and comes only once.
   test::Ch ch;
   int pushes_seen = 0;
   for (std::uint16_t i = 0; i < 10; ++i) {
@@ -221,8 +228,8 @@ TEST_CASE("the server pushes one new list when unused codes reach the threshold"
     REQUIRE(a);
     REQUIRE(a->decision == Decision::approved);
     const auto queued = env.svc->next_due(1000)->size();
-    if (queued > 0) { ++pushes_seen; CHECK(i >= 7); }
-    else CHECK(i < 7);
+    if (queued > 0) { ++pushes_seen; CHECK(i == 9); }
+    else CHECK(i < 9);
   }
   auto packets = packets_in_outbox(env);
   REQUIRE(packets.size() == 1);  // exactly one push despite more codes spent
@@ -265,7 +272,8 @@ TEST_CASE("key rotation: K' goes out under K, and the card's request under K' re
 
 namespace {
 
-MoSms por_sms(const Bytes& n, Algorithm alg, const SecretBytes& k, std::uint8_t version, std::uint64_t counter, ota::Rsc rsc) {
+MoSms por_sms(const Bytes& n, Algorithm alg, const SecretBytes& k, std::uint8_t version, std::uint64_t counter, ota::Rsc rsc,
+              std::optional<Bytes> inner_sw = std::nullopt) {
   auto keys = ota::derive_card_keys(k, n, ota_alg(alg)).value();
   const std::uint8_t kid = ota::key_id_for(ota_alg(alg), version);
   ota::Response r;
@@ -273,6 +281,7 @@ MoSms por_sms(const Bytes& n, Algorithm alg, const SecretBytes& k, std::uint8_t 
   r.counter = counter;
   r.status = rsc;
   if (rsc == ota::Rsc::ok) r.data = hex("9000");  // the inner status word, as the applet sends it (6.1.1)
+  if (inner_sw) r.data = *inner_sw;
   auto p = ota::build_response(ota::PorSecurity{ota::Spi::decode(0x1639).value(), kid, kid}, r, keys.kic, keys.kid).value();
   return MoSms{"+4915550001", "+15550100", hex("7100"), std::move(p)};
 }
@@ -288,14 +297,15 @@ TEST_CASE("a PoR confirms a delivered list, and a PoR for E2 completes a key rot
   auto cmd = open_packet(packets_in_outbox(env)[0], e.n, e.algorithm, e.k);
   drain(env);
   CHECK(env.svc->card(e.n)->list_push_in_flight);
-  // A failed PoR is recorded but confirms nothing; a forged one is refused.
-  REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, e.k, 1, cmd.counter, ota::Rsc::rc_cc_ds_failed)));
-  CHECK(env.svc->card(e.n)->list_push_in_flight);
+  // A forged PoR, or one for a packet never sent, is refused and changes nothing.
   SecretBytes wrong(hex("0123456789abcdeffedcba9876543210"));
   CHECK_FALSE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, wrong, 1, cmd.counter, ota::Rsc::ok)));
   CHECK_FALSE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, e.k, 1, cmd.counter + 7, ota::Rsc::ok)));  // never sent
+  CHECK(env.svc->card(e.n)->list_push_in_flight);
+  CHECK(env.svc->card_lists(e.n)->at(0).state == ListState::sent);
   REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, e.k, 1, cmd.counter, ota::Rsc::ok)));
   CHECK_FALSE(env.svc->card(e.n)->list_push_in_flight);
+  CHECK(env.svc->card_lists(e.n)->at(0).state == ListState::loaded);
 
   REQUIRE(env.svc->rotate_key(e.n, "alice"));
   auto e2 = open_packet(packets_in_outbox(env)[0], e.n, e.algorithm, e.k);
@@ -309,4 +319,168 @@ TEST_CASE("a PoR confirms a delivered list, and a PoR for E2 completes a key rot
   // A duplicated PoR changes nothing more.
   REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, k2, 2, e2.counter, ota::Rsc::ok)));
   CHECK(env.svc->card(e.n)->key_version == 2);
+}
+
+// ---- the list lifecycle (protocol.md 6.4) ----
+
+namespace {
+
+// A card enrolled with list size 10 whose first list (id 1) was loaded (OK PoR), and whose
+// refresh request then got list 2 (in flight). Returns the enrollment and list 2's counter.
+struct TwoLists {
+  Enrollment e;
+  LoadList first, second;
+  std::uint64_t second_counter = 0;
+};
+
+TwoLists card_with_two_lists(Env& env, std::uint32_t threshold) {
+  TwoLists t{enroll_with_terminal(env, threshold), {}, {}, 0};
+  REQUIRE(env.svc->handle_mo_sms(mo(card_request_packet(t.e.n, t.e.algorithm, t.e.k, 1, 1, 0x01, 0, 0))));
+  auto c1 = open_packet(packets_in_outbox(env).at(0), t.e.n, t.e.algorithm, t.e.k);
+  t.first = read_e1(c1.data);
+  drain(env);
+  REQUIRE(env.svc->handle_mo_sms(por_sms(t.e.n, t.e.algorithm, t.e.k, 1, c1.counter, ota::Rsc::ok)));
+  REQUIRE(env.svc->handle_mo_sms(mo(card_request_packet(t.e.n, t.e.algorithm, t.e.k, 1, 2, 0x02, 1, 10))));
+  auto c2 = open_packet(packets_in_outbox(env).at(0), t.e.n, t.e.algorithm, t.e.k);
+  t.second = read_e1(c2.data);
+  t.second_counter = c2.counter;
+  drain(env);
+  REQUIRE(t.second.id == 2);
+  REQUIRE(env.svc->card(t.e.n)->list_push_in_flight);
+  return t;
+}
+
+bool audited(Env& env, const std::string& action, const std::string& detail_part) {
+  auto log = env.svc->audit_log(0, 10000);
+  REQUIRE(log);
+  for (const auto& a : *log)
+    if (a.action == action && a.detail.find(detail_part) != std::string::npos) return true;
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("a list the card refuses for lack of room (RSC 07) is refused: codes withdrawn, flags cleared, audited") {
+  Env env(10);
+  auto t = card_with_two_lists(env, 3);
+  REQUIRE(env.svc->handle_mo_sms(por_sms(t.e.n, t.e.algorithm, t.e.k, 1, t.second_counter, ota::Rsc::insufficient_memory, hex("6A84"))));
+  auto card = env.svc->card(t.e.n).value();
+  CHECK_FALSE(card.list_push_in_flight);
+  auto lists = env.svc->card_lists(t.e.n).value();
+  REQUIRE(lists.size() == 2);
+  CHECK(lists[0].state == ListState::loaded);
+  CHECK(lists[1].state == ListState::refused);
+  CHECK(lists[1].refusal == "rsc=07 sw=6A84");
+  CHECK(lists[1].unused == 0);
+  CHECK(lists[1].count == 10);
+  CHECK(audited(env, "list_refused", "list=2 rsc=07 sw=6A84 withdrawn=10"));
+  {
+    auto s = env.store();
+    REQUIRE(s->run([&](Tx& tx) -> Result<void> {
+      CHECK(tx.unused_count(t.e.n).value() == 10);  // list 1 only
+      auto window = tx.lowest_unused(t.e.n, 100);
+      REQUIRE(window);
+      CHECK(window->size() == 10);
+      for (const auto& o : *window) CHECK(o.list_id == 1);
+      return {};
+    }));
+  }
+  // A code of the refused list is never approvable, even with a correct cryptogram.
+  test::Ch ch;
+  auto a = env.svc->authorize(test::card_request("R1", t.e.n, t.e.algorithm, 2, 0, SecretBytes(t.second.keys[0]), ch), "TERM0001");
+  REQUIRE(a);
+  CHECK(a->decision == Decision::declined);
+  // Nor as a typed display code.
+  auto d = env.svc->verify_display_code(CodeRequest{"R2", t.e.n, test::display_code_for(t.e.algorithm, t.e.n, 2, 1, SecretBytes(t.second.keys[1])), ""}, "TERM0001");
+  REQUIRE(d);
+  CHECK(d->decision == Decision::declined);
+  // The card's next request gets a new list, not the refused one again.
+  REQUIRE(env.svc->handle_mo_sms(mo(card_request_packet(t.e.n, t.e.algorithm, t.e.k, 1, 3, 0x02, 1, 2))));
+  auto p = packets_in_outbox(env);
+  REQUIRE(p.size() == 1);
+  CHECK(read_e1(open_packet(p[0], t.e.n, t.e.algorithm, t.e.k).data).id == 3);
+  CHECK(env.svc->card(t.e.n)->list_push_in_flight);
+}
+
+TEST_CASE("after a refused list, the server's threshold push gets a list through again") {
+  Env env(10);
+  auto t = card_with_two_lists(env, 3);
+  REQUIRE(env.svc->handle_mo_sms(por_sms(t.e.n, t.e.algorithm, t.e.k, 1, t.second_counter, ota::Rsc::insufficient_memory, hex("6A84"))));
+  test::Ch ch;
+  for (std::uint16_t i = 0; i < 7; ++i) {
+    auto a = env.svc->authorize(test::card_request("P" + std::to_string(i), t.e.n, t.e.algorithm, 1, i, SecretBytes(t.first.keys[i]), ch), "TERM0001");
+    REQUIRE(a);
+    CHECK(a->decision == Decision::approved);
+    CHECK(env.svc->next_due(100)->empty() == (i < 6));  // 3 left after the 7th: push
+  }
+  auto p = packets_in_outbox(env);
+  REQUIRE(p.size() == 1);
+  CHECK(read_e1(open_packet(p[0], t.e.n, t.e.algorithm, t.e.k).data).id == 3);
+}
+
+TEST_CASE("a refusal is not final while the same list went out again in a later packet") {
+  Env env(10);
+  auto t = card_with_two_lists(env, 3);
+  // The card reports it never loaded list 2: the same list goes out again (a new counter).
+  REQUIRE(env.svc->handle_mo_sms(mo(card_request_packet(t.e.n, t.e.algorithm, t.e.k, 1, 3, 0x02, 1, 10))));
+  auto again = open_packet(packets_in_outbox(env).at(0), t.e.n, t.e.algorithm, t.e.k);
+  REQUIRE(read_e1(again.data).id == 2);
+  REQUIRE(again.counter > t.second_counter);
+  drain(env);
+  REQUIRE(env.svc->handle_mo_sms(por_sms(t.e.n, t.e.algorithm, t.e.k, 1, t.second_counter, ota::Rsc::insufficient_memory, hex("6A84"))));
+  CHECK(env.svc->card_lists(t.e.n)->at(1).state == ListState::sent);
+  CHECK(env.svc->card(t.e.n)->list_push_in_flight);
+  REQUIRE(env.svc->handle_mo_sms(por_sms(t.e.n, t.e.algorithm, t.e.k, 1, again.counter, ota::Rsc::ok)));
+  CHECK(env.svc->card_lists(t.e.n)->at(1).state == ListState::loaded);
+  CHECK_FALSE(env.svc->card(t.e.n)->list_push_in_flight);
+}
+
+TEST_CASE("any refused list is refused on the backend: an inner status other than 9000 under RSC 00") {
+  Env env(10);
+  auto t = card_with_two_lists(env, 3);
+  REQUIRE(env.svc->handle_mo_sms(por_sms(t.e.n, t.e.algorithm, t.e.k, 1, t.second_counter, ota::Rsc::ok, hex("6A80"))));
+  CHECK(env.svc->card_lists(t.e.n)->at(1).state == ListState::refused);
+  CHECK(env.svc->card_lists(t.e.n)->at(1).refusal == "rsc=00 sw=6A80");
+  CHECK_FALSE(env.svc->card(t.e.n)->list_push_in_flight);
+}
+
+TEST_CASE("an operator refresh is refused up front while the card holds codes of two lists") {
+  Env env(10);
+  auto t = card_with_two_lists(env, 0);
+  auto r = env.svc->refresh_card(t.e.n, "alice");
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == Errc::conflict);
+  CHECK(r.error().message.find("lists 1 (10 unused), 2 (10 unused, not yet confirmed)") != std::string::npos);
+  CHECK(r.error().message.find("room for 2 lists") != std::string::npos);
+  CHECK(env.svc->next_due(100)->empty());
+  CHECK(env.svc->card_lists(t.e.n)->size() == 2);
+  CHECK(audited(env, "refresh_refused", "reason=no_room"));
+  // Once list 1 is used up there is room: the refresh goes out.
+  test::Ch ch;
+  for (std::uint16_t i = 0; i < 10; ++i)
+    REQUIRE(env.svc->authorize(test::card_request("U" + std::to_string(i), t.e.n, t.e.algorithm, 1, i, SecretBytes(t.first.keys[i]), ch), "TERM0001")->decision == Decision::approved);
+  auto ok = env.svc->refresh_card(t.e.n, "alice");
+  REQUIRE(ok);
+  CHECK(*ok == 3);
+  CHECK(env.svc->card_lists(t.e.n)->at(2).state == ListState::sent);
+}
+
+TEST_CASE("typed display codes trigger the server's threshold push as taps do") {
+  Env env(10);
+  auto e = enroll_with_terminal(env, 3);
+  REQUIRE(env.svc->handle_mo_sms(mo(card_request_packet(e.n, e.algorithm, e.k, 1, 1, 0x01, 0, 0))));
+  auto c1 = open_packet(packets_in_outbox(env).at(0), e.n, e.algorithm, e.k);
+  auto list = read_e1(c1.data);
+  drain(env);
+  REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, e.k, 1, c1.counter, ota::Rsc::ok)));
+  for (std::uint16_t i = 0; i < 7; ++i) {
+    auto d = env.svc->verify_display_code(CodeRequest{"D" + std::to_string(i), e.n, test::display_code_for(e.algorithm, e.n, 1, i, SecretBytes(list.keys[i])), ""}, "TERM0001");
+    REQUIRE(d);
+    CHECK(d->decision == Decision::approved);
+    CHECK(env.svc->next_due(100)->empty() == (i < 6));
+  }
+  auto p = packets_in_outbox(env);
+  REQUIRE(p.size() == 1);
+  CHECK(read_e1(open_packet(p[0], e.n, e.algorithm, e.k).data).id == 2);
+  CHECK(env.svc->card(e.n)->list_push_in_flight);
 }

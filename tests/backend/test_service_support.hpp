@@ -3,6 +3,8 @@
 // service's own MAC-input builder).
 #pragma once
 
+#include <cstdio>
+
 #include <unistd.h>
 
 #include <filesystem>
@@ -113,6 +115,19 @@ inline Bytes card_mac(Algorithm alg, const SecretBytes& key, const Bytes& data) 
   Bytes m = crypto::aes_cmac(key, data).value();
   m.resize(8);
   return m;
+}
+
+/// The 8 digits a card shows for code (list, index): protocol.md §4.
+inline std::string display_code_for(Algorithm alg, const Bytes& n, std::uint16_t list, std::uint16_t index, const SecretBytes& key) {
+  Bytes in = to_bytes("DISPLAY");
+  append(in, n);
+  append(in, be_bytes(list, 2));
+  append(in, be_bytes(index, 2));
+  Bytes m = card_mac(alg, key, in);
+  std::uint32_t v = ((std::uint32_t{m[0]} << 24) | (std::uint32_t{m[1]} << 16) | (std::uint32_t{m[2]} << 8) | m[3]) & 0x7FFFFFFF;
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%08u", v % 100000000u);
+  return std::string(buf);
 }
 
 /// What the card would send for an authorization with the given code; pin_state 03 is a
