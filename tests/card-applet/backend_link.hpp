@@ -26,6 +26,7 @@ struct ServiceBackend {
     backend::ServiceConfig cfg;
     cfg.server_msisdn = kServer;
     cfg.list_size = list_size;
+    cfg.currencies = backend::load_iso4217().value();
     svc = std::make_unique<backend::Service>(cfg, [this] { return backend::open_sqlite_store(dir.path / "otac.db", kek); },
                                              [this] { return clock; });
   }
