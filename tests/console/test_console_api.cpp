@@ -418,3 +418,32 @@ TEST_CASE("console stats: decisions per minute over the last hour and the SMS qu
   CHECK(txs.size() == 1);
   CHECK(body_of(f.as(viewer, "GET", "/console/api/transactions?terminal=OTHER")).at("transactions").as_array().empty());
 }
+
+TEST_CASE("console card settings: shown, changed by an operator through the operator API, refused for a viewer") {
+  Fixture f;
+  auto op = f.sign_in(f.operator_token);
+  auto viewer = f.sign_in(f.viewer_token);
+  auto e = f.as(op, "POST", "/console/api/cards", R"({"msisdn":"+4915550002","doors":[{"door":"FRONT"}]})");
+  REQUIRE(e.status == 201);
+  const std::string n(body_of(e).at("n").as_string());
+  const std::string path = "/console/api/cards/" + n;
+  auto before = body_of(f.as(op, "GET", path)).as_object();
+  CHECK(before.at("currency").as_int64() == 978);
+  CHECK(json::serialize(before.at("doors")) == R"([{"door":"FRONT","from_minute":0,"to_minute":1440,"tz":"UTC"}])");
+
+  CHECK(f.as(viewer, "POST", path + "/settings", R"({"limit_minor":100})").status == 403);
+  CHECK(f.as(op, "POST", path + "/settings", R"({"limit_minor":100})", false).status == 403);  // no CSRF token
+  auto bad = f.as(op, "POST", path + "/settings", R"({"doors":[{"door":"LAB","from_minute":60,"to_minute":60}]})");
+  CHECK(bad.status == 400);
+  CHECK(bad.body.find("empty") != std::string::npos);
+
+  auto ok = f.as(op, "POST", path + "/settings",
+                 R"({"limit_minor":100,"currency":"CHF","doors":[{"door":"LAB","from_minute":1320,"to_minute":360,"tz":"Europe/Zurich"}]})");
+  REQUIRE(ok.status == 200);
+  auto after = body_of(f.as(op, "GET", path)).as_object();
+  CHECK(after.at("limit_minor").as_int64() == 100);
+  CHECK(after.at("currency").as_int64() == 756);
+  CHECK(json::serialize(after.at("doors")) == R"([{"door":"LAB","from_minute":1320,"to_minute":360,"tz":"Europe/Zurich"}])");
+  CHECK(after.at("events").at(0).at("action") == "card_settings");
+  CHECK(after.at("events").at(0).at("actor") == "otto");
+}
