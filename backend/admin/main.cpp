@@ -33,12 +33,20 @@ SYNOPSIS
 
 COMMANDS
     enroll [--alg des3|aes] [--msisdn M] [--limit MINOR] [--review MINOR] [--threshold N]
-           [--door ID[@HH:MM-HH:MM]]... [--public-key HEX]
+           [--currency CODE] [--door ID[@HH:MM-HH:MM[@ZONE]]]... [--public-key HEX]
         Enrolls a card; prints the initialization letter (N, K, server number, card CA key).
+        --currency: ISO 4217 (EUR or 978) of the card's limits and purchases (default: the
+        backend's default_currency). --door: a door the card opens, all day or in a daily
+        window in the door's time zone (IANA, default UTC); 22:00-06:00 crosses midnight.
         With --json, one JSON line {"n","algorithm","k","ca_point","letter"} instead.
         --public-key: the card's DER SubjectPublicKeyInfo in hex (GENERATE KEY PAIR, RSA-2048
         or P-256); its lists then go as E5, encrypted to that key and signed by the server.
     card N                       shows a card (never its keys)
+    card-set N [--limit MINOR] [--review MINOR] [--threshold N] [--currency CODE]
+               [--door ID[@HH:MM-HH:MM[@ZONE]]]... | [--no-doors]
+        Changes an enrolled card's settings; what is not named stays. --door replaces all
+        door permissions with the ones given, --no-doors removes them. Audited with the old
+        and new values.
     block N | unblock N | rotate-key N
                                  card actions
     refresh N [--wait S]         queues a new list for the card by SMS and prints its id. The
@@ -142,6 +150,39 @@ std::int64_t to_int(const std::string& s, const std::string& what) {
   auto v = otac::parse_uint(s, 0, static_cast<std::uint64_t>(INT64_MAX));
   if (!v) usage(what + ": " + v.error().message);
   return static_cast<std::int64_t>(*v);
+}
+
+// "HH:MM" (00:00..24:00) as minutes; a usage error otherwise. The backend checks the window.
+std::int64_t hhmm(const std::string& s) {
+  const bool shape = s.size() == 5 && s[2] == ':' && std::isdigit(static_cast<unsigned char>(s[0])) &&
+                     std::isdigit(static_cast<unsigned char>(s[1])) && std::isdigit(static_cast<unsigned char>(s[3])) &&
+                     std::isdigit(static_cast<unsigned char>(s[4]));
+  if (!shape) usage("--door time \"" + s + "\" must be HH:MM");
+  const int h = (s[0] - '0') * 10 + (s[1] - '0'), m = (s[3] - '0') * 10 + (s[4] - '0');
+  if (m > 59 || h > 24 || (h == 24 && m != 0)) usage("--door time \"" + s + "\" must be 00:00 to 24:00");
+  return h * 60 + m;
+}
+
+// The --door options: ID, ID@HH:MM-HH:MM or ID@HH:MM-HH:MM@ZONE (an IANA name).
+json::array door_options(const Args& a) {
+  json::array doors;
+  for (auto [it, end] = a.opt.equal_range("door"); it != end; ++it) {
+    json::object d;
+    const std::string& s = it->second;
+    const std::size_t at = s.find('@');
+    d["door"] = s.substr(0, at);
+    if (at != std::string::npos) {
+      const std::size_t zone_at = s.find('@', at + 1);
+      const std::string window = s.substr(at + 1, zone_at == std::string::npos ? std::string::npos : zone_at - at - 1);
+      const std::size_t dash = window.find('-');
+      if (dash == std::string::npos) usage("--door window must be HH:MM-HH:MM");
+      d["from_minute"] = hhmm(window.substr(0, dash));
+      d["to_minute"] = hhmm(window.substr(dash + 1));
+      if (zone_at != std::string::npos) d["tz"] = s.substr(zone_at + 1);
+    }
+    doors.push_back(std::move(d));
+  }
+  return doors;
 }
 
 std::string query_encode(const std::string& s) {
@@ -265,7 +306,7 @@ int run(int argc, char** argv) {
   };
 
   if (cmd == "enroll") {
-    Args a = parse_args(args, {"alg", "msisdn", "limit", "review", "threshold", "door", "public-key"}, {});
+    Args a = parse_args(args, {"alg", "msisdn", "limit", "review", "threshold", "currency", "door", "public-key"}, {});
     if (!a.pos.empty()) usage("enroll takes no positional arguments");
     method = Verb::post;
     target = "/v1/admin/cards";
@@ -276,25 +317,26 @@ int run(int argc, char** argv) {
     if (a.has("review")) body["review_minor"] = to_int(a.one("review"), "--review");
     if (a.has("threshold")) body["threshold"] = to_int(a.one("threshold"), "--threshold");
     if (a.has("public-key")) body["public_key"] = a.one("public-key");
-    json::array doors;
-    for (auto [it, end] = a.opt.equal_range("door"); it != end; ++it) {
-      json::object d;
-      const std::string& s = it->second;
-      const std::size_t at = s.find('@');
-      d["door"] = s.substr(0, at);
-      if (at != std::string::npos) {
-        int h1 = 0, m1 = 0, h2 = 0, m2 = 0;
-        if (std::sscanf(s.c_str() + at + 1, "%d:%d-%d:%d", &h1, &m1, &h2, &m2) != 4) usage("--door window must be HH:MM-HH:MM");
-        d["from_minute"] = h1 * 60 + m1;
-        d["to_minute"] = h2 * 60 + m2;
-      }
-      doors.push_back(std::move(d));
-    }
+    if (a.has("currency")) body["currency"] = a.one("currency");
+    json::array doors = door_options(a);
     if (!doors.empty()) body["doors"] = std::move(doors);
     print = [](const json::value& v) {
       const auto& o = v.as_object();
       if (auto* l = o.if_contains("letter"); l && l->is_string()) std::fputs(std::string(l->as_string()).c_str(), stdout);
     };
+  } else if (cmd == "card-set") {
+    Args a = parse_args(args, {"limit", "review", "threshold", "currency", "door"}, {"no-doors"});
+    method = Verb::post;
+    target = "/v1/admin/cards/" + query_encode(one_pos(a, "N")) + "/settings";
+    has_body = true;
+    if (a.has("limit")) body["limit_minor"] = to_int(a.one("limit"), "--limit");
+    if (a.has("review")) body["review_minor"] = to_int(a.one("review"), "--review");
+    if (a.has("threshold")) body["threshold"] = to_int(a.one("threshold"), "--threshold");
+    if (a.has("currency")) body["currency"] = a.one("currency");
+    json::array doors = door_options(a);
+    if (a.flag("no-doors") && !doors.empty()) usage("card-set takes --door or --no-doors, not both");
+    if (a.flag("no-doors") || !doors.empty()) body["doors"] = std::move(doors);
+    if (body.empty()) usage("card-set needs at least one of --limit --review --threshold --currency --door --no-doors");
   } else if (cmd == "card") {
     Args a = parse_args(args, {}, {});
     target = "/v1/admin/cards/" + query_encode(one_pos(a, "N"));

@@ -445,6 +445,7 @@ HttpResponse Console::route(Call& c) {
                      {"threshold", card->threshold},
                      {"limit_minor", card->limit_minor},
                      {"review_minor", card->review_minor},
+                     {"currency", card->currency},
                      {"key_version", card->key_version},
                      {"rotation_pending", card->pending_k.has_value()},
                      {"list_push_in_flight", card->list_push_in_flight},
@@ -484,6 +485,12 @@ HttpResponse Console::route(Call& c) {
           }
         }
       }
+      if (auto doors = service_.card_doors(*n)) {
+        json::array da;
+        for (const auto& d : *doors)
+          da.push_back(json::object{{"door", d.door}, {"from_minute", d.from_minute}, {"to_minute", d.to_minute}, {"tz", d.tz}});
+        o["doors"] = std::move(da);
+      }
       // SMS and PoR history of this card, newest first, from the latest 5,000 audit entries.
       auto entries = service_.audit_recent(5000);
       json::array events;
@@ -494,6 +501,10 @@ HttpResponse Console::route(Call& c) {
       }
       o["events"] = std::move(events);
       return json_response(200, o);
+    }
+    if (p.size() == 3 && p[2] == "settings" && m == "POST") {
+      // The operator API checks the role, the fields and the windows, and audits the change.
+      return forward(c, "POST", "/v1/admin/cards/" + to_hex(*n) + "/settings", c.req.body);
     }
     if (p.size() == 3 && m == "POST") {
       const std::string_view verb = p[2];

@@ -30,7 +30,9 @@ struct World {
     dir = tmpl;
     auto kek = std::make_shared<const Kek>(Kek::from_bytes(SecretBytes(Bytes(32, 7))));
     const auto db = dir / "otac.db";
-    svc = std::make_unique<Service>(ServiceConfig{}, [db, kek] { return open_sqlite_store(db, kek); });
+    ServiceConfig config;
+    config.currencies = load_iso4217().value();
+    svc = std::make_unique<Service>(std::move(config), [db, kek] { return open_sqlite_store(db, kek); });
     console::ConsoleOptions o;
     o.open_store = [db, kek] { return open_sqlite_store(db, kek); };
     con = std::make_unique<console::Console>(*svc, std::move(o));

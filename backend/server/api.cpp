@@ -263,7 +263,8 @@ class Api {
   Response enroll(const Request& req, RequestContext& ctx) {
     OperatorRecord op;
     if (auto e = require_operator(req, ctx, Role::operator_, op)) return *e;
-    auto o = parse_object(req.body(), {"algorithm", "msisdn", "limit_minor", "review_minor", "threshold", "doors", "public_key"});
+    auto o = parse_object(req.body(), {"algorithm", "msisdn", "limit_minor", "review_minor", "threshold", "currency", "doors",
+                                       "public_key"});
     if (!o) return bad_request(req, o.error().message);
     Fields f(*o);
     EnrollRequest e;
@@ -280,26 +281,8 @@ class Api {
     e.limit_minor = f.integer("limit_minor", false, 0, 999'999'999'999);
     e.review_minor = f.integer("review_minor", false, 0, 999'999'999'999);
     if (f.has("threshold")) e.threshold = static_cast<std::uint32_t>(f.integer("threshold", true, 0, 1000));
-    if (const auto* doors = f.array("doors", false)) {
-      if (doors->size() > 64) f.fail("field \"doors\" has more than 64 entries");
-      for (const auto& d : *doors) {
-        if (f.error) break;
-        if (!d.is_object()) { f.fail("each entry of \"doors\" must be an object"); break; }
-        json::object dobj = d.as_object();
-        for (const auto& kv : dobj) {
-          if (kv.key() != "door" && kv.key() != "from_minute" && kv.key() != "to_minute")
-            f.fail("unknown field \"" + std::string(kv.key()) + "\" in doors (allowed: door, from_minute, to_minute)");
-        }
-        Fields df(dobj);
-        DoorPermission p;
-        p.door = df.str("door", true, 16);
-        p.from_minute = static_cast<std::uint32_t>(df.integer("from_minute", false, 0, 1440, 0));
-        p.to_minute = static_cast<std::uint32_t>(df.integer("to_minute", false, 0, 1440, 1440));
-        if (df.error) f.fail("doors: " + *df.error);
-        else if (p.door.empty()) f.fail("doors: door id must not be empty");
-        e.doors.push_back(std::move(p));
-      }
-    }
+    if (auto cur = currency_field(f)) e.currency = *cur;
+    if (auto doors = doors_field(f)) e.doors = std::move(*doors);
     e.public_key = f.hexbytes("public_key", false, 1, 1024);
     if (f.error) return bad_request(req, *f.error);
     auto r = c_.service->enroll_card(e, op.name);
@@ -321,14 +304,49 @@ class Api {
     return std::move(*b);
   }
 
-  Response card_get(const Request& req, RequestContext& ctx) {
-    OperatorRecord op;
-    if (auto e = require_operator(req, ctx, Role::viewer, op)) return *e;
-    auto n = card_param(ctx);
-    if (!n) return bad_request(req, "card id must be 16 hex digits");
-    auto c = c_.service->card(*n);
+  // "currency": "EUR" or "978" (ISO 4217); nullopt when absent or wrong (then f has the error).
+  std::optional<std::uint16_t> currency_field(Fields& f) {
+    if (!f.has("currency")) return std::nullopt;
+    const std::string v = f.str("currency", true, 8);
+    if (f.error) return std::nullopt;
+    auto code = c_.service->currencies().resolve(v);
+    if (!code) { f.fail("field \"currency\": " + code.error().message); return std::nullopt; }
+    return *code;
+  }
+
+  // "doors": [{"door", "from_minute", "to_minute", "tz"}]; the service checks the windows.
+  std::optional<std::vector<DoorPermission>> doors_field(Fields& f) {
+    const auto* doors = f.array("doors", false);
+    if (!doors) return std::nullopt;
+    if (doors->size() > 64) { f.fail("field \"doors\" has more than 64 entries"); return std::nullopt; }
+    std::vector<DoorPermission> out;
+    for (const auto& d : *doors) {
+      if (f.error) break;
+      if (!d.is_object()) { f.fail("each entry of \"doors\" must be an object"); break; }
+      const json::object& dobj = d.as_object();
+      for (const auto& kv : dobj) {
+        if (kv.key() != "door" && kv.key() != "from_minute" && kv.key() != "to_minute" && kv.key() != "tz")
+          f.fail("unknown field \"" + std::string(kv.key()) + "\" in doors (allowed: door, from_minute, to_minute, tz)");
+      }
+      Fields df(dobj);
+      DoorPermission p;
+      p.door = df.str("door", true, 16);
+      p.from_minute = static_cast<std::uint32_t>(df.integer("from_minute", false, 0, 1440, 0));
+      p.to_minute = static_cast<std::uint32_t>(df.integer("to_minute", false, 0, 1440, 1440));
+      p.tz = df.str("tz", false, 64);
+      if (df.error) f.fail("doors: " + *df.error);
+      else if (p.door.empty()) f.fail("doors: door id must not be empty");
+      out.push_back(std::move(p));
+    }
+    return out;
+  }
+
+  // A card for operators: settings and state, never the keys.
+  std::optional<Response> card_json(const Request& req, const Bytes& n, json::object& o) {
+    auto c = c_.service->card(n);
     if (!c) return service_error(req, c.error());
-    json::object o;  // never the keys
+    auto doors = c_.service->card_doors(n);
+    if (!doors) return service_error(req, doors.error());
     o["n"] = to_hex(c->n);
     o["algorithm"] = c->algorithm == Algorithm::des3 ? "des3" : "aes";
     o["msisdn"] = c->msisdn;
@@ -338,11 +356,22 @@ class Api {
     o["threshold"] = c->threshold;
     o["limit_minor"] = c->limit_minor;
     o["review_minor"] = c->review_minor;
+    o["currency"] = c->currency;  // 0: enrolled before currencies, the backend's default applies
+    json::array da;
+    for (const auto& d : *doors) {
+      json::object dj;
+      dj["door"] = d.door;
+      dj["from_minute"] = d.from_minute;
+      dj["to_minute"] = d.to_minute;
+      dj["tz"] = d.tz;
+      da.push_back(std::move(dj));
+    }
+    o["doors"] = std::move(da);
     o["key_version"] = c->key_version;
     o["key_rotation_pending"] = c->pending_k.has_value();
     o["asymmetric"] = !c->public_key.empty();
     o["list_push_in_flight"] = c->list_push_in_flight;
-    auto lists = c_.service->card_lists(*n);
+    auto lists = c_.service->card_lists(n);
     if (!lists) return service_error(req, lists.error());
     json::array la;
     std::uint64_t unused = 0;
@@ -359,12 +388,46 @@ class Api {
     }
     o["unused"] = unused;
     o["lists"] = std::move(la);
-    auto ks = c_.service->key_status(*n);
+    auto ks = c_.service->key_status(n);
     if (!ks) return service_error(req, ks.error());
     o["signature_key"] = ks->signature_key ? "set" : ks->signature_key_pending ? "pending" : "none";
     o["server_key_confirmed"] = ks->server_key;
     o["created_at"] = c->created_at;
+    return std::nullopt;
+  }
+
+  Response card_get(const Request& req, RequestContext& ctx) {
+    OperatorRecord op;
+    if (auto e = require_operator(req, ctx, Role::viewer, op)) return *e;
+    auto n = card_param(ctx);
+    if (!n) return bad_request(req, "card id must be 16 hex digits");
+    json::object o;
+    if (auto e = card_json(req, *n, o)) return *e;
     return json_response(req, Status::ok, o);
+  }
+
+  // Changes an enrolled card's limits, review amount, threshold, currency or doors.
+  Response card_settings(const Request& req, RequestContext& ctx) {
+    OperatorRecord op;
+    if (auto e = require_operator(req, ctx, Role::operator_, op)) return *e;
+    auto n = card_param(ctx);
+    if (!n) return bad_request(req, "card id must be 16 hex digits");
+    auto o = parse_object(req.body(), {"limit_minor", "review_minor", "threshold", "currency", "doors"});
+    if (!o) return bad_request(req, o.error().message);
+    Fields f(*o);
+    CardSettings s;
+    if (f.has("limit_minor")) s.limit_minor = f.integer("limit_minor", true, 0, 999'999'999'999);
+    if (f.has("review_minor")) s.review_minor = f.integer("review_minor", true, 0, 999'999'999'999);
+    if (f.has("threshold")) s.threshold = static_cast<std::uint32_t>(f.integer("threshold", true, 0, 1000));
+    s.currency = currency_field(f);
+    s.doors = doors_field(f);
+    if (f.error) return bad_request(req, *f.error);
+    ctx.log["card"] = to_hex(*n);
+    auto r = c_.service->update_card_settings(*n, std::move(s), op.name);
+    if (!r) return service_error(req, r.error());
+    json::object out;
+    if (auto e = card_json(req, *n, out)) return *e;
+    return json_response(req, Status::ok, out);
   }
 
   Response card_action(const Request& req, RequestContext& ctx, std::string_view action) {
@@ -676,6 +739,7 @@ void install_api(Router& router, ApiContext& ctx) {
   router.add(Verb::post, "/v1/admin/cards", bind(&Api::enroll));
   router.add(Verb::get, "/v1/admin/cards/*", bind(&Api::card_get));
   router.add(Verb::get, "/v1/admin/card-ca", bind(&Api::card_ca));
+  router.add(Verb::post, "/v1/admin/cards/*/settings", bind(&Api::card_settings));
   for (const char* action : {"block", "unblock", "refresh", "rotate-key", "install-server-key", "set-signature-key"}) {
     router.add(Verb::post, std::string("/v1/admin/cards/*/") + action,
                [api, action](const Request& req, RequestContext& c) { return api->card_action(req, c, action); });

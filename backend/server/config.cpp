@@ -61,6 +61,9 @@ Result<Config> parse_config(std::string_view text, Config c) {
       {"fail_limit", num(c.fail_limit, 1, 1000)},
       {"max_wait_seconds", num(c.max_wait_seconds, 0, 300)},
       {"hold_limit_seconds", num(c.hold_limit_seconds, 1, 86400)},
+      {"default_currency", str(c.default_currency)},
+      {"max_amount_minor", num(c.max_amount_minor, 0, 2'000'000'000)},
+      {"iso4217_file", path(c.iso4217_file)},
       {"kannel_sendsms_url", str(c.kannel_sendsms_url)},
       {"kannel_user", str(c.kannel_user)},
       {"kannel_pass", str(c.kannel_pass)},
@@ -144,6 +147,14 @@ max_wait_seconds = 30
 # unless an operator decided it first or its terminal gave up earlier. Terminals are told the
 # time left and never wait longer; one with a shorter limit cancels it when it stops waiting.
 hold_limit_seconds = 120
+
+# Transactions. Cards are enrolled in default_currency unless the operator names another;
+# a purchase in any other currency declines currency_not_allowed. Terminal limits are in
+# this currency. The ISO 4217 list comes from Debian's iso-codes package.
+default_currency = EUR
+# No purchase above this many minor units is approved (0 = no global maximum).
+max_amount_minor = 10000000
+iso4217_file = /usr/share/iso-codes/json/iso_4217.json
 
 # Kannel smsbox sendsms interface. Empty URL: messages are only queued.
 # Example: kannel_sendsms_url = http://127.0.0.1:13013/cgi-bin/sendsms

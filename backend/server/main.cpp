@@ -186,6 +186,13 @@ int main(int argc, char** argv) {
     if (!s) return fail(s.error().message);
   }
   ServiceConfig sc;
+  auto currencies = load_iso4217(c.resolve(c.iso4217_file));
+  if (!currencies) return fail(currencies.error().message);
+  auto default_currency = currencies->resolve(c.default_currency);
+  if (!default_currency) return fail("config default_currency: " + default_currency.error().message);
+  sc.currencies = std::move(*currencies);
+  sc.default_currency = *default_currency;
+  sc.max_amount_minor = c.max_amount_minor;
   sc.server_msisdn = c.server_msisdn;
   sc.list_size = static_cast<std::uint16_t>(c.list_size);
   sc.default_threshold = c.threshold;

@@ -120,18 +120,6 @@ std::string display_code(ByteView m) {
   return std::string(8 - s.size(), '0') + s;
 }
 
-bool door_allowed(const std::vector<DoorPermission>& doors, const std::string& door, UnixTime now, std::string& reason) {
-  for (const auto& d : doors) {
-    if (d.door != door) continue;
-    const auto minute = static_cast<std::uint32_t>(((now % 86400) + 86400) % 86400 / 60);
-    if (minute >= d.from_minute && minute < d.to_minute) return true;
-    reason = "outside_hours";
-    return false;
-  }
-  reason = "door_denied";
-  return false;
-}
-
 // Key rotation state machine (per card; protocol.md §6 E2):
 //   steady:   k = K, no pending.                      rotate_key -> rotating
 //   rotating: k = K, pending_k = K', E2{K'} sent under K.
@@ -505,6 +493,11 @@ Result<Enrollment> Service::enroll_card(const EnrollRequest& req, std::string_vi
   if (asymmetric) {
     if (auto ok = check_card_public_key(req.public_key); !ok) return ok.error();
   }
+  std::vector<DoorPermission> doors = req.doors;
+  if (auto v = validate_doors(doors); !v) return v.error();
+  if (req.currency != 0 && !config_.currencies.contains(req.currency))
+    return make_error(Errc::bad_value, "currency " + std::to_string(req.currency) + " is not an ISO 4217 currency");
+  if (req.limit_minor < 0 || req.review_minor < 0) return make_error(Errc::bad_value, "limit and review amounts must not be negative");
   // K is issued to asymmetric cards too: E5 travels in OTA packets under K (protocol.md 6.1.2).
   e.k = new_key(req.algorithm);
   const UnixTime t = now();
@@ -520,6 +513,7 @@ Result<Enrollment> Service::enroll_card(const EnrollRequest& req, std::string_vi
       c.threshold = req.threshold.value_or(config_.default_threshold);
       c.limit_minor = req.limit_minor;
       c.review_minor = req.review_minor;
+      c.currency = req.currency != 0 ? req.currency : config_.default_currency;
       c.k = e.k.clone();
       c.public_key = req.public_key;
       auto ca = ensure_server_key(tx, kCaKeyName, t);
@@ -527,7 +521,7 @@ Result<Enrollment> Service::enroll_card(const EnrollRequest& req, std::string_vi
       e.ca_point = ca->public_point;
       c.created_at = t;
       if (auto x = tx.insert_card(c); !x) return x;
-      if (auto x = tx.set_doors(e.n, req.doors); !x) return x;
+      if (auto x = tx.set_doors(e.n, doors); !x) return x;
       auto a = tx.audit(t, actor, "enroll", "card=" + to_hex(e.n) + (asymmetric ? " asymmetric" : ""));
       if (!a) return a.error();
       return {};
@@ -733,6 +727,69 @@ Result<CardRecord> Service::card(ByteView n) {
   auto r = run([&](Tx& tx) -> Result<void> {
     auto c = tx.card(n);
     if (!c) return c.error();
+    out = std::move(*c);
+    return {};
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<std::vector<DoorPermission>> Service::card_doors(ByteView n) {
+  std::vector<DoorPermission> out;
+  auto r = run([&](Tx& tx) -> Result<void> {
+    if (auto c = tx.card(n); !c) return c.error();
+    auto d = tx.doors(n);
+    if (!d) return d.error();
+    out = std::move(*d);
+    return {};
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<CardRecord> Service::update_card_settings(ByteView n, CardSettings s, std::string_view actor) {
+  if (!s.limit_minor && !s.review_minor && !s.threshold && !s.currency && !s.doors)
+    return make_error(Errc::bad_value, "no setting to change (limit, review, threshold, currency or doors)");
+  if ((s.limit_minor && *s.limit_minor < 0) || (s.review_minor && *s.review_minor < 0))
+    return make_error(Errc::bad_value, "limit and review amounts must not be negative");
+  if (s.currency && !config_.currencies.contains(*s.currency))
+    return make_error(Errc::bad_value, "currency " + std::to_string(*s.currency) + " is not an ISO 4217 currency");
+  if (s.doors) {
+    if (auto v = validate_doors(*s.doors); !v) return v.error();
+  }
+  const UnixTime t = now();
+  CardRecord out;
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto c = tx.card(n);
+    if (!c) return c.error();
+    std::string changes;
+    auto note = [&](const char* name, const std::string& before, const std::string& after) {
+      if (before != after) changes += std::string(" ") + name + "=" + before + "->" + after;
+    };
+    if (s.limit_minor) { note("limit_minor", std::to_string(c->limit_minor), std::to_string(*s.limit_minor)); c->limit_minor = *s.limit_minor; }
+    if (s.review_minor) { note("review_minor", std::to_string(c->review_minor), std::to_string(*s.review_minor)); c->review_minor = *s.review_minor; }
+    if (s.threshold) { note("threshold", std::to_string(c->threshold), std::to_string(*s.threshold)); c->threshold = *s.threshold; }
+    if (s.currency) {
+      const std::uint16_t before = c->currency != 0 ? c->currency : config_.default_currency;
+      note("currency", std::to_string(before), std::to_string(*s.currency));
+      c->currency = *s.currency;
+    }
+    if (auto x = tx.update_card(*c); !x) return x;
+    if (s.doors) {
+      auto before = tx.doors(n);
+      if (!before) return before.error();
+      auto list = [](const std::vector<DoorPermission>& v) {
+        std::string text = "[";
+        for (const auto& d : v) text += (text.size() > 1 ? ", " : "") + describe_door(d);
+        return text + "]";
+      };
+      auto sorted = *s.doors;
+      std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.door < b.door; });
+      note("doors", list(*before), list(sorted));
+      if (auto x = tx.set_doors(n, *s.doors); !x) return x;
+    }
+    auto a = tx.audit(t, actor, "card_settings", "card=" + to_hex(n) + (changes.empty() ? std::string(" unchanged") : changes));
+    if (!a) return a.error();
     out = std::move(*c);
     return {};
   });
@@ -979,14 +1036,13 @@ Result<AuthAnswer> Service::authorize(const AuthRequest& req, std::string_view t
       auto doors = tx.doors(req.card);
       if (!doors) return doors.error();
       std::string why;
-      if (door_allowed(*doors, rec.door, t, why)) { rec.decision = Decision::approved; rec.reason = "ok"; }
+      if (ch->type[0] != kTypeDoor) rec.reason = "type_not_allowed";
+      else if (door_allowed(*doors, rec.door, t, why)) { rec.decision = Decision::approved; rec.reason = "ok"; }
       else rec.reason = why;
-    } else if (card->limit_minor > 0 && ch->amount_minor > card->limit_minor) {
-      rec.reason = "card_limit";
-      rec.arc = kArcLimit;
-    } else if (term->limit_minor > 0 && ch->amount_minor > term->limit_minor) {
-      rec.reason = "terminal_limit";
-      rec.arc = kArcLimit;
+    } else if (auto no = pos_decline({ch->type[0], ch->currency_code, ch->amount_minor}, *card, *term,
+                                     {&config_.currencies, config_.default_currency, config_.max_amount_minor})) {
+      rec.reason = no->reason;
+      if (no->limit) rec.arc = kArcLimit;
     } else if (card->review_minor > 0 && ch->amount_minor > card->review_minor) {
       rec.decision = Decision::held;
       rec.reason = "review";

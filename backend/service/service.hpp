@@ -23,6 +23,7 @@
 #include "otac/common/bytes.hpp"
 #include "otac/common/result.hpp"
 #include "otac/common/secret.hpp"
+#include "policy.hpp"
 #include "store.hpp"
 
 namespace otac::backend {
@@ -35,6 +36,9 @@ struct ServiceConfig {
   std::uint32_t default_fail_limit = 5;     ///< bad cryptograms that block a card
   std::chrono::seconds max_wait{30};        ///< longest get_authorization wait
   std::chrono::seconds hold_limit{120};     ///< a held transaction expires this long after it was held
+  CurrencyTable currencies;                 ///< ISO 4217 (load_iso4217); empty declines every POS transaction
+  std::uint16_t default_currency = 978;     ///< a card's currency unless enrolled with another; terminal limits' currency
+  std::int64_t max_amount_minor = 10'000'000;  ///< no POS transaction above this, 0 = no global maximum
 };
 
 /// What to enroll.
@@ -43,9 +47,19 @@ struct EnrollRequest {
   std::string msisdn;                 ///< the card's phone number
   std::int64_t limit_minor = 0;       ///< per-transaction limit, 0 = none
   std::int64_t review_minor = 0;      ///< hold above this amount, 0 = never
+  std::uint16_t currency = 0;         ///< ISO 4217 numeric, 0 = ServiceConfig::default_currency
   std::optional<std::uint32_t> threshold;
   std::vector<DoorPermission> doors;
   Bytes public_key;                   ///< DER SPKI (RSA-2048 or P-256): lists go as E5 (K still carries OTA)
+};
+
+/// A change of an enrolled card's settings; unset fields stay as they are.
+struct CardSettings {
+  std::optional<std::int64_t> limit_minor{};
+  std::optional<std::int64_t> review_minor{};
+  std::optional<std::uint32_t> threshold{};
+  std::optional<std::uint16_t> currency{};           ///< ISO 4217 numeric
+  std::optional<std::vector<DoorPermission>> doors{};  ///< replaces all door permissions
 };
 
 /// The result of an enrollment: what goes into the initialization letter.
@@ -155,6 +169,13 @@ class Service {
   Result<void> unblock_card(ByteView n, std::string_view actor);
   /// The card record (keys included; never expose them over the API).
   Result<CardRecord> card(ByteView n);
+  /// The card's door permissions.
+  Result<std::vector<DoorPermission>> card_doors(ByteView n);
+  /// Changes limits, review amount, threshold, currency or doors of an enrolled card; one
+  /// audit entry lists every changed setting with its old and new value. Returns the card.
+  Result<CardRecord> update_card_settings(ByteView n, CardSettings s, std::string_view actor);
+  /// The service's currency list (for resolving "EUR" at the API).
+  const CurrencyTable& currencies() const { return config_.currencies; }
 
   // ---- SMS ----
   /// Handles a card's MO SMS: a request packet (UDH IEI 70, protocol.md §2.4) allocates and

@@ -152,6 +152,11 @@ ALTER TABLE lists ADD COLUMN state INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE lists ADD COLUMN refusal TEXT;
 ALTER TABLE lists ADD COLUMN state_at INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // 7: a card's currency (0 = the backend's default) and a time zone per door window.
+    R"sql(
+ALTER TABLE cards ADD COLUMN currency INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE doors ADD COLUMN tz TEXT NOT NULL DEFAULT 'UTC';
+)sql",
 };
 
 Bytes ad(std::string_view kind, ByteView n, std::int64_t list = -1, std::int64_t index = -1) {
@@ -600,7 +605,7 @@ Result<void> SqliteTx::insert_card(const CardRecord& c) {
 
 Result<CardRecord> SqliteTx::card(ByteView n) {
   auto r = q("SELECT algorithm,msisdn,status,fail_count,fail_limit,threshold,limit_minor,review_minor,key_version,"
-             "k_sealed,pending_k_sealed,pending_version,public_key,list_push_in_flight,created_at FROM cards WHERE n=?");
+             "k_sealed,pending_k_sealed,pending_version,public_key,list_push_in_flight,created_at,currency FROM cards WHERE n=?");
   r.b(n);
   auto row = r.step();
   if (!row) return row.error();
@@ -630,14 +635,15 @@ Result<CardRecord> SqliteTx::card(ByteView n) {
   c.public_key = r.col_b(12);
   c.list_push_in_flight = r.col_i(13) != 0;
   c.created_at = r.col_i(14);
+  c.currency = static_cast<std::uint16_t>(r.col_i(15));
   return c;
 }
 
 Result<void> SqliteTx::update_card(const CardRecord& c) {
   auto r = q("UPDATE cards SET msisdn=?,status=?,fail_count=?,fail_limit=?,threshold=?,limit_minor=?,review_minor=?,"
-             "key_version=?,k_sealed=?,pending_k_sealed=?,pending_version=?,list_push_in_flight=? WHERE n=?");
+             "currency=?,key_version=?,k_sealed=?,pending_k_sealed=?,pending_version=?,list_push_in_flight=? WHERE n=?");
   r.t(c.msisdn).i(static_cast<int>(c.status)).i(c.fail_count).i(c.fail_limit).i(c.threshold).i(c.limit_minor)
-      .i(c.review_minor).i(c.key_version);
+      .i(c.review_minor).i(c.currency).i(c.key_version);
   if (c.k.empty()) r.null(); else r.b(kek_.seal(c.k.view(), ad("card-k", c.n)));
   if (!c.pending_k) r.null(); else r.b(kek_.seal(c.pending_k->view(), ad("card-pk", c.n)));
   r.i(c.pending_version).i(c.list_push_in_flight ? 1 : 0).b(c.n);
@@ -650,22 +656,22 @@ Result<void> SqliteTx::update_card(const CardRecord& c) {
 Result<void> SqliteTx::set_doors(ByteView n, const std::vector<DoorPermission>& doors) {
   { auto d = q("DELETE FROM doors WHERE n=?"); d.b(n); if (auto e = d.exec(); !e) return e; }
   for (const auto& p : doors) {
-    auto r = q("INSERT INTO doors(n,door,from_minute,to_minute) VALUES(?,?,?,?)");
-    r.b(n).t(p.door).i(p.from_minute).i(p.to_minute);
+    auto r = q("INSERT INTO doors(n,door,from_minute,to_minute,tz) VALUES(?,?,?,?,?)");
+    r.b(n).t(p.door).i(p.from_minute).i(p.to_minute).t(p.tz);
     if (auto e = r.exec(); !e) return e;
   }
   return {};
 }
 
 Result<std::vector<DoorPermission>> SqliteTx::doors(ByteView n) {
-  auto r = q("SELECT door,from_minute,to_minute FROM doors WHERE n=? ORDER BY door");
+  auto r = q("SELECT door,from_minute,to_minute,tz FROM doors WHERE n=? ORDER BY door");
   r.b(n);
   std::vector<DoorPermission> out;
   for (int i = 0; i < 100000; ++i) {
     auto row = r.step();
     if (!row) return row.error();
     if (!*row) break;
-    out.push_back({r.col_t(0), static_cast<std::uint32_t>(r.col_i(1)), static_cast<std::uint32_t>(r.col_i(2))});
+    out.push_back({r.col_t(0), static_cast<std::uint32_t>(r.col_i(1)), static_cast<std::uint32_t>(r.col_i(2)), r.col_t(3)});
   }
   return out;
 }

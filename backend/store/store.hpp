@@ -44,6 +44,7 @@ struct CardRecord {
   std::uint32_t threshold = 20;       ///< unused codes at or below which a new list is pushed
   std::int64_t limit_minor = 0;       ///< per-transaction amount limit, minor units; 0 = none
   std::int64_t review_minor = 0;      ///< amounts above this are held for review; 0 = never
+  std::uint16_t currency = 0;         ///< ISO 4217 numeric of limits and transactions; 0 = the backend's default
   std::uint8_t key_version = 1;       ///< version of K
   SecretBytes k;                      ///< current card key K
   std::optional<SecretBytes> pending_k;  ///< K' sent but not yet proven by the card
@@ -113,11 +114,12 @@ struct TerminalRecord {
   bool enabled = true;
 };
 
-/// A card's permission for one door, with an optional daily time window.
+/// A card's permission for one door, with a daily time window in the door's time zone.
 struct DoorPermission {
   std::string door;
-  std::uint32_t from_minute = 0;      ///< minutes after midnight UTC, inclusive
-  std::uint32_t to_minute = 1440;     ///< exclusive; from == 0 && to == 1440 means all day
+  std::uint32_t from_minute = 0;      ///< minutes after local midnight, inclusive
+  std::uint32_t to_minute = 1440;     ///< exclusive; from > to crosses midnight; 0..1440 is all day
+  std::string tz = "UTC";             ///< IANA time zone of the window (Europe/Berlin)
 };
 
 /// Operator roles, in increasing power.

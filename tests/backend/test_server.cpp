@@ -29,6 +29,17 @@ std::string field(const std::string& body, const char* key) {
   return f->is_string() ? std::string(f->as_string()) : json::serialize(*f);
 }
 
+// Runs otac-admin against b with the admin token: {exit status, standard output}.
+std::pair<int, std::string> run_admin(const Backend& b, std::vector<std::string> args) {
+  const auto out = b.tmp.path / "admin.out";
+  std::vector<std::string> argv = {OTAC_ADMIN_BIN, "--url", "https://127.0.0.1:" + std::to_string(b.port), "--ca",
+                                   (b.dir / "ca.pem").string(), "--token-file", (b.dir / "admin.token").string()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::filesystem::remove(out);
+  const int rc = run_program(argv, out);
+  return std::make_pair(rc, slurp(out));
+}
+
 struct Ready {
   Backend b;
   std::filesystem::path cert, key;
@@ -51,7 +62,7 @@ struct Ready {
 
 }  // namespace
 
-TEST_CASE("first start creates CA, certificates, token, KEK and config; healthz and metrics over TLS", "[server]") {
+TEST_CASE("first start creates CA, certificates, token, KEK and config, healthz and metrics over TLS", "[server]") {
   Backend b;
   b.start();
   for (const char* f : {"ca.pem", "ca.key", "server.pem", "server.key", "admin.token", "kek.bin", "otac.db",
@@ -344,18 +355,10 @@ TEST_CASE("held for review: the long-poll returns as soon as an operator approve
   CHECK(Backend::call(env.b.admin(), Verb::post, "/v1/admin/transactions/T-held/decline").status >= 400);
 }
 
-TEST_CASE("otac-admin drives every operator action; exit statuses 0/1/2", "[server][admin]") {
+TEST_CASE("otac-admin drives every operator action, exit statuses 0/1/2", "[server][admin]") {
   Backend b;
   b.start();
-  const auto out = b.tmp.path / "admin.out";
-  auto admin = [&](std::vector<std::string> args) {
-    std::vector<std::string> argv = {OTAC_ADMIN_BIN, "--url", "https://127.0.0.1:" + std::to_string(b.port), "--ca",
-                                     (b.dir / "ca.pem").string(), "--token-file", (b.dir / "admin.token").string()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    std::filesystem::remove(out);
-    const int rc = run_program(argv, out);
-    return std::make_pair(rc, slurp(out));
-  };
+  auto admin = [&](std::vector<std::string> args) { return run_admin(b, std::move(args)); };
   auto [rc, text] = admin({"--json", "enroll", "--msisdn", "+4915550003", "--alg", "aes"});
   REQUIRE(rc == 0);
   auto e = json::parse(text).as_object();
@@ -439,7 +442,7 @@ TEST_CASE("otac-admin drives every operator action; exit statuses 0/1/2", "[serv
   CHECK(rc == 2);
 }
 
-TEST_CASE("crash: kill -9 under load, restart; every approval a terminal saw is stored, no code twice, no SMS lost",
+TEST_CASE("crash: kill -9 under load, restart, every approval a terminal saw is stored, no code twice, no SMS lost",
           "[server][crash]") {
   Ready env;
   Backend& b = env.b;
@@ -562,4 +565,91 @@ TEST_CASE("otac-backend command line: --help 0, usage errors 2, a bad config 1 w
   CHECK(slurp(out).find("line 2") != std::string::npos);
   std::ofstream(d.path / "y" / "otac-backend.conf") << "colour = red\n";
   CHECK(run_program({OTAC_BACKEND_BIN, "--data-dir", (d.path / "y").string()}, out) == 1);
+}
+
+
+TEST_CASE("card settings: the API and otac-admin card-set change an enrolled card, the next tap follows them",
+          "[server][admin]") {
+  Ready env;
+  auto t = env.b.terminal(env.cert, env.key);
+  const std::string path = "/v1/admin/cards/" + to_hex(env.n);
+  auto card = Backend::call(env.b.admin(), Verb::get, path);
+  REQUIRE(card.status == 200);
+  CHECK(field(card.body, "currency") == "978");  // the default_currency (EUR)
+  CHECK(field(card.body, "doors") == "[]");
+  CHECK(field(Backend::call(t, Verb::post, "/v1/authorizations", auth_body(env.request("S-1", 0))).body, "reason") == "ok");
+  card = Backend::call(env.b.admin(), Verb::get, path);  // the tap used a code: the state to keep
+
+  // Roles: a viewer may read but not change; an operator may change.
+  auto op = Backend::call(env.b.admin(), Verb::post, "/v1/admin/operators", R"({"name":"vic","role":"viewer"})");
+  REQUIRE(op.status == 201);
+  auto viewer = env.b.client();
+  viewer.bearer = field(op.body, "token");
+  CHECK(Backend::call(viewer, Verb::post, path + "/settings", R"({"limit_minor":1})").status == 403);
+  CHECK(Backend::call(env.b.client(), Verb::post, path + "/settings", R"({"limit_minor":1})").status == 401);
+
+  // Bad changes: 400 with a message, nothing changed.
+  struct Bad { const char* body; const char* needle; };
+  for (const Bad& c : {Bad{"{}", "no setting"}, Bad{R"({"limit_minor":-1})", "limit_minor"},
+                       Bad{R"({"currency":"XYZ"})", "ISO 4217"}, Bad{R"({"currency":"999"})", "ISO 4217"},
+                       Bad{R"({"colour":"red"})", "colour"},
+                       Bad{R"({"doors":[{"door":"D","from_minute":600,"to_minute":600}]})", "empty"},
+                       Bad{R"({"doors":[{"door":"D","tz":"Mars/Olympus"}]})", "time zone"},
+                       Bad{R"({"doors":[{"door":"D","floor":3}]})", "floor"}}) {
+    INFO(c.body);
+    auto r = Backend::call(env.b.admin(), Verb::post, path + "/settings", c.body);
+    CHECK(r.status == 400);
+    CHECK(r.body.find(c.needle) != std::string::npos);
+  }
+  CHECK(Backend::call(env.b.admin(), Verb::post, "/v1/admin/cards/0000000000000000/settings", R"({"limit_minor":1})").status ==
+        404);
+  CHECK(Backend::call(env.b.admin(), Verb::get, path).body == card.body);
+
+  auto r = Backend::call(env.b.admin(), Verb::post, path + "/settings",
+                         R"({"review_minor":5000,"doors":[{"door":"NIGHT","from_minute":1320,"to_minute":360,"tz":"Europe/Berlin"}]})");
+  REQUIRE(r.status == 200);
+  CHECK(field(r.body, "review_minor") == "5000");
+  CHECK(field(r.body, "doors") == R"([{"door":"NIGHT","from_minute":1320,"to_minute":360,"tz":"Europe/Berlin"}])");
+
+  // otac-admin card-set: a limit below the next purchase (Ch{} is 12.34).
+  auto admin = [&](std::vector<std::string> args) { return run_admin(env.b, std::move(args)); };
+  auto [rc, text] = admin({"--json", "card-set", to_hex(env.n), "--limit", "1000", "--currency", "EUR", "--door",
+                           "LAB@08:00-17:30@America/New_York", "--door", "HALL"});
+  REQUIRE(rc == 0);
+  CHECK(field(text, "limit_minor") == "1000");
+  CHECK(field(text, "review_minor") == "5000");  // not named, unchanged
+  CHECK(field(text, "doors") == R"([{"door":"HALL","from_minute":0,"to_minute":1440,"tz":"UTC"},)"
+                                 R"({"door":"LAB","from_minute":480,"to_minute":1050,"tz":"America/New_York"}])");
+  auto a = Backend::call(t, Verb::post, "/v1/authorizations", auth_body(env.request("S-2", 1)));
+  CHECK(field(a.body, "decision") == "declined");
+  CHECK(field(a.body, "reason") == "card_limit");
+
+  std::tie(rc, text) = admin({"card-set", to_hex(env.n), "--no-doors", "--limit", "0"});
+  CHECK(rc == 0);
+  CHECK(field(Backend::call(env.b.admin(), Verb::get, path).body, "doors") == "[]");
+  CHECK(field(Backend::call(t, Verb::post, "/v1/authorizations", auth_body(env.request("S-3", 2))).body, "reason") == "ok");
+
+  // Usage errors exit 2, refusals 1.
+  for (std::vector<std::string> args : {std::vector<std::string>{"card-set", to_hex(env.n)},
+                                        {"card-set", to_hex(env.n), "--door", "X@8:00-9:00"},
+                                        {"card-set", to_hex(env.n), "--door", "X@08:00"},
+                                        {"card-set", to_hex(env.n), "--door", "X", "--no-doors"},
+                                        {"card-set", to_hex(env.n), "--limit", "lots"}}) {
+    CHECK(admin(args).first == 2);
+  }
+  CHECK(admin({"card-set", to_hex(env.n), "--currency", "XXX"}).first == 1);
+
+  // Every change is audited with old and new values.
+  auto log = Backend::call(env.b.admin(), Verb::get, "/v1/admin/audit?limit=1000");
+  REQUIRE(log.status == 200);
+  const json::value entries = json::parse(log.body);
+  std::vector<std::string> details;
+  for (const auto& e : entries.as_object().at("entries").as_array())
+    if (e.as_object().at("action").as_string() == "card_settings") details.emplace_back(e.as_object().at("detail").as_string());
+  REQUIRE(details.size() == 3);
+  CHECK(details[0] == "card=" + to_hex(env.n) + " review_minor=0->5000 doors=[]->[NIGHT 22:00-06:00 Europe/Berlin]");
+  CHECK(details[1] == "card=" + to_hex(env.n) +
+                          " limit_minor=0->1000 doors=[NIGHT 22:00-06:00 Europe/Berlin]->"
+                          "[HALL 00:00-24:00 UTC, LAB 08:00-17:30 America/New_York]");
+  CHECK(details[2] == "card=" + to_hex(env.n) + " limit_minor=1000->0 doors=[HALL 00:00-24:00 UTC, LAB 08:00-17:30 America/New_York]->[]");
 }

@@ -40,7 +40,7 @@ TEST_CASE("operator tokens: random, stored only as a hash, resolved to name and 
   CHECK(files.find("alice") != std::string::npos);  // sanity: names are stored in clear
 }
 
-TEST_CASE("terminal ids must be 8 printable characters; transactions can be listed by filter") {
+TEST_CASE("terminal ids must be 8 printable characters, transactions can be listed by filter") {
   Env env;
   CHECK_FALSE(env.svc->register_terminal(TerminalRecord{"SHORT", "ab", 0, true}, "admin"));
   REQUIRE(env.svc->register_terminal(TerminalRecord{"TERM0001", "ab", 0, true}, "admin"));

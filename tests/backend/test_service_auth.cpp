@@ -220,7 +220,7 @@ TEST_CASE("policy: a blocked PIN in the card's PIN state (under the MAC) decline
   CHECK(f->reason == "bad_cryptogram");
 }
 
-TEST_CASE("a retry with the same txn id gets the stored answer; a different body is a conflict") {
+TEST_CASE("a retry with the same txn id gets the stored answer, a different body is a conflict") {
   Env env;
   Card c = setup(env);
   Ch ch;
@@ -470,7 +470,7 @@ TEST_CASE("an operator and the terminal's cancel race for one held transaction: 
   }
 }
 
-TEST_CASE("too many bad cryptograms block the card; unblock resets the counter") {
+TEST_CASE("too many bad cryptograms block the card, unblock resets the counter") {
   Env env;
   Card c = setup(env);
   Ch ch;

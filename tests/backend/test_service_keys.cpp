@@ -331,7 +331,7 @@ TEST_CASE("E5 with a wrong CD (signed by another server key) is refused by the c
   CHECK(s.card.status_field(0xDF4C) == 1);  // still one list
 }
 
-TEST_CASE("E4 signed by another CA is refused; the backend then sends no list the card could load") {
+TEST_CASE("E4 signed by another CA is refused, the backend then sends no list the card could load") {
   auto other_ca = crypto::ec_public_point(crypto::ec_p256_generate().value()).value();
   Setup s(0x02, Algorithm::des3, other_ca);
   pump(s.card, s.env, s.link, s.e);
@@ -341,7 +341,14 @@ TEST_CASE("E4 signed by another CA is refused; the backend then sends no list th
   CHECK(s.link.pors[1] == std::make_pair(std::uint8_t{0x00}, hex("6985")));
   CHECK(s.card.unused() == 0);
   CHECK_FALSE(s.env.svc->key_status(s.e.n).value().server_key);
-  CHECK(s.env.svc->card(s.e.n).value().list_push_in_flight);
+  // The list the card could not open is recorded refused (protocol.md 6.4): its codes never
+  // count, and nothing is left in flight.
+  CHECK_FALSE(s.env.svc->card(s.e.n).value().list_push_in_flight);
+  auto lists = s.env.svc->card_lists(s.e.n).value();
+  REQUIRE(lists.size() == 1);
+  CHECK(lists[0].state == ListState::refused);
+  CHECK(lists[0].refusal == "rsc=00 sw=6985");
+  CHECK(lists[0].unused == 0);
   // The operator action sends E4 again; same CA mismatch, same refusal.
   REQUIRE(s.env.svc->install_server_key(s.e.n, "test"));
   pump(s.card, s.env, s.link, s.e);
@@ -363,7 +370,7 @@ TEST_CASE("install_server_key queues an E4 the card accepts") {
   CHECK(!s.env.svc->install_server_key(hex("0000000000000000"), "test"));
 }
 
-TEST_CASE("E3: after the PoR proves S, every packet carries CF; packets without CF or with a wrong CF are refused") {
+TEST_CASE("E3: after the PoR proves S, every packet carries CF, packets without CF or with a wrong CF are refused") {
   for (auto alg : {Algorithm::des3, Algorithm::aes128}) {
     DYNAMIC_SECTION("algorithm " << int(alg)) {
       Setup s(0x00, alg);
@@ -496,7 +503,7 @@ TEST_CASE("a list queued behind E3 (no CF) and refused after S was confirmed is 
 
 namespace otac::backend::test {
 
-TEST_CASE("a new S on a card that holds S: E3 goes with CF under the old S; a lost PoR is resolved by the next refusal (RSC 01)") {
+TEST_CASE("a new S on a card that holds S: E3 goes with CF under the old S, a lost PoR is resolved by the next refusal (RSC 01)") {
   Setup s(0x00);
   pump(s.card, s.env, s.link, s.e);
   REQUIRE(s.env.svc->set_signature_key(s.e.n, "test"));

@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "otac/common/crypto.hpp"
@@ -47,6 +48,7 @@ struct Env {
 
   explicit Env(std::uint16_t list_size = 20) {
     config.list_size = list_size;
+    config.currencies = load_iso4217().value();  // Debian's iso-codes, as the server loads it
     svc = std::make_unique<Service>(config, [this] { return open_sqlite_store(db, kek); }, [this] { return clock; });
   }
   std::unique_ptr<Store> store() {
@@ -70,6 +72,9 @@ struct Ch {
   Bytes terminal = to_bytes("TERM0001");
   std::uint8_t mode = 0x01;
   std::string door;
+  Bytes currency = hex("0978");                          // 5F2A
+  std::optional<std::uint8_t> type;                      // 9C; default 00 (POS) or 90 (door)
+  std::uint8_t type_byte() const { return type ? *type : mode == 2 ? 0x90 : 0x00; }
 
   /// The AUTHENTICATE data in a deliberately non-canonical order.
   Bytes encode() const {
@@ -79,10 +84,10 @@ struct Ch {
     tlv(out, hex("DF33"), hex("02"));
     tlv(out, hex("DF31"), Bytes{mode});
     tlv(out, hex("9F02"), amount);
-    tlv(out, hex("5F2A"), hex("0978"));
+    tlv(out, hex("5F2A"), currency);
     tlv(out, hex("9A"), hex("231114"));
     tlv(out, hex("9F21"), hex("221320"));
-    tlv(out, hex("9C"), mode == 2 ? hex("90") : hex("00"));
+    tlv(out, hex("9C"), Bytes{type_byte()});
     if (!door.empty()) tlv(out, hex("DF32"), to_bytes(door));
     return out;
   }
@@ -94,10 +99,10 @@ struct Ch {
     append(m, hex("DF3101")); m.push_back(mode);
     append(m, hex("9F3708")); append(m, un);
     append(m, hex("9F0206")); append(m, amount);
-    append(m, hex("5F2A02 0978"));
+    append(m, hex("5F2A02")); append(m, currency);
     append(m, hex("9A03 231114"));
     append(m, hex("9F2103 221320"));
-    append(m, mode == 2 ? hex("9C01 90") : hex("9C01 00"));
+    append(m, hex("9C01")); m.push_back(type_byte());
     append(m, hex("9F1C08")); append(m, terminal);
     if (mode == 2) { append(m, hex("DF32")); m.push_back(static_cast<std::uint8_t>(door.size())); append(m, to_bytes(door)); }
     append(m, hex("DF4108")); append(m, n);

@@ -77,7 +77,7 @@ TEST_CASE("group commit: calls queued behind a commit run together on the leader
   CHECK(ran_elsewhere.load() > 0);
 }
 
-TEST_CASE("group commit: a failing or throwing call in a batch is undone alone; the others commit") {
+TEST_CASE("group commit: a failing or throwing call in a batch is undone alone, the others commit") {
   Env env;
   auto first = env.store();
   auto stores = open_stores(env);

@@ -37,6 +37,7 @@ struct ServiceBackend {
   }
   static backend::ServiceConfig config_with(std::uint16_t list_size) {
     backend::ServiceConfig c;
+    c.currencies = backend::load_iso4217().value();
     c.server_msisdn = kServer;
     c.list_size = list_size;
     return c;

@@ -7,7 +7,7 @@ using namespace otac;
 using namespace otac::applet;
 using namespace otac::applet::test;
 
-TEST_CASE("SELECT answers the FCI; foreign AIDs, CLAs and INSs get ISO status words") {
+TEST_CASE("SELECT answers the FCI, foreign AIDs, CLAs and INSs get ISO status words") {
   Card c;
   auto r = c.tx("00A4040006F04F5441430100");
   CHECK(r.sw == 0x9000);
@@ -61,7 +61,7 @@ TEST_CASE("first PIN, VERIFY with tries counter, CHANGE and the PUK unblock path
   CHECK(c.sw(cmd(0x00, 0x2C, 0x00, 0x80, rrc)) == 0x6985);
 }
 
-TEST_CASE("PIN blocks after three failures; the PUK unblocks it; ten wrong PUKs kill the card") {
+TEST_CASE("PIN blocks after three failures, the PUK unblocks it, ten wrong PUKs kill the card") {
   Card c;
   personalize(c);
   c.select();
@@ -88,7 +88,7 @@ TEST_CASE("PIN blocks after three failures; the PUK unblocks it; ten wrong PUKs 
   CHECK(c.sw(cmd(0x00, 0x20, 0x00, 0x80, pin_block("4321"))) == 0x6985);
 }
 
-TEST_CASE("ACTIVATE needs the verified PIN and well-formed data; answers the initialization message") {
+TEST_CASE("ACTIVATE needs the verified PIN and well-formed data, answers the initialization message") {
   Card c;
   c.select();
   CHECK(c.sw(cmd(0x80, 0x10, 0x00, 0x00, activate_data(), true)) == 0x6985);  // no PIN set
@@ -149,7 +149,7 @@ TEST_CASE("the initialization message is a SEND SHORT MESSAGE with a CC-protecte
   CHECK(opened->data == hex("F11C DF410811223344556677 88 C00101 DF42020000 DF48020000 DF490101"));
 }
 
-TEST_CASE("AUTHENTICATE: the cryptogram is ISO 9797-1 MAC alg 3 over the canonical input; the code burns") {
+TEST_CASE("AUTHENTICATE: the cryptogram is ISO 9797-1 MAC alg 3 over the canonical input, the code burns") {
   Card c;
   personalize(c);
   c.select();
@@ -232,7 +232,7 @@ TEST_CASE("AUTHENTICATE rejects malformed challenges without burning a code") {
   CHECK(field(r.data, 0x77, 0x9F36) == hex("0001"));
 }
 
-TEST_CASE("indexed TAN (P1=01) uses the given code once; exhausted lists answer 6A84") {
+TEST_CASE("indexed TAN (P1=01) uses the given code once, exhausted lists answer 6A84") {
   Card c;
   personalize(c);
   c.select();
@@ -257,7 +257,7 @@ TEST_CASE("indexed TAN (P1=01) uses the given code once; exhausted lists answer 
   CHECK(c.sw(cmd(0x80, 0xA0, 0x00, 0x00, plain.encode(), true)) == 0x6A84);
 }
 
-TEST_CASE("PIN policy: high amounts and chosen doors need the PIN; nothing burns without it") {
+TEST_CASE("PIN policy: high amounts and chosen doors need the PIN, nothing burns without it") {
   Card c;
   Bytes policy;
   put(policy, hex("DF4E"), hex("000000010000"));  // 100.00
@@ -408,7 +408,7 @@ TEST_CASE("GET STATUS reports codes, lists, counter, key version and refresh sta
   CHECK(s.data == hex("E0 2B DF410811223344556677 88 DF42020009 DF48020003 9F36020001 DF490101 DF4A0101 DF4B020014 DF4C0101"));
 }
 
-TEST_CASE("REQUEST REFRESH and the threshold queue card requests; the outbox is bounded") {
+TEST_CASE("REQUEST REFRESH and the threshold queue card requests, the outbox is bounded") {
   Card c;
   Bytes thr;
   put(thr, hex("DF4B"), hex("0002"));

@@ -183,7 +183,7 @@ TEST_CASE("otac-card command line: exit statuses, mode 0600, activation from a l
   CHECK(run_cli("run --state " + st + " --smsc 127.0.0.1:1").status == 2);  // --msisdn missing
 }
 
-TEST_CASE("otac-card activate: a malformed number is a usage error naming the option; PIN tries in words") {
+TEST_CASE("otac-card activate: a malformed number is a usage error naming the option, PIN tries in words") {
   TempDir dir;
   const std::string st = (dir.path / "card").string();
   REQUIRE(run_cli("init --state " + st).status == 0);

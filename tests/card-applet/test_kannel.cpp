@@ -126,7 +126,7 @@ Bytes strip_udhl(Bytes udh) {
 
 }  // namespace
 
-TEST_CASE("Kannel: a concatenated list reaches the card through bearerbox; the PoR comes back by get-url") {
+TEST_CASE("Kannel: a concatenated list reaches the card through bearerbox, the PoR comes back by get-url") {
   TempDir dir;
   Listener mo;
   const std::string mo_url = "http://127.0.0.1:" + std::to_string(mo.port()) + "/mo?from=%p&to=%P&udh=%u&data=%b";

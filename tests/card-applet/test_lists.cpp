@@ -54,7 +54,7 @@ TEST_CASE("lists: REQUEST REFRESH is refused (6A84), nothing queued, while both 
   CHECK(refresh_pending(c));
 }
 
-TEST_CASE("lists: at its threshold the card does not ask while both slots hold codes; it asks when a slot frees") {
+TEST_CASE("lists: at its threshold the card does not ask while both slots hold codes, it asks when a slot frees") {
   Card c;
   card_with_list(c, 12, 10);
   load_codes(c, 2, test_codes(10, 2), 2, 0x00);

@@ -56,7 +56,7 @@ TEST_CASE("a hand-encoded minimal ENVELOPE is accepted byte for byte") {
   CHECK(unused(c) == 2);
 }
 
-TEST_CASE("concatenated parts are reassembled in any order; duplicates and strays are handled") {
+TEST_CASE("concatenated parts are reassembled in any order, duplicates and strays are handled") {
   Card c;
   personalize(c);
   c.select();
@@ -140,7 +140,7 @@ TEST_CASE("counter higher-than: a replayed packet gets RSC 02 and changes nothin
   CHECK(unused(c) == 4);
 }
 
-TEST_CASE("a wrong CC gets RSC 01; a foreign TAR gets an unprotected RSC 09") {
+TEST_CASE("a wrong CC gets RSC 01, a foreign TAR gets an unprotected RSC 09") {
   Card c;
   personalize(c);
   c.select();
@@ -223,7 +223,7 @@ TEST_CASE("E1: activation modes, duplicates, capacity and malformed lists") {
   CHECK(unused(c) == 1);
 }
 
-TEST_CASE("E2 replaces K after the whole packet verified; the old K no longer opens packets") {
+TEST_CASE("E2 replaces K after the whole packet verified, the old K no longer opens packets") {
   Card c;
   personalize(c);
   c.select();
@@ -392,7 +392,7 @@ TEST_CASE("E5: lists encrypted to the card's key pair and signed by the server k
   }
 }
 
-TEST_CASE("packets from an independent encoder (pySim, tests/data/ota_pysim.vec) reach the card; foreign TARs get RSC 09") {
+TEST_CASE("packets from an independent encoder (pySim, tests/data/ota_pysim.vec) reach the card, foreign TARs get RSC 09") {
   Card c;
   personalize(c);
   c.select();

@@ -166,7 +166,7 @@ void no_free_try(const Bytes& base, const Bytes& right, const Bytes& wrong, std:
 
 }  // namespace
 
-TEST_CASE("tearing: VERIFY spends the try before it compares; no cut gives a free try") {
+TEST_CASE("tearing: VERIFY spends the try before it compares, no cut gives a free try") {
   Bytes base = personalized_state(3);
   for (const int before : {3, 2}) {
     if (before == 2) {  // one wrong PIN already

@@ -161,7 +161,7 @@ TEST_CASE("ECDH P-256 (RFC 5903 section 8.1)", "[crypto][kat]") {
   CHECK(up(z->view()) == v.at("z"));
 }
 
-TEST_CASE("ECDSA P-256 SHA-256 (RFC 6979 A.2.5) verifies; tampering fails", "[crypto][kat]") {
+TEST_CASE("ECDSA P-256 SHA-256 (RFC 6979 A.2.5) verifies, tampering fails", "[crypto][kat]") {
   const auto v = load_vectors("ec_p256.vec").at(1);
   REQUIRE(v.section == "ecdsa");
   auto pub = crypto::ec_public_from_point(hex(v.at("q")));
@@ -222,7 +222,7 @@ TEST_CASE("RSA-2048 OAEP-SHA-256 round trip, wrong key and tampering fail", "[cr
   CHECK_FALSE(crypto::public_key_from_der(der_trailing));
 }
 
-TEST_CASE("Key and data lengths are checked; padding helpers", "[crypto]") {
+TEST_CASE("Key and data lengths are checked, padding helpers", "[crypto]") {
   CHECK(crypto::des3_ecb_encrypt(key_of("0011"), hex("0001020304050607")).error().code == Errc::bad_length);
   CHECK(crypto::des3_ecb_encrypt(key_of("0123456789ABCDEF"), hex("00")).error().code == Errc::bad_length);
   CHECK(crypto::mac_alg3(key_of("0123456789ABCDEF"), hex("00"), crypto::Padding::method2).error().code == Errc::bad_length);

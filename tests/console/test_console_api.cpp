@@ -153,7 +153,7 @@ TEST_CASE("console assets: embedded, with strict headers and revalidation") {
   CHECK_FALSE(Console::owns("/v1/authorizations"));
 }
 
-TEST_CASE("console sign-in: token to an HttpOnly Secure SameSite=Strict cookie; sign-out") {
+TEST_CASE("console sign-in: token to an HttpOnly Secure SameSite=Strict cookie, sign-out") {
   Fixture f;
   SECTION("a wrong token is refused without a cookie") {
     auto r = f.call("POST", "/console/api/session", R"({"token":"nope"})", {{"Content-Type", "application/json"}});
@@ -261,7 +261,7 @@ TEST_CASE("console CSRF: a state-changing request without the session's token is
   CHECK(f.env.svc->card(held.n)->status == CardStatus::blocked);
 }
 
-TEST_CASE("console roles: a viewer sees the queue but cannot approve; an operator can") {
+TEST_CASE("console roles: a viewer sees the queue but cannot approve, an operator can") {
   Fixture f;
   auto held = f.make_held();
   auto viewer = f.sign_in(f.viewer_token);
@@ -318,7 +318,7 @@ TEST_CASE("console roles: a viewer sees the queue but cannot approve; an operato
   CHECK(f.as(op, "GET", "/console/api/audit").body.find("card=" + hex_n) != std::string::npos);
 }
 
-TEST_CASE("console cards and terminals: enroll once, status, block, refresh, rotate; register, certificate, revoke") {
+TEST_CASE("console cards and terminals: enroll once, status, block, refresh, rotate, register, certificate, revoke") {
   Fixture f;
   auto admin = f.sign_in(f.admin_token);
   auto e = f.as(admin, "POST", "/console/api/cards", R"({"algorithm":"aes","msisdn":"+4915550002","review_minor":500})");
@@ -426,4 +426,33 @@ TEST_CASE("console stats: decisions per minute over the last hour and the SMS qu
   REQUIRE(txs.size() == 1);
   CHECK(txs[0].at("reason").as_string() == "held_timeout");
   CHECK(body_of(f.as(viewer, "GET", "/console/api/transactions?terminal=OTHER")).at("transactions").as_array().empty());
+}
+
+TEST_CASE("console card settings: shown, changed by an operator through the operator API, refused for a viewer") {
+  Fixture f;
+  auto op = f.sign_in(f.operator_token);
+  auto viewer = f.sign_in(f.viewer_token);
+  auto e = f.as(op, "POST", "/console/api/cards", R"({"msisdn":"+4915550002","doors":[{"door":"FRONT"}]})");
+  REQUIRE(e.status == 201);
+  const std::string n(body_of(e).at("n").as_string());
+  const std::string path = "/console/api/cards/" + n;
+  auto before = body_of(f.as(op, "GET", path)).as_object();
+  CHECK(before.at("currency").as_int64() == 978);
+  CHECK(json::serialize(before.at("doors")) == R"([{"door":"FRONT","from_minute":0,"to_minute":1440,"tz":"UTC"}])");
+
+  CHECK(f.as(viewer, "POST", path + "/settings", R"({"limit_minor":100})").status == 403);
+  CHECK(f.as(op, "POST", path + "/settings", R"({"limit_minor":100})", false).status == 403);  // no CSRF token
+  auto bad = f.as(op, "POST", path + "/settings", R"({"doors":[{"door":"LAB","from_minute":60,"to_minute":60}]})");
+  CHECK(bad.status == 400);
+  CHECK(bad.body.find("empty") != std::string::npos);
+
+  auto ok = f.as(op, "POST", path + "/settings",
+                 R"({"limit_minor":100,"currency":"CHF","doors":[{"door":"LAB","from_minute":1320,"to_minute":360,"tz":"Europe/Zurich"}]})");
+  REQUIRE(ok.status == 200);
+  auto after = body_of(f.as(op, "GET", path)).as_object();
+  CHECK(after.at("limit_minor").as_int64() == 100);
+  CHECK(after.at("currency").as_int64() == 756);
+  CHECK(json::serialize(after.at("doors")) == R"([{"door":"LAB","from_minute":1320,"to_minute":360,"tz":"Europe/Zurich"}])");
+  CHECK(after.at("events").at(0).at("action") == "card_settings");
+  CHECK(after.at("events").at(0).at("actor") == "otto");
 }

@@ -90,7 +90,7 @@
     $("app").classList.remove("hidden");
     document.body.dataset.role = s.role;
     $("term-register").disabled = !can.admin();
-    for (const id of ["enroll-btn", "card-block", "card-unblock", "card-refresh", "card-rotate"]) $(id).disabled = !can.decide();
+    for (const id of ["enroll-btn", "card-block", "card-unblock", "card-refresh", "card-rotate", "set-save"]) $(id).disabled = !can.decide();
     show("queue");
   }
 
@@ -200,8 +200,8 @@
   }
   $("txn-filter").addEventListener("submit", (ev) => { ev.preventDefault(); loadTransactions(); });
 
-  function fill(dl, pairs) {
-    clear(dl);
+  function fill(dl, pairs, append) {
+    if (!append) clear(dl);
     for (const [k, v] of pairs) dl.append(el("dt", {}, k), el("dd", {}, v === undefined || v === "" ? "—" : String(v)));
   }
 
@@ -259,6 +259,15 @@
       ["Refresh threshold", c.threshold], ["Limit", c.limit_minor ? money(c.limit_minor) : "none"],
       ["Review above", c.review_minor ? money(c.review_minor) : "never"], ["Enrolled", when(c.created_at)],
     ]);
+    const hhmm = (m) => String(Math.floor(m / 60)).padStart(2, "0") + ":" + String(m % 60).padStart(2, "0");
+    const doors = (c.doors || []).map((d) => d.door + " " + hhmm(d.from_minute) + "-" + hhmm(d.to_minute) + " " + d.tz);
+    fill($("card-fields"), [["Currency", c.currency], ["Doors", doors.length ? doors.join(", ") : "none"]], true);
+    // defaultValue remembers what the card has, so that saving sends only the changes.
+    for (const [id, v] of [["set-limit", c.limit_minor], ["set-review", c.review_minor], ["set-threshold", c.threshold],
+                           ["set-currency", c.currency], ["set-doors", doors.join("\n")]]) {
+      $(id).defaultValue = String(v);
+      $(id).value = String(v);
+    }
     $("card-detail").dataset.status = c.status;
     const body = $("card-events").tBodies[0];
     clear(body);
@@ -278,6 +287,39 @@
     lookupCard(currentCard);
     loadCards();
   }
+  // Sends only what differs from the card as shown; the backend checks and audits it.
+  $("card-settings").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    if (!currentCard) return;
+    const body = {};
+    for (const [id, key] of [["set-limit", "limit_minor"], ["set-review", "review_minor"], ["set-threshold", "threshold"]]) {
+      if ($(id).value !== "" && $(id).value !== $(id).defaultValue) body[key] = Number($(id).value);
+    }
+    if ($("set-currency").value.trim() !== $("set-currency").defaultValue) body.currency = $("set-currency").value.trim();
+    if ($("set-doors").value !== $("set-doors").defaultValue) {
+      body.doors = [];
+      for (const line of $("set-doors").value.split("\n").map((l) => l.trim()).filter((l) => l)) {
+        const [door, window, tz] = line.split(/\s+/);
+        const d = { door };
+        if (window) {
+          const m = /^(\d\d):(\d\d)-(\d\d):(\d\d)$/.exec(window);
+          if (!m) { flash("Door line \"" + line + "\": the window must be HH:MM-HH:MM.", true); return; }
+          d.from_minute = Number(m[1]) * 60 + Number(m[2]);
+          d.to_minute = Number(m[3]) * 60 + Number(m[4]);
+        }
+        if (tz) d.tz = tz;
+        body.doors.push(d);
+      }
+    }
+    if (Object.keys(body).length === 0) { flash("Nothing changed."); return; }
+    try {
+      await call("POST", "cards/" + encodeURIComponent(currentCard) + "/settings", body);
+      flash("Settings saved for card " + currentCard + ".");
+    } catch (e) {
+      flash("Settings not saved: " + e.message, true);
+    }
+    lookupCard(currentCard);
+  });
   $("card-block").addEventListener("click", () => cardAction("block", "Block"));
   $("card-unblock").addEventListener("click", () => cardAction("unblock", "Unblock"));
   $("card-refresh").addEventListener("click", () => cardAction("refresh", "New list"));
