@@ -8,7 +8,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   auto c = otac::backend::parse_challenge({data, size});
   if (c) {
     const std::uint8_t n[8] = {};
-    (void)otac::backend::mac_input(*c, n, 1, 2, 3);
+    (void)otac::backend::mac_input(*c, n, 1, 2, 3, data[0]);
   }
   return 0;
 }

@@ -18,7 +18,8 @@
 #                  refused and the terminal declines; curl with it is refused too
 #   tampered       a genuine card answer the backend has not seen yet, altered on its way
 #                  (amount, cryptogram, index, currency, PIN state): each declined bad_cryptogram or
-#                  refused; the untouched answer is then approved exactly once
+#                  refused; five of them block the card (its fail limit); once an operator
+#                  unblocks it, the untouched answer is approved exactly once
 set -euo pipefail
 OTAC_BUILD=$(cd "${1:?usage: faults.sh BUILD_DIR RUN_DIR CASE}" && pwd)
 OTAC_RUN=${2:?usage: faults.sh BUILD_DIR RUN_DIR CASE}
@@ -159,8 +160,15 @@ PY
       [ "$(json_field decision <<<"$ans")" = declined ] || fail "tampered $t was not declined: $ans"
       [ "$(json_field reason <<<"$ans")" = bad_cryptogram ] || fail "tampered $t: reason is not bad_cryptogram: $ans"
     done
-    sed 's/"txn_id":"[^"]*"/"txn_id":"genuine-1"/' "$OTAC_RUN/genuine.json" >"$OTAC_RUN/genuine-1.json"
-    sed 's/"txn_id":"[^"]*"/"txn_id":"genuine-2"/' "$OTAC_RUN/genuine.json" >"$OTAC_RUN/genuine-2.json"
+    for g in 0 1 2; do
+      sed 's/"txn_id":"[^"]*"/"txn_id":"genuine-'$g'"/' "$OTAC_RUN/genuine.json" >"$OTAC_RUN/genuine-$g.json"
+    done
+    # Five bad cryptograms are the card's fail limit: it is blocked now, and even its genuine
+    # answer is declined (without using the code) until an operator unblocks it.
+    ans=$(post_json /v1/authorizations "$OTAC_RUN/genuine-0.json")
+    echo "genuine while blocked: $ans"
+    [ "$(json_field reason <<<"$ans")" = card_blocked ] || fail "five tampered answers did not block the card: $ans"
+    quiet admin unblock "$CARD_N"
     ans=$(post_json /v1/authorizations "$OTAC_RUN/genuine-1.json")
     echo "genuine: $ans"
     [ "$(json_field decision <<<"$ans")" = approved ] || fail "the untouched answer was not approved: $ans"
