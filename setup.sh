@@ -5,6 +5,7 @@
 #   bash setup.sh test    install dependencies, build, run the whole test suite (ctest)
 #   bash setup.sh deps    only install the Debian packages the project needs
 #   bash setup.sh build   install dependencies and build into ./build
+#   bash setup.sh packages  build, then the Debian packages into ./build/packages, and lintian
 #
 # Every step is idempotent: packages already present are not reinstalled, and the build
 # directory is reused. Set OTAC_BUILD_DIR to build elsewhere, OTAC_JOBS to limit parallelism.
@@ -31,6 +32,8 @@ packages=(
   libgpiod-dev
   # operator console browser tests (headless)
   chromium chromium-driver
+  # Debian packages: man pages, the package checker
+  scdoc lintian
   # tests
   catch2 procps psmisc curl ca-certificates iproute2 python3 util-linux
 )
@@ -94,7 +97,13 @@ case "${1:-}" in
     log "running the test suite"
     cd "$build" && ctest --output-on-failure -j "${OTAC_TEST_JOBS:-2}" --timeout 600
     ;;
-  -h|--help|help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
-  "") sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
-  *) printf 'setup.sh: unknown command %s (one of: demo, test, deps, build)\n' "'$1'" >&2; exit 2 ;;
+  packages)
+    deps; localhost_resolves; configure_and_build
+    "$root/packaging/build-packages.sh" "$build"
+    log "lintian (errors fail this step)"
+    lintian --fail-on error "$build"/packages/*.deb
+    ;;
+  -h|--help|help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
+  "") sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) printf 'setup.sh: unknown command %s (one of: demo, test, deps, build, packages)\n' "'$1'" >&2; exit 2 ;;
 esac

@@ -110,7 +110,7 @@ Result<Config> parse_config(std::string_view text, Config c) {
 std::string default_config_text() {
   return R"(# otac-backend configuration. "key = value"; '#' starts a comment.
 # Relative paths are relative to the data directory (--data-dir).
-# This file was written on first start; edit it and restart otac-backend.
+# Written on a first start without it (or installed by the package); edit it and restart.
 
 # HTTPS listener for terminals (client certificates) and operators (bearer tokens).
 # "--listen" on the command line overrides it. Port 0 picks a free port (see backend.port).

@@ -35,6 +35,7 @@ constexpr const char* kHelp = R"(NAME
 
 SYNOPSIS
     otac-backend --data-dir DIR [--config FILE] [--listen HOST:PORT] [--mo-listen HOST:PORT]
+    otac-backend --default-config
     otac-backend --help
 
 DESCRIPTION
@@ -62,6 +63,8 @@ OPTIONS
     --config FILE         configuration file (key = value). Default DIR/otac-backend.conf.
     --listen HOST:PORT    HTTPS listener; overrides "listen" in the config.
     --mo-listen HOST:PORT Kannel listener; overrides "mo_listen"; must be a loopback address.
+    --default-config      print the commented default configuration and exit (the text a
+                          first start writes; the Debian package installs it in /etc/otac).
     --help                this text.
 
 KANNEL
@@ -139,6 +142,7 @@ int main(int argc, char** argv) {
       return true;
     };
     if (a == "--help" || a == "-h") { std::fputs(kHelp, stdout); return 0; }
+    if (a == "--default-config") { std::fputs(default_config_text().c_str(), stdout); return 0; }
     if (a == "--data-dir") { if (!value(data_dir)) return usage("--data-dir needs a directory"); }
     else if (a == "--config") { if (!value(config_file)) return usage("--config needs a file"); }
     else if (a == "--listen") { if (!value(listen_override)) return usage("--listen needs HOST:PORT"); }
