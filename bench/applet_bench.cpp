@@ -42,6 +42,7 @@
 #include "otac/common/apdu.hpp"
 #include "otac/common/crypto.hpp"
 #include "otac/common/ota.hpp"
+#include "otac/common/protocol.hpp"
 #include "otac/common/secret.hpp"
 #include "otac/common/tlv.hpp"
 
@@ -90,41 +91,34 @@ Bytes pin_block(const std::string& pin) {
   return b;
 }
 
-Bytes command(std::uint8_t cla, std::uint8_t ins, std::uint8_t p1, std::uint8_t p2, const Bytes& data, bool le) {
-  apdu::Command c{cla, ins, p1, p2, data, le ? std::optional<std::uint32_t>(256) : std::nullopt, false};
+Bytes command(std::uint8_t cla, protocol::Ins ins, std::uint8_t p1, std::uint8_t p2, const Bytes& data, bool le) {
+  apdu::Command c{cla, protocol::ins(ins), p1, p2, data, le ? std::optional<std::uint32_t>(256) : std::nullopt, false};
   auto raw = apdu::encode(c);
   if (!raw) fail("cannot encode APDU: " + raw.error().message);
   return *raw;
 }
 
-const Bytes kSelect = hex("00A4040006F04F5441430100");
+const Bytes kSelect = command(protocol::cla_iso, protocol::Ins::select, 0x04, 0x00, Bytes(protocol::aid.begin(), protocol::aid.end()), true);
 
 // The challenge of protocol.md 3 (POS mode) with an unpredictable number derived from i.
 struct Challenge {
-  Bytes un;
+  protocol::Challenge ch;
   Bytes data;
-  explicit Challenge(std::uint64_t i) : un(be_bytes(i, 8)) {
-    tlv::append(data, 0xDF33, hex("02"));
-    tlv::append(data, 0xDF31, hex("01"));
-    tlv::append(data, 0x9F37, un);
-    tlv::append(data, 0x9F02, hex("000000001250"));
-    tlv::append(data, 0x5F2A, hex("0978"));
-    tlv::append(data, 0x9A, hex("261122"));
-    tlv::append(data, 0x9F21, hex("235500"));
-    tlv::append(data, 0x9C, hex("00"));
-    tlv::append(data, 0x9F1C, to_bytes("BENCH001"));
+  explicit Challenge(std::uint64_t i) {
+    const Bytes un = be_bytes(i, 8);
+    std::copy(un.begin(), un.end(), ch.un.begin());
+    ch.amount_minor = 1250;
+    ch.currency_code = 978;
+    ch.date = {0x26, 0x11, 0x22};
+    ch.time = {0x23, 0x55, 0x00};
+    ch.type = 0x00;
+    ch.terminal = "BENCH001";
+    data = ch.encode();
   }
-  Bytes apdu() const { return command(0x80, 0xA0, 0x00, 0x00, data, true); }
-  // protocol.md 3: the MAC input is this data in canonical order, then DF41 DF42 DF43 9F36
-  // and the card's PIN state DF35 (03: three tries left, no PIN entered).
+  Bytes apdu() const { return command(protocol::cla_proprietary, protocol::Ins::authenticate, 0x00, 0x00, data, true); }
+  // The card's PIN state DF35 03: three tries left, no PIN entered.
   Bytes mac_input(std::uint16_t list, std::uint16_t index, std::uint16_t atc, std::uint8_t pin_state = 0x03) const {
-    Bytes m = data;
-    tlv::append(m, 0xDF41, kN);
-    tlv::append(m, 0xDF42, be_bytes(list, 2));
-    tlv::append(m, 0xDF43, be_bytes(index, 2));
-    tlv::append(m, 0x9F36, be_bytes(atc, 2));
-    tlv::append(m, 0xDF35, Bytes{pin_state});
-    return m;
+    return protocol::mac_input(ch, protocol::CardAnswer{kN, list, index, atc, {}, pin_state});
   }
 };
 
@@ -136,16 +130,6 @@ Bytes mac8(std::uint8_t alg, const Bytes& key, ByteView data) {
   return *m;
 }
 
-Bytes field(const Bytes& tmpl, tlv::Tag outer, tlv::Tag tag) {
-  auto nodes = tlv::parse(tmpl);
-  if (!nodes) fail("card answered a malformed template: " + nodes.error().message);
-  const tlv::Node* o = tlv::find(*nodes, outer);
-  if (!o) fail("card answer lacks its template");
-  const tlv::Node* n = tlv::find(o->children, tag);
-  if (!n) fail("card answer lacks a field");
-  return n->value;
-}
-
 // Checks an AUTHENTICATE answer against the codes; returns the cryptogram (for CONFIRM) and
 // the code it used.
 struct Checked {
@@ -154,26 +138,19 @@ struct Checked {
 };
 Checked check_answer(std::uint8_t alg, const Challenge& ch, const apdu::Response& r) {
   if (r.sw != 0x9000) fail("AUTHENTICATE answered " + to_hex(be_bytes(r.sw, 2)));
-  const Bytes list = field(r.data, 0x77, 0xDF42), index = field(r.data, 0x77, 0xDF43), atc = field(r.data, 0x77, 0x9F36),
-              pin_state = field(r.data, 0x77, 0xDF35);
-  if (list.size() != 2 || index.size() != 2 || atc.size() != 2 || pin_state.size() != 1)
-    fail("AUTHENTICATE answer has bad field lengths");
-  const auto l = static_cast<std::uint16_t>(list[0] << 8 | list[1]);
-  const auto i = static_cast<std::uint16_t>(index[0] << 8 | index[1]);
-  const auto a = static_cast<std::uint16_t>(atc[0] << 8 | atc[1]);
-  Checked c{field(r.data, 0x77, 0x9F26), code_for(l, i)};
-  if (c.cryptogram != mac8(alg, c.code, ch.mac_input(l, i, a, pin_state[0]))) fail("AUTHENTICATE cryptogram does not verify");
+  auto a = protocol::CardAnswer::parse(r.data);
+  if (!a) fail("card answered a malformed template: " + a.error().message);
+  Checked c{a->cryptogram, code_for(a->list_id, a->index)};
+  if (c.cryptogram != mac8(alg, c.code, ch.mac_input(a->list_id, a->index, a->atc, a->pin_state)))
+    fail("AUTHENTICATE cryptogram does not verify");
   return c;
 }
 
 // CONFIRM data for "approved": ARPC = MAC("ARPC" || cryptogram || "00") || "00" (protocol.md 3.1).
 Bytes confirm_apdu(std::uint8_t alg, const Checked& c) {
-  Bytes in = to_bytes("ARPC");
-  append(in, c.cryptogram);
-  append(in, to_bytes("00"));
-  Bytes d = mac8(alg, c.code, in);
+  Bytes d = mac8(alg, c.code, protocol::arpc_input(c.cryptogram, to_bytes("00")));
   append(d, to_bytes("00"));
-  return command(0x80, 0xA2, 0x00, 0x00, d, false);
+  return command(protocol::cla_proprietary, protocol::Ins::confirm, 0x00, 0x00, d, false);
 }
 
 apdu::Response tx(applet::Applet& app, const Bytes& a) {
@@ -191,12 +168,7 @@ void expect(const apdu::Response& r, const char* what) {
 void load_list(applet::Applet& app, std::uint8_t alg, std::uint16_t id, std::uint8_t activation, std::uint64_t counter) {
   Bytes keys;
   for (std::uint16_t i = 0; i < kCodes; ++i) append(keys, code_for(id, i));
-  Bytes body;
-  tlv::append(body, 0xC1, be_bytes(id, 2));
-  tlv::append(body, 0xC2, Bytes{activation});
-  tlv::append(body, 0xC4, be_bytes(kCodes, 2));
-  tlv::append(body, 0xC5, keys);
-  const Bytes inner = tlv::encode(0xE1, body);
+  const Bytes inner = protocol::encode_inner(protocol::LoadList{id, activation, kCodes, SecretBytes(keys)});
   const auto ca = static_cast<ota::CardAlgorithm>(alg);
   auto ck = ota::derive_card_keys(SecretBytes(kK), kN, ca);
   if (!ck) fail("key derivation failed: " + ck.error().message);
@@ -217,7 +189,7 @@ void load_list(applet::Applet& app, std::uint8_t alg, std::uint16_t id, std::uin
     if (!tpdu) fail("cannot encode SMS-DELIVER: " + tpdu.error().message);
     auto env = applet::sms::encode_sms_pp_download(kSmsc, *tpdu);
     if (!env) fail("cannot encode ENVELOPE: " + env.error().message);
-    last = tx(app, command(0x80, 0xC2, 0x00, 0x00, *env, true));
+    last = tx(app, command(protocol::cla_proprietary, protocol::Ins::envelope, 0x00, 0x00, *env, true));
     expect(last, "ENVELOPE");
     pos += n;
   }
@@ -231,18 +203,18 @@ void load_list(applet::Applet& app, std::uint8_t alg, std::uint16_t id, std::uin
 void prepare_card(applet::Storage& storage, std::uint8_t alg, bool drain) {
   applet::Applet app(storage);
   expect(tx(app, kSelect), "SELECT");
-  expect(tx(app, command(0x00, 0x24, 0x01, 0x80, pin_block("1234"), false)), "set first PIN");
+  expect(tx(app, command(protocol::cla_iso, protocol::Ins::change_reference_data, 0x01, 0x80, pin_block("1234"), false)), "set first PIN");
   Bytes act;
   tlv::append(act, 0xDF41, kN);
   tlv::append(act, 0xDF44, kK);
   tlv::append(act, 0xDF45, Bytes{alg});
   tlv::append(act, 0xDF46, to_bytes(kServer));
   tlv::append(act, 0xDF47, pin_block("87654321"));
-  expect(tx(app, command(0x80, 0x10, 0x00, 0x00, act, true)), "ACTIVATE");
+  expect(tx(app, command(protocol::cla_proprietary, protocol::Ins::activate, 0x00, 0x00, act, true)), "ACTIVATE");
   load_list(app, alg, 1, 0x01, 1);
   load_list(app, alg, 2, 0x00, 2);
   for (int i = 0; drain && i < 16; ++i)
-    if (tx(app, command(0x80, 0x12, 0x00, 0x00, {}, true)).sw != 0x9000) break;
+    if (tx(app, command(protocol::cla_proprietary, protocol::Ins::fetch, 0x00, 0x00, {}, true)).sw != 0x9000) break;
 }
 
 // ---- statistics ----------------------------------------------------------------------------
@@ -380,7 +352,7 @@ int run_core(long iterations, const std::filesystem::path& dir) {
   {
     applet::Applet app(blank);
     expect(tx(app, kSelect), "SELECT");
-    expect(tx(app, command(0x00, 0x24, 0x01, 0x80, pin_block("1234"), false)), "set first PIN");
+    expect(tx(app, command(protocol::cla_iso, protocol::Ins::change_reference_data, 0x01, 0x80, pin_block("1234"), false)), "set first PIN");
   }
   const std::size_t blob = drained.load().value().size();
   applet::FileStorage file(work / "size.state");

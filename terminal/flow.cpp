@@ -1,32 +1,14 @@
 #include "terminal/flow.hpp"
 
+#include <algorithm>
 #include <utility>
 
-#include "otac/common/cursor.hpp"
 #include "otac/common/sw.hpp"
 #include "otac/common/tlv.hpp"
 
 namespace otac::terminal {
 
 namespace {
-
-// n digits of v as packed BCD in n/2 bytes (n even).
-Bytes bcd(std::uint64_t v, std::size_t digits) {
-  Bytes out(digits / 2, 0);
-  for (std::size_t i = out.size(); i-- > 0;) {
-    const auto lo = static_cast<std::uint8_t>(v % 10);
-    v /= 10;
-    const auto hi = static_cast<std::uint8_t>(v % 10);
-    v /= 10;
-    out[i] = static_cast<std::uint8_t>((hi << 4) | lo);
-  }
-  return out;
-}
-
-Bytes bcd3(int a, int b, int c) {
-  return bcd(static_cast<std::uint64_t>(a % 100) * 10000 + static_cast<std::uint64_t>(b) * 100 +
-             static_cast<std::uint64_t>(c), 6);
-}
 
 bool printable(std::string_view s) {
   for (const char c : s)
@@ -36,8 +18,8 @@ bool printable(std::string_view s) {
 
 apdu::Command select_command() {
   apdu::Command c;
-  c.cla = 0x00; c.ins = 0xA4; c.p1 = 0x04; c.p2 = 0x00;
-  c.data.assign(std::begin(kAid), std::end(kAid));
+  c.cla = protocol::cla_iso; c.ins = protocol::ins(protocol::Ins::select); c.p1 = 0x04; c.p2 = 0x00;
+  c.data.assign(protocol::aid.begin(), protocol::aid.end());
   c.ne = 256;
   return c;
 }
@@ -96,19 +78,19 @@ Result<void> validate(const TxnParams& p) {
 }
 
 Bytes build_challenge(const TxnParams& p, ByteView nonce, ByteView pin_block) {
-  Bytes out;
-  tlv::append(out, 0xDF33, Bytes{kProtocolVersion});
-  tlv::append(out, 0xDF31, Bytes{static_cast<std::uint8_t>(p.mode)});
-  tlv::append(out, 0x9F37, nonce);
-  tlv::append(out, 0x9F02, bcd(p.amount, 12));
-  tlv::append(out, 0x5F2A, bcd(p.currency, 4));
-  tlv::append(out, 0x9A, bcd3(p.year, p.month, p.day));
-  tlv::append(out, 0x9F21, bcd3(p.hour, p.minute, p.second));
-  tlv::append(out, 0x9C, Bytes{p.txn_type});
-  tlv::append(out, 0x9F1C, as_bytes(p.terminal_id));
-  if (p.mode == Mode::door) tlv::append(out, 0xDF32, as_bytes(p.door_id));
-  if (!pin_block.empty()) tlv::append(out, 0xDF34, pin_block);
-  return out;
+  protocol::Challenge c;
+  c.mode = p.mode;
+  std::copy_n(nonce.begin(), std::min(nonce.size(), c.un.size()), c.un.begin());
+  c.amount_minor = static_cast<std::int64_t>(p.amount);
+  c.currency_code = p.currency;
+  const auto bcd2 = [](int v) { return static_cast<std::uint8_t>(((v / 10) % 10) << 4 | (v % 10)); };
+  c.date = {bcd2(p.year % 100), bcd2(p.month), bcd2(p.day)};
+  c.time = {bcd2(p.hour), bcd2(p.minute), bcd2(p.second)};
+  c.type = p.txn_type;
+  c.terminal = p.terminal_id;
+  if (p.mode == Mode::door) c.door = p.door_id;
+  if (!pin_block.empty()) c.pin.emplace(pin_block);
+  return c.encode();
 }
 
 Result<SecretBytes> pin_block(std::string_view pin) {
@@ -158,8 +140,8 @@ Action Flow::send_authenticate(ByteView pin) {
   state_ = State::authenticating;
   Action a;
   a.kind = Action::transmit;
-  a.command.cla = 0x80;
-  a.command.ins = 0xA0;
+  a.command.cla = protocol::cla_proprietary;
+  a.command.ins = protocol::ins(protocol::Ins::authenticate);
   a.command.data = pin.empty() ? challenge_ : build_challenge(p_, nonce, pin);
   a.command.ne = 256;
   ++out_.apdu_exchanges;
@@ -169,21 +151,13 @@ Action Flow::send_authenticate(ByteView pin) {
 Action Flow::on_response(const apdu::Response& r) {
   switch (state_) {
     case State::selecting: {
-      if (r.sw == sw::file_not_found) return decline("not_otac_card", "the card has no OTAC application (6A82)", true);
-      if (r.sw != sw::ok) return decline("card_error", "SELECT failed: " + sw::describe(r.sw), true);
-      auto nodes = tlv::parse(r.data);
-      const tlv::Node* fci = nodes ? tlv::find(*nodes, 0x6F) : nullptr;
-      const tlv::Node* aid = fci ? tlv::find(fci->children, 0x84) : nullptr;
-      const tlv::Node* prop = fci ? tlv::find(fci->children, 0xA5) : nullptr;
-      const tlv::Node* ver = prop ? tlv::find(prop->children, 0x9F08) : nullptr;
-      const tlv::Node* st = prop ? tlv::find(prop->children, 0xDF02) : nullptr;
-      if (!aid || !ver || !st || nodes->size() != 1 || aid->value != Bytes(std::begin(kAid), std::end(kAid)) ||
-          st->value.size() != 1)
-        return decline("card_error", "the card's FCI is malformed", true);
-      if (ver->value != Bytes{kProtocolVersion})
-        return decline("card_error", "unsupported applet version " + to_hex(ver->value) + " (this terminal speaks 02)", true);
-      if (st->value[0] == 0x03) return decline("card_blocked", "the card is blocked", true);
-      if (st->value[0] != 0x02) return decline("card_not_activated", "the card is not activated", true);
+      if (r.sw != sw::ok) return card_refused("SELECT", r.sw);
+      auto fci = protocol::Fci::parse(r.data);
+      if (!fci) return decline("card_error", "the card's FCI is malformed (" + fci.error().message + ")", true);
+      if (fci->version != protocol::version)
+        return decline("card_error", "unsupported applet version " + to_hex(Bytes{fci->version}) + " (this terminal speaks 02)", true);
+      if (fci->state == 0x03) return decline("card_blocked", "the card is blocked", true);
+      if (fci->state != 0x02) return decline("card_not_activated", "the card is not activated", true);
       return send_authenticate({});
     }
     case State::authenticating: {
@@ -203,30 +177,16 @@ Action Flow::on_response(const apdu::Response& r) {
         a.display = msg;
         return a;
       }
-      if (r.sw == sw::auth_method_blocked) return decline("pin_blocked", "the card's PIN is blocked", true);
-      if (r.sw == sw::not_enough_memory) return decline("no_codes", "the card has no unused code left; wait for a list refresh", true);
-      if (r.sw == sw::conditions_not_satisfied) return decline("card_not_usable", "the card cannot authenticate now (6985: no list or blocked)", true);
-      if (r.sw != sw::ok) return decline("card_error", "AUTHENTICATE failed: " + sw::describe(r.sw), true);
-      auto nodes = tlv::parse(r.data);
-      const tlv::Node* t = nodes && nodes->size() == 1 ? tlv::find(*nodes, 0x77) : nullptr;
-      const tlv::Node* n = t ? tlv::find(t->children, 0xDF41) : nullptr;
-      const tlv::Node* l = t ? tlv::find(t->children, 0xDF42) : nullptr;
-      const tlv::Node* i = t ? tlv::find(t->children, 0xDF43) : nullptr;
-      const tlv::Node* c = t ? tlv::find(t->children, 0x9F36) : nullptr;
-      const tlv::Node* g = t ? tlv::find(t->children, 0x9F26) : nullptr;
-      const tlv::Node* ps = t ? tlv::find(t->children, 0xDF35) : nullptr;
-      if (!n || !l || !i || !c || !g || !ps || n->value.size() != 8 || g->value.size() != 8 || ps->value.size() != 1)
-        return decline("card_error", "the card's AUTHENTICATE answer is malformed", true);
-      Cursor cl(l->value, "DF42"), ci(i->value, "DF43"), cc(c->value, "9F36");
-      out_.list_id = cl.u16("list id");
-      out_.index = ci.u16("index");
-      out_.atc = cc.u16("ATC");
-      if (!cl.finish() || !ci.finish() || !cc.finish())
-        return decline("card_error", "the card's AUTHENTICATE answer has wrong field lengths", true);
-      out_.card_hex = to_hex(n->value);
-      out_.pin_state = ps->value[0];
-      auth_body_ = auth_request_body(p_.txn_id, n->value, out_.list_id, out_.index, out_.atc, out_.pin_state, challenge_,
-                                     g->value);
+      if (r.sw != sw::ok) return card_refused("AUTHENTICATE", r.sw);
+      auto answer = protocol::CardAnswer::parse(r.data);
+      if (!answer) return decline("card_error", "the card's AUTHENTICATE answer is malformed (" + answer.error().message + ")", true);
+      out_.list_id = answer->list_id;
+      out_.index = answer->index;
+      out_.atc = answer->atc;
+      out_.card_hex = to_hex(answer->n);
+      out_.pin_state = answer->pin_state;
+      auth_body_ = auth_request_body(p_.txn_id, answer->n, out_.list_id, out_.index, out_.atc, out_.pin_state, challenge_,
+                                     answer->cryptogram);
       state_ = State::authorizing;
       Action a;
       a.kind = Action::post_auth;
@@ -338,8 +298,8 @@ Action Flow::decide(const BackendAnswer& a) {
     state_ = State::confirming;
     Action act;
     act.kind = Action::transmit;
-    act.command.cla = 0x80;
-    act.command.ins = 0xA2;
+    act.command.cla = protocol::cla_proprietary;
+    act.command.ins = protocol::ins(protocol::Ins::confirm);
     act.command.data = concat({a.arpc, a.arc});
     act.display = std::move(disp);
     act.decision_shown = true;
@@ -391,6 +351,13 @@ Action Flow::decline(std::string reason, std::string detail, bool card_in_field)
     return a;
   }
   return finish_to_removal(std::move(disp), true);
+}
+
+Action Flow::card_refused(const char* command, std::uint16_t status) {
+  // One table (common/sw) says what each status word means and which reason it declines with.
+  const sw::Meaning* m = sw::lookup(status);
+  std::string detail = m && m->hint ? std::string(m->hint) : std::string(command) + " failed: " + sw::describe(status);
+  return decline(sw::decline_reason(status), std::move(detail), true);
 }
 
 Action Flow::finish_to_removal(std::string display, bool decision) {

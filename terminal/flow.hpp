@@ -15,19 +15,15 @@
 
 #include "otac/common/apdu.hpp"
 #include "otac/common/bytes.hpp"
+#include "otac/common/protocol.hpp"
 #include "otac/common/result.hpp"
 #include "otac/common/secret.hpp"
 #include "terminal/backend_json.hpp"
 
 namespace otac::terminal {
 
-/// The applet's AID (protocol.md §2).
-inline constexpr std::uint8_t kAid[] = {0xF0, 0x4F, 0x54, 0x41, 0x43, 0x01};
-/// The protocol version this terminal speaks: FCI 9F08 and challenge DF33 (protocol.md §3).
-inline constexpr std::uint8_t kProtocolVersion = 0x02;
-
 /// POS purchase or door entry (tag DF31).
-enum class Mode : std::uint8_t { pos = 1, door = 2 };
+using Mode = protocol::Mode;
 
 /// What one transaction is about; fixed before the card is tapped.
 struct TxnParams {
@@ -128,6 +124,7 @@ class Flow {
   Action send_authenticate(ByteView pin_block);
   Action decide(const BackendAnswer& a);
   Action decline(std::string reason, std::string detail, bool card_in_field);
+  Action card_refused(const char* command, std::uint16_t status);
   Action cancel_unconfirmed(const std::string& why);
   Action finish_to_removal(std::string display, bool decision);
   Action unexpected(const char* event);

@@ -349,14 +349,14 @@ int run_tap(const Args& a, Config& cfg, Reader& reader, Backend& be, std::uint64
 Result<Bytes> read_card_id(Reader& reader, const Config& cfg) {
   if (auto w = reader.wait_card(Millis(cfg.card_wait_ms)); !w) return w.error();
   apdu::Command sel;
-  sel.ins = 0xA4; sel.p1 = 0x04;
-  sel.data.assign(std::begin(kAid), std::end(kAid));
+  sel.ins = protocol::ins(protocol::Ins::select); sel.p1 = 0x04;
+  sel.data.assign(protocol::aid.begin(), protocol::aid.end());
   sel.ne = 256;
   auto s = transmit(reader, sel, Millis(cfg.apdu_timeout_ms));
   if (!s) return s.error();
   if (s->sw != 0x9000) return make_error(Errc::not_found, "the card has no OTAC application");
   apdu::Command st;
-  st.cla = 0x80; st.ins = 0xA6; st.ne = 256;
+  st.cla = protocol::cla_proprietary; st.ins = protocol::ins(protocol::Ins::get_status); st.ne = 256;
   auto r = transmit(reader, st, Millis(cfg.apdu_timeout_ms));
   (void)reader.wait_removal(Millis(0));
   if (!r) return r.error();

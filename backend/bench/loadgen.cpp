@@ -34,6 +34,7 @@
 #include "https_client.hpp"
 #include "kek.hpp"
 #include "otac/common/crypto.hpp"
+#include "otac/common/protocol.hpp"
 #include "sqlite_store.hpp"
 
 namespace asio = boost::asio;
@@ -83,32 +84,20 @@ std::string slurp(const std::string& p) {
   return s;
 }
 
-void tlv(Bytes& out, const Bytes& tag, const Bytes& v) {
-  append(out, tag);
-  out.push_back(static_cast<std::uint8_t>(v.size()));
-  append(out, v);
-}
-
 // The challenge and MAC input of protocol.md section 3 for a POS purchase of 12.34 EUR.
 std::string request_body(const std::string& txn, const Bytes& n, std::uint16_t list, std::uint16_t index,
                          const SecretBytes& otac, const std::string& terminal) {
+  protocol::Challenge ch;
   const Bytes un = crypto::random_bytes(8);
-  Bytes ch;
-  tlv(ch, hex("DF33"), hex("02"));
-  tlv(ch, hex("DF31"), hex("01"));
-  tlv(ch, hex("9F37"), un);
-  tlv(ch, hex("9F02"), hex("000000001234"));
-  tlv(ch, hex("5F2A"), hex("0978"));
-  tlv(ch, hex("9A"), hex("261122"));
-  tlv(ch, hex("9F21"), hex("120000"));
-  tlv(ch, hex("9C"), hex("00"));
-  tlv(ch, hex("9F1C"), to_bytes(terminal));
-  Bytes m = ch;
-  tlv(m, hex("DF41"), n);
-  tlv(m, hex("DF42"), be_bytes(list, 2));
-  tlv(m, hex("DF43"), be_bytes(index, 2));
-  tlv(m, hex("9F36"), be_bytes(1, 2));
-  tlv(m, hex("DF35"), hex("03"));  // PIN state: three tries left, no PIN entered
+  std::copy(un.begin(), un.end(), ch.un.begin());
+  ch.amount_minor = 1234;
+  ch.currency_code = 978;
+  ch.date = {0x26, 0x11, 0x22};
+  ch.time = {0x12, 0x00, 0x00};
+  ch.type = 0x00;
+  ch.terminal = terminal;
+  // PIN state 03: three tries left, no PIN entered.
+  const Bytes m = protocol::mac_input(ch, protocol::CardAnswer{n, list, index, 1, {}, 0x03});
   const Bytes mac = crypto::mac_alg3(otac, m, crypto::Padding::method2, 8).value();
   json::object o;
   o["txn_id"] = txn;
@@ -117,7 +106,7 @@ std::string request_body(const std::string& txn, const Bytes& n, std::uint16_t l
   o["index"] = index;
   o["atc"] = 1;
   o["pin_state"] = 3;
-  o["challenge"] = to_hex(ch);
+  o["challenge"] = to_hex(ch.encode());
   o["cryptogram"] = to_hex(mac);
   return json::serialize(o);
 }

@@ -3,18 +3,10 @@
 #include "otac/common/crypto.hpp"
 #include "otac/common/cursor.hpp"
 #include "otac/common/ota.hpp"
+#include "otac/common/protocol.hpp"
 
 namespace otac::backend {
 namespace {
-
-// BER-TLV with one-byte tags, lengths in short, 81 or 82 form.
-void put_tlv(Bytes& out, std::uint8_t tag, ByteView v) {
-  out.push_back(tag);
-  if (v.size() < 0x80) out.push_back(static_cast<std::uint8_t>(v.size()));
-  else if (v.size() <= 0xFF) { out.push_back(0x81); out.push_back(static_cast<std::uint8_t>(v.size())); }
-  else { out.push_back(0x82); append(out, be_bytes(v.size(), 2)); }
-  append(out, v);
-}
 
 ota::CardAlgorithm ota_alg(Algorithm a) {
   return a == Algorithm::des3 ? ota::CardAlgorithm::des3_2key : ota::CardAlgorithm::aes128;
@@ -63,36 +55,26 @@ Result<CardRequest> parse_f1(ByteView data) {
 }  // namespace
 
 Bytes encode_load_list(std::uint16_t list_id, bool activate_now, const std::vector<SecretBytes>& keys) {
-  Bytes all;
-  for (const auto& k : keys) append(all, k.view());
-  Bytes body;
-  put_tlv(body, 0xC1, be_bytes(list_id, 2));
-  put_tlv(body, 0xC2, Bytes{static_cast<std::uint8_t>(activate_now ? 1 : 0)});
-  put_tlv(body, 0xC4, be_bytes(keys.size(), 2));
-  put_tlv(body, 0xC5, all);
-  secure_zero(all.data(), all.size());
-  Bytes out;
-  put_tlv(out, 0xE1, body);
-  secure_zero(body.data(), body.size());
-  return out;
+  protocol::LoadList cmd;
+  cmd.list_id = list_id;
+  cmd.activation = activate_now ? 1 : 0;
+  cmd.count = static_cast<std::uint16_t>(keys.size());
+  cmd.keys = SecretBytes(keys.size() * 16);
+  std::size_t at = 0;
+  for (const auto& k : keys) {
+    std::copy(k.view().begin(), k.view().end(), cmd.keys.data() + at);
+    at += k.size();
+  }
+  return protocol::encode_inner(std::move(cmd));
 }
 
 Bytes encode_set_signature_key(const SecretBytes& key) {
-  Bytes body;
-  put_tlv(body, 0xC8, key.view());
-  Bytes out;
-  put_tlv(out, 0xE3, body);
-  secure_zero(body.data(), body.size());
-  return out;
+  return protocol::encode_inner(protocol::SetSignatureKey{key.clone()});
 }
 
 Bytes encode_server_key(ByteView server_point, ByteView ca_signature) {
-  Bytes body;
-  put_tlv(body, 0xCA, server_point);
-  put_tlv(body, 0xCB, ca_signature);
-  Bytes out;
-  put_tlv(out, 0xE4, body);
-  return out;
+  return protocol::encode_inner(
+      protocol::SetServerKey{Bytes(server_point.begin(), server_point.end()), Bytes(ca_signature.begin(), ca_signature.end())});
 }
 
 std::uint16_t max_e5_codes(ByteView card_spki) {
@@ -144,20 +126,18 @@ Result<Bytes> encode_load_list_asymmetric(std::uint16_t list_id, bool activate_n
   auto enc = crypto::aes_cbc_encrypt(session, Bytes(16, 0), all);
   secure_zero(all.data(), all.size());
   if (!enc) return enc.error();
-  Bytes body;
-  put_tlv(body, 0xC1, be_bytes(list_id, 2));
-  put_tlv(body, 0xC2, Bytes{static_cast<std::uint8_t>(activate_now ? 1 : 0)});
-  put_tlv(body, 0xC4, be_bytes(keys.size(), 2));
-  put_tlv(body, 0xCC, wrapped);
-  put_tlv(body, 0xC5, *enc);
+  protocol::LoadListAsymmetric cmd;
+  cmd.list_id = list_id;
+  cmd.activation = activate_now ? 1 : 0;
+  cmd.count = static_cast<std::uint16_t>(keys.size());
+  cmd.wrapped_key = std::move(wrapped);
+  cmd.encrypted_keys = std::move(*enc);
   auto server = crypto::private_key_from_der(server_private_der.view());
   if (!server) return make_error(server.error().code, "server signing key: " + server.error().message);
-  auto sig = crypto::ecdsa_sign(*server, body);  // body is exactly C1 C2 C4 CC C5 so far
+  auto sig = crypto::ecdsa_sign(*server, cmd.signed_part());
   if (!sig) return sig.error();
-  put_tlv(body, 0xCD, *sig);
-  Bytes out;
-  put_tlv(out, 0xE5, body);
-  return out;
+  cmd.signature = std::move(*sig);
+  return protocol::encode_inner(std::move(cmd));
 }
 
 Result<std::vector<SmsPart>> split_packet(ByteView packet, std::uint8_t ref) {
@@ -189,7 +169,7 @@ Result<std::uint64_t> enqueue_packet(Tx& tx, const CardRecord& card, ByteView in
   auto sec = tx.card_security(card.n);
   if (!sec) return sec.error();
   Bytes inner(inner_commands.begin(), inner_commands.end());
-  if (sec->sig_key) put_tlv(inner, 0xCF, crypto::hmac_sha256(sec->sig_key->view(), inner_commands));
+  if (sec->sig_key) protocol::append_inner_mac(inner, *sec->sig_key);
   auto keys = ota::derive_card_keys(card.k, card.n, ota_alg(card.algorithm));
   if (!keys) return keys.error();
   auto counter = tx.next_ota_counter(card.n);

@@ -199,15 +199,7 @@ Result<Bytes> list_command(Tx& tx, const CardRecord& card, std::uint16_t id, boo
 }
 
 Bytes encode_replace_key(const SecretBytes& k, std::uint8_t version) {
-  Bytes body;
-  body.push_back(0xC6);
-  body.push_back(16);
-  append(body, k.view());
-  append(body, Bytes{0xC7, 0x01, version});
-  Bytes inner{0xE2, static_cast<std::uint8_t>(body.size())};
-  append(inner, body);
-  secure_zero(body.data(), body.size());
-  return inner;
+  return protocol::encode_inner(protocol::ReplaceKey{k.clone(), version});
 }
 
 // A new list for the card: stored (sealed), queued as OTA packets, flagged in flight.
@@ -1036,10 +1028,10 @@ Result<AuthAnswer> Service::authorize(const AuthRequest& req, std::string_view t
       auto doors = tx.doors(req.card);
       if (!doors) return doors.error();
       std::string why;
-      if (ch->type[0] != kTypeDoor) rec.reason = "type_not_allowed";
+      if (ch->type != kTypeDoor) rec.reason = "type_not_allowed";
       else if (door_allowed(*doors, rec.door, t, why)) { rec.decision = Decision::approved; rec.reason = "ok"; }
       else rec.reason = why;
-    } else if (auto no = pos_decline({ch->type[0], ch->currency_code, ch->amount_minor}, *card, *term,
+    } else if (auto no = pos_decline({ch->type, ch->currency_code, ch->amount_minor}, *card, *term,
                                      {&config_.currencies, config_.default_currency, config_.max_amount_minor})) {
       rec.reason = no->reason;
       if (no->limit) rec.arc = kArcLimit;

@@ -23,6 +23,7 @@
 #include "host.hpp"
 #include "otac/applet/applet.hpp"
 #include "otac/applet/sms_lite.hpp"
+#include "otac/common/protocol.hpp"
 #include "otac/common/apdu.hpp"
 #include "otac/common/number.hpp"
 #include "otac/common/secret.hpp"
@@ -217,7 +218,7 @@ struct Session {
   Bytes fci;
   explicit Session(const std::filesystem::path& p) : path(p), lock(p), storage(p), app(storage) {
     if (!std::filesystem::exists(p)) throw Failure{"no card state at " + p.string() + "; create one with `otac-card init --state " + p.string() + "`"};
-    auto r = transmit(app, 0x00, 0xA4, 0x04, 0x00, Bytes(applet::aid.begin(), applet::aid.end()), true);
+    auto r = transmit(app, 0x00, 0xA4, 0x04, 0x00, Bytes(protocol::aid.begin(), protocol::aid.end()), true);
     expect_ok(r, "SELECT");
     fci = r.data;
   }

@@ -9,6 +9,7 @@
 #include "otac/common/apdu.hpp"
 #include "otac/common/crypto.hpp"
 #include "otac/common/ota.hpp"
+#include "otac/common/protocol.hpp"
 #include "otac/common/secret.hpp"
 #include "otac/common/sw.hpp"
 #include "otac/common/tlv.hpp"
@@ -22,15 +23,6 @@ using Response = apdu::Response;
 Response status(std::uint16_t s) { return Response{{}, s}; }
 
 constexpr std::uint16_t kCapabilities = 0x003F;  // 3DES, AES, RSA-2048, P-256, display, indexed TAN
-// Challenge version (DF33) and FCI version (9F08). 02: the answer carries the PIN state DF35,
-// bound into the MAC; version 01 had none and is refused, so it cannot be used to hide it.
-constexpr std::uint8_t protocol_version = 0x02;
-
-// PIN state (DF35, protocol.md section 3): tries left in the low nibble, and these bits.
-constexpr std::uint8_t pin_state_verified = 0x10;   // the PIN was verified for this transaction
-constexpr std::uint8_t pin_state_blocked = 0x20;    // PIN try limit exceeded
-constexpr std::uint8_t pin_state_failed = 0x40;     // a wrong PIN was presented since SELECT
-
 // Outcome of an SMS-PP download: RSC for the PoR, and the inner status word as its data.
 struct PacketOutcome {
   ota::Rsc rsc = ota::Rsc::ok;
@@ -75,63 +67,6 @@ Result<ota::CardKeys> card_keys(const CardState& s) {
   return ota::derive_card_keys(k, s.n, card_alg(s));
 }
 
-// The AUTHENTICATE challenge (protocol.md section 3), raw values.
-struct Challenge {
-  std::optional<Bytes> version, mode, un, amount, currency, date, time, type, terminal, door, pin, list, index;
-  bool door_mode() const { return mode && (*mode)[0] == 0x02; }
-};
-
-Result<Challenge> parse_challenge(ByteView data) {
-  auto nodes = tlv::parse(data);
-  if (!nodes) return nodes.error();
-  Challenge c;
-  struct Slot { tlv::Tag tag; std::optional<Bytes>* field; std::size_t min, max; };
-  const Slot slots[] = {{0xDF33, &c.version, 1, 1}, {0xDF31, &c.mode, 1, 1},     {0x9F37, &c.un, 8, 8},
-                        {0x9F02, &c.amount, 6, 6},  {0x5F2A, &c.currency, 2, 2}, {0x9A, &c.date, 3, 3},
-                        {0x9F21, &c.time, 3, 3},    {0x9C, &c.type, 1, 1},       {0x9F1C, &c.terminal, 8, 8},
-                        {0xDF32, &c.door, 1, 16},   {0xDF34, &c.pin, 8, 8},      {0xDF42, &c.list, 2, 2},
-                        {0xDF43, &c.index, 2, 2}};
-  for (const auto& node : *nodes) {
-    const Slot* s = nullptr;
-    for (const auto& x : slots)
-      if (x.tag == node.tag) s = &x;
-    if (!s || node.constructed()) return make_error(Errc::bad_value, "challenge: unexpected tag");
-    if (s->field->has_value()) return make_error(Errc::bad_value, "challenge: a tag appears twice");
-    if (node.value.size() < s->min || node.value.size() > s->max) return make_error(Errc::bad_length, "challenge: wrong length");
-    *s->field = node.value;
-  }
-  for (std::size_t i = 0; i < 9; ++i)
-    if (!slots[i].field->has_value()) return make_error(Errc::bad_value, "challenge: a required tag is missing");
-  if ((*c.version)[0] != protocol_version) return make_error(Errc::unsupported, "challenge: version must be 02");
-  if ((*c.mode)[0] != 0x01 && (*c.mode)[0] != 0x02) return make_error(Errc::bad_value, "challenge: bad mode");
-  if (c.door_mode() != c.door.has_value()) return make_error(Errc::bad_value, "challenge: DF32 only and always in door mode");
-  for (const auto* f : {&c.amount, &c.currency, &c.date, &c.time})
-    if (!bcd_value(**f)) return make_error(Errc::bad_value, "challenge: a numeric field is not BCD");
-  return c;
-}
-
-// Canonical MAC input: fixed tag order, every field that matters (protocol.md section 3).
-Bytes mac_input(const Challenge& c, const CardState& s, std::uint16_t list, std::uint16_t index, std::uint16_t atc,
-                std::uint8_t pin_state) {
-  Bytes m;
-  tlv::append(m, 0xDF33, *c.version);
-  tlv::append(m, 0xDF31, *c.mode);
-  tlv::append(m, 0x9F37, *c.un);
-  tlv::append(m, 0x9F02, *c.amount);
-  tlv::append(m, 0x5F2A, *c.currency);
-  tlv::append(m, 0x9A, *c.date);
-  tlv::append(m, 0x9F21, *c.time);
-  tlv::append(m, 0x9C, *c.type);
-  tlv::append(m, 0x9F1C, *c.terminal);
-  if (c.door_mode()) tlv::append(m, 0xDF32, *c.door);
-  tlv::append(m, 0xDF41, s.n);
-  tlv::append(m, 0xDF42, be_bytes(list, 2));
-  tlv::append(m, 0xDF43, be_bytes(index, 2));
-  tlv::append(m, 0x9F36, be_bytes(atc, 2));
-  tlv::append(m, 0xDF35, Bytes{pin_state});
-  return m;
-}
-
 // Queues a card-originated request (protocol.md 2.4) in the outbox of s.
 Result<Bytes> queue_request(CardState& s, std::uint8_t type) {
   Bytes body;
@@ -174,25 +109,6 @@ void check_threshold(CardState& s) {
   if (queue_request(s, 0x02)) s.refresh_pending = true;
 }
 
-// Single-value children of an inner command, each tag at most once, only the allowed tags.
-Result<std::vector<tlv::Node>> inner_fields(const tlv::Node& cmd, std::initializer_list<tlv::Tag> allowed) {
-  auto kids = tlv::parse(cmd.value);
-  if (!kids) return kids.error();
-  for (std::size_t i = 0; i < kids->size(); ++i) {
-    const auto tag = (*kids)[i].tag;
-    if (std::find(allowed.begin(), allowed.end(), tag) == allowed.end()) return make_error(Errc::bad_value, "inner command: unexpected tag");
-    for (std::size_t j = 0; j < i; ++j)
-      if ((*kids)[j].tag == tag) return make_error(Errc::bad_value, "inner command: a tag appears twice");
-  }
-  return kids;
-}
-
-const Bytes* field(const std::vector<tlv::Node>& kids, tlv::Tag tag, std::size_t len) {
-  const tlv::Node* n = tlv::find(kids, tag);
-  if (!n || (len != 0 && n->value.size() != len)) return nullptr;
-  return &n->value;
-}
-
 // Places a list (E1 or E5 after deciphering). Returns the status word for the PoR data.
 std::uint16_t place_list(CardState& s, std::uint16_t list_id, std::uint8_t activation, std::uint16_t count, ByteView keys) {
   if (list_id == 0 || activation > 1 || count == 0 || count > max_codes_per_list || keys.size() != count * 16u)
@@ -215,50 +131,21 @@ std::uint16_t place_list(CardState& s, std::uint16_t list_id, std::uint8_t activ
   return sw::ok;
 }
 
-std::uint16_t u16_of(const Bytes& v) { return static_cast<std::uint16_t>(v[0] << 8 | v[1]); }
-
-// E1: load list.
-std::uint16_t load_list(CardState& s, const tlv::Node& cmd) {
-  auto kids = inner_fields(cmd, {0xC1, 0xC2, 0xC4, 0xC5});
-  if (!kids) return sw::wrong_data;
-  const Bytes* id = field(*kids, 0xC1, 2);
-  const Bytes* act = field(*kids, 0xC2, 1);
-  const Bytes* cnt = field(*kids, 0xC4, 2);
-  const Bytes* keys = field(*kids, 0xC5, 0);
-  if (!id || !act || !cnt || !keys) return sw::wrong_data;
-  return place_list(s, u16_of(*id), (*act)[0], u16_of(*cnt), *keys);
-}
-
 // E5: load list, asymmetric (protocol.md 6.1.2). Returns RSC and status word.
-PacketOutcome load_list_asymmetric(CardState& s, const tlv::Node& cmd) {
-  auto kids = inner_fields(cmd, {0xC1, 0xC2, 0xC4, 0xCC, 0xC5, 0xCD});
-  if (!kids) return {ota::Rsc::ok, sw::wrong_data};
-  const Bytes* id = field(*kids, 0xC1, 2);
-  const Bytes* act = field(*kids, 0xC2, 1);
-  const Bytes* cnt = field(*kids, 0xC4, 2);
-  const Bytes* wrapped = field(*kids, 0xCC, 0);
-  const Bytes* enc = field(*kids, 0xC5, 0);
-  const Bytes* sig = field(*kids, 0xCD, 0);
-  if (!id || !act || !cnt || !wrapped || !enc || !sig || enc->empty() || enc->size() % 16 != 0) return {ota::Rsc::ok, sw::wrong_data};
+PacketOutcome load_list_asymmetric(CardState& s, const protocol::LoadListAsymmetric& cmd) {
   if (!s.has_server_key || s.key_pair == 0) return {ota::Rsc::ok, sw::conditions_not_satisfied};
-  Bytes signed_part;
-  tlv::append(signed_part, 0xC1, *id);
-  tlv::append(signed_part, 0xC2, *act);
-  tlv::append(signed_part, 0xC4, *cnt);
-  tlv::append(signed_part, 0xCC, *wrapped);
-  tlv::append(signed_part, 0xC5, *enc);
   auto server = crypto::ec_public_from_point(s.server_point);
-  if (!server || !crypto::ecdsa_verify(*server, signed_part, *sig))
+  if (!server || !crypto::ecdsa_verify(*server, cmd.signed_part(), cmd.signature))
     return {ota::Rsc::insufficient_security_level, sw::security_not_satisfied};
   auto priv = crypto::private_key_from_der(ByteView(s.private_der).first(s.private_len));
   if (!priv) return {ota::Rsc::ok, sw::no_precise_diagnosis};
   SecretBytes session;
   if (s.key_pair == 0x01) {
-    auto k = crypto::rsa_oaep_decrypt(*priv, *wrapped);
+    auto k = crypto::rsa_oaep_decrypt(*priv, cmd.wrapped_key);
     if (!k || k->size() != 16) return {ota::Rsc::ok, sw::wrong_data};
     session = std::move(*k);
   } else {
-    auto peer = crypto::ec_public_from_point(*wrapped);
+    auto peer = crypto::ec_public_from_point(cmd.wrapped_key);
     if (!peer) return {ota::Rsc::ok, sw::wrong_data};
     auto shared = crypto::ecdh_p256(*priv, *peer);
     if (!shared) return {ota::Rsc::ok, sw::wrong_data};
@@ -266,9 +153,9 @@ PacketOutcome load_list_asymmetric(CardState& s, const tlv::Node& cmd) {
     append(info, s.n);
     session = crypto::hkdf_sha256(*shared, {}, info, 16);
   }
-  auto keys = crypto::aes_cbc_decrypt(session, Bytes(16, 0), *enc);
+  auto keys = crypto::aes_cbc_decrypt(session, Bytes(16, 0), cmd.encrypted_keys);
   if (!keys) return {ota::Rsc::ok, sw::wrong_data};
-  const std::uint16_t r = place_list(s, u16_of(*id), (*act)[0], u16_of(*cnt), *keys);
+  const std::uint16_t r = place_list(s, cmd.list_id, cmd.activation, cmd.count, *keys);
   secure_zero(keys->data(), keys->size());
   return {r == sw::not_enough_memory ? ota::Rsc::insufficient_memory : ota::Rsc::ok, r};
 }
@@ -328,7 +215,7 @@ struct Applet::Impl {
   PacketOutcome run_inner(CardState& next, ByteView data);
   // Checks a PIN block against the stored PIN, spending a try first. nullopt = correct.
   std::optional<Response> check_pin(ByteView block);
-  Result<std::pair<ListSlot*, std::uint16_t>> pick_code(std::uint8_t p1, const Challenge* ch);
+  Result<std::pair<ListSlot*, std::uint16_t>> pick_code(std::uint8_t p1, const protocol::Challenge* ch);
 };
 
 Applet::Applet(Storage& storage) : impl_(std::make_unique<Impl>(storage)) {}
@@ -366,28 +253,32 @@ Bytes Applet::process(ByteView command) {
 }
 
 Response Applet::Impl::dispatch(const apdu::Command& c) {
-  if (c.cla != 0x00 && c.cla != 0x80) return status(sw::cla_not_supported);
-  if (c.cla == 0x00 && c.ins == 0xA4) return select(c);
+  using protocol::Ins;
+  using protocol::ins;
+  if (c.cla != protocol::cla_iso && c.cla != protocol::cla_proprietary) return status(sw::cla_not_supported);
+  const bool iso = c.cla == protocol::cla_iso;
+  if (iso && c.ins == ins(Ins::select)) return select(c);
   // The toolkit commands come from the phone, not through a selected application.
-  if (c.cla == 0x80 && c.ins == 0x12) return fetch(c);
-  if (c.cla == 0x80 && c.ins == 0xC2) return envelope(c);
-  const bool known = c.cla == 0x00 ? (c.ins == 0x20 || c.ins == 0x24 || c.ins == 0x2C)
-                                   : (c.ins == 0x10 || c.ins == 0xA0 || c.ins == 0xA2 || c.ins == 0xA4 ||
-                                      c.ins == 0xA6 || c.ins == 0xA8 || c.ins == 0x46);
-  if (!known || !selected) return status(sw::ins_not_supported);
-  if (c.cla == 0x00) {
-    if (c.ins == 0x20) return verify(c);
-    if (c.ins == 0x24) return change(c);
-    return reset_retry(c);
+  if (!iso && c.ins == ins(Ins::fetch)) return fetch(c);
+  if (!iso && c.ins == ins(Ins::envelope)) return envelope(c);
+  if (!selected) return status(sw::ins_not_supported);
+  if (iso) {
+    switch (static_cast<Ins>(c.ins)) {
+      case Ins::verify: return verify(c);
+      case Ins::change_reference_data: return change(c);
+      case Ins::reset_retry_counter: return reset_retry(c);
+      default: return status(sw::ins_not_supported);
+    }
   }
-  switch (c.ins) {
-    case 0x10: return activate(c);
-    case 0xA0: return authenticate(c);
-    case 0xA2: return confirm(c);
-    case 0xA4: return display(c);
-    case 0xA6: return get_status(c);
-    case 0xA8: return request_refresh(c);
-    default: return generate_key_pair(c);
+  switch (static_cast<Ins>(c.ins)) {
+    case Ins::activate: return activate(c);
+    case Ins::authenticate: return authenticate(c);
+    case Ins::confirm: return confirm(c);
+    case Ins::display_code: return display(c);
+    case Ins::get_status: return get_status(c);
+    case Ins::request_refresh: return request_refresh(c);
+    case Ins::generate_key_pair: return generate_key_pair(c);
+    default: return status(sw::ins_not_supported);
   }
 }
 
@@ -399,17 +290,11 @@ Response Applet::Impl::select(const apdu::Command& c) {
   pin_verified = false;
   pin_failed = false;
   forget_last();
-  if (!std::equal(c.data.begin(), c.data.end(), aid.begin(), aid.end())) return status(sw::file_not_found);
+  if (!std::equal(c.data.begin(), c.data.end(), protocol::aid.begin(), protocol::aid.end())) return status(sw::file_not_found);
   selected = true;
   if (c.p2 == 0x0C) return status(sw::ok);
-  Bytes a5;
-  tlv::append(a5, 0x9F08, Bytes{protocol_version});
-  tlv::append(a5, 0xDF01, be_bytes(kCapabilities, 2));
-  tlv::append(a5, 0xDF02, Bytes{static_cast<std::uint8_t>(st.life)});
-  Bytes fci;
-  tlv::append(fci, 0x84, aid);
-  tlv::append(fci, 0xA5, a5);
-  return Response{tlv::encode(0x6F, fci), sw::ok};
+  const protocol::Fci fci{protocol::version, kCapabilities, static_cast<std::uint8_t>(st.life)};
+  return Response{fci.encode(), sw::ok};
 }
 
 std::optional<Response> Applet::Impl::check_pin(ByteView block) {
@@ -559,16 +444,16 @@ Response Applet::Impl::activate(const apdu::Command& c) {
   return Response{*init, sw::ok};
 }
 
-Result<std::pair<ListSlot*, std::uint16_t>> Applet::Impl::pick_code(std::uint8_t p1, const Challenge* ch) {
+Result<std::pair<ListSlot*, std::uint16_t>> Applet::Impl::pick_code(std::uint8_t p1, const protocol::Challenge* ch) {
   if (p1 == 0x00 || !ch) {
     ListSlot* cur = st.current();
     if (!cur) return make_error(Errc::not_found, "no unused code");
     return std::pair<ListSlot*, std::uint16_t>{cur, cur->next()};
   }
   if (!ch->index) return make_error(Errc::bad_value, "indexed TAN without DF43");
-  const auto index = static_cast<std::uint16_t>((*ch->index)[0] << 8 | (*ch->index)[1]);
+  const std::uint16_t index = *ch->index;
   std::uint16_t list_id = 0;
-  if (ch->list) list_id = static_cast<std::uint16_t>((*ch->list)[0] << 8 | (*ch->list)[1]);
+  if (ch->list) list_id = *ch->list;
   else if (const ListSlot* cur = st.current()) list_id = cur->id;
   for (auto& l : st.lists)
     if (l.held() && l.id == list_id && index < l.count && !l.is_used(index)) return std::pair<ListSlot*, std::uint16_t>{&l, index};
@@ -578,20 +463,17 @@ Result<std::pair<ListSlot*, std::uint16_t>> Applet::Impl::pick_code(std::uint8_t
 Response Applet::Impl::authenticate(const apdu::Command& c) {
   if (c.p1 > 0x01 || c.p2 != 0x00) return status(sw::incorrect_p1p2);
   if (st.life != Life::activated) return status(sw::conditions_not_satisfied);
-  auto ch = parse_challenge(c.data);
+  auto ch = protocol::Challenge::parse(c.data);
   if (!ch || (c.p1 == 0x01 && !ch->index)) return status(sw::wrong_data);
   forget_last();
   // PIN policy: high amounts and chosen doors need the PIN, from DF34 or an earlier VERIFY.
-  const std::uint64_t amount = bcd_value(*ch->amount).value();
+  const auto amount = static_cast<std::uint64_t>(ch->amount_minor);
   bool need_pin = st.pin_limit != 0 && amount > st.pin_limit;
-  if (ch->door) {
-    const std::string door(ch->door->begin(), ch->door->end());
-    need_pin = need_pin || std::find(st.pin_doors.begin(), st.pin_doors.end(), door) != st.pin_doors.end();
-  }
+  if (ch->door) need_pin = need_pin || std::find(st.pin_doors.begin(), st.pin_doors.end(), *ch->door) != st.pin_doors.end();
   bool verified = pin_verified;
   if (ch->pin) {
-    if (!valid_pin_block(*ch->pin)) return status(sw::wrong_data);
-    if (auto fail = check_pin(*ch->pin)) return *fail;
+    if (!valid_pin_block(ch->pin->view())) return status(sw::wrong_data);
+    if (auto fail = check_pin(ch->pin->view())) return *fail;
     verified = true;
   } else if (need_pin && !pin_verified) {
     // No PIN entry can help a blocked PIN: say so at once rather than ask for one.
@@ -599,9 +481,9 @@ Response Applet::Impl::authenticate(const apdu::Command& c) {
   }
   // Below the PIN limit a blocked PIN still gives a cryptogram, marked: the issuer decides
   // (as EMV's card verification results carry "PIN try limit exceeded" to the issuer).
-  const auto pin_state = static_cast<std::uint8_t>((st.pin_tries & 0x0F) | (verified ? pin_state_verified : 0) |
-                                                   (st.pin_tries == 0 ? pin_state_blocked : 0) |
-                                                   (pin_failed ? pin_state_failed : 0));
+  const auto pin_state = static_cast<std::uint8_t>((st.pin_tries & 0x0F) | (verified ? protocol::pin_state_verified : 0) |
+                                                   (st.pin_tries == 0 ? protocol::pin_state_blocked : 0) |
+                                                   (pin_failed ? protocol::pin_state_failed : 0));
   if (st.atc == 0xFFFF) return status(sw::conditions_not_satisfied);
   auto pick = pick_code(c.p1, &*ch);
   if (!pick) return status(pick.error().code == Errc::not_found ? sw::not_enough_memory : sw::record_not_found);
@@ -616,21 +498,16 @@ Response Applet::Impl::authenticate(const apdu::Command& c) {
   if (slot.unused() == 0) slot.clear();
   ++next.atc;
   check_threshold(next);
-  auto cryptogram = mac8(next, otac.view(), mac_input(*ch, next, list, index, next.atc, pin_state));
+  protocol::CardAnswer answer{Bytes(next.n.begin(), next.n.end()), list, index, next.atc, {}, pin_state};
+  auto cryptogram = mac8(next, otac.view(), protocol::mac_input(*ch, answer));
   if (!cryptogram) return status(sw::no_precise_diagnosis);
   if (!commit(next)) return status(sw::no_precise_diagnosis);
   st = std::move(next);
   has_last = true;
   last_otac = std::move(otac);
   last_cryptogram = *cryptogram;
-  Bytes body;
-  tlv::append(body, 0xDF41, st.n);
-  tlv::append(body, 0xDF42, be_bytes(list, 2));
-  tlv::append(body, 0xDF43, be_bytes(index, 2));
-  tlv::append(body, 0x9F36, be_bytes(st.atc, 2));
-  tlv::append(body, 0x9F26, *cryptogram);
-  tlv::append(body, 0xDF35, Bytes{pin_state});
-  return Response{tlv::encode(0x77, body), sw::ok};
+  answer.cryptogram = std::move(*cryptogram);
+  return Response{answer.encode(), sw::ok};
 }
 
 Response Applet::Impl::confirm(const apdu::Command& c) {
@@ -638,10 +515,7 @@ Response Applet::Impl::confirm(const apdu::Command& c) {
   if (c.data.size() != 10) return status(sw::wrong_length);
   if (st.life != Life::activated || !has_last) return status(sw::conditions_not_satisfied);
   ByteView arpc = ByteView(c.data).first(8), arc = ByteView(c.data).subspan(8);
-  Bytes in = to_bytes("ARPC");
-  append(in, last_cryptogram);
-  append(in, arc);
-  auto expect = mac8(st, last_otac.view(), in);
+  auto expect = mac8(st, last_otac.view(), protocol::arpc_input(last_cryptogram, arc));
   if (!expect) return status(sw::no_precise_diagnosis);
   const bool good = ct_equal(*expect, arpc);
   CardState next = st;
@@ -851,70 +725,45 @@ Response Applet::Impl::handle_packet(ByteView packet) {
 }
 
 PacketOutcome Applet::Impl::run_inner(CardState& next, ByteView data) {
-  auto nodes = tlv::parse(data);
-  if (!nodes || nodes->empty()) return {ota::Rsc::ok, sw::wrong_data};
-  std::size_t count = nodes->size();
-  if (st.has_sig_key) {
+  auto inner = protocol::parse_inner(data, st.has_sig_key);
+  if (!inner) {
     // Every packet after E3 ends with CF = HMAC-SHA-256(S, the inner TLVs before it).
-    const tlv::Node& last = nodes->back();
-    if (last.tag != 0xCF || last.value.size() != 32) return {ota::Rsc::insufficient_security_level, sw::security_not_satisfied};
-    Bytes signed_part;
-    for (std::size_t i = 0; i + 1 < nodes->size(); ++i) tlv::append(signed_part, (*nodes)[i].tag, (*nodes)[i].value);
-    if (!ct_equal(crypto::hmac_sha256(st.sig_key, signed_part), last.value))
-      return {ota::Rsc::rc_cc_ds_failed, sw::security_not_satisfied};
-    --count;
+    if (inner.error().code == Errc::bad_mac) return {ota::Rsc::insufficient_security_level, sw::security_not_satisfied};
+    return {ota::Rsc::ok, sw::wrong_data};
   }
-  if (count == 0) return {ota::Rsc::ok, sw::wrong_data};
+  if (inner->mac && !ct_equal(crypto::hmac_sha256(st.sig_key, inner->signed_part), *inner->mac))
+    return {ota::Rsc::rc_cc_ds_failed, sw::security_not_satisfied};
+  if (inner->commands.empty()) return {ota::Rsc::ok, sw::wrong_data};
   bool key_replaced = false;
-  for (std::size_t i = 0; i < count; ++i) {
-    const tlv::Node& cmd = (*nodes)[i];
+  for (const tlv::Node& node : inner->commands) {
+    const bool is_list = node.tag == protocol::tag::load_list || node.tag == protocol::tag::load_list_asymmetric;
+    auto cmd = protocol::decode_inner(node);
+    if (!cmd) return {ota::Rsc::ok, sw::wrong_data, is_list};
     std::uint16_t r = sw::ok;
-    switch (cmd.tag) {
-      case 0xE1:
-        r = load_list(next, cmd);
-        if (r == sw::not_enough_memory) return {ota::Rsc::insufficient_memory, r, true};
-        if (r != sw::ok) return {ota::Rsc::ok, r, true};
-        break;
-      case 0xE2: {
-        auto kids = inner_fields(cmd, {0xC6, 0xC7});
-        const Bytes* k = kids ? field(*kids, 0xC6, 16) : nullptr;
-        const Bytes* v = kids ? field(*kids, 0xC7, 1) : nullptr;
-        if (!k || !v || (*v)[0] == 0 || (*v)[0] > 0x0F || (*v)[0] == next.key_version) { r = sw::wrong_data; break; }
-        std::copy(k->begin(), k->end(), next.k.begin());
-        next.key_version = (*v)[0];
-        key_replaced = true;
-        break;
-      }
-      case 0xE3: {
-        auto kids = inner_fields(cmd, {0xC8});
-        const Bytes* s = kids ? field(*kids, 0xC8, 16) : nullptr;
-        if (!s) { r = sw::wrong_data; break; }
-        std::copy(s->begin(), s->end(), next.sig_key.begin());
-        next.has_sig_key = true;
-        break;
-      }
-      case 0xE4: {
-        auto kids = inner_fields(cmd, {0xCA, 0xCB});
-        const Bytes* point = kids ? field(*kids, 0xCA, 65) : nullptr;
-        const Bytes* sig = kids ? field(*kids, 0xCB, 0) : nullptr;
-        if (!point || !sig || sig->size() > 80) { r = sw::wrong_data; break; }
-        if (!next.has_ca_key) { r = sw::conditions_not_satisfied; break; }
-        auto ca = crypto::ec_public_from_point(next.ca_point);
-        if (!ca || !crypto::ec_public_from_point(*point)) { r = sw::wrong_data; break; }
-        if (!crypto::ecdsa_verify(*ca, *point, *sig)) return {ota::Rsc::insufficient_security_level, sw::security_not_satisfied};
-        std::copy(point->begin(), point->end(), next.server_point.begin());
-        next.has_server_key = true;
-        break;
-      }
-      case 0xE5: {
-        PacketOutcome o = load_list_asymmetric(next, cmd);
-        o.list_refused = o.inner_sw != sw::ok;
-        if (o.inner_sw != sw::ok) return o;
-        break;
-      }
-      default: r = sw::wrong_data; break;
+    if (const auto* e1 = std::get_if<protocol::LoadList>(&*cmd)) {
+      r = place_list(next, e1->list_id, e1->activation, e1->count, e1->keys.view());
+      if (r == sw::not_enough_memory) return {ota::Rsc::insufficient_memory, r, true};
+      if (r != sw::ok) return {ota::Rsc::ok, r, true};
+    } else if (const auto* e2 = std::get_if<protocol::ReplaceKey>(&*cmd)) {
+      if (e2->key_version == next.key_version) return {ota::Rsc::ok, sw::wrong_data};
+      std::copy(e2->key.view().begin(), e2->key.view().end(), next.k.begin());
+      next.key_version = e2->key_version;
+      key_replaced = true;
+    } else if (const auto* e3 = std::get_if<protocol::SetSignatureKey>(&*cmd)) {
+      std::copy(e3->key.view().begin(), e3->key.view().end(), next.sig_key.begin());
+      next.has_sig_key = true;
+    } else if (const auto* e4 = std::get_if<protocol::SetServerKey>(&*cmd)) {
+      if (!next.has_ca_key) return {ota::Rsc::ok, sw::conditions_not_satisfied};
+      auto ca = crypto::ec_public_from_point(next.ca_point);
+      if (!ca || !crypto::ec_public_from_point(e4->point)) return {ota::Rsc::ok, sw::wrong_data};
+      if (!crypto::ecdsa_verify(*ca, e4->point, e4->signature)) return {ota::Rsc::insufficient_security_level, sw::security_not_satisfied};
+      std::copy(e4->point.begin(), e4->point.end(), next.server_point.begin());
+      next.has_server_key = true;
+    } else {
+      PacketOutcome o = load_list_asymmetric(next, std::get<protocol::LoadListAsymmetric>(*cmd));
+      o.list_refused = o.inner_sw != sw::ok;
+      if (o.inner_sw != sw::ok) return o;
     }
-    if (r != sw::ok) return {ota::Rsc::ok, r};
   }
   // Tell the server the card now holds K' (its CC is under K'), in case the PoR is lost.
   if (key_replaced && !queue_request(next, 0x03)) return {ota::Rsc::ok, sw::no_precise_diagnosis};

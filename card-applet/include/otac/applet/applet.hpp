@@ -14,8 +14,6 @@
 
 namespace otac::applet {
 
-/// The applet's AID (protocol.md section 2).
-inline constexpr std::array<std::uint8_t, 6> aid{0xF0, 0x4F, 0x54, 0x41, 0x43, 0x01};
 /// Fixed capacity, as on a real card.
 inline constexpr std::size_t max_lists = 2;
 inline constexpr std::size_t max_codes_per_list = 200;

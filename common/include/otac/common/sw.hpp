@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include "otac/common/result.hpp"
+
 namespace otac::sw {
 
 inline constexpr std::uint16_t ok = 0x9000;
@@ -23,6 +25,26 @@ inline constexpr std::uint16_t wrong_p1p2 = 0x6B00;
 inline constexpr std::uint16_t ins_not_supported = 0x6D00;
 inline constexpr std::uint16_t cla_not_supported = 0x6E00;
 inline constexpr std::uint16_t no_precise_diagnosis = 0x6F00;
+
+/// One row of the status-word table: what the word means to people, to programs, and to a
+/// terminal that must decline a transaction because the card answered it.
+struct Meaning {
+  std::uint16_t sw;
+  const char* meaning;  ///< ISO 7816-4 wording, with our applet's sense in brackets
+  Errc errc;            ///< the error a program gets for it (check())
+  const char* reason;   ///< decline reason (protocol.md §5.1), or nullptr for "card_error"
+  const char* hint;     ///< a sentence for people when reason is set, else nullptr
+};
+
+/// The table row of an exact status word, or nullptr (63Cx, 61xx, 6Cxx have no row).
+const Meaning* lookup(std::uint16_t s) noexcept;
+/// The error code of a status word: the row's, or by its class (63Cx bad_mac, 6Cxx bad_length).
+Errc to_errc(std::uint16_t s) noexcept;
+/// OK for 9000/61xx; otherwise an Error with to_errc(s) and describe(s).
+Result<void> check(std::uint16_t s);
+/// The decline reason for a card that answered s: the row's, "pin_blocked" for 63C0, else
+/// "card_error".
+const char* decline_reason(std::uint16_t s) noexcept;
 
 /// 61xx: SW2 more bytes available (GET RESPONSE with Le = SW2, 00 = 256).
 bool is_bytes_available(std::uint16_t s) noexcept;
