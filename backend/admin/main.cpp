@@ -16,6 +16,7 @@
 
 #include "https_client.hpp"
 #include "otac/common/number.hpp"
+#include "otac/sys/file.hpp"
 
 namespace fs = std::filesystem;
 namespace json = boost::json;
@@ -196,18 +197,10 @@ std::string query_encode(const std::string& s) {
   return out;
 }
 
-bool write_file(const fs::path& p, const std::string& content, unsigned mode) {
-  const fs::path tmp = p.string() + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) return false;
-    f << content;
-    if (!f) return false;
-  }
-  ::chmod(tmp.c_str(), static_cast<mode_t>(mode));
-  std::error_code ec;
-  fs::rename(tmp, p, ec);
-  return !ec;
+// Replaces a file atomically; throws with the reason (the command fails with it).
+void write_file(const fs::path& p, const std::string& content, unsigned mode) {
+  if (auto w = otac::sys::write_file_atomic(p, content, {.mode = mode}); !w)
+    throw std::runtime_error("cannot write the certificate files into " + p.parent_path().string() + ": " + w.error().message);
 }
 
 std::string str(const json::value& v) {
@@ -381,10 +374,9 @@ int run(int argc, char** argv) {
       const auto& o = v.as_object();
       std::error_code ec;
       fs::create_directories(out, ec);
-      bool ok = write_file(out / (id + ".pem"), std::string(o.at("cert").as_string()), 0644) &&
-                write_file(out / "ca.pem", std::string(o.at("ca").as_string()), 0644);
-      if (auto* k = o.if_contains("key"); ok && k) ok = write_file(out / (id + ".key"), std::string(k->as_string()), 0600);
-      if (!ok) throw std::runtime_error("cannot write the certificate files into " + out.string());
+      write_file(out / (id + ".pem"), std::string(o.at("cert").as_string()), 0644);
+      write_file(out / "ca.pem", std::string(o.at("ca").as_string()), 0644);
+      if (auto* k = o.if_contains("key")) write_file(out / (id + ".key"), std::string(k->as_string()), 0600);
       if (as_json) {
         json::object j;
         j["id"] = id;
