@@ -20,7 +20,6 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
-#include <winscard.h>
 
 #include <algorithm>
 #include <chrono>
@@ -31,6 +30,7 @@
 #include <ctime>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <numeric>
 #include <string>
 #include <thread>
@@ -45,6 +45,7 @@
 #include "otac/common/protocol.hpp"
 #include "otac/common/secret.hpp"
 #include "otac/common/tlv.hpp"
+#include "otac/sys/pcsc.hpp"
 
 namespace {
 
@@ -386,55 +387,20 @@ int run_prepare(const std::filesystem::path& state, std::uint8_t alg) {
 
 // ---- pcsc: round trips through pcscd ---------------------------------------------------------
 
-std::string pcsc_error(LONG rc) { return pcsc_stringify_error(rc); }
+// One exchange through the shared PC/SC card handle; a failure ends the benchmark.
+apdu::Response transmit(const sys::pcsc::Card& card, const Bytes& a) {
+  auto rx = card.transmit(a, 600);
+  if (!rx) fail(rx.error().message);
+  auto r = apdu::parse_response(*rx);
+  if (!r) fail("card answered garbage: " + r.error().message);
+  return *r;
+}
 
-// SCARDCONTEXT, released once.
-class PcscContext {
- public:
-  PcscContext() {
-    const LONG rc = SCardEstablishContext(SCARD_SCOPE_SYSTEM, nullptr, nullptr, &ctx_);
-    if (rc != SCARD_S_SUCCESS) fail("SCardEstablishContext: " + pcsc_error(rc) + " (is pcscd running?)");
-  }
-  ~PcscContext() { SCardReleaseContext(ctx_); }
-  PcscContext(const PcscContext&) = delete;
-  PcscContext& operator=(const PcscContext&) = delete;
-  SCARDCONTEXT get() const { return ctx_; }
-
- private:
-  SCARDCONTEXT ctx_ = 0;
-};
-
-// SCARDHANDLE, disconnected once.
-class PcscCard {
- public:
-  PcscCard() = default;
-  ~PcscCard() { if (h_) SCardDisconnect(h_, SCARD_LEAVE_CARD); }
-  PcscCard(const PcscCard&) = delete;
-  PcscCard& operator=(const PcscCard&) = delete;
-  LONG connect(SCARDCONTEXT ctx, const std::string& reader) {
-    DWORD proto = 0;
-    return SCardConnect(ctx, reader.c_str(), SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1, &h_, &proto);
-  }
-  apdu::Response transmit(const Bytes& a) {
-    std::uint8_t buf[600];
-    DWORD len = sizeof buf;
-    const LONG rc = SCardTransmit(h_, SCARD_PCI_T1, a.data(), static_cast<DWORD>(a.size()), nullptr, buf, &len);
-    if (rc != SCARD_S_SUCCESS) fail("SCardTransmit: " + pcsc_error(rc));
-    auto r = apdu::parse_response(ByteView(buf, len));
-    if (!r) fail("card answered garbage: " + r.error().message);
-    return *r;
-  }
-
- private:
-  SCARDHANDLE h_ = 0;
-};
-
-std::string find_reader(SCARDCONTEXT ctx, const std::string& want) {
-  char buf[4096];
-  DWORD len = sizeof buf;
-  if (SCardListReaders(ctx, nullptr, buf, &len) != SCARD_S_SUCCESS) return {};
-  for (const char* p = buf; *p && p < buf + len; p += std::strlen(p) + 1)
-    if (std::string(p).find(want) != std::string::npos) return p;
+std::string find_reader(const sys::pcsc::Context& ctx, const std::string& want) {
+  auto names = ctx.readers();
+  if (!names) return {};
+  for (const auto& n : *names)
+    if (n.find(want) != std::string::npos) return n;
   return {};
 }
 
@@ -462,34 +428,41 @@ int run_pcsc(const std::string& want, const std::filesystem::path& state, long i
   auto loaded = applet::FileStorage(state).load();
   if (!loaded || loaded->empty()) fail("cannot read the prepared state " + state.string() + " (run `applet_bench prepare` first)");
   const Bytes fresh = *loaded;
-  PcscContext ctx;
-  PcscCard card;
+  auto ctx = sys::pcsc::Context::establish();
+  if (!ctx) fail(ctx.error().message + " (is pcscd running?)");
+  std::optional<sys::pcsc::Card> handle;
   std::string reader;
-  bool connected = false;
   const auto deadline = Clock::now() + std::chrono::milliseconds(wait_ms);
-  for (int i = 0; i < 10000 && !connected && Clock::now() < deadline; ++i) {  // the card shows up ~0.4 s after the vicc connects
-    if (reader.empty()) reader = find_reader(ctx.get(), want);
-    if (!reader.empty()) connected = card.connect(ctx.get(), reader) == SCARD_S_SUCCESS;
-    if (!connected) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  for (int i = 0; i < 10000 && !handle && Clock::now() < deadline; ++i) {  // the card shows up ~0.4 s after the vicc connects
+    if (reader.empty()) reader = find_reader(*ctx, want);
+    if (!reader.empty()) {
+      if (auto c = sys::pcsc::Card::connect(*ctx, reader, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1)) handle.emplace(std::move(*c));
+    }
+    if (!handle) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  if (!connected)
+  if (!handle)
     fail(reader.empty() ? "no reader named like '" + want + "' appeared" : "no card in reader '" + reader + "' (is otac-card run connected?)");
   std::printf("date: %s; machine: %u hardware threads; load average %s", utc_now().c_str(), std::thread::hardware_concurrency(),
               load_average().c_str());
+  const sys::pcsc::Card& card = *handle;
   std::printf("PC/SC client -> pcscd -> vpcd -> otac-card (vicc, state file %s), reader '%s', %ld each:\n", state.c_str(),
               reader.c_str(), iterations);
 
   // Warm-up, not recorded.
-  for (int i = 0; i < 20; ++i) expect(card.transmit(kSelect), "SELECT");
+  for (int i = 0; i < 20; ++i) expect(transmit(card, kSelect), "SELECT");
   std::vector<double> select_us;
   for (long i = 0; i < iterations; ++i) {
     const auto t0 = Clock::now();
-    const auto r = card.transmit(kSelect);
+    const auto r = transmit(card, kSelect);
     const auto t1 = Clock::now();
     expect(r, "SELECT");
     select_us.push_back(since_us(t0, t1));
   }
   print_stats("SELECT", select_us);
+  // Without TCP_QUICKACK in the virtual card each APDU costs ~44 ms (delayed ACK): say so.
+  if (const double mean = std::accumulate(select_us.begin(), select_us.end(), 0.0) / static_cast<double>(std::max<std::size_t>(select_us.size(), 1));
+      mean > 40000.0)
+    std::printf("  SLOW: a mean SELECT round trip above 40 ms points at delayed ACKs (TCP_QUICKACK missing in the vicc)\n");
 
   std::vector<double> sel, auth, conf, total;
   std::size_t used = 0;
@@ -501,16 +474,16 @@ int run_pcsc(const std::string& want, const std::filesystem::path& state, long i
     const Challenge ch(static_cast<std::uint64_t>(i));
     const Bytes a = ch.apdu();
     const auto t0 = Clock::now();
-    const auto rs = card.transmit(kSelect);
+    const auto rs = transmit(card, kSelect);
     const auto t1 = Clock::now();
-    const auto ra = card.transmit(a);
+    const auto ra = transmit(card, a);
     const auto t2 = Clock::now();
     ++used;
     expect(rs, "SELECT");
     const Checked c = check_answer(alg, ch, ra);
     const Bytes confirm = confirm_apdu(alg, c);
     const auto t3 = Clock::now();
-    const auto rc = card.transmit(confirm);
+    const auto rc = transmit(card, confirm);
     const auto t4 = Clock::now();
     expect(rc, "CONFIRM");
     sel.push_back(since_us(t0, t1));

@@ -21,6 +21,7 @@
 #include "otac/common/crypto.hpp"
 #include "otac/common/cursor.hpp"
 #include "otac/common/tlv.hpp"
+#include "otac/sys/file.hpp"
 #include "terminal/backend_json.hpp"
 #include "terminal/config.hpp"
 #include "terminal/driver.hpp"
@@ -281,16 +282,8 @@ struct Backend {
 // --save-request: the body as sent, replacing the file atomically; a failure is logged and
 // does not affect the transaction.
 void save_request(const std::string& path, const std::string& body) {
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  bool ok = fd >= 0;
-  if (ok) {
-    const std::string line = body + "\n";
-    ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
-    ok = ::close(fd) == 0 && ok;
-  }
-  if (ok) ok = std::rename(tmp.c_str(), path.c_str()) == 0;
-  if (!ok) log("cannot write the request to " + path + ": " + std::strerror(errno));
+  if (auto w = sys::write_file_atomic(path, body + "\n", {.mode = 0600}); !w)
+    log("cannot write the request to " + path + ": " + w.error().message);
 }
 
 // One tap in pos or door mode.

@@ -1,5 +1,7 @@
 #include "test_support.hpp"
 
+#include <stdlib.h>
+
 #include <fstream>
 #include <stdexcept>
 
@@ -61,6 +63,17 @@ std::vector<Vector> load_vectors(const std::string& name) {
   }
   flush();
   return out;
+}
+
+TempDir::TempDir() {
+  std::string t = (std::filesystem::temp_directory_path() / "otac-test-XXXXXX").string();
+  if (::mkdtemp(t.data()) == nullptr) throw std::runtime_error("cannot create a temporary directory under " + t);
+  path = t;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);
 }
 
 }  // namespace otac::test

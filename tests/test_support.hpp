@@ -1,6 +1,7 @@
-// Helpers shared by the test executables: known-answer vector files.
+// Helpers shared by the test executables: known-answer vector files, temporary directories.
 #pragma once
 
+#include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
@@ -23,5 +24,14 @@ std::vector<Vector> load_vectors(const std::string& name);
 
 /// Full path of a file under tests/data/.
 std::string data_path(const std::string& name);
+
+/// A fresh directory under the system's temporary directory, removed with its content at scope exit.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+};
 
 }  // namespace otac::test

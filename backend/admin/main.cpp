@@ -15,7 +15,9 @@
 #include <vector>
 
 #include "https_client.hpp"
+#include "otac/common/bytes.hpp"
 #include "otac/common/number.hpp"
+#include "otac/sys/file.hpp"
 
 namespace fs = std::filesystem;
 namespace json = boost::json;
@@ -185,29 +187,10 @@ json::array door_options(const Args& a) {
   return doors;
 }
 
-std::string query_encode(const std::string& s) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (const char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (std::isalnum(u) || c == '-' || c == '_' || c == '.' || c == '~') out.push_back(c);
-    else { out.push_back('%'); out.push_back(hex[u >> 4]); out.push_back(hex[u & 15]); }
-  }
-  return out;
-}
-
-bool write_file(const fs::path& p, const std::string& content, unsigned mode) {
-  const fs::path tmp = p.string() + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) return false;
-    f << content;
-    if (!f) return false;
-  }
-  ::chmod(tmp.c_str(), static_cast<mode_t>(mode));
-  std::error_code ec;
-  fs::rename(tmp, p, ec);
-  return !ec;
+// Replaces a file atomically; throws with the reason (the command fails with it).
+void write_file(const fs::path& p, const std::string& content, unsigned mode) {
+  if (auto w = otac::sys::write_file_atomic(p, content, {.mode = mode}); !w)
+    throw std::runtime_error("cannot write the certificate files into " + p.parent_path().string() + ": " + w.error().message);
 }
 
 std::string str(const json::value& v) {
@@ -225,7 +208,7 @@ int wait_for_list(const ClientConfig& c, const std::string& card, std::int64_t l
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
   json::object last;
   for (std::int64_t round = 0; round <= seconds * 4; ++round) {  // every 250 ms, bounded
-    auto r = otac::backend::client::request(c, Verb::get, "/v1/admin/cards/" + query_encode(card), std::string());
+    auto r = otac::backend::client::request(c, Verb::get, "/v1/admin/cards/" + otac::percent_encode(card), std::string());
     if (!r || r->status >= 300) {
       std::fprintf(stderr, "otac-admin: cannot read card %s while waiting: %s\n", card.c_str(),
                    r ? r->body.c_str() : r.error().message.c_str());
@@ -327,7 +310,7 @@ int run(int argc, char** argv) {
   } else if (cmd == "card-set") {
     Args a = parse_args(args, {"limit", "review", "threshold", "currency", "door"}, {"no-doors"});
     method = Verb::post;
-    target = "/v1/admin/cards/" + query_encode(one_pos(a, "N")) + "/settings";
+    target = "/v1/admin/cards/" + otac::percent_encode(one_pos(a, "N")) + "/settings";
     has_body = true;
     if (a.has("limit")) body["limit_minor"] = to_int(a.one("limit"), "--limit");
     if (a.has("review")) body["review_minor"] = to_int(a.one("review"), "--review");
@@ -339,7 +322,7 @@ int run(int argc, char** argv) {
     if (body.empty()) usage("card-set needs at least one of --limit --review --threshold --currency --door --no-doors");
   } else if (cmd == "card") {
     Args a = parse_args(args, {}, {});
-    target = "/v1/admin/cards/" + query_encode(one_pos(a, "N"));
+    target = "/v1/admin/cards/" + otac::percent_encode(one_pos(a, "N"));
   } else if (cmd == "card-ca") {
     Args a = parse_args(args, {}, {});
     if (!a.pos.empty()) usage("card-ca takes no arguments");
@@ -350,7 +333,7 @@ int run(int argc, char** argv) {
     card_n = one_pos(a, "N");
     if (a.has("wait")) wait_s = to_int(a.one("wait"), "--wait");
     method = Verb::post;
-    target = "/v1/admin/cards/" + query_encode(card_n) + "/refresh";
+    target = "/v1/admin/cards/" + otac::percent_encode(card_n) + "/refresh";
     print = [&card_n](const json::value& v) {
       std::printf("list %s queued for card %s (sent by SMS; 'otac-admin card %s' shows whether the card loaded it)\n",
                   str(v.as_object().at("list")).c_str(), card_n.c_str(), card_n.c_str());
@@ -359,7 +342,7 @@ int run(int argc, char** argv) {
              cmd == "set-signature-key") {
     Args a = parse_args(args, {}, {});
     method = Verb::post;
-    target = "/v1/admin/cards/" + query_encode(one_pos(a, "N")) + "/" + cmd;
+    target = "/v1/admin/cards/" + otac::percent_encode(one_pos(a, "N")) + "/" + cmd;
   } else if (cmd == "register-terminal") {
     Args a = parse_args(args, {"out", "limit", "csr"}, {});
     const std::string id = one_pos(a, "ID");
@@ -381,10 +364,9 @@ int run(int argc, char** argv) {
       const auto& o = v.as_object();
       std::error_code ec;
       fs::create_directories(out, ec);
-      bool ok = write_file(out / (id + ".pem"), std::string(o.at("cert").as_string()), 0644) &&
-                write_file(out / "ca.pem", std::string(o.at("ca").as_string()), 0644);
-      if (auto* k = o.if_contains("key"); ok && k) ok = write_file(out / (id + ".key"), std::string(k->as_string()), 0600);
-      if (!ok) throw std::runtime_error("cannot write the certificate files into " + out.string());
+      write_file(out / (id + ".pem"), std::string(o.at("cert").as_string()), 0644);
+      write_file(out / "ca.pem", std::string(o.at("ca").as_string()), 0644);
+      if (auto* k = o.if_contains("key")) write_file(out / (id + ".key"), std::string(k->as_string()), 0600);
       if (as_json) {
         json::object j;
         j["id"] = id;
@@ -402,21 +384,21 @@ int run(int argc, char** argv) {
   } else if (cmd == "revoke-terminal") {
     Args a = parse_args(args, {}, {});
     method = Verb::post;
-    target = "/v1/admin/terminals/" + query_encode(one_pos(a, "ID")) + "/revoke";
+    target = "/v1/admin/terminals/" + otac::percent_encode(one_pos(a, "ID")) + "/revoke";
   } else if (cmd == "terminal") {
     Args a = parse_args(args, {}, {});
-    target = "/v1/admin/terminals/" + query_encode(one_pos(a, "ID"));
+    target = "/v1/admin/terminals/" + otac::percent_encode(one_pos(a, "ID"));
   } else if (cmd == "approve" || cmd == "decline") {
     Args a = parse_args(args, {}, {});
     method = Verb::post;
-    target = "/v1/admin/transactions/" + query_encode(one_pos(a, "TXN")) + "/" + cmd;
+    target = "/v1/admin/transactions/" + otac::percent_encode(one_pos(a, "TXN")) + "/" + cmd;
   } else if (cmd == "transactions") {
     Args a = parse_args(args, {"card", "terminal", "decision", "since", "until", "limit"}, {});
     if (!a.pos.empty()) usage("transactions takes only options");
     target = "/v1/admin/transactions";
     char sep = '?';
     for (const char* k : {"card", "terminal", "decision", "since", "until", "limit"}) {
-      if (a.has(k)) { target += sep + std::string(k) + "=" + query_encode(a.one(k)); sep = '&'; }
+      if (a.has(k)) { target += sep + std::string(k) + "=" + otac::percent_encode(a.one(k)); sep = '&'; }
     }
     print = [](const json::value& v) {
       const auto& list = v.as_object().at("transactions").as_array();
@@ -437,7 +419,7 @@ int run(int argc, char** argv) {
       target = "/v1/admin/audit";
       char sep = '?';
       for (const char* k : {"after", "limit"}) {
-        if (a.has(k)) { target += sep + std::string(k) + "=" + query_encode(a.one(k)); sep = '&'; }
+        if (a.has(k)) { target += sep + std::string(k) + "=" + otac::percent_encode(a.one(k)); sep = '&'; }
       }
       print = [](const json::value& v) {
         for (const auto& e : v.as_object().at("entries").as_array()) {

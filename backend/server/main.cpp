@@ -15,6 +15,7 @@
 #include "kek.hpp"
 #include "log.hpp"
 #include "otac/common/crypto.hpp"
+#include "otac/sys/file.hpp"
 #include "pki.hpp"
 #include "router.hpp"
 #include "server.hpp"
@@ -100,26 +101,26 @@ Result<std::vector<std::string>> bootstrap(const Config& c) {
                                          " exists; restore the other or delete both to create a new CA");
     auto ca = pki::make_ca("OTAC private CA", 3650);
     if (!ca) return ca.error();
-    if (auto w = pki::write_file(ca_key, ca->key_pem, 0600); !w) return w.error();
-    if (auto w = pki::write_file(ca_cert, ca->cert_pem, 0644); !w) return w.error();
+    if (auto w = sys::write_file_atomic(ca_key, ca->key_pem, {.mode = 0600}); !w) return w.error();
+    if (auto w = sys::write_file_atomic(ca_cert, ca->cert_pem, {.mode = 0644}); !w) return w.error();
     created.push_back(ca_cert.string() + " (CA certificate; give it to terminals and otac-admin)");
     created.push_back(ca_key.string() + " (CA private key, 0600)");
   }
   const fs::path cert = c.resolve(c.tls_cert), key = c.resolve(c.tls_key);
   if (!fs::exists(cert) || !fs::exists(key)) {
-    auto cap = pki::read_file(ca_cert);
+    auto cap = sys::read_file(ca_cert);
     if (!cap) return cap.error();
-    auto cak = pki::read_file(ca_key);
+    auto cak = sys::read_file(ca_key);
     if (!cak) return cak.error();
     auto kc = pki::issue_server(pki::KeyCert{*cak, *cap}, "localhost", {"localhost"}, {"127.0.0.1", "::1"}, 825);
     if (!kc) return kc.error();
-    if (auto w = pki::write_file(key, kc->key_pem, 0600); !w) return w.error();
-    if (auto w = pki::write_file(cert, kc->cert_pem, 0644); !w) return w.error();
+    if (auto w = sys::write_file_atomic(key, kc->key_pem, {.mode = 0600}); !w) return w.error();
+    if (auto w = sys::write_file_atomic(cert, kc->cert_pem, {.mode = 0644}); !w) return w.error();
     created.push_back(cert.string() + " (server certificate for 127.0.0.1, ::1, localhost)");
   }
   const fs::path secret = c.resolve(c.mo_secret_file);
   if (!fs::exists(secret)) {
-    if (auto w = pki::write_file(secret, to_hex(crypto::random_bytes(16)) + "\n", 0600); !w) return w.error();
+    if (auto w = sys::write_file_atomic(secret, to_hex(crypto::random_bytes(16)) + "\n", {.mode = 0600}); !w) return w.error();
     created.push_back(secret.string() + " (Kannel get-url secret, 0600)");
   }
   return created;
@@ -160,10 +161,10 @@ int main(int argc, char** argv) {
   const fs::path cfg_path = config_file.empty() ? base.data_dir / "otac-backend.conf" : fs::path(config_file);
   bool first_start = false;
   if (!fs::exists(cfg_path)) {
-    if (auto w = pki::write_file(cfg_path, default_config_text(), 0600); !w) return fail(w.error().message);
+    if (auto w = sys::write_file_atomic(cfg_path, default_config_text(), {.mode = 0600}); !w) return fail(w.error().message);
     first_start = true;
   }
-  auto text = pki::read_file(cfg_path);
+  auto text = sys::read_file(cfg_path);
   if (!text) return fail(text.error().message);
   auto cfg = parse_config(*text, base);
   if (!cfg) return fail(cfg_path.string() + ": " + cfg.error().message);
@@ -209,24 +210,24 @@ int main(int argc, char** argv) {
   if (!fs::exists(token_file)) {
     auto tok = service.create_operator("admin", Role::admin, "system");
     if (!tok) return fail("cannot create the admin operator: " + tok.error().message);
-    if (auto w = pki::write_file(token_file, *tok + "\n", 0600); !w) return fail(w.error().message);
+    if (auto w = sys::write_file_atomic(token_file, *tok + "\n", {.mode = 0600}); !w) return fail(w.error().message);
     created->push_back(token_file.string() + " (token of operator 'admin', 0600)");
   }
   // The card CA's public point, for personalizing cards (otac-card activate --ca-key); public.
   auto card_ca = service.card_ca_public();
   if (!card_ca) return fail("cannot create or read the card CA key: " + card_ca.error().message);
   if (!fs::exists(c.data_dir / "card-ca.pub")) created->push_back((c.data_dir / "card-ca.pub").string() + " (card CA public point, hex)");
-  if (auto w = pki::write_file(c.data_dir / "card-ca.pub", to_hex(*card_ca) + "\n", 0644); !w) return fail(w.error().message);
+  if (auto w = sys::write_file_atomic(c.data_dir / "card-ca.pub", to_hex(*card_ca) + "\n", {.mode = 0644}); !w) return fail(w.error().message);
   if (!created->empty()) {
     std::fprintf(stderr, "otac-backend: first start in %s; created:\n", c.data_dir.c_str());
     for (const auto& f : *created) std::fprintf(stderr, "  %s\n", f.c_str());
   }
 
-  auto ca_cert = pki::read_file(c.resolve(c.ca_cert));
+  auto ca_cert = sys::read_file(c.resolve(c.ca_cert));
   if (!ca_cert) return fail(ca_cert.error().message);
-  auto ca_key = pki::read_file(c.resolve(c.ca_key));
+  auto ca_key = sys::read_file(c.resolve(c.ca_key));
   if (!ca_key) return fail(ca_key.error().message);
-  auto mo_secret = pki::read_file(c.resolve(c.mo_secret_file));
+  auto mo_secret = sys::read_file(c.resolve(c.mo_secret_file));
   if (!mo_secret) return fail(mo_secret.error().message);
 
   http::RequestMetrics metrics;
@@ -303,8 +304,8 @@ int main(int argc, char** argv) {
   }
 
   // Port files last: their presence means "ready".
-  if (auto w = pki::write_file(c.data_dir / "mo.port", std::to_string(*mo_bound) + "\n", 0644); !w) return fail(w.error().message);
-  if (auto w = pki::write_file(c.data_dir / "backend.port", std::to_string(*bound) + "\n", 0644); !w) return fail(w.error().message);
+  if (auto w = sys::write_file_atomic(c.data_dir / "mo.port", std::to_string(*mo_bound) + "\n", {.mode = 0644}); !w) return fail(w.error().message);
+  if (auto w = sys::write_file_atomic(c.data_dir / "backend.port", std::to_string(*bound) + "\n", {.mode = 0644}); !w) return fail(w.error().message);
   log::info("listening", {{"https", host + ":" + std::to_string(*bound)},
                           {"mo", mo_host + ":" + std::to_string(*mo_bound)},
                           {"data_dir", c.data_dir.string()},

@@ -1,17 +1,12 @@
 #include "pki.hpp"
 
-#include <fcntl.h>
 #include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
 #include <memory>
 
 #include "otac/common/bytes.hpp"
@@ -220,45 +215,6 @@ Result<std::string> common_name(std::string_view pem) {
   if (idx < 0) return make_error(Errc::not_found, "certificate has no CN");
   ASN1_STRING* s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx));
   return std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)), static_cast<std::size_t>(ASN1_STRING_length(s)));
-}
-
-Result<std::string> read_file(const std::filesystem::path& p) {
-  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return make_error(Errc::io, "cannot read " + p.string() + ": " + std::strerror(errno));
-  std::string out;
-  char buf[4096];
-  for (int i = 0; i < 100000; ++i) {  // bounded: at most ~400 MB
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      ::close(fd);
-      return make_error(Errc::io, "cannot read " + p.string() + ": " + std::strerror(errno));
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<std::size_t>(n));
-  }
-  ::close(fd);
-  return out;
-}
-
-Result<void> write_file(const std::filesystem::path& p, std::string_view content, unsigned mode) {
-  const std::filesystem::path tmp = p.string() + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, static_cast<mode_t>(mode));
-  if (fd < 0) return make_error(Errc::io, "cannot write " + tmp.string() + ": " + std::strerror(errno));
-  ::fchmod(fd, static_cast<mode_t>(mode));
-  std::size_t off = 0;
-  while (off < content.size()) {
-    const ssize_t n = ::write(fd, content.data() + off, content.size() - off);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      ::close(fd);
-      return make_error(Errc::io, "cannot write " + tmp.string() + ": " + std::strerror(errno));
-    }
-    off += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) return make_error(Errc::io, "cannot flush " + tmp.string());
-  if (::rename(tmp.c_str(), p.c_str()) != 0) return make_error(Errc::io, "cannot rename " + tmp.string() + " to " + p.string());
-  return {};
 }
 
 }  // namespace otac::backend::pki

@@ -32,9 +32,4 @@ Result<std::string> fingerprint(std::string_view cert_pem);
 /// The subject CN of the first certificate in cert_pem.
 Result<std::string> common_name(std::string_view cert_pem);
 
-/// Reads a whole file.
-Result<std::string> read_file(const std::filesystem::path& p);
-/// Writes a file atomically (temp + rename) with the given mode (e.g. 0600 for secrets).
-Result<void> write_file(const std::filesystem::path& p, std::string_view content, unsigned mode);
-
 }  // namespace otac::backend::pki

@@ -98,19 +98,11 @@ KannelSender::KannelSender(Service& service, KannelConfig config) : service_(ser
 KannelSender::~KannelSender() { stop(); }
 
 void KannelSender::start() {
-  {
-    std::lock_guard lock(mu_);
-    stop_ = false;
-  }
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::jthread([this](std::stop_token st) { run(st); });
 }
 
 void KannelSender::stop() {
-  {
-    std::lock_guard lock(mu_);
-    stop_ = true;
-  }
-  cv_.notify_all();
+  thread_.request_stop();  // also ends the wait in run()
   if (thread_.joinable()) thread_.join();
 }
 
@@ -122,7 +114,9 @@ void KannelSender::wake() {
   cv_.notify_all();
 }
 
-std::uint32_t KannelSender::drain_once() {
+std::uint32_t KannelSender::drain_once() { return drain(std::stop_token{}); }
+
+std::uint32_t KannelSender::drain(const std::stop_token& stop) {
   auto due = service_.next_due(config_.batch);
   if (!due) {
     log::error("sms_outbox_failed", {{"reason", due.error().message}});
@@ -130,10 +124,7 @@ std::uint32_t KannelSender::drain_once() {
   }
   std::uint32_t accepted = 0;
   for (const auto& m : *due) {
-    {
-      std::lock_guard lock(mu_);
-      if (stop_) break;
-    }
+    if (stop.stop_requested()) break;
     auto r = http_get(config_.host, config_.port, sendsms_target(config_, m),
                       std::chrono::duration_cast<std::chrono::milliseconds>(config_.timeout));
     std::string reply;
@@ -166,17 +157,16 @@ std::uint32_t KannelSender::drain_once() {
   return accepted;
 }
 
-void KannelSender::run() {
+void KannelSender::run(const std::stop_token& stop) {
   // Bounded by stop(): each round either sends or sleeps up to `poll`.
-  for (;;) {
+  while (!stop.stop_requested()) {
     {
       std::lock_guard lock(mu_);
-      if (stop_) return;
       woken_ = false;
     }
-    drain_once();
+    drain(stop);
     std::unique_lock lock(mu_);
-    cv_.wait_for(lock, config_.poll, [this] { return stop_ || woken_; });
+    cv_.wait_for(lock, stop, config_.poll, [this] { return woken_; });
   }
 }
 

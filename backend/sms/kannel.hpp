@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <stop_token>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -63,14 +64,14 @@ class KannelSender {
   std::uint32_t drain_once();
 
  private:
-  void run();
+  void run(const std::stop_token& stop);
+  std::uint32_t drain(const std::stop_token& stop);
   Service& service_;
   KannelConfig config_;
-  std::thread thread_;
   std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
+  std::condition_variable_any cv_;  // waits end early on wake() or on the thread's stop request
   bool woken_ = false;
+  std::jthread thread_;  // declared last: started after, and stopped before, the members it uses
 };
 
 /// Registers GET/POST /v1/sms/mo and GET /v1/sms/dlr on router (the MO listener's router).

@@ -8,25 +8,14 @@
 #include <cstring>
 
 #include "otac/common/crypto.hpp"
+#include "otac/sys/fd.hpp"
+#include "otac/sys/file.hpp"
 
 namespace otac::backend {
 namespace {
 
 constexpr std::uint8_t kFormat = 0x01;
 constexpr std::size_t kIv = 16, kTag = 32;
-
-// Closes a file descriptor once.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() { if (fd_ >= 0) ::close(fd_); }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 Error io_error(const std::filesystem::path& f, const char* what) {
   return make_error(Errc::io, std::string(what) + " " + f.string() + ": " + std::strerror(errno));
@@ -52,17 +41,14 @@ Kek Kek::from_bytes(const SecretBytes& kek) {
 }
 
 Result<Kek> Kek::load_or_create(const std::filesystem::path& file) {
-  Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  sys::Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (fd.get() < 0 && errno == ENOENT) {
-    // O_EXCL: if another process creates it at the same moment, we fail and read theirs below.
+    // Created complete or not at all; if another process creates it at the same moment, this
+    // one gets Errc::conflict and reads theirs below.
     SecretBytes fresh = crypto::random_secret(32);
-    Fd w(::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-    if (w.get() >= 0) {
-      if (::write(w.get(), fresh.data(), fresh.size()) != 32 || ::fsync(w.get()) != 0)
-        return io_error(file, "cannot write the new key-encryption key");
-    } else if (errno != EEXIST) {
-      return io_error(file, "cannot create the key-encryption key");
-    }
+    auto w = sys::write_file_atomic(file, fresh.view(), {.mode = 0600, .replace = false});
+    if (!w && w.error().code != Errc::conflict)
+      return make_error(w.error().code, "cannot create the key-encryption key: " + w.error().message);
     return load_or_create(file);
   }
   if (fd.get() < 0) return io_error(file, "cannot open the key-encryption key");

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <stop_token>
 #include <deque>
 #include <exception>
 #include <map>
@@ -414,15 +415,9 @@ class Checkpointer {
  public:
   static constexpr int kPages = 1000;  // SQLite's default automatic checkpoint threshold
 
-  explicit Checkpointer(DbPtr db) : db_(std::move(db)), thread_([this] { loop(); }) {}
-  ~Checkpointer() {
-    {
-      std::lock_guard lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_one();
-    thread_.join();
-  }
+  explicit Checkpointer(DbPtr db) : db_(std::move(db)), thread_([this](std::stop_token st) { loop(st); }) {}
+  // thread_'s destructor (it is destroyed first) asks the loop to stop and joins it.
+  ~Checkpointer() = default;
   Checkpointer(const Checkpointer&) = delete;
   Checkpointer& operator=(const Checkpointer&) = delete;
 
@@ -441,11 +436,9 @@ class Checkpointer {
     cv_.notify_one();
   }
   // Ends at destruction; each round waits for a poke, then checkpoints once.
-  void loop() {
+  void loop(const std::stop_token& stop) {
     std::unique_lock lock(mu_);
-    for (;;) {
-      cv_.wait(lock, [this] { return stop_ || due_; });
-      if (stop_) return;
+    while (cv_.wait(lock, stop, [this] { return due_; })) {  // false once stop is requested
       due_ = false;
       lock.unlock();
       // PASSIVE: copies what no reader still needs, never waits for or blocks the writers.
@@ -457,10 +450,9 @@ class Checkpointer {
 
   DbPtr db_;
   std::mutex mu_;
-  std::condition_variable cv_;
+  std::condition_variable_any cv_;  // its wait also ends on thread_'s stop request
   bool due_ = false;
-  bool stop_ = false;
-  std::thread thread_;  // declared last: started after, and joined before, the members it uses
+  std::jthread thread_;  // declared last: started after, and joined before, the members it uses
 };
 
 // The callers waiting for one database file in this process, and its connections.

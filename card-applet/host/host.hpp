@@ -10,26 +10,12 @@
 
 #include "otac/common/bytes.hpp"
 #include "otac/common/result.hpp"
+#include "otac/sys/fd.hpp"
 
 namespace otac::card_host {
 
-/// An owned socket or file descriptor; closed once.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd();
-  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
-  Fd& operator=(Fd&& o) noexcept;
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  explicit operator bool() const { return fd_ >= 0; }
-  void reset();
-
- private:
-  int fd_ = -1;
-};
+/// An owned socket or file descriptor (the one shared class).
+using Fd = sys::Fd;
 
 /// HOST:PORT split; port 1..65535.
 Result<std::pair<std::string, std::uint16_t>> parse_endpoint(std::string_view s);

@@ -17,22 +17,6 @@
 
 namespace otac::card_host {
 
-Fd::~Fd() { reset(); }
-
-Fd& Fd::operator=(Fd&& o) noexcept {
-  if (this != &o) {
-    reset();
-    fd_ = o.fd_;
-    o.fd_ = -1;
-  }
-  return *this;
-}
-
-void Fd::reset() {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = -1;
-}
-
 Result<std::pair<std::string, std::uint16_t>> parse_endpoint(std::string_view s) {
   const auto colon = s.rfind(':');
   if (colon == std::string_view::npos || colon == 0)

@@ -11,6 +11,8 @@
 #include "otac/common/crypto.hpp"
 #include "otac/common/cursor.hpp"
 #include "otac/common/secret.hpp"
+#include "otac/sys/fd.hpp"
+#include "otac/sys/file.hpp"
 
 namespace otac::applet {
 namespace {
@@ -24,20 +26,6 @@ Error sys_error(const std::string& what, const std::filesystem::path& p) {
   return make_error(Errc::io, what + " " + p.string() + ": " + std::strerror(errno) +
                                   " (check the directory exists and is writable)");
 }
-
-// Owns a file descriptor; closes it once.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() { if (fd_ >= 0) ::close(fd_); }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  explicit operator bool() const { return fd_ >= 0; }
-
- private:
-  int fd_;
-};
 
 }  // namespace
 
@@ -53,7 +41,7 @@ Result<void> MemoryStorage::commit(ByteView blob) {
 }
 
 Result<Bytes> FileStorage::load() {
-  Fd fd(::open(path_.c_str(), O_RDONLY | O_CLOEXEC));
+  sys::Fd fd(::open(path_.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) {
     if (errno == ENOENT) return Bytes{};
     return sys_error("cannot open state file", path_);
@@ -97,33 +85,9 @@ Result<void> FileStorage::commit(ByteView blob) {
   struct Wipe { Bytes& b; ~Wipe() { secure_zero(b.data(), b.size()); } } wipe{file};
 
   std::size_t op = 0;
-  auto cut = [&]() { return cut_ && cut_(op++); };
-  const std::filesystem::path tmp = path_.parent_path() / ("." + path_.filename().string() + ".tmp");
-  const std::filesystem::path dir = path_.has_parent_path() ? path_.parent_path() : std::filesystem::path(".");
-  const Error power_cut = make_error(Errc::io, "state commit cut (injected power loss)");
-
-  if (cut()) return power_cut;
-  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  if (!fd) return sys_error("cannot create", tmp);
-  if (::fchmod(fd.get(), 0600) != 0) return sys_error("cannot set mode 0600 on", tmp);
-  for (std::size_t pos = 0; pos < file.size();) {
-    if (cut()) return power_cut;
-    const std::size_t n = std::min(kChunk, file.size() - pos);
-    const ssize_t w = ::write(fd.get(), file.data() + pos, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return sys_error("cannot write", tmp);
-    }
-    pos += static_cast<std::size_t>(w);
-  }
-  if (cut()) return power_cut;
-  if (::fsync(fd.get()) != 0) return sys_error("cannot fsync", tmp);
-  if (cut()) return power_cut;
-  if (::rename(tmp.c_str(), path_.c_str()) != 0) return sys_error("cannot rename over", path_);
-  if (cut()) return {};  // renamed: the new state is in place even if the directory sync is lost
-  Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!d || ::fsync(d.get()) != 0) return sys_error("cannot fsync directory", dir);
-  return {};
+  sys::WriteOptions opt{.mode = 0600, .replace = true, .chunk = kChunk, .cut = {}};
+  if (cut_) opt.cut = [&] { return cut_(op++); };
+  return sys::write_file_atomic(path_, file, opt);
 }
 
 }  // namespace otac::applet

@@ -20,6 +20,9 @@
 #include <filesystem>
 #include <vector>
 
+#include "otac/sys/fd.hpp"
+#include "otac/sys/file.hpp"
+
 namespace otac::hw::pn532 {
 namespace {
 
@@ -27,37 +30,7 @@ using Clock = std::chrono::steady_clock;
 
 std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
 
-/// Owns one file descriptor.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() { reset(); }
-  Fd(Fd&& o) noexcept : fd_(o.release()) {}
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd_ = o.release();
-    }
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  int release() {
-    const int f = fd_;
-    fd_ = -1;
-    return f;
-  }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
+using sys::Fd;
 
 void set_nonblocking(int fd) {
   const int flags = ::fcntl(fd, F_GETFL, 0);
@@ -300,14 +273,7 @@ struct Emulator::Impl {
 
   Result<void> write_port_file() {
     if (opt.port_file.empty()) return {};
-    const std::string tmp = opt.port_file + ".tmp";
-    FILE* f = std::fopen(tmp.c_str(), "w");
-    if (f == nullptr) return make_error(Errc::io, errno_text(("open " + tmp).c_str()));
-    std::fprintf(f, "%u\n", static_cast<unsigned>(port));
-    if (std::fclose(f) != 0) return make_error(Errc::io, errno_text(("write " + tmp).c_str()));
-    if (std::rename(tmp.c_str(), opt.port_file.c_str()) != 0) {
-      return make_error(Errc::io, errno_text(("rename to " + opt.port_file).c_str()));
-    }
+    if (auto w = sys::write_file_atomic(opt.port_file, std::to_string(port) + "\n", {.mode = 0644}); !w) return w.error();
     port_file_made = true;
     return {};
   }

@@ -269,13 +269,15 @@ TEST_CASE("policy: card limit, terminal limit, held for review, doors and hours"
     CHECK(a->arpc == arpc_of(c, 0, req.cryptogram, "19"));
     auto quick = env.svc->get_authorization("T1", std::chrono::milliseconds(0));
     CHECK(quick->decision == Decision::held);
+    bool decided = false;  // checked after join: Catch2 2.x assertions belong on the main thread
     std::thread op([&] {
       std::this_thread::sleep_for(std::chrono::milliseconds(150));
-      CHECK(env.svc->decide_held("T1", true, "alice"));
+      decided = env.svc->decide_held("T1", true, "alice").ok();
     });
     const auto t0 = std::chrono::steady_clock::now();
     auto waited = env.svc->get_authorization("T1", std::chrono::milliseconds(5000));
     op.join();
+    CHECK(decided);
     REQUIRE(waited);
     CHECK(waited->decision == Decision::approved);
     CHECK(waited->reason == "operator_approved");

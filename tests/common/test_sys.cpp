@@ -1,0 +1,195 @@
+// common/sys: the file-descriptor owner and the atomic file replacement.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cerrno>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "otac/sys/fd.hpp"
+#include "otac/sys/file.hpp"
+#include "test_support.hpp"
+
+using otac::Errc;
+using otac::sys::Fd;
+using otac::sys::write_file_atomic;
+using otac::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+bool is_open(int fd) { return ::fcntl(fd, F_GETFD) != -1 || errno != EBADF; }
+
+unsigned mode_of(const fs::path& p) {
+  struct stat st {};
+  REQUIRE(::stat(p.c_str(), &st) == 0);
+  return st.st_mode & 07777u;
+}
+
+std::string content_of(const fs::path& p) {
+  auto r = otac::sys::read_file(p);
+  REQUIRE(r.ok());
+  return *r;
+}
+
+// Everything in dir except the named file: temporary files left behind.
+std::vector<std::string> others(const fs::path& dir, const std::string& keep) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().filename() != keep) out.push_back(e.path().filename().string());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("sys Fd closes on destruction and moves ownership") {
+  int p[2];
+  REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+  {
+    Fd w(p[1]);
+    Fd r(p[0]);
+    CHECK(r.valid());
+    Fd moved(std::move(r));
+    CHECK_FALSE(r.valid());  // NOLINT(bugprone-use-after-move): the moved-from state is the point
+    CHECK(moved.get() == p[0]);
+    CHECK(is_open(p[0]));
+    Fd target;
+    CHECK_FALSE(target);
+    target = std::move(moved);
+    CHECK(target.get() == p[0]);
+    CHECK_FALSE(moved.valid());  // NOLINT(bugprone-use-after-move)
+    CHECK(is_open(p[0]));
+    CHECK(is_open(p[1]));
+  }
+  CHECK_FALSE(is_open(p[0]));
+  CHECK_FALSE(is_open(p[1]));
+}
+
+TEST_CASE("sys Fd move assignment closes the descriptor it held, release gives it up") {
+  int a[2], b[2];
+  REQUIRE(::pipe2(a, O_CLOEXEC) == 0);
+  REQUIRE(::pipe2(b, O_CLOEXEC) == 0);
+  Fd x(a[0]);
+  x = Fd(b[0]);
+  CHECK_FALSE(is_open(a[0]));
+  CHECK(x.get() == b[0]);
+  const int raw = x.release();
+  CHECK_FALSE(x.valid());
+  CHECK(is_open(raw));
+  Fd y(raw);
+  CHECK(y.close() == 0);
+  CHECK_FALSE(y.valid());
+  CHECK_FALSE(is_open(raw));
+  CHECK(y.close() == 0);  // closing an empty Fd does nothing
+  ::close(a[1]);
+  ::close(b[1]);
+}
+
+TEST_CASE("atomic write: content and exact mode, replacing the old file, nothing left behind") {
+  TempDir d;
+  const fs::path f = d.path / "secret.key";
+  const mode_t old_mask = ::umask(077);
+  auto w1 = write_file_atomic(f, std::string_view("first"), {.mode = 0644});
+  ::umask(old_mask);
+  REQUIRE(w1.ok());
+  CHECK(content_of(f) == "first");
+  CHECK(mode_of(f) == 0644u);  // exactly as asked, whatever the umask
+  REQUIRE(write_file_atomic(f, std::string_view("second, longer")).ok());
+  CHECK(content_of(f) == "second, longer");
+  CHECK(mode_of(f) == 0600u);  // the default is for secrets
+  CHECK(others(d.path, "secret.key").empty());
+  REQUIRE(write_file_atomic(f, std::string_view("")).ok());
+  CHECK(content_of(f).empty());
+}
+
+TEST_CASE("atomic write: a power cut at any step leaves the old or the new content") {
+  TempDir d;
+  const fs::path f = d.path / "state";
+  const std::string old_text = "old state", new_text(100, 'n');
+  std::size_t steps_seen = 0;
+  for (std::size_t cut_at = 0; cut_at < 64; ++cut_at) {
+    REQUIRE(write_file_atomic(f, old_text).ok());
+    std::size_t step = 0;
+    bool cut = false;
+    auto r = write_file_atomic(f, new_text, {.mode = 0600, .replace = true, .chunk = 10, .cut = [&] {
+                                               cut = cut || step == cut_at;
+                                               return step++ == cut_at;
+                                             }});
+    if (!cut) break;
+    ++steps_seen;
+    const std::string now = content_of(f);
+    INFO("cut at step " << cut_at);
+    CHECK((now == old_text || now == new_text));
+    CHECK(r.ok() == (now == new_text));  // success is reported exactly when the new content is in place
+    for (const auto& e : others(d.path, "state")) fs::remove(d.path / e);
+  }
+  CHECK(steps_seen == 14);  // create, 10 chunks, fsync, rename, after the rename (before the directory sync)
+}
+
+TEST_CASE("atomic write: a failing write leaves the old file intact and no temporary file") {
+  TempDir d;
+  const fs::path f = d.path / "config";
+  REQUIRE(write_file_atomic(f, std::string_view("old")).ok());
+  // A real write(2) failure: EFBIG past a file-size limit.
+  struct rlimit saved {};
+  REQUIRE(::getrlimit(RLIMIT_FSIZE, &saved) == 0);
+  auto* old_handler = ::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit small = saved;
+  small.rlim_cur = 16;
+  REQUIRE(::setrlimit(RLIMIT_FSIZE, &small) == 0);
+  auto r = write_file_atomic(f, std::string(4096, 'x'));
+  ::setrlimit(RLIMIT_FSIZE, &saved);
+  ::signal(SIGXFSZ, old_handler);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == Errc::io);
+  CHECK(r.error().message.find("cannot write") != std::string::npos);
+  CHECK(content_of(f) == "old");
+  CHECK(others(d.path, "config").empty());
+}
+
+TEST_CASE("atomic write: a failing rename leaves the target intact and no temporary file") {
+  TempDir d;
+  const fs::path target = d.path / "busy";
+  fs::create_directory(target);
+  { auto w = write_file_atomic(target / "inside", std::string_view("kept")); REQUIRE(w.ok()); }
+  auto r = write_file_atomic(target, std::string_view("new"));  // rename over a non-empty directory fails
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == Errc::io);
+  CHECK(r.error().message.find(target.string()) != std::string::npos);
+  CHECK(fs::is_directory(target));
+  CHECK(content_of(target / "inside") == "kept");
+  CHECK(others(d.path, "busy").empty());
+}
+
+TEST_CASE("atomic write without replace creates once and refuses an existing file") {
+  TempDir d;
+  const fs::path f = d.path / "kek.bin";
+  REQUIRE(write_file_atomic(f, std::string_view("first"), {.mode = 0600, .replace = false}).ok());
+  CHECK(content_of(f) == "first");
+  auto again = write_file_atomic(f, std::string_view("second"), {.mode = 0600, .replace = false});
+  REQUIRE_FALSE(again.ok());
+  CHECK(again.error().code == Errc::conflict);
+  CHECK(content_of(f) == "first");
+  CHECK(others(d.path, "kek.bin").empty());
+}
+
+TEST_CASE("atomic write into a missing directory says what failed") {
+  TempDir d;
+  auto r = write_file_atomic(d.path / "no-such-dir" / "f", std::string_view("x"));
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().message.find("check the directory exists") != std::string::npos);
+}
+
+TEST_CASE("read_file refuses a file above its size limit") {
+  TempDir d;
+  REQUIRE(write_file_atomic(d.path / "big", std::string(100, 'b')).ok());
+  auto r = otac::sys::read_file(d.path / "big", 99);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == Errc::bad_length);
+  CHECK(otac::sys::read_file(d.path / "big", 100).ok());
+}
