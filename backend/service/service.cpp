@@ -378,7 +378,11 @@ Result<void> track_keys(Tx& tx, const CardRecord& card, const PorResult& p, cons
     // A packet built before S was confirmed (without CF, or CF under the previous S) and
     // refused by a card that now holds S: send it again with CF. Bounded: the repaired
     // packet's counter is at or above sig_since, so its refusal does not repair again.
-    if (sig_refused && sec->sig_key && (sec->sig_since == 0 || p.counter < sec->sig_since)) return repair();
+    // Nothing is promoted here, so an E4 or E5 refusal counts too (e.g. list 1 of an
+    // asymmetric card queued behind E3, without CF): were it an ECDSA failure, the cost is
+    // one resend.
+    const bool refused_6982 = (p.rsc == 0x0A || p.rsc == 0x01) && ct_equal(p.data, kSwSecurity);
+    if (refused_6982 && sec->sig_key && (sec->sig_since == 0 || p.counter < sec->sig_since)) return repair();
     return {};
   }
   auto promote = [&](std::string_view how) -> Result<void> {
