@@ -721,6 +721,15 @@ class World {
     auto por = ota::build_response(ota::PorSecurity{h.spi, h.kic, h.kid}, ota::Response{h.tar, opened->counter, 0, rsc, {}},
                                    keys->kic, keys->kid);
     if (!por) throw std::runtime_error("build_response");
+    // Every copy of the packet goes too: a card that answered a packet answers its duplicates
+    // RSC 02 (its counter is stored whatever the inner commands did), so none of them could
+    // load what this PoR says was refused.
+    const std::set<std::size_t> chosen(idx.begin(), idx.end());
+    for (std::size_t i = 0; i < mt_.size(); ++i)
+      if (!chosen.count(i) && std::any_of(chosen.begin(), chosen.end(), [&](std::size_t c) {
+            return mt_[c].udh == mt_[i].udh && mt_[c].payload == mt_[i].payload;
+          }))
+        idx.push_back(i);
     std::sort(idx.rbegin(), idx.rend());
     for (auto i : idx) mt_.erase(mt_.begin() + static_cast<std::ptrdiff_t>(i));
     ev_.lost = true;  // a refused list is lost; so is the E5 list behind a refused E4
