@@ -78,6 +78,7 @@ struct Evidence {
   bool unreadable_por = false;         // the backend refused to read a PoR the card sent
   bool retired_key = false;            // the backend refused a card request whose CC is under a retired K
   bool display_window = false;         // a display code lay behind ten or more codes the backend still counts unused
+  bool refused_but_loaded = false;     // a list PoR with an RSC for a list the card already holds
 };
 
 struct MtPart {
@@ -363,6 +364,9 @@ class World {
   std::optional<KnownBug> explained_by(const std::string& inv) const {
     if (inv == "genuine_declined" && ev_.display_window && open(KnownBug::display_window_stale))
       return KnownBug::display_window_stale;
+    if ((inv == "genuine_declined" || inv == "agreement" || inv == "liveness") && ev_.refused_but_loaded &&
+        open(KnownBug::refused_after_loaded))
+      return KnownBug::refused_after_loaded;
     const bool starving = inv == "liveness" || inv == "settled" || inv == "agreement" || inv == "keys";
     if (!starving) return std::nullopt;
     if (ev_.refused_operator_list && open(KnownBug::operator_refresh_lost)) return KnownBug::operator_refresh_lost;
@@ -658,9 +662,14 @@ class World {
       return;
     }
     if (!por) return;
-    auto recent = b_->svc->audit_recent(1);
-    if (!recent || recent->empty() || recent->back().action != "por") return;
-    on_por(recent->back().detail);
+    // The PoR's own entry may be followed by what it caused (list_refused, issue_list, ...).
+    auto recent = b_->svc->audit_recent(8);
+    if (!recent) return;
+    for (auto it = recent->rbegin(); it != recent->rend(); ++it)
+      if (it->action == "por") {
+        on_por(it->detail);
+        return;
+      }
   }
 
   // Reads "card=.. counter=C kind=K rsc=R" of the backend's audit entry for a PoR.
@@ -673,6 +682,7 @@ class World {
     };
     if (value("kind") != "list" || value("rsc") == "0") return;
     const auto [kind, ref] = sent_packet(std::stoull(value("counter")));
+    if (card_state().last_list_id >= ref) ev_.refused_but_loaded = true;
     if (value("rsc") != "7") {
       ev_.lost = true;
       return;
@@ -832,7 +842,7 @@ Outcome execute(const Options& opt, const std::vector<Action>* script, std::size
 
 std::set<KnownBug> all_known_bugs() {
   return {KnownBug::lost_sms_not_repaired, KnownBug::unreadable_por_ignored, KnownBug::display_window_stale,
-          KnownBug::request_under_retired_key};
+          KnownBug::request_under_retired_key, KnownBug::refused_after_loaded};
 }
 
 const char* bug_name(KnownBug b) {
@@ -845,6 +855,7 @@ const char* bug_name(KnownBug b) {
     case KnownBug::unreadable_por_ignored: return "unreadable_por_ignored";
     case KnownBug::display_window_stale: return "display_window_stale";
     case KnownBug::request_under_retired_key: return "request_under_retired_key";
+    case KnownBug::refused_after_loaded: return "refused_after_loaded";
   }
   return "?";
 }

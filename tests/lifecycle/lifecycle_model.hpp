@@ -64,6 +64,7 @@ enum class KnownBug : std::uint8_t {
   lost_sms_not_repaired = 5,    ///< found by this soak: a lost list, card request or PoR is never repaired
   display_window_stale = 7,     ///< found by this soak: ten codes used on the card but never consumed at the backend (blocked card, lost answers) put every later display code outside the backend's window
   request_under_retired_key = 8,  ///< found by this soak: a card request queued under K before the card switched to K' is refused once the backend retired K (e.g. the first list's request)
+  refused_after_loaded = 9,     ///< found by this soak: list N loaded from its first packet; a resend of N is refused and that PoR is read first: the backend withdraws codes the card holds
   unreadable_por_ignored = 6,   ///< found by this soak: a list sent under K reaches a card already on K'; its unprotected RSC 06 PoR is rejected and the list never re-sent
 };
 

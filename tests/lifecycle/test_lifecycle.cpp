@@ -128,6 +128,16 @@ const std::vector<Found>& found() {
         {Act::deliver_mt, 1689987791u}, {Act::tap_pos, 3942646924u}, {Act::tap_door, 3304681694u},
         {Act::tap_retry, 2951737521u}, {Act::tap_retry, 3790589531u}, {Act::display_code, 1882994403u},
         {Act::unblock, 338834909u}, {Act::display_code, 2493930339u}}},
+      // List 2 loaded from its first packet; the card's request crossed it and got a resend,
+      // which is refused, and that PoR is read first: list 2 is withdrawn while the card
+      // holds it (seed 5, P-256, shrunk).
+      {KnownBug::refused_after_loaded, CardKind::p256, "genuine_declined",
+       {{Act::quiet, 1385728327u}, {Act::display_code, 3480662275u}, {Act::tap_pos, 3382151297u}, {Act::tap_pos, 3939955330u},
+        {Act::tap_pos, 580871693u}, {Act::tap_pos, 4284706415u}, {Act::display_code, 4088525471u}, {Act::tap_door, 1131289769u},
+        {Act::tap_pos, 2312258574u}, {Act::backend_send, 1194808940u}, {Act::tap_pos, 908469723u}, {Act::deliver_mt, 806637565u},
+        {Act::tap_pos, 1251777388u}, {Act::card_fetch, 2524515362u}, {Act::deliver_mt, 2842539907u}, {Act::deliver_mt, 4292403218u},
+        {Act::deliver_mo, 1071317011u}, {Act::backend_send, 3226281951u}, {Act::refuse_packet, 1921301789u},
+        {Act::deliver_mo, 1519734869u}, {Act::display_code, 717803841u}}},
   };
   return f;
 }
