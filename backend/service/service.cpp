@@ -285,7 +285,12 @@ Result<void> push_if_low(Tx& tx, CardRecord& card, std::uint16_t size, UnixTime 
 // or an inner status other than 9000): unless the same list went out again in a later packet
 // (a repair or a resend, whose PoR decides), the list is refused, its unused codes withdrawn
 // and the in-flight flag cleared, so the next threshold push or card request gets a new list.
-Result<void> record_list_outcome(Tx& tx, CardRecord& card, const PorResult& p, std::uint16_t id, bool accepted, UnixTime now) {
+// A list refused for its counter (RSC 02: a later packet overtook it) is replaced at once by
+// the threshold push: a card left with no code has no code use to ask again with. The
+// replacement has the highest counter sent so far, so only another overtaking packet can get
+// it refused the same way; other refusals (keys, security) could repeat and get no replacement.
+Result<void> record_list_outcome(Tx& tx, CardRecord& card, const PorResult& p, std::uint16_t id, bool accepted,
+                                 std::uint16_t list_size, UnixTime now) {
   auto all = tx.lists(card.n);
   if (!all) return all.error();
   auto it = std::find_if(all->begin(), all->end(), [&](const ListInfo& l) { return l.id == id; });
@@ -319,6 +324,8 @@ Result<void> record_list_outcome(Tx& tx, CardRecord& card, const PorResult& p, s
   auto a = tx.audit(now, "card", "list_refused", "card=" + to_hex(card.n) + " list=" + std::to_string(id) + " " + why +
                                                      " withdrawn=" + std::to_string(it->unused));
   if (!a) return a.error();
+  if (p.rsc == 0x02 && card.status != CardStatus::blocked)
+    return push_if_low(tx, card, list_size, now);
   return {};
 }
 
@@ -370,7 +377,11 @@ Result<void> track_keys(Tx& tx, const CardRecord& card, const PorResult& p, cons
     // A packet built before S was confirmed (without CF, or CF under the previous S) and
     // refused by a card that now holds S: send it again with CF. Bounded: the repaired
     // packet's counter is at or above sig_since, so its refusal does not repair again.
-    if (sig_refused && sec->sig_key && (sec->sig_since == 0 || p.counter < sec->sig_since)) return repair();
+    // Nothing is promoted here, so an E4 or E5 refusal counts too (e.g. list 1 of an
+    // asymmetric card queued behind E3, without CF): were it an ECDSA failure, the cost is
+    // one resend.
+    const bool refused_6982 = (p.rsc == 0x0A || p.rsc == 0x01) && ct_equal(p.data, kSwSecurity);
+    if (refused_6982 && sec->sig_key && (sec->sig_since == 0 || p.counter < sec->sig_since)) return repair();
     return {};
   }
   auto promote = [&](std::string_view how) -> Result<void> {
@@ -829,7 +840,7 @@ Result<void> Service::handle_mo_sms(const MoSms& sms) {
       const bool accepted = p->rsc == 0 && ct_equal(p->data, kSwOk);
       if (kind == "list" && old_rsc != 0) {
         if (ref < 1 || ref > 0xFFFF) return make_error(Errc::bad_value, "list packet with list id " + std::to_string(ref));
-        return record_list_outcome(tx, *card, *p, static_cast<std::uint16_t>(ref), accepted, t);
+        return record_list_outcome(tx, *card, *p, static_cast<std::uint16_t>(ref), accepted, config_.list_size, t);
       }
       if (!accepted || old_rsc == 0) return {};  // a failure, or a duplicate PoR
       if (kind == "rotate" && card->pending_k && card->pending_version == ref) return promote_pending_key(tx, *card, t);

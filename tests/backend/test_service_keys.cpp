@@ -530,3 +530,38 @@ TEST_CASE("a new S on a card that holds S: E3 goes with CF under the old S, a lo
 }
 
 }  // namespace otac::backend::test
+
+namespace otac::backend::test {
+
+// Found by the lifecycle soak: S set on an asymmetric card before its first list. The E4 and
+// E5 of list 1 are built while S is unproven (no CF) and reach the card after E3, so both are
+// refused for the missing CF (RSC 0A, 6982). The E3 PoR has confirmed S by then; the list
+// must go again with CF, or the card is left with no code and nothing asks for one.
+TEST_CASE("E3 before an asymmetric card's first list: E4 and E5 refused for the missing CF, the list goes again with CF") {
+  for (std::uint8_t kp : {std::uint8_t{0x01}, std::uint8_t{0x02}}) {
+    DYNAMIC_SECTION("key pair " << int(kp)) {
+      Setup s(kp);
+      REQUIRE(s.env.svc->set_signature_key(s.e.n, "test"));  // before the initialization request is read
+      pump(s.card, s.env, s.link, s.e);
+      auto tags = inner_tags(s.link.delivered, s.e);
+      REQUIRE(tags.size() == 5);
+      CHECK(tags[0] == std::vector<tlv::Tag>{0xE3});
+      CHECK(tags[1] == std::vector<tlv::Tag>{0xE4});
+      CHECK(tags[2] == std::vector<tlv::Tag>{0xE5});
+      CHECK(tags[3] == std::vector<tlv::Tag>{0xE4, 0xCF});
+      CHECK(tags[4] == std::vector<tlv::Tag>{0xE5, 0xCF});
+      REQUIRE(s.link.pors.size() == 5);
+      CHECK(s.link.pors[1] == std::make_pair(std::uint8_t{0x0A}, hex("6982")));
+      CHECK(s.link.pors[2] == std::make_pair(std::uint8_t{0x0A}, hex("6982")));
+      CHECK(s.link.pors[4] == std::make_pair(std::uint8_t{0x00}, hex("9000")));
+      CHECK(s.card.unused() == 20);
+      auto st = s.env.svc->key_status(s.e.n).value();
+      CHECK(st.signature_key);
+      CHECK(st.server_key);
+      CHECK_FALSE(s.env.svc->card(s.e.n).value().list_push_in_flight);
+      CHECK(tap(s.card, s.env, "S-1", 1).decision == Decision::approved);
+    }
+  }
+}
+
+}  // namespace otac::backend::test

@@ -484,3 +484,41 @@ TEST_CASE("typed display codes trigger the server's threshold push as taps do") 
   CHECK(read_e1(open_packet(p[0], e.n, e.algorithm, e.k).data).id == 2);
   CHECK(env.svc->card(e.n)->list_push_in_flight);
 }
+
+// Found by the lifecycle soak: list 1 overtaken by a later packet (here E3) is refused for its
+// counter (RSC 02). The card holds no code, so neither a tap nor the card's threshold can ask
+// again; the backend must send a replacement. A counter refusal cannot repeat for a packet
+// with a fresh counter unless a later one overtakes it again, so this cannot loop; any other
+// refusal (keys, security) could, and gets no replacement.
+TEST_CASE("a list refused for its counter (RSC 02) is replaced at once when the card is at its threshold") {
+  for (auto rsc : {ota::Rsc::counter_low, ota::Rsc::rc_cc_ds_failed}) {
+    DYNAMIC_SECTION("RSC " << int(rsc)) {
+      Env env(10);
+      auto e = enroll_with_terminal(env, 3);
+      REQUIRE(env.svc->handle_mo_sms(mo(card_request_packet(e.n, e.algorithm, e.k, 1, 1, 0x01, 0, 0))));
+      auto c1 = open_packet(packets_in_outbox(env).at(0), e.n, e.algorithm, e.k);
+      REQUIRE(read_e1(c1.data).id == 1);
+      drain(env);
+      REQUIRE(env.svc->set_signature_key(e.n, "alice"));  // E3, a higher counter, reaches the card first
+      drain(env);
+      REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, e.k, 1, c1.counter, rsc)));
+      auto lists = env.svc->card_lists(e.n).value();
+      REQUIRE(!lists.empty());
+      CHECK(lists[0].state == ListState::refused);
+      auto p = packets_in_outbox(env);
+      if (rsc == ota::Rsc::counter_low) {
+        REQUIRE(lists.size() == 2);
+        CHECK(lists[1].state == ListState::sent);
+        REQUIRE(p.size() == 1);
+        auto c2 = open_packet(p[0], e.n, e.algorithm, e.k);
+        CHECK(read_e1(c2.data).id == 2);
+        CHECK(c2.counter > c1.counter);
+        CHECK(env.svc->card(e.n)->list_push_in_flight);
+      } else {
+        CHECK(lists.size() == 1);
+        CHECK(p.empty());
+        CHECK_FALSE(env.svc->card(e.n)->list_push_in_flight);
+      }
+    }
+  }
+}

@@ -30,7 +30,6 @@ constexpr std::uint16_t kCardThreshold = 2;
 constexpr std::uint16_t kListSize = 10;
 constexpr std::int64_t kCardLimit = 50000, kReview = 20000;
 constexpr std::uint64_t kPinLimit = 30000;
-constexpr int kPollsBeforeGiveUp = 3;
 
 const char* act_name(Act a) {
   switch (a) {
@@ -79,6 +78,7 @@ struct Evidence {
   bool unreadable_por = false;         // the backend refused to read a PoR the card sent
   bool retired_key = false;            // the backend refused a card request whose CC is under a retired K
   bool display_window = false;         // a display code lay behind ten or more codes the backend still counts unused
+  bool refused_but_loaded = false;     // a list PoR with an RSC for a list the card already holds
 };
 
 struct MtPart {
@@ -137,6 +137,8 @@ class World {
     b_->clock += a.act == Act::quiet ? 600 : 1 + a.arg % 20;
     ++stats.steps;
     try {
+      // otac-backend's sweep (once a second) expires held transactions past their deadline.
+      if (!b_->svc->expire_held(100)) throw std::runtime_error("expire_held");
       apply(a);
       check_step();
       if (a.act == Act::quiet) check_quiet();
@@ -154,7 +156,7 @@ class World {
 
   // For the generator: whether some actions can do anything now.
   bool blocked() const { return blocked_; }
-  bool any_held() const { return !awaiting_.empty() || !gave_up_.empty(); }
+  bool any_held() const { return !awaiting_.empty() || !shown_.empty(); }
 
  private:
   // ---- set-up ---------------------------------------------------------------------------
@@ -164,7 +166,7 @@ class World {
     mt_.clear();
     mo_.clear();
     awaiting_.clear();
-    gave_up_.clear();
+    shown_.clear();
     abandoned_.clear();
     operator_lists_.clear();
     ev_ = Evidence{};
@@ -346,13 +348,13 @@ class World {
         throw Broken("settled", std::string("after quiet delivery: card refresh_pending=") + (s.refresh_pending ? "1" : "0") +
                                     " backend list_push_in_flight=" + (rec.list_push_in_flight ? "1" : "0"));
     }
-    for (const auto& txn : gave_up_) {
+    for (const auto& [txn, decision] : shown_) {
       auto t = b_->svc->transaction(txn);
       if (!t) throw std::runtime_error("transaction " + txn + ": " + t.error().message);
-      if (t->decision == be::Decision::approved)
-        throw Broken("terminal_agrees", "terminal showed DECLINED (held_timeout) for " + txn + ", backend has it approved");
       if (t->decision == be::Decision::held && !open(KnownBug::held_never_expires))
         throw Broken("held_expires", "terminal gave up on " + txn + " but the backend still holds it");
+      if (t->decision != decision && t->decision != be::Decision::held)
+        throw Broken("terminal_agrees", "terminal showed " + str(decision) + " for " + txn + ", the backend has it " + str(t->decision));
     }
   }
 
@@ -362,6 +364,9 @@ class World {
   std::optional<KnownBug> explained_by(const std::string& inv) const {
     if (inv == "genuine_declined" && ev_.display_window && open(KnownBug::display_window_stale))
       return KnownBug::display_window_stale;
+    if ((inv == "genuine_declined" || inv == "agreement" || inv == "liveness") && ev_.refused_but_loaded &&
+        open(KnownBug::refused_after_loaded))
+      return KnownBug::refused_after_loaded;
     const bool starving = inv == "liveness" || inv == "settled" || inv == "agreement" || inv == "keys";
     if (!starving) return std::nullopt;
     if (ev_.refused_operator_list && open(KnownBug::operator_refresh_lost)) return KnownBug::operator_refresh_lost;
@@ -386,8 +391,17 @@ class World {
         if (verify_pin()) tx(hex("80A8000000"));
         break;
       case Act::operator_refresh: {
+        // Refused up front (409) exactly while the backend counts codes of two lists
+        // (protocol.md 6.4): the card would refuse a third.
+        const auto lists = backend_lists_with_codes();
         auto id = b_->svc->refresh_card(n_, "operator");
-        if (id) operator_lists_.insert(*id);
+        if (id) {
+          operator_lists_.insert(*id);
+          if (lists >= 2) throw Broken("operator_refresh", "an operator refresh was queued while the card holds codes of two lists");
+        } else if (id.error().code != Errc::conflict || lists < 2) {
+          throw Broken("operator_refresh", "an operator refresh was refused with " + std::to_string(lists) +
+                                               " list(s) holding codes: " + id.error().message);
+        }
         break;
       }
       case Act::rotate_key: (void)b_->svc->rotate_key(n_, "operator"); break;
@@ -498,7 +512,9 @@ class World {
     if (ans.decision == be::Decision::declined) ++stats.declines;
     if (ans.decision == be::Decision::held) {
       ++stats.held;
-      awaiting_[txn] = 0;
+      // The terminal counts expires_in from when it sent the request (protocol.md 5.2); its
+      // held_wait_limit_s is at least the backend's hold limit, as operations.md asks.
+      awaiting_[txn] = b_->clock + ans.expires_in;
     } else if (!ans.arpc.empty()) {
       Bytes c = ans.arpc;
       append(c, ans.arc);
@@ -535,36 +551,66 @@ class World {
     if (used) check_threshold_push(true);
   }
 
+  // A terminal waiting on a held transaction. It long-polls (GET) until its deadline, so it
+  // sees any decision made before then; at its deadline it stops and cancels (POST
+  // .../cancel), showing the cancel's answer, or DECLINED (held_timeout) when the cancel is
+  // lost (then the backend's own deadline, one second later, must end the hold). A step
+  // here is the terminal's state at the step's time: still waiting, or past its deadline.
   void poll(std::uint32_t arg) {
     if (awaiting_.empty()) return;
     auto it = std::next(awaiting_.begin(), static_cast<std::ptrdiff_t>(arg % awaiting_.size()));
-    auto t = b_->svc->get_authorization(it->first, std::chrono::milliseconds(0));
-    if (!t) throw std::runtime_error("get_authorization: " + t.error().message);
-    if (t->decision != be::Decision::held) {  // the terminal shows the operator's decision
+    const std::string txn = it->first;
+    const be::UnixTime deadline = it->second;
+    auto rec = b_->svc->transaction(txn);
+    if (!rec) throw std::runtime_error("transaction " + txn + ": " + rec.error().message);
+    if (rec->decision != be::Decision::held && rec->decided_at < deadline) {  // seen by the long poll
+      auto t = b_->svc->get_authorization(txn, std::chrono::milliseconds(0));
+      if (!t) throw std::runtime_error("get_authorization: " + t.error().message);
+      shown_[txn] = t->decision;
       awaiting_.erase(it);
       return;
     }
-    if (++it->second >= kPollsBeforeGiveUp) {  // DECLINED (held_timeout)
-      gave_up_.insert(it->first);
-      awaiting_.erase(it);
+    if (b_->clock < deadline) return;  // still waiting
+    awaiting_.erase(it);
+    if (open(KnownBug::held_never_expires) || (arg >> 8) % 4 == 0) {  // the cancel is lost
+      if (opt_.verbose) std::fprintf(stderr, "  terminal gives up on %s, its cancel is lost\n", txn.c_str());
+      if (rec->decision == be::Decision::approved && rec->decided_at < rec->expires_at) {
+        // An operator approved in the second between the terminal's deadline and the
+        // backend's, and the cancel that would have reported it was lost: the window
+        // protocol.md 5.2 describes (transit time plus at most one second). Counted, not
+        // failed; the terminal's shown decision is then not the backend's.
+        ++stats.cancel_window;
+        return;
+      }
+      shown_[txn] = be::Decision::declined;
+      return;
     }
+    auto c = b_->svc->cancel_held(txn, kTerminal);
+    if (!c) throw std::runtime_error("cancel_held: " + c.error().message);
+    if (opt_.verbose) std::fprintf(stderr, "  terminal gives up on %s, cancel answered %s\n", txn.c_str(), str(c->decision).c_str());
+    if (c->decision == be::Decision::held) throw Broken("held_expires", "the backend still holds " + txn + " after the terminal's cancel");
+    shown_[txn] = c->decision;
   }
 
   void decide(std::uint32_t arg) {
-    std::vector<std::string> pick(gave_up_.begin(), gave_up_.end());
-    if (open(KnownBug::held_never_expires)) pick.clear();  // only transactions a terminal still waits for
-    for (const auto& [txn, polls] : awaiting_) pick.push_back(txn);
+    std::vector<std::string> pick;
+    if (!open(KnownBug::held_never_expires))  // else only transactions a terminal still waits for
+      for (const auto& [txn, shown] : shown_) pick.push_back(txn);
+    for (const auto& [txn, deadline] : awaiting_) pick.push_back(txn);
     if (pick.empty()) return;
     const std::string txn = pick[(arg / 2) % pick.size()];
     const bool approve = arg % 2 == 0;
     auto ans = b_->svc->decide_held(txn, approve, "operator");
+    if (opt_.verbose)
+      std::fprintf(stderr, "  operator %s %s: %s\n", approve ? "approves" : "declines", txn.c_str(),
+                   ans ? str(ans->decision).c_str() : ans.error().message.c_str());
     if (!ans) return;  // already decided: refused with a message
     if (ans->decision != be::Decision::approved) return;
     auto rec = b_->svc->transaction(txn);
     if (!rec) throw std::runtime_error("transaction: " + rec.error().message);
     approved({rec->list_id, rec->index}, txn);
-    if (gave_up_.count(txn))
-      throw Broken("terminal_agrees", "the terminal showed DECLINED (held_timeout) for " + txn + "; an operator approved it later");
+    if (auto sh = shown_.find(txn); sh != shown_.end())
+      throw Broken("terminal_agrees", "the terminal showed " + str(sh->second) + " for " + txn + "; an operator approved it later");
   }
 
   // ---- SMS ------------------------------------------------------------------------------
@@ -616,9 +662,14 @@ class World {
       return;
     }
     if (!por) return;
-    auto recent = b_->svc->audit_recent(1);
-    if (!recent || recent->empty() || recent->back().action != "por") return;
-    on_por(recent->back().detail);
+    // The PoR's own entry may be followed by what it caused (list_refused, issue_list, ...).
+    auto recent = b_->svc->audit_recent(8);
+    if (!recent) return;
+    for (auto it = recent->rbegin(); it != recent->rend(); ++it)
+      if (it->action == "por") {
+        on_por(it->detail);
+        return;
+      }
   }
 
   // Reads "card=.. counter=C kind=K rsc=R" of the backend's audit entry for a PoR.
@@ -631,6 +682,7 @@ class World {
     };
     if (value("kind") != "list" || value("rsc") == "0") return;
     const auto [kind, ref] = sent_packet(std::stoull(value("counter")));
+    if (card_state().last_list_id >= ref) ev_.refused_but_loaded = true;
     if (value("rsc") != "7") {
       ev_.lost = true;
       return;
@@ -679,6 +731,15 @@ class World {
     auto por = ota::build_response(ota::PorSecurity{h.spi, h.kic, h.kid}, ota::Response{h.tar, opened->counter, 0, rsc, {}},
                                    keys->kic, keys->kid);
     if (!por) throw std::runtime_error("build_response");
+    // Every copy of the packet goes too: a card that answered a packet answers its duplicates
+    // RSC 02 (its counter is stored whatever the inner commands did), so none of them could
+    // load what this PoR says was refused.
+    const std::set<std::size_t> chosen(idx.begin(), idx.end());
+    for (std::size_t i = 0; i < mt_.size(); ++i)
+      if (!chosen.count(i) && std::any_of(chosen.begin(), chosen.end(), [&](std::size_t c) {
+            return mt_[c].udh == mt_[i].udh && mt_[c].payload == mt_[i].payload;
+          }))
+        idx.push_back(i);
     std::sort(idx.rbegin(), idx.rend());
     for (auto i : idx) mt_.erase(mt_.begin() + static_cast<std::ptrdiff_t>(i));
     ev_.lost = true;  // a refused list is lost; so is the E5 list behind a refused E4
@@ -708,8 +769,8 @@ class World {
   bool blocked_ = false;
   std::deque<MtPart> mt_;
   std::deque<be::MoSms> mo_;
-  std::map<std::string, int> awaiting_;  // held, the terminal still waits: txn -> polls so far
-  std::set<std::string> gave_up_;        // held, the terminal showed DECLINED (held_timeout)
+  std::map<std::string, be::UnixTime> awaiting_;  // held, the terminal still waits: txn -> its deadline
+  std::map<std::string, be::Decision> shown_;     // held, then decided at the terminal: what it showed
   std::set<Code> abandoned_;             // used on the card, never consumed at the backend
   std::set<std::uint16_t> operator_lists_;
   std::map<std::tuple<Bytes, std::uint16_t, std::uint16_t>, std::string> approvals_;
@@ -780,9 +841,8 @@ Outcome execute(const Options& opt, const std::vector<Action>* script, std::size
 }  // namespace
 
 std::set<KnownBug> all_known_bugs() {
-  return {KnownBug::refused_list_stuck, KnownBug::operator_refresh_lost, KnownBug::display_no_push,
-          KnownBug::held_never_expires, KnownBug::lost_sms_not_repaired, KnownBug::unreadable_por_ignored,
-          KnownBug::display_window_stale, KnownBug::request_under_retired_key};
+  return {KnownBug::lost_sms_not_repaired, KnownBug::unreadable_por_ignored, KnownBug::display_window_stale,
+          KnownBug::request_under_retired_key, KnownBug::refused_after_loaded};
 }
 
 const char* bug_name(KnownBug b) {
@@ -795,6 +855,7 @@ const char* bug_name(KnownBug b) {
     case KnownBug::unreadable_por_ignored: return "unreadable_por_ignored";
     case KnownBug::display_window_stale: return "display_window_stale";
     case KnownBug::request_under_retired_key: return "request_under_retired_key";
+    case KnownBug::refused_after_loaded: return "refused_after_loaded";
   }
   return "?";
 }

@@ -52,21 +52,23 @@ struct Action {
   bool operator==(const Action&) const = default;
 };
 
-/// Lifecycle bugs known to be open. While one is listed in Options::open_bugs, a failure its
+/// Lifecycle bugs the soak found. While one is listed in Options::open_bugs, a failure its
 /// trigger explains does not fail the run: the card concerned is retired and a fresh one is
-/// enrolled (counted in Stats::retired). Remove a name once its fix is merged.
+/// enrolled (counted in Stats::retired). all_known_bugs() lists the open ones; a fixed one
+/// stays here for its regression sequence in found() (test_lifecycle.cpp).
 enum class KnownBug : std::uint8_t {
-  refused_list_stuck = 1,       ///< issue 12 #1: a list refused with RSC 07 leaves refresh_pending and list_push_in_flight set
-  operator_refresh_lost = 2,    ///< issue 12 #2: an operator refresh the card refuses is lost silently
-  display_no_push = 3,          ///< issue 12 #3: display codes never trigger the backend's threshold push
-  held_never_expires = 4,       ///< issue 12 #4: held transactions never expire; an operator can approve after the terminal gave up
+  refused_list_stuck = 1,       ///< fixed (issue 12 #1): a list refused with RSC 07 left refresh_pending and list_push_in_flight set
+  operator_refresh_lost = 2,    ///< fixed (issue 12 #2): an operator refresh the card refused was lost silently
+  display_no_push = 3,          ///< fixed (issue 12 #3): display codes never triggered the backend's threshold push
+  held_never_expires = 4,       ///< fixed (issue 12 #4): held transactions never expired; an operator could approve after the terminal gave up
   lost_sms_not_repaired = 5,    ///< found by this soak: a lost list, card request or PoR is never repaired
   display_window_stale = 7,     ///< found by this soak: ten codes used on the card but never consumed at the backend (blocked card, lost answers) put every later display code outside the backend's window
   request_under_retired_key = 8,  ///< found by this soak: a card request queued under K before the card switched to K' is refused once the backend retired K (e.g. the first list's request)
+  refused_after_loaded = 9,     ///< found by this soak: list N loaded from its first packet; a resend of N is refused and that PoR is read first: the backend withdraws codes the card holds
   unreadable_por_ignored = 6,   ///< found by this soak: a list sent under K reaches a card already on K'; its unprotected RSC 06 PoR is rejected and the list never re-sent
 };
 
-/// Every known bug (the default of Options::open_bugs until fixes land).
+/// The known bugs still open (the default of Options::open_bugs).
 std::set<KnownBug> all_known_bugs();
 /// "refused_list_stuck", ...
 const char* bug_name(KnownBug b);
@@ -94,6 +96,7 @@ struct Failure {
 struct Stats {
   std::size_t steps = 0;
   std::size_t approvals = 0, declines = 0, held = 0, quiet_phases = 0, lists_loaded = 0, restarts = 0;
+  std::size_t cancel_window = 0;           ///< operator approvals in the last second before the backend's deadline whose cancel was lost (protocol.md 5.2)
   std::size_t retired = 0;                 ///< cards retired because an open known bug struck
   std::set<KnownBug> struck;               ///< which open bugs struck
 };

@@ -33,7 +33,7 @@ std::string summary(const Stats& s) {
   std::string out = std::to_string(s.steps) + " steps, " + std::to_string(s.approvals) + " approvals, " +
                     std::to_string(s.declines) + " declines, " + std::to_string(s.held) + " held, " +
                     std::to_string(s.lists_loaded) + " lists loaded, " + std::to_string(s.quiet_phases) + " quiet phases, " +
-                    std::to_string(s.restarts) + " restarts, " + std::to_string(s.retired) + " cards retired by open bugs:";
+                    std::to_string(s.restarts) + " restarts, " + std::to_string(s.cancel_window) + " cancel windows, " + std::to_string(s.retired) + " cards retired by open bugs:";
   for (auto b : s.struck) out += std::string(" ") + bug_name(b);
   return out;
 }
@@ -99,10 +99,19 @@ const std::vector<Found>& found() {
        {{Act::quiet, 1011820303u}, {Act::tap_door, 1701079878u}, {Act::tap_pos, 2304713567u}, {Act::tap_pos, 4109006775u},
         {Act::tap_pos, 1434525736u}, {Act::tap_pos, 2813183220u}, {Act::display_code, 3735751918u},
         {Act::display_code, 2522397635u}}},
-      // #4: a purchase above the review amount is held; the terminal gives up; an operator approves.
+      // #4: a purchase above the review amount is held; the terminal waits out its deadline
+      // (expires_in, 119 s: seven polls 16 s apart, the eighth gives up) and cancels; an
+      // operator then tries to approve.
       {KnownBug::held_never_expires, CardKind::des3, "terminal_agrees",
-       {{Act::quiet, 0u}, {Act::tap_pos, 25000u << 4}, {Act::terminal_poll, 0u}, {Act::terminal_poll, 0u},
-        {Act::terminal_poll, 0u}, {Act::operator_decide, 0u}}},
+       {{Act::quiet, 0u}, {Act::tap_pos, 25000u << 4}, {Act::terminal_poll, 275u}, {Act::terminal_poll, 275u},
+        {Act::terminal_poll, 275u}, {Act::terminal_poll, 275u}, {Act::terminal_poll, 275u}, {Act::terminal_poll, 275u},
+        {Act::terminal_poll, 275u}, {Act::terminal_poll, 275u}, {Act::operator_decide, 0u}}},
+      // #4 with the terminal's cancel lost: it gives up at 119 s, one second before the
+      // backend's deadline; the operator's approval a second later must find it expired.
+      {KnownBug::held_never_expires, CardKind::des3, "terminal_agrees",
+       {{Act::quiet, 0u}, {Act::tap_pos, 25000u << 4}, {Act::terminal_poll, 19u}, {Act::terminal_poll, 19u},
+        {Act::terminal_poll, 19u}, {Act::terminal_poll, 19u}, {Act::terminal_poll, 19u}, {Act::terminal_poll, 18u},
+        {Act::operator_decide, 0u}}},
       // The card's first request is lost: it never asks again, the backend never pushes (seed 1, shrunk).
       {KnownBug::lost_sms_not_repaired, CardKind::aes, "liveness",
        {{Act::card_fetch, 1274470334u}, {Act::drop_mo, 4206554178u}, {Act::quiet, 1003603448u}}},
@@ -119,6 +128,16 @@ const std::vector<Found>& found() {
         {Act::deliver_mt, 1689987791u}, {Act::tap_pos, 3942646924u}, {Act::tap_door, 3304681694u},
         {Act::tap_retry, 2951737521u}, {Act::tap_retry, 3790589531u}, {Act::display_code, 1882994403u},
         {Act::unblock, 338834909u}, {Act::display_code, 2493930339u}}},
+      // List 2 loaded from its first packet; the card's request crossed it and got a resend,
+      // which is refused, and that PoR is read first: list 2 is withdrawn while the card
+      // holds it (seed 5, P-256, shrunk).
+      {KnownBug::refused_after_loaded, CardKind::p256, "genuine_declined",
+       {{Act::quiet, 1385728327u}, {Act::display_code, 3480662275u}, {Act::tap_pos, 3382151297u}, {Act::tap_pos, 3939955330u},
+        {Act::tap_pos, 580871693u}, {Act::tap_pos, 4284706415u}, {Act::display_code, 4088525471u}, {Act::tap_door, 1131289769u},
+        {Act::tap_pos, 2312258574u}, {Act::backend_send, 1194808940u}, {Act::tap_pos, 908469723u}, {Act::deliver_mt, 806637565u},
+        {Act::tap_pos, 1251777388u}, {Act::card_fetch, 2524515362u}, {Act::deliver_mt, 2842539907u}, {Act::deliver_mt, 4292403218u},
+        {Act::deliver_mo, 1071317011u}, {Act::backend_send, 3226281951u}, {Act::refuse_packet, 1921301789u},
+        {Act::deliver_mo, 1519734869u}, {Act::display_code, 717803841u}}},
   };
   return f;
 }
