@@ -19,8 +19,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <mutex>
 #include <sstream>
@@ -29,6 +31,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "https_client.hpp"
@@ -55,8 +58,9 @@ USAGE
 
 DESCRIPTION
   Acts as a fleet of terminals: registers a terminal, enrolls cards and issues them lists
-  through the operator API (DIR/admin.token, DIR/ca.pem), reads the codes a real card would
-  hold straight from the backend's store (DIR/kek.bin and the database: a bench shortcut, so
+  through the operator API (DIR/admin.token, DIR/ca.pem), keeps the terminal's certificate
+  and key (0600) in DIR as loadgen-ID.pem/.key, reads the codes a real card would hold
+  straight from the backend's store (DIR/kek.bin and the database: a bench shortcut, so
   run it only against a throwaway data directory), precomputes valid authorizations and sends
   them over N keep-alive mutual-TLS connections. Then it sends GET /healthz the same way, as
   the reference for a trivial handler over the same TLS, and prints both and their ratio,
@@ -74,6 +78,22 @@ EXIT STATUS
   0 done, 1 the backend refused the set-up, 2 usage error.
 )";
 
+
+// Writes a private key readable by the owner only: created 0600 (never briefly wider), an
+// existing file or link at the path replaced rather than followed.
+bool write_private(const std::string& path, const std::string& content) {
+  ::unlink(path.c_str());
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  std::size_t done = 0;
+  while (done < content.size()) {
+    const ssize_t n = ::write(fd, content.data() + done, content.size() - done);
+    if (n <= 0) break;
+    done += static_cast<std::size_t>(n);
+  }
+  const bool ok = done == content.size() && ::fchmod(fd, 0600) == 0;
+  return ::close(fd) == 0 && ok;
+}
 
 std::string slurp(const std::string& p) {
   std::ifstream f(p);
@@ -258,9 +278,13 @@ int main(int argc, char** argv) {
   auto reg = client::request(admin, bhttp::verb::post, "/v1/admin/terminals", R"({"id":")" + term + R"("})");
   if (!reg || reg->status != 201) { std::fprintf(stderr, "otac-loadgen: cannot register a terminal\n"); return 1; }
   auto ro = json::parse(reg->body).as_object();
-  const std::string cert = "/tmp/otac-loadgen-" + term + ".pem", key = "/tmp/otac-loadgen-" + term + ".key";
+  // Next to the backend's own keys in its (0700) data directory, the key itself 0600.
+  const std::string cert = dir + "/loadgen-" + term + ".pem", key = dir + "/loadgen-" + term + ".key";
   std::ofstream(cert) << std::string(ro.at("cert").as_string());
-  std::ofstream(key) << std::string(ro.at("key").as_string());
+  if (!write_private(key, std::string(ro.at("key").as_string()))) {
+    std::fprintf(stderr, "otac-loadgen: cannot write %s: %s\n", key.c_str(), std::strerror(errno));
+    return 1;
+  }
 
   // Cards and lists; read the codes from the store (a card would hold them).
   auto kek = Kek::load_or_create(dir + "/kek.bin");

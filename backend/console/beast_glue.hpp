@@ -8,7 +8,7 @@
 namespace otac::backend::console {
 
 /// The console's view of a Beast request.
-HttpRequest from_beast(const http::Request& req);
+HttpRequest from_beast(const http::Request& req, const std::string& remote);
 /// A Beast response (HTTP version and keep-alive of req) from the console's answer.
 http::Response to_beast(const http::Request& req, HttpResponse&& r);
 /// Runs a request through the router as if it had arrived over TLS from the console itself.

@@ -12,6 +12,7 @@
 #include <boost/json.hpp>
 
 #include "assets.hpp"
+#include "auth_throttle.hpp"
 #include "otac/common/bytes.hpp"
 
 namespace otac::backend::console {
@@ -272,7 +273,22 @@ HttpResponse Console::sign_in(const HttpRequest& req) {
   auto token = get_string(*body, "token", true);
   if (!token) return error_response(400, "bad_request", token.error().message);
   if (token->empty() || token->size() > 512) return error_response(401, "unauthorized", "the operator token is not valid");
-  auto op = service_.authenticate_operator(*token);
+  Result<OperatorRecord> op = make_error(Errc::internal, "no operator check");
+  if (options_.gate) {
+    http::GateAnswer g = options_.gate->check(req.remote, *token, "console");
+    if (g.retry_after > 0) {
+      HttpResponse r = error_response(429, "throttled",
+                                      "too many wrong operator tokens from this address; retry after " +
+                                          std::to_string(g.retry_after) + " s");
+      r.headers.emplace_back("Retry-After", std::to_string(g.retry_after));
+      return r;
+    }
+    if (g.error) op = *g.error;
+    else if (g.op) op = std::move(*g.op);
+    else op = make_error(Errc::not_found, "unknown operator token");
+  } else {
+    op = service_.authenticate_operator(*token);
+  }
   if (!op) {
     if (op.error().code == Errc::not_found) return error_response(401, "unauthorized", "the operator token is not valid");
     return service_error(op.error());

@@ -25,6 +25,7 @@
 namespace otac::backend::http {
 class Router;
 struct Extension;
+class OperatorGate;
 }  // namespace otac::backend::http
 
 namespace otac::backend::console {
@@ -46,6 +47,9 @@ struct ConsoleOptions {
   std::function<Result<std::unique_ptr<Store>>()> open_store;
   /// The clock (Unix seconds); defaults to the system clock.
   std::function<UnixTime()> clock;
+  /// The server's operator-token check with per-source throttling (sign-in answers 429 while
+  /// the source is throttled); without it, tokens are checked plainly.
+  http::OperatorGate* gate = nullptr;
 };
 
 /// Name of the session cookie (the __Host- prefix pins it to this host, Path=/, Secure).

@@ -17,6 +17,7 @@ struct HttpRequest {
   std::string target;                                        ///< path and query, e.g. "/console/api/held?x=1"
   std::vector<std::pair<std::string, std::string>> headers;  ///< names in any case
   std::string body;
+  std::string remote;                                        ///< peer "address:port" (throttling)
 
   /// The first header with this name (case-insensitive), if any.
   std::optional<std::string_view> header(std::string_view name) const;

@@ -12,8 +12,9 @@ namespace otac::backend::console {
 namespace fs = std::filesystem;
 namespace bhttp = boost::beast::http;
 
-HttpRequest from_beast(const http::Request& req) {
+HttpRequest from_beast(const http::Request& req, const std::string& remote) {
   HttpRequest r;
+  r.remote = remote;
   r.method = std::string(req.method_string());
   r.target = std::string(req.target());
   for (const auto& f : req) r.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
@@ -56,6 +57,7 @@ HttpResponse dispatch(const http::Router& router, const HttpRequest& req) {
 
 void install(http::Router& router, const http::Extension& ext) {
   ConsoleOptions o;
+  o.gate = ext.gate;
   // Actions go to the operator API through this same router (registered before us, and
   // read-only once the server runs).
   o.operator_api = [&router](const HttpRequest& r) { return dispatch(router, r); };
@@ -72,8 +74,8 @@ void install(http::Router& router, const http::Extension& ext) {
     }
   }
   auto console = std::make_shared<Console>(*ext.service, std::move(o));
-  http::Handler h = [console](const http::Request& req, http::RequestContext&) {
-    return to_beast(req, console->handle(from_beast(req)));
+  http::Handler h = [console](const http::Request& req, http::RequestContext& ctx) {
+    return to_beast(req, console->handle(from_beast(req, ctx.remote)));
   };
   router.add(http::Verb::get, "/console", h);
   router.add_prefix("/console/", h);

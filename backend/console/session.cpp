@@ -6,6 +6,7 @@
 #include "otac/common/bytes.hpp"
 #include "otac/common/crypto.hpp"
 #include "otac/common/secret.hpp"
+#include "service.hpp"
 
 namespace otac::backend::console {
 
@@ -41,8 +42,31 @@ Result<NewSession> SessionStore::create(std::string_view operator_name, Role rol
   out.session.expires_at = t + std::min(limits_.idle.count(), limits_.absolute.count());
   std::lock_guard lock(mu_);
   drop_expired(t);
-  if (table_.size() >= limits_.max_sessions)
-    return make_error(Errc::state, "too many console sessions are open; sign out elsewhere or wait for them to expire");
+  // One operator signing in again and again only replaces their own sessions (oldest first).
+  std::size_t mine = 0, same_role = 0;
+  auto oldest = table_.end();
+  for (auto it = table_.begin(); it != table_.end(); ++it) {
+    if (it->second.role == role) ++same_role;
+    if (it->second.operator_name != operator_name) continue;
+    ++mine;
+    if (oldest == table_.end() || it->second.created_at < oldest->second.created_at) oldest = it;
+  }
+  if (limits_.max_per_operator == 0)
+    return make_error(Errc::state, "console sessions are disabled (max_per_operator is 0)");
+  while (mine >= limits_.max_per_operator && oldest != table_.end()) {
+    table_.erase(oldest);
+    --mine;
+    --same_role;
+    oldest = table_.end();
+    for (auto it = table_.begin(); it != table_.end(); ++it) {
+      if (it->second.operator_name != operator_name) continue;
+      if (oldest == table_.end() || it->second.created_at < oldest->second.created_at) oldest = it;
+    }
+  }
+  // Each role has its own share, so one role's sessions never shut out another's.
+  if (same_role >= limits_.max_sessions)
+    return make_error(Errc::state, std::string("too many console sessions of role ") + role_name(role) +
+                                       " are open; sign out elsewhere or wait for them to expire");
   table_.emplace(key_of(out.id), out.session);
   return out;
 }

@@ -26,7 +26,11 @@ namespace otac::backend::console {
 struct SessionLimits {
   std::chrono::seconds idle{15 * 60};       ///< a session unused this long expires
   std::chrono::seconds absolute{8 * 3600};  ///< no session lives longer than this
-  std::size_t max_sessions = 1000;          ///< bound on memory; sign-in fails beyond it
+  /// Bound on memory, per role: a role's sign-in fails beyond it, and the other roles' sign-ins
+  /// are unaffected (so viewers can never lock admins out).
+  std::size_t max_sessions = 1000;
+  /// Sessions one operator may hold; a further sign-in ends that operator's oldest session.
+  std::size_t max_per_operator = 8;
 };
 
 /// What the server knows about a signed-in browser.
@@ -54,7 +58,8 @@ class SessionStore {
   /// clock returns the current Unix time; defaults to the system clock.
   explicit SessionStore(SessionLimits limits = {}, std::function<UnixTime()> clock = {});
 
-  /// Creates a session for a signed-in operator; state error when the table is full.
+  /// Creates a session for a signed-in operator, ending that operator's oldest session when it
+  /// already holds max_per_operator; state error when the role's share of the table is full.
   Result<NewSession> create(std::string_view operator_name, Role role, std::string_view token = {});
   /// The live session with this id, or nullopt if unknown or expired. extend restarts its idle
   /// timer (a person acted); background polling passes false so an unattended page still expires.

@@ -152,7 +152,23 @@ class Api {
       r.set(boost::beast::http::field::www_authenticate, "Bearer realm=\"otac\"");
       return r;
     }
-    auto op = c_.service->authenticate_operator(h.substr(7));
+    Result<OperatorRecord> op = make_error(Errc::internal, "no operator check");
+    // The console forwards its signed-in operators' own tokens (its sign-in is throttled there).
+    if (c_.gate && ctx.remote != "console") {
+      GateAnswer g = c_.gate->check(ctx.remote, h.substr(7), "bearer");
+      if (g.retry_after > 0) {
+        Response r = error_response(req, Status::too_many_requests, "throttled",
+                                    "too many wrong operator tokens from this address; retry after " +
+                                        std::to_string(g.retry_after) + " s");
+        r.set(boost::beast::http::field::retry_after, std::to_string(g.retry_after));
+        return r;
+      }
+      if (g.error) op = *g.error;
+      else if (g.op) op = std::move(*g.op);
+      else op = make_error(Errc::not_found, "unknown operator token");
+    } else {
+      op = c_.service->authenticate_operator(h.substr(7));
+    }
     if (!op) {
       if (op.error().code != Errc::not_found) return service_error(req, op.error());
       Response r = error_response(req, Status::unauthorized, "bad_token", "unknown operator token");

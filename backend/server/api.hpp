@@ -8,6 +8,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "auth_throttle.hpp"
 #include "metrics.hpp"
 #include "pki.hpp"
 #include "router.hpp"
@@ -19,8 +20,10 @@ namespace otac::backend::http {
 struct ApiContext {
   Service* service = nullptr;
   RequestMetrics* metrics = nullptr;
+  /// Checks operator tokens with per-source throttling; without it, tokens are checked plainly.
+  OperatorGate* gate = nullptr;
   pki::KeyCert ca;                 ///< the private CA (issues terminal certificates)
-  int client_cert_days = 825;
+  int client_cert_days = pki::max_leaf_days;
   std::uint32_t max_wait_seconds = 30;
   /// True once the server is shutting down: long-polls then answer at once.
   std::function<bool()> stopping;

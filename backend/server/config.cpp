@@ -130,8 +130,9 @@ database = otac.db
 mo_secret_file = mo.secret
 # Token of the first operator ("admin", role admin), written on first start (mode 0600).
 admin_token_file = admin.token
-# Validity of issued terminal certificates, days.
-client_cert_days = 825
+# Validity of issued terminal certificates, days (at most 397, counted from the 5-minute
+# backdated start; a larger value, as older versions wrote here, is lowered to 397).
+client_cert_days = 397
 
 # The SMS number cards send to (printed in initialization letters).
 server_msisdn = +15550100

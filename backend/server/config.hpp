@@ -44,7 +44,7 @@ struct Config {
   std::uint32_t io_threads = 2;
   std::uint32_t worker_threads = 64;
   std::uint32_t slow_threads = 32;
-  std::uint32_t client_cert_days = 825;
+  std::uint32_t client_cert_days = 397;
 
   /// A path from the config, resolved against data_dir.
   std::filesystem::path resolve(const std::filesystem::path& p) const { return p.is_absolute() ? p : data_dir / p; }

@@ -3,11 +3,14 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <string>
+#include <string_view>
 
 #include "api.hpp"
 #include "config.hpp"
@@ -37,6 +40,7 @@ constexpr const char* kHelp = R"(NAME
 SYNOPSIS
     otac-backend --data-dir DIR [--config FILE] [--listen HOST:PORT] [--mo-listen HOST:PORT]
     otac-backend --default-config
+    otac-backend renew-certificate --data-dir DIR [--config FILE]
     otac-backend --help
 
 DESCRIPTION
@@ -58,6 +62,17 @@ DESCRIPTION
     Once listening, DIR/backend.port holds the HTTPS port and DIR/mo.port the MO port (useful
     with port 0). Logs go to standard error, one key=value line per request or event; secrets
     (keys, tokens, codes) are never logged.
+
+    Certificates: the server certificate and terminal certificates are valid for 397 days
+    (client_cert_days), counted from a start backdated 5 minutes. From 30 days before the
+    server certificate expires, a warning is logged at start and once a day, and /metrics has
+    otac_server_certificate_expiry_seconds throughout.
+
+RENEW-CERTIFICATE
+    Issues a new server certificate (397 days) under the same CA for the same key, CN and
+    subject alternative names, and replaces the certificate file atomically (write, fsync,
+    rename). The key file is unchanged. A running backend keeps serving the old certificate
+    until it is restarted. Prints the new notAfter.
 
 OPTIONS
     --data-dir DIR        data directory (created 0700 if absent). Required.
@@ -112,7 +127,8 @@ Result<std::vector<std::string>> bootstrap(const Config& c) {
     if (!cap) return cap.error();
     auto cak = sys::read_file(ca_key);
     if (!cak) return cak.error();
-    auto kc = pki::issue_server(pki::KeyCert{*cak, *cap}, "localhost", {"localhost"}, {"127.0.0.1", "::1"}, 825);
+    auto kc = pki::issue_server(pki::KeyCert{*cak, *cap}, "localhost", {"localhost"}, {"127.0.0.1", "::1"},
+                                pki::max_leaf_days);
     if (!kc) return kc.error();
     if (auto w = sys::write_file_atomic(key, kc->key_pem, {.mode = 0600}); !w) return w.error();
     if (auto w = sys::write_file_atomic(cert, kc->cert_pem, {.mode = 0644}); !w) return w.error();
@@ -126,6 +142,50 @@ Result<std::vector<std::string>> bootstrap(const Config& c) {
   return created;
 }
 
+// Warn this long before the server certificate expires.
+constexpr std::int64_t kCertWarnSeconds = 30 * 86400;
+
+std::int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// Logs a warning when the served certificate expires within kCertWarnSeconds (or has expired).
+void warn_if_expiring(std::int64_t not_after, const fs::path& data_dir) {
+  const std::int64_t left = not_after - unix_now();
+  if (left > kCertWarnSeconds) return;
+  log::warn("server_certificate_expiring",
+            {{"not_after", std::to_string(not_after)},
+             {"days_left", std::to_string(left / 86400)},
+             {"expired", left <= 0 ? "yes" : "no"},
+             {"action", "run otac-backend renew-certificate --data-dir " + data_dir.string() + ", then restart"}});
+}
+
+// otac-backend renew-certificate: a new server certificate for the same key, names and CA.
+int renew_certificate(const Config& c) {
+  auto ca_cert = sys::read_file(c.resolve(c.ca_cert));
+  if (!ca_cert) return fail(ca_cert.error().message);
+  auto ca_key = sys::read_file(c.resolve(c.ca_key));
+  if (!ca_key) return fail(ca_key.error().message);
+  const fs::path cert_path = c.resolve(c.tls_cert), key_path = c.resolve(c.tls_key);
+  auto cert = sys::read_file(cert_path);
+  if (!cert) return fail(cert.error().message + " (renew-certificate renews an existing certificate; start the backend once to create one)");
+  auto key = sys::read_file(key_path);
+  if (!key) return fail(key.error().message);
+  auto fresh = pki::reissue_server(pki::KeyCert{std::move(*ca_key), std::move(*ca_cert)},
+                                   pki::KeyCert{std::move(*key), *cert}, pki::max_leaf_days);
+  if (!fresh) return fail("cannot renew " + cert_path.string() + ": " + fresh.error().message);
+  if (auto w = sys::write_file_atomic(cert_path, *fresh, {.mode = 0644}); !w) return fail(w.error().message);
+  auto na = pki::not_after(*fresh);
+  if (!na) return fail(na.error().message);
+  char when[32] = "?";
+  const std::time_t t = static_cast<std::time_t>(*na);
+  std::tm tm{};
+  if (gmtime_r(&t, &tm)) std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  std::printf("renewed %s: valid until %s (%lld); restart otac-backend to serve it\n", cert_path.c_str(), when,
+              static_cast<long long>(*na));
+  return 0;
+}
+
 std::string trim_line(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
   return s;
@@ -135,7 +195,8 @@ std::string trim_line(std::string s) {
 
 int main(int argc, char** argv) {
   std::string data_dir, config_file, listen_override, mo_override;
-  for (int i = 1; i < argc; ++i) {
+  const bool renew = argc > 1 && std::string_view(argv[1]) == "renew-certificate";
+  for (int i = renew ? 2 : 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&](std::string& dst) -> bool {
       if (i + 1 >= argc) return false;
@@ -151,6 +212,21 @@ int main(int argc, char** argv) {
     else return usage("unknown argument '" + a + "'");
   }
   if (data_dir.empty()) return usage("--data-dir is required");
+  if (renew) {
+    if (!listen_override.empty() || !mo_override.empty()) return usage("renew-certificate takes --data-dir and --config only");
+    Config base;
+    base.data_dir = fs::absolute(data_dir);
+    const fs::path cfg_path = config_file.empty() ? base.data_dir / "otac-backend.conf" : fs::path(config_file);
+    Config c = base;
+    if (fs::exists(cfg_path)) {
+      auto text = sys::read_file(cfg_path);
+      if (!text) return fail(text.error().message);
+      auto cfg = parse_config(*text, base);
+      if (!cfg) return fail(cfg_path.string() + ": " + cfg.error().message);
+      c = std::move(*cfg);
+    }
+    return renew_certificate(c);
+  }
 
   std::error_code ec;
   fs::create_directories(data_dir, ec);
@@ -231,11 +307,19 @@ int main(int argc, char** argv) {
   if (!mo_secret) return fail(mo_secret.error().message);
 
   http::RequestMetrics metrics;
+  http::OperatorGate gate(service, &metrics);
   http::ApiContext api;
   api.service = &service;
   api.metrics = &metrics;
+  api.gate = &gate;
   api.ca = pki::KeyCert{std::move(*ca_key), std::move(*ca_cert)};
   api.client_cert_days = static_cast<int>(c.client_cert_days);
+  if (api.client_cert_days > pki::max_leaf_days) {
+    log::warn("client_cert_days_lowered", {{"configured", std::to_string(c.client_cert_days)},
+                                           {"used", std::to_string(pki::max_leaf_days)},
+                                           {"why", "certificates are issued for at most 397 days"}});
+    api.client_cert_days = pki::max_leaf_days;
+  }
   api.max_wait_seconds = c.max_wait_seconds;
   std::atomic<bool> stopping{false};
   api.stopping = [&stopping] { return stopping.load(); };
@@ -246,6 +330,7 @@ int main(int argc, char** argv) {
   ext.service = &service;
   ext.data_dir = c.data_dir;
   ext.authenticate = [&service](std::string_view t) { return service.authenticate_operator(t); };
+  ext.gate = &gate;
   console::install(router, ext);
 #endif
   std::atomic<sms::KannelSender*> sender_ptr{nullptr};
@@ -280,6 +365,18 @@ int main(int argc, char** argv) {
   auto mo_bound = server.listen_plain(mo_host, mo_port, mo_router);
   if (!mo_bound) return fail(mo_bound.error().message);
   server.start();
+  // The certificate now being served: its expiry in /metrics, a warning when it is near.
+  std::int64_t cert_not_after = 0;
+  if (auto pem = sys::read_file(c.resolve(c.tls_cert))) {
+    if (auto na = pki::not_after(*pem)) cert_not_after = *na;
+  }
+  if (cert_not_after != 0) {
+    metrics.server_certificate(cert_not_after);
+    warn_if_expiring(cert_not_after, c.data_dir);
+  } else {
+    log::warn("server_certificate_unreadable", {{"file", c.resolve(c.tls_cert).string()}});
+  }
+  std::int64_t cert_checked_at = unix_now();
 
   std::unique_ptr<sms::KannelSender> sender;
   if (!c.kannel_sendsms_url.empty()) {
@@ -319,6 +416,10 @@ int main(int argc, char** argv) {
     sig = sigtimedwait(&stop_set, nullptr, &second);
     if (sig == SIGTERM || sig == SIGINT) break;
     if (auto e = service.expire_held(256); !e) log::warn("expire_held_failed", {{"error", e.error().message}});
+    if (cert_not_after != 0 && unix_now() - cert_checked_at >= 86400) {
+      cert_checked_at = unix_now();
+      warn_if_expiring(cert_not_after, c.data_dir);
+    }
   }
   log::info("stopping", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
   stopping = true;

@@ -1,5 +1,6 @@
 #include "metrics.hpp"
 
+#include <chrono>
 #include <cstdio>
 
 namespace otac::backend::http {
@@ -70,6 +71,21 @@ std::string RequestMetrics::render(const Metrics& service) const {
   out += "# HELP otac_io_exceptions_total Exceptions that reached a network thread's event loop (caught; the loop resumed).\n";
   out += "# TYPE otac_io_exceptions_total counter\n";
   out += "otac_io_exceptions_total " + std::to_string(io_exceptions_.load(std::memory_order_relaxed)) + "\n";
+  out += "# HELP otac_auth_failures_total Operator tokens that matched no operator (bearer or console sign-in).\n";
+  out += "# TYPE otac_auth_failures_total counter\n";
+  out += "otac_auth_failures_total " + std::to_string(auth_failures_.load(std::memory_order_relaxed)) + "\n";
+  out += "# HELP otac_auth_throttled_total Operator requests answered 429: their source failed too often.\n";
+  out += "# TYPE otac_auth_throttled_total counter\n";
+  out += "otac_auth_throttled_total " + std::to_string(auth_throttled_.load(std::memory_order_relaxed)) + "\n";
+  if (const std::int64_t na = cert_not_after_.load(std::memory_order_relaxed); na != 0) {
+    const auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+    out += "# HELP otac_server_certificate_expiry_seconds Seconds until the served TLS server certificate expires (negative: expired).\n";
+    out += "# TYPE otac_server_certificate_expiry_seconds gauge\n";
+    out += "otac_server_certificate_expiry_seconds " + std::to_string(na - now) + "\n";
+    out += "# HELP otac_server_certificate_not_after_seconds The served TLS server certificate's notAfter, Unix seconds.\n";
+    out += "# TYPE otac_server_certificate_not_after_seconds gauge\n";
+    out += "otac_server_certificate_not_after_seconds " + std::to_string(na) + "\n";
+  }
   out += "# HELP otac_decisions_total Authorization decisions since start, by decision and reason.\n";
   out += "# TYPE otac_decisions_total counter\n";
   for (const auto& [k, v] : service.decisions) {

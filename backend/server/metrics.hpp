@@ -34,6 +34,12 @@ class RequestMetrics {
   void io_thread_stopped() { io_running_.fetch_sub(1, std::memory_order_relaxed); }
   /// An exception reached a network thread's event loop (it was caught and the loop resumed).
   void io_exception() { io_exceptions_.fetch_add(1, std::memory_order_relaxed); }
+  /// Counts an operator token that did not match (bearer or console sign-in).
+  void auth_failure() { auth_failures_.fetch_add(1, std::memory_order_relaxed); }
+  /// Counts an operator request answered 429 because its source failed too often.
+  void auth_throttled() { auth_throttled_.fetch_add(1, std::memory_order_relaxed); }
+  /// The notAfter (Unix seconds) of the server certificate being served.
+  void server_certificate(std::int64_t not_after) { cert_not_after_.store(not_after, std::memory_order_relaxed); }
   /// {running, expected} network threads; /healthz is unhealthy while running < expected.
   std::pair<unsigned, unsigned> io_threads() const {
     return {io_running_.load(std::memory_order_relaxed), io_expected_.load(std::memory_order_relaxed)};
@@ -55,6 +61,9 @@ class RequestMetrics {
   std::atomic<std::uint64_t> oversized_{0};
   std::atomic<std::uint64_t> evicted_{0};
   std::atomic<std::uint64_t> io_exceptions_{0};
+  std::atomic<std::uint64_t> auth_failures_{0};
+  std::atomic<std::uint64_t> auth_throttled_{0};
+  std::atomic<std::int64_t> cert_not_after_{0};
   std::atomic<unsigned> io_running_{0};
   std::atomic<unsigned> io_expected_{0};
 };

@@ -6,7 +6,13 @@
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <sys/stat.h>
+#include <arpa/inet.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+#include <ctime>
 #include <memory>
 
 #include "otac/common/bytes.hpp"
@@ -23,6 +29,7 @@ struct Free {
   void operator()(X509_EXTENSION* p) const { X509_EXTENSION_free(p); }
   void operator()(ASN1_INTEGER* p) const { ASN1_INTEGER_free(p); }
   void operator()(BIGNUM* p) const { BN_free(p); }
+  void operator()(GENERAL_NAMES* p) const { GENERAL_NAMES_free(p); }
 };
 using PKeyPtr = std::unique_ptr<EVP_PKEY, Free>;
 using X509Ptr = std::unique_ptr<X509, Free>;
@@ -30,6 +37,7 @@ using ReqPtr = std::unique_ptr<X509_REQ, Free>;
 using BioPtr = std::unique_ptr<BIO, Free>;
 using ExtPtr = std::unique_ptr<X509_EXTENSION, Free>;
 using BnPtr = std::unique_ptr<BIGNUM, Free>;
+using NamesPtr = std::unique_ptr<GENERAL_NAMES, Free>;
 
 Error ssl_error(std::string what) { return make_error(Errc::crypto, "OpenSSL failed to " + what); }
 
@@ -87,8 +95,12 @@ Result<X509Ptr> build(EVP_PKEY* pub, std::string_view cn, X509* issuer, int days
   serial[0] &= 0x7f;
   BnPtr bn(BN_bin2bn(serial.data(), static_cast<int>(serial.size()), nullptr));
   if (!bn || !BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(c.get()))) return ssl_error("set a serial number");
-  X509_gmtime_adj(X509_getm_notBefore(c.get()), -300);
-  X509_time_adj_ex(X509_getm_notAfter(c.get()), days, 0, nullptr);
+  // notBefore is backdated for clocks that lag; the validity period counts from there, so
+  // notAfter - notBefore is exactly `days` (browsers and Apple count the whole period).
+  std::time_t now = std::time(nullptr);
+  if (!X509_time_adj_ex(X509_getm_notBefore(c.get()), 0, -backdate_seconds, &now) ||
+      !X509_time_adj_ex(X509_getm_notAfter(c.get()), days, -backdate_seconds, &now))
+    return ssl_error("set the validity period");
   X509_set_pubkey(c.get(), pub);
   X509_NAME* name = X509_get_subject_name(c.get());
   X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>("OTAC"), -1, -1, 0);
@@ -109,6 +121,9 @@ Result<void> sign(X509* c, EVP_PKEY* key) {
 
 Result<std::string> issue_for(const KeyCert& ca, EVP_PKEY* pub, std::string_view cn, int days, bool server,
                               const std::vector<std::string>& dns, const std::vector<std::string>& ips) {
+  if (days < 1 || days > max_leaf_days)
+    return make_error(Errc::bad_value, "a certificate's validity must be 1 to " + std::to_string(max_leaf_days) +
+                                           " days, not " + std::to_string(days));
   auto cakey = load_key(ca.key_pem);
   if (!cakey) return cakey.error();
   auto cacert = load_cert(ca.cert_pem);
@@ -164,6 +179,44 @@ Result<KeyCert> issue_server(const KeyCert& ca, std::string_view cn, const std::
   auto kp = key_pem(k.get());
   if (!kp) return kp.error();
   return KeyCert{std::move(*kp), std::move(*c)};
+}
+
+Result<std::string> reissue_server(const KeyCert& ca, const KeyCert& current, int days) {
+  auto key = load_key(current.key_pem);
+  if (!key) return key.error();
+  auto old = load_cert(current.cert_pem);
+  if (!old) return old.error();
+  if (X509_check_private_key(old->get(), key->get()) != 1)
+    return make_error(Errc::bad_value, "the server certificate does not belong to the server key");
+  auto cn = common_name(current.cert_pem);
+  if (!cn) return cn.error();
+  if (auto v = valid_cn(*cn); !v) return v.error();
+  std::vector<std::string> dns, ips;
+  NamesPtr names(static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(old->get(), NID_subject_alt_name, nullptr, nullptr)));
+  const int count = names ? sk_GENERAL_NAME_num(names.get()) : 0;
+  for (int i = 0; i < count; ++i) {
+    const GENERAL_NAME* g = sk_GENERAL_NAME_value(names.get(), i);
+    if (g->type == GEN_DNS) {
+      const ASN1_STRING* d = g->d.dNSName;
+      dns.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(d)), static_cast<std::size_t>(ASN1_STRING_length(d)));
+    } else if (g->type == GEN_IPADD) {
+      const ASN1_OCTET_STRING* a = g->d.iPAddress;
+      char text[64] = {};
+      const int af = ASN1_STRING_length(a) == 4 ? AF_INET : ASN1_STRING_length(a) == 16 ? AF_INET6 : -1;
+      if (af < 0 || !inet_ntop(af, ASN1_STRING_get0_data(a), text, sizeof text))
+        return make_error(Errc::bad_value, "the server certificate has a malformed IP address name");
+      ips.emplace_back(text);
+    }
+  }
+  return issue_for(ca, key->get(), *cn, days, true, dns, ips);
+}
+
+Result<std::int64_t> not_after(std::string_view cert_pem) {
+  auto c = load_cert(cert_pem);
+  if (!c) return c.error();
+  std::tm tm{};
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(c->get()), &tm) != 1) return ssl_error("read a certificate's notAfter");
+  return static_cast<std::int64_t>(timegm(&tm));
 }
 
 Result<KeyCert> issue_client(const KeyCert& ca, std::string_view cn, int days) {

@@ -2,6 +2,7 @@
 // client certificates (generated key, or a CSR signed), fingerprints. OpenSSL 3.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -17,11 +18,23 @@ struct KeyCert {
   std::string cert_pem;
 };
 
+/// Longest validity of a server or client certificate, days, including the backdated start:
+/// the CA/Browser Forum's limit for TLS server certificates, which Apple enforces.
+inline constexpr int max_leaf_days = 397;
+/// How far notBefore is backdated for clocks that lag, seconds.
+inline constexpr long backdate_seconds = 300;
+
 /// Creates a self-signed CA (P-256, CA:TRUE, keyCertSign|cRLSign).
 Result<KeyCert> make_ca(std::string_view common_name, int days);
 /// Issues a TLS server certificate with the given DNS and IP subject alternative names.
+/// Leaf certificates (server and client) are refused beyond max_leaf_days.
 Result<KeyCert> issue_server(const KeyCert& ca, std::string_view common_name, const std::vector<std::string>& dns,
                              const std::vector<std::string>& ips, int days);
+/// A new server certificate for current's key, with current's CN and subject alternative names
+/// (renewal: only the certificate file changes, so replacing it is one atomic rename).
+Result<std::string> reissue_server(const KeyCert& ca, const KeyCert& current, int days);
+/// The notAfter of the first certificate in cert_pem, Unix seconds.
+Result<std::int64_t> not_after(std::string_view cert_pem);
 /// Generates a key and issues a TLS client certificate with CN = common_name.
 Result<KeyCert> issue_client(const KeyCert& ca, std::string_view common_name, int days);
 /// Verifies a CSR's self-signature and issues a client certificate for its public key with

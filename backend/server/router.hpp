@@ -70,12 +70,16 @@ struct RouteOptions {
   bool slow = false;  ///< may wait for a long time (long-poll): runs on the slow pool
 };
 
+class OperatorGate;
+
 /// What an extension (the console) gets at start-up.
 struct Extension {
   Service* service = nullptr;               ///< the business logic
   std::filesystem::path data_dir;           ///< the backend's data directory
   /// Checks an operator token (bearer or typed into a login form).
   std::function<Result<OperatorRecord>(std::string_view token)> authenticate;
+  /// The server's throttled operator-token check (shared with the API); may be null.
+  OperatorGate* gate = nullptr;
 };
 
 /// Routes requests by method and path. Registration happens before the server starts;

@@ -1336,6 +1336,15 @@ Result<OperatorRecord> Service::authenticate_operator(std::string_view token) {
   return out;
 }
 
+Result<void> Service::record_event(std::string_view actor, std::string_view action, std::string_view detail) {
+  const UnixTime t = now();
+  return run([&](Tx& tx) -> Result<void> {
+    auto a = tx.audit(t, actor, action, detail);
+    if (!a) return a.error();
+    return {};
+  });
+}
+
 // ---- reporting --------------------------------------------------------------------------
 
 Result<TransactionRecord> Service::transaction(std::string_view txn_id) {

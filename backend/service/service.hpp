@@ -230,6 +230,8 @@ class Service {
   Result<std::vector<AuditEntry>> audit_recent(std::uint32_t limit);
   /// Verifies the audit chain; returns the number of entries.
   Result<std::int64_t> verify_audit();
+  /// Audit-logs an event the server saw (e.g. a source throttled for guessing operator tokens).
+  Result<void> record_event(std::string_view actor, std::string_view action, std::string_view detail);
   /// Counters for /metrics.
   Result<Metrics> metrics();
 

@@ -355,6 +355,57 @@ TEST_CASE("held for review: the long-poll returns as soon as an operator approve
   CHECK(Backend::call(env.b.admin(), Verb::post, "/v1/admin/transactions/T-held/decline").status >= 400);
 }
 
+TEST_CASE("otac-admin refuses a token file that the group or others can read", "[server][admin]") {
+  Backend b;
+  b.start();
+  namespace fs = std::filesystem;
+  const fs::path tok = b.tmp.path / "copied.token";
+  fs::copy_file(b.dir / "admin.token", tok);
+  auto run = [&](fs::perms mode) {
+    fs::permissions(tok, mode, fs::perm_options::replace);
+    const auto out = b.tmp.path / "admin-mode.out";
+    fs::remove(out);
+    const int rc = run_program({OTAC_ADMIN_BIN, "--url", "https://127.0.0.1:" + std::to_string(b.port), "--ca",
+                                (b.dir / "ca.pem").string(), "--token-file", tok.string(), "whoami"},
+                               out);
+    return std::make_pair(rc, slurp(out));
+  };
+  using P = fs::perms;
+  for (P mode : {P::owner_read | P::owner_write | P::group_read | P::others_read, P::owner_read | P::group_read,
+                 P::owner_read | P::others_read, P::owner_read | P::owner_write | P::group_write}) {
+    auto [rc, text] = run(mode);
+    INFO(text);
+    CHECK(rc == 2);
+    CHECK(text.find("must not be accessible by group or others") != std::string::npos);
+    CHECK(text.find("chmod 600") != std::string::npos);
+  }
+  auto [rc, text] = run(P::owner_read | P::owner_write);
+  INFO(text);
+  CHECK(rc == 0);
+}
+
+TEST_CASE("otac-loadgen writes its terminal key readable by the owner only", "[server][bench]") {
+  Backend b;
+  b.start();
+  namespace fs = std::filesystem;
+  const auto out = b.tmp.path / "loadgen.out";
+  const int rc = run_program({OTAC_LOADGEN_BIN, "--data-dir", b.dir.string(), "--url",
+                              "https://127.0.0.1:" + std::to_string(b.port), "--codes", "4", "--seconds", "1",
+                              "--connections", "1"},
+                             out);
+  INFO(slurp(out));
+  REQUIRE(rc == 0);
+  int keys = 0;
+  for (const auto& e : fs::directory_iterator(b.dir)) {
+    if (e.path().extension() != ".key" || !e.path().filename().string().starts_with("loadgen-")) continue;
+    ++keys;
+    INFO(e.path());
+    CHECK((e.status().permissions() & (fs::perms::group_all | fs::perms::others_all)) == fs::perms::none);
+    CHECK(slurp(e.path()).find("PRIVATE KEY") != std::string::npos);
+  }
+  CHECK(keys == 1);
+}
+
 TEST_CASE("otac-admin drives every operator action, exit statuses 0/1/2", "[server][admin]") {
   Backend b;
   b.start();

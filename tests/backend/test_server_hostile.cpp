@@ -18,6 +18,7 @@
 #include <vector>
 #include <string>
 
+#include "auth_throttle.hpp"
 #include "server.hpp"
 #include "server_fixture.hpp"
 
@@ -65,7 +66,8 @@ class Tcp {
 /// the point is what an anonymous peer can send).
 class Tls {
  public:
-  explicit Tls(std::uint16_t port) : tcp_(port), ctx_(SSL_CTX_new(TLS_client_method()), SSL_CTX_free) {
+  explicit Tls(std::uint16_t port, const char* source = nullptr)
+      : tcp_(port, source), ctx_(SSL_CTX_new(TLS_client_method()), SSL_CTX_free) {
     REQUIRE(ctx_);
     ssl_.reset(SSL_new(ctx_.get()));
     REQUIRE(ssl_);
@@ -349,6 +351,130 @@ TEST_CASE("out of file descriptors: the accept loop backs off instead of spinnin
   REQUIRE(h.has_value());
   CHECK(h->status == 200);
   CHECK(b.log().find("accept_resumed") != std::string::npos);
+}
+
+}  // namespace otac::backend::test
+
+namespace otac::backend::test {
+namespace {
+
+// One request on a new TLS connection from a loopback source address: {status, response}.
+std::pair<int, std::string> request_from(std::uint16_t port, const char* source, const std::string& head,
+                                         const std::string& body = {}) {
+  Tls t(port, source);
+  t.send(head + "Host: 127.0.0.1\r\nConnection: close\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" +
+         body);
+  std::string r = t.read_all(std::chrono::milliseconds(5000));
+  return {status_of(r), r};
+}
+
+std::pair<int, std::string> bearer_from(std::uint16_t port, const char* source, const std::string& token) {
+  return request_from(port, source, "GET /v1/admin/whoami HTTP/1.1\r\nAuthorization: Bearer " + token + "\r\n");
+}
+
+std::pair<int, std::string> console_sign_in_from(std::uint16_t port, const char* source, const std::string& token) {
+  return request_from(port, source, "POST /console/api/session HTTP/1.1\r\nContent-Type: application/json\r\n",
+                      R"({"token":")" + token + R"("})");
+}
+
+long retry_after_of(const std::string& response) {
+  const auto at = response.find("\r\nRetry-After: ");
+  if (at == std::string::npos) return -1;
+  return std::stol(response.substr(at + 15));
+}
+
+}  // namespace
+
+TEST_CASE("operator token guessing: a source is throttled with backoff, others are not, and it is counted and audited",
+          "[server][hostile]") {
+  Backend b;
+  b.start();
+  const std::string good = b.admin_token();
+  const std::string wrong(good.size(), 'f');
+  // Ten free failures, then the eleventh crosses the threshold.
+  for (int i = 0; i < 11; ++i) {
+    INFO(i);
+    CHECK(bearer_from(b.port, "127.0.0.1", wrong).first == 401);
+  }
+  auto [st, r] = bearer_from(b.port, "127.0.0.1", wrong);
+  CHECK(st == 429);
+  CHECK(retry_after_of(r) == 1);
+  // While throttled, even the right token is not checked from that source...
+  CHECK(bearer_from(b.port, "127.0.0.1", good).first == 429);
+  // ...but the right token from elsewhere works, and a wrong one there is only a 401.
+  CHECK(bearer_from(b.port, "127.0.0.2", good).first == 200);
+  CHECK(bearer_from(b.port, "127.0.0.2", wrong).first == 401);
+
+  // Backoff: after the wait, one more failure blocks for twice as long.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  CHECK(bearer_from(b.port, "127.0.0.1", wrong).first == 401);
+  std::tie(st, r) = bearer_from(b.port, "127.0.0.1", wrong);
+  CHECK(st == 429);
+  CHECK(retry_after_of(r) == 2);
+
+  // The console's sign-in counts towards the same table, per source.
+  for (int i = 0; i < 11; ++i) CHECK(console_sign_in_from(b.port, "127.0.0.3", wrong).first == 401);
+  std::tie(st, r) = console_sign_in_from(b.port, "127.0.0.3", good);
+  CHECK(st == 429);
+  CHECK(retry_after_of(r) >= 1);
+  CHECK(console_sign_in_from(b.port, "127.0.0.4", good).first == 200);
+
+  auto m = Backend::call(b.client(), Verb::get, "/metrics");
+  REQUIRE(m.status == 200);
+  CHECK(metric(m.body, "otac_auth_failures_total") == 11 + 1 + 1 + 11);
+  CHECK(metric(m.body, "otac_auth_throttled_total") == 4);
+  CHECK(count_events(b.log(), "operator_auth_throttled") == 2);
+  // 127.0.0.1 is still blocked: read the audit log from another address.
+  auto [audit_status, audit] =
+      request_from(b.port, "127.0.0.2", "GET /v1/admin/audit?limit=1000 HTTP/1.1\r\nAuthorization: Bearer " + good + "\r\n");
+  REQUIRE(audit_status == 200);
+  CHECK(audit.find("source=127.0.0.1 via=bearer failures=11") != std::string::npos);
+  CHECK(audit.find("source=127.0.0.3 via=console failures=11") != std::string::npos);
+  CHECK(audit.find(wrong) == std::string::npos);  // no token in the audit log
+  CHECK(b.log().find(wrong) == std::string::npos);
+  CHECK(request_from(b.port, "127.0.0.2", "GET /v1/admin/audit/verify HTTP/1.1\r\nAuthorization: Bearer " + good + "\r\n")
+            .first == 200);
+}
+
+TEST_CASE("operator token throttle: backoff doubles to a ceiling, quiet sources are forgotten, the table is bounded",
+          "[server][throttle]") {
+  using namespace std::chrono;
+  steady_clock::time_point now{};
+  http::ThrottleLimits lim;
+  lim.free_failures = 3;
+  lim.base = seconds(1);
+  lim.max = seconds(10);
+  lim.forget = seconds(100);
+  lim.max_sources = 8;
+  http::AuthThrottle t(lim, [&] { return now; });
+  for (int i = 0; i < 3; ++i) CHECK_FALSE(t.failure("a").blocked);
+  CHECK(t.retry_after("a") == 0);
+  auto f = t.failure("a");
+  CHECK(f.blocked);
+  CHECK(f.crossed);
+  CHECK(t.retry_after("a") == 1);
+  CHECK(t.retry_after("b") == 0);
+  std::uint32_t expected[] = {2, 4, 8, 10, 10};
+  for (std::uint32_t e : expected) {
+    auto g = t.failure("a");
+    CHECK(g.blocked);
+    CHECK_FALSE(g.crossed);  // audited once per crossing, not per failure
+    CHECK(t.retry_after("a") == e);
+  }
+  now += seconds(10);
+  CHECK(t.retry_after("a") == 0);
+  now += seconds(100);  // quiet: starts afresh
+  CHECK_FALSE(t.failure("a").blocked);
+  // Bounded: 1000 sources never hold more than 8 entries, and a blocked source survives
+  // a flood of new ones (others go first).
+  for (int i = 0; i < 4; ++i) t.failure("blocked");
+  REQUIRE(t.retry_after("blocked") > 0);
+  for (int i = 0; i < 1000; ++i) t.failure("10.0.0." + std::to_string(i));
+  CHECK(t.size() <= 8);
+  CHECK(t.retry_after("blocked") > 0);
+  CHECK(http::AuthThrottle::source_of("127.0.0.1:5555") == "127.0.0.1");
+  CHECK(http::AuthThrottle::source_of("::1:5555") == "::1");
+  CHECK(http::AuthThrottle::source_of("console") == "console");
 }
 
 }  // namespace otac::backend::test

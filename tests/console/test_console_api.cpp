@@ -106,6 +106,19 @@ json::value body_of(const HttpResponse& r) { return json::parse(r.body); }
 
 }  // namespace
 
+TEST_CASE("console sign-in: 1000 viewer sign-ins neither lock out an admin nor pile up") {
+  Fixture f;
+  std::vector<Fixture::Browser> viewers;
+  for (int i = 0; i < 1000; ++i) viewers.push_back(f.sign_in(f.viewer_token));
+  CHECK(f.console->sessions().size() == f.console->sessions().limits().max_per_operator);
+  CHECK(f.as(viewers.back(), "GET", "/console/api/session").status == 200);
+  CHECK(f.as(viewers.front(), "GET", "/console/api/session").status == 401);  // evicted
+  auto admin = f.sign_in(f.admin_token);
+  auto me = f.as(admin, "GET", "/console/api/session");
+  REQUIRE(me.status == 200);
+  CHECK(body_of(me).at("role").as_string() == "admin");
+}
+
 TEST_CASE("console assets: embedded, with strict headers and revalidation") {
   Fixture f;
   auto r = f.call("GET", "/console/");

@@ -2,6 +2,8 @@
 #include <catch2/catch.hpp>
 
 #include <set>
+#include <string>
+#include <vector>
 
 #include "http.hpp"
 #include "session.hpp"
@@ -80,12 +82,59 @@ TEST_CASE("sessions: the table is bounded") {
   lim.max_sessions = 3;
   UnixTime clock = 0;
   SessionStore store(lim, [&] { return clock; });
-  for (int i = 0; i < 3; ++i) REQUIRE(store.create("op", Role::viewer));
-  auto full = store.create("op", Role::viewer);
+  for (int i = 0; i < 3; ++i) REQUIRE(store.create("op" + std::to_string(i), Role::viewer));
+  auto full = store.create("op3", Role::viewer);
   REQUIRE_FALSE(full);
   CHECK(full.error().code == otac::Errc::state);
   clock = lim.idle.count();  // all three expire; room again
-  CHECK(store.create("op", Role::viewer));
+  CHECK(store.create("op3", Role::viewer));
+}
+
+TEST_CASE("sessions: one operator's sign-ins replace their own oldest session") {
+  SessionLimits lim;
+  lim.max_per_operator = 3;
+  UnixTime clock = 100;
+  SessionStore store(lim, [&] { return clock; });
+  auto other = store.create("bob", Role::viewer);
+  REQUIRE(other);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    ++clock;
+    auto s = store.create("alice", Role::viewer);
+    REQUIRE(s);
+    ids.push_back(s->id);
+  }
+  ++clock;
+  auto fourth = store.create("alice", Role::viewer);
+  REQUIRE(fourth);
+  CHECK_FALSE(store.touch(ids[0]));  // the oldest was ended
+  CHECK(store.touch(ids[1]));
+  CHECK(store.touch(ids[2]));
+  CHECK(store.touch(fourth->id));
+  CHECK(store.touch(other->id));  // another operator's session is untouched
+  CHECK(store.size() == 4);
+  for (int i = 0; i < 1000; ++i) REQUIRE(store.create("alice", Role::viewer));
+  CHECK(store.size() == 4);
+  CHECK(store.touch(other->id));
+}
+
+TEST_CASE("sessions: viewers filling their share never shut out an operator or an admin") {
+  SessionLimits lim;
+  lim.max_sessions = 50;
+  lim.max_per_operator = 8;
+  UnixTime clock = 0;
+  SessionStore store(lim, [&] { return clock; });
+  int refused = 0;
+  for (int i = 0; i < 1000; ++i) {
+    if (!store.create("viewer" + std::to_string(i % 200), Role::viewer)) ++refused;
+  }
+  CHECK(refused > 0);  // the viewers' share is full
+  CHECK(store.size() == 50);
+  auto admin = store.create("ada", Role::admin);
+  REQUIRE(admin);
+  CHECK(admin->session.role == Role::admin);
+  CHECK(store.create("otto", Role::operator_));
+  CHECK(store.size() == 52);
 }
 
 TEST_CASE("sessions: 200 ids are distinct") {
