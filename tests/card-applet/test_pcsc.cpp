@@ -79,7 +79,7 @@ TEST_CASE("pcscd + vpcd: a PC/SC client selects the applet and runs a challenge-
 
   auto fci = transmit(h, hex("00A4040006F04F5441430100"));
   CHECK(fci.sw == 0x9000);
-  CHECK(fci.data == hex("6F17 8406F04F54414301 A50D 9F080101 DF0102003F DF020102"));
+  CHECK(fci.data == hex("6F17 8406F04F54414301 A50D 9F080102 DF0102003F DF020102"));
   CHECK(transmit(h, hex("00A4040006A00000000401")).sw == 0x6A82);
   CHECK(transmit(h, hex("00A4040006F04F5441430100")).sw == 0x9000);
 
