@@ -7,6 +7,7 @@
 #include "ota_push.hpp"
 #include "otac/common/crypto.hpp"
 #include "otac/common/cursor.hpp"
+#include "otac/common/protocol.hpp"
 
 namespace otac::backend {
 namespace {
@@ -40,13 +41,6 @@ std::string random_digits(std::size_t n) {
     }
   }
   return s;
-}
-
-Bytes arpc_input(ByteView cryptogram, ByteView arc) {
-  Bytes in = to_bytes("ARPC");
-  append(in, cryptogram);
-  append(in, arc);
-  return in;
 }
 
 bool valid_txn_id(std::string_view id) {
@@ -89,7 +83,7 @@ Result<bool> settle_held(Tx& tx, TransactionRecord& rec, Decision d, std::string
   next.auth_code = d == Decision::approved ? random_digits(6) : std::string{};
   next.decided_at = decided_at;
   next.decided_by = std::string(actor);
-  auto arpc = mac8(card->algorithm, code->key, arpc_input(next.cryptogram, next.arc));
+  auto arpc = mac8(card->algorithm, code->key, protocol::arpc_input(next.cryptogram, next.arc));
   if (!arpc) return arpc.error();
   next.arpc = std::move(*arpc);
   auto won = tx.decide_held_transaction(next);
@@ -112,12 +106,6 @@ Result<bool> settle_held(Tx& tx, TransactionRecord& rec, Decision d, std::string
 Result<bool> expire_if_due(Tx& tx, TransactionRecord& rec, UnixTime now) {
   if (rec.decision != Decision::held || now < rec.expires_at) return false;
   return settle_held(tx, rec, Decision::declined, "held_timeout", "system", "expire_held", rec.expires_at, now);
-}
-
-std::string display_code(ByteView m) {
-  const std::uint32_t v = ((std::uint32_t{m[0]} << 24) | (std::uint32_t{m[1]} << 16) | (std::uint32_t{m[2]} << 8) | m[3]) & 0x7FFFFFFFu;
-  std::string s = std::to_string(v % 100000000u);
-  return std::string(8 - s.size(), '0') + s;
 }
 
 // Key rotation state machine (per card; protocol.md §6 E2):
@@ -1057,7 +1045,7 @@ Result<AuthAnswer> Service::authorize(const AuthRequest& req, std::string_view t
     }
     if (rec.decision == Decision::approved) { rec.arc = kArcApproved; rec.auth_code = random_digits(6); }
     if (rec.decision == Decision::held) rec.arc = kArcHeld;
-    auto arpc = mac8(card->algorithm, code->key, arpc_input(req.cryptogram, rec.arc));
+    auto arpc = mac8(card->algorithm, code->key, protocol::arpc_input(req.cryptogram, rec.arc));
     if (!arpc) return arpc.error();
     rec.arpc = std::move(*arpc);
     if (*consumed) {
@@ -1241,14 +1229,10 @@ Result<AuthAnswer> Service::verify_display_code(const CodeRequest& req, std::str
     if (!window) return window.error();
     const OtacRecord* match = nullptr;
     for (const auto& o : *window) {
-      Bytes in = to_bytes("DISPLAY");
-      append(in, req.card);
-      append(in, be_bytes(o.list_id, 2));
-      append(in, be_bytes(o.index, 2));
-      auto m = mac8(card->algorithm, o.key, in);
+      auto m = mac8(card->algorithm, o.key, protocol::display_input(req.card, o.list_id, o.index));
       if (!m) return m.error();
       // Compare every candidate (no early exit) so timing does not reveal the position.
-      if (ct_equal(as_bytes(display_code(*m)), as_bytes(req.code)) && !match) match = &o;
+      if (ct_equal(as_bytes(protocol::display_digits(*m)), as_bytes(req.code)) && !match) match = &o;
     }
     if (!match) {
       rec.reason = "bad_code";

@@ -541,22 +541,15 @@ Response Applet::Impl::display(const apdu::Command& c) {
   slot.burn(index);
   if (slot.unused() == 0) slot.clear();
   check_threshold(next);
-  Bytes in = to_bytes("DISPLAY");
-  append(in, next.n);
-  append(in, be_bytes(list, 2));
-  append(in, be_bytes(index, 2));
-  auto m = mac8(next, otac.view(), in);
+  auto m = mac8(next, otac.view(), protocol::display_input(next.n, list, index));
   if (!m) return status(sw::no_precise_diagnosis);
   if (!commit(next)) return status(sw::no_precise_diagnosis);
   st = std::move(next);
-  const std::uint32_t v = (static_cast<std::uint32_t>((*m)[0]) << 24 | static_cast<std::uint32_t>((*m)[1]) << 16 |
-                           static_cast<std::uint32_t>((*m)[2]) << 8 | (*m)[3]) & 0x7FFFFFFFu;
-  char code[12];
-  std::snprintf(code, sizeof code, "%08u", v % 100000000u);
+  const std::string code = protocol::display_digits(*m);
   Bytes out;
   tlv::append(out, 0xDF42, be_bytes(list, 2));
   tlv::append(out, 0xDF43, be_bytes(index, 2));
-  tlv::append(out, 0xDF4D, as_bytes(std::string_view(code, 8)));
+  tlv::append(out, 0xDF4D, as_bytes(code));
   return Response{out, sw::ok};
 }
 

@@ -202,6 +202,21 @@ Bytes arpc_input(ByteView cryptogram, ByteView arc) {
   return in;
 }
 
+Bytes display_input(ByteView n, std::uint16_t list_id, std::uint16_t index) {
+  Bytes in = to_bytes("DISPLAY");
+  append(in, n);
+  append(in, be_bytes(list_id, 2));
+  append(in, be_bytes(index, 2));
+  return in;
+}
+
+std::string display_digits(ByteView mac) {
+  const std::uint32_t v =
+      ((std::uint32_t{mac[0]} << 24) | (std::uint32_t{mac[1]} << 16) | (std::uint32_t{mac[2]} << 8) | mac[3]) & 0x7FFFFFFFu;
+  std::string s = std::to_string(v % 100000000u);
+  return std::string(8 - s.size(), '0') + s;
+}
+
 Result<Fci> Fci::parse(ByteView data) {
   auto t = single_template(data, tag::fci, "FCI");
   if (!t) return t.error();

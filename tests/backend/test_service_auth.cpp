@@ -14,28 +14,16 @@ using otac::backend::test::Env;
 
 namespace {
 
-struct Card {
-  Bytes n;
-  Algorithm alg;
-  SecretBytes k;
-  std::uint16_t list = 0;
-  std::vector<SecretBytes> codes;
-};
+using Card = test::IssuedCard;
 
 Card setup(Env& env, Algorithm alg = Algorithm::des3, std::int64_t limit = 0, std::int64_t review = 0,
            std::vector<DoorPermission> doors = {}) {
-  REQUIRE(env.svc->register_terminal(TerminalRecord{"TERM0001", "ab", 0, true}, "admin"));
   EnrollRequest er;
   er.algorithm = alg;
-  er.msisdn = "+4915550001";
   er.limit_minor = limit;
   er.review_minor = review;
   er.doors = std::move(doors);
-  auto e = env.svc->enroll_card(er, "admin");
-  REQUIRE(e);
-  auto l = env.svc->issue_list(e->n, "admin");
-  REQUIRE(l);
-  return Card{e->n, alg, std::move(e->k), l->first, std::move(l->second)};
+  return test::enroll_issued(env, std::move(er));
 }
 
 Bytes arpc_of(const Card& c, std::uint16_t index, const Bytes& cryptogram, const std::string& arc) {

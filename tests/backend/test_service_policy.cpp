@@ -14,21 +14,12 @@ using otac::backend::test::Env;
 
 namespace {
 
-struct Card {
-  Bytes n;
-  std::uint16_t list = 0;
-  std::vector<SecretBytes> codes;
-  std::uint16_t next = 0;
+struct Card : test::IssuedCard {
+  std::uint16_t next = 0;  ///< the card's next unused code
 };
 
 Card setup(Env& env, EnrollRequest er = {}, std::int64_t terminal_limit = 0) {
-  REQUIRE(env.svc->register_terminal(TerminalRecord{"TERM0001", "ab", terminal_limit, true}, "admin"));
-  er.msisdn = "+4915550001";
-  auto e = env.svc->enroll_card(er, "admin");
-  REQUIRE(e);
-  auto l = env.svc->issue_list(e->n, "admin");
-  REQUIRE(l);
-  return Card{e->n, l->first, std::move(l->second)};
+  return Card{test::enroll_issued(env, std::move(er), terminal_limit)};
 }
 
 // A tap with the card's next code.

@@ -152,4 +152,24 @@ inline AuthRequest card_request(const std::string& txn, const Bytes& n, Algorith
   return r;
 }
 
+/// A card enrolled with `er` (msisdn set here) after terminal TERM0001 is registered with
+/// `terminal_limit`, and its first list issued.
+struct IssuedCard {
+  Bytes n;
+  Algorithm alg = Algorithm::des3;
+  SecretBytes k;
+  std::uint16_t list = 0;
+  std::vector<SecretBytes> codes;
+};
+
+inline IssuedCard enroll_issued(Env& env, EnrollRequest er = {}, std::int64_t terminal_limit = 0) {
+  REQUIRE(env.svc->register_terminal(TerminalRecord{"TERM0001", "ab", terminal_limit, true}, "admin"));
+  er.msisdn = "+4915550001";
+  auto e = env.svc->enroll_card(er, "admin");
+  REQUIRE(e);
+  auto l = env.svc->issue_list(e->n, "admin");
+  REQUIRE(l);
+  return IssuedCard{e->n, er.algorithm, std::move(e->k), l->first, std::move(l->second)};
+}
+
 }  // namespace otac::backend::test

@@ -134,6 +134,13 @@ Bytes mac_input(const Challenge& c, const CardAnswer& a);
 /// The ARPC input of §3.1: "ARPC" || cryptogram || ARC.
 Bytes arpc_input(ByteView cryptogram, ByteView arc);
 
+/// The MAC input of a display code (§4): "DISPLAY" || N || list id || index.
+Bytes display_input(ByteView n, std::uint16_t list_id, std::uint16_t index);
+
+/// The 8 digits a card shows (§4): the first 4 bytes of the MAC, top bit cleared, mod 10^8,
+/// zero-padded. `mac` must hold at least 4 bytes.
+std::string display_digits(ByteView mac);
+
 /// The FCI of SELECT (§2.1): 6F { 84 AID  A5 { 9F08 version  DF01 capabilities  DF02 state } }.
 struct Fci {
   std::uint8_t version = protocol::version;
