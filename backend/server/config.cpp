@@ -61,6 +61,7 @@ Result<Config> parse_config(std::string_view text, Config c) {
       {"fail_limit", num(c.fail_limit, 1, 1000)},
       {"max_wait_seconds", num(c.max_wait_seconds, 0, 300)},
       {"hold_limit_seconds", num(c.hold_limit_seconds, 1, 86400)},
+      {"list_repair_seconds", num(c.list_repair_seconds, 60, 86400)},
       {"default_currency", str(c.default_currency)},
       {"max_amount_minor", num(c.max_amount_minor, 0, 2'000'000'000)},
       {"iso4217_file", path(c.iso4217_file)},
@@ -148,6 +149,9 @@ max_wait_seconds = 30
 # unless an operator decided it first or its terminal gave up earlier. Terminals are told the
 # time left and never wait longer; one with a shorter limit cancels it when it stops waiting.
 hold_limit_seconds = 120
+# A list whose SMS packet got no Proof of Receipt (the SMS or the PoR was lost) goes out
+# again, same codes, after this long, then after twice as long, up to six packets in all.
+list_repair_seconds = 900
 
 # Transactions. Cards are enrolled in default_currency unless the operator names another;
 # a purchase in any other currency declines currency_not_allowed. Terminal limits are in

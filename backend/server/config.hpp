@@ -25,6 +25,7 @@ struct Config {
   std::uint32_t fail_limit = 5;
   std::uint32_t max_wait_seconds = 30;
   std::uint32_t hold_limit_seconds = 120;
+  std::uint32_t list_repair_seconds = 900;
   std::string default_currency = "EUR";       ///< ISO 4217 alphabetic or numeric; checked at start
   std::uint32_t max_amount_minor = 10'000'000;  ///< global POS maximum, 0 = none
   std::filesystem::path iso4217_file = "/usr/share/iso-codes/json/iso_4217.json";

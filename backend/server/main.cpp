@@ -280,6 +280,7 @@ int main(int argc, char** argv) {
   sc.default_fail_limit = c.fail_limit;
   sc.max_wait = std::chrono::seconds(c.max_wait_seconds);
   sc.hold_limit = std::chrono::seconds(c.hold_limit_seconds);
+  sc.list_repair_after = std::chrono::seconds(c.list_repair_seconds);
   Service service(sc, [db, kekp] { return open_sqlite_store(db, kekp); });
 
   const fs::path token_file = c.resolve(c.admin_token_file);
@@ -411,11 +412,16 @@ int main(int argc, char** argv) {
   // Wait for a stop signal; meanwhile expire held transactions whose deadline passed once a
   // second (reads and decisions expire them too; this keeps the audit log and metrics timely).
   int sig = 0;
+  std::uint64_t ticks = 0;
   for (;;) {
     const timespec second{1, 0};
     sig = sigtimedwait(&stop_set, nullptr, &second);
     if (sig == SIGTERM || sig == SIGINT) break;
     if (auto e = service.expire_held(256); !e) log::warn("expire_held_failed", {{"error", e.error().message}});
+    if (++ticks % 10 == 0) {  // unanswered list packets (protocol.md 6.4): every 10 s is plenty
+      if (auto e = service.repair_lists(256); !e) log::warn("repair_lists_failed", {{"error", e.error().message}});
+      else if (*e != 0) log::info("lists_resent", {{"count", std::to_string(*e)}});
+    }
     if (cert_not_after != 0 && unix_now() - cert_checked_at >= 86400) {
       cert_checked_at = unix_now();
       warn_if_expiring(cert_not_after, c.data_dir);

@@ -218,10 +218,16 @@ Result<PorResult> open_por(Tx& tx, std::string_view from, ByteView packet) {
     const std::uint8_t kid = ota::key_id_for(alg, version);
     return ota::open_response(packet, ota::PorSecurity{*spi, kid, kid}, keys->kic, keys->kid);
   };
+  // K, then K' (the card may have switched), then the retired K (a PoR the card sealed
+  // before it switched, arriving after the backend promoted K').
   auto r = try_key(card->k, card->key_version);
   if (!r && card->pending_k) {
     auto r2 = try_key(*card->pending_k, card->pending_version);
     if (r2) r = std::move(r2);
+  }
+  if (!r && card->retired_k) {
+    auto r3 = try_key(*card->retired_k, card->retired_version);
+    if (r3) r = std::move(r3);
   }
   if (!r) return make_error(r.error().code, "PoR from " + std::string(from) + ": " + r.error().message);
   return PorResult{*n, r->counter, static_cast<std::uint8_t>(r->status), std::move(r->data)};
@@ -249,11 +255,17 @@ Result<CardRequest> open_card_request(Tx& tx, ByteView packet) {
     if (!keys) return keys.error();
     return ota::open_command(packet, keys->kic, keys->kid);
   };
-  bool pending = false;
+  // K, then K' (the card switched: the request proves it), then the retired K (a request the
+  // card sealed under K before it switched; its counter still has to be fresh).
+  KeyUsed used = KeyUsed::current;
   auto opened = try_key(card->k);
   if (!opened && opened.error().code == Errc::bad_mac && card->pending_k) {
     opened = try_key(*card->pending_k);
-    pending = opened.ok();
+    if (opened) used = KeyUsed::pending;
+  }
+  if (!opened && opened.error().code == Errc::bad_mac && card->retired_k) {
+    opened = try_key(*card->retired_k);
+    if (opened) used = KeyUsed::retired;
   }
   if (!opened) return make_error(opened.error().code, "card request from " + to_hex(card->n) + ": " + opened.error().message);
   auto stored = tx.card_counter(card->n);
@@ -263,7 +275,7 @@ Result<CardRequest> open_card_request(Tx& tx, ByteView packet) {
   auto req = parse_f1(opened->data);
   if (!req) return req.error();
   if (req->n != card->n) return make_error(Errc::bad_value, "card request: N changed between peek and open");
-  req->under_pending_key = pending;
+  req->key = used;
   return req;
 }
 

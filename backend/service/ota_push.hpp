@@ -65,8 +65,15 @@ struct PorResult {
   Bytes data;                  ///< additional response data: the inner status word
 };
 
-/// Opens a PoR (UDH IEI 71) from the card with that MSISDN under its K (or pending K').
+/// Opens a PoR (UDH IEI 71) from the card with that MSISDN under its K, pending K' or retired K.
 Result<PorResult> open_por(Tx& tx, std::string_view from, ByteView packet);
+
+/// Which of a card's keys a message from it verified under (protocol.md 6.3).
+enum class KeyUsed : std::uint8_t {
+  current,  ///< K
+  pending,  ///< K': the card has applied the rotation
+  retired,  ///< the K before the last rotation: sealed before the card switched
+};
 
 /// A card request (F1 template) after its CC verified.
 struct CardRequest {
@@ -75,11 +82,12 @@ struct CardRequest {
   std::uint16_t active_list = 0;
   std::uint16_t unused = 0;
   std::uint8_t key_version = 0;
-  bool under_pending_key = false;  ///< the CC verified under K', not K
+  KeyUsed key = KeyUsed::current;  ///< which of the card's keys the CC verified under
 };
 
 /// Opens a card-originated command packet (UDH IEI 70): finds the card by N in the clear
-/// data, verifies the CC under K (or the pending K'), checks and advances the counter.
+/// data, verifies the CC under K (or the pending K', or the retired K), checks and advances
+/// the counter.
 Result<CardRequest> open_card_request(Tx& tx, ByteView packet);
 
 }  // namespace otac::backend

@@ -111,15 +111,32 @@ Result<bool> expire_if_due(Tx& tx, TransactionRecord& rec, UnixTime now) {
 // Key rotation state machine (per card; protocol.md §6 E2):
 //   steady:   k = K, no pending.                      rotate_key -> rotating
 //   rotating: k = K, pending_k = K', E2{K'} sent under K.
-//             card request whose CC verifies under K' -> steady with k = K' (K retired)
+//             card request whose CC verifies under K',
+//             or the OK PoR of the E2                 -> steady with k = K', K retired
 //             card request under K                    -> stays rotating (E2 not yet applied)
-//             rotate_key again                        -> rotating with a fresh K'' (K' dropped)
+//             rotate_key again                        -> rotating, the same E2{K'} sent again
+//   retired:  (after the E2's PoR) k = K', retired_k = K: a request or PoR the card sealed
+//             under K before it switched still opens (a request's counter must still be
+//             fresh). The first request under K' drops K; a promotion by a request under K'
+//             drops it at once (the counter check refuses every older request anyway).
 // Lists and other packets keep going out under K while rotating, because K is the key the
 // card is known to hold. A lost E2 leaves the card on K, which the server still accepts; a
 // duplicated E2 after the switch is under the retired K and fails the card's CC check, so
-// it changes nothing. Neither side ever discards the key the other might still be using.
-Result<void> promote_pending_key(Tx& tx, CardRecord& card, UnixTime now) {
+// it changes nothing. A list sent under K that reaches the card after its switch is refused
+// with an unprotected PoR the backend cannot trust; so the promotion sends the latest list
+// again under K' while it is unconfirmed (promote_and_repair). Rotating again while K' is
+// pending re-sends the same K': the card may already hold it, and a fresh K'' would leave
+// the backend without the key the card uses. Neither side ever discards the key the other
+// might still be using.
+Result<void> promote_pending_key(Tx& tx, CardRecord& card, bool keep_retired, UnixTime now) {
   if (!card.pending_k) return {};
+  if (keep_retired) {
+    card.retired_k = std::move(card.k);
+    card.retired_version = card.key_version;
+  } else {
+    card.retired_k.reset();
+    card.retired_version = 0;
+  }
   card.k = std::move(*card.pending_k);
   card.pending_k.reset();
   card.key_version = card.pending_version;
@@ -236,6 +253,25 @@ Result<void> resend_list(Tx& tx, const CardRecord& card, std::uint16_t id, UnixT
   return {};
 }
 
+// The card is on K' (promote_pending_key), and lists may have gone out under K after the
+// card switched: the card refused them unreadably. Every list still unconfirmed goes out
+// again under K', in id order; a card that did load one answers 9000 and ignores it, one
+// that can no longer load it (a later list came first) answers 6A88 (protocol.md 6.1.1).
+// `by_request`: a request under K' proved the switch, and its counter is above that of any
+// request sealed under K, so K is dropped; after the E2's PoR it is kept as retired_k.
+Result<void> promote_and_repair(Tx& tx, CardRecord& card, bool by_request, UnixTime now) {
+  if (!card.pending_k) return {};
+  if (auto x = promote_pending_key(tx, card, !by_request, now); !x) return x;
+  auto all = tx.lists(card.n);
+  if (!all) return all.error();
+  std::sort(all->begin(), all->end(), [](const ListInfo& a, const ListInfo& b) { return a.id < b.id; });
+  for (const auto& l : *all)
+    if (l.state == ListState::sent) {
+      if (auto x = resend_list(tx, card, l.id, now); !x) return x;
+    }
+  return {};
+}
+
 // A card has two list slots (protocol.md 2.2); a third list is refused with RSC 07.
 constexpr std::size_t kCardListSlots = 2;
 
@@ -291,7 +327,15 @@ Result<void> record_list_outcome(Tx& tx, CardRecord& card, const PorResult& p, s
     return tx.update_card(card);
   };
   if (accepted) {
-    if (it->state == ListState::sent) {
+    if (it->state == ListState::refused) {
+      // Another packet of the list was refused and its PoR came first, but this one loaded it
+      // (an OK PoR is proof: counters only rise, so no later list can have come between).
+      // The card holds the codes: give them back.
+      auto a = tx.audit(now, "card", "list_restored", "card=" + to_hex(card.n) + " list=" + std::to_string(id) +
+                                                          " refusal_was=" + it->refusal);
+      if (!a) return a.error();
+    }
+    if (it->state != ListState::loaded) {
       if (auto x = tx.set_list_state(card.n, id, ListState::loaded, "", now); !x) return x;
     }
     return clear_in_flight();
@@ -598,15 +642,19 @@ Result<void> Service::rotate_key(ByteView n, std::string_view actor) {
     auto c = tx.card(n);
     if (!c) return c.error();
     if (c->k.empty()) return make_error(Errc::state, "card " + to_hex(n) + " has no symmetric key to rotate");
-    c->pending_k = new_key(c->algorithm);
-    // Key versions are 4 bits in KIc/KID (TS 102 225); cycle through 1..15.
-    c->pending_version = static_cast<std::uint8_t>(c->key_version % 15 + 1);
+    const bool again = c->pending_k.has_value();  // the card may hold K' already: send the same one
+    if (!again) {
+      c->pending_k = new_key(c->algorithm);
+      // Key versions are 4 bits in KIc/KID (TS 102 225); cycle through 1..15.
+      c->pending_version = static_cast<std::uint8_t>(c->key_version % 15 + 1);
+    }
     Bytes inner = encode_replace_key(*c->pending_k, c->pending_version);
     auto q = enqueue_packet(tx, *c, inner, t, "rotate", c->pending_version);
     secure_zero(inner.data(), inner.size());
     if (!q) return q.error();
     if (auto x = tx.update_card(*c); !x) return x;
-    auto a = tx.audit(t, actor, "rotate_key", "card=" + to_hex(n) + " new_version=" + std::to_string(c->pending_version));
+    auto a = tx.audit(t, actor, again ? "rotate_key_resent" : "rotate_key",
+                      "card=" + to_hex(n) + " new_version=" + std::to_string(c->pending_version));
     if (!a) return a.error();
     return {};
   });
@@ -831,7 +879,7 @@ Result<void> Service::handle_mo_sms(const MoSms& sms) {
         return record_list_outcome(tx, *card, *p, static_cast<std::uint16_t>(ref), accepted, config_.list_size, t);
       }
       if (!accepted || old_rsc == 0) return {};  // a failure, or a duplicate PoR
-      if (kind == "rotate" && card->pending_k && card->pending_version == ref) return promote_pending_key(tx, *card, t);
+      if (kind == "rotate" && card->pending_k && card->pending_version == ref) return promote_and_repair(tx, *card, false, t);
       return {};
     });
   }
@@ -841,8 +889,12 @@ Result<void> Service::handle_mo_sms(const MoSms& sms) {
     if (!req) return req.error();
     auto card = tx.card(req->n);
     if (!card) return card.error();
-    if (req->under_pending_key) {
-      if (auto x = promote_pending_key(tx, *card, t); !x) return x;
+    if (req->key == KeyUsed::pending) {
+      if (auto x = promote_and_repair(tx, *card, true, t); !x) return x;
+    } else if (req->key == KeyUsed::current && card->retired_k) {
+      card->retired_k.reset();  // heard under the new K: nothing sealed under the old one is still trusted
+      card->retired_version = 0;
+      if (auto x = tx.update_card(*card); !x) return x;
     }
     auto a = tx.audit(t, "card", "card_request", "card=" + to_hex(req->n) + " type=" + std::to_string(req->type) +
                                                      " active_list=" + std::to_string(req->active_list) + " unused=" + std::to_string(req->unused));
@@ -852,18 +904,26 @@ Result<void> Service::handle_mo_sms(const MoSms& sms) {
       auto held = tx.lists(req->n);
       if (!held) return held.error();
       for (const auto& l : *held)
-        if (l.id == req->active_list && l.state == ListState::sent) {
+        if (l.id == req->active_list && l.state != ListState::loaded) {
+          // Refused too: a PoR refusing another packet of it came first (6.4); the card holds it.
+          if (l.state == ListState::refused) {
+            auto r = tx.audit(t, "card", "list_restored", "card=" + to_hex(req->n) + " list=" + std::to_string(l.id) +
+                                                              " refusal_was=" + l.refusal);
+            if (!r) return r.error();
+          }
           if (auto x = tx.set_list_state(req->n, l.id, ListState::loaded, "", t); !x) return x;
         }
     }
     if (req->type == 0x03) return {};
-    if (card->status == CardStatus::blocked) return {};  // a blocked card gets no new codes
     auto last = tx.last_list_id(card->n);
     if (!last) return last.error();
     if (*last != 0 && req->active_list < *last && card->list_push_in_flight) {
-      // The card has not loaded our latest list: send that list again instead of a new one.
+      // The card has not loaded our latest list: send that list again instead of a new one
+      // (a blocked card too: the codes were allocated before the block, and it needs them
+      // once unblocked).
       return resend_list(tx, *card, *last, t);
     }
+    if (card->status == CardStatus::blocked) return {};  // a blocked card gets no new codes
     card->list_push_in_flight = false;
     auto id = allocate_list(tx, *card, config_.list_size, "card", t, nullptr);
     if (!id) return id.error();
@@ -1174,6 +1234,30 @@ Result<std::uint32_t> Service::expire_held(std::uint32_t limit) {
   return static_cast<std::uint32_t>(expired.size());
 }
 
+Result<std::uint32_t> Service::repair_lists(std::uint32_t limit) {
+  std::uint32_t sent = 0;
+  const UnixTime t = now();
+  auto r = run([&](Tx& tx) -> Result<void> {
+    sent = 0;
+    auto due = tx.lists_to_repair(t, config_.list_repair_after.count(), config_.list_repair_packets, limit);
+    if (!due) return due.error();
+    for (const auto& d : *due) {
+      auto card = tx.card(d.n);
+      if (!card) return card.error();
+      // A blocked card too: these codes were allocated before, are unusable while it is
+      // blocked, and the card needs them once unblocked.
+      if (auto x = resend_list(tx, *card, d.list_id, t); !x) return x;
+      auto a = tx.audit(t, "system", "list_resent", "card=" + to_hex(d.n) + " list=" + std::to_string(d.list_id) +
+                                                        " packets=" + std::to_string(d.packets + 1));
+      if (!a) return a.error();
+      ++sent;
+    }
+    return {};
+  });
+  if (!r) return r.error();
+  return sent;
+}
+
 Result<AuthAnswer> Service::verify_display_code(const CodeRequest& req, std::string_view terminal_id) {
   if (!valid_txn_id(req.txn_id)) return make_error(Errc::bad_value, "txn_id must be 1 to 64 printable ASCII characters");
   if (req.card.size() != 8) return make_error(Errc::bad_length, "card must be 8 bytes (16 hex digits)");
@@ -1224,8 +1308,10 @@ Result<AuthAnswer> Service::verify_display_code(const CodeRequest& req, std::str
       rec.reason = "unknown_card";
       return finish();
     }
-    if (card->status == CardStatus::blocked) { rec.reason = "card_blocked"; return finish(); }
-    auto window = tx.lowest_unused(req.card, 10);
+    // The codes the card can be at (protocol.md 7.2): ten after the highest consumed, and the
+    // first ten of the next two lists; a card that used codes the backend never saw (lost
+    // answers, a blocked card's) still lands inside it.
+    auto window = tx.display_candidates(req.card, 10, 2);
     if (!window) return window.error();
     const OtacRecord* match = nullptr;
     for (const auto& o : *window) {
@@ -1233,6 +1319,18 @@ Result<AuthAnswer> Service::verify_display_code(const CodeRequest& req, std::str
       if (!m) return m.error();
       // Compare every candidate (no early exit) so timing does not reveal the position.
       if (ct_equal(as_bytes(protocol::display_digits(*m)), as_bytes(req.code)) && !match) match = &o;
+    }
+    if (card->status == CardStatus::blocked) {
+      // A genuine code is spent on the card all the same: consume it, so that the window
+      // follows the card, but decline. A wrong one does not count: the card is blocked already.
+      rec.reason = "card_blocked";
+      if (match) {
+        rec.list_id = match->list_id;
+        rec.index = match->index;
+        auto consumed = tx.consume_otac(req.card, match->list_id, match->index, req.txn_id, t);
+        if (!consumed) return consumed.error();
+      }
+      return finish();
     }
     if (!match) {
       rec.reason = "bad_code";

@@ -39,6 +39,8 @@ struct ServiceConfig {
   CurrencyTable currencies;                 ///< ISO 4217 (load_iso4217); empty declines every POS transaction
   std::uint16_t default_currency = 978;     ///< a card's currency unless enrolled with another; terminal limits' currency
   std::int64_t max_amount_minor = 10'000'000;  ///< no POS transaction above this, 0 = no global maximum
+  std::chrono::seconds list_repair_after{900};  ///< an unanswered list packet is sent again after this (then 2x, 4x, ...)
+  std::uint32_t list_repair_packets = 6;        ///< at most this many packets per list, the first included
 };
 
 /// What to enroll.
@@ -206,7 +208,12 @@ class Service {
   /// Declines (held_timeout) up to `limit` held transactions whose deadline has passed;
   /// returns how many. Reads and decisions expire them too; this keeps audit and metrics timely.
   Result<std::uint32_t> expire_held(std::uint32_t limit);
-  /// Verifies a typed display code against the card's 10 lowest unused codes.
+  /// Sends again, same id and keys under a new counter, every card's latest list whose last
+  /// packet went unanswered for ServiceConfig::list_repair_after (doubling per resend, at
+  /// most list_repair_packets packets): a lost list SMS or a lost PoR is repaired without
+  /// waiting for the card to ask (protocol.md 6.4). Returns how many lists went out again.
+  Result<std::uint32_t> repair_lists(std::uint32_t limit);
+  /// Verifies a typed display code against the codes the card can be at (protocol.md 4).
   Result<AuthAnswer> verify_display_code(const CodeRequest& req, std::string_view terminal_id);
 
   // ---- terminals, operators ----

@@ -158,6 +158,12 @@ ALTER TABLE lists ADD COLUMN state_at INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE cards ADD COLUMN currency INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE doors ADD COLUMN tz TEXT NOT NULL DEFAULT 'UTC';
 )sql",
+    // 8: the card key K kept after a rotation until the card is heard under K' (protocol.md
+    // 6.3): requests and PoRs the card sealed under K before it switched still open.
+    R"sql(
+ALTER TABLE cards ADD COLUMN retired_k_sealed BLOB;
+ALTER TABLE cards ADD COLUMN retired_version INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 
 Bytes ad(std::string_view kind, ByteView n, std::int64_t list = -1, std::int64_t index = -1) {
@@ -192,10 +198,13 @@ class SqliteTx final : public Tx {
   Result<void> insert_list(ByteView n, std::uint16_t list_id, const std::vector<SecretBytes>& keys, UnixTime now) override;
   Result<OtacRecord> otac(ByteView n, std::uint16_t list_id, std::uint16_t index) override;
   Result<std::vector<OtacRecord>> lowest_unused(ByteView n, std::uint32_t limit) override;
+  Result<std::vector<OtacRecord>> display_candidates(ByteView n, std::uint32_t per_list, std::uint32_t next_lists) override;
   Result<std::uint32_t> unused_count(ByteView n) override;
   Result<bool> unused_more_than(ByteView n, std::uint32_t count) override;
   Result<std::vector<ListInfo>> lists(ByteView n) override;
   Result<void> set_list_state(ByteView n, std::uint16_t list_id, ListState state, std::string_view refusal, UnixTime now) override;
+  Result<std::vector<ListRepair>> lists_to_repair(UnixTime now, std::int64_t after, std::uint32_t max_packets,
+                                                  std::uint32_t limit) override;
   Result<bool> consume_otac(ByteView n, std::uint16_t list_id, std::uint16_t index, std::string_view txn_id, UnixTime now) override;
   Result<TransactionRecord> transaction(std::string_view txn_id) override;
   Result<void> insert_transaction(const TransactionRecord& t) override;
@@ -597,7 +606,8 @@ Result<void> SqliteTx::insert_card(const CardRecord& c) {
 
 Result<CardRecord> SqliteTx::card(ByteView n) {
   auto r = q("SELECT algorithm,msisdn,status,fail_count,fail_limit,threshold,limit_minor,review_minor,key_version,"
-             "k_sealed,pending_k_sealed,pending_version,public_key,list_push_in_flight,created_at,currency FROM cards WHERE n=?");
+             "k_sealed,pending_k_sealed,pending_version,public_key,list_push_in_flight,created_at,currency,retired_k_sealed,"
+             "retired_version FROM cards WHERE n=?");
   r.b(n);
   auto row = r.step();
   if (!row) return row.error();
@@ -628,17 +638,26 @@ Result<CardRecord> SqliteTx::card(ByteView n) {
   c.list_push_in_flight = r.col_i(13) != 0;
   c.created_at = r.col_i(14);
   c.currency = static_cast<std::uint16_t>(r.col_i(15));
+  if (!r.col_null(16)) {
+    auto k = kek_.open(r.col_b(16), ad("card-rk", n));
+    if (!k) return k.error();
+    c.retired_k = std::move(*k);
+  }
+  c.retired_version = static_cast<std::uint8_t>(r.col_i(17));
   return c;
 }
 
 Result<void> SqliteTx::update_card(const CardRecord& c) {
   auto r = q("UPDATE cards SET msisdn=?,status=?,fail_count=?,fail_limit=?,threshold=?,limit_minor=?,review_minor=?,"
-             "currency=?,key_version=?,k_sealed=?,pending_k_sealed=?,pending_version=?,list_push_in_flight=? WHERE n=?");
+             "currency=?,key_version=?,k_sealed=?,pending_k_sealed=?,pending_version=?,list_push_in_flight=?,"
+             "retired_k_sealed=?,retired_version=? WHERE n=?");
   r.t(c.msisdn).i(static_cast<int>(c.status)).i(c.fail_count).i(c.fail_limit).i(c.threshold).i(c.limit_minor)
       .i(c.review_minor).i(c.currency).i(c.key_version);
   if (c.k.empty()) r.null(); else r.b(kek_.seal(c.k.view(), ad("card-k", c.n)));
   if (!c.pending_k) r.null(); else r.b(kek_.seal(c.pending_k->view(), ad("card-pk", c.n)));
-  r.i(c.pending_version).i(c.list_push_in_flight ? 1 : 0).b(c.n);
+  r.i(c.pending_version).i(c.list_push_in_flight ? 1 : 0);
+  if (!c.retired_k) r.null(); else r.b(kek_.seal(c.retired_k->view(), ad("card-rk", c.n)));
+  r.i(c.retired_version).b(c.n);
   auto e = r.exec();
   if (!e) return e;
   if (sqlite3_changes(s_.db()) != 1) return make_error(Errc::not_found, "no card " + to_hex(c.n));
@@ -719,6 +738,53 @@ Result<std::vector<OtacRecord>> SqliteTx::lowest_unused(ByteView n, std::uint32_
   return out;
 }
 
+Result<std::vector<OtacRecord>> SqliteTx::display_candidates(ByteView n, std::uint32_t per_list, std::uint32_t next_lists) {
+  std::vector<OtacRecord> out;
+  // Appends up to per_list unused codes of one list after index `after` (-1: from the start).
+  auto take = [&](std::int64_t list, std::int64_t after) -> Result<void> {
+    auto r = q("SELECT idx,key_sealed FROM otacs WHERE n=? AND list_id=? AND used=0 AND idx>? ORDER BY idx LIMIT ?");
+    r.b(n).i(list).i(after).i(per_list);
+    for (std::uint32_t i = 0; i < per_list; ++i) {
+      auto row = r.step();
+      if (!row) return row.error();
+      if (!*row) break;
+      const auto l = static_cast<std::uint16_t>(list);
+      const auto x = static_cast<std::uint16_t>(r.col_i(0));
+      auto k = kek_.open(r.col_b(1), ad("otac", n, l, x));
+      if (!k) return k.error();
+      out.push_back(OtacRecord{l, x, std::move(*k), false});
+    }
+    return {};
+  };
+  std::int64_t current = 0;  // the list holding the highest consumed code; 0: nothing consumed
+  {
+    auto r = q("SELECT list_id,MAX(idx) FROM otacs WHERE n=? AND used=1 AND "
+               "list_id=(SELECT MAX(list_id) FROM otacs WHERE n=? AND used=1)");
+    r.b(n).b(n);
+    auto row = r.step();
+    if (!row) return row.error();
+    if (*row && !r.col_null(0)) {
+      current = r.col_i(0);
+      if (auto x = take(current, r.col_i(1)); !x) return x.error();
+    }
+  }
+  std::vector<std::int64_t> later;
+  {
+    auto r = q("SELECT DISTINCT list_id FROM otacs WHERE n=? AND used=0 AND list_id>? ORDER BY list_id LIMIT ?");
+    const std::uint32_t lists = current == 0 ? next_lists + 1 : next_lists;
+    r.b(n).i(current).i(lists);
+    for (std::uint32_t i = 0; i < lists; ++i) {
+      auto row = r.step();
+      if (!row) return row.error();
+      if (!*row) break;
+      later.push_back(r.col_i(0));
+    }
+  }
+  for (auto l : later)
+    if (auto x = take(l, -1); !x) return x.error();
+  return out;
+}
+
 Result<std::uint32_t> SqliteTx::unused_count(ByteView n) {
   auto r = q("SELECT COUNT(*) FROM otacs WHERE n=? AND used=0");
   r.b(n);
@@ -766,10 +832,33 @@ Result<void> SqliteTx::set_list_state(ByteView n, std::uint16_t list_id, ListSta
   r.i(static_cast<std::int64_t>(state)).t(refusal).i(now).b(n).i(list_id);
   if (auto e = r.exec(); !e) return e;
   if (sqlite3_changes(s_.db()) != 1) return make_error(Errc::not_found, "no list " + std::to_string(list_id) + " for card " + to_hex(n));
-  if (state != ListState::refused) return {};
-  auto w = q("UPDATE otacs SET used=2 WHERE n=? AND list_id=? AND used=0");
+  // refused withdraws the unused codes (used=2); loaded gives withdrawn ones back (a refusal
+  // that proved wrong: the card answered another packet of the list OK).
+  auto w = state == ListState::refused ? q("UPDATE otacs SET used=2 WHERE n=? AND list_id=? AND used=0")
+                                       : q("UPDATE otacs SET used=0 WHERE n=? AND list_id=? AND used=2");
   w.b(n).i(list_id);
   return w.exec();
+}
+
+Result<std::vector<ListRepair>> SqliteTx::lists_to_repair(UnixTime now, std::int64_t after, std::uint32_t max_packets,
+                                                          std::uint32_t limit) {
+  auto r = q("SELECT c.n, l.list_id, COUNT(o.counter) FROM cards c"
+             " JOIN lists l ON l.n=c.n"
+             " JOIN ota_sent o ON o.n=c.n AND o.kind='list' AND o.ref=l.list_id"
+             " WHERE l.state=0 AND (SELECT rsc FROM ota_sent WHERE n=c.n AND kind='list'"
+             " AND ref=l.list_id ORDER BY counter DESC LIMIT 1)=-1"
+             " GROUP BY c.n, l.list_id"
+             " HAVING COUNT(o.counter)<? AND MAX(o.sent_at) + (? << MIN(COUNT(o.counter)-1, 5)) <= ?"
+             " ORDER BY c.n, l.list_id LIMIT ?");
+  r.i(max_packets).i(after).i(now).i(limit);
+  std::vector<ListRepair> out;
+  for (std::uint32_t i = 0; i < limit; ++i) {
+    auto row = r.step();
+    if (!row) return row.error();
+    if (!*row) break;
+    out.push_back(ListRepair{r.col_b(0), static_cast<std::uint16_t>(r.col_i(1)), static_cast<std::uint32_t>(r.col_i(2))});
+  }
+  return out;
 }
 
 Result<bool> SqliteTx::consume_otac(ByteView n, std::uint16_t list_id, std::uint16_t index, std::string_view txn_id, UnixTime now) {

@@ -49,6 +49,8 @@ struct CardRecord {
   SecretBytes k;                      ///< current card key K
   std::optional<SecretBytes> pending_k;  ///< K' sent but not yet proven by the card
   std::uint8_t pending_version = 0;   ///< version of K' when pending_k is set
+  std::optional<SecretBytes> retired_k;  ///< the K before the last rotation, until the card is heard under the new K
+  std::uint8_t retired_version = 0;   ///< version of retired_k when it is set
   Bytes public_key;                   ///< DER SubjectPublicKeyInfo for asymmetric cards, else empty
   bool list_push_in_flight = false;   ///< a server-initiated list is queued and not yet confirmed
   UnixTime created_at = 0;
@@ -67,6 +69,13 @@ enum class ListState : std::uint8_t {
   sent = 0,     ///< queued for the card, no Proof of Receipt yet
   loaded = 1,   ///< the card's PoR confirmed it
   refused = 2,  ///< the card refused it; its unused codes are withdrawn
+};
+
+/// A list whose packets went unanswered (Tx::lists_to_repair).
+struct ListRepair {
+  Bytes n;
+  std::uint16_t list_id = 0;
+  std::uint32_t packets = 0;  ///< packets that carried it so far
 };
 
 /// A list of a card as the backend sees it (no key material).
@@ -217,6 +226,12 @@ class Tx {
   virtual Result<OtacRecord> otac(ByteView n, std::uint16_t list_id, std::uint16_t index) = 0;
   /// The lowest `limit` unused codes over all lists of the card (list, then index order).
   virtual Result<std::vector<OtacRecord>> lowest_unused(ByteView n, std::uint32_t limit) = 0;
+  /// The codes a display code may be under (protocol.md 7.2): up to `per_list` unused codes
+  /// after the highest consumed one of the list that holds it, then up to `per_list` unused
+  /// codes of each of the next `next_lists` lists. Cards use codes in order, so anything
+  /// before the highest consumed code was used on the card (or abandoned) whatever the
+  /// backend still counts. With nothing consumed yet: the first codes of the first lists.
+  virtual Result<std::vector<OtacRecord>> display_candidates(ByteView n, std::uint32_t per_list, std::uint32_t next_lists) = 0;
   /// Number of unused codes of the card.
   virtual Result<std::uint32_t> unused_count(ByteView n) = 0;
   /// Whether the card has more than `count` unused codes; reads at most count + 1 of them
@@ -225,9 +240,15 @@ class Tx {
   /// The card's lists, oldest first.
   virtual Result<std::vector<ListInfo>> lists(ByteView n) = 0;
   /// Records a PoR's outcome on a list. `refused` also withdraws the list's unused codes in
-  /// the same transaction: they no longer count as unused and can never be consumed.
+  /// the same transaction: they no longer count as unused and can never be consumed;
+  /// `loaded` gives a refused list's withdrawn codes back (the refusal proved wrong).
   virtual Result<void> set_list_state(ByteView n, std::uint16_t list_id, ListState state, std::string_view refusal,
                                       UnixTime now) = 0;
+  /// Lists still `sent` whose latest packet has no PoR, went out at least
+  /// `after << min(packets - 1, 5)` seconds before `now`, and that fewer than `max_packets`
+  /// packets carried (protocol.md 6.4, repair); by card, then list id.
+  virtual Result<std::vector<ListRepair>> lists_to_repair(UnixTime now, std::int64_t after, std::uint32_t max_packets,
+                                                          std::uint32_t limit) = 0;
   /// Marks a code used iff it is still unused: true when this call consumed it.
   virtual Result<bool> consume_otac(ByteView n, std::uint16_t list_id, std::uint16_t index,
                                     std::string_view txn_id, UnixTime now) = 0;

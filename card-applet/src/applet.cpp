@@ -90,6 +90,7 @@ Result<Bytes> queue_request(CardState& s, std::uint8_t type) {
   if (!d0) return d0.error();
   if (d0->size() > max_outbox_entry) return make_error(Errc::bad_length, "card request too long");
   ++s.mo_counter;
+  s.empty_polls = 0;
   if (s.outbox.size() >= max_outbox) s.outbox.erase(s.outbox.begin());  // bounded: the oldest goes
   s.outbox.push_back(*d0);
   return d0;
@@ -98,6 +99,9 @@ Result<Bytes> queue_request(CardState& s, std::uint8_t type) {
 // While a request is unanswered, the card asks again every kReaskEvery codes (protocol.md
 // 2.4.1): a lost request SMS or a lost list then costs a few codes, never all of them.
 constexpr std::uint16_t kReaskEvery = 4;
+// ... and at every kRepollEvery-th FETCH that finds the outbox empty (a handset polls every
+// 30 s or so: about eight minutes), so a lost request is repaired without a code being used.
+constexpr std::uint8_t kRepollEvery = 16;
 
 // After a code was used: ask for a list when the unused codes are at or below the threshold
 // and a slot is free for it (a list that does not fit would be refused, RSC 07). Once asked,
@@ -113,7 +117,13 @@ void check_threshold(CardState& s) {
 std::uint16_t place_list(CardState& s, std::uint16_t list_id, std::uint8_t activation, std::uint16_t count, ByteView keys) {
   if (list_id == 0 || activation > 1 || count == 0 || count > max_codes_per_list || keys.size() != count * 16u)
     return sw::wrong_data;
-  if (list_id <= s.last_list_id) return sw::ok;  // a resent or stale list: already have it (or used it)
+  // A resent or stale list (id at or below the highest loaded): 9000 only while a slot still
+  // holds it, so that an OK PoR always means "the card holds this list"; a list it never
+  // loaded (a later one overtook it) or has used up and erased answers 6A88 (protocol.md 6.1.1).
+  if (list_id <= s.last_list_id) {
+    const bool holds = std::any_of(s.lists.begin(), s.lists.end(), [&](const ListSlot& l) { return l.held() && l.id == list_id; });
+    return holds ? sw::ok : sw::referenced_data_not_found;
+  }
   ListSlot* slot = nullptr;
   if (activation == 1) {
     for (auto& l : s.lists) l.clear();  // at once: the old codes are abandoned
@@ -586,7 +596,17 @@ Response Applet::Impl::request_refresh(const apdu::Command& c) {
 Response Applet::Impl::fetch(const apdu::Command& c) {
   if (c.p1 != 0x00 || c.p2 != 0x00) return status(sw::incorrect_p1p2);
   if (!c.data.empty()) return status(sw::wrong_length);
-  if (st.outbox.empty()) return status(sw::referenced_data_not_found);
+  if (st.outbox.empty()) {
+    // The handset polls the card; while a request is pending and no list arrives, every
+    // kRepollEvery-th empty poll sends the request again (protocol.md 2.4.1): a lost request
+    // SMS is repaired even when no code is used.
+    if (!st.refresh_pending || st.server.empty()) return status(sw::referenced_data_not_found);
+    CardState next = st;
+    if (++next.empty_polls >= kRepollEvery && !queue_request(next, 0x02)) return status(sw::referenced_data_not_found);
+    if (!commit(next)) return status(sw::no_precise_diagnosis);
+    st = std::move(next);
+    if (st.outbox.empty()) return status(sw::referenced_data_not_found);
+  }
   CardState next = st;
   Bytes msg = next.outbox.front();
   next.outbox.erase(next.outbox.begin());

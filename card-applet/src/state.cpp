@@ -111,7 +111,8 @@ Bytes encode_state(const CardState& s) {
   append(out, be_bytes(s.mo_counter, 8));
   append(out, be_bytes(s.atc, 2));
   append(out, be_bytes(s.threshold, 2));
-  out.push_back(s.refresh_pending ? 1 : 0);
+  // One byte: 0 = no request pending, 1 + n = pending with n empty polls since (layout-compatible).
+  out.push_back(s.refresh_pending ? static_cast<std::uint8_t>(1 + std::min<std::uint8_t>(s.empty_polls, 254)) : 0);
   append(out, be_bytes(s.pin_limit, 8));
   out.push_back(static_cast<std::uint8_t>(s.pin_doors.size()));
   for (const auto& d : s.pin_doors) put_string(out, d);
@@ -161,7 +162,9 @@ Result<CardState> decode_state(ByteView blob) {
   s.mo_counter = c.be(8, "MO counter");
   s.atc = c.u16("ATC");
   s.threshold = c.u16("threshold");
-  s.refresh_pending = c.u8("refresh pending") != 0;
+  const auto pending = c.u8("refresh pending");
+  s.refresh_pending = pending != 0;
+  s.empty_polls = pending == 0 ? 0 : static_cast<std::uint8_t>(pending - 1);
   s.pin_limit = c.be(8, "PIN limit");
   const std::size_t doors = c.u8("PIN doors");
   if (doors > max_pin_doors) c.fail(Errc::bad_length, "card state: too many PIN doors");

@@ -54,6 +54,7 @@ struct CardState {
   std::uint16_t atc = 0;
   std::uint16_t threshold = 20;
   bool refresh_pending = false;
+  std::uint8_t empty_polls = 0;  ///< FETCHes of an empty outbox since the pending request went out (kept with refresh_pending)
   std::uint64_t pin_limit = 0;     ///< amount in minor units above which the PIN is needed; 0 none
   std::vector<std::string> pin_doors;  ///< door ids that need the PIN, at most max_pin_doors
   std::uint16_t last_list_id = 0;  ///< highest list id ever loaded

@@ -505,7 +505,7 @@ TEST_CASE("32 threads with separate connections race for one code: exactly one a
   CHECK(other == 0);
 }
 
-TEST_CASE("a typed display code is accepted within the window of 10 lowest unused codes") {
+TEST_CASE("a typed display code is accepted within the window of the 10 unused codes after the highest consumed one") {
   Env env;
   Card c = setup(env);
   auto code_for = [&](std::uint16_t i) { return test::display_code_for(c.alg, c.n, c.list, i, c.codes[i]); };
@@ -516,8 +516,10 @@ TEST_CASE("a typed display code is accepted within the window of 10 lowest unuse
   REQUIRE(a);
   CHECK(a->decision == Decision::approved);
   CHECK(verify("D2", code_for(4))->decision == Decision::declined);   // used
-  CHECK(verify("D3", code_for(12))->reason == "bad_code");              // outside the window
-  CHECK(verify("D4", code_for(0))->decision == Decision::approved);
+  CHECK(verify("D3", code_for(15))->reason == "bad_code");              // outside the window: 5..14
+  CHECK(verify("D4", code_for(0))->reason == "bad_code");               // before 4: the card spent it
+  CHECK(verify("D6", code_for(14))->decision == Decision::approved);     // the tenth after 4
+  CHECK(verify("D7", code_for(15))->decision == Decision::approved);     // 15..24 now
   CHECK_FALSE(verify("D5", "12ab5678"));                               // malformed
 }
 

@@ -522,3 +522,160 @@ TEST_CASE("a list refused for its counter (RSC 02) is replaced at once when the 
     }
   }
 }
+
+// ---- keys across a rotation, refusals that proved wrong, lost SMS (protocol.md 6.2, 6.4) ----
+
+namespace {
+
+// A card (threshold 3) whose rotation is under way: the E2 packet sent (under K) and K'.
+struct Rotating {
+  Enrollment e;
+  ota::Command e2;
+  SecretBytes k2;
+};
+
+Rotating rotating_card(Env& env) {
+  auto e = enroll_with_terminal(env, 3);
+  REQUIRE(env.svc->rotate_key(e.n, "alice"));
+  auto e2 = open_packet(packets_in_outbox(env).at(0), e.n, e.algorithm, e.k);
+  SecretBytes k2(Bytes(e2.data.begin() + 4, e2.data.begin() + 20));
+  drain(env);
+  return Rotating{std::move(e), std::move(e2), std::move(k2)};
+}
+
+}  // namespace
+
+TEST_CASE("after the E2's PoR, a request and a PoR the card sealed under the old K still open, until it is heard under K'") {
+  Env env(10);
+  auto [e, e2, k2] = rotating_card(env);
+  REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, e.k, 1, e2.counter, ota::Rsc::ok)));
+  REQUIRE(env.svc->card(e.n)->key_version == 2);
+  // The initialization request, queued under K before the card applied E2, arrives now.
+  REQUIRE(env.svc->handle_mo_sms(mo(card_request_packet(e.n, e.algorithm, e.k, 1, 1, 0x01, 0, 0))));
+  auto list = open_packet(packets_in_outbox(env).at(0), e.n, e.algorithm, k2);  // answered under K'
+  CHECK(read_e1(list.data).id == 1);
+  drain(env);
+  // Its PoR under the old K (say the card answered before it switched) is read too.
+  REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, e.k, 1, list.counter, ota::Rsc::ok)));
+  CHECK(env.svc->card_lists(e.n)->at(0).state == ListState::loaded);
+  // A request under K' ends it: the old K opens nothing any more.
+  REQUIRE(env.svc->handle_mo_sms(mo(card_request_packet(e.n, e.algorithm, k2, 2, 2, 0x02, 1, 3))));
+  CHECK_FALSE(env.svc->card(e.n)->retired_k);
+  CHECK_FALSE(env.svc->handle_mo_sms(mo(card_request_packet(e.n, e.algorithm, e.k, 1, 3, 0x02, 1, 3))));
+}
+
+TEST_CASE("rotating again while K' is pending sends the same K' again") {
+  Env env(10);
+  auto e = enroll_with_terminal(env, 3);
+  REQUIRE(env.svc->rotate_key(e.n, "alice"));
+  auto first = open_packet(packets_in_outbox(env).at(0), e.n, e.algorithm, e.k);
+  drain(env);
+  REQUIRE(env.svc->rotate_key(e.n, "alice"));
+  auto second = open_packet(packets_in_outbox(env).at(0), e.n, e.algorithm, e.k);
+  CHECK(second.counter > first.counter);
+  CHECK(second.data == first.data);  // E2 { C6 K', C7 version }: the same key and version
+  CHECK(audited(env, "rotate_key_resent", "new_version=2"));
+}
+
+TEST_CASE("when K' is promoted, every unconfirmed list goes out again under K'") {
+  Env env(10);
+  auto [e, e2, k2] = rotating_card(env);
+  // The initialization request under K gets list 1, under K: the card may switch first.
+  REQUIRE(env.svc->handle_mo_sms(mo(card_request_packet(e.n, e.algorithm, e.k, 1, 1, 0x01, 0, 0))));
+  auto under_k = read_e1(open_packet(packets_in_outbox(env).at(0), e.n, e.algorithm, e.k).data);
+  drain(env);
+  REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, e.k, 1, e2.counter, ota::Rsc::ok)));
+  auto p = packets_in_outbox(env);
+  REQUIRE(p.size() == 1);
+  auto again = read_e1(open_packet(p[0], e.n, e.algorithm, k2).data);
+  CHECK(again.id == 1);
+  CHECK(again.keys == under_k.keys);
+}
+
+TEST_CASE("an OK PoR of a list that another packet's refusal withdrew gives its codes back") {
+  Env env(10);
+  auto t = card_with_two_lists(env, 3);
+  // The card's request crossed list 2: list 2 goes out again under a new counter.
+  REQUIRE(env.svc->handle_mo_sms(mo(card_request_packet(t.e.n, t.e.algorithm, t.e.k, 1, 3, 0x02, 1, 10))));
+  auto again = open_packet(packets_in_outbox(env).at(0), t.e.n, t.e.algorithm, t.e.k);
+  drain(env);
+  // The resend is refused (a later packet overtook it) and that PoR is read first.
+  REQUIRE(env.svc->handle_mo_sms(por_sms(t.e.n, t.e.algorithm, t.e.k, 1, again.counter, ota::Rsc::counter_low)));
+  REQUIRE(env.svc->card_lists(t.e.n)->at(1).state == ListState::refused);
+  REQUIRE(env.svc->card_lists(t.e.n)->at(1).unused == 0);
+  // Then the first packet's OK PoR: the card holds list 2.
+  REQUIRE(env.svc->handle_mo_sms(por_sms(t.e.n, t.e.algorithm, t.e.k, 1, t.second_counter, ota::Rsc::ok)));
+  auto l2 = env.svc->card_lists(t.e.n)->at(1);
+  CHECK(l2.state == ListState::loaded);
+  CHECK(l2.unused == 10);
+  CHECK(audited(env, "list_restored", "list=2 refusal_was=rsc=02"));
+  test::Ch ch;
+  auto a = env.svc->authorize(test::card_request("G1", t.e.n, t.e.algorithm, 2, 0, SecretBytes(t.second.keys[0]), ch), "TERM0001");
+  REQUIRE(a);
+  CHECK(a->decision == Decision::approved);
+}
+
+TEST_CASE("a list whose packet went unanswered goes out again, later each time, a bounded number of times") {
+  Env env(10);
+  env.config.list_repair_after = std::chrono::seconds(100);
+  env.config.list_repair_packets = 3;
+  env.restart();
+  auto t = card_with_two_lists(env, 3);  // list 2 in flight, its packet unanswered
+  CHECK(env.svc->repair_lists(10).value() == 0);
+  env.clock += 99;
+  CHECK(env.svc->repair_lists(10).value() == 0);
+  env.clock += 1;
+  REQUIRE(env.svc->repair_lists(10).value() == 1);
+  auto p = packets_in_outbox(env);
+  REQUIRE(p.size() == 1);
+  auto resend = open_packet(p[0], t.e.n, t.e.algorithm, t.e.k);
+  CHECK(read_e1(resend.data).id == 2);
+  CHECK(read_e1(resend.data).keys == t.second.keys);
+  CHECK(resend.counter > t.second_counter);
+  drain(env);
+  CHECK(audited(env, "list_resent", "list=2 packets=2"));
+  env.clock += 199;  // the second wait is twice as long
+  CHECK(env.svc->repair_lists(10).value() == 0);
+  env.clock += 1;
+  REQUIRE(env.svc->repair_lists(10).value() == 1);
+  drain(env);
+  env.clock += 100000;  // three packets in all: no more
+  CHECK(env.svc->repair_lists(10).value() == 0);
+  // A PoR ends it at once.
+  Env env2(10);
+  env2.config.list_repair_after = std::chrono::seconds(100);
+  env2.restart();
+  auto u = card_with_two_lists(env2, 3);
+  REQUIRE(env2.svc->handle_mo_sms(por_sms(u.e.n, u.e.algorithm, u.e.k, 1, u.second_counter, ota::Rsc::ok)));
+  env2.clock += 1000;
+  CHECK(env2.svc->repair_lists(10).value() == 0);
+}
+
+TEST_CASE("display codes: the window follows the card past codes the backend never saw, and a blocked card's code is spent") {
+  Env env(10);
+  auto t = card_with_two_lists(env, 3);
+  REQUIRE(env.svc->handle_mo_sms(por_sms(t.e.n, t.e.algorithm, t.e.k, 1, t.second_counter, ota::Rsc::ok)));
+  auto code = [&](std::uint16_t list, std::uint16_t index) {
+    const auto& keys = list == 1 ? t.first.keys : t.second.keys;
+    return test::display_code_for(t.e.algorithm, t.e.n, list, index, SecretBytes(keys[index]));
+  };
+  // Code 1/0 is typed; 1/1 .. 1/9 and 2/0 .. 2/4 are spent on the card and never reach the backend.
+  REQUIRE(env.svc->verify_display_code(CodeRequest{"D0", t.e.n, code(1, 0), ""}, "TERM0001")->decision == Decision::approved);
+  auto d = env.svc->verify_display_code(CodeRequest{"D1", t.e.n, code(2, 5), ""}, "TERM0001");
+  REQUIRE(d);
+  CHECK(d->decision == Decision::approved);
+  // Blocked: a genuine code is declined but spent, so the window keeps up.
+  REQUIRE(env.svc->block_card(t.e.n, "alice"));
+  auto b = env.svc->verify_display_code(CodeRequest{"D2", t.e.n, code(2, 6), ""}, "TERM0001");
+  REQUIRE(b);
+  CHECK(b->decision == Decision::declined);
+  CHECK(b->reason == "card_blocked");
+  auto rec = env.svc->transaction("D2").value();
+  CHECK(rec.list_id == 2);
+  CHECK(rec.index == 6);
+  REQUIRE(env.svc->unblock_card(t.e.n, "alice"));
+  auto replay = env.svc->verify_display_code(CodeRequest{"D3", t.e.n, code(2, 6), ""}, "TERM0001");
+  REQUIRE(replay);
+  CHECK(replay->decision == Decision::declined);  // spent while blocked
+  CHECK(env.svc->verify_display_code(CodeRequest{"D4", t.e.n, code(2, 7), ""}, "TERM0001")->decision == Decision::approved);
+}

@@ -49,6 +49,11 @@ struct Env {
   explicit Env(std::uint16_t list_size = 20) {
     config.list_size = list_size;
     config.currencies = load_iso4217().value();  // Debian's iso-codes, as the server loads it
+    restart();
+  }
+  /// A new Service over the same database, with `config` as it is now.
+  void restart() {
+    svc.reset();
     svc = std::make_unique<Service>(config, [this] { return open_sqlite_store(db, kek); }, [this] { return clock; });
   }
   std::unique_ptr<Store> store() {

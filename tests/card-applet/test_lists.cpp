@@ -101,3 +101,29 @@ TEST_CASE("lists: an unanswered request is repeated every 4 codes at or below th
   CHECK(asked == std::vector<int>{10, 8, 4, 0});
   CHECK(refresh_pending(c));
 }
+
+TEST_CASE("lists: an unanswered request is repeated at every 16th poll of an empty outbox, and only while one is pending") {
+  Card c;
+  card_with_list(c, 10, 12);
+  // Nothing pending: polls queue nothing.
+  for (int i = 0; i < 40; ++i) REQUIRE(c.tx("8012000000").sw == 0x6A88);
+  tap(c, 0);  // 11 unused left, above the threshold
+  tap(c, 1);  // 10 left: the card asks
+  REQUIRE(fetch_all(c) == 1);  // the request, and one empty poll
+  REQUIRE(refresh_pending(c));
+  // The request SMS is lost. Polls 2..15 find nothing; the 16th finds the request again.
+  for (int i = 2; i < 16; ++i) CHECK(c.tx("8012000000").sw == 0x6A88);
+  CHECK(c.tx("8012000000").sw == 0x9000);
+  // The count starts over, and survives a power cycle: it is kept in the card's state.
+  for (int i = 1; i < 16; ++i) CHECK(c.tx("8012000000").sw == 0x6A88);
+  {
+    Applet after_power_cycle{c.store};
+    REQUIRE(apdu::parse_response(after_power_cycle.process(hex("00A4040006F04F5441430100")))->sw == 0x9000);
+    CHECK(apdu::parse_response(after_power_cycle.process(hex("8012000000")))->sw == 0x9000);
+  }
+  // A list arriving ends the repeats.
+  load_codes(c, 2, test_codes(10, 2), 2, 0x00);
+  fetch_all(c);
+  REQUIRE_FALSE(refresh_pending(c));
+  for (int i = 0; i < 40; ++i) REQUIRE(c.tx("8012000000").sw == 0x6A88);
+}

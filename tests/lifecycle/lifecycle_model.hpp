@@ -61,11 +61,11 @@ enum class KnownBug : std::uint8_t {
   operator_refresh_lost = 2,    ///< fixed (issue 12 #2): an operator refresh the card refused was lost silently
   display_no_push = 3,          ///< fixed (issue 12 #3): display codes never triggered the backend's threshold push
   held_never_expires = 4,       ///< fixed (issue 12 #4): held transactions never expired; an operator could approve after the terminal gave up
-  lost_sms_not_repaired = 5,    ///< found by this soak: a lost list, card request or PoR is never repaired
-  display_window_stale = 7,     ///< found by this soak: ten codes used on the card but never consumed at the backend (blocked card, lost answers) put every later display code outside the backend's window
-  request_under_retired_key = 8,  ///< found by this soak: a card request queued under K before the card switched to K' is refused once the backend retired K (e.g. the first list's request)
-  refused_after_loaded = 9,     ///< found by this soak: list N loaded from its first packet; a resend of N is refused and that PoR is read first: the backend withdraws codes the card holds
-  unreadable_por_ignored = 6,   ///< found by this soak: a list sent under K reaches a card already on K'; its unprotected RSC 06 PoR is rejected and the list never re-sent
+  lost_sms_not_repaired = 5,    ///< fixed: a lost list, card request or PoR was never repaired (backend resends, card re-asks on polls)
+  display_window_stale = 7,     ///< fixed: ten codes used on the card but never consumed at the backend (blocked card, lost answers) put every later display code outside the backend's window
+  request_under_retired_key = 8,  ///< fixed: a card request queued under K before the card switched to K' was refused once the backend retired K
+  refused_after_loaded = 9,     ///< fixed: list N loaded from its first packet; a resend of N refused and that PoR read first made the backend withdraw codes the card holds
+  unreadable_por_ignored = 6,   ///< fixed: a list sent under K reached a card already on K'; its unprotected RSC 06 PoR was rejected and the list never re-sent
 };
 
 /// The known bugs still open (the default of Options::open_bugs).
