@@ -247,6 +247,16 @@ class Service {
   Result<void> run(const std::function<Result<void>(Tx&)>& fn);
   UnixTime now() const;
   void count(const AuthAnswer& a);
+  /// Fills in a new transaction's fields and decision inside the store transaction, for a
+  /// card the store knows (never null).
+  using Rules = std::function<Result<void>(Tx&, TransactionRecord&, const TerminalRecord&, CardRecord*)>;
+  /// One authorization's frame, shared by taps and typed display codes: the answer given
+  /// before to the same txn_id (idempotent retries; a held one past its deadline is expired
+  /// first), or else, with the terminal registered and enabled, a new transaction that
+  /// `rules` decides (declined unknown_card when the card is not enrolled), stored with its
+  /// audit entry and counted in the metrics.
+  Result<AuthAnswer> decide(UnixTime t, const std::string& txn_id, ByteView hash, ByteView card, std::string_view terminal_id,
+                            std::string_view action, const Rules& rules);
 
   ServiceConfig config_;
   std::unique_ptr<Pool> pool_;

@@ -679,3 +679,16 @@ TEST_CASE("display codes: the window follows the card past codes the backend nev
   CHECK(replay->decision == Decision::declined);  // spent while blocked
   CHECK(env.svc->verify_display_code(CodeRequest{"D4", t.e.n, code(2, 7), ""}, "TERM0001")->decision == Decision::approved);
 }
+
+TEST_CASE("wrong display codes block the card as wrong cryptograms do, with the same audit entry") {
+  Env env(10);
+  auto e = enroll_with_terminal(env, 3);
+  const auto limit = env.svc->card(e.n)->fail_limit;
+  for (std::uint32_t i = 0; i < limit; ++i) {
+    auto d = env.svc->verify_display_code(CodeRequest{"W" + std::to_string(i), e.n, "00000000", ""}, "TERM0001");
+    REQUIRE(d);
+    CHECK(d->reason == "bad_code");
+  }
+  CHECK(env.svc->card(e.n)->status == CardStatus::blocked);
+  CHECK(audited(env, "block", "card=" + to_hex(e.n) + " too many bad display codes"));
+}

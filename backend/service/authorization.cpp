@@ -1,0 +1,487 @@
+// The Service's authorizations: taps (authorize), typed display codes, and held transactions
+// until an operator or the deadline decides them (protocol.md 3, 4 and 5.2).
+#include "service.hpp"
+
+#include <algorithm>
+#include <ctime>
+
+#include "challenge.hpp"
+#include "ota_push.hpp"
+#include "otac/common/crypto.hpp"
+#include "otac/common/cursor.hpp"
+#include "otac/common/protocol.hpp"
+#include "service_detail.hpp"
+
+namespace otac::backend {
+namespace detail {
+
+
+
+/// The card algorithm's 8-byte MAC (protocol.md §3): ISO 9797-1 alg 3 pad 2, or AES-CMAC/8.
+Result<Bytes> mac8(Algorithm alg, const SecretBytes& key, ByteView data) {
+  if (alg == Algorithm::des3) return crypto::mac_alg3(key, data, crypto::Padding::method2, 8);
+  auto m = crypto::aes_cmac(key, data);
+  if (!m) return m.error();
+  m->resize(8);
+  return m;
+}
+
+SecretBytes new_key(Algorithm alg) {
+  SecretBytes k = crypto::random_secret(16);
+  if (alg == Algorithm::des3) crypto::set_des_parity(k.data(), k.size());
+  return k;
+}
+
+std::string random_digits(std::size_t n) {
+  std::string s;
+  // Rejection sampling keeps the digits uniform; bounded because each byte < 250 has p = 0.977.
+  for (int guard = 0; s.size() < n && guard < 1000; ++guard) {
+    for (auto b : crypto::random_bytes(16)) {
+      if (b < 250 && s.size() < n) s.push_back(static_cast<char>('0' + b % 10));
+    }
+  }
+  return s;
+}
+
+bool valid_txn_id(std::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) { return c > 0x20 && c < 0x7F; });
+}
+
+Bytes request_hash(std::string_view kind, std::initializer_list<ByteView> parts) {
+  Bytes in = to_bytes(kind);
+  for (auto p : parts) { append(in, be_bytes(p.size(), 4)); append(in, p); }
+  return crypto::sha256(in);
+}
+
+AuthAnswer answer_of(const TransactionRecord& t, UnixTime now) {
+  AuthAnswer a{t.txn_id, t.decision, t.reason, t.auth_code, t.arc, t.arpc, 0, 0};
+  if (t.decision == Decision::held) {
+    a.expires_at = t.expires_at;
+    // The store's clock has whole seconds: at "now" up to one more second may already have
+    // passed, so one is taken off. A terminal counting this from before its request never
+    // waits past the deadline (protocol.md §5.2).
+    a.expires_in = std::max<std::int64_t>(0, t.expires_at - now - 1);
+  }
+  return a;
+}
+
+// Records the final decision of a held transaction inside the caller's store transaction: a
+// fresh ARPC over the final ARC (a terminal that relays the decision to a card still in the
+// field gets a CONFIRM the card can verify), the conditional update, and an audit entry.
+// False (and rec re-read) when the transaction was no longer held: someone decided it first.
+Result<bool> settle_held(Tx& tx, TransactionRecord& rec, Decision d, std::string reason, std::string_view actor,
+                         std::string_view action, UnixTime decided_at, UnixTime now) {
+  auto card = tx.card(rec.card);
+  if (!card) return card.error();
+  auto code = tx.otac(rec.card, rec.list_id, rec.index);
+  if (!code) return code.error();
+  TransactionRecord next = rec;
+  next.decision = d;
+  next.reason = std::move(reason);
+  next.arc = d == Decision::approved ? kArcApproved : kArcDeclined;
+  next.auth_code = d == Decision::approved ? random_digits(6) : std::string{};
+  next.decided_at = decided_at;
+  next.decided_by = std::string(actor);
+  auto arpc = mac8(card->algorithm, code->key, protocol::arpc_input(next.cryptogram, next.arc));
+  if (!arpc) return arpc.error();
+  next.arpc = std::move(*arpc);
+  auto won = tx.decide_held_transaction(next);
+  if (!won) return won.error();
+  if (!*won) {
+    auto again = tx.transaction(rec.txn_id);
+    if (!again) return again.error();
+    rec = std::move(*again);
+    return false;
+  }
+  auto a = tx.audit(now, actor, action, "txn=" + next.txn_id + " decision=" + decision_name(d) + " reason=" + next.reason);
+  if (!a) return a.error();
+  rec = std::move(next);
+  return true;
+}
+
+// ---- what authorize and verify_display_code share ----
+
+// The answer already given to this txn_id (a retry: the same answer, idempotent), or nullopt
+// for a new transaction. A txn_id reused with a different request is refused. `fresh` is set
+// when the earlier transaction was held and this read expired it (protocol.md 5.2), so the
+// caller counts the new decision.
+
+// The registered, enabled terminal with this id.
+Result<TerminalRecord> enabled_terminal(Tx& tx, std::string_view id) {
+  auto term = tx.terminal(id);
+  if (!term) {
+    if (term.error().code == Errc::not_found) return make_error(Errc::state, "terminal " + std::string(id) + " is not registered");
+    return term.error();
+  }
+  if (!term->enabled) return make_error(Errc::state, "terminal " + std::string(id) + " is disabled");
+  return term;
+}
+
+// A new transaction, declined until a rule approves or holds it.
+TransactionRecord new_transaction(const std::string& txn_id, ByteView hash, ByteView card, std::string_view terminal_id,
+                                  UnixTime now) {
+  TransactionRecord rec;
+  rec.txn_id = txn_id;
+  rec.request_hash.assign(hash.begin(), hash.end());
+  rec.card.assign(card.begin(), card.end());
+  rec.terminal_id = std::string(terminal_id);
+  rec.created_at = now;
+  rec.decided_at = now;
+  rec.decision = Decision::declined;
+  rec.arc = kArcDeclined;
+  return rec;
+}
+
+// A wrong cryptogram or display code: counts toward blocking the card, which is audited
+// when it happens. The code is not burnt: anyone who knows N, list and index could otherwise
+// destroy codes.
+Result<void> count_failure(Tx& tx, CardRecord& card, UnixTime now, std::string_view what) {
+  ++card.fail_count;
+  const bool blocks = card.status != CardStatus::blocked && card.fail_count >= card.fail_limit;
+  if (blocks) card.status = CardStatus::blocked;
+  if (auto x = tx.update_card(card); !x) return x;
+  if (!blocks) return {};
+  auto a = tx.audit(now, "system", "block", "card=" + to_hex(card.n) + " too many " + std::string(what));
+  if (!a) return a.error();
+  return {};
+}
+
+// A genuine code ends a run of failures.
+Result<void> reset_failures(Tx& tx, CardRecord& card) {
+  if (card.fail_count == 0) return {};
+  card.fail_count = 0;
+  return tx.update_card(card);
+}
+
+// Stores the decided (or held) transaction with its audit entry; the terminal's answer.
+Result<AuthAnswer> record_transaction(Tx& tx, const TransactionRecord& rec, std::string_view terminal_id, std::string_view action,
+                                      const std::string& extra, UnixTime now) {
+  if (auto x = tx.insert_transaction(rec); !x) return x.error();
+  auto a = tx.audit(now, terminal_id, action,
+                    "txn=" + rec.txn_id + " card=" + to_hex(rec.card) + extra + " decision=" + decision_name(rec.decision) +
+                        " reason=" + rec.reason);
+  if (!a) return a.error();
+  return answer_of(rec, now);
+}
+
+// A held transaction whose deadline has passed is declined (held_timeout) before anyone reads
+// or decides it, so no operator can approve what the terminal already showed as declined.
+// True when this call expired it.
+Result<bool> expire_if_due(Tx& tx, TransactionRecord& rec, UnixTime now) {
+  if (rec.decision != Decision::held || now < rec.expires_at) return false;
+  return settle_held(tx, rec, Decision::declined, "held_timeout", "system", "expire_held", rec.expires_at, now);
+}
+
+Result<TransactionRecord> transaction_now(Tx& tx, std::string_view txn_id, UnixTime now, bool& expired) {
+  expired = false;
+  auto rec = tx.transaction(txn_id);
+  if (!rec) return rec.error();
+  auto e = expire_if_due(tx, *rec, now);
+  if (!e) return e.error();
+  expired = *e;
+  return rec;
+}
+
+Result<std::optional<AuthAnswer>> earlier_answer(Tx& tx, const std::string& txn_id, ByteView hash, UnixTime now, bool& fresh) {
+  fresh = false;
+  auto prev = tx.transaction(txn_id);
+  if (!prev) {
+    if (prev.error().code == Errc::not_found) return std::optional<AuthAnswer>{};
+    return prev.error();
+  }
+  if (!ct_equal(prev->request_hash, hash)) return make_error(Errc::conflict, "txn_id " + txn_id + " was used with a different request");
+  auto expired = expire_if_due(tx, *prev, now);
+  if (!expired) return expired.error();
+  fresh = *expired;
+  return std::optional<AuthAnswer>{answer_of(*prev, now)};
+}
+
+
+}  // namespace detail
+
+using namespace detail;
+
+// ---- authorization -----------------------------------------------------------------------
+
+Result<AuthAnswer> Service::decide(UnixTime t, const std::string& txn_id, ByteView hash, ByteView card,
+                                   std::string_view terminal_id, std::string_view action, const Rules& rules) {
+  AuthAnswer ans;
+  bool fresh = false;
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto earlier = earlier_answer(tx, txn_id, hash, t, fresh);
+    if (!earlier) return earlier.error();
+    if (*earlier) {
+      ans = std::move(**earlier);
+      return {};
+    }
+    fresh = true;
+    auto term = enabled_terminal(tx, terminal_id);
+    if (!term) return term.error();
+    TransactionRecord rec = new_transaction(txn_id, hash, card, terminal_id, t);
+    auto c = tx.card(card);
+    if (c) {
+      if (auto x = rules(tx, rec, *term, &*c); !x) return x;
+    } else if (c.error().code == Errc::not_found) {
+      rec.reason = "unknown_card";
+    } else {
+      return c.error();
+    }
+    auto a = record_transaction(tx, rec, terminal_id, action,
+                                " code=" + std::to_string(rec.list_id) + "/" + std::to_string(rec.index) +
+                                    " amount=" + std::to_string(rec.amount_minor), t);
+    if (!a) return a.error();
+    ans = std::move(*a);
+    return {};
+  });
+  if (!r) return r.error();
+  if (fresh) count(ans);  // a retry's answer is not a new decision
+  return ans;
+}
+
+Result<AuthAnswer> Service::authorize(const AuthRequest& req, std::string_view terminal_id) {
+  if (!valid_txn_id(req.txn_id)) return make_error(Errc::bad_value, "txn_id must be 1 to 64 printable ASCII characters");
+  if (req.card.size() != 8) return make_error(Errc::bad_length, "card must be 8 bytes (16 hex digits)");
+  if (req.cryptogram.size() != 8) return make_error(Errc::bad_length, "cryptogram must be 8 bytes (16 hex digits)");
+  auto ch = parse_challenge(req.challenge);
+  if (!ch) return ch.error();
+  if (ch->terminal_id() != terminal_id)
+    return make_error(Errc::state, "terminal id in the challenge (9F1C) does not match the client certificate");
+  const Bytes hash = request_hash("authorize", {as_bytes(req.txn_id), req.card, be_bytes(req.list_id, 2),
+                                                be_bytes(req.index, 2), be_bytes(req.atc, 2), Bytes{req.pin_state},
+                                                req.challenge, req.cryptogram});
+  const UnixTime t = now();
+  return decide(t, req.txn_id, hash, req.card, terminal_id, "authorize", [&](Tx& tx, TransactionRecord& rec, const TerminalRecord& term, CardRecord* card) -> Result<void> {
+    rec.list_id = req.list_id;
+    rec.index = req.index;
+    rec.amount_minor = ch->amount_minor;
+    rec.currency = ch->currency_code;
+    rec.door = ch->door_id();
+    rec.cryptogram = req.cryptogram;
+
+    if (card->status == CardStatus::blocked) { rec.reason = "card_blocked"; return {}; }
+    auto code = tx.otac(req.card, req.list_id, req.index);
+    if (!code) {
+      if (code.error().code != Errc::not_found) return code.error();
+      rec.reason = "unknown_code";
+      return {};
+    }
+    auto mac = mac8(card->algorithm, code->key, mac_input(*ch, req.card, req.list_id, req.index, req.atc, req.pin_state));
+    if (!mac) return mac.error();
+    if (!ct_equal(*mac, req.cryptogram)) {
+      rec.reason = "bad_cryptogram";
+      if (auto x = count_failure(tx, *card, t, "bad cryptograms"); !x) return x;
+      return {};
+    }
+    if (auto x = reset_failures(tx, *card); !x) return x;
+    auto consumed = tx.consume_otac(req.card, req.list_id, req.index, req.txn_id, t);
+    if (!consumed) return consumed.error();
+    if (!*consumed) {
+      rec.reason = "code_used";
+    } else if (pin_blocked(req.pin_state)) {
+      // The card's PIN is blocked (its state is under the MAC): nothing is approved, whatever
+      // the amount or door, until the holder unblocks it with the PUK (protocol.md §3).
+      rec.reason = "pin_blocked";
+    } else if (ch->door_mode()) {
+      auto doors = tx.doors(req.card);
+      if (!doors) return doors.error();
+      std::string why;
+      if (ch->type != kTypeDoor) rec.reason = "type_not_allowed";
+      else if (door_allowed(*doors, rec.door, t, why)) { rec.decision = Decision::approved; rec.reason = "ok"; }
+      else rec.reason = why;
+    } else if (auto no = pos_decline({ch->type, ch->currency_code, ch->amount_minor}, *card, term,
+                                     {&config_.currencies, config_.default_currency, config_.max_amount_minor})) {
+      rec.reason = no->reason;
+      if (no->limit) rec.arc = kArcLimit;
+    } else if (card->review_minor > 0 && ch->amount_minor > card->review_minor) {
+      rec.decision = Decision::held;
+      rec.reason = "review";
+      rec.decided_at = 0;
+      rec.expires_at = t + config_.hold_limit.count();
+    } else {
+      rec.decision = Decision::approved;
+      rec.reason = "ok";
+    }
+    if (rec.decision == Decision::approved) { rec.arc = kArcApproved; rec.auth_code = random_digits(6); }
+    if (rec.decision == Decision::held) rec.arc = kArcHeld;
+    auto arpc = mac8(card->algorithm, code->key, protocol::arpc_input(req.cryptogram, rec.arc));
+    if (!arpc) return arpc.error();
+    rec.arpc = std::move(*arpc);
+    if (*consumed) {
+      if (auto x = push_if_low(tx, *card, config_.list_size, t); !x) return x;
+    }
+    return {};
+  });
+}
+
+Result<AuthAnswer> Service::get_authorization(std::string_view txn_id, std::chrono::milliseconds wait) {
+  wait = std::min<std::chrono::milliseconds>(std::max<std::chrono::milliseconds>(wait, std::chrono::milliseconds(0)), config_.max_wait);
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  // Bounded: each round sleeps up to 100 ms until the deadline. The condition variable wakes
+  // waiters in this process early; polling the store sees decisions made by other processes.
+  for (int round = 0; round < 100000; ++round) {
+    AuthAnswer ans;
+    bool expired = false;
+    const UnixTime t = now();
+    auto r = run([&](Tx& tx) -> Result<void> {
+      auto rec = transaction_now(tx, txn_id, t, expired);
+      if (!rec) return rec.error();
+      ans = answer_of(*rec, t);
+      return {};
+    });
+    if (!r) return r.error();
+    if (expired) count(ans);
+    const auto left = deadline - std::chrono::steady_clock::now();
+    if (ans.decision != Decision::held || left <= std::chrono::steady_clock::duration::zero()) return ans;
+    std::unique_lock lock(held_mu_);
+    held_cv_.wait_for(lock, std::min<std::chrono::steady_clock::duration>(left, std::chrono::milliseconds(100)));
+  }
+  return make_error(Errc::timeout, "waiting for transaction " + std::string(txn_id) + " did not finish");
+}
+
+Result<AuthAnswer> Service::decide_held(std::string_view txn_id, bool approve, std::string_view actor) {
+  AuthAnswer ans;
+  bool expired = false;
+  const UnixTime t = now();
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto rec = transaction_now(tx, txn_id, t, expired);
+    if (!rec) return rec.error();
+    if (expired || (rec->decision == Decision::declined && rec->reason == "held_timeout")) {
+      // The expiry is committed even though the operator's request fails.
+      ans = answer_of(*rec, t);
+      return {};
+    }
+    if (rec->decision != Decision::held)
+      return make_error(Errc::conflict, "transaction " + std::string(txn_id) + " is not held (it is " + decision_name(rec->decision) + ")");
+    auto won = settle_held(tx, *rec, approve ? Decision::approved : Decision::declined,
+                           approve ? "operator_approved" : "operator_declined", actor, approve ? "approve_held" : "decline_held", t, t);
+    if (!won) return won.error();
+    if (!*won)
+      return make_error(Errc::conflict, "transaction " + std::string(txn_id) + " is not held (it is " + decision_name(rec->decision) + ")");
+    ans = answer_of(*rec, t);
+    return {};
+  });
+  if (!r) return r.error();
+  if (ans.reason == "held_timeout") {
+    if (expired) {
+      count(ans);
+      held_cv_.notify_all();
+    }
+    return make_error(Errc::conflict, "transaction " + std::string(txn_id) +
+                                          " expired unanswered (declined, held_timeout): the terminal stopped waiting and "
+                                          "showed it declined, so it can no longer be approved or declined");
+  }
+  count(ans);
+  held_cv_.notify_all();
+  return ans;
+}
+
+Result<AuthAnswer> Service::cancel_held(std::string_view txn_id, std::string_view terminal_id) {
+  AuthAnswer ans;
+  bool cancelled = false;
+  const UnixTime t = now();
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto rec = tx.transaction(txn_id);
+    if (!rec) return rec.error();
+    // Another terminal's transaction answers as unknown, as GET /v1/authorizations/{txn} does.
+    if (rec->terminal_id != terminal_id)
+      return make_error(Errc::not_found, "no transaction " + std::string(txn_id) + " for terminal " + std::string(terminal_id));
+    cancelled = false;
+    if (rec->decision == Decision::held) {
+      auto won = settle_held(tx, *rec, Decision::declined, "held_timeout", terminal_id, "cancel_held",
+                             std::min(t, rec->expires_at), t);
+      if (!won) return won.error();
+      cancelled = *won;
+    }
+    ans = answer_of(*rec, t);
+    return {};
+  });
+  if (!r) return r.error();
+  if (cancelled) {
+    count(ans);
+    held_cv_.notify_all();
+  }
+  return ans;
+}
+
+Result<std::uint32_t> Service::expire_held(std::uint32_t limit) {
+  std::vector<AuthAnswer> expired;
+  const UnixTime t = now();
+  auto r = run([&](Tx& tx) -> Result<void> {
+    expired.clear();
+    auto due = tx.held_due(t, limit);
+    if (!due) return due.error();
+    for (auto& rec : *due) {
+      auto e = expire_if_due(tx, rec, t);
+      if (!e) return e.error();
+      if (*e) expired.push_back(answer_of(rec, t));
+    }
+    return {};
+  });
+  if (!r) return r.error();
+  for (const auto& a : expired) count(a);
+  if (!expired.empty()) held_cv_.notify_all();
+  return static_cast<std::uint32_t>(expired.size());
+}
+
+Result<AuthAnswer> Service::verify_display_code(const CodeRequest& req, std::string_view terminal_id) {
+  if (!valid_txn_id(req.txn_id)) return make_error(Errc::bad_value, "txn_id must be 1 to 64 printable ASCII characters");
+  if (req.card.size() != 8) return make_error(Errc::bad_length, "card must be 8 bytes (16 hex digits)");
+  if (req.code.size() != 8 || !std::all_of(req.code.begin(), req.code.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return make_error(Errc::bad_value, "code must be 8 digits");
+  if (req.door.size() > 16) return make_error(Errc::bad_length, "door id must be at most 16 characters");
+  const Bytes hash = request_hash("code", {as_bytes(req.txn_id), req.card, as_bytes(req.code), as_bytes(req.door)});
+  const UnixTime t = now();
+  return decide(t, req.txn_id, hash, req.card, terminal_id, "verify_code", [&](Tx& tx, TransactionRecord& rec, const TerminalRecord&, CardRecord* card) -> Result<void> {
+    rec.door = req.door;
+    // The codes the card can be at (protocol.md 4): ten after the highest consumed, and the
+    // first ten of the next two lists; a card that used codes the backend never saw (lost
+    // answers, a blocked card's) still lands inside it.
+    auto window = tx.display_candidates(req.card, 10, 2);
+    if (!window) return window.error();
+    const OtacRecord* match = nullptr;
+    for (const auto& o : *window) {
+      auto m = mac8(card->algorithm, o.key, protocol::display_input(req.card, o.list_id, o.index));
+      if (!m) return m.error();
+      // Compare every candidate (no early exit) so timing does not reveal the position.
+      if (ct_equal(as_bytes(protocol::display_digits(*m)), as_bytes(req.code)) && !match) match = &o;
+    }
+    if (card->status == CardStatus::blocked) {
+      // A genuine code is spent on the card all the same: consume it, so that the window
+      // follows the card, but decline. A wrong one does not count: the card is blocked already.
+      rec.reason = "card_blocked";
+      if (match) {
+        rec.list_id = match->list_id;
+        rec.index = match->index;
+        auto consumed = tx.consume_otac(req.card, match->list_id, match->index, req.txn_id, t);
+        if (!consumed) return consumed.error();
+      }
+      return {};
+    }
+    if (!match) {
+      rec.reason = "bad_code";
+      if (auto x = count_failure(tx, *card, t, "bad display codes"); !x) return x;
+      return {};
+    }
+    rec.list_id = match->list_id;
+    rec.index = match->index;
+    auto consumed = tx.consume_otac(req.card, match->list_id, match->index, req.txn_id, t);
+    if (!consumed) return consumed.error();
+    if (!*consumed) { rec.reason = "code_used"; return {}; }
+    if (auto x = reset_failures(tx, *card); !x) return x;
+    if (auto x = push_if_low(tx, *card, config_.list_size, t); !x) return x;
+    if (!req.door.empty()) {
+      auto doors = tx.doors(req.card);
+      if (!doors) return doors.error();
+      std::string why;
+      if (!door_allowed(*doors, req.door, t, why)) { rec.reason = why; return {}; }
+    }
+    rec.decision = Decision::approved;
+    rec.reason = "ok";
+    rec.arc = kArcApproved;
+    rec.auth_code = random_digits(6);
+    return {};
+  });
+}
+
+}  // namespace otac::backend

@@ -1,0 +1,340 @@
+// The Service's cards: enrollment, lists on an operator's request, keys, settings and blocking.
+#include "service.hpp"
+
+#include <algorithm>
+#include <ctime>
+
+#include "challenge.hpp"
+#include "ota_push.hpp"
+#include "otac/common/crypto.hpp"
+#include "otac/common/cursor.hpp"
+#include "otac/common/protocol.hpp"
+#include "service_detail.hpp"
+
+namespace otac::backend {
+using namespace detail;
+
+// ---- cards ------------------------------------------------------------------------------
+
+Result<Enrollment> Service::enroll_card(const EnrollRequest& req, std::string_view actor) {
+  if (req.msisdn.empty() || req.msisdn.size() > 20)
+    return make_error(Errc::bad_value, "msisdn must be 1 to 20 digits with an optional leading '+'");
+  for (std::size_t i = 0; i < req.msisdn.size(); ++i) {
+    const char c = req.msisdn[i];
+    if (!((c >= '0' && c <= '9') || (c == '+' && i == 0))) return make_error(Errc::bad_value, "msisdn must be digits with an optional leading '+'");
+  }
+  Enrollment e;
+  e.algorithm = req.algorithm;
+  const bool asymmetric = !req.public_key.empty();
+  if (asymmetric) {
+    if (auto ok = check_card_public_key(req.public_key); !ok) return ok.error();
+  }
+  std::vector<DoorPermission> doors = req.doors;
+  if (auto v = validate_doors(doors); !v) return v.error();
+  if (req.currency != 0 && !config_.currencies.contains(req.currency))
+    return make_error(Errc::bad_value, "currency " + std::to_string(req.currency) + " is not an ISO 4217 currency");
+  if (req.limit_minor < 0 || req.review_minor < 0) return make_error(Errc::bad_value, "limit and review amounts must not be negative");
+  // K is issued to asymmetric cards too: E5 travels in OTA packets under K (protocol.md 6.1.2).
+  e.k = new_key(req.algorithm);
+  const UnixTime t = now();
+  Result<void> r;
+  for (int attempt = 0; attempt < 3; ++attempt) {  // N collisions are astronomically rare; bounded anyway
+    e.n = crypto::random_bytes(8);
+    r = run([&](Tx& tx) -> Result<void> {
+      CardRecord c;
+      c.n = e.n;
+      c.algorithm = req.algorithm;
+      c.msisdn = req.msisdn;
+      c.fail_limit = config_.default_fail_limit;
+      c.threshold = req.threshold.value_or(config_.default_threshold);
+      c.limit_minor = req.limit_minor;
+      c.review_minor = req.review_minor;
+      c.currency = req.currency != 0 ? req.currency : config_.default_currency;
+      c.k = e.k.clone();
+      c.public_key = req.public_key;
+      auto ca = ensure_server_key(tx, kCaKeyName, t);
+      if (!ca) return ca.error();
+      e.ca_point = ca->public_point;
+      c.created_at = t;
+      if (auto x = tx.insert_card(c); !x) return x;
+      if (auto x = tx.set_doors(e.n, doors); !x) return x;
+      auto a = tx.audit(t, actor, "enroll", "card=" + to_hex(e.n) + (asymmetric ? " asymmetric" : ""));
+      if (!a) return a.error();
+      return {};
+    });
+    if (r || r.error().code != Errc::conflict) break;
+  }
+  if (!r) return r.error();
+  // The letter carries K in clear by design (the patent's initialization letter); it is
+  // printed once and never logged.
+  std::string letter = "OTAC card initialization\n";
+  letter += "Card identity N: " + to_hex(e.n) + "\n";
+  letter += std::string("Algorithm: ") + (e.algorithm == Algorithm::des3 ? "3DES (two-key)" : "AES-128") + "\n";
+  letter += "Card key K: " + to_hex(e.k.view()) + "\n";
+  letter += "Server SMS number: " + config_.server_msisdn + "\n";
+  letter += "Card CA key: " + to_hex(e.ca_point) + "\n";
+  e.letter = std::move(letter);
+  return e;
+}
+
+Result<std::pair<std::uint16_t, std::vector<SecretBytes>>> Service::issue_list(ByteView n, std::string_view actor) {
+  std::uint16_t id = 0;
+  std::vector<SecretBytes> keys;
+  const UnixTime t = now();
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto c = tx.card(n);
+    if (!c) return c.error();
+    auto x = allocate_list(tx, *c, config_.list_size, actor, t, &keys);
+    if (!x) return x.error();
+    id = *x;
+    return {};
+  });
+  if (!r) return r.error();
+  return std::make_pair(id, std::move(keys));
+}
+
+Result<std::uint16_t> Service::refresh_card(ByteView n, std::string_view actor) {
+  std::uint16_t id = 0;
+  std::string refused;
+  const UnixTime t = now();
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto c = tx.card(n);
+    if (!c) return c.error();
+    auto held = lists_with_codes(tx, n);
+    if (!held) return held.error();
+    if (held->size() >= kCardListSlots) {
+      // Refused up front: the card would refuse the list (RSC 07). Audited, nothing queued.
+      refused = "card " + to_hex(n) + " still holds codes of lists";
+      for (std::size_t i = 0; i < held->size(); ++i)
+        refused += (i == 0 ? " " : ", ") + std::to_string((*held)[i].id) + " (" + std::to_string((*held)[i].unused) + " unused" +
+                   ((*held)[i].state == ListState::sent ? ", not yet confirmed" : "") + ")";
+      refused += "; a card has room for 2 lists and would refuse a third. It asks for a list itself when one is used up";
+      auto a = tx.audit(t, actor, "refresh_refused", "card=" + to_hex(n) + " reason=no_room");
+      if (!a) return a.error();
+      return {};
+    }
+    auto x = allocate_list(tx, *c, config_.list_size, actor, t, nullptr);
+    if (!x) return x.error();
+    id = *x;
+    return {};
+  });
+  if (!r) return r.error();
+  if (!refused.empty()) return make_error(Errc::conflict, refused);
+  return id;
+}
+
+Result<std::vector<ListInfo>> Service::card_lists(ByteView n) {
+  std::vector<ListInfo> out;
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto c = tx.card(n);
+    if (!c) return c.error();
+    auto l = tx.lists(n);
+    if (!l) return l.error();
+    out = std::move(*l);
+    return {};
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<void> Service::rotate_key(ByteView n, std::string_view actor) {
+  const UnixTime t = now();
+  return run([&](Tx& tx) -> Result<void> {
+    auto c = tx.card(n);
+    if (!c) return c.error();
+    if (c->k.empty()) return make_error(Errc::state, "card " + to_hex(n) + " has no symmetric key to rotate");
+    const bool again = c->pending_k.has_value();  // the card may hold K' already: send the same one
+    if (!again) {
+      c->pending_k = new_key(c->algorithm);
+      // Key versions are 4 bits in KIc/KID (TS 102 225); cycle through 1..15.
+      c->pending_version = static_cast<std::uint8_t>(c->key_version % 15 + 1);
+    }
+    Bytes inner = encode_replace_key(*c->pending_k, c->pending_version);
+    auto q = enqueue_packet(tx, *c, inner, t, "rotate", c->pending_version);
+    secure_zero(inner.data(), inner.size());
+    if (!q) return q.error();
+    if (auto x = tx.update_card(*c); !x) return x;
+    auto a = tx.audit(t, actor, again ? "rotate_key_resent" : "rotate_key",
+                      "card=" + to_hex(n) + " new_version=" + std::to_string(c->pending_version));
+    if (!a) return a.error();
+    return {};
+  });
+}
+
+Result<Bytes> Service::card_ca_public() {
+  Bytes point;
+  const UnixTime t = now();
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto ca = ensure_server_key(tx, kCaKeyName, t);
+    if (!ca) return ca.error();
+    point = ca->public_point;
+    return {};
+  });
+  if (!r) return r.error();
+  return point;
+}
+
+Result<void> Service::install_server_key(ByteView n, std::string_view actor) {
+  const UnixTime t = now();
+  return run([&](Tx& tx) -> Result<void> {
+    auto c = tx.card(n);
+    if (!c) return c.error();
+    if (c->k.empty()) return make_error(Errc::state, "card " + to_hex(n) + " has no OTA key K; re-enroll it");
+    auto q = queue_server_key(tx, *c, t);
+    if (!q) return q.error();
+    auto a = tx.audit(t, actor, "install_server_key", "card=" + to_hex(n) + " counter=" + std::to_string(*q));
+    if (!a) return a.error();
+    return {};
+  });
+}
+
+Result<void> Service::set_signature_key(ByteView n, std::string_view actor) {
+  const UnixTime t = now();
+  return run([&](Tx& tx) -> Result<void> {
+    auto c = tx.card(n);
+    if (!c) return c.error();
+    if (c->k.empty()) return make_error(Errc::state, "card " + to_hex(n) + " has no OTA key K; re-enroll it");
+    auto sec = tx.card_security(n);
+    if (!sec) return sec.error();
+    // While an E3 is unconfirmed the card may hold S' or not: send the same S' again rather
+    // than a third key, so that the card is always in one of two states we can tell apart.
+    const bool fresh = !sec->pending_sig_key;
+    if (fresh) sec->pending_sig_key = crypto::random_secret(16);
+    Bytes inner = encode_set_signature_key(*sec->pending_sig_key);
+    auto q = enqueue_packet(tx, *c, inner, t, "sig_key", 0);
+    secure_zero(inner.data(), inner.size());
+    if (!q) return q.error();
+    auto after = tx.card_security(n);  // enqueue_packet may have set sig_since
+    if (!after) return after.error();
+    sec->sig_since = after->sig_since;
+    if (fresh) sec->pending_sig_counter = *q;
+    sec->pending_sig_sent = *q;
+    if (auto x = tx.set_card_security(n, *sec); !x) return x;
+    auto a = tx.audit(t, actor, "set_signature_key", "card=" + to_hex(n) + (fresh ? " new" : " resent") + " counter=" + std::to_string(*q));
+    if (!a) return a.error();
+    return {};
+  });
+}
+
+Result<CardKeyStatus> Service::key_status(ByteView n) {
+  CardKeyStatus out;
+  const UnixTime t = now();
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto c = tx.card(n);
+    if (!c) return c.error();
+    auto sec = tx.card_security(n);
+    if (!sec) return sec.error();
+    auto server = ensure_server_key(tx, kServerKeyName, t);
+    if (!server) return server.error();
+    out.signature_key = sec->sig_key.has_value();
+    out.signature_key_pending = sec->pending_sig_key.has_value();
+    out.server_key = ct_equal(sec->server_point, server->public_point);
+    return {};
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<void> Service::block_card(ByteView n, std::string_view actor) {
+  const UnixTime t = now();
+  return run([&](Tx& tx) -> Result<void> {
+    auto c = tx.card(n);
+    if (!c) return c.error();
+    c->status = CardStatus::blocked;
+    if (auto x = tx.update_card(*c); !x) return x;
+    auto a = tx.audit(t, actor, "block", "card=" + to_hex(n));
+    if (!a) return a.error();
+    return {};
+  });
+}
+
+Result<void> Service::unblock_card(ByteView n, std::string_view actor) {
+  const UnixTime t = now();
+  return run([&](Tx& tx) -> Result<void> {
+    auto c = tx.card(n);
+    if (!c) return c.error();
+    c->status = CardStatus::active;
+    c->fail_count = 0;
+    if (auto x = tx.update_card(*c); !x) return x;
+    auto a = tx.audit(t, actor, "unblock", "card=" + to_hex(n));
+    if (!a) return a.error();
+    return {};
+  });
+}
+
+Result<CardRecord> Service::card(ByteView n) {
+  CardRecord out;
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto c = tx.card(n);
+    if (!c) return c.error();
+    out = std::move(*c);
+    return {};
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<std::vector<DoorPermission>> Service::card_doors(ByteView n) {
+  std::vector<DoorPermission> out;
+  auto r = run([&](Tx& tx) -> Result<void> {
+    if (auto c = tx.card(n); !c) return c.error();
+    auto d = tx.doors(n);
+    if (!d) return d.error();
+    out = std::move(*d);
+    return {};
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<CardRecord> Service::update_card_settings(ByteView n, CardSettings s, std::string_view actor) {
+  if (!s.limit_minor && !s.review_minor && !s.threshold && !s.currency && !s.doors)
+    return make_error(Errc::bad_value, "no setting to change (limit, review, threshold, currency or doors)");
+  if ((s.limit_minor && *s.limit_minor < 0) || (s.review_minor && *s.review_minor < 0))
+    return make_error(Errc::bad_value, "limit and review amounts must not be negative");
+  if (s.currency && !config_.currencies.contains(*s.currency))
+    return make_error(Errc::bad_value, "currency " + std::to_string(*s.currency) + " is not an ISO 4217 currency");
+  if (s.doors) {
+    if (auto v = validate_doors(*s.doors); !v) return v.error();
+  }
+  const UnixTime t = now();
+  CardRecord out;
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto c = tx.card(n);
+    if (!c) return c.error();
+    std::string changes;
+    auto note = [&](const char* name, const std::string& before, const std::string& after) {
+      if (before != after) changes += std::string(" ") + name + "=" + before + "->" + after;
+    };
+    if (s.limit_minor) { note("limit_minor", std::to_string(c->limit_minor), std::to_string(*s.limit_minor)); c->limit_minor = *s.limit_minor; }
+    if (s.review_minor) { note("review_minor", std::to_string(c->review_minor), std::to_string(*s.review_minor)); c->review_minor = *s.review_minor; }
+    if (s.threshold) { note("threshold", std::to_string(c->threshold), std::to_string(*s.threshold)); c->threshold = *s.threshold; }
+    if (s.currency) {
+      const std::uint16_t before = c->currency != 0 ? c->currency : config_.default_currency;
+      note("currency", std::to_string(before), std::to_string(*s.currency));
+      c->currency = *s.currency;
+    }
+    if (auto x = tx.update_card(*c); !x) return x;
+    if (s.doors) {
+      auto before = tx.doors(n);
+      if (!before) return before.error();
+      auto list = [](const std::vector<DoorPermission>& v) {
+        std::string text = "[";
+        for (const auto& d : v) text += (text.size() > 1 ? ", " : "") + describe_door(d);
+        return text + "]";
+      };
+      auto sorted = *s.doors;
+      std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.door < b.door; });
+      note("doors", list(*before), list(sorted));
+      if (auto x = tx.set_doors(n, *s.doors); !x) return x;
+    }
+    auto a = tx.audit(t, actor, "card_settings", "card=" + to_hex(n) + (changes.empty() ? std::string(" unchanged") : changes));
+    if (!a) return a.error();
+    out = std::move(*c);
+    return {};
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+}  // namespace otac::backend
