@@ -20,9 +20,9 @@
 
 #include "otac/common/crypto.hpp"
 #include "terminal/backend_json.hpp"
+#include "terminal/backend_link.hpp"
 #include "terminal/config.hpp"
 #include "terminal/driver.hpp"
-#include "terminal/https_client.hpp"
 
 using namespace otac;
 using namespace otac::terminal;
@@ -65,20 +65,14 @@ int main(int argc, char** argv) {
   if (!cfg) { std::cerr << "tap_latency: " << cfg.error().message << "\n"; return 2; }
   auto amount = parse_amount(amount_text, cfg->currency_exponent);
   if (!amount) { std::cerr << "tap_latency: " << amount.error().message << "\n"; return 2; }
-  HttpsOptions ho{cfg->backend_host, cfg->backend_port, cfg->ca_file, cfg->cert_file, cfg->key_file,
-                  std::chrono::milliseconds(cfg->connect_timeout_ms)};
-  auto http = HttpsClient::create(ho);
+  auto http = BackendLink::create(*cfg);
   if (!http) { std::cerr << "tap_latency: " << http.error().message << "\n"; return 1; }
   auto reader = open_reader(cfg->reader);
   if (!reader) { std::cerr << "tap_latency: " << reader.error().message << "\n"; return 1; }
-  const auto timeout = std::chrono::milliseconds(cfg->backend_timeout_ms);
   DriverIo io;
   io.reader = reader->get();
-  io.post = [&](const std::string& body) { return backend_body((*http)->request("POST", "/v1/authorizations", body, timeout)); };
-  io.poll = [&](const std::string& txn, unsigned w) {
-    return backend_body((*http)->request("GET", "/v1/authorizations/" + txn + "?wait=" + std::to_string(w), "",
-                                         timeout + std::chrono::seconds(w)));
-  };
+  io.post = [&](const std::string& body) { return (*http)->post("/v1/authorizations", body); };
+  io.poll = [&](const std::string& txn, unsigned w) { return (*http)->poll(txn, w); };
   DriverLimits lim;
   lim.card_wait = std::chrono::milliseconds(cfg->card_wait_ms);
   lim.apdu_timeout = std::chrono::milliseconds(cfg->apdu_timeout_ms);
@@ -121,8 +115,9 @@ int main(int argc, char** argv) {
     const auto idx = static_cast<std::size_t>(q * static_cast<double>(lat.size() - 1) + 0.5);
     return lat[std::min(idx, lat.size() - 1)];
   };
-  std::printf("taps: %ld through %s and https://%s:%u (%d TLS connection(s))\n", taps, (*reader)->name().c_str(),
-              cfg->backend_host.c_str(), cfg->backend_port, (*http)->connections_opened());
+  std::printf("taps: %ld through %s and https://%s (%d TLS connection(s), %d resumed)\n", taps,
+              (*reader)->name().c_str(), (*http)->client().where().c_str(), (*http)->client().connections_opened(),
+              (*http)->client().sessions_resumed());
   std::printf("tap-to-decision latency: p50 %.2f ms, p99 %.2f ms, max %.2f ms (%zu samples)\n", pct(0.50), pct(0.99),
               lat.empty() ? -1.0 : lat.back(), lat.size());
   std::printf("APDU exchanges per tap: %.2f\n", static_cast<double>(apdus) / static_cast<double>(taps));

@@ -1,6 +1,7 @@
 #include "terminal/config.hpp"
 
 #include "otac/common/number.hpp"
+#include "otac/common/url.hpp"
 
 #include <fstream>
 #include <set>
@@ -194,24 +195,11 @@ Result<Config> parse_config(std::string_view text, std::string_view base_dir) {
   // Required keys.
   for (const char* req : {"reader", "backend_url", "ca_file", "cert_file", "key_file", "terminal_id"})
     if (!seen.count(req)) return make_error(Errc::not_found, std::string("config: missing required key ") + req);
-  // backend_url = https://HOST[:PORT][/]
-  constexpr std::string_view scheme = "https://";
-  if (url.substr(0, scheme.size()) != scheme)
-    return make_error(Errc::bad_value, "config: backend_url must start with https:// (the backend only speaks TLS)");
-  std::string_view hp = std::string_view(url).substr(scheme.size());
-  if (!hp.empty() && hp.back() == '/') hp.remove_suffix(1);
-  if (hp.find('/') != std::string_view::npos || hp.find('@') != std::string_view::npos)
-    return make_error(Errc::bad_value, "config: backend_url takes no path or user part: https://HOST:PORT");
-  std::string_view host = hp;
-  if (const auto colon = hp.rfind(':'); colon != std::string_view::npos) {
-    host = hp.substr(0, colon);
-    auto port = parse_uint(hp.substr(colon + 1), 1, 65535);
-    if (!port) return make_error(Errc::bad_value, "config: backend_url port " + port.error().message);
-    c.backend_port = static_cast<std::uint16_t>(*port);
-  }
-  if (host.empty() || host.find_first_of(":[] ") != std::string_view::npos)
-    return make_error(Errc::bad_value, "config: backend_url needs a host name or IPv4 address");
-  c.backend_host = host;
+  // backend_url = https://HOST[:PORT][/]; HOST a name, an IPv4 or a bracketed IPv6 address.
+  auto origin = parse_https_origin(url);
+  if (!origin) return make_error(Errc::bad_value, "config: backend_url: " + origin.error().message + " (the backend only speaks TLS)");
+  c.backend_host = origin->host;
+  c.backend_port = origin->port;
   if (c.door_mode && c.door_id.empty()) return make_error(Errc::not_found, "config: mode = door needs door_id");
   if (c.relay == RelayKind::command && c.relay_command.empty())
     return make_error(Errc::not_found, "config: relay = command needs relay_command");
@@ -242,7 +230,8 @@ const char* config_keys() {
                             pcsc:NAME (the PC/SC reader whose name starts with NAME).
                             LIBNFC_DEFAULT_DEVICE overrides a libnfc reader when reader = libnfc.
     backend_url = https://HOST:PORT   the OTAC backend (TLS only). The server certificate
-                            must name HOST (DNS name or IP address) and chain to ca_file.
+                            must name HOST (DNS name or IP address; IPv6 in brackets,
+                            https://[::1]:8443) and chain to ca_file.
     ca_file = FILE          the only CA trusted for the backend (PEM).
     cert_file = FILE        this terminal's client certificate (PEM), CN = terminal_id.
     key_file = FILE         its private key (PEM); keep it mode 0600.

@@ -23,9 +23,9 @@
 #include "otac/common/tlv.hpp"
 #include "otac/sys/file.hpp"
 #include "terminal/backend_json.hpp"
+#include "terminal/backend_link.hpp"
 #include "terminal/config.hpp"
 #include "terminal/driver.hpp"
-#include "terminal/https_client.hpp"
 #include "terminal/reader.hpp"
 #include "terminal/relay.hpp"
 
@@ -267,17 +267,7 @@ int print_report(const Report& r) {
   return approved ? kOk : kFail;
 }
 
-struct Backend {
-  std::unique_ptr<HttpsClient> http;
-  Config cfg;
-  Result<std::string> post(const std::string& target, const std::string& body) {
-    return backend_body(http->request("POST", target, body, std::chrono::milliseconds(cfg.backend_timeout_ms)));
-  }
-  Result<std::string> poll(const std::string& txn, unsigned wait_s) {
-    return backend_body(http->request("GET", "/v1/authorizations/" + txn + "?wait=" + std::to_string(wait_s), "",
-                                      std::chrono::milliseconds(cfg.backend_timeout_ms + wait_s * 1000u)));
-  }
-};
+using Backend = BackendLink;
 
 // --save-request: the body as sent, replacing the file atomically; a failure is logged and
 // does not affect the transaction.
@@ -456,16 +446,9 @@ int main(int argc, char** argv) {
   ::signal(SIGTERM, on_signal);
   ::signal(SIGPIPE, SIG_IGN);
 
-  HttpsOptions ho;
-  ho.host = cfg->backend_host;
-  ho.port = cfg->backend_port;
-  ho.ca_file = cfg->ca_file;
-  ho.cert_file = cfg->cert_file;
-  ho.key_file = cfg->key_file;
-  ho.connect_timeout = std::chrono::milliseconds(cfg->connect_timeout_ms);
-  auto http = HttpsClient::create(ho);
-  if (!http) { log(http.error().message); return kFail; }
-  Backend be{std::move(*http), *cfg};
+  auto link = BackendLink::create(*cfg);
+  if (!link) { log(link.error().message); return kFail; }
+  Backend& be = **link;
 
   std::unique_ptr<Reader> reader;
   if (!(args->command == "code" && !args->card.empty())) {

@@ -18,15 +18,15 @@
 #include <thread>
 #include <vector>
 
-#include "https_client.hpp"
 #include "otac/common/bytes.hpp"
 #include "otac/common/number.hpp"
+#include "otac/common/url.hpp"
+#include "otac/net/http_client.hpp"
 #include "otac/sys/file.hpp"
 
 namespace fs = std::filesystem;
 namespace json = boost::json;
-using otac::backend::client::ClientConfig;
-using otac::backend::client::Reply;
+using otac::net::HttpClient;
 using Verb = boost::beast::http::verb;
 
 namespace {
@@ -226,11 +226,11 @@ void print_object(const json::object& o) {
 }
 
 // refresh --wait: polls the card until the list is loaded or refused, or the time is up.
-int wait_for_list(const ClientConfig& c, const std::string& card, std::int64_t list, std::int64_t seconds, bool as_json) {
+int wait_for_list(HttpClient& client, const std::string& card, std::int64_t list, std::int64_t seconds, bool as_json) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
   json::object last;
   for (std::int64_t round = 0; round <= seconds * 4; ++round) {  // every 250 ms, bounded
-    auto r = otac::backend::client::request(c, Verb::get, "/v1/admin/cards/" + otac::percent_encode(card), std::string());
+    auto r = client.request(Verb::get, "/v1/admin/cards/" + otac::percent_encode(card));
     if (!r || r->status >= 300) {
       std::fprintf(stderr, "otac-admin: cannot read card %s while waiting: %s\n", card.c_str(),
                    r ? r->body.c_str() : r.error().message.c_str());
@@ -288,10 +288,15 @@ int run(int argc, char** argv) {
   if (url.empty()) usage("--url is required");
   if (ca.empty()) usage("--ca is required");
   if (token_file.empty()) usage("--token-file is required");
-  ClientConfig c;
-  if (auto r = otac::backend::client::parse_https_url(url, c.host, c.port); !r) usage(r.error().message);
-  c.ca = ca;
-  c.timeout = std::chrono::milliseconds(timeout * 1000);
+  otac::net::ClientOptions c;
+  auto origin = otac::parse_https_origin(url);
+  if (!origin) usage("--url: " + origin.error().message);
+  c.host = origin->host;
+  c.port = origin->port;
+  c.ca_file = ca;
+  c.user_agent = "otac-admin";
+  c.resolve_timeout = c.connect_timeout = c.handshake_timeout = c.io_timeout = std::chrono::milliseconds(timeout * 1000);
+  c.body_limit = 16 * 1024 * 1024;  // audit exports
   const std::string cmd = rest[0];
   const std::vector<std::string> args(rest.begin() + 1, rest.end());
 
@@ -468,7 +473,12 @@ int run(int argc, char** argv) {
   }
 
   c.bearer = read_token(token_file);
-  auto r = otac::backend::client::request(c, method, target, has_body ? json::serialize(body) : std::string());
+  auto client = HttpClient::create(c);
+  if (!client) {
+    std::fprintf(stderr, "otac-admin: %s\n", client.error().message.c_str());
+    return 1;
+  }
+  auto r = (*client)->request(method, target, has_body ? json::serialize(body) : std::string());
   if (!r) {
     std::fprintf(stderr, "otac-admin: %s\n", r.error().message.c_str());
     return 1;
@@ -490,7 +500,7 @@ int run(int argc, char** argv) {
   } else {
     print(v);
   }
-  if (cmd == "refresh" && wait_s >= 0) return wait_for_list(c, card_n, v.as_object().at("list").to_number<std::int64_t>(), wait_s, as_json);
+  if (cmd == "refresh" && wait_s >= 0) return wait_for_list(**client, card_n, v.as_object().at("list").to_number<std::int64_t>(), wait_s, as_json);
   return 0;
 }
 

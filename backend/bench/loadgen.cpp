@@ -10,11 +10,8 @@
 // --rate 0 sends as fast as the connections allow (throughput); --rate N paces the total at N
 // requests/s (latency at a fixed rate). Each run also measures GET /healthz (a trivial
 // handler over the same TLS settings) the same way and prints the ratio.
-#include <boost/asio.hpp>
-#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/beast/ssl.hpp>
 #include <boost/json.hpp>
 
 #include <algorithm>
@@ -34,13 +31,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "https_client.hpp"
 #include "kek.hpp"
 #include "otac/common/crypto.hpp"
 #include "otac/common/protocol.hpp"
+#include "otac/common/url.hpp"
+#include "otac/net/http_client.hpp"
 #include "sqlite_store.hpp"
 
-namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 namespace json = boost::json;
@@ -151,45 +148,38 @@ Result_ run(const std::string& host, std::uint16_t port, const std::string& ca, 
   for (unsigned c = 0; c < connections; ++c) {
     threads.emplace_back([&, c] {
       Result_ mine;
-      try {
-        asio::io_context ioc;
-        asio::ssl::context ctx(asio::ssl::context::tls_client);
-        ctx.load_verify_file(ca);
-        ctx.set_verify_mode(asio::ssl::verify_peer);
-        ctx.use_certificate_chain_file(cert);
-        ctx.use_private_key_file(key, asio::ssl::context::pem);
-        beast::ssl_stream<beast::tcp_stream> s(ioc, ctx);
-        beast::get_lowest_layer(s).connect(asio::ip::tcp::endpoint(asio::ip::make_address(host), port));
-        s.handshake(asio::ssl::stream_base::client);
-        beast::flat_buffer buf;
-        for (std::uint64_t k = 0; k < 10'000'000; ++k) {
-          std::size_t i = next.fetch_add(1);
-          if (rate > 0) {
-            const auto due = t0 + std::chrono::duration<double>(static_cast<double>(i) / rate);
-            if (due > end) break;
-            std::this_thread::sleep_until(due);
-          }
-          if (Clock::now() >= end) break;
-          if (!bodies.empty() && i >= bodies.size()) break;
-          bhttp::request<bhttp::string_body> req{bodies.empty() ? bhttp::verb::get : bhttp::verb::post,
-                                                 bodies.empty() ? "/healthz" : "/v1/authorizations", 11};
-          req.set(bhttp::field::host, host);
-          if (!bodies.empty()) {
-            req.set(bhttp::field::content_type, "application/json");
-            req.body() = bodies[i];
-          }
-          req.prepare_payload();
-          const auto a = Clock::now();
-          bhttp::write(s, req);
-          bhttp::response<bhttp::string_body> res;
-          bhttp::read(s, buf, res);
-          mine.lat_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - a).count());
-          if (res.result_int() == 200) ++mine.ok; else ++mine.errors;
-          if (res.body().find("\"approved\"") != std::string::npos) ++mine.approved;
-        }
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "otac-loadgen: connection %u: %s\n", c, e.what());
+      otac::net::ClientOptions o;
+      o.host = host;
+      o.port = port;
+      o.ca_file = ca;
+      o.cert_file = cert;
+      o.key_file = key;
+      o.user_agent = "otac-loadgen";
+      auto client = otac::net::HttpClient::create(o);
+      if (!client) {
+        std::fprintf(stderr, "otac-loadgen: connection %u: %s\n", c, client.error().message.c_str());
         ++mine.errors;
+      }
+      for (std::uint64_t k = 0; client && k < 10'000'000; ++k) {
+        std::size_t i = next.fetch_add(1);
+        if (rate > 0) {
+          const auto due = t0 + std::chrono::duration<double>(static_cast<double>(i) / rate);
+          if (due > end) break;
+          std::this_thread::sleep_until(due);
+        }
+        if (Clock::now() >= end) break;
+        if (!bodies.empty() && i >= bodies.size()) break;
+        const auto a = Clock::now();
+        auto res = bodies.empty() ? (*client)->request(bhttp::verb::get, "/healthz")
+                                  : (*client)->request(bhttp::verb::post, "/v1/authorizations", bodies[i]);
+        if (!res) {
+          std::fprintf(stderr, "otac-loadgen: connection %u: %s\n", c, res.error().message.c_str());
+          ++mine.errors;
+          break;
+        }
+        mine.lat_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - a).count());
+        if (res->status == 200) ++mine.ok; else ++mine.errors;
+        if (res->body.find("\"approved\"") != std::string::npos) ++mine.approved;
       }
       std::lock_guard lock(mu);
       total.lat_ms.insert(total.lat_ms.end(), mine.lat_ms.begin(), mine.lat_ms.end());
@@ -268,14 +258,17 @@ int main(int argc, char** argv) {
     else { std::fprintf(stderr, "otac-loadgen: unknown argument %s\n", a.c_str()); return 2; }
   }
   if (dir.empty() || url.empty()) { std::fprintf(stderr, "otac-loadgen: --data-dir and --url are required\n"); return 2; }
-  client::ClientConfig admin;
-  if (auto r = client::parse_https_url(url, admin.host, admin.port); !r) { std::fprintf(stderr, "%s\n", r.error().message.c_str()); return 2; }
-  admin.ca = dir + "/ca.pem";
+  auto origin = otac::parse_https_origin(url);
+  if (!origin) { std::fprintf(stderr, "otac-loadgen: --url: %s\n", origin.error().message.c_str()); return 2; }
+  otac::net::ClientOptions admin;
+  admin.host = origin->host;
+  admin.port = origin->port;
+  admin.ca_file = dir + "/ca.pem";
   admin.bearer = slurp(dir + "/admin.token");
 
   // Terminal.
   const std::string term = "BENCH" + std::to_string(100 + (std::time(nullptr) % 900));
-  auto reg = client::request(admin, bhttp::verb::post, "/v1/admin/terminals", R"({"id":")" + term + R"("})");
+  auto reg = otac::net::request_once(admin, bhttp::verb::post, "/v1/admin/terminals", R"({"id":")" + term + R"("})");
   if (!reg || reg->status != 201) { std::fprintf(stderr, "otac-loadgen: cannot register a terminal\n"); return 1; }
   auto ro = json::parse(reg->body).as_object();
   // Next to the backend's own keys in its (0700) data directory, the key itself 0600.
@@ -295,12 +288,12 @@ int main(int argc, char** argv) {
   std::size_t card_no = 0;
   while (bodies.size() < codes && card_no < 10000) {
     ++card_no;
-    auto en = client::request(admin, bhttp::verb::post, "/v1/admin/cards",
+    auto en = otac::net::request_once(admin, bhttp::verb::post, "/v1/admin/cards",
                               R"({"msisdn":"+49155)" + std::to_string(1000000 + card_no) + R"(","threshold":0})");
     if (!en || en->status != 201) { std::fprintf(stderr, "otac-loadgen: enroll failed\n"); return 1; }
     const Bytes n = hex(std::string(json::parse(en->body).as_object().at("n").as_string()));
     for (int l = 0; l < 5 && bodies.size() < codes; ++l) {
-      auto rf = client::request(admin, bhttp::verb::post, "/v1/admin/cards/" + to_hex(n) + "/refresh");
+      auto rf = otac::net::request_once(admin, bhttp::verb::post, "/v1/admin/cards/" + to_hex(n) + "/refresh");
       if (!rf || rf->status != 200) { std::fprintf(stderr, "otac-loadgen: refresh failed\n"); return 1; }
       const auto list = static_cast<std::uint16_t>(json::parse(rf->body).as_object().at("list").as_int64());
       auto r = (*store)->run([&](Tx& tx) -> Result<void> {
@@ -317,8 +310,8 @@ int main(int argc, char** argv) {
   std::printf("prepared %zu authorizations over %zu cards; %u connections, %.0f s, rate %s\n", bodies.size(), card_no,
               connections, seconds, rate > 0 ? std::to_string(static_cast<int>(rate)).c_str() : "max");
   fsync_probe(dir);
-  const Result_ auth = run(admin.host, admin.port, admin.ca.string(), cert, key, bodies, connections, seconds, rate);
-  const Result_ stat = run(admin.host, admin.port, admin.ca.string(), cert, key, {}, connections, seconds, rate);
+  const Result_ auth = run(admin.host, admin.port, admin.ca_file.string(), cert, key, bodies, connections, seconds, rate);
+  const Result_ stat = run(admin.host, admin.port, admin.ca_file.string(), cert, key, {}, connections, seconds, rate);
   report("authorize", auth);
   report("healthz", stat);
   if (auth.ok > 0 && stat.ok > 0) {

@@ -18,15 +18,14 @@
 #include "kek.hpp"
 #include "log.hpp"
 #include "otac/common/crypto.hpp"
+#include "otac/common/url.hpp"
 #include "otac/sys/file.hpp"
 #include "pki.hpp"
 #include "router.hpp"
 #include "server.hpp"
 #include "service.hpp"
 #include "sqlite_store.hpp"
-#ifdef OTAC_HAVE_CONSOLE
 #include "console.hpp"
-#endif
 
 namespace fs = std::filesystem;
 using namespace otac;           // NOLINT: a program's main file
@@ -247,10 +246,12 @@ int main(int argc, char** argv) {
   Config c = std::move(*cfg);
   if (!listen_override.empty()) c.listen = listen_override;
   if (!mo_override.empty()) c.mo_listen = mo_override;
-  std::string host, mo_host;
-  std::uint16_t port = 0, mo_port = 0;
-  if (!http::parse_host_port(c.listen, host, port)) return usage("listen address '" + c.listen + "' is not HOST:PORT");
-  if (!http::parse_host_port(c.mo_listen, mo_host, mo_port)) return usage("MO listen address '" + c.mo_listen + "' is not HOST:PORT");
+  auto listen = parse_host_port(c.listen);
+  if (!listen) return usage("listen address: " + listen.error().message);
+  auto mo_listen = parse_host_port(c.mo_listen);
+  if (!mo_listen) return usage("MO listen address: " + mo_listen.error().message);
+  const std::string host = listen->host, mo_host = mo_listen->host;
+  const std::uint16_t port = listen->port, mo_port = mo_listen->port;
   if (!is_loopback(mo_host)) return usage("the MO listener is plain HTTP and must be on 127.0.0.1 or ::1");
 
   auto created = bootstrap(c);
@@ -326,14 +327,12 @@ int main(int argc, char** argv) {
   api.stopping = [&stopping] { return stopping.load(); };
   http::Router router;
   http::install_api(router, api);
-#ifdef OTAC_HAVE_CONSOLE
   http::Extension ext;
   ext.service = &service;
   ext.data_dir = c.data_dir;
   ext.authenticate = [&service](std::string_view t) { return service.authenticate_operator(t); };
   ext.gate = &gate;
   console::install(router, ext);
-#endif
   std::atomic<sms::KannelSender*> sender_ptr{nullptr};
   http::Router mo_router;
   // An MO message may queue an answer (a list): wake the sender instead of waiting for its poll.
@@ -382,14 +381,14 @@ int main(int argc, char** argv) {
   std::unique_ptr<sms::KannelSender> sender;
   if (!c.kannel_sendsms_url.empty()) {
     sms::KannelConfig kc;
-    if (auto u = sms::parse_http_url(c.kannel_sendsms_url, kc.host, kc.port, kc.path); !u)
+    if (auto u = sms::set_sendsms_url(kc, c.kannel_sendsms_url); !u)
       return fail("kannel_sendsms_url: " + u.error().message);
     kc.user = c.kannel_user;
     kc.pass = c.kannel_pass;
     kc.from = c.server_msisdn;
     kc.smsc_id = c.kannel_smsc_id;
     if (c.kannel_dlr) {
-      kc.dlr_url_prefix = "http://" + (mo_host == "::1" ? std::string("[::1]") : mo_host) + ":" + std::to_string(*mo_bound) +
+      kc.dlr_url_prefix = "http://" + join_host_port(mo_host, *mo_bound) +
                           "/v1/sms/dlr?secret=" + trim_line(*mo_secret);
     }
     kc.retry_base = std::chrono::seconds(c.sms_retry_base_seconds);
@@ -404,8 +403,8 @@ int main(int argc, char** argv) {
   // Port files last: their presence means "ready".
   if (auto w = sys::write_file_atomic(c.data_dir / "mo.port", std::to_string(*mo_bound) + "\n", {.mode = 0644}); !w) return fail(w.error().message);
   if (auto w = sys::write_file_atomic(c.data_dir / "backend.port", std::to_string(*bound) + "\n", {.mode = 0644}); !w) return fail(w.error().message);
-  log::info("listening", {{"https", host + ":" + std::to_string(*bound)},
-                          {"mo", mo_host + ":" + std::to_string(*mo_bound)},
+  log::info("listening", {{"https", join_host_port(host, *bound)},
+                          {"mo", join_host_port(mo_host, *mo_bound)},
                           {"data_dir", c.data_dir.string()},
                           {"sms", c.kannel_sendsms_url.empty() ? "disabled" : "kannel"}});
 

@@ -1,30 +1,7 @@
-// HTTP routing for otac-backend, and the hook for extra handlers (the operator console).
-//
-// HOW TO PLUG IN (backend/console, or anything else served by otac-backend):
-//   1. Build a static library target named `otac_backend_console` in backend/console/
-//      (backend/CMakeLists.txt adds that folder before server/ when it has a CMakeLists.txt,
-//      and otac-backend links it and defines OTAC_HAVE_CONSOLE when the target exists).
-//      Link it with `otac_backend_http` to get this header.
-//   2. Provide, in header "console.hpp" (on the include path of otac_backend_console):
-//        namespace otac::backend::console {
-//        /// Registers the console's routes.
-//        void install(http::Router& router, const http::Extension& ext);
-//        }
-//      otac-backend calls it once at start-up, before it listens.
-//   3. In install(), register handlers, e.g.
-//        router.add_prefix("/console/", handler);             // any method, any path below
-//        router.add(http::Verb::post, "/console/login", h);   // exact path ('*' = one segment)
-//      Handlers are plain blocking functions `Response(const Request&, RequestContext&)`;
-//      they run on the worker thread pool, never on the network threads, so they may call
-//      the Service (SQLite) directly. Set RouteOptions{.slow = true} for handlers that wait
-//      (long-poll); those run on a separate pool.
-//   4. Auth: bearer tokens for the JSON API are checked by the API handlers themselves
-//      (backend/server/api.cpp, via ext.authenticate). Cookie sessions are the console's own
-//      concern: it may call ext.authenticate(token) to check a token typed into a login
-//      form, keep its own session table, and set its own cookies. Responses are built with
-//      the helpers below (json_response, text_response, error_response), or by hand.
-//   5. Logging: every request is logged once by the server (method, path without query,
-//      status, duration, client CN/operator). Put extra fields into ctx.log (never secrets).
+// HTTP routing for otac-backend: exact and prefix routes to blocking handlers that turn a
+// Beast request into a response. Handlers run on the worker pools, never on the network
+// threads (RouteOptions::slow for those that wait), so they may call the Service directly.
+// The server logs every request once; handlers add fields to ctx.log (never secrets).
 #pragma once
 
 #include <boost/beast/http.hpp>

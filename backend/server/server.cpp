@@ -725,28 +725,4 @@ unsigned check_request_bytes(std::string_view bytes, const Limits& limits) {
   return 400;
 }
 
-bool parse_host_port(std::string_view s, std::string& host, std::uint16_t& port) {
-  std::size_t colon;
-  if (!s.empty() && s[0] == '[') {
-    const std::size_t close = s.find(']');
-    if (close == std::string_view::npos || close + 1 >= s.size() || s[close + 1] != ':') return false;
-    host = std::string(s.substr(1, close - 1));
-    colon = close + 1;
-  } else {
-    colon = s.rfind(':');
-    if (colon == std::string_view::npos || colon == 0) return false;
-    host = std::string(s.substr(0, colon));
-  }
-  const std::string_view p = s.substr(colon + 1);
-  if (p.empty() || p.size() > 5) return false;
-  unsigned v = 0;
-  for (const char c : p) {
-    if (c < '0' || c > '9') return false;
-    v = v * 10 + static_cast<unsigned>(c - '0');
-  }
-  if (v > 65535) return false;
-  port = static_cast<std::uint16_t>(v);
-  return true;
-}
-
 }  // namespace otac::backend::http

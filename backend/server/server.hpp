@@ -79,7 +79,4 @@ class Server {
 /// tests and the fuzz target; it must never throw.
 unsigned check_request_bytes(std::string_view bytes, const Limits& limits);
 
-/// Parses "host:port" ("[::1]:8443" for IPv6); false if malformed.
-bool parse_host_port(std::string_view s, std::string& host, std::uint16_t& port);
-
 }  // namespace otac::backend::http

@@ -1,34 +1,24 @@
 #include "kannel.hpp"
 
-#include <boost/asio.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-
 #include <charconv>
 #include <ctime>
 
 #include "log.hpp"
 #include "otac/common/secret.hpp"
+#include "otac/common/url.hpp"
 #include "server.hpp"
 
 namespace otac::backend::sms {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace bhttp = boost::beast::http;
-
-Result<void> parse_http_url(std::string_view url, std::string& host, std::uint16_t& port, std::string& path) {
-  constexpr std::string_view scheme = "http://";
-  if (url.substr(0, scheme.size()) != scheme) return make_error(Errc::bad_value, "must start with http://");
-  std::string_view rest = url.substr(scheme.size());
-  const std::size_t slash = rest.find('/');
-  const std::string_view hp = rest.substr(0, slash);
-  path = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
-  if (!http::parse_host_port(hp, host, port)) {
-    host = std::string(hp);
-    port = 80;
-  }
-  if (host.empty()) return make_error(Errc::bad_value, "has no host");
+Result<void> set_sendsms_url(KannelConfig& config, std::string_view url) {
+  auto u = parse_url(url);
+  if (!u) return u.error();
+  if (u->https) return make_error(Errc::bad_value, "Kannel's sendsms interface is plain HTTP: the URL must start with http://");
+  if (u->target.find('?') != std::string::npos)
+    return make_error(Errc::bad_value, "the sendsms URL takes no query: the backend adds the parameters");
+  config.host = u->host;
+  config.port = u->port;
+  config.path = u->target;
   return {};
 }
 
@@ -41,10 +31,8 @@ std::string sendsms_target(const KannelConfig& c, const OutboxMessage& m) {
   t += "&to=" + percent_encode(m.to);
   if (!m.udh.empty()) {
     // Kannel's udh parameter is the whole header including the UDHL byte.
-    Bytes udh;
-    udh.push_back(static_cast<std::uint8_t>(m.udh.size()));
-    append(udh, m.udh);
-    t += "&udh=" + percent_encode(str(udh));
+    const std::string udh = std::string(1, static_cast<char>(m.udh.size())) + str(m.udh);
+    t += "&udh=" + percent_encode(udh);
   }
   t += "&text=" + percent_encode(str(m.payload));
   // coding=1: 8-bit data; mclass=2: class 2 (SIM specific); alt-dcs=1: use the F_ group of
@@ -64,33 +52,17 @@ std::chrono::seconds backoff(const KannelConfig& c, std::uint32_t attempts) {
   return std::chrono::seconds(std::min<std::int64_t>(d, c.retry_max.count()));
 }
 
-Result<std::pair<unsigned, std::string>> http_get(const std::string& host, std::uint16_t port, const std::string& target,
-                                                  std::chrono::milliseconds timeout) {
-  asio::io_context ioc;
-  beast::tcp_stream stream(ioc);
-  beast::error_code ec;
-  const auto addr = asio::ip::make_address(host, ec);
-  if (ec) return make_error(Errc::bad_value, "gateway host '" + host + "' is not an IP address");
-  bhttp::request<bhttp::empty_body> req{bhttp::verb::get, target, 11};
-  req.set(bhttp::field::host, host + ":" + std::to_string(port));
-  req.set(bhttp::field::user_agent, "otac-backend");
-  req.set(bhttp::field::connection, "close");
-  beast::flat_buffer buf;
-  bhttp::response_parser<bhttp::string_body> parser;
-  parser.body_limit(64 * 1024);
-  beast::error_code result = asio::error::timed_out;
-  stream.expires_after(timeout);
-  stream.async_connect(asio::ip::tcp::endpoint(addr, port), [&](beast::error_code e1) {
-    if (e1) { result = e1; return; }
-    bhttp::async_write(stream, req, [&](beast::error_code e2, std::size_t) {
-      if (e2) { result = e2; return; }
-      bhttp::async_read(stream, buf, parser, [&](beast::error_code e3, std::size_t) { result = e3; });
-    });
-  });
-  ioc.run_for(timeout + std::chrono::seconds(1));
-  if (result) return make_error(Errc::io, "gateway " + host + ":" + std::to_string(port) + ": " + result.message());
-  auto res = parser.release();
-  return std::make_pair(res.result_int(), std::move(res.body()));
+Result<net::Response> sendsms_get(const KannelConfig& config, const std::string& target) {
+  net::ClientOptions o;
+  o.tls = false;
+  o.host = config.host;
+  o.port = config.port;
+  o.user_agent = "otac-backend";
+  const auto limit = std::chrono::duration_cast<std::chrono::milliseconds>(config.timeout);
+  o.resolve_timeout = o.connect_timeout = o.io_timeout = limit;
+  o.body_limit = 64 * 1024;
+  // A connection per message: a retried request on a reused connection could send an SMS twice.
+  return net::request_once(o, boost::beast::http::verb::get, target);
 }
 
 KannelSender::KannelSender(Service& service, KannelConfig config) : service_(service), config_(std::move(config)) {}
@@ -125,15 +97,14 @@ std::uint32_t KannelSender::drain(const std::stop_token& stop) {
   std::uint32_t accepted = 0;
   for (const auto& m : *due) {
     if (stop.stop_requested()) break;
-    auto r = http_get(config_.host, config_.port, sendsms_target(config_, m),
-                      std::chrono::duration_cast<std::chrono::milliseconds>(config_.timeout));
+    auto r = sendsms_get(config_, sendsms_target(config_, m));
     std::string reply;
     bool ok = false;
     if (r) {
-      reply = "HTTP " + std::to_string(r->first) + ": " + r->second.substr(0, 200);
+      reply = "HTTP " + std::to_string(r->status) + ": " + r->body.substr(0, 200);
       while (!reply.empty() && (reply.back() == '\n' || reply.back() == '\r')) reply.pop_back();
       // Kannel: 202 "0: Accepted for delivery" or "3: Queued for later delivery".
-      ok = (r->first == 200 || r->first == 202) && (r->second.rfind("0:", 0) == 0 || r->second.rfind("3:", 0) == 0);
+      ok = (r->status == 200 || r->status == 202) && (r->body.rfind("0:", 0) == 0 || r->body.rfind("3:", 0) == 0);
     } else {
       reply = r.error().message;
     }

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "otac/common/result.hpp"
+#include "otac/net/http_client.hpp"
 #include "router.hpp"
 #include "service.hpp"
 
@@ -33,19 +34,18 @@ struct KannelConfig {
   std::chrono::seconds retry_base{2};
   std::chrono::seconds retry_max{300};
   std::chrono::milliseconds poll{500};    ///< how often the outbox is checked
-  std::chrono::seconds timeout{5};        ///< per HTTP exchange
+  std::chrono::seconds timeout{5};        ///< per HTTP step (resolve, connect, write, read)
   std::uint32_t batch = 16;
 };
 
-/// Splits "http://host:port/path" (http only; loopback or not).
-Result<void> parse_http_url(std::string_view url, std::string& host, std::uint16_t& port, std::string& path);
+/// Kannel's sendsms URL ("http://HOST:PORT/PATH", plain HTTP) into config's host, port and path.
+Result<void> set_sendsms_url(KannelConfig& config, std::string_view url);
 /// The sendsms request target for one outbox message (contains the password: never log it).
 std::string sendsms_target(const KannelConfig& c, const OutboxMessage& m);
 /// Retry delay after `attempts` failed attempts: base * 2^attempts, at most max.
 std::chrono::seconds backoff(const KannelConfig& c, std::uint32_t attempts);
-/// One HTTP/1.1 GET on a fresh connection, bounded by timeout: {status, body}.
-Result<std::pair<unsigned, std::string>> http_get(const std::string& host, std::uint16_t port, const std::string& target,
-                                                  std::chrono::milliseconds timeout);
+/// One sendsms GET on a connection of its own, each step bounded by config.timeout.
+Result<net::Response> sendsms_get(const KannelConfig& config, const std::string& target);
 
 /// Drains the outbox in a background thread.
 class KannelSender {

@@ -20,7 +20,7 @@
 #include <thread>
 #include <vector>
 
-#include "https_client.hpp"
+#include "otac/net/http_client.hpp"
 #include "test_service_support.hpp"
 
 extern char** environ;
@@ -151,32 +151,32 @@ class Backend {
   std::string admin_token() const { return chomp(slurp(dir / "admin.token")); }
 
   /// Client settings for this backend (no client certificate, no token).
-  client::ClientConfig client() const {
-    client::ClientConfig c;
+  net::ClientOptions client() const {
+    net::ClientOptions c;
     c.host = "127.0.0.1";
     c.port = port;
-    c.ca = dir / "ca.pem";
-    c.timeout = std::chrono::milliseconds(20000);
+    c.ca_file = dir / "ca.pem";
+    c.io_timeout = std::chrono::milliseconds(20000);
     return c;
   }
   /// As the admin operator.
-  client::ClientConfig admin() const {
+  net::ClientOptions admin() const {
     auto c = client();
     c.bearer = admin_token();
     return c;
   }
   /// As a terminal with the given certificate files.
-  client::ClientConfig terminal(const std::filesystem::path& cert, const std::filesystem::path& key) const {
+  net::ClientOptions terminal(const std::filesystem::path& cert, const std::filesystem::path& key) const {
     auto c = client();
-    c.cert = cert;
-    c.key = key;
+    c.cert_file = cert;
+    c.key_file = key;
     return c;
   }
 
   /// A request that must get an answer (throws on a network/TLS failure).
-  static client::Reply call(const client::ClientConfig& c, boost::beast::http::verb m, const std::string& target,
+  static net::Response call(const net::ClientOptions& c, boost::beast::http::verb m, const std::string& target,
                             const std::string& body = {}) {
-    auto r = client::request(c, m, target, body);
+    auto r = net::request_once(c, m, target, body);
     if (!r) throw std::runtime_error(r.error().message);
     return *r;
   }

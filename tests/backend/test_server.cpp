@@ -100,8 +100,8 @@ TEST_CASE("the server certificate is checked against the pinned CA only", "[serv
   Backend other;
   other.start();
   auto c = b.client();
-  c.ca = other.dir / "ca.pem";  // a different CA: the client must refuse the server
-  auto r = client::request(c, Verb::get, "/healthz");
+  c.ca_file = other.dir / "ca.pem";  // a different CA: the client must refuse the server
+  auto r = net::request_once(c, Verb::get, "/healthz");
   CHECK_FALSE(r.ok());
 }
 
@@ -122,7 +122,7 @@ TEST_CASE("terminal endpoints need a client certificate of a registered, enabled
   const auto fk = b.tmp.path / "foreign.key";
   std::ofstream(fc) << foreign.cert_pem;
   std::ofstream(fk) << foreign.key_pem;
-  auto fr = client::request(b.terminal(fc, fk), Verb::post, "/v1/authorizations", body);
+  auto fr = net::request_once(b.terminal(fc, fk), Verb::post, "/v1/authorizations", body);
   CHECK_FALSE(fr.ok());
 
   // Our CA but an unregistered terminal id: 403.
@@ -266,7 +266,7 @@ TEST_CASE("race: 40 concurrent HTTPS requests with the same valid cryptogram, ex
   const AuthRequest base = env.request("unused", 5);
   const auto tc = env.b.terminal(env.cert, env.key);
   constexpr int kThreads = 40;
-  std::vector<client::Reply> replies(kThreads);
+  std::vector<net::Response> replies(kThreads);
   std::vector<std::string> errors(kThreads);
   std::atomic<int> ready{0};
   std::vector<std::thread> threads;
@@ -276,7 +276,7 @@ TEST_CASE("race: 40 concurrent HTTPS requests with the same valid cryptogram, ex
       a.txn_id = "RACE-" + std::to_string(i);
       ready.fetch_add(1);
       for (int spin = 0; spin < 2000 && ready.load() < kThreads; ++spin) std::this_thread::sleep_for(std::chrono::microseconds(500));
-      auto r = client::request(tc, Verb::post, "/v1/authorizations", auth_body(a));
+      auto r = net::request_once(tc, Verb::post, "/v1/authorizations", auth_body(a));
       if (r) replies[static_cast<std::size_t>(i)] = *r;
       else errors[static_cast<std::size_t>(i)] = r.error().message;
     });
@@ -336,7 +336,7 @@ TEST_CASE("held for review: the long-poll returns as soon as an operator approve
   auto w0 = Backend::call(t, Verb::get, "/v1/authorizations/T-held?wait=1");
   CHECK(field(w0.body, "decision") == "held");
 
-  client::Reply polled;
+  net::Response polled;
   std::chrono::steady_clock::duration took{};
   std::thread poller([&] {
     const auto t0 = std::chrono::steady_clock::now();
@@ -528,7 +528,7 @@ TEST_CASE("crash: kill -9 under load, restart, every approval a terminal saw is 
       for (int guard = 0; guard < 1000 && !stop.load(); ++guard) {
         const std::size_t i = next.fetch_add(1);
         if (i >= reqs.size()) return;
-        auto r = client::request(t, Verb::post, "/v1/authorizations", auth_body(reqs[i]));
+        auto r = net::request_once(t, Verb::post, "/v1/authorizations", auth_body(reqs[i]));
         if (!r) continue;  // the server died under us: the terminal saw nothing
         if (r->status == 200 && field(r->body, "decision") == "approved") {
           std::lock_guard lock(mu);
@@ -587,9 +587,9 @@ TEST_CASE("SIGTERM during a long-poll: the poll answers held and the server exit
   auto t = env.b.terminal(env.cert, env.key);
   auto r = Backend::call(t, Verb::post, "/v1/authorizations", auth_body(env.request("T-term", 0)));
   REQUIRE(field(r.body, "decision") == "held");
-  std::optional<client::Reply> polled;
+  std::optional<net::Response> polled;
   std::thread poller([&] {
-    auto p = client::request(t, Verb::get, "/v1/authorizations/T-term?wait=25");
+    auto p = net::request_once(t, Verb::get, "/v1/authorizations/T-term?wait=25");
     if (p) polled = *p;
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(500));

@@ -300,7 +300,7 @@ TEST_CASE("idle connections: unauthenticated ones are evicted for new ones, and 
   int served = 0;
   for (int i = 0; i < 20; ++i) {
     for (int j = 0; j < 3; ++j) idle.push_back(std::make_unique<Tcp>(b.port, "127.0.0.2"));
-    auto r = client::request(terminal, Verb::get, "/healthz");
+    auto r = net::request_once(terminal, Verb::get, "/healthz");
     if (r && r->status == 200) ++served;
   }
   CHECK(served == 20);
@@ -342,9 +342,9 @@ TEST_CASE("out of file descriptors: the accept loop backs off instead of spinnin
   CHECK(count_events(log, "accept_paused") <= 3);
   CHECK(count_events(log, "accept_failed") <= 3);
   conns.clear();
-  std::optional<client::Reply> h;
+  std::optional<net::Response> h;
   for (int i = 0; i < 50 && !(h && h->status == 200); ++i) {  // up to 5 s while the backlog drains
-    auto r = client::request(b.client(), Verb::get, "/healthz");
+    auto r = net::request_once(b.client(), Verb::get, "/healthz");
     if (r) h = *r;
     else std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }

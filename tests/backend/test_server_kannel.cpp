@@ -227,8 +227,10 @@ struct KannelEnv {
 };
 
 unsigned http_get_plain(std::uint16_t port, const std::string& target) {
-  auto r = sms::http_get("127.0.0.1", port, target, std::chrono::milliseconds(5000));
-  return r ? r->first : 0;
+  sms::KannelConfig c;
+  c.port = port;
+  auto r = sms::sendsms_get(c, target);
+  return r ? r->status : 0;
 }
 
 std::size_t count(const std::string& hay, const std::string& needle) {

@@ -11,11 +11,12 @@
 #include "process.hpp"
 #include "support.hpp"
 #include "terminal/backend_json.hpp"
-#include "terminal/https_client.hpp"
+#include "terminal/backend_link.hpp"
 
 using namespace otac;
 using namespace otac::applet::test;
 namespace term = otac::terminal;
+using Verb = boost::beast::http::verb;
 
 namespace {
 
@@ -44,8 +45,8 @@ struct Backend {
                               (data / "ca.pem").string() + " --token-file " + (data / "admin.token").string();
     REQUIRE(sh(admin + " register-terminal TERM0001 --out " + term.string() + " >/dev/null 2>&1") == 0);
   }
-  term::HttpsOptions options() const {
-    term::HttpsOptions o;
+  net::ClientOptions options() const {
+    net::ClientOptions o;
     o.host = "127.0.0.1";
     o.port = static_cast<std::uint16_t>(std::stoi(port));
     o.ca_file = (data / "ca.pem").string();
@@ -67,10 +68,10 @@ struct Backend {
 
 TEST_CASE("HTTPS client: mutual TLS to otac-backend, keep-alive, strict answers", "[terminal][https][integration]") {
   Backend b;
-  auto client = term::HttpsClient::create(b.options());
+  auto client = net::HttpClient::create(b.options());
   REQUIRE(client.ok());
   const std::string body = term::code_request_body("T-HTTPS-1", hex("0102030405060708"), "12345678", "");
-  auto a1 = term::backend_body((*client)->request("POST", "/v1/codes/verify", body, std::chrono::milliseconds(3000)));
+  auto a1 = term::backend_body((*client)->request(Verb::post, "/v1/codes/verify", body, std::chrono::milliseconds(3000)));
   INFO((a1 ? *a1 : a1.error().message));
   REQUIRE(a1.ok());
   auto ans = term::parse_answer(*a1, false);
@@ -79,17 +80,17 @@ TEST_CASE("HTTPS client: mutual TLS to otac-backend, keep-alive, strict answers"
   CHECK(ans->decision == term::Decision::declined);
   CHECK(ans->reason == "unknown_card");
   // The same txn_id and body again: the stored answer, over the same connection.
-  auto a2 = term::backend_body((*client)->request("POST", "/v1/codes/verify", body, std::chrono::milliseconds(3000)));
+  auto a2 = term::backend_body((*client)->request(Verb::post, "/v1/codes/verify", body, std::chrono::milliseconds(3000)));
   REQUIRE(a2.ok());
   CHECK(term::parse_answer(*a2, false)->reason == "unknown_card");
   // A GET for an unknown transaction is an HTTP error, never a decision.
-  auto g = term::backend_body((*client)->request("GET", "/v1/authorizations/NOPE-1?wait=0", "", std::chrono::milliseconds(3000)));
+  auto g = term::backend_body((*client)->request(Verb::get, "/v1/authorizations/NOPE-1?wait=0", {}, std::chrono::milliseconds(3000)));
   REQUIRE_FALSE(g.ok());
   CHECK(g.error().message.find("HTTP 404") != std::string::npos);
   CHECK((*client)->connections_opened() == 1);
   // The same id with another body is refused (409).
   auto c = term::backend_body((*client)->request(
-      "POST", "/v1/codes/verify", term::code_request_body("T-HTTPS-1", hex("0102030405060708"), "87654321", ""),
+      Verb::post, "/v1/codes/verify", term::code_request_body("T-HTTPS-1", hex("0102030405060708"), "87654321", ""),
       std::chrono::milliseconds(3000)));
   REQUIRE_FALSE(c.ok());
   CHECK(c.error().code == Errc::conflict);
@@ -97,9 +98,9 @@ TEST_CASE("HTTPS client: mutual TLS to otac-backend, keep-alive, strict answers"
   SECTION("a CA that did not sign the server certificate: TLS refused") {
     auto o = b.options();
     o.ca_file = o.cert_file;  // a leaf certificate from another chain position, not the server's CA
-    auto bad = term::HttpsClient::create(o);
+    auto bad = net::HttpClient::create(o);
     REQUIRE(bad.ok());
-    auto r = (*bad)->request("POST", "/v1/codes/verify", body, std::chrono::milliseconds(3000));
+    auto r = (*bad)->request(Verb::post, "/v1/codes/verify", body, std::chrono::milliseconds(3000));
     REQUIRE_FALSE(r.ok());
     CHECK(r.error().code == Errc::crypto);
     CHECK(r.error().message.find("TLS handshake") != std::string::npos);
@@ -112,9 +113,9 @@ TEST_CASE("HTTPS client: mutual TLS to otac-backend, keep-alive, strict answers"
     auto o = b.options();
     o.cert_file = (other / "c.pem").string();
     o.key_file = (other / "k.pem").string();
-    auto bad = term::HttpsClient::create(o);
+    auto bad = net::HttpClient::create(o);
     REQUIRE(bad.ok());
-    auto r = term::backend_body((*bad)->request("POST", "/v1/codes/verify", body, std::chrono::milliseconds(3000)));
+    auto r = term::backend_body((*bad)->request(Verb::post, "/v1/codes/verify", body, std::chrono::milliseconds(3000)));
     REQUIRE_FALSE(r.ok());
     INFO(r.error().message);
     // Not a network hiccup to retry: a TLS refusal (or an HTTP refusal of the certificate).
@@ -124,7 +125,7 @@ TEST_CASE("HTTPS client: mutual TLS to otac-backend, keep-alive, strict answers"
   SECTION("key and certificate that do not match are refused at load") {
     auto o = b.options();
     o.key_file = (b.data / "server.key").string();
-    auto bad = term::HttpsClient::create(o);
+    auto bad = net::HttpClient::create(o);
     REQUIRE_FALSE(bad.ok());
     INFO(bad.error().message);
     CHECK(bad.error().message.find("PEM key that matches") != std::string::npos);

@@ -93,7 +93,7 @@ TEST_CASE("config: errors name the line and the key", "[terminal][config]") {
     return t;
   };
   for (const char* url : {"http://127.0.0.1:80", "https://", "https://h:0", "https://h:99999", "https://h/path",
-                          "https://u@h", "https://[::1]:1"}) {
+                          "https://u@h", "https://h?q=1", "https://[::1", "https://h%00x"}) {
     INFO(url);
     CHECK_FALSE(parse_config(replace_url(url)));
   }
@@ -101,6 +101,11 @@ TEST_CASE("config: errors name the line and the key", "[terminal][config]") {
   REQUIRE(ok);
   CHECK(ok->backend_host == "backend.example");
   CHECK(ok->backend_port == 443);
+  // An IPv6 literal: the host without its brackets (as the TLS address check wants it).
+  auto v6 = parse_config(replace_url("https://[::1]:8443"));
+  REQUIRE(v6);
+  CHECK(v6->backend_host == "::1");
+  CHECK(v6->backend_port == 8443);
   auto tid = kMinimal;
   tid.replace(tid.find("TERM0001"), 8, "T1");
   CHECK_FALSE(parse_config(tid));
