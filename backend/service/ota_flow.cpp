@@ -258,8 +258,11 @@ Result<void> record_list_outcome(Tx& tx, CardRecord& card, const PorResult& p, s
   auto a = tx.audit(now, "card", "list_refused", "card=" + to_hex(card.n) + " list=" + std::to_string(id) + " " + why +
                                                      " withdrawn=" + std::to_string(it->unused));
   if (!a) return a.error();
-  if (p.rsc == 0x02 && card.status != CardStatus::blocked)
-    return push_if_low(tx, card, list_size, now);
+  // Replaced at once (by the threshold rule) when the card can never load it: overtaken by a
+  // later packet (RSC 02), or a resend of a list it no longer holds (6A88: used up or never
+  // loaded; a card that asked for codes is still waiting).
+  const bool never = p.rsc == 0x02 || (p.rsc == 0x00 && ct_equal(p.data, Bytes{0x6A, 0x88}));
+  if (never && card.status != CardStatus::blocked) return push_if_low(tx, card, list_size, now);
   return {};
 }
 

@@ -756,7 +756,9 @@ PacketOutcome Applet::Impl::run_inner(CardState& next, ByteView data) {
     if (const auto* e1 = std::get_if<protocol::LoadList>(&*cmd)) {
       r = place_list(next, e1->list_id, e1->activation, e1->count, e1->keys.view());
       if (r == sw::not_enough_memory) return {ota::Rsc::insufficient_memory, r, true};
-      if (r != sw::ok) return {ota::Rsc::ok, r, true};
+      // A stale resend of a list the card no longer holds (6A88) answers nothing the card
+      // asked for: it does not clear a pending request (protocol.md 2.4.1).
+      if (r != sw::ok) return {ota::Rsc::ok, r, r != sw::referenced_data_not_found};
     } else if (const auto* e2 = std::get_if<protocol::ReplaceKey>(&*cmd)) {
       if (e2->key_version == next.key_version) return {ota::Rsc::ok, sw::wrong_data};
       std::copy(e2->key.view().begin(), e2->key.view().end(), next.k.begin());
@@ -774,7 +776,7 @@ PacketOutcome Applet::Impl::run_inner(CardState& next, ByteView data) {
       next.has_server_key = true;
     } else {
       PacketOutcome o = load_list_asymmetric(next, std::get<protocol::LoadListAsymmetric>(*cmd));
-      o.list_refused = o.inner_sw != sw::ok;
+      o.list_refused = o.inner_sw != sw::ok && o.inner_sw != sw::referenced_data_not_found;  // see E1 above
       if (o.inner_sw != sw::ok) return o;
     }
   }

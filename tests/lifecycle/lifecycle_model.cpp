@@ -162,6 +162,12 @@ class World {
 
   // The backend's latest audit entries, oldest first (verbose runs, at a failure).
   void dump_audit() {
+    {
+      const auto st = card_state();
+      std::fprintf(stderr, "  card: last_list %u refresh_pending %d threshold %u outbox %zu\n", st.last_list_id, st.refresh_pending ? 1 : 0,
+                   st.threshold, st.outbox.size());
+      for (const auto& l : st.lists) std::fprintf(stderr, "  card slot: list %u count %u unused %u\n", l.id, l.count, l.unused());
+    }
     auto recent = b_->svc->audit_recent(60);
     if (!recent) return;
     for (auto it = recent->rbegin(); it != recent->rend(); ++it)

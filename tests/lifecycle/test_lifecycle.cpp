@@ -41,14 +41,15 @@ std::string summary(const Stats& s) {
 }  // namespace
 
 TEST_CASE("seeded random sequences keep every invariant (known open bugs excluded)", "[lifecycle]") {
-  // About 10^5 steps in all; each seed is bounded in steps and in time.
+  // 6 x 8000 steps, the same steps on every machine (the time bound only guards a hang: on
+  // this 2-core machine a seed takes about 10 s).
   for (std::uint64_t seed = 1; seed <= 6; ++seed) {
     Options opt;
     opt.seed = seed;
     opt.kind = kind_for(seed, "mixed");
-    auto s = run_seed(opt, 17000, 12);
+    auto s = run_seed(opt, 8000, 120);
     INFO(summary(s));
-    CHECK(s.steps >= 1000);
+    CHECK(s.steps == 8000);
     CHECK(s.approvals > 0);
     CHECK(s.lists_loaded > 0);
     std::printf("lifecycle seed %llu: %s\n", static_cast<unsigned long long>(seed), summary(s).c_str());
