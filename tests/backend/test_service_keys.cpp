@@ -321,8 +321,8 @@ TEST_CASE("E5 with a wrong CD (signed by another server key) is refused by the c
   std::vector<SecretBytes> codes;
   for (int i = 0; i < 5; ++i) codes.push_back(crypto::random_secret(16));
   auto card_rec = s.env.svc->card(s.e.n).value();
-  auto forged = encode_load_list_asymmetric(50, false, codes, card_rec.public_key, s.e.n,
-                                            crypto::private_key_der(foreign).value());
+  ServerKeyRecord foreign_key{"server", crypto::private_key_der(foreign).value(), crypto::ec_public_point(foreign).value(), 0};
+  auto forged = encode_load_list_asymmetric(50, false, codes, card_rec.public_key, s.e.n, foreign_key);
   REQUIRE(forged.ok());
   auto r = deliver(s.card, s.e, foreign_packet(s.e, *forged, 1000));
   CHECK(r.first == 0x0A);
