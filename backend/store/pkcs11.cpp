@@ -7,6 +7,7 @@
 
 #include <condition_variable>
 #include <cstring>
+#include <map>
 #include <mutex>
 
 #include <openssl/core_names.h>
@@ -101,6 +102,38 @@ Result<SecretBytes> p256_scalar(const SecretBytes& pkcs8) {
   return out;
 }
 
+// A loaded, initialized module, shared by every Token of the process: C_Initialize and
+// C_Finalize are per process, so the last Token to go finalizes it.
+struct Module {
+  void* lib = nullptr;
+  CK_FUNCTION_LIST_PTR f = nullptr;
+  bool initialized = false;
+  ~Module() {
+    if (f && initialized) f->C_Finalize(nullptr);
+    if (lib) ::dlclose(lib);
+  }
+};
+
+Result<std::shared_ptr<Module>> load_module(const std::filesystem::path& path) {
+  static std::mutex mu;
+  static std::map<std::string, std::weak_ptr<Module>> loaded;
+  std::lock_guard lk(mu);
+  if (auto m = loaded[path.string()].lock()) return m;
+  auto m = std::make_shared<Module>();
+  m->lib = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!m->lib) return make_error(Errc::io, "cannot load the PKCS#11 module " + path.string() + ": " + ::dlerror());
+  auto get_list = reinterpret_cast<CK_C_GetFunctionList>(::dlsym(m->lib, "C_GetFunctionList"));
+  if (!get_list) return make_error(Errc::io, path.string() + " is not a PKCS#11 module (no C_GetFunctionList)");
+  if (CK_RV rv = get_list(&m->f); rv != CKR_OK || !m->f) return p11_error("C_GetFunctionList", rv);
+  CK_C_INITIALIZE_ARGS args{};
+  args.flags = CKF_OS_LOCKING_OK;  // the module locks with the OS's primitives: we call it from many threads
+  const CK_RV rv = m->f->C_Initialize(&args);
+  if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) return p11_error("C_Initialize", rv);
+  m->initialized = rv == CKR_OK;  // someone else's initialization is theirs to finalize
+  loaded[path.string()] = m;
+  return m;
+}
+
 }  // namespace
 
 Result<Uri> parse_uri(std::string_view text) {
@@ -127,7 +160,7 @@ Result<Uri> parse_uri(std::string_view text) {
 }
 
 struct Token::Impl {
-  void* lib = nullptr;
+  std::shared_ptr<Module> module;  // outlives the sessions closed below
   CK_FUNCTION_LIST_PTR f = nullptr;
   CK_SLOT_ID slot = 0;
   std::string label;
@@ -135,14 +168,9 @@ struct Token::Impl {
   std::condition_variable freed;
   std::vector<CK_SESSION_HANDLE> idle;
   std::size_t open_sessions = 0;
-  bool initialized = false;
 
   ~Impl() {
-    if (f && initialized) {
-      for (CK_SESSION_HANDLE s : idle) f->C_CloseSession(s);
-      f->C_Finalize(nullptr);
-    }
-    if (lib) ::dlclose(lib);
+    for (CK_SESSION_HANDLE s : idle) f->C_CloseSession(s);
   }
 
   // Borrows a session (opening one if the pool is not full); returns it on destruction.
@@ -273,21 +301,15 @@ Token::Token(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Token::~Token() = default;
 const std::string& Token::label() const { return impl_->label; }
 
-Result<std::shared_ptr<Token>> Token::open(const std::filesystem::path& module, const Uri& uri,
+Result<std::shared_ptr<Token>> Token::open(const std::filesystem::path& module_path, const Uri& uri,
                                            const std::filesystem::path& pin_file) {
   auto pin = read_pin(pin_file);  // first: a missing PIN file is the commonest mistake
   if (!pin) return pin.error();
+  auto module = load_module(module_path);
+  if (!module) return module.error();
   auto impl = std::make_unique<Impl>();
-  impl->lib = ::dlopen(module.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (!impl->lib) return make_error(Errc::io, "cannot load the PKCS#11 module " + module.string() + ": " + ::dlerror());
-  auto get_list = reinterpret_cast<CK_C_GetFunctionList>(::dlsym(impl->lib, "C_GetFunctionList"));
-  if (!get_list) return make_error(Errc::io, module.string() + " is not a PKCS#11 module (no C_GetFunctionList)");
-  if (CK_RV rv = get_list(&impl->f); rv != CKR_OK || !impl->f) return p11_error("C_GetFunctionList", rv);
-  CK_C_INITIALIZE_ARGS args{};
-  args.flags = CKF_OS_LOCKING_OK;  // the module locks with the OS's primitives: we call it from many threads
-  if (CK_RV rv = impl->f->C_Initialize(&args); rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
-    return p11_error("C_Initialize", rv);
-  impl->initialized = true;
+  impl->module = std::move(*module);
+  impl->f = impl->module->f;
 
   // The one slot whose token matches the URI's token attributes.
   std::unique_ptr<P11KitUri, void (*)(P11KitUri*)> u(p11_kit_uri_new(), p11_kit_uri_free);
@@ -315,7 +337,7 @@ Result<std::shared_ptr<Token>> Token::open(const std::filesystem::path& module, 
   if (!found) {
     std::string names;
     for (const auto& s : seen) names += (names.empty() ? "'" : ", '") + s + "'";
-    return make_error(Errc::not_found, "no PKCS#11 token matches " + uri.text + " in " + module.string() +
+    return make_error(Errc::not_found, "no PKCS#11 token matches " + uri.text + " in " + module_path.string() +
                                            (names.empty() ? " (the module shows no initialized token)" : " (tokens present: " + names + ")"));
   }
   auto s = impl->session();
