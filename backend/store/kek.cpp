@@ -205,7 +205,34 @@ Result<std::uint32_t> TokenKek::version_of(ByteView sealed) {
   return be32(sealed.subspan(1, 4));
 }
 
+void TokenKek::forget_handles() const {
+  std::lock_guard lk(versions_->mu);
+  versions_->read_at = {};
+  versions_->audit = 0;
+}
+
 Result<Bytes> TokenKek::seal(ByteView plain, ByteView ad) const {
+  auto r = seal_once(plain, ad);
+  if (r || r.error().code != Errc::unknown_key) return r;
+  forget_handles();  // the token's objects were re-read (e.g. its files came back): look again
+  return seal_once(plain, ad);
+}
+
+Result<SecretBytes> TokenKek::open(ByteView sealed, ByteView ad) const {
+  auto r = open_once(sealed, ad);
+  if (r || r.error().code != Errc::unknown_key) return r;
+  forget_handles();
+  return open_once(sealed, ad);
+}
+
+Result<Bytes> TokenKek::audit_mac(ByteView data) const {
+  auto r = audit_mac_once(data);
+  if (r || r.error().code != Errc::unknown_key) return r;
+  forget_handles();
+  return audit_mac_once(data);
+}
+
+Result<Bytes> TokenKek::seal_once(ByteView plain, ByteView ad) const {
   auto key = current_key();
   if (!key) return key.error();
   const auto [version, h] = *key;
@@ -220,7 +247,7 @@ Result<Bytes> TokenKek::seal(ByteView plain, ByteView ad) const {
   return out;
 }
 
-Result<SecretBytes> TokenKek::open(ByteView sealed, ByteView ad) const {
+Result<SecretBytes> TokenKek::open_once(ByteView sealed, ByteView ad) const {
   auto v = version_of(sealed);
   if (!v) return v.error();
   p11::Handle h = 0;
@@ -241,11 +268,19 @@ Result<SecretBytes> TokenKek::open(ByteView sealed, ByteView ad) const {
   return token_->gcm_decrypt(h, sealed.subspan(5, kGcmIv), gcm_aad(*v, ad), sealed.subspan(kTokenHeader));
 }
 
-Result<Bytes> TokenKek::audit_mac(ByteView data) const {
+Result<Bytes> TokenKek::audit_mac_once(ByteView data) const {
   p11::Handle h = 0;
   {
     std::lock_guard lk(versions_->mu);
     h = versions_->audit;
+  }
+  if (h == 0) {
+    auto audit = token_->find_secret_keys(labels_.audit);
+    if (!audit) return audit.error();
+    if (audit->size() != 1) return make_error(Errc::not_found, "token '" + token_->label() + "' no longer holds its audit key '" + labels_.audit + "'");
+    h = audit->front().second;
+    std::lock_guard lk(versions_->mu);
+    versions_->audit = h;
   }
   return token_->hmac_sha256(h, data);
 }

@@ -107,6 +107,11 @@ class TokenKek final : public KeyCustody {
   struct Versions;
 
  private:
+  Result<Bytes> seal_once(ByteView plain, ByteView ad) const;
+  Result<SecretBytes> open_once(ByteView sealed, ByteView ad) const;
+  Result<Bytes> audit_mac_once(ByteView data) const;
+  /// Drops the cached object handles (stale after the token re-read its objects).
+  void forget_handles() const;
   /// The highest version and its handle.
   Result<std::pair<std::uint32_t, unsigned long>> current_key() const;
   TokenKek(std::shared_ptr<p11::Token> token, TokenLabels labels);

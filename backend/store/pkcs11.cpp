@@ -53,7 +53,10 @@ std::string rv_name(CK_RV rv) {
 }
 
 Error p11_error(const char* what, CK_RV rv) {
-  const Errc code = rv == CKR_ENCRYPTED_DATA_INVALID ? Errc::bad_mac : Errc::io;
+  // unknown_key: the handle went stale (the token was re-read); a caller may look it up again.
+  const Errc code = rv == CKR_ENCRYPTED_DATA_INVALID   ? Errc::bad_mac
+                    : rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID ? Errc::unknown_key
+                                                                                     : Errc::io;
   return make_error(code, std::string("PKCS#11 ") + what + " failed: " + rv_name(rv));
 }
 
