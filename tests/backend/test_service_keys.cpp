@@ -297,7 +297,7 @@ TEST_CASE("E5: a card enrolled with its public key gets E4 then E5 lists it can 
   }
 }
 
-TEST_CASE("SoftHSM2: E4 and E5 signed inside the token are verified by the card; the keys never leave it", "[softhsm]") {
+TEST_CASE("SoftHSM2: E4 and E5 signed inside the token are verified by the card, and the keys never leave it", "[softhsm]") {
   test::SoftHsm hsm;
   auto custody = hsm.init_custody();
   auto token = hsm.token().value();
