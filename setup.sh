@@ -26,6 +26,8 @@ packages=(
   libhowardhinnant-date-dev tzdata iso-codes
   # readers and virtual card
   libnfc-dev libnfc-bin libpcsclite-dev pcscd pcsc-tools opensc vsmartcard-vpcd
+  # keys in a PKCS#11 token: p11-kit headers and URI parser, SoftHSM2 for tests (opensc: pkcs11-tool)
+  libp11-kit-dev softhsm2
   # SMS gateway
   kannel kannel-extras
   # door relay

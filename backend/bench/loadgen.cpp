@@ -31,7 +31,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "custody.hpp"
 #include "kek.hpp"
+#include "otac/sys/file.hpp"
 #include "otac/common/crypto.hpp"
 #include "otac/common/protocol.hpp"
 #include "otac/common/url.hpp"
@@ -229,6 +231,19 @@ void report(const char* what, const Result_& r) {
 
 }  // namespace
 
+// The key custody otac-backend uses with DIR/otac-backend.conf (defaults without one).
+Result<std::shared_ptr<const Kek>> loadgen_custody(const std::string& dir) {
+  Config base;
+  base.data_dir = std::filesystem::absolute(dir);
+  const auto conf = base.data_dir / "otac-backend.conf";
+  if (!std::filesystem::exists(conf)) return open_custody(base, nullptr);
+  auto text = sys::read_file(conf);
+  if (!text) return text.error();
+  auto c = parse_config(*text, base);
+  if (!c) return make_error(c.error().code, conf.string() + ": " + c.error().message);
+  return open_custody(*c, nullptr);
+}
+
 int main(int argc, char** argv) {
   std::string dir, url;
   unsigned connections = 16;
@@ -280,9 +295,10 @@ int main(int argc, char** argv) {
   }
 
   // Cards and lists; read the codes from the store (a card would hold them).
-  auto kek = Kek::load_or_create(dir + "/kek.bin");
+  // The backend's own custody (its config in DIR): the file KEK, or its PKCS#11 token.
+  auto kek = loadgen_custody(dir);
   if (!kek) { std::fprintf(stderr, "otac-loadgen: %s\n", kek.error().message.c_str()); return 1; }
-  auto store = open_sqlite_store(dir + "/otac.db", std::make_shared<const Kek>(std::move(*kek)));
+  auto store = open_sqlite_store(dir + "/otac.db", std::move(*kek));
   if (!store) { std::fprintf(stderr, "otac-loadgen: %s\n", store.error().message.c_str()); return 1; }
   std::vector<std::string> bodies;
   std::size_t card_no = 0;

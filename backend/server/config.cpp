@@ -1,6 +1,7 @@
 #include "config.hpp"
 
 #include "otac/common/number.hpp"
+#include "pkcs11.hpp"
 
 #include <functional>
 #include <map>
@@ -24,6 +25,18 @@ Result<Config> parse_config(std::string_view text, Config c) {
   auto path = [](std::filesystem::path& dst) -> Setter {
     return [&dst](std::string_view v) -> Result<void> {
       if (v.empty()) return make_error(Errc::bad_value, "empty path");
+      dst = std::string(v);
+      return {};
+    };
+  };
+  // Empty, or a PKCS#11 URI without a PIN (parsed again, with the token, at start).
+  auto pkcs11_uri = [](std::string& dst) -> Setter {
+    return [&dst](std::string_view v) -> Result<void> {
+      if (!v.empty()) {
+        auto u = p11::parse_uri(v);
+        if (!u) return u.error();
+        if (u->object.empty()) return make_error(Errc::bad_value, "must name the key with object=LABEL");
+      }
       dst = std::string(v);
       return {};
     };
@@ -53,6 +66,11 @@ Result<Config> parse_config(std::string_view text, Config c) {
       {"tls_key", path(c.tls_key)},
       {"kek_file", path(c.kek_file)},
       {"database", path(c.database)},
+      {"kek_uri", pkcs11_uri(c.kek_uri)},
+      {"server_key_uri", pkcs11_uri(c.server_key_uri)},
+      {"card_ca_key_uri", pkcs11_uri(c.card_ca_key_uri)},
+      {"pkcs11_module", path(c.pkcs11_module)},
+      {"pkcs11_pin_file", path(c.pkcs11_pin_file)},
       {"mo_secret_file", path(c.mo_secret_file)},
       {"admin_token_file", path(c.admin_token_file)},
       {"server_msisdn", str(c.server_msisdn)},
@@ -128,6 +146,19 @@ tls_key = server.key
 # Key-encryption key for card keys and codes at rest (32 bytes, mode 0600).
 kek_file = kek.bin
 database = otac.db
+
+# Keys in a PKCS#11 token (an HSM; SoftHSM2 for tests). Empty kek_uri: the file KEK above.
+# With kek_uri, card keys and codes are wrapped by the token's AES key (AES-GCM inside the
+# token); kek_file, if it still exists, only opens values not yet migrated. With
+# server_key_uri and card_ca_key_uri, ECDSA signatures (E4, E5) are made inside the token.
+# Set up with "otac-backend hsm-init" (new store) or "hsm-migrate" (existing store); rotate
+# with "hsm-rotate". The PIN is read from pkcs11_pin_file (mode 0600), never from here.
+# Example: kek_uri = pkcs11:token=otac;object=kek
+kek_uri =
+server_key_uri =
+card_ca_key_uri =
+pkcs11_module = /usr/lib/softhsm/libsofthsm2.so
+pkcs11_pin_file = hsm.pin
 mo_secret_file = mo.secret
 # Token of the first operator ("admin", role admin), written on first start (mode 0600).
 admin_token_file = admin.token

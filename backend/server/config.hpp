@@ -18,6 +18,13 @@ struct Config {
   std::filesystem::path ca_cert = "ca.pem", ca_key = "ca.key";
   std::filesystem::path tls_cert = "server.pem", tls_key = "server.key";
   std::filesystem::path kek_file = "kek.bin", database = "otac.db";
+  /// Keys in a PKCS#11 token (docs/operations.md, "Keys in an HSM"): RFC 7512 URIs; empty
+  /// kek_uri = the file KEK. The PIN comes from pkcs11_pin_file, never from the config.
+  std::string kek_uri;
+  std::string server_key_uri;   ///< the E5 list-signing key; empty = sealed in the store
+  std::string card_ca_key_uri;  ///< the card CA key (E4); set together with server_key_uri
+  std::filesystem::path pkcs11_module = "/usr/lib/softhsm/libsofthsm2.so";
+  std::filesystem::path pkcs11_pin_file = "hsm.pin";
   std::filesystem::path mo_secret_file = "mo.secret", admin_token_file = "admin.token";
   std::string server_msisdn = "+15550100";
   std::uint32_t list_size = 100;

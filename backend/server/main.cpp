@@ -15,9 +15,10 @@
 #include "api.hpp"
 #include "config.hpp"
 #include "kannel.hpp"
-#include "kek.hpp"
+#include "custody.hpp"
 #include "log.hpp"
 #include "otac/common/crypto.hpp"
+#include "otac/common/number.hpp"
 #include "otac/common/url.hpp"
 #include "otac/sys/file.hpp"
 #include "pki.hpp"
@@ -40,6 +41,9 @@ SYNOPSIS
     otac-backend --data-dir DIR [--config FILE] [--listen HOST:PORT] [--mo-listen HOST:PORT]
     otac-backend --default-config
     otac-backend renew-certificate --data-dir DIR [--config FILE]
+    otac-backend hsm-init --data-dir DIR [--config FILE]
+    otac-backend hsm-migrate --data-dir DIR [--config FILE] [--batch N]
+    otac-backend hsm-rotate --data-dir DIR [--config FILE] [--batch N] [--keep-old]
     otac-backend --help
 
 DESCRIPTION
@@ -72,6 +76,20 @@ RENEW-CERTIFICATE
     subject alternative names, and replaces the certificate file atomically (write, fsync,
     rename). The key file is unchanged. A running backend keeps serving the old certificate
     until it is restarted. Prints the new notAfter.
+
+KEY CEREMONY (keys in a PKCS#11 token; kek_uri and friends in the config)
+    hsm-init     makes what the token lacks: KEK version 1, the audit-log key and, with
+                 server_key_uri and card_ca_key_uri, the two ECDSA P-256 key pairs. For a
+                 new store (refused when kek_file and the database both exist).
+    hsm-migrate  moves a file-KEK store into the token: imports the audit-log key and the
+                 server and card CA keys (cards trust them), re-wraps every card key and code
+                 under the token's KEK in transactions of --batch rows (default 200), then
+                 drops the stored private keys. Resumable; safe to kill at any point.
+    hsm-rotate   makes a new KEK version, waits for running backends to seal under it,
+                 re-wraps every value in batches while they serve (they open both versions),
+                 then destroys the old versions (--keep-old keeps them). Run again to
+                 resume an interrupted rotation.
+    Each writes an audit entry. The PIN is read from pkcs11_pin_file (0600).
 
 OPTIONS
     --data-dir DIR        data directory (created 0700 if absent). Required.
@@ -185,6 +203,15 @@ int renew_certificate(const Config& c) {
   return 0;
 }
 
+// otac-backend hsm-init | hsm-migrate | hsm-rotate: prints the summary (also in the audit log).
+int run_ceremony(std::string_view sub, const Config& c, CeremonyOptions o) {
+  o.rewrap.progress = [](std::uint64_t n) { std::fprintf(stderr, "otac-backend: %llu keys re-wrapped\n", static_cast<unsigned long long>(n)); };
+  auto r = sub == "hsm-init" ? hsm_init(c, o) : sub == "hsm-migrate" ? hsm_migrate(c, o) : hsm_rotate(c, o);
+  if (!r) return fail(std::string(sub) + ": " + r.error().message);
+  std::printf("%s\n", r->c_str());
+  return 0;
+}
+
 std::string trim_line(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
   return s;
@@ -194,8 +221,11 @@ std::string trim_line(std::string s) {
 
 int main(int argc, char** argv) {
   std::string data_dir, config_file, listen_override, mo_override;
-  const bool renew = argc > 1 && std::string_view(argv[1]) == "renew-certificate";
-  for (int i = renew ? 2 : 1; i < argc; ++i) {
+  const std::string_view sub = argc > 1 ? std::string_view(argv[1]) : std::string_view();
+  const bool renew = sub == "renew-certificate";
+  const bool ceremony = sub == "hsm-init" || sub == "hsm-migrate" || sub == "hsm-rotate";
+  CeremonyOptions ceremony_options;
+  for (int i = renew || ceremony ? 2 : 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&](std::string& dst) -> bool {
       if (i + 1 >= argc) return false;
@@ -208,11 +238,18 @@ int main(int argc, char** argv) {
     else if (a == "--config") { if (!value(config_file)) return usage("--config needs a file"); }
     else if (a == "--listen") { if (!value(listen_override)) return usage("--listen needs HOST:PORT"); }
     else if (a == "--mo-listen") { if (!value(mo_override)) return usage("--mo-listen needs HOST:PORT"); }
+    else if (ceremony && a == "--batch") {
+      std::string v;
+      auto n = value(v) ? parse_uint(v, 1, 100000) : Result<std::uint64_t>(make_error(Errc::bad_value, "missing"));
+      if (!n) return usage("--batch needs a number of rows, 1 to 100000");
+      ceremony_options.rewrap.batch = static_cast<std::uint32_t>(*n);
+    }
+    else if (sub == "hsm-rotate" && a == "--keep-old") ceremony_options.keep_old = true;
     else return usage("unknown argument '" + a + "'");
   }
   if (data_dir.empty()) return usage("--data-dir is required");
-  if (renew) {
-    if (!listen_override.empty() || !mo_override.empty()) return usage("renew-certificate takes --data-dir and --config only");
+  if (renew || ceremony) {
+    if (!listen_override.empty() || !mo_override.empty()) return usage(std::string(sub) + " takes no listen address");
     Config base;
     base.data_dir = fs::absolute(data_dir);
     const fs::path cfg_path = config_file.empty() ? base.data_dir / "otac-backend.conf" : fs::path(config_file);
@@ -224,7 +261,8 @@ int main(int argc, char** argv) {
       if (!cfg) return fail(cfg_path.string() + ": " + cfg.error().message);
       c = std::move(*cfg);
     }
-    return renew_certificate(c);
+    if (renew) return renew_certificate(c);
+    return run_ceremony(sub, c, ceremony_options);
   }
 
   std::error_code ec;
@@ -257,11 +295,9 @@ int main(int argc, char** argv) {
   auto created = bootstrap(c);
   if (!created) return fail(created.error().message);
   if (first_start) created->insert(created->begin(), cfg_path.string() + " (configuration, commented defaults)");
-  const bool kek_new = !fs::exists(c.resolve(c.kek_file));
-  auto kek = Kek::load_or_create(c.resolve(c.kek_file));
-  if (!kek) return fail(kek.error().message);
-  if (kek_new) created->push_back(c.resolve(c.kek_file).string() + " (key-encryption key, 0600; back it up apart from the database)");
-  auto kekp = std::make_shared<const Kek>(std::move(*kek));
+  auto kekp_r = open_custody(c, &*created);
+  if (!kekp_r) return fail(kekp_r.error().message);
+  auto kekp = std::move(*kekp_r);
   const fs::path db = c.resolve(c.database);
   {
     auto s = open_sqlite_store(db, kekp);  // creates and migrates; fails early on a bad file

@@ -83,9 +83,7 @@ Result<std::uint64_t> queue_server_key(Tx& tx, const CardRecord& card, UnixTime 
   if (!ca) return ca.error();
   auto server = ensure_server_key(tx, kServerKeyName, now);
   if (!server) return server.error();
-  auto ca_priv = crypto::private_key_from_der(ca->private_der.view());
-  if (!ca_priv) return ca_priv.error();
-  auto sig = crypto::ecdsa_sign(*ca_priv, server->public_point);
+  auto sig = sign_with_server_key(*ca, server->public_point);
   if (!sig) return sig.error();
   return enqueue_packet(tx, card, encode_server_key(server->public_point, *sig), now, "server_key", 0);
 }
@@ -103,7 +101,7 @@ Result<Bytes> list_command(Tx& tx, const CardRecord& card, std::uint16_t id, boo
   if (!ct_equal(sec->server_point, server->public_point)) {
     if (auto x = queue_server_key(tx, card, now); !x) return x.error();
   }
-  return encode_load_list_asymmetric(id, activate_now, keys, card.public_key, card.n, server->private_der);
+  return encode_load_list_asymmetric(id, activate_now, keys, card.public_key, card.n, *server);
 }
 
 Bytes encode_replace_key(const SecretBytes& k, std::uint8_t version) {

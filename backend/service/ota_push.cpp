@@ -98,8 +98,15 @@ Result<void> check_card_public_key(ByteView spki) {
   return {};
 }
 
+Result<Bytes> sign_with_server_key(const ServerKeyRecord& key, ByteView message) {
+  if (key.sign_in_token) return key.sign_in_token(message);
+  auto priv = crypto::private_key_from_der(key.private_der.view());
+  if (!priv) return make_error(priv.error().code, "server key " + key.name + ": " + priv.error().message);
+  return crypto::ecdsa_sign(*priv, message);
+}
+
 Result<Bytes> encode_load_list_asymmetric(std::uint16_t list_id, bool activate_now, const std::vector<SecretBytes>& keys,
-                                          ByteView card_spki, ByteView n, const SecretBytes& server_private_der) {
+                                          ByteView card_spki, ByteView n, const ServerKeyRecord& server) {
   auto pub = crypto::public_key_from_der(card_spki);
   if (!pub) return make_error(pub.error().code, "card public key: " + pub.error().message);
   SecretBytes session;
@@ -132,9 +139,7 @@ Result<Bytes> encode_load_list_asymmetric(std::uint16_t list_id, bool activate_n
   cmd.count = static_cast<std::uint16_t>(keys.size());
   cmd.wrapped_key = std::move(wrapped);
   cmd.encrypted_keys = std::move(*enc);
-  auto server = crypto::private_key_from_der(server_private_der.view());
-  if (!server) return make_error(server.error().code, "server signing key: " + server.error().message);
-  auto sig = crypto::ecdsa_sign(*server, cmd.signed_part());
+  auto sig = sign_with_server_key(server, cmd.signed_part());
   if (!sig) return sig.error();
   cmd.signature = std::move(*sig);
   return protocol::encode_inner(std::move(cmd));

@@ -35,7 +35,11 @@ Bytes encode_server_key(ByteView server_point, ByteView ca_signature);
 /// ephemeral P-256 point with ECDH + HKDF info "OTAC-E5" || N), CD by the server key over
 /// C1 C2 C4 CC C5. card_spki is the card's DER SubjectPublicKeyInfo.
 Result<Bytes> encode_load_list_asymmetric(std::uint16_t list_id, bool activate_now, const std::vector<SecretBytes>& keys,
-                                          ByteView card_spki, ByteView n, const SecretBytes& server_private_der);
+                                          ByteView card_spki, ByteView n, const ServerKeyRecord& server);
+
+/// ECDSA P-256 with SHA-256 (DER) by a server key: inside the token when one holds it, else
+/// with the key's PKCS#8 copy from the store.
+Result<Bytes> sign_with_server_key(const ServerKeyRecord& key, ByteView message);
 
 /// The most codes one E5 packet takes within kMaxParts SMS (with CF): about 107 for an RSA-2048
 /// card (CC is 256 bytes) and 119 for P-256; we keep a margin: 100 and 110.

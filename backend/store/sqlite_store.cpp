@@ -180,7 +180,7 @@ Bytes audit_mac(const Kek& kek, ByteView prev, std::int64_t seq, UnixTime at, st
   append(in, be_bytes(static_cast<std::uint64_t>(seq), 8));
   append(in, be_bytes(static_cast<std::uint64_t>(at), 8));
   for (auto s : {actor, action, detail}) { append(in, be_bytes(s.size(), 4)); append(in, as_bytes(s)); }
-  return crypto::hmac_sha256(kek.audit_key().view(), in);
+  return kek.audit_mac(in);
 }
 
 class Connection;
@@ -1120,7 +1120,9 @@ Result<ServerKeyRecord> SqliteTx::server_key(std::string_view name) {
   r.t(name);
   auto row = r.step();
   if (!row) return row.error();
-  if (!*row) return make_error(Errc::not_found, "no server key " + std::string(name));
+  if (!*row) return held_server_record(kek_, name, {}, 0);  // not_found unless a token holds it
+  if (auto held = held_server_record(kek_, name, r.col_b(1), r.col_i(2)); held || held.error().code != Errc::not_found)
+    return held;
   ServerKeyRecord k;
   k.name = std::string(name);
   auto priv = kek_.open(r.col_b(0), ad("server-key", as_bytes(name)));

@@ -175,6 +175,8 @@ struct ServerKeyRecord {
   SecretBytes private_der;            ///< PKCS#8 DER
   Bytes public_point;                 ///< uncompressed P-256 point, 65 bytes
   UnixTime created_at = 0;
+  /// Set when a PKCS#11 token holds the private key (private_der is then empty): signs inside it.
+  std::function<Result<Bytes>(ByteView message)> sign_in_token = nullptr;
 };
 
 /// A card's signature key S and server-key state (protocol.md 6.2, E3/E4). Kept apart from

@@ -14,6 +14,7 @@
 #include "otac/common/apdu.hpp"
 #include "otac/common/ota.hpp"
 #include "otac/common/tlv.hpp"
+#include "softhsm_fixture.hpp"
 #include "test_service_support.hpp"
 
 namespace otac::backend::test {
@@ -238,8 +239,8 @@ struct Setup {
 
   // key_pair 0: symmetric card (E1 lists); 01/02: enrolled with the card's public key (E5).
   explicit Setup(std::uint8_t key_pair, Algorithm alg = Algorithm::aes128, std::optional<Bytes> ca_override = std::nullopt,
-                 std::uint16_t list_size = 20)
-      : env(list_size) {
+                 std::uint16_t list_size = 20, std::shared_ptr<const Kek> custody = nullptr)
+      : env(list_size, std::move(custody)) {
     REQUIRE(env.svc->register_terminal(TerminalRecord{"TERM0001", "ab", 0, true}, "test"));
     const Bytes spki = prepare(card, key_pair);
     EnrollRequest er;
@@ -296,6 +297,42 @@ TEST_CASE("E5: a card enrolled with its public key gets E4 then E5 lists it can 
   }
 }
 
+TEST_CASE("SoftHSM2: E4 and E5 signed inside the token are verified by the card, and the keys never leave it", "[softhsm]") {
+  test::SoftHsm hsm;
+  auto custody = hsm.init_custody();
+  auto token = hsm.token().value();
+  const Bytes ca_point = token->ec_point(token->find_ec_key("otac-card-ca", false).value()).value();
+  const Bytes server_point = token->ec_point(token->find_ec_key("otac-server", false).value()).value();
+  Setup s(0x02, Algorithm::aes128, std::nullopt, 20, custody);
+  // The card is personalized with the token's card CA point, and the store keeps no copy.
+  CHECK(s.e.ca_point == ca_point);
+  pump(s.card, s.env, s.link, s.e);
+  auto tags = inner_tags(s.link.delivered, s.e);
+  REQUIRE(tags.size() == 2);
+  CHECK(tags[0] == std::vector<tlv::Tag>{0xE4});
+  CHECK(tags[1] == std::vector<tlv::Tag>{0xE5});
+  REQUIRE(s.link.pors.size() == 2);
+  for (const auto& [rsc, data] : s.link.pors) {  // the card checked both ECDSA signatures
+    CHECK(rsc == 0x00);
+    CHECK(data == hex("9000"));
+  }
+  CHECK(s.card.unused() == 20);
+  CHECK(s.env.svc->key_status(s.e.n).value().server_key);
+  auto a = tap(s.card, s.env, "H-1", 1);
+  CHECK(a.decision == Decision::approved);
+  // A store that holds the server keys itself would have made rows; this one made none.
+  auto store = s.env.store();
+  REQUIRE((*store).run([&](Tx& tx) -> Result<void> {
+    auto k = tx.server_key("server");
+    REQUIRE(k);
+    CHECK(k->private_der.empty());
+    CHECK(k->public_point == server_point);
+    return {};
+  }));
+  // The card's own key K is wrapped by the token: the database holds it only sealed.
+  CHECK(test::find_secrets(s.env.dir.path, {Bytes(s.e.k.view().begin(), s.e.k.view().end())}).empty());
+}
+
 TEST_CASE("E5 lists are capped so that they fit 16 SMS: 100 codes for RSA-2048, 110 for P-256") {
   for (std::uint8_t kp : {std::uint8_t{0x01}, std::uint8_t{0x02}}) {
     DYNAMIC_SECTION("key pair " << int(kp)) {
@@ -321,8 +358,8 @@ TEST_CASE("E5 with a wrong CD (signed by another server key) is refused by the c
   std::vector<SecretBytes> codes;
   for (int i = 0; i < 5; ++i) codes.push_back(crypto::random_secret(16));
   auto card_rec = s.env.svc->card(s.e.n).value();
-  auto forged = encode_load_list_asymmetric(50, false, codes, card_rec.public_key, s.e.n,
-                                            crypto::private_key_der(foreign).value());
+  ServerKeyRecord foreign_key{"server", crypto::private_key_der(foreign).value(), crypto::ec_public_point(foreign).value(), 0};
+  auto forged = encode_load_list_asymmetric(50, false, codes, card_rec.public_key, s.e.n, foreign_key);
   REQUIRE(forged.ok());
   auto r = deliver(s.card, s.e, foreign_packet(s.e, *forged, 1000));
   CHECK(r.first == 0x0A);

@@ -46,7 +46,9 @@ struct Env {
   ServiceConfig config;
   std::unique_ptr<Service> svc;
 
-  explicit Env(std::uint16_t list_size = 20) {
+  /// custody: another key custody than the fixed file KEK (a SoftHSM2 token).
+  explicit Env(std::uint16_t list_size = 20, std::shared_ptr<const Kek> custody = nullptr) {
+    if (custody) kek = std::move(custody);
     config.list_size = list_size;
     config.currencies = load_iso4217().value();  // Debian's iso-codes, as the server loads it
     restart();

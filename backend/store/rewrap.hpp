@@ -1,0 +1,46 @@
+// Re-wrapping every sealed value of a store under the KEK that seals now: the work of a
+// migration from the file KEK to a token, and of a token KEK rotation.
+//
+// Each sealed value records what wraps it in its first bytes (kek.hpp: 01 = file KEK,
+// 02 || version = token KEK), so the progress of a re-wrap is in the rows themselves: a run
+// picks rows not yet under the target, re-wraps a batch of them in one transaction (the old
+// value must still be there, or the row is left for the next pass), commits, and goes on.
+// Killed at any point, a run loses nothing (a batch commits whole or not at all) and the
+// next run continues where it stopped. The backend may serve meanwhile: it opens both.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+
+#include "kek.hpp"
+#include "otac/common/result.hpp"
+
+namespace otac::backend {
+
+struct RewrapOptions {
+  std::uint32_t batch = 200;                   ///< rows per transaction
+  std::uint32_t max_passes = 1000;             ///< a bound on the loop; each pass sees fewer rows
+  std::function<void(std::uint64_t)> progress; ///< called after each batch with the total so far
+};
+
+struct RewrapReport {
+  std::uint64_t rewrapped = 0;  ///< values re-wrapped by this run
+  std::uint64_t remaining = 0;  ///< values still not under the target (0 when finished)
+};
+
+/// Re-wraps every sealed value in db_file that the target custody did not make (format
+/// byte, and for a token the KEK version) with kek.seal, whose custody must be `target`.
+/// target_version: the token KEK version wanted (ignored for the file KEK).
+Result<RewrapReport> rewrap_store(const std::filesystem::path& db_file, const Kek& kek, std::uint8_t target_format,
+                                  std::uint32_t target_version, const RewrapOptions& options);
+
+/// Sealed values in db_file not yet under the target (for status and tests).
+Result<std::uint64_t> count_not_under(const std::filesystem::path& db_file, std::uint8_t target_format,
+                                      std::uint32_t target_version);
+
+/// Overwrites the sealed private key of a server key the token now holds with an empty value,
+/// so that no copy remains in the store. Idempotent.
+Result<void> drop_stored_private_key(const std::filesystem::path& db_file, std::string_view name);
+
+}  // namespace otac::backend

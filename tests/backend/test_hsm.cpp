@@ -1,0 +1,303 @@
+// Key custody in a PKCS#11 token, with a real SoftHSM2: the key ceremony (hsm-init,
+// hsm-migrate, hsm-rotate), failures of the token, and what a copied data directory reveals.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <thread>
+
+#include "custody.hpp"
+#include "rewrap.hpp"
+#include "softhsm_fixture.hpp"
+#include "test_service_support.hpp"
+
+using namespace otac;
+using namespace otac::backend;
+using otac::backend::test::Ch;
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// A backend configuration over a data directory, with or without the token.
+Config config_for(const fs::path& data_dir, const test::SoftHsm* hsm) {
+  Config c;
+  c.data_dir = data_dir;
+  if (hsm) {
+    c.kek_uri = "pkcs11:token=otac;object=kek";
+    c.server_key_uri = "pkcs11:token=otac;object=otac-server";
+    c.card_ca_key_uri = "pkcs11:token=otac;object=otac-card-ca";
+    c.pkcs11_module = test::kSoftHsmModule;
+    c.pkcs11_pin_file = hsm->pin;
+  }
+  return c;
+}
+
+// A service over the config's database with the custody the config names.
+struct Backend {
+  std::shared_ptr<const Kek> kek;
+  test::Env env;
+  Backend(const Config& c, std::uint16_t list_size = 20)
+      : kek(open_custody(c, nullptr).value()), env(list_size, kek) {
+    env.db = c.resolve(c.database);
+    env.svc = std::make_unique<Service>(env.config, [this] { return open_sqlite_store(env.db, kek); },
+                                        [this] { return env.clock; });
+  }
+};
+
+Bytes raw(const SecretBytes& s) { return Bytes(s.view().begin(), s.view().end()); }
+
+// An authorization with code `index` of the card's list.
+AuthAnswer authorize(Backend& b, const test::IssuedCard& card, std::uint16_t index, const std::string& txn) {
+  Ch ch;
+  ch.un = be_bytes(index, 8);
+  auto a = b.env.svc->authorize(test::card_request(txn, card.n, card.alg, card.list, index, card.codes[index], ch), "TERM0001");
+  if (!a) throw std::runtime_error(a.error().message);
+  return *a;
+}
+
+// The audit actions, oldest first, and the chain checked.
+std::vector<std::string> audit_actions(Backend& b) {
+  std::vector<std::string> out;
+  auto s = b.env.store();
+  REQUIRE(s->run([&](Tx& tx) -> Result<void> {
+    auto n = tx.verify_audit_chain();
+    if (!n) return n.error();
+    auto e = tx.audit_entries(0, 100000);
+    if (!e) return e.error();
+    for (const auto& x : *e) out.push_back(x.action);
+    return {};
+  }));
+  return out;
+}
+
+bool has(const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); }
+
+}  // namespace
+
+TEST_CASE("SoftHSM2: hsm-init, enrollment and authorization with every key wrapped by the token", "[softhsm]") {
+  test::SoftHsm hsm;
+  test::TempDir data;
+  const Config c = config_for(data.path, &hsm);
+  auto init = hsm_init(c, {});
+  REQUIRE(init);
+  CHECK(init->find("kek_version=1") != std::string::npos);
+  CHECK(hsm_init(c, {}));  // idempotent: makes nothing twice
+  Backend b(c);
+  auto card = test::enroll_issued(b.env);
+  CHECK(authorize(b, card, 0, "T-1").decision == Decision::approved);
+  CHECK(authorize(b, card, 1, "T-2").decision == Decision::approved);
+  CHECK(count_not_under(b.env.db, kSealedToken, 1).value() == 0);  // every sealed value: 02 || version 1
+  auto actions = audit_actions(b);
+  CHECK(has(actions, "hsm_init"));
+  CHECK(has(actions, "enroll"));
+  // No file KEK was made: without the token nothing opens.
+  CHECK_FALSE(fs::exists(c.resolve(c.kek_file)));
+  // The data directory copied without the token reveals no card key and no code.
+  test::TempDir copy;
+  fs::copy(data.path, copy.path / "data", fs::copy_options::recursive);
+  std::vector<Bytes> secrets{raw(card.k)};
+  for (const auto& k : card.codes) secrets.push_back(raw(k));
+  CHECK(test::find_secrets(copy.path, secrets).empty());
+  // The scan itself finds a key that is there (the letter's K in a file).
+  std::ofstream(copy.path / "letter.txt") << to_hex(card.k.view());
+  CHECK_FALSE(test::find_secrets(copy.path, secrets).empty());
+}
+
+TEST_CASE("SoftHSM2: a wrong PIN, a missing token and a PIN file others can read are refused clearly", "[softhsm]") {
+  test::SoftHsm hsm;
+  test::TempDir data;
+  Config c = config_for(data.path, &hsm);
+  REQUIRE(hsm_init(c, {}));
+  hsm.write_pin("9999");
+  auto wrong = open_custody(c, nullptr);
+  REQUIRE_FALSE(wrong);
+  CHECK(wrong.error().message.find("CKR_PIN_INCORRECT") != std::string::npos);
+  hsm.write_pin("1234");
+  Config missing = c;
+  missing.kek_uri = "pkcs11:token=nosuch;object=kek";
+  auto m = open_custody(missing, nullptr);
+  REQUIRE_FALSE(m);
+  CHECK(m.error().message.find("no PKCS#11 token matches pkcs11:token=nosuch") != std::string::npos);
+  CHECK(m.error().message.find("'otac'") != std::string::npos);  // names the tokens present
+  ::chmod(hsm.pin.c_str(), 0644);
+  auto loose = open_custody(c, nullptr);
+  REQUIRE_FALSE(loose);
+  CHECK(loose.error().message.find("chmod 600") != std::string::npos);
+  ::chmod(hsm.pin.c_str(), 0600);
+  CHECK(open_custody(c, nullptr));
+  // A PIN in the URI is refused by the config parser.
+  CHECK_FALSE(p11::parse_uri("pkcs11:token=otac;object=kek?pin-value=1234"));
+}
+
+TEST_CASE("SoftHSM2: the token's directory gone while serving: errors, no approval, nothing corrupted", "[softhsm]") {
+  test::SoftHsm hsm;
+  test::TempDir data;
+  const Config c = config_for(data.path, &hsm);
+  REQUIRE(hsm_init(c, {}));
+  test::IssuedCard card;
+  {
+    Backend b(c);
+    card = test::enroll_issued(b.env);
+    CHECK(authorize(b, card, 0, "T-1").decision == Decision::approved);
+    // Root ignores mode 000, so the directory is also moved away: the token's files vanish.
+    const fs::path hidden = hsm.dir.path / "tokens.away";
+    ::chmod(hsm.tokens.c_str(), 0);
+    fs::rename(hsm.tokens, hidden);
+    for (std::uint16_t i = 1; i <= 3; ++i) {
+      Ch ch;
+      ch.un = be_bytes(i, 8);
+      const std::string txn = "T-gone-" + std::to_string(i);
+      bool approved = false;
+      std::string error;
+      try {
+        auto r = b.env.svc->authorize(test::card_request(txn, card.n, card.alg, card.list, i, card.codes[i], ch), "TERM0001");
+        if (r) approved = r->decision == Decision::approved;
+        else error = r.error().message;
+      } catch (const std::exception& e) {  // the store's transaction rolled back
+        error = e.what();
+      }
+      INFO(error);
+      CHECK_FALSE(approved);
+      CHECK(error.find("PKCS#11") != std::string::npos);
+    }
+    fs::rename(hidden, hsm.tokens);
+    ::chmod(hsm.tokens.c_str(), 0700);
+  }
+  // A restarted backend finds everything as it was: the codes tried meanwhile are unused and
+  // now approved, and the audit chain is whole.
+  Backend b(c);
+  for (std::uint16_t i = 1; i <= 3; ++i) CHECK(authorize(b, card, i, "T-after-" + std::to_string(i)).decision == Decision::approved);
+  CHECK(has(audit_actions(b), "enroll"));
+}
+
+TEST_CASE("SoftHSM2: hsm-migrate moves a file-KEK store into the token, resumable after kill -9", "[softhsm]") {
+  test::SoftHsm hsm;
+  test::TempDir data;
+  const Config file_config = config_for(data.path, nullptr);
+  std::vector<Bytes> secrets;
+  Bytes ca_point;
+  std::vector<test::IssuedCard> cards;
+  {
+    Backend b(file_config);
+    cards.push_back(test::enroll_issued(b.env));
+    EnrollRequest er;
+    er.msisdn = "+4915550002";
+    auto e = b.env.svc->enroll_card(er, "admin");
+    REQUIRE(e);
+    auto l = b.env.svc->issue_list(e->n, "admin");
+    REQUIRE(l);
+    cards.push_back(test::IssuedCard{e->n, er.algorithm, std::move(e->k), l->first, std::move(l->second)});
+    ca_point = b.env.svc->card_ca_public().value();
+    CHECK(authorize(b, cards[0], 0, "F-1").decision == Decision::approved);
+    auto s = b.env.store();
+    REQUIRE(s->run([&](Tx& tx) -> Result<void> {
+      auto k = tx.server_key("card-ca");  // "server" is made only for a card with a public key
+      REQUIRE(k);
+      secrets.push_back(raw(k->private_der));
+      return {};
+    }));
+  }
+  for (const auto& card : cards) {
+    secrets.push_back(raw(card.k));
+    for (const auto& k : card.codes) secrets.push_back(raw(k));
+  }
+  const Config c = config_for(data.path, &hsm);
+  const auto db = c.resolve(c.database);
+  const std::uint64_t before = count_not_under(db, kSealedToken, 1).value();
+  REQUIRE(before >= 40);
+  // kill -9 in the middle: a child migrates in batches of 3 and is killed after its 4th.
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    CeremonyOptions o;
+    o.rewrap.batch = 3;
+    int batches = 0;
+    o.rewrap.progress = [&batches](std::uint64_t) {
+      if (++batches == 4) ::raise(SIGKILL);
+    };
+    (void)hsm_migrate(c, o);
+    ::_exit(0);
+  }
+  int st = 0;
+  REQUIRE(::waitpid(pid, &st, 0) == pid);
+  REQUIRE(WIFSIGNALED(st));
+  CHECK(WTERMSIG(st) == SIGKILL);
+  const std::uint64_t midway = count_not_under(db, kSealedToken, 1).value();
+  // Four whole batches committed (batches end at column boundaries, so 9 to 12 values).
+  CHECK(midway <= before - 9);
+  CHECK(midway >= before - 12);
+  // Run again: it resumes and finishes.
+  auto m = hsm_migrate(c, {});
+  REQUIRE(m);
+  CHECK(m->find("rewrapped=" + std::to_string(midway)) != std::string::npos);
+  CHECK(count_not_under(db, kSealedToken, 1).value() == 0);
+  // The file KEK is gone now; the token alone opens everything, the cards' CA is unchanged.
+  fs::remove(c.resolve(c.kek_file));
+  Backend b(c);
+  CHECK(b.env.svc->card_ca_public().value() == ca_point);
+  CHECK(authorize(b, cards[0], 1, "M-1").decision == Decision::approved);
+  CHECK(authorize(b, cards[1], 0, "M-2").decision == Decision::approved);
+  auto actions = audit_actions(b);  // the chain made under the file KEK still verifies
+  CHECK(has(actions, "hsm_migrate"));
+  CHECK(has(actions, "enroll"));
+  // A copy without the token reveals no key: card keys, codes, and the two private keys.
+  test::TempDir copy;
+  fs::copy(data.path, copy.path / "data", fs::copy_options::recursive);
+  CHECK(test::find_secrets(copy.path, secrets).empty());
+}
+
+TEST_CASE("SoftHSM2: hsm-rotate re-wraps under a new KEK version while authorizations go on", "[softhsm]") {
+  test::SoftHsm hsm;
+  test::TempDir data;
+  const Config c = config_for(data.path, &hsm);
+  REQUIRE(hsm_init(c, {}));
+  Backend b(c, 100);
+  auto card = test::enroll_issued(b.env);
+  std::vector<test::IssuedCard> more;
+  for (int i = 0; i < 5; ++i) {  // more rows, so that the rotation takes several batches
+    EnrollRequest er;
+    er.msisdn = "+49155500" + std::to_string(10 + i);
+    auto e = b.env.svc->enroll_card(er, "admin");
+    REQUIRE(e);
+    REQUIRE(b.env.svc->issue_list(e->n, "admin"));
+  }
+  const auto db = c.resolve(c.database);
+  REQUIRE(count_not_under(db, kSealedToken, 2).value() > 500);
+  std::atomic<bool> stop{false};
+  std::atomic<int> approved{0}, failed{0};
+  std::thread load([&] {
+    for (std::uint16_t i = 0; i < 100 && !stop; ++i) {
+      try {
+        if (authorize(b, card, i, "R-" + std::to_string(i)).decision == Decision::approved) ++approved;
+        else ++failed;
+      } catch (const std::exception&) {
+        ++failed;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  CeremonyOptions o;
+  o.rewrap.batch = 50;
+  o.settle = std::chrono::milliseconds(1200);
+  auto r = hsm_rotate(c, o);
+  stop = true;
+  load.join();
+  REQUIRE(r);
+  CHECK(r->find("version=2") != std::string::npos);
+  CHECK(r->find("destroyed=1") != std::string::npos);
+  CHECK(failed == 0);
+  CHECK(approved > 10);
+  CHECK(count_not_under(db, kSealedToken, 2).value() == 0);
+  // Version 1 is destroyed: the running backend goes on with version 2 alone.
+  auto t = hsm.token().value();
+  auto keys = t->find_secret_keys("kek").value();
+  REQUIRE(keys.size() == 1);
+  CHECK(keys.front().first == be_bytes(2, 4));
+  CHECK(authorize(b, card, 99, "R-last").decision == Decision::approved);
+  auto actions = audit_actions(b);
+  CHECK(has(actions, "kek_rotation_started"));
+  CHECK(has(actions, "kek_rotation_finished"));
+}
