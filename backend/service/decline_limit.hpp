@@ -6,7 +6,7 @@
 // is suppressed: the server answers 429 with Retry-After, counts it in /metrics, and writes
 // one "declines_suppressed" audit entry per reporting interval with the count, instead of
 // one row each. Approvals and declines that used up a code never pass through here: only a
-// decline that changed no code can be suppressed (protocol.md §5.5). The table is bounded.
+// decline that changed no code can be suppressed (protocol.md 5.3). The table is bounded.
 // No I/O; the clock is injected for tests.
 #pragma once
 
