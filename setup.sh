@@ -38,6 +38,8 @@ packages=(
   scdoc lintian
   # tests
   catch2 procps psmisc curl ca-certificates iproute2 python3 util-linux
+  # line coverage of the test suite (.ci/coverage.sh)
+  gcovr
 )
 
 log() { printf 'setup: %s\n' "$*"; }

@@ -20,7 +20,8 @@ secs=${1:-30}; shift || true
 build=${OTAC_FUZZ_BUILD_DIR:-build-fuzz}
 cmake -S . -B "$build" -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
   -DOTAC_FUZZ=ON -DOTAC_TESTS=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j "$(nproc)" >/dev/null
+# Only the fuzz targets (the sanitized build of everything else takes far longer).
+cmake --build "$build" -j "${OTAC_FUZZ_JOBS:-$(nproc)}" --target otac_fuzz >/dev/null
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(find "$build/fuzz" -maxdepth 1 -type f -executable -name 'fuzz_*' -printf '%f\n' | sort)
@@ -28,11 +29,13 @@ fi
 # dicts_for TARGET: the dictionaries (fuzz/dict/*.dict) that fit the target's input.
 dicts_for() {
   case "$1" in
-    fuzz_tlv|fuzz_hex|fuzz_backend_challenge|fuzz_terminal_answer|fuzz_card_state|fuzz_protocol*) echo tlv ;;
+    fuzz_tlv|fuzz_hex|fuzz_backend_challenge|fuzz_card_state|fuzz_protocol*) echo tlv ;;
+    fuzz_terminal_answer) echo json ;;
     fuzz_apdu|fuzz_applet_apdu|fuzz_pn532_chip|fuzz_pn532_frame) echo apdu tlv ;;
     fuzz_envelope|fuzz_sms|fuzz_ota_command|fuzz_ota_response|fuzz_backend_mo) echo tlv apdu ;;
     fuzz_backend_http_framing|fuzz_backend_mo_query|fuzz_url) echo http ;;
-    fuzz_backend_request|fuzz_console) echo http json ;;
+    fuzz_backend_request) echo http json ;;
+    fuzz_console|fuzz_console_api) echo http json console ;;
     *) ;;
   esac
 }

@@ -184,6 +184,20 @@ class Api {
     return std::nullopt;
   }
 
+  // A decline the limiter left unstored: 429 with the wait until the terminal's and the card's
+  // buckets refill, one counter per request, and at most one audit entry per interval.
+  Response decline_suppressed(const Request& req, RequestContext& ctx, const Bytes& card) {
+    if (c_.metrics) c_.metrics->decline_suppressed();
+    ctx.log["decision"] = "suppressed";
+    const std::uint32_t wait = c_.declines ? c_.declines->retry_after(*ctx.client_cn, card) : 1;
+    if (c_.declines) report_suppressed(*c_.service, *c_.declines, false);
+    Response r = error_response(req, Status::too_many_requests, "too_many_declines",
+                                "too many declined requests from this terminal or for this card; retry after " +
+                                    std::to_string(wait) + " s");
+    r.set(boost::beast::http::field::retry_after, std::to_string(wait));
+    return r;
+  }
+
   // ---- terminal endpoints ----
   Response authorize(const Request& req, RequestContext& ctx) {
     if (auto e = require_terminal(req, ctx)) return *e;
@@ -204,6 +218,7 @@ class Api {
     ctx.log["txn"] = a.txn_id;
     auto r = c_.service->authorize(a, *ctx.client_cn);
     if (!r) return service_error(req, r.error());
+    if (!r->recorded) return decline_suppressed(req, ctx, a.card);
     ctx.log["decision"] = decision_name(r->decision);
     ctx.log["reason"] = r->reason;
     return json_response(req, Status::ok, answer_json(*r));
@@ -270,6 +285,7 @@ class Api {
     ctx.log["txn"] = c.txn_id;
     auto r = c_.service->verify_display_code(c, *ctx.client_cn);
     if (!r) return service_error(req, r.error());
+    if (!r->recorded) return decline_suppressed(req, ctx, c.card);
     ctx.log["decision"] = decision_name(r->decision);
     ctx.log["reason"] = r->reason;
     return json_response(req, Status::ok, answer_json(*r));
@@ -740,6 +756,14 @@ class Api {
 };
 
 }  // namespace
+
+void report_suppressed(Service& service, DeclineLimiter& declines, bool force) {
+  auto rep = declines.take_report(force);
+  if (!rep) return;
+  log::warn("declines_suppressed", {{"detail", rep->detail()}});
+  if (auto a = service.record_event("system", "declines_suppressed", rep->detail()); !a)
+    log::warn("audit_failed", {{"action", "declines_suppressed"}, {"error", a.error().message}});
+}
 
 void install_api(Router& router, ApiContext& ctx) {
   auto api = std::make_shared<Api>(ctx);

@@ -100,6 +100,11 @@ Result<Config> parse_config(std::string_view text, Config c) {
       {"worker_threads", num(c.worker_threads, 1, 256)},
       {"slow_threads", num(c.slow_threads, 1, 1024)},
       {"client_cert_days", num(c.client_cert_days, 1, 3650)},
+      {"decline_source_burst", num(c.decline_source_burst, 1, 1'000'000)},
+      {"decline_source_interval_ms", num(c.decline_source_interval_ms, 1, 86'400'000)},
+      {"decline_card_burst", num(c.decline_card_burst, 1, 1'000'000)},
+      {"decline_card_interval_ms", num(c.decline_card_interval_ms, 1, 86'400'000)},
+      {"decline_retention_days", num(c.decline_retention_days, 0, 36500)},
   };
   std::size_t line_no = 0;
   std::size_t pos = 0;
@@ -191,6 +196,20 @@ default_currency = EUR
 # No purchase above this many minor units is approved (0 = no global maximum).
 max_amount_minor = 10000000
 iso4217_file = /usr/share/iso-codes/json/iso_4217.json
+
+# Declines (operations.md "Declines and retention"). Each stored decline is a transaction
+# row and an audit entry. A terminal may have `decline_source_burst` declines stored back to
+# back and earns one more per `decline_source_interval_ms`; a card likewise with the card
+# settings. A decline beyond either budget that used up no code (bad cryptogram, unknown card
+# or code, code already used, blocked card) is answered 429 with Retry-After and not stored;
+# /metrics counts it and one audit entry a minute sums them up. Approvals are never limited.
+decline_source_burst = 100
+decline_source_interval_ms = 5000
+decline_card_burst = 50
+decline_card_interval_ms = 60000
+# Declined transactions are deleted this many days after their decision (0 = kept forever).
+# Approved and held ones are kept; the audit log is kept whole (its MAC chain needs every entry).
+decline_retention_days = 90
 
 # Kannel smsbox sendsms interface. Empty URL: messages are only queued.
 # Example: kannel_sendsms_url = http://127.0.0.1:13013/cgi-bin/sendsms

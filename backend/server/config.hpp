@@ -53,6 +53,11 @@ struct Config {
   std::uint32_t worker_threads = 64;
   std::uint32_t slow_threads = 32;
   std::uint32_t client_cert_days = 397;
+  std::uint32_t decline_source_burst = 100;      ///< declines a terminal may have stored back to back
+  std::uint32_t decline_source_interval_ms = 5000; ///< ...and one more per this interval
+  std::uint32_t decline_card_burst = 50;         ///< declines one card may have stored back to back
+  std::uint32_t decline_card_interval_ms = 60000;  ///< ...and one more per this interval
+  std::uint32_t decline_retention_days = 90;     ///< declined transactions are deleted this long after; 0 = kept
 
   /// A path from the config, resolved against data_dir.
   std::filesystem::path resolve(const std::filesystem::path& p) const { return p.is_absolute() ? p : data_dir / p; }

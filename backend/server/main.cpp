@@ -318,6 +318,14 @@ int main(int argc, char** argv) {
   sc.max_wait = std::chrono::seconds(c.max_wait_seconds);
   sc.hold_limit = std::chrono::seconds(c.hold_limit_seconds);
   sc.list_repair_after = std::chrono::seconds(c.list_repair_seconds);
+  // Declines beyond a terminal's or a card's budget are answered but not stored.
+  DeclineLimits dl;
+  dl.source_burst = c.decline_source_burst;
+  dl.source_refill = std::chrono::milliseconds(c.decline_source_interval_ms);
+  dl.card_burst = c.decline_card_burst;
+  dl.card_refill = std::chrono::milliseconds(c.decline_card_interval_ms);
+  DeclineLimiter declines(dl);
+  sc.record_decline = [&declines](std::string_view terminal, ByteView card) { return declines.admit(terminal, card); };
   Service service(sc, [db, kekp] { return open_sqlite_store(db, kekp); });
 
   const fs::path token_file = c.resolve(c.admin_token_file);
@@ -350,6 +358,7 @@ int main(int argc, char** argv) {
   api.service = &service;
   api.metrics = &metrics;
   api.gate = &gate;
+  api.declines = &declines;
   api.ca = pki::KeyCert{std::move(*ca_key), std::move(*ca_cert)};
   api.client_cert_days = static_cast<int>(c.client_cert_days);
   if (api.client_cert_days > pki::max_leaf_days) {
@@ -413,6 +422,7 @@ int main(int argc, char** argv) {
     log::warn("server_certificate_unreadable", {{"file", c.resolve(c.tls_cert).string()}});
   }
   std::int64_t cert_checked_at = unix_now();
+  std::int64_t pruned_at = 0;  // retention runs at start, then hourly (at once again while a backlog is left)
 
   std::unique_ptr<sms::KannelSender> sender;
   if (!c.kannel_sendsms_url.empty()) {
@@ -457,6 +467,13 @@ int main(int argc, char** argv) {
       if (auto e = service.repair_lists(256); !e) log::warn("repair_lists_failed", {{"error", e.error().message}});
       else if (*e != 0) log::info("lists_resent", {{"count", std::to_string(*e)}});
     }
+    if (c.decline_retention_days != 0 && unix_now() - pruned_at >= 3600) {
+      constexpr std::uint32_t kBatch = 5000;  // one short write transaction per second at most
+      auto p = service.prune_declined(std::chrono::hours(24) * c.decline_retention_days, kBatch);
+      if (!p) log::warn("retention_failed", {{"error", p.error().message}});
+      else if (*p > 0) log::info("retention_pruned", {{"rows", std::to_string(*p)}});
+      pruned_at = p && *p == kBatch ? 0 : unix_now();
+    }
     if (cert_not_after != 0 && unix_now() - cert_checked_at >= 86400) {
       cert_checked_at = unix_now();
       warn_if_expiring(cert_not_after, c.data_dir);
@@ -467,6 +484,7 @@ int main(int argc, char** argv) {
   server.stop();  // first: no MO handler may touch the sender afterwards
   sender_ptr = nullptr;
   if (sender) sender->stop();
+  http::report_suppressed(service, declines, true);  // the last minute's count
   log::info("stopped");
   return 0;
 }

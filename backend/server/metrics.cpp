@@ -77,6 +77,9 @@ std::string RequestMetrics::render(const Metrics& service) const {
   out += "# HELP otac_auth_throttled_total Operator requests answered 429: their source failed too often.\n";
   out += "# TYPE otac_auth_throttled_total counter\n";
   out += "otac_auth_throttled_total " + std::to_string(auth_throttled_.load(std::memory_order_relaxed)) + "\n";
+  out += "# HELP otac_declines_suppressed_total Declines answered 429 and not stored: the terminal or card was over its decline budget.\n";
+  out += "# TYPE otac_declines_suppressed_total counter\n";
+  out += "otac_declines_suppressed_total " + std::to_string(declines_suppressed_.load(std::memory_order_relaxed)) + "\n";
   if (const std::int64_t na = cert_not_after_.load(std::memory_order_relaxed); na != 0) {
     const auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
     out += "# HELP otac_server_certificate_expiry_seconds Seconds until the served TLS server certificate expires (negative: expired).\n";

@@ -38,6 +38,8 @@ class RequestMetrics {
   void auth_failure() { auth_failures_.fetch_add(1, std::memory_order_relaxed); }
   /// Counts an operator request answered 429 because its source failed too often.
   void auth_throttled() { auth_throttled_.fetch_add(1, std::memory_order_relaxed); }
+  /// Counts a decline answered 429 and not stored: its terminal or card is over its decline budget.
+  void decline_suppressed() { declines_suppressed_.fetch_add(1, std::memory_order_relaxed); }
   /// The notAfter (Unix seconds) of the server certificate being served.
   void server_certificate(std::int64_t not_after) { cert_not_after_.store(not_after, std::memory_order_relaxed); }
   /// {running, expected} network threads; /healthz is unhealthy while running < expected.
@@ -63,6 +65,7 @@ class RequestMetrics {
   std::atomic<std::uint64_t> io_exceptions_{0};
   std::atomic<std::uint64_t> auth_failures_{0};
   std::atomic<std::uint64_t> auth_throttled_{0};
+  std::atomic<std::uint64_t> declines_suppressed_{0};
   std::atomic<std::int64_t> cert_not_after_{0};
   std::atomic<unsigned> io_running_{0};
   std::atomic<unsigned> io_expected_{0};

@@ -6,6 +6,7 @@
 #include <ctime>
 
 #include "challenge.hpp"
+#include "decline_limit.hpp"
 #include "ota_push.hpp"
 #include "otac/common/crypto.hpp"
 #include "otac/common/cursor.hpp"
@@ -226,6 +227,13 @@ Result<AuthAnswer> Service::decide(UnixTime t, const std::string& txn_id, ByteVi
       rec.reason = "unknown_card";
     } else {
       return c.error();
+    }
+    // A decline that used up no code may be left unstored (decline_limit.hpp).
+    if (rec.decision == Decision::declined && suppressible_decline(action, rec.reason) && config_.record_decline &&
+        !config_.record_decline(terminal_id, card)) {
+      ans = answer_of(rec, t);
+      ans.recorded = false;
+      return {};
     }
     auto a = record_transaction(tx, rec, terminal_id, action,
                                 " code=" + std::to_string(rec.list_id) + "/" + std::to_string(rec.index) +

@@ -41,6 +41,9 @@ struct ServiceConfig {
   std::int64_t max_amount_minor = 10'000'000;  ///< no POS transaction above this, 0 = no global maximum
   std::chrono::seconds list_repair_after{900};  ///< an unanswered list packet is sent again after this (then 2x, 4x, ...)
   std::uint32_t list_repair_packets = 6;        ///< at most this many packets per list, the first included
+  /// Asked for each new decline that used up no code (decline_limit.hpp): false = answer it
+  /// but store neither a row nor an audit entry (AuthAnswer::recorded = false). Unset: store all.
+  std::function<bool(std::string_view terminal_id, ByteView card)> record_decline;
 };
 
 /// What to enroll.
@@ -102,6 +105,7 @@ struct AuthAnswer {
   Bytes arpc;                         ///< 8 bytes, empty if no OTAC could be used
   UnixTime expires_at = 0;            ///< held: the deadline for an operator's decision, else 0
   std::int64_t expires_in = 0;        ///< held: whole seconds surely left before expires_at (protocol.md §5.2)
+  bool recorded = true;               ///< false: a decline ServiceConfig::record_decline left unstored
 };
 
 /// A typed display code (protocol.md §4, §5 POST /v1/codes/verify).
@@ -241,6 +245,9 @@ class Service {
   Result<void> record_event(std::string_view actor, std::string_view action, std::string_view detail);
   /// Counters for /metrics.
   Result<Metrics> metrics();
+  /// Retention (retention.cpp): deletes up to `limit` declined transactions decided more than
+  /// `keep` ago, oldest first, and audit-logs how many; returns how many. Audit entries stay.
+  Result<std::uint32_t> prune_declined(std::chrono::seconds keep, std::uint32_t limit);
 
  private:
   class Pool;

@@ -210,6 +210,7 @@ class SqliteTx final : public Tx {
   Result<void> insert_transaction(const TransactionRecord& t) override;
   Result<bool> decide_held_transaction(const TransactionRecord& t) override;
   Result<std::vector<TransactionRecord>> held_due(UnixTime now, std::uint32_t limit) override;
+  Result<std::uint32_t> prune_declined(UnixTime before, std::uint32_t limit) override;
   Result<std::vector<TransactionRecord>> transactions(const TransactionFilter& f) override;
   Result<void> put_terminal(const TerminalRecord& t) override;
   Result<TerminalRecord> terminal(std::string_view id) override;
@@ -926,6 +927,16 @@ Result<std::vector<TransactionRecord>> SqliteTx::held_due(UnixTime now, std::uin
   auto r = q("SELECT " OTAC_TXN_COLUMNS " FROM transactions WHERE decision=? AND expires_at<=? ORDER BY expires_at LIMIT ?");
   r.i(static_cast<int>(Decision::held)).i(now).i(limit);
   return read_txns(r, limit);
+}
+
+Result<std::uint32_t> SqliteTx::prune_declined(UnixTime before, std::uint32_t limit) {
+  // The created_at index finds the old rows; a held transaction that expired later is kept
+  // until its decision is old too.
+  auto r = q("DELETE FROM transactions WHERE rowid IN (SELECT rowid FROM transactions WHERE created_at<?1"
+             " AND decision=?2 AND decided_at<?1 ORDER BY created_at LIMIT ?3)");
+  r.i(before).i(static_cast<int>(Decision::declined)).i(limit);
+  if (auto e = r.exec(); !e) return e.error();
+  return static_cast<std::uint32_t>(sqlite3_changes(s_.db()));
 }
 
 Result<std::vector<TransactionRecord>> SqliteTx::transactions(const TransactionFilter& f) {

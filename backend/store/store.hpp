@@ -268,6 +268,9 @@ class Tx {
   virtual Result<std::vector<TransactionRecord>> transactions(const TransactionFilter& f) = 0;
   /// Held transactions whose expires_at <= now, earliest deadline first, at most limit.
   virtual Result<std::vector<TransactionRecord>> held_due(UnixTime now, std::uint32_t limit) = 0;
+  /// Deletes up to limit declined transactions created and decided before `before`, oldest
+  /// first (retention); returns how many. Their audit entries stay (the chain needs them).
+  virtual Result<std::uint32_t> prune_declined(UnixTime before, std::uint32_t limit) = 0;
 
   // terminals and operators
   /// Inserts or replaces a terminal.
