@@ -27,6 +27,7 @@ for b in backend/server/otac-backend backend/admin/otac-admin card-applet/otac-c
   [[ -x $build/$b ]] || { echo "lifecycle_soak_daemons: $build/$b not found; build it first" >&2; exit 2; }
 done
 run=${run:-$(mktemp -d /tmp/otac-soak-daemons.XXXXXX)}
+mkdir -p "$run"
 start=$(date +%s)
 done_seeds=0
 for ((s = seed; s < seed + seeds; s++)); do

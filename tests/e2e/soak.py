@@ -56,7 +56,7 @@ KNOWN_BUGS = {"e2_overtaken"}
 ACTIONS = [
     ("pos", 24), ("pos_pin", 8), ("pos_held", 6), ("door", 8), ("door_refused", 2), ("display", 10),
     ("user_refresh", 4), ("operator_refresh", 4), ("rotate_key", 3), ("backend_restart", 3),
-    ("kannel_outage", 3), ("block", 2), ("wrong_pin", 3),
+    ("kannel_outage", 3), ("block", 2), ("wrong_pin", 3), ("signature_key", 1), ("server_key", 1),
 ]
 
 
@@ -160,11 +160,12 @@ class Soak:
         self.kannel_down = 0         # steps until Kannel is started again (0: it runs)
         self.blocked = 0             # steps until the operator unblocks (0: active)
         self.pin_tries = 3           # the card's PIN tries left, as the holder's actions imply
-        self.spent = {}              # (list, index) spent on the card -> txn or "display"
-        self.lost = {}               # (list, index) spent on the card, never seen by the backend
+        self.spent = {}              # (list, index) spent on the card -> its txn id
+        self.lost = {}               # (list, index) spent on the card, never consumed by the backend
         self.term = {}               # txn -> what the terminal printed (+ when, and spent code)
         self.backend = {}            # txn -> the backend's record (otac-admin transactions)
         self.since = 0               # where the next transaction listing starts
+        self.server_key_sent = False  # an E4 went out: the backend must see it confirmed
         self.status = card_status()
         self.counts = {"quiet phases": 0, "approvals": 0, "held approved": 0, "late decisions refused": 0,
                        "lost answers": 0, "backend restarts": 0, "kannel outages": 0, "lists seen": 0,
@@ -358,6 +359,21 @@ class Soak:
         elif rc != 1:
             raise Failure("admin", f"otac-admin rotate-key exited {rc}: {err.strip()}")
 
+    def do_signature_key(self):
+        """E3: a new signature key S; once the card's PoR confirms it, packets carry CF."""
+        rc, out, err = admin("set-signature-key", CARD_N)
+        self.note(f"otac-admin set-signature-key -> exit {rc} {err.strip()[:100]}")
+        if rc != 0:
+            raise Failure("admin", f"otac-admin set-signature-key exited {rc}: {err.strip()}")
+
+    def do_server_key(self):
+        """E4: the server's signing key, signed by the card CA of the letter."""
+        rc, out, err = admin("install-server-key", CARD_N)
+        self.note(f"otac-admin install-server-key -> exit {rc} {err.strip()[:100]}")
+        if rc != 0:
+            raise Failure("admin", f"otac-admin install-server-key exited {rc}: {err.strip()}")
+        self.server_key_sent = True
+
     def do_wrong_pin(self):
         if self.pin_blocked():
             return self.do_puk_unblock()
@@ -523,6 +539,10 @@ class Soak:
                 busy.append("a list push is in flight")
             if be["key_rotation_pending"]:
                 busy.append("a key rotation is pending")
+            if be["signature_key"] == "pending":
+                busy.append("a signature key (E3) is not confirmed")
+            if self.server_key_sent and not be["server_key_confirmed"]:
+                busy.append("the server key (E4) is not confirmed")
             sent = [l["id"] for l in be["lists"] if l["state"] == "sent"]
             if sent:
                 busy.append(f"lists {sent} sent, not loaded")

@@ -21,15 +21,15 @@
 # sometimes followed by a late operator decision that must be refused); door taps at an
 # allowed and at a refused door; display codes typed at the keypad (otac-terminal code), and
 # now and then one shown but never typed; user refresh (otac-card refresh); operator refresh
-# (otac-admin refresh); key rotation (otac-admin rotate-key); a backend restart (kill -9 by
-# PID, sometimes with a tap while it is down: the card's answer is lost, then started again
-# on the same data directory and port); Kannel stopped for a few steps (its store keeps the
+# (otac-admin refresh); key rotation (otac-admin rotate-key); a new signature key (E3,
+# otac-admin set-signature-key) and the server key (E4, otac-admin install-server-key); a
+# backend restart (kill -9 by PID, sometimes with a tap while it is down: the card's answer
+# is lost, then started again on the same data directory and port); Kannel stopped for a few steps (its store keeps the
 # queue; SMS are delayed, not lost) and started again; an operator block for a few steps,
 # then unblock; a wrong PIN at the phone (otac-card verify), and once the PIN is blocked the
 # holder's PUK unblock (otac-card unblock). Not driven here, for lack of a way through the
 # programs' interfaces: lost, duplicated or reordered single SMS, PoRs with chosen RSCs and
-# a full card's refusal (the model soak injects those), and E3/E4 deliveries (covered by
-# asymmetric.sh).
+# a full card's refusal (the model soak injects those), and E5 lists (asymmetric.sh).
 #
 # Checks, through the programs' own outputs (soak.py, "Invariants"):
 #   double_approval   no (list, index) approved twice (otac-admin transactions; and the
@@ -39,7 +39,7 @@
 #   genuine           a tap or typed code the card produced while active, with codes, its PIN
 #                     not blocked and the backend up, is approved (or held above 50.00)
 #   settled           after a quiet phase (Kannel up; bounded waits): outbox empty, no refresh
-#                     pending on the card, no list or key in flight at the backend
+#                     pending on the card, no list, K', S or server key in flight at the backend
 #   liveness          after a quiet phase an unblocked card holds an unused code
 #   agreement         after a quiet phase the backend's unused codes (loaded lists) equal the
 #                     card's plus the codes the card spent that the backend never saw (tracked
