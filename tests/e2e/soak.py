@@ -50,7 +50,11 @@ LOCAL_REASONS = {"backend_unreachable", "backend_error", "backend_timeout", "pin
 #     refused for its counter (RSC 02) and never sent again: the rotation stays pending.
 #     Avoided by not rotating while Kannel is down and by stopping Kannel only once the
 #     backend's outbox is empty.
-KNOWN_BUGS = {"e2_overtaken"}
+#   e4_under_retired_key: an E4 queued while a rotation is pending is sealed under K and
+#     reaches the card after it switched to K'; it is never sent again under K', so the server
+#     key is never confirmed. Avoided by not installing the server key while a rotation is
+#     pending.
+KNOWN_BUGS = {"e2_overtaken", "e4_under_retired_key"}
 
 # name, weight: the mix of actions (see soak.sh).
 ACTIONS = [
@@ -273,8 +277,9 @@ class Soak:
         if amount > REVIEW:
             if operator and not operator[1] and op_rc == 0:
                 return  # checked in tap()
-            if reason not in ("held_timeout", "ok", "review") and d != "approved":
-                raise Failure("genuine", f"{txn}: a held purchase ended {d} ({reason}) without an operator")
+            if (d, reason) != ("declined", "held_timeout"):
+                raise Failure("genuine", f"{txn}: a held purchase nobody decided in time ended {d} ({reason}), "
+                                         f"expected declined (held_timeout)")
             return
         if d != "approved":
             raise Failure("genuine", f"{txn}: a genuine {kind} with {self.status['unused']} codes on the card, "
@@ -368,6 +373,8 @@ class Soak:
 
     def do_server_key(self):
         """E4: the server's signing key, signed by the card CA of the letter."""
+        if "e4_under_retired_key" in self.avoid and self.backend_card()["key_rotation_pending"]:
+            return self.note("otac-admin install-server-key skipped: a rotation is pending (known bug e4_under_retired_key)")
         rc, out, err = admin("install-server-key", CARD_N)
         self.note(f"otac-admin install-server-key -> exit {rc} {err.strip()[:100]}")
         if rc != 0:
