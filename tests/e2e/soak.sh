@@ -37,7 +37,8 @@
 #   terminal_agrees   the decision the terminal printed is the backend's once it is final; an
 #                     operator's decision after the terminal gave up is refused
 #   genuine           a tap or typed code the card produced while active, with codes, its PIN
-#                     not blocked and the backend up, is approved (or held above 50.00)
+#                     not blocked and the backend up, is approved; above 50.00 it is held and
+#                     ends as the operator decided in time, else declined (held_timeout)
 #   settled           after a quiet phase (Kannel up; bounded waits): outbox empty, no refresh
 #                     pending on the card, no list, K', S or server key in flight at the backend
 #   liveness          after a quiet phase an unblocked card holds an unused code
