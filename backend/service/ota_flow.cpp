@@ -163,6 +163,17 @@ Result<void> resend_list(Tx& tx, const CardRecord& card, std::uint16_t id, UnixT
 Result<void> promote_and_repair(Tx& tx, CardRecord& card, bool by_request, UnixTime now) {
   if (!card.pending_k) return {};
   if (auto x = promote_pending_key(tx, card, !by_request, now); !x) return x;
+  // An E4 queued under K behind the E2 reached a card already on K' and could not be opened:
+  // while the latest one has no PoR, it goes again under K'.
+  auto e4 = tx.latest_ota_sent(card.n, "server_key", 0);
+  if (!e4) return e4.error();
+  if (*e4 != 0) {
+    auto sent = tx.ota_sent(card.n, *e4);
+    if (!sent) return sent.error();
+    if (std::get<2>(*sent) == -1) {
+      if (auto q = queue_server_key(tx, card, now); !q) return q.error();
+    }
+  }
   auto all = tx.lists(card.n);
   if (!all) return all.error();
   std::sort(all->begin(), all->end(), [](const ListInfo& a, const ListInfo& b) { return a.id < b.id; });
@@ -394,6 +405,19 @@ Result<void> Service::handle_mo_sms(const MoSms& sms) {
       if (kind == "list" && old_rsc != 0) {
         if (ref < 1 || ref > 0xFFFF) return make_error(Errc::bad_value, "list packet with list id " + std::to_string(ref));
         return record_list_outcome(tx, *card, *p, static_cast<std::uint16_t>(ref), accepted, config_.list_size, t);
+      }
+      if (kind == "rotate" && old_rsc == -1 && p->rsc == 0x02 && card->pending_k && card->pending_version == ref) {
+        // The E2 was overtaken by a later packet (it waited for a retry while the gateway was
+        // down) and refused for its counter: the same K' goes again, or the rotation would
+        // stay pending for good (protocol.md 6.2).
+        Bytes inner = encode_replace_key(*card->pending_k, card->pending_version);
+        auto q = enqueue_packet(tx, *card, inner, t, "rotate", card->pending_version);
+        secure_zero(inner.data(), inner.size());
+        if (!q) return q.error();
+        auto resent = tx.audit(t, "system", "rotate_key_resent", "card=" + to_hex(card->n) + " new_version=" +
+                                                                     std::to_string(card->pending_version) + " after=rsc02");
+        if (!resent) return resent.error();
+        return {};
       }
       if (!accepted || old_rsc == 0) return {};  // a failure, or a duplicate PoR
       if (kind == "rotate" && card->pending_k && card->pending_version == ref) return promote_and_repair(tx, *card, false, t);

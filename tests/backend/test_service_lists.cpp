@@ -286,6 +286,15 @@ MoSms por_sms(const Bytes& n, Algorithm alg, const SecretBytes& k, std::uint8_t 
   return MoSms{"+4915550001", "+15550100", hex("7100"), std::move(p)};
 }
 
+// The one packet queued for card E, opened under its K, once the gateway has taken it.
+ota::Command sent_packet(Env& env, const Enrollment& e) {
+  auto packets = packets_in_outbox(env);
+  REQUIRE(packets.size() == 1);
+  auto cmd = open_packet(packets[0], e.n, e.algorithm, e.k);
+  drain(env);
+  return cmd;
+}
+
 }  // namespace
 
 TEST_CASE("a PoR confirms a delivered list, and a PoR for E2 completes a key rotation") {
@@ -294,8 +303,7 @@ TEST_CASE("a PoR confirms a delivered list, and a PoR for E2 completes a key rot
   er.msisdn = "+4915550001";
   auto e = env.svc->enroll_card(er, "admin").value();
   REQUIRE(env.svc->refresh_card(e.n, "alice"));
-  auto cmd = open_packet(packets_in_outbox(env)[0], e.n, e.algorithm, e.k);
-  drain(env);
+  auto cmd = sent_packet(env, e);
   CHECK(env.svc->card(e.n)->list_push_in_flight);
   // A forged PoR, or one for a packet never sent, is refused and changes nothing.
   SecretBytes wrong(hex("0123456789abcdeffedcba9876543210"));
@@ -308,9 +316,8 @@ TEST_CASE("a PoR confirms a delivered list, and a PoR for E2 completes a key rot
   CHECK(env.svc->card_lists(e.n)->at(0).state == ListState::loaded);
 
   REQUIRE(env.svc->rotate_key(e.n, "alice"));
-  auto e2 = open_packet(packets_in_outbox(env)[0], e.n, e.algorithm, e.k);
+  auto e2 = sent_packet(env, e);
   SecretBytes k2(Bytes(e2.data.begin() + 4, e2.data.begin() + 20));
-  drain(env);
   CHECK(ct_equal(env.svc->card(e.n)->k.view(), e.k.view()));
   REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, e.k, 1, e2.counter, ota::Rsc::ok)));
   auto c = env.svc->card(e.n).value();
@@ -319,6 +326,60 @@ TEST_CASE("a PoR confirms a delivered list, and a PoR for E2 completes a key rot
   // A duplicated PoR changes nothing more.
   REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, k2, 2, e2.counter, ota::Rsc::ok)));
   CHECK(env.svc->card(e.n)->key_version == 2);
+}
+
+// Found by tests/e2e/soak.sh (seed 1, step 121): rotate-key while the gateway is down; the
+// E2 waits for its retry, the list the card asks for once the gateway is back goes out first
+// with a higher counter, and the card then refuses the E2 with RSC 02 (counter low). The
+// rotation must not stay pending for good: the backend sends the same K' again under a new
+// counter.
+TEST_CASE("an E2 refused for its counter (RSC 02, overtaken by a later list) is sent again") {
+  Env env(10);
+  auto e = enroll_with_terminal(env, 3);
+  REQUIRE(env.svc->refresh_card(e.n, "alice"));
+  auto l1 = sent_packet(env, e);
+  REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, e.k, 1, l1.counter, ota::Rsc::ok)));
+
+  REQUIRE(env.svc->rotate_key(e.n, "alice"));
+  auto e2 = sent_packet(env, e);
+  REQUIRE(e2.data[0] == 0xE2);
+  const Bytes k2(e2.data.begin() + 4, e2.data.begin() + 20);
+  REQUIRE(env.svc->refresh_card(e.n, "alice"));
+  auto l2 = sent_packet(env, e);
+  REQUIRE(l2.counter > e2.counter);
+  // The card loads list 2 first, then refuses the E2 it receives afterwards.
+  REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, e.k, 1, l2.counter, ota::Rsc::ok)));
+  REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, e.k, 1, e2.counter, ota::Rsc::counter_low, Bytes{})));
+  CHECK(env.svc->card(e.n)->pending_k);
+
+  auto again = packets_in_outbox(env);
+  REQUIRE(again.size() == 1);
+  auto resent = open_packet(again[0], e.n, e.algorithm, e.k);
+  CHECK(resent.data[0] == 0xE2);
+  CHECK(Bytes(resent.data.begin() + 4, resent.data.begin() + 20) == k2);  // the same K'
+  CHECK(resent.counter > l2.counter);
+}
+
+// Found by tests/e2e/soak.sh (--strict, seed 11, step 194): rotate-key and install-server-key
+// back to back. The E4 is sealed under K, but reaches the card after the E2 switched it to K';
+// the card cannot open it, and the server key is never confirmed (an asymmetric card would get
+// no E5 list it accepts). Once the E2's PoR promotes K', the E4 must go again under K'.
+TEST_CASE("an E4 queued under K behind an E2 goes again under K' once the rotation completes") {
+  Env env(10);
+  auto e = enroll_with_terminal(env, 3);
+  REQUIRE(env.svc->rotate_key(e.n, "alice"));
+  auto e2 = sent_packet(env, e);
+  REQUIRE(e2.data[0] == 0xE2);
+  const SecretBytes k2(Bytes(e2.data.begin() + 4, e2.data.begin() + 20));
+  REQUIRE(env.svc->install_server_key(e.n, "alice"));
+  drain(env);  // whatever it queued went out under K
+  REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, e.k, 1, e2.counter, ota::Rsc::ok)));
+  REQUIRE(env.svc->card(e.n)->key_version == 2);
+
+  auto after = packets_in_outbox(env);
+  REQUIRE(after.size() == 1);
+  auto e4 = open_packet(after[0], e.n, e.algorithm, k2);
+  CHECK(e4.data[0] == 0xE4);
 }
 
 // ---- the list lifecycle (protocol.md 6.4) ----

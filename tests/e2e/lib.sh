@@ -2,7 +2,8 @@
 # loopback from the built programs, and down again by PID.
 #
 #   OTAC_BUILD=DIR OTAC_RUN=DIR; source lib.sh
-#   stack_up [LIST_SIZE [THRESHOLD [CARD_THRESHOLD]]]   (E2E_BACKEND_CONF: extra backend config lines)
+#   stack_up [LIST_SIZE [THRESHOLD [CARD_THRESHOLD]]]   (E2E_BACKEND_CONF: extra backend config lines;
+#                                      E2E_CARD_ACTIVATE_ARGS: extra otac-card activate options)
 #                                      Kannel, otac-backend, a card enrolled and activated
 #                                      whose first list arrives by SMS, the PN532 emulator
 #                                      with the card in its field, a registered terminal
@@ -135,7 +136,7 @@ EOF
     --door "$DOOR_OK" "${pubkey[@]}" >"$OTAC_RUN/letter.txt" || return 1
   CARD_N=$(sed -n 's/^Card identity N: *//p' "$OTAC_RUN/letter.txt")
   quiet card activate --pin "$CARD_PIN" --puk "$CARD_PUK" --letter "$OTAC_RUN/letter.txt" \
-    --threshold "$card_threshold" || return 1
+    --threshold "$card_threshold" ${E2E_CARD_ACTIVATE_ARGS:-} || return 1
 
   EMU_SOCK=$OTAC_RUN/emu.sock
   proc_start emu "$BIN_EMU" --link "$OTAC_RUN/pn532" --card-port 0 --port-file "$OTAC_RUN/emu.port" \
