@@ -267,7 +267,6 @@ Result<AuthAnswer> Service::authorize(const AuthRequest& req, std::string_view t
     rec.door = ch->door_id();
     rec.cryptogram = req.cryptogram;
 
-    if (card->status == CardStatus::blocked) { rec.reason = "card_blocked"; return {}; }
     auto code = tx.otac(req.card, req.list_id, req.index);
     if (!code) {
       if (code.error().code != Errc::not_found) return code.error();
@@ -279,6 +278,15 @@ Result<AuthAnswer> Service::authorize(const AuthRequest& req, std::string_view t
     if (!ct_equal(*mac, req.cryptogram)) {
       rec.reason = "bad_cryptogram";
       if (auto x = count_failure(tx, *card, t, "bad cryptograms"); !x) return x;
+      return {};
+    }
+    if (card->status == CardStatus::blocked) {
+      // A genuine answer from a blocked card is declined, but the card has spent its code:
+      // it is consumed here too, so that the backend's count of the card's unused codes (and
+      // so its threshold push) keeps up with the card (protocol.md 3).
+      rec.reason = "card_blocked";
+      auto spent = tx.consume_otac(req.card, req.list_id, req.index, req.txn_id, t);
+      if (!spent) return spent.error();
       return {};
     }
     if (auto x = reset_failures(tx, *card); !x) return x;

@@ -17,7 +17,7 @@ std::string SuppressionReport::detail() const {
 
 bool suppressible_decline(std::string_view action, std::string_view reason) noexcept {
   if (reason == "unknown_card" || reason == "code_used") return true;
-  if (action == "authorize") return reason == "unknown_code" || reason == "bad_cryptogram" || reason == "card_blocked";
+  if (action == "authorize") return reason == "unknown_code" || reason == "bad_cryptogram";
   if (action == "verify_code") return reason == "bad_code";
   return false;
 }

@@ -470,12 +470,15 @@ TEST_CASE("too many bad cryptograms block the card, unblock resets the counter")
     CHECK(env.svc->authorize(req, "TERM0001")->reason == "bad_cryptogram");
   }
   CHECK(env.svc->card(c.n)->status == CardStatus::blocked);
+  // A genuine answer while blocked is declined, and its code is spent (the card used it).
   auto good = test::card_request("G1", c.n, c.alg, c.list, 0, c.codes[0], ch);
   CHECK(env.svc->authorize(good, "TERM0001")->reason == "card_blocked");
   REQUIRE(env.svc->unblock_card(c.n, "alice"));
   CHECK(env.svc->card(c.n)->fail_count == 0);
   good.txn_id = "G2";
-  CHECK(env.svc->authorize(good, "TERM0001")->decision == Decision::approved);
+  CHECK(env.svc->authorize(good, "TERM0001")->reason == "code_used");
+  auto next = test::card_request("G3", c.n, c.alg, c.list, 1, c.codes[1], ch);
+  CHECK(env.svc->authorize(next, "TERM0001")->decision == Decision::approved);
 }
 
 TEST_CASE("32 threads with separate connections race for one code: exactly one approval") {

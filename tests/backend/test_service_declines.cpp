@@ -108,12 +108,13 @@ TEST_CASE("decline limiter: a source's and a card's bucket, refill, retry-after 
 }
 
 TEST_CASE("only declines that used up no code may be suppressed") {
-  for (const char* r : {"unknown_card", "card_blocked", "unknown_code", "bad_cryptogram", "code_used"})
+  for (const char* r : {"unknown_card", "unknown_code", "bad_cryptogram", "code_used"})
     CHECK(suppressible_decline("authorize", r));
   for (const char* r : {"unknown_card", "bad_code", "code_used"}) CHECK(suppressible_decline("verify_code", r));
   // A blocked card's matching display code is consumed; a decline after the MAC verified
   // burned its code; anything unknown is stored.
   CHECK_FALSE(suppressible_decline("verify_code", "card_blocked"));
+  CHECK_FALSE(suppressible_decline("authorize", "card_blocked"));  // a blocked card's genuine tap is consumed too
   for (const char* r : {"pin_blocked", "amount_too_large", "limit", "door_closed", "type_not_allowed", "held_timeout", ""})
     CHECK_FALSE(suppressible_decline("authorize", r));
 }
