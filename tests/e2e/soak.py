@@ -32,7 +32,8 @@ LIST_SIZE = 10
 PIN_LIMIT = 30.00      # soak.sh activates the card with --pin-limit 3000
 REVIEW = 50.00         # lib.sh enrolls it with --review 5000
 HOLD_LIMIT_S = 20      # soak.sh's hold_limit_seconds
-SETTLE_S = 45          # a quiet phase waits at most this long for the SMS traffic to end
+SETTLE_S = 100         # a quiet phase waits at most this long for the SMS traffic to end
+                       # (a PoR lost while the backend was down: its list goes again at 60 s)
 CMD_TIMEOUT_S = 60     # no single program run may take longer
 
 # Backend reasons for which the code was not consumed (service.cpp: checked before the code
@@ -245,7 +246,7 @@ class Soak:
             if op_rc == 0 and operator[0] == "approve":
                 self.counts["held approved"] += 1
         if operator and operator[1]:
-            late_rc, _, late_err = admin(operator[0], txn)
+            late_rc, _, _ = admin(operator[0], txn)
             outcome += f"; late operator {operator[0]} exit {late_rc}"
             if reason == "held_timeout":
                 if late_rc == 0:
