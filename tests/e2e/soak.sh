@@ -13,7 +13,7 @@
 # The card is activated with a PIN limit of 30.00 (above it the terminal asks for the PIN,
 # which it reads from standard input) and enrolled with a review amount of 50.00 (above it
 # purchases are held for an operator). The terminal waits 3 s for an operator; the backend
-# expires a hold after 20 s.
+# expires a hold after 20 s and sends a list whose PoR was lost again after 60 s.
 #
 # Actions (weighted, drawn from the seed; soak.py, ACTIONS): purchases below the PIN limit,
 # with the PIN (sometimes a wrong one first), and above the review amount (held: an operator
@@ -67,7 +67,9 @@ done
 [[ $steps =~ ^[0-9]+$ && $seed =~ ^[0-9]+$ ]] || { echo "$usage" >&2; exit 2; }
 export OTAC_BUILD OTAC_RUN
 rm -rf "$OTAC_RUN"
-E2E_BACKEND_CONF="hold_limit_seconds = 20"
+# The backend sends a list again when its PoR is lost (a PoR sent by Kannel while the backend
+# was killed) after list_repair_seconds; 60 is the least it takes.
+E2E_BACKEND_CONF=$'hold_limit_seconds = 20\nlist_repair_seconds = 60'
 E2E_CARD_ACTIVATE_ARGS="--pin-limit 3000"
 export E2E_BACKEND_CONF E2E_CARD_ACTIVATE_ARGS
 here=$(cd "$(dirname "$0")" && pwd)
