@@ -35,8 +35,8 @@ SETTLE_S = 100         # a quiet phase waits at most this long for the SMS traff
                        # (a PoR lost while the backend was down: its list goes again at 60 s)
 CMD_TIMEOUT_S = 60     # no single program run may take longer
 
-# Backend reasons for which the code was not consumed (service.cpp: checked before the code
-# is consumed); a tap declined card_blocked also leaves it, a typed code does not.
+# Backend reasons for which the code was not consumed (authorization.cpp: checked before the
+# code is consumed). A genuine tap or typed code declined card_blocked is consumed.
 NOT_CONSUMED = {"unknown_card", "unknown_code", "bad_cryptogram", "bad_code"}
 
 # Bugs this soak found whose fix lies outside tests/e2e (docs/operations.md, "Through the real
@@ -243,7 +243,7 @@ class Soak:
                     raise Failure("terminal_agrees", f"{txn}: the terminal showed DECLINED (held_timeout), yet a later "
                                                      f"otac-admin {operator[0]} succeeded")
                 self.counts["late decisions refused"] += 1
-        if code and (reason in ("backend_unreachable", "backend_timeout") or (reason == "card_blocked" and self.blocked)):
+        if code and reason in ("backend_unreachable", "backend_timeout"):
             self.lost[code] = txn
             self.counts["lost answers"] += 1
         self.note(f"{kind} {' '.join(args)}" + (f" pin {'/'.join('ok' if p == PIN else 'wrong' for p in pin_lines)}"
@@ -570,7 +570,7 @@ class Soak:
         consumed = set()
         for txn, r in self.backend.items():
             t = self.term.get(txn, {})
-            if r["reason"] in NOT_CONSUMED or (r["reason"] == "card_blocked" and t.get("kind") == "tap"):
+            if r["reason"] in NOT_CONSUMED:
                 continue
             consumed.add((r["list"], r["index"]))
         unseen = {c for c in self.spent if c not in consumed}

@@ -44,7 +44,7 @@
 #   liveness          after a quiet phase an unblocked card holds an unused code
 #   agreement         after a quiet phase the backend's unused codes (loaded lists) equal the
 #                     card's plus the codes the card spent that the backend never saw (tracked
-#                     here: answers lost while the backend was down, taps while blocked,
+#                     here: answers lost while the backend was down,
 #                     display codes never typed), and those are exactly the spent codes the
 #                     backend's records do not show consumed
 #   keys              after a quiet phase card and backend are on the same key version
