@@ -149,10 +149,7 @@ Result<void> Service::rotate_key(ByteView n, std::string_view actor) {
       // Key versions are 4 bits in KIc/KID (TS 102 225); cycle through 1..15.
       c->pending_version = static_cast<std::uint8_t>(c->key_version % 15 + 1);
     }
-    Bytes inner = encode_replace_key(*c->pending_k, c->pending_version);
-    auto q = enqueue_packet(tx, *c, inner, t, "rotate", c->pending_version);
-    secure_zero(inner.data(), inner.size());
-    if (!q) return q.error();
+    if (auto q = queue_replace_key(tx, *c, t); !q) return q.error();
     if (auto x = tx.update_card(*c); !x) return x;
     auto a = tx.audit(t, actor, again ? "rotate_key_resent" : "rotate_key",
                       "card=" + to_hex(n) + " new_version=" + std::to_string(c->pending_version));

@@ -104,8 +104,12 @@ Result<Bytes> list_command(Tx& tx, const CardRecord& card, std::uint16_t id, boo
   return encode_load_list_asymmetric(id, activate_now, keys, card.public_key, card.n, *server);
 }
 
-Bytes encode_replace_key(const SecretBytes& k, std::uint8_t version) {
-  return protocol::encode_inner(protocol::ReplaceKey{k.clone(), version});
+Result<std::uint64_t> queue_replace_key(Tx& tx, const CardRecord& card, UnixTime now) {
+  if (!card.pending_k) return make_error(Errc::state, "card " + to_hex(card.n) + " has no pending key to send");
+  Bytes inner = protocol::encode_inner(protocol::ReplaceKey{card.pending_k->clone(), card.pending_version});
+  auto q = enqueue_packet(tx, card, inner, now, "rotate", card.pending_version);
+  secure_zero(inner.data(), inner.size());
+  return q;
 }
 
 // A new list for the card: stored (sealed), queued as OTA packets, flagged in flight.
@@ -312,10 +316,7 @@ Result<void> track_keys(Tx& tx, const CardRecord& card, const PorResult& p, cons
       if (!last) return last.error();
       if (ref == *last && card.list_push_in_flight) return resend_list(tx, card, *last, now);
     } else if (kind == "rotate" && card.pending_k && card.pending_version == ref) {
-      Bytes inner = encode_replace_key(*card.pending_k, card.pending_version);
-      auto q = enqueue_packet(tx, card, inner, now, "rotate", card.pending_version);
-      secure_zero(inner.data(), inner.size());
-      if (!q) return q.error();
+      if (auto q = queue_replace_key(tx, card, now); !q) return q.error();
     }
     return {};
   };
@@ -410,10 +411,7 @@ Result<void> Service::handle_mo_sms(const MoSms& sms) {
         // The E2 was overtaken by a later packet (it waited for a retry while the gateway was
         // down) and refused for its counter: the same K' goes again, or the rotation would
         // stay pending for good (protocol.md 6.2).
-        Bytes inner = encode_replace_key(*card->pending_k, card->pending_version);
-        auto q = enqueue_packet(tx, *card, inner, t, "rotate", card->pending_version);
-        secure_zero(inner.data(), inner.size());
-        if (!q) return q.error();
+        if (auto q = queue_replace_key(tx, *card, t); !q) return q.error();
         auto resent = tx.audit(t, "system", "rotate_key_resent", "card=" + to_hex(card->n) + " new_version=" +
                                                                      std::to_string(card->pending_version) + " after=rsc02");
         if (!resent) return resent.error();

@@ -49,7 +49,8 @@ Result<ServerKeyRecord> ensure_server_key(Tx& tx, std::string_view name, UnixTim
 Result<std::uint64_t> queue_server_key(Tx& tx, const CardRecord& card, UnixTime now);
 Result<Bytes> list_command(Tx& tx, const CardRecord& card, std::uint16_t id, bool activate_now,
                            const std::vector<SecretBytes>& keys, UnixTime now);
-Bytes encode_replace_key(const SecretBytes& k, std::uint8_t version);
+/// Queues E2 { K', version } of the card's pending rotation (the same K' every time).
+Result<std::uint64_t> queue_replace_key(Tx& tx, const CardRecord& card, UnixTime now);
 Result<std::uint16_t> allocate_list(Tx& tx, CardRecord& card, std::uint16_t size, std::string_view actor, UnixTime now,
                                     std::vector<SecretBytes>* keys_out);
 Result<void> resend_list(Tx& tx, const CardRecord& card, std::uint16_t id, UnixTime now);
