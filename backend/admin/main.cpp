@@ -1,14 +1,9 @@
 // otac-admin: the operators' command-line client for otac-backend's /v1/admin API.
 #include <boost/json.hpp>
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cctype>
-#include <cerrno>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <functional>
 #include <filesystem>
 #include <fstream>
@@ -23,6 +18,7 @@
 #include "otac/common/url.hpp"
 #include "otac/net/http_client.hpp"
 #include "otac/sys/file.hpp"
+#include "otac/sys/secret_input.hpp"
 
 namespace fs = std::filesystem;
 namespace json = boost::json;
@@ -101,31 +97,12 @@ struct Usage {
 
 [[noreturn]] void usage(const std::string& msg) { throw Usage{msg}; }
 
-// Reads the operator token. Like ssh with private keys, a token file that the group or others
-// may read (or write) is refused: the token is the operator's whole credential.
+// Reads the operator token: the first line of a file that neither group nor others may access
+// (like ssh with private keys: the token is the operator's whole credential).
 std::string read_token(const fs::path& p) {
-  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) usage("cannot read token file " + p.string() + ": " + std::strerror(errno));
-  struct stat st {};
-  const bool stat_ok = ::fstat(fd, &st) == 0;
-  std::string t;
-  if (stat_ok && S_ISREG(st.st_mode) && (st.st_mode & 077) == 0) {
-    t.resize(512);  // far more than a token; the first line is used
-    const ssize_t n = ::read(fd, t.data(), t.size());
-    t.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
-  }
-  ::close(fd);
-  if (!stat_ok || !S_ISREG(st.st_mode)) usage("token file " + p.string() + " is not a regular file");
-  if ((st.st_mode & 077) != 0) {
-    char mode[8];
-    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    usage("token file " + p.string() + " has mode " + mode +
-          ": it must not be accessible by group or others; run 'chmod 600 " + p.string() + "'");
-  }
-  if (const auto nl = t.find('\n'); nl != std::string::npos) t.resize(nl);
-  while (!t.empty() && (t.back() == '\r' || t.back() == ' ')) t.pop_back();
-  if (t.empty()) usage("token file " + p.string() + " is empty");
-  return t;
+  auto t = otac::sys::read_secret_file(p, 4096);
+  if (!t) usage("token file: " + t.error().message);
+  return std::string(t->data(), t->data() + t->size());
 }
 
 // Command arguments: positionals and --flags with values (repeatable flags collect).

@@ -1,5 +1,5 @@
 # Runs otac-tool once and checks its exit status and output (a CTest helper, cmake -P).
-# -DTOOL=path -DARGS="a|b|c" -DEXPECT_RC=n [-DEXPECT_OUT=regex] [-DFORBID=text]
+# -DTOOL=path -DARGS="a|b|c" -DEXPECT_RC=n [-DEXPECT_OUT=regex] [-DEXPECT_ERR=regex] [-DFORBID=text]
 # FORBID: a string (e.g. a key given on the command line) that must not appear in stdout
 # or stderr.
 string(REPLACE "|" ";" ARGS "${ARGS}")
@@ -9,6 +9,9 @@ if(NOT rc STREQUAL "${EXPECT_RC}")
 endif()
 if(DEFINED EXPECT_OUT AND NOT out MATCHES "${EXPECT_OUT}")
   message(FATAL_ERROR "otac-tool ${ARGS}: stdout does not match '${EXPECT_OUT}'\nstdout:\n${out}\nstderr:\n${err}")
+endif()
+if(DEFINED EXPECT_ERR AND NOT err MATCHES "${EXPECT_ERR}")
+  message(FATAL_ERROR "otac-tool ${ARGS}: stderr does not match '${EXPECT_ERR}'\nstdout:\n${out}\nstderr:\n${err}")
 endif()
 if(DEFINED FORBID)
   string(TOLOWER "${out}${err}" all)

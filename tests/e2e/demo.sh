@@ -93,7 +93,7 @@ grep -q '^relay:' "$OTAC_RUN/door2.err" && fail "the relay was pulsed for a refu
 say "relay not pulsed"
 
 step "Display mode: the card shows a code, typed at the door's keypad"
-code=$(card code --pin "$CARD_PIN" 2>>"$OTAC_RUN/steps.log" | grep -Eo '[0-9]{8}' | head -1)
+code=$(card code <<<"$CARD_PIN" 2>>"$OTAC_RUN/steps.log" | grep -Eo '[0-9]{8}' | head -1)
 [ -n "$code" ] || fail "the card showed no code"
 say "card display: $code"
 tap keypad code "$code" --card "$CARD_N" --door "$DOOR_OK"
