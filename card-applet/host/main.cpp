@@ -29,6 +29,7 @@
 #include "otac/common/secret.hpp"
 #include "otac/common/sw.hpp"
 #include "otac/common/tlv.hpp"
+#include "otac/sys/cli.hpp"
 #include "otac/sys/secret_input.hpp"
 
 namespace {
@@ -40,9 +41,7 @@ using Clock = std::chrono::steady_clock;
 volatile std::sig_atomic_t g_stop = 0;
 void on_signal(int) { g_stop = 1; }
 
-constexpr const char* kUsage = R"(otac-card - the OTAC card applet as a virtual card and phone
-
-USAGE
+constexpr const char* kUsage = R"(USAGE
   otac-card run --state FILE [--vicc HOST:PORT] [--smsc HOST:PORT --msisdn NUMBER]
   otac-card init --state FILE [--force]
   otac-card activate --state FILE [--pin-fd N]
@@ -121,25 +120,12 @@ struct UsageError {
   std::string message;
 };
 
-// --key value options; a few flags take no value.
+// One subcommand's options as CLI11 parsed them (main): each option's values in command-line
+// order (only --pin-door may repeat), flags with the value "1".
 struct Args {
   std::string command;
   std::map<std::string, std::vector<std::string>> opts;
 
-  static Args parse(int argc, char** argv) {
-    Args a;
-    if (argc < 2) throw UsageError{"missing command"};
-    a.command = argv[1];
-    for (int i = 2; i < argc; ++i) {
-      std::string k = argv[i];
-      if (k.rfind("--", 0) != 0) throw UsageError{"unexpected argument '" + k + "'"};
-      k = k.substr(2);
-      if (k == "force" || k == "help" || k == "json") { a.opts[k].push_back("1"); continue; }
-      if (i + 1 >= argc) throw UsageError{"option --" + k + " needs a value"};
-      a.opts[k].push_back(argv[++i]);
-    }
-    return a;
-  }
   bool has(const std::string& k) const { return opts.count(k) != 0; }
   std::string get(const std::string& k) const {
     auto it = opts.find(k);
@@ -147,13 +133,6 @@ struct Args {
     return it->second.back();
   }
   std::string get_or(const std::string& k, const std::string& def) const { return has(k) ? get(k) : def; }
-  void allow(std::initializer_list<const char*> keys) const {
-    for (const auto& [k, v] : opts) {
-      bool ok = k == "help";
-      for (const char* a : keys) ok = ok || k == a;
-      if (!ok) throw UsageError{"unknown option --" + k + " for '" + command + "'"};
-    }
-  }
 };
 
 // A whole-number option from 0 to max; anything else is a usage error naming the option.
@@ -295,7 +274,6 @@ const char* life_name(std::uint8_t l) {
 }
 
 int cmd_init(const Args& a) {
-  a.allow({"state", "force"});
   const std::filesystem::path p = a.get("state");
   StateLock lock(p);
   if (std::filesystem::exists(p) && !a.has("force"))
@@ -348,8 +326,6 @@ std::string card_key_hex(const Args& a) {
 }
 
 int cmd_activate(const Args& a) {
-  a.allow({"state", "pin", "puk", "pin-fd", "n", "k", "k-file", "alg", "server-number", "letter", "ca-key", "threshold",
-           "pin-limit", "pin-door"});
   Letter l;
   if (a.has("letter")) {
     l = read_letter(a.get("letter"));
@@ -400,7 +376,6 @@ int cmd_activate(const Args& a) {
 }
 
 int cmd_status(const Args& a) {
-  a.allow({"state", "json"});
   Session s(a.get("state"));
   auto r = transmit(s.app, 0x80, 0xA6, 0x00, 0x00, {}, true);
   expect_ok(r, "GET STATUS");
@@ -435,7 +410,6 @@ int cmd_status(const Args& a) {
 }
 
 int cmd_verify(const Args& a) {
-  a.allow({"state", "pin", "pin-fd"});
   const Bytes pin = Secrets(a).block("pin", "PIN");
   Session s(a.get("state"));
   s.verify(pin);
@@ -444,7 +418,6 @@ int cmd_verify(const Args& a) {
 }
 
 int cmd_code(const Args& a) {
-  a.allow({"state", "pin", "pin-fd"});
   const Bytes pin = Secrets(a).block("pin", "PIN");
   Session s(a.get("state"));
   s.verify(pin);
@@ -462,7 +435,6 @@ int cmd_code(const Args& a) {
 }
 
 int cmd_refresh(const Args& a) {
-  a.allow({"state", "pin", "pin-fd"});
   const Bytes pin = Secrets(a).block("pin", "PIN");
   Session s(a.get("state"));
   s.verify(pin);
@@ -476,7 +448,6 @@ int cmd_refresh(const Args& a) {
 }
 
 int cmd_keygen(const Args& a) {
-  a.allow({"state", "pin", "pin-fd", "alg"});
   const std::string alg = a.get("alg");
   if (alg != "rsa" && alg != "p256") throw UsageError{"--alg must be rsa (RSA-2048) or p256 (ECDSA/ECDH P-256)"};
   const Bytes pin = Secrets(a).block("pin", "PIN", true);
@@ -494,7 +465,6 @@ int cmd_keygen(const Args& a) {
 }
 
 int cmd_change_pin(const Args& a) {
-  a.allow({"state", "pin", "new-pin", "pin-fd"});
   Secrets secrets(a);
   Bytes d = secrets.block("pin", "PIN");
   append(d, secrets.block("new-pin", "new PIN", true));
@@ -506,7 +476,6 @@ int cmd_change_pin(const Args& a) {
 }
 
 int cmd_unblock(const Args& a) {
-  a.allow({"state", "puk", "new-pin", "pin-fd"});
   Secrets secrets(a);
   Bytes d = secrets.block("puk", "PUK");
   append(d, secrets.block("new-pin", "new PIN", true));
@@ -731,7 +700,6 @@ class Daemon {
 };
 
 int cmd_run(const Args& a) {
-  a.allow({"state", "vicc", "smsc", "msisdn"});
   const std::filesystem::path p = a.get("state");
   if (!a.has("vicc") && !a.has("smsc")) throw UsageError{"run needs --vicc and/or --smsc"};
   if (a.has("smsc") && !a.has("msisdn")) throw UsageError{"--smsc needs --msisdn (this phone's number)"};
@@ -768,29 +736,41 @@ int cmd_run(const Args& a) {
   return d.run();
 }
 
-}  // namespace
+// The subcommands: name, summary, options with a value, flags, and the function.
+struct Command {
+  const char* name;
+  const char* summary;
+  std::vector<std::string> options;
+  std::vector<std::string> flags;
+  int (*run)(const Args&);
+};
 
-int main(int argc, char** argv) {
+const std::vector<Command>& commands() {
+  static const std::vector<Command> table = {
+      {"run", "the daemon: the card for vpcd or the PN532 emulator, the phone for Kannel",
+       {"state", "vicc", "smsc", "msisdn"}, {}, cmd_run},
+      {"init", "create a blank card", {"state"}, {"force"}, cmd_init},
+      {"activate", "first activation: PIN, PUK, N, K, algorithm, server number",
+       {"state", "pin", "puk", "pin-fd", "n", "k", "k-file", "alg", "server-number", "letter", "ca-key", "threshold",
+        "pin-limit", "pin-door"},
+       {}, cmd_activate},
+      {"status", "life cycle, N, lists, codes, counter, key version", {"state"}, {"json"}, cmd_status},
+      {"verify", "check the PIN", {"state", "pin", "pin-fd"}, {}, cmd_verify},
+      {"code", "display mode: use the next code and print it", {"state", "pin", "pin-fd"}, {}, cmd_code},
+      {"refresh", "ask the server for a new list", {"state", "pin", "pin-fd"}, {}, cmd_refresh},
+      {"keygen", "asymmetric mode: generate the card's key pair", {"state", "pin", "pin-fd", "alg"}, {}, cmd_keygen},
+      {"change-pin", "change the PIN", {"state", "pin", "new-pin", "pin-fd"}, {}, cmd_change_pin},
+      {"unblock", "set a new PIN with the PUK", {"state", "puk", "new-pin", "pin-fd"}, {}, cmd_unblock},
+  };
+  return table;
+}
+
+// Runs one parsed subcommand; the statuses and one-line messages are the program's contract.
+int run_command(const Command& c, const Args& a) {
   try {
-    if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "help")) {
-      std::fputs(kUsage, stdout);
-      return 0;
-    }
-    Args a = Args::parse(argc, argv);
-    if (a.has("help")) { std::fputs(kUsage, stdout); return 0; }
-    if (a.command == "run") return cmd_run(a);
-    if (a.command == "init") return cmd_init(a);
-    if (a.command == "activate") return cmd_activate(a);
-    if (a.command == "status") return cmd_status(a);
-    if (a.command == "verify") return cmd_verify(a);
-    if (a.command == "code") return cmd_code(a);
-    if (a.command == "refresh") return cmd_refresh(a);
-    if (a.command == "keygen") return cmd_keygen(a);
-    if (a.command == "change-pin") return cmd_change_pin(a);
-    if (a.command == "unblock") return cmd_unblock(a);
-    throw UsageError{"unknown command '" + a.command + "'"};
+    return c.run(a);
   } catch (const UsageError& e) {
-    std::fprintf(stderr, "otac-card: %s\nRun `otac-card --help` for usage.\n", e.message.c_str());
+    std::fprintf(stderr, "otac-card %s: %s (otac-card %s --help)\n", c.name, e.message.c_str(), c.name);
     return 2;
   } catch (const Failure& e) {
     std::fprintf(stderr, "otac-card: %s\n", e.message.c_str());
@@ -799,4 +779,43 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "otac-card: unexpected error: %s\n", e.what());
     return 1;
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"The OTAC card applet as a virtual card and phone.", "otac-card"};
+  otac::sys::cli_defaults(app);
+  app.require_subcommand(1);
+  app.footer(kUsage);
+  const auto& cmds = commands();
+  std::vector<std::map<std::string, std::vector<std::string>>> values(cmds.size());  // CLI11 writes here
+  std::vector<CLI::App*> subs;
+  for (std::size_t i = 0; i < cmds.size(); ++i) {
+    CLI::App* sub = app.add_subcommand(cmds[i].name, cmds[i].summary);
+    sub->footer("otac-card --help describes every command and option.");
+    for (const auto& o : cmds[i].options) {
+      CLI::Option* opt = sub->add_option("--" + o, values[i][o])->type_name("VALUE");
+      if (o == "pin-door") opt->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+      // Secrets as arguments: deprecated aliases (Secrets warns); parsed, not offered in help.
+      if (o == "pin" || o == "puk" || o == "new-pin" || o == "k") opt->group("");
+    }
+    for (const auto& f : cmds[i].flags) sub->add_flag("--" + f);
+    subs.push_back(sub);
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return otac::sys::cli_exit(app, e);
+  }
+  for (std::size_t i = 0; i < cmds.size(); ++i) {
+    if (!subs[i]->parsed()) continue;
+    Args a{cmds[i].name, {}};
+    for (const auto& o : cmds[i].options)
+      if (subs[i]->count("--" + o) != 0) a.opts[o] = values[i][o];
+    for (const auto& f : cmds[i].flags)
+      if (subs[i]->count("--" + f) != 0) a.opts[f] = {"1"};
+    return run_command(cmds[i], a);
+  }
+  return 2;  // not reached: require_subcommand(1)
 }

@@ -7,27 +7,6 @@
 
 namespace otac::tool {
 
-Args::Args(const std::vector<std::string>& argv, const std::set<std::string>& options,
-           const std::set<std::string>& flags) {
-  for (std::size_t i = 0; i < argv.size(); ++i) {
-    const std::string& a = argv[i];
-    if (a.size() > 2 && a.rfind("--", 0) == 0) {
-      const std::string name = a.substr(2);
-      if (flags.count(name)) {
-        flags_.insert(name);
-      } else if (options.count(name)) {
-        if (i + 1 >= argv.size()) throw UsageError{"option --" + name + " needs a value"};
-        if (options_.count(name)) throw UsageError{"option --" + name + " given twice"};
-        options_[name] = argv[++i];
-      } else {
-        throw UsageError{"unknown option --" + name};
-      }
-    } else {
-      positional_.push_back(a);
-    }
-  }
-}
-
 std::optional<std::string> Args::option(const std::string& name) const {
   auto it = options_.find(name);
   if (it == options_.end()) return std::nullopt;

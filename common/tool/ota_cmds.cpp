@@ -92,9 +92,7 @@ std::string describe_key_id(std::uint8_t id, ota::Integrity integrity, bool is_k
 
 std::string counter_hex(std::uint64_t c) { return to_hex(be_bytes(c, 5)); }
 
-int run_build(const std::vector<std::string>& argv, std::ostream& out) {
-  const Args a(argv, {"spi", "kic", "kid", "tar", "cntr", "data", "kic-key", "kid-key", "kic-key-file", "kid-key-file", "rsc"}, {"response"});
-  if (!a.positional().empty()) throw UsageError{"unexpected argument '" + a.positional()[0] + "'"};
+int run_build(const Args& a, std::ostream& out) {
   const ota::Spi spi = spi_option(a);
   const std::uint8_t kic = a.byte_option("kic"), kid = a.byte_option("kid");
   const SecretBytes kic_key = a.key_option_opt("kic-key");
@@ -116,8 +114,7 @@ int run_build(const std::vector<std::string>& argv, std::ostream& out) {
   return exit_ok;
 }
 
-int run_open(const std::vector<std::string>& argv, std::ostream& out) {
-  const Args a(argv, {"spi", "kic", "kid", "kic-key", "kid-key", "kic-key-file", "kid-key-file"}, {"response"});
+int run_open(const Args& a, std::ostream& out) {
   const Bytes packet = a.hex_positional("packet");
   const SecretBytes kic_key = a.key_option_opt("kic-key");
   const SecretBytes kid_key = a.key_option_opt("kid-key");
@@ -163,9 +160,7 @@ int run_open(const std::vector<std::string>& argv, std::ostream& out) {
   return exit_ok;
 }
 
-int run_derive(const std::vector<std::string>& argv, std::ostream& out) {
-  const Args a(argv, {"k", "k-file", "n"}, {"aes"});
-  if (!a.positional().empty()) throw UsageError{"unexpected argument '" + a.positional()[0] + "'"};
+int run_derive(const Args& a, std::ostream& out) {
   const SecretBytes k = a.key_option("k");
   const Bytes n = a.hex_option("n", 8);
   const auto alg = a.flag("aes") ? ota::CardAlgorithm::aes128 : ota::CardAlgorithm::des3_2key;
@@ -182,9 +177,13 @@ int run_derive(const std::vector<std::string>& argv, std::ostream& out) {
 
 std::vector<Command> ota_commands() {
   return {
-      {"ota-build", "build a TS 102 225 command or response packet", kBuildHelp, run_build},
-      {"ota-open", "decode, verify and decipher a command or response packet", kOpenHelp, run_open},
-      {"derive-keys", "derive a card's KIc/KID/MO keys from K and N", kDeriveHelp, run_derive},
+      {"ota-build", "build a TS 102 225 command or response packet", kBuildHelp,
+       {"spi", "kic", "kid", "tar", "cntr", "data", "kic-key", "kid-key", "kic-key-file", "kid-key-file", "rsc"},
+       {"response"}, false, run_build},
+      {"ota-open", "decode, verify and decipher a command or response packet", kOpenHelp,
+       {"spi", "kic", "kid", "kic-key", "kid-key", "kic-key-file", "kid-key-file"}, {"response"}, true, run_open},
+      {"derive-keys", "derive a card's KIc/KID/MO keys from K and N", kDeriveHelp, {"k", "k-file", "n"}, {"aes"}, false,
+       run_derive},
   };
 }
 

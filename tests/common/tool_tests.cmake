@@ -10,7 +10,6 @@ set(_kic 300102030405060708090a0b0c0d0e0f)
 set(_kid 301102030405060708090a0b0c0d0e0f)
 set(_cmd 00201506193535b00011ae733256918d050b87c94fbfe12e4dc402f262c41cf67f2f)
 set(_por 001c12b000118bb989492c632529326a2f4681feb37c825bc9021c9f6d0b)
-set(_run ${CMAKE_CURRENT_SOURCE_DIR}/run_tool.cmake)
 
 # Keys come from files that only their owner may read (never from arguments, which ps shows).
 set(_keys ${CMAKE_CURRENT_BINARY_DIR}/tool_keys)
@@ -24,21 +23,10 @@ otac_tool_key_file(k.hex 404142434445464748494a4b4c4d4e4f "OWNER_READ;OWNER_WRIT
 otac_tool_key_file(kid-open.hex ${_kid} "OWNER_READ;OWNER_WRITE;GROUP_READ;WORLD_READ")
 otac_tool_key_file(not-hex.hex 30zz0102abcdef "OWNER_READ;OWNER_WRITE")
 
-# otac_tool_test(NAME RC OUT_REGEX FORBID ARGS...): OUT_REGEX/FORBID may be "" for none.
+# otac_tool_test(NAME RC OUT_REGEX FORBID ARGS...): OUT_REGEX/FORBID may be "" for none; the
+# variable OTAC_TOOL_EXPECT_ERR, when set, is a regex for stderr.
 function(otac_tool_test name rc out forbid)
-  # The argument list travels '|'-separated: a ';' list would be split by add_test.
-  string(REPLACE ";" "|" args "${ARGN}")
-  set(defs -DTOOL=$<TARGET_FILE:otac-tool> "-DARGS=${args}" -DEXPECT_RC=${rc})
-  if(DEFINED OTAC_TOOL_EXPECT_ERR)
-    list(APPEND defs "-DEXPECT_ERR=${OTAC_TOOL_EXPECT_ERR}")
-  endif()
-  if(NOT out STREQUAL "")
-    list(APPEND defs "-DEXPECT_OUT=${out}")
-  endif()
-  if(NOT forbid STREQUAL "")
-    list(APPEND defs "-DFORBID=${forbid}")
-  endif()
-  add_test(NAME "tool: ${name}" COMMAND ${CMAKE_COMMAND} ${defs} -P ${_run})
+  otac_program_test("tool: ${name}" otac-tool ${rc} "${out}" "${OTAC_TOOL_EXPECT_ERR}" "${forbid}" ${ARGN})
 endfunction()
 
 otac_tool_test("ota-build reproduces the pySim 3DES packet" 0 "^${_cmd}\n$" ""
