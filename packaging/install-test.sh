@@ -98,6 +98,10 @@ for b in otac-backend otac-terminal otac-admin otac-tool otac-card otac-pn532-em
   in_root "$b --help >/dev/null 2>&1" || fail "/usr/bin/$b --help fails in the fresh root (missing library?)"
 done
 ok "every program answers --help"
+for b in otac-backend otac-terminal otac-admin otac-tool otac-card otac-pn532-emu otac-loadgen; do
+  in_root "test -f /usr/share/bash-completion/completions/$b" || fail "no bash completion for $b"
+done
+ok "every program has its bash completion"
 
 expect_stat() {  # PATH "MODE USER:GROUP"
   local got; got=$(in_root "stat -c '%a %U:%G' $1" 2>/dev/null)

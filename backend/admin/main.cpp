@@ -280,6 +280,7 @@ int run(int argc, char** argv) {
     for (const auto& o : specs[i].options) {
       CLI::Option* opt = sub->add_option("--" + o, values[i].options[o])->type_name("VALUE");
       if (o == "door") opt->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+      else opt->expected(1);  // one value, given once
     }
     for (const auto& f : specs[i].flags) sub->add_flag("--" + f);
     sub->add_option("args", values[i].pos)->type_name("ARG");

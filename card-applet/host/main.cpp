@@ -12,7 +12,6 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -30,6 +29,7 @@
 #include "otac/common/sw.hpp"
 #include "otac/common/tlv.hpp"
 #include "otac/sys/cli.hpp"
+#include "otac/sys/log.hpp"
 #include "otac/sys/secret_input.hpp"
 
 namespace {
@@ -105,15 +105,15 @@ EXIT STATUS
   0 success, 1 failure (the message says what and what to do), 2 usage error.
 )";
 
+// One line per event in the format of every OTAC program (otac/sys/log.hpp): the part before
+// "vicc: ", "smsc: " or "sms: " names the event, "warning: " makes it a warning, and the whole
+// message goes into msg. Never pass secrets.
 void log(const std::string& msg) {
-  const auto now = std::chrono::system_clock::now();
-  const std::time_t t = std::chrono::system_clock::to_time_t(now);
-  std::tm tm{};
-  ::gmtime_r(&t, &tm);
-  char ts[32];
-  std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  std::fprintf(stderr, "%s otac-card: %s\n", ts, msg.c_str());
-  std::fflush(stderr);
+  std::string event = "card";
+  for (const char* link : {"vicc", "smsc", "sms"})
+    if (msg.rfind(std::string(link) + ": ", 0) == 0) event = link;
+  const bool warning = msg.rfind("warning: ", 0) == 0;
+  sys::log::write(warning ? "warn" : "info", event, {{"msg", warning ? msg.substr(9) : msg}});
 }
 
 struct UsageError {
@@ -797,6 +797,7 @@ int main(int argc, char** argv) {
     for (const auto& o : cmds[i].options) {
       CLI::Option* opt = sub->add_option("--" + o, values[i][o])->type_name("VALUE");
       if (o == "pin-door") opt->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+      else opt->expected(1);  // one value, given once
       // Secrets as arguments: deprecated aliases (Secrets warns); parsed, not offered in help.
       if (o == "pin" || o == "puk" || o == "new-pin" || o == "k") opt->group("");
     }

@@ -19,6 +19,7 @@
 #include "otac/common/number.hpp"
 #include "otac/hw/pn532_emulator.hpp"
 #include "otac/sys/cli.hpp"
+#include "otac/sys/log.hpp"
 
 namespace {
 
@@ -242,12 +243,13 @@ int main(int argc, char** argv) {
   (void)sigaction(SIGTERM, &sa, nullptr);
   (void)sigaction(SIGINT, &sa, nullptr);
 
-  std::fprintf(stderr, "otac-pn532-emu: ready: libnfc connstring %s (pty %s), card port 127.0.0.1:%u\n",
-               (*emu)->connstring().c_str(), (*emu)->slave_path().c_str(), static_cast<unsigned>((*emu)->card_port()));
+  otac::sys::log::info("ready", {{"connstring", (*emu)->connstring()},
+                                 {"pty", (*emu)->slave_path()},
+                                 {"card_port", "127.0.0.1:" + std::to_string((*emu)->card_port())}});
   auto r = (*emu)->run();
   g_emulator.store(nullptr);
   if (!r) {
-    std::fprintf(stderr, "otac-pn532-emu: %s\n", r.error().message.c_str());
+    otac::sys::log::error("failed", {{"error", r.error().message}});
     return 1;
   }
   return 0;

@@ -217,7 +217,7 @@ TEST_CASE("otac-card activate: a malformed number is a usage error naming the op
   REQUIRE(ok.status == 0);
   // The deprecated arguments still work, and each one warns that ps and the history show it.
   for (const char* opt : {"--pin ", "--puk ", "--k "})
-    CHECK(ok.out.find("warning: " + std::string(opt) + "puts the") != std::string::npos);
+    CHECK(ok.out.find("level=warn event=card msg=\"" + std::string(opt) + "puts the") != std::string::npos);
   CHECK(run_cli("status --state " + st).out.find("refresh at:       400 unused codes") != std::string::npos);
   auto two = run_cli("verify --state " + st + " --pin 0000");
   CHECK(two.out.find("2 tries left") != std::string::npos);
@@ -268,7 +268,7 @@ TEST_CASE("otac-card activate --k-file: K from a file only its owner may read, n
   auto ok = run_cli_in("1234\n87654321\n", cmd);
   INFO(ok.out);
   CHECK(ok.status == 0);
-  CHECK(ok.out.find("warning") == std::string::npos);
+  CHECK(ok.out.find("level=warn") == std::string::npos);
   CHECK(run_cli_in("1234\n", "verify --state " + st).status == 0);
   // Neither K nor --k-file: a usage error that names the file option.
   auto none = run_cli_in("1234\n87654321\n", "activate --state " + st + " --n 1122334455667788 --alg des3 --server-number 1");

@@ -33,6 +33,8 @@ if(TARGET otac-card)
   otac_cli_test("verify --help shows --pin-fd" otac-card 0 "--pin-fd" "" verify --help)
   otac_cli_test("an option of another command is refused in one line" otac-card 2 ""
                 "^otac-card verify: [^\n]*--force[^\n]*\n$" verify --state /nonexistent --force)
+  otac_cli_test("an option given twice is refused in one line" otac-card 2 ""
+                "^otac-card verify: [^\n]*--state[^\n]*\n$" verify --state /nonexistent/a --state /nonexistent/b)
 endif()
 if(TARGET otac-admin)
   otac_cli_test("enroll --help shows --msisdn" otac-admin 0 "--msisdn" "" enroll --help)

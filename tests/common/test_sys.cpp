@@ -1,5 +1,5 @@
 // common/sys: the file-descriptor owner, the atomic file replacement, secrets read from
-// descriptors and owner-only files.
+// descriptors and owner-only files, the log format.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -8,12 +8,14 @@
 
 #include <catch2/catch.hpp>
 #include <cerrno>
+#include <cstdio>
 #include <filesystem>
 #include <string>
 #include <vector>
 
 #include "otac/sys/fd.hpp"
 #include "otac/sys/file.hpp"
+#include "otac/sys/log.hpp"
 #include "otac/sys/secret_input.hpp"
 #include "test_support.hpp"
 
@@ -277,4 +279,46 @@ TEST_CASE("read_secret_file: owner-only regular files, first line, trailing blan
   auto missing = otac::sys::read_secret_file(dir.path / "missing");
   REQUIRE_FALSE(missing.ok());
   CHECK(missing.error().code == Errc::io);
+}
+
+// --- the one log format (otac/sys/log.hpp) ---
+
+namespace {
+
+// What otac::sys::log writes to stderr during `f`, captured through a temporary file.
+template <class F>
+std::string stderr_of(const fs::path& file, F f) {
+  std::fflush(stderr);
+  const int saved = ::dup(STDERR_FILENO);
+  REQUIRE(saved >= 0);
+  {
+    Fd out(::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    REQUIRE(out.valid());
+    REQUIRE(::dup2(out.get(), STDERR_FILENO) == STDERR_FILENO);
+  }
+  f();
+  std::fflush(stderr);
+  ::dup2(saved, STDERR_FILENO);
+  ::close(saved);
+  return content_of(file);
+}
+
+}  // namespace
+
+TEST_CASE("log: one logfmt line per event, time stamp, level, event, quoted values") {
+  TempDir dir;
+  const std::string line = stderr_of(dir.path / "err", [] {
+    otac::sys::log::warn("sms", {{"to", "+4912345"}, {"msg", "sms: MT \"x\" = y"}, {"ctl", std::string("a\nb\x7f", 4)}, {"e", ""}});
+  });
+  INFO(line);
+  REQUIRE(line.size() > 30);
+  CHECK(line.back() == '\n');
+  CHECK(line.find('\n') == line.size() - 1);  // a newline in a value cannot split the line
+  // ts=2026-12-06T12:18:51.123Z: UTC, milliseconds.
+  CHECK(line.rfind("ts=", 0) == 0);
+  CHECK(line[7] == '-');
+  CHECK(line[13] == 'T');
+  CHECK(line[26] == 'Z');
+  CHECK(line.substr(27) ==
+        " level=warn event=sms to=+4912345 msg=\"sms: MT \\\"x\\\" = y\" ctl=\"a\\x0ab\\x7f\" e=\"\"\n");
 }
