@@ -38,7 +38,7 @@ namespace {
 
 // A key in hex; the message says what is wrong without repeating any part of the secret.
 SecretBytes key_from_hex(std::string_view text, const std::string& what) {
-  auto r = from_hex(std::string(text));
+  auto r = from_hex(text);
   if (!r) throw UsageError{what + ": not valid hex (give the key as 16, 32 or 48 hex digits)"};
   SecretBytes key(*r);
   secure_zero(r->data(), r->size());
