@@ -39,7 +39,7 @@ ALLOWED = {
     "common": set(),
     "sys": {"common"},
     "net": {"common"},
-    "tool": {"common"},
+    "tool": {"common", "sys"},
     "applet": {"common", "sys"},
     "card-host": {"applet", "common", "sys"},
     "terminal": {"common", "sys", "net"},
