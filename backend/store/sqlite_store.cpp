@@ -237,6 +237,9 @@ class SqliteTx final : public Tx {
   Result<std::vector<AuditEntry>> audit_entries(std::int64_t after_seq, std::uint32_t limit) override;
   Result<std::vector<AuditEntry>> audit_recent(std::uint32_t limit) override;
   Result<std::int64_t> verify_audit_chain() override;
+  Result<std::vector<Bytes>> card_ids(std::uint32_t limit) override;
+  Result<std::vector<TerminalRecord>> terminals(std::uint32_t limit) override;
+  Result<std::vector<OutboxMessage>> queued_sms(ByteView n, std::uint32_t limit) override;
 
  private:
   Query q(const char* sql);
@@ -1019,12 +1022,9 @@ OutboxMessage read_sms(const Query& r) {
   m.created_at = r.col_i(9);
   return m;
 }
-}  // namespace
 
-Result<std::vector<OutboxMessage>> SqliteTx::due_sms(UnixTime now, std::uint32_t limit) {
-  auto r = q("SELECT id,card,dest,udh,payload,status,attempts,next_attempt_at,last_reply,created_at FROM sms_outbox"
-             " WHERE status=0 AND next_attempt_at<=? ORDER BY id LIMIT ?");
-  r.i(now).i(limit);
+// Up to limit outbox rows of a bound query.
+Result<std::vector<OutboxMessage>> read_sms_rows(Query& r, std::uint32_t limit) {
   std::vector<OutboxMessage> out;
   for (std::uint32_t i = 0; i < limit; ++i) {
     auto row = r.step();
@@ -1034,6 +1034,14 @@ Result<std::vector<OutboxMessage>> SqliteTx::due_sms(UnixTime now, std::uint32_t
   }
   return out;
 }
+}  // namespace
+
+Result<std::vector<OutboxMessage>> SqliteTx::due_sms(UnixTime now, std::uint32_t limit) {
+  auto r = q("SELECT id,card,dest,udh,payload,status,attempts,next_attempt_at,last_reply,created_at FROM sms_outbox"
+             " WHERE status=0 AND next_attempt_at<=? ORDER BY id LIMIT ?");
+  r.i(now).i(limit);
+  return read_sms_rows(r, limit);
+}
 
 Result<OutboxMessage> SqliteTx::sms(std::int64_t id) {
   auto r = q("SELECT id,card,dest,udh,payload,status,attempts,next_attempt_at,last_reply,created_at FROM sms_outbox WHERE id=?");
@@ -1042,6 +1050,39 @@ Result<OutboxMessage> SqliteTx::sms(std::int64_t id) {
   if (!row) return row.error();
   if (!*row) return make_error(Errc::not_found, "no outbox message " + std::to_string(id));
   return read_sms(r);
+}
+
+Result<std::vector<OutboxMessage>> SqliteTx::queued_sms(ByteView n, std::uint32_t limit) {
+  auto r = q("SELECT id,card,dest,udh,payload,status,attempts,next_attempt_at,last_reply,created_at FROM sms_outbox"
+             " WHERE status=0 AND card=? ORDER BY id LIMIT ?");
+  r.b(n).i(limit);
+  return read_sms_rows(r, limit);
+}
+
+Result<std::vector<Bytes>> SqliteTx::card_ids(std::uint32_t limit) {
+  auto r = q("SELECT n FROM cards ORDER BY created_at DESC, rowid DESC LIMIT ?");
+  r.i(limit);
+  std::vector<Bytes> out;
+  for (std::uint32_t i = 0; i < limit; ++i) {
+    auto row = r.step();
+    if (!row) return row.error();
+    if (!*row) break;
+    out.push_back(r.col_b(0));
+  }
+  return out;
+}
+
+Result<std::vector<TerminalRecord>> SqliteTx::terminals(std::uint32_t limit) {
+  auto r = q("SELECT id,cert_fingerprint,limit_minor,enabled FROM terminals ORDER BY id LIMIT ?");
+  r.i(limit);
+  std::vector<TerminalRecord> out;
+  for (std::uint32_t i = 0; i < limit; ++i) {
+    auto row = r.step();
+    if (!row) return row.error();
+    if (!*row) break;
+    out.push_back(TerminalRecord{r.col_t(0), r.col_t(1), r.col_i(2), r.col_i(3) != 0});
+  }
+  return out;
 }
 
 Result<void> SqliteTx::update_sms(const OutboxMessage& m) {
