@@ -26,6 +26,10 @@ struct DriverIo {
   std::function<std::optional<SecretBytes>(const std::string& prompt)> pin;
   /// Shows a line on the terminal's display.
   std::function<void(const std::string& line)> display;
+  /// The clock of the held wait's deadlines and latency, and the pause between polls; unset:
+  /// steady_clock and this_thread::sleep_for. Tests pass a clock that the pause moves forward.
+  std::function<std::chrono::steady_clock::time_point()> now;
+  std::function<void(std::chrono::steady_clock::duration)> pause;
 };
 
 /// Time limits for one tap.

@@ -6,6 +6,7 @@
 
 #include "json_input.hpp"
 #include "log.hpp"
+#include "views.hpp"
 
 namespace otac::backend::http {
 namespace json = boost::json;
@@ -62,27 +63,6 @@ json::object answer_json(const AuthAnswer& a) {
     o["expires_at"] = a.expires_at;
     o["expires_in"] = a.expires_in;
   }
-  return o;
-}
-
-json::object txn_json(const TransactionRecord& t) {
-  json::object o;
-  o["txn_id"] = t.txn_id;
-  o["card"] = to_hex(t.card);
-  o["list"] = t.list_id;
-  o["index"] = t.index;
-  o["terminal"] = t.terminal_id;
-  o["amount_minor"] = t.amount_minor;
-  o["currency"] = t.currency;
-  if (!t.door.empty()) o["door"] = t.door;
-  o["decision"] = decision_name(t.decision);
-  o["reason"] = t.reason;
-  if (!t.auth_code.empty()) o["auth_code"] = t.auth_code;
-  if (!t.arc.empty()) o["arc"] = to_hex(t.arc);
-  o["created_at"] = t.created_at;
-  o["decided_at"] = t.decided_at;
-  if (!t.decided_by.empty()) o["decided_by"] = t.decided_by;
-  if (t.expires_at != 0) o["expires_at"] = t.expires_at;
   return o;
 }
 
@@ -373,58 +353,11 @@ class Api {
     return out;
   }
 
-  // A card for operators: settings and state, never the keys.
+  // A card for operators (views.hpp): settings and state, never the keys.
   std::optional<Response> card_json(const Request& req, const Bytes& n, json::object& o) {
-    auto c = c_.service->card(n);
+    auto c = c_.service->card_summary(n);
     if (!c) return service_error(req, c.error());
-    auto doors = c_.service->card_doors(n);
-    if (!doors) return service_error(req, doors.error());
-    o["n"] = to_hex(c->n);
-    o["algorithm"] = c->algorithm == Algorithm::des3 ? "des3" : "aes";
-    o["msisdn"] = c->msisdn;
-    o["status"] = c->status == CardStatus::active ? "active" : "blocked";
-    o["fail_count"] = c->fail_count;
-    o["fail_limit"] = c->fail_limit;
-    o["threshold"] = c->threshold;
-    o["limit_minor"] = c->limit_minor;
-    o["review_minor"] = c->review_minor;
-    o["currency"] = c->currency;  // 0: enrolled before currencies, the backend's default applies
-    json::array da;
-    for (const auto& d : *doors) {
-      json::object dj;
-      dj["door"] = d.door;
-      dj["from_minute"] = d.from_minute;
-      dj["to_minute"] = d.to_minute;
-      dj["tz"] = d.tz;
-      da.push_back(std::move(dj));
-    }
-    o["doors"] = std::move(da);
-    o["key_version"] = c->key_version;
-    o["key_rotation_pending"] = c->pending_k.has_value();
-    o["asymmetric"] = !c->public_key.empty();
-    o["list_push_in_flight"] = c->list_push_in_flight;
-    auto lists = c_.service->card_lists(n);
-    if (!lists) return service_error(req, lists.error());
-    json::array la;
-    std::uint64_t unused = 0;
-    for (const auto& l : *lists) {
-      json::object lo;
-      lo["id"] = l.id;
-      lo["state"] = l.state == ListState::sent ? "sent" : l.state == ListState::loaded ? "loaded" : "refused";
-      lo["count"] = l.count;
-      lo["unused"] = l.unused;
-      if (!l.refusal.empty()) lo["refusal"] = l.refusal;
-      lo["state_at"] = l.state_at;
-      unused += l.unused;
-      la.push_back(std::move(lo));
-    }
-    o["unused"] = unused;
-    o["lists"] = std::move(la);
-    auto ks = c_.service->key_status(n);
-    if (!ks) return service_error(req, ks.error());
-    o["signature_key"] = ks->signature_key ? "set" : ks->signature_key_pending ? "pending" : "none";
-    o["server_key_confirmed"] = ks->server_key;
-    o["created_at"] = c->created_at;
+    o = http::card_json(*c);
     return std::nullopt;
   }
 
@@ -556,12 +489,7 @@ class Api {
     if (!valid_terminal_id(id)) return bad_request(req, "terminal id must be 8 characters of A-Z a-z 0-9 - _");
     auto t = c_.service->terminal(id);
     if (!t) return service_error(req, t.error());
-    json::object o;
-    o["id"] = t->id;
-    o["fingerprint"] = t->cert_fingerprint;
-    o["limit_minor"] = t->limit_minor;
-    o["enabled"] = t->enabled;
-    return json_response(req, Status::ok, o);
+    return json_response(req, Status::ok, terminal_json(*t));
   }
 
   Response transactions(const Request& req, RequestContext& ctx) {
@@ -594,7 +522,7 @@ class Api {
     auto r = c_.service->list_transactions(f);
     if (!r) return service_error(req, r.error());
     json::array a;
-    for (const auto& t : *r) a.push_back(txn_json(t));
+    for (const auto& t : *r) a.push_back(transaction_json(t));
     json::object o;
     o["transactions"] = std::move(a);
     return json_response(req, Status::ok, o);
@@ -607,7 +535,7 @@ class Api {
     if (!valid_txn_id(txn)) return bad_request(req, "malformed transaction id");
     auto t = c_.service->transaction(txn);
     if (!t) return service_error(req, t.error());
-    return json_response(req, Status::ok, txn_json(*t));
+    return json_response(req, Status::ok, transaction_json(*t));
   }
 
   Response decide(const Request& req, RequestContext& ctx, bool approve) {
@@ -643,16 +571,7 @@ class Api {
     auto r = c_.service->audit_log(after, limit);
     if (!r) return service_error(req, r.error());
     json::array a;
-    for (const auto& e : *r) {
-      json::object o;
-      o["seq"] = e.seq;
-      o["at"] = e.at;
-      o["actor"] = e.actor;
-      o["action"] = e.action;
-      o["detail"] = e.detail;
-      o["mac"] = to_hex(e.mac);
-      a.push_back(std::move(o));
-    }
+    for (const auto& e : *r) a.push_back(audit_json(e));
     json::object o;
     o["entries"] = std::move(a);
     return json_response(req, Status::ok, o);

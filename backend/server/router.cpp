@@ -137,4 +137,10 @@ bool split_target(std::string_view target, std::string& path, std::map<std::stri
   return true;
 }
 
+Response dispatch_target(const Router& router, const Request& req, RequestContext& ctx) {
+  if (!split_target(req.target(), ctx.path, ctx.query))
+    return error_response(req, Status::bad_request, "bad_request", "malformed request target");
+  return router.dispatch(req, ctx);
+}
+
 }  // namespace otac::backend::http

@@ -8,7 +8,6 @@
 #include <boost/json.hpp>
 
 #include <chrono>
-#include <filesystem>
 #include <functional>
 #include <map>
 #include <optional>
@@ -45,18 +44,6 @@ using Handler = std::function<Response(const Request&, RequestContext&)>;
 /// Per-route options.
 struct RouteOptions {
   bool slow = false;  ///< may wait for a long time (long-poll): runs on the slow pool
-};
-
-class OperatorGate;
-
-/// What an extension (the console) gets at start-up.
-struct Extension {
-  Service* service = nullptr;               ///< the business logic
-  std::filesystem::path data_dir;           ///< the backend's data directory
-  /// Checks an operator token (bearer or typed into a login form).
-  std::function<Result<OperatorRecord>(std::string_view token)> authenticate;
-  /// The server's throttled operator-token check (shared with the API); may be null.
-  OperatorGate* gate = nullptr;
 };
 
 /// Routes requests by method and path. Registration happens before the server starts;
@@ -102,5 +89,9 @@ Response service_error(const Request& req, const Error& e);
 
 /// Splits "/a/b?x=1&y=%20" into path and decoded query parameters; false if malformed.
 bool split_target(std::string_view target, std::string& path, std::map<std::string, std::string>& query);
+
+/// Fills ctx's path and query from the request's target and runs it through router (400 for a
+/// malformed target): a request made inside the process, e.g. the console's actions.
+Response dispatch_target(const Router& router, const Request& req, RequestContext& ctx);
 
 }  // namespace otac::backend::http

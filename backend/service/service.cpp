@@ -106,6 +106,19 @@ Result<TerminalRecord> Service::terminal(std::string_view id) {
   return out;
 }
 
+Result<std::vector<TerminalRecord>> Service::list_terminals(std::uint32_t limit) {
+  if (limit < 1 || limit > 1000) return make_error(Errc::bad_value, "terminal list limit must be 1 to 1000");
+  std::vector<TerminalRecord> out;
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto t = tx.terminals(limit);
+    if (!t) return t.error();
+    out = std::move(*t);
+    return {};
+  });
+  if (!r) return r.error();
+  return out;
+}
+
 Result<std::string> Service::create_operator(std::string_view name, Role role, std::string_view actor) {
   if (name.empty() || name.size() > 64) return make_error(Errc::bad_value, "operator name must be 1 to 64 characters");
   std::string token = "otac_" + to_hex(crypto::random_bytes(32));

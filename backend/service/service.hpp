@@ -1,6 +1,6 @@
 // The backend's business logic: enrollment, lists over SMS, authorization, operators.
-// No network I/O: the HTTPS layer calls in, the SMS sender drains the outbox through
-// next_due/mark_sent/mark_failed. Every state change is one Store transaction.
+// No network I/O: the HTTPS layer calls in, the outbox pump (sms_outbox.hpp) drains the
+// outbox through next_due/mark_sent/mark_failed into an SmsGateway. Every state change is one Store transaction.
 //
 // Error codes and their HTTP meaning (for the server layer):
 //   bad_value / truncated / bad_length / trailing_data -> 400 (malformed request)
@@ -81,6 +81,30 @@ struct CardKeyStatus {
   bool signature_key = false;         ///< S is confirmed: every packet carries CF
   bool signature_key_pending = false; ///< E3 sent, not yet proven
   bool server_key = false;            ///< an E4 with the current server key was confirmed
+};
+
+/// A card as operators see it: settings, state, lists and the SMS waiting for it; never a key.
+struct CardSummary {
+  Bytes n;
+  Algorithm algorithm = Algorithm::des3;
+  std::string msisdn;
+  CardStatus status = CardStatus::active;
+  std::uint32_t fail_count = 0;
+  std::uint32_t fail_limit = 0;
+  std::uint32_t threshold = 0;
+  std::int64_t limit_minor = 0;
+  std::int64_t review_minor = 0;
+  std::uint16_t currency = 0;         ///< 0: enrolled before currencies, the backend's default applies
+  std::uint8_t key_version = 1;
+  bool key_rotation_pending = false;  ///< K' sent, not yet proven by the card
+  bool asymmetric = false;
+  bool list_push_in_flight = false;
+  UnixTime created_at = 0;
+  std::vector<DoorPermission> doors;
+  std::vector<ListInfo> lists;        ///< oldest first
+  CardKeyStatus keys;
+  std::uint32_t sms_queued = 0;       ///< messages still queued for the gateway
+  std::optional<OutboxMessage> sms_last;  ///< the newest of them
 };
 
 /// An authorization request as the terminal sent it (protocol.md §5).
@@ -177,6 +201,10 @@ class Service {
   Result<CardRecord> card(ByteView n);
   /// The card's door permissions.
   Result<std::vector<DoorPermission>> card_doors(ByteView n);
+  /// The card for operators (settings, lists, key state, queued SMS), read in one transaction.
+  Result<CardSummary> card_summary(ByteView n);
+  /// The most recently enrolled cards, newest first, at most `limit` (1..1000).
+  Result<std::vector<CardSummary>> list_cards(std::uint32_t limit);
   /// Changes limits, review amount, threshold, currency or doors of an enrolled card; one
   /// audit entry lists every changed setting with its old and new value. Returns the card.
   Result<CardRecord> update_card_settings(ByteView n, CardSettings s, std::string_view actor);
@@ -225,6 +253,8 @@ class Service {
   Result<void> register_terminal(const TerminalRecord& t, std::string_view actor);
   /// The terminal with this id (for the server's client-certificate check); not_found if none.
   Result<TerminalRecord> terminal(std::string_view id);
+  /// Registered terminals by id, at most `limit` (1..1000).
+  Result<std::vector<TerminalRecord>> list_terminals(std::uint32_t limit);
   /// Creates an operator and returns its new random token (shown once).
   Result<std::string> create_operator(std::string_view name, Role role, std::string_view actor);
   /// The operator owning token; not_found if none.

@@ -222,4 +222,10 @@ Result<bool> SqliteTx::consume_otac(ByteView n, std::uint16_t list_id, std::uint
   return r.changes() == 1;
 }
 
+Result<std::vector<Bytes>> SqliteTx::card_ids(std::uint32_t limit) {
+  auto r = q("SELECT n FROM cards ORDER BY created_at DESC, rowid DESC LIMIT ?");
+  r.i(limit);
+  return collect<Bytes>(r, limit, [](const Query& row) { return row.col_b(0); });
+}
+
 }  // namespace otac::backend::sqlite

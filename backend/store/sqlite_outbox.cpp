@@ -22,6 +22,12 @@ Result<std::vector<OutboxMessage>> SqliteTx::due_sms(UnixTime now, std::uint32_t
   return collect<OutboxMessage>(r, limit, rows::sms_from_row<Query>);
 }
 
+Result<std::vector<OutboxMessage>> SqliteTx::queued_sms(ByteView n, std::uint32_t limit) {
+  auto r = q("SELECT " OTAC_STORE_SMS_COLUMNS " FROM sms_outbox WHERE status=0 AND card=? ORDER BY id LIMIT ?");
+  r.b(n).i(limit);
+  return collect<OutboxMessage>(r, limit, rows::sms_from_row<Query>);
+}
+
 Result<OutboxMessage> SqliteTx::sms(std::int64_t id) {
   auto r = q("SELECT " OTAC_STORE_SMS_COLUMNS " FROM sms_outbox WHERE id=?");
   r.i(id);

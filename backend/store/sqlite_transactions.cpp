@@ -75,6 +75,14 @@ Result<TerminalRecord> SqliteTx::terminal(std::string_view id) {
   return TerminalRecord{std::string(id), r.col_t(0), r.col_i(1), r.col_i(2) != 0};
 }
 
+Result<std::vector<TerminalRecord>> SqliteTx::terminals(std::uint32_t limit) {
+  auto r = q("SELECT id,cert_fingerprint,limit_minor,enabled FROM terminals ORDER BY id LIMIT ?");
+  r.i(limit);
+  return collect<TerminalRecord>(r, limit, [](const Query& row) {
+    return TerminalRecord{row.col_t(0), row.col_t(1), row.col_i(2), row.col_i(3) != 0};
+  });
+}
+
 Result<void> SqliteTx::put_operator(const OperatorRecord& op) {
   auto r = q("INSERT OR REPLACE INTO operators(name,role,token_hash) VALUES(?,?,?)");
   r.t(op.name).i(static_cast<int>(op.role)).b(op.token_hash);

@@ -63,6 +63,9 @@ class SqliteTx final : public Tx {
   Result<std::vector<AuditEntry>> audit_entries(std::int64_t after_seq, std::uint32_t limit) override;
   Result<std::vector<AuditEntry>> audit_recent(std::uint32_t limit) override;
   Result<std::int64_t> verify_audit_chain() override;
+  Result<std::vector<Bytes>> card_ids(std::uint32_t limit) override;
+  Result<std::vector<TerminalRecord>> terminals(std::uint32_t limit) override;
+  Result<std::vector<OutboxMessage>> queued_sms(ByteView n, std::uint32_t limit) override;
 
  private:
   Query q(const char* sql);

@@ -335,6 +335,14 @@ class Tx {
   virtual Result<std::vector<AuditEntry>> audit_recent(std::uint32_t limit) = 0;
   /// Recomputes the whole chain; error (bad_mac) naming the first entry that does not verify.
   virtual Result<std::int64_t> verify_audit_chain() = 0;
+
+  // listings for operators
+  /// Identities of the most recently enrolled cards, newest first, at most limit.
+  virtual Result<std::vector<Bytes>> card_ids(std::uint32_t limit) = 0;
+  /// Registered terminals by id, at most limit.
+  virtual Result<std::vector<TerminalRecord>> terminals(std::uint32_t limit) = 0;
+  /// Messages to the card still queued for the gateway (whatever their retry time), oldest first.
+  virtual Result<std::vector<OutboxMessage>> queued_sms(ByteView n, std::uint32_t limit) = 0;
 };
 
 /// A store: opens transactions. Thread-safe in the sense that each Store object is used by
