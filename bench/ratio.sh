@@ -41,7 +41,8 @@ flock 9
 run=$(mktemp -d /tmp/otac-ratio.XXXXXX)
 backend_pid='' nginx_pid='' perf_pid=''
 stop_all() {
-  # By PID only: what this script started.
+  # By PID only: what this script started. Every step runs, whatever the one before returned.
+  set +e
   if [ -n "$perf_pid" ]; then kill -INT "$perf_pid" 2>/dev/null; wait "$perf_pid" 2>/dev/null || true; fi
   if [ -n "$backend_pid" ]; then kill "$backend_pid" 2>/dev/null; wait "$backend_pid" 2>/dev/null || true; fi
   if [ -n "$nginx_pid" ]; then
@@ -107,11 +108,11 @@ echo "ratio.sh: backend pid $backend_pid on :$backend_port, nginx pid $nginx_pid
      "$connections connections, $seconds s per target, rate ${rate/#0/max}; $(nproc) cores, load $(load)"
 
 if [ -n "${RATIO_PERF:-}" ]; then
-  # Started once the set-up (enrolment, lists) is done: the loadgen prints "prepared" then.
+  # Started at the backend's first logged authorization (after the set-up and the nginx
+  # phase), for the length of the phase.
   (
-    for _ in $(seq 6000); do grep -q '^prepared' "$run/loadgen.out" 2>/dev/null && break; sleep 0.1; done
-    sleep "$seconds"  # the nginx phase
-    exec $RATIO_PERF "$backend_pid"
+    for _ in $(seq 12000); do grep -q 'path=/v1/authorizations ' "$run/backend.log" 2>/dev/null && break; sleep 0.05; done
+    exec timeout -s INT "$seconds" $RATIO_PERF "$backend_pid"
   ) &
   perf_pid=$!
 fi
