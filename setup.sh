@@ -43,6 +43,8 @@ packages=(
   catch2 procps psmisc curl ca-certificates iproute2 python3 util-linux
   # line coverage of the test suite (.ci/coverage.sh)
   gcovr
+  # benchmarks: nginx as the HTTPS reference (bench/ratio.sh), the profiler
+  nginx linux-perf
 )
 
 log() { printf 'setup: %s\n' "$*"; }

@@ -37,7 +37,10 @@ Outcome run_flow(Flow& flow, const DriverIo& io, const DriverLimits& lim, TapTim
         break;
       }
       case Action::transmit: {
+        const auto t0 = Clock::now();
         auto r = transmit(*io.reader, a.command, lim.apdu_timeout);
+        if (times && times->tap_to_decision_ms < 0)
+          times->card_ms += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
         a = r ? flow.on_response(*r) : flow.on_reader_error(r.error());
         break;
       }
@@ -46,10 +49,13 @@ Outcome run_flow(Flow& flow, const DriverIo& io, const DriverLimits& lim, TapTim
         a = pin ? flow.on_pin(*pin) : flow.on_pin_cancelled();
         break;
       }
-      case Action::post_auth:
+      case Action::post_auth: {
         sent_at = now();
-        a = flow.on_backend(io.post(a.body));
+        auto answer = io.post(a.body);
+        if (times) times->backend_ms += std::chrono::duration<double, std::milli>(now() - sent_at).count();
+        a = flow.on_backend(std::move(answer));
         break;
+      }
       case Action::poll_held: {
         // The wait ends at the terminal's own limit or at the backend's deadline, whichever
         // comes first. The deadline arrives as time left and is counted from when the request

@@ -43,6 +43,8 @@ struct DriverLimits {
 /// Timings of one tap.
 struct TapTimes {
   double tap_to_decision_ms = -1;  ///< card detected -> decision shown; -1 if no card
+  double backend_ms = 0;           ///< of which waiting for the backend's answers
+  double card_ms = 0;              ///< of which APDU exchanges with the card
 };
 
 /// Drives the flow to its end and returns its outcome.

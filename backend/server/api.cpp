@@ -94,13 +94,7 @@ class Api {
                             "this endpoint needs a terminal client certificate issued by the backend's CA");
     }
     ctx.log["terminal"] = *ctx.client_cn;
-    {
-      std::lock_guard lock(mu_);
-      auto it = terminals_.find(*ctx.client_cn);
-      if (it != terminals_.end()) {
-        if (it->second == ctx.client_fingerprint) return std::nullopt;
-      }
-    }
+    if (terminal_cached(*ctx.client_cn, ctx.client_fingerprint)) return std::nullopt;
     auto t = c_.service->terminal(*ctx.client_cn);
     if (!t) {
       if (t.error().code == Errc::not_found)
@@ -115,6 +109,14 @@ class Api {
     std::lock_guard lock(mu_);
     terminals_[t->id] = t->cert_fingerprint;
     return std::nullopt;
+  }
+
+  // This terminal was found registered and enabled with this certificate (revoking and
+  // re-issuing forget it).
+  bool terminal_cached(const std::string& cn, const std::string& fingerprint) {
+    std::lock_guard lock(mu_);
+    auto it = terminals_.find(cn);
+    return it != terminals_.end() && it->second == fingerprint;
   }
 
   void forget_terminal(const std::string& id) {
@@ -181,10 +183,36 @@ class Api {
   // ---- terminal endpoints ----
   Response authorize(const Request& req, RequestContext& ctx) {
     if (auto e = require_terminal(req, ctx)) return *e;
+    AuthRequest a;
+    if (auto bad = read_authorization(req, a)) return *bad;
+    ctx.log["txn"] = a.txn_id;
+    return authorization_answer(req, ctx, a.card, c_.service->authorize(a, *ctx.client_cn));
+  }
+
+  // POST /v1/authorizations without blocking the network thread: the store's committer
+  // answers once the decision is durable. False, having done nothing, until this terminal's
+  // certificate is in the cache (the blocking handler looks it up in the store).
+  bool authorize_async(const Request& req, RequestContext& ctx, Reply reply) {
+    if (!ctx.client_cn || !terminal_cached(*ctx.client_cn, ctx.client_fingerprint)) return false;
+    ctx.log["terminal"] = *ctx.client_cn;
+    AuthRequest a;
+    if (auto bad = read_authorization(req, a)) {
+      reply([r = std::move(*bad)]() mutable { return std::move(r); });
+      return true;
+    }
+    ctx.log["txn"] = a.txn_id;
+    Bytes card = a.card;
+    c_.service->authorize_async(a, *ctx.client_cn, [this, &req, &ctx, card = std::move(card), reply = std::move(reply)](Result<AuthAnswer> r) mutable {
+      reply([this, &req, &ctx, card = std::move(card), r = std::move(r)] { return authorization_answer(req, ctx, card, r); });
+    });
+    return true;
+  }
+
+  // The fields of an authorization request; a 400 answer when they are malformed.
+  std::optional<Response> read_authorization(const Request& req, AuthRequest& a) {
     auto o = parse_object(req.body(), {"txn_id", "card", "list", "index", "atc", "pin_state", "challenge", "cryptogram"});
     if (!o) return bad_request(req, o.error().message);
     Fields f(*o);
-    AuthRequest a;
     a.txn_id = f.str("txn_id", true, 64);
     a.card = f.hexbytes("card", true, 8, 8);
     a.list_id = static_cast<std::uint16_t>(f.integer("list", true, 0, 65535));
@@ -195,10 +223,12 @@ class Api {
     a.cryptogram = f.hexbytes("cryptogram", true, 8, 8);
     if (!f.error && !valid_txn_id(a.txn_id)) f.fail("field \"txn_id\" must be 1 to 64 characters of A-Z a-z 0-9 - _ . :");
     if (f.error) return bad_request(req, *f.error);
-    ctx.log["txn"] = a.txn_id;
-    auto r = c_.service->authorize(a, *ctx.client_cn);
+    return std::nullopt;
+  }
+
+  Response authorization_answer(const Request& req, RequestContext& ctx, const Bytes& card, const Result<AuthAnswer>& r) {
     if (!r) return service_error(req, r.error());
-    if (!r->recorded) return decline_suppressed(req, ctx, a.card);
+    if (!r->recorded) return decline_suppressed(req, ctx, card);
     ctx.log["decision"] = decision_name(r->decision);
     ctx.log["reason"] = r->reason;
     return json_response(req, Status::ok, answer_json(*r));
@@ -691,7 +721,8 @@ void install_api(Router& router, ApiContext& ctx) {
   };
   router.add(Verb::get, "/healthz", bind(&Api::healthz));
   router.add(Verb::get, "/metrics", bind(&Api::metrics));
-  router.add(Verb::post, "/v1/authorizations", bind(&Api::authorize));
+  router.add(Verb::post, "/v1/authorizations", bind(&Api::authorize),
+             [api](const Request& req, RequestContext& c, Reply reply) { return api->authorize_async(req, c, std::move(reply)); });
   router.add(Verb::get, "/v1/authorizations/*", bind(&Api::get_authorization), RouteOptions{true});
   router.add(Verb::post, "/v1/authorizations/*/cancel", bind(&Api::cancel_authorization));
   router.add(Verb::post, "/v1/codes/verify", bind(&Api::verify_code));

@@ -75,6 +75,15 @@ Result<void> Service::run(const std::function<Result<void>(Tx&)>& fn) {
   return r;
 }
 
+void Service::run_async(std::function<Result<void>(Tx&)> fn, Store::Done done) {
+  auto s = pool_->take();
+  if (!s) return done(s.error());
+  // A store handle only names the shared connection: it goes back at once, while the call
+  // waits in the store's queue.
+  (*s)->run_async(std::move(fn), std::move(done));
+  pool_->give(std::move(*s));
+}
+
 void Service::count(const AuthAnswer& a) {
   std::lock_guard lock(metrics_mu_);
   ++decisions_[std::string(decision_name(a.decision)) + "/" + a.reason];

@@ -229,6 +229,12 @@ class Service {
   // ---- authorization ----
   /// Verifies and decides an authorization; terminal_id is the client certificate's CN.
   Result<AuthAnswer> authorize(const AuthRequest& req, std::string_view terminal_id);
+  /// The answer of an asynchronous call, or its error.
+  using AuthDone = std::function<void(Result<AuthAnswer>)>;
+  /// authorize without waiting: done gets the answer (durable, as authorize's) exactly once,
+  /// from the store's committing thread, or at once for a request refused before the store.
+  /// done must not block and must not call the Service.
+  void authorize_async(const AuthRequest& req, std::string_view terminal_id, AuthDone done);
   /// The current answer for txn_id, waiting up to `wait` (capped) while it is held.
   Result<AuthAnswer> get_authorization(std::string_view txn_id, std::chrono::milliseconds wait);
   /// An operator decides a held transaction; conflict once it is decided or has expired.
@@ -282,6 +288,8 @@ class Service {
  private:
   class Pool;
   Result<void> run(const std::function<Result<void>(Tx&)>& fn);
+  /// Store::run_async on a store of the pool.
+  void run_async(std::function<Result<void>(Tx&)> fn, Store::Done done);
   UnixTime now() const;
   void count(const AuthAnswer& a);
   /// Fills in a new transaction's fields and decision inside the store transaction, for a
@@ -294,6 +302,24 @@ class Service {
   /// audit entry and counted in the metrics.
   Result<AuthAnswer> decide(UnixTime t, const std::string& txn_id, ByteView hash, ByteView card, std::string_view terminal_id,
                             std::string_view action, const Rules& rules);
+  /// What decide works on, kept by an asynchronous decision until it is answered.
+  struct DecideJob {
+    UnixTime t = 0;
+    std::string txn_id;
+    Bytes hash;
+    Bytes card;
+    std::string terminal_id;
+    std::string action;
+    Rules rules;
+    AuthAnswer ans;      ///< filled by the store transaction
+    bool fresh = false;  ///< a new decision (not a retry's earlier answer): counted
+  };
+  /// decide's store transaction over job (which must outlive it).
+  std::function<Result<void>(Tx&)> decide_tx(DecideJob& job);
+  Result<AuthAnswer> decide(DecideJob& job);
+  void decide_async(std::shared_ptr<DecideJob> job, AuthDone done);
+  /// A tap's request checked outside the store, and its decision prepared.
+  Result<std::shared_ptr<DecideJob>> authorize_job(const AuthRequest& req, std::string_view terminal_id);
 
   ServiceConfig config_;
   std::unique_ptr<Pool> pool_;

@@ -97,7 +97,7 @@ Result<std::vector<T>> collect(Query& q, std::uint64_t limit, F row) {
   return out;
 }
 
-struct Pending;  // one caller of Store::run (sqlite_group_commit.cpp)
+struct Pending;  // one call of Store::run or Store::run_async (sqlite_group_commit.cpp)
 
 /// The process's connection to one database file. Used by one thread (the group's leader)
 /// at a time.

@@ -1,5 +1,6 @@
-// Group commit of the SQLite store: concurrent Store::run calls in one process share one
-// connection and one durable commit (the comment below says how and why).
+// Group commit of the SQLite store: concurrent Store::run and Store::run_async calls in one
+// process share one connection, one committing thread and one durable commit (the comment
+// below says how and why).
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -22,49 +23,67 @@ namespace otac::backend::sqlite {
 // ---- group commit ---------------------------------------------------------------------------
 //
 // Durable commits cost one fsync each (WAL, synchronous=FULL). To amortize it, every Store
-// opened on the same database file in one process shares one SQLite connection, and
-// concurrent Store::run calls are batched on it: the first caller that finds no batch running
-// becomes the leader, takes every waiting call (up to kMaxBatch), runs them one after another
-// inside ONE SQLite transaction, each within its own SAVEPOINT (callers that queue meanwhile
-// join it), and commits once. Only then
-// does any caller of the batch return, so "durable on return" holds exactly as before. The
-// functions still run strictly one after another (a batch is a serial schedule), so the
-// conditional update in consume_otac, the idempotency lookup by txn_id and the audit chain
-// see the same states as with one transaction each. A function that fails (or throws) is
-// rolled back to its savepoint and only its caller sees the error. If SQLite aborted the
-// whole transaction instead (I/O error, disk full), the others of the batch are retried one
-// by one, each in a transaction of its own. While a batch commits, new callers queue; the
-// leader then hands over to the first of them, so the next batch starts at once.
-// Other processes on the same file still meet SQLite's own write lock (BEGIN IMMEDIATE), and
-// one connection per process keeps its page cache valid from one batch to the next.
+// opened on the same database file in one process shares one SQLite connection and one
+// committing thread. Store::run and Store::run_async queue their function there; the
+// committer takes every queued call (up to kMaxBatch), runs them one after another inside ONE
+// SQLite transaction, each within its own SAVEPOINT (calls that queue meanwhile join it), and
+// commits once. Only then is any call of the batch answered: run returns, run_async's
+// completion is called. So "durable when answered" holds exactly as with one transaction
+// each, and a caller of run_async (a network thread) never blocks. The functions run strictly
+// one after another (a batch is a serial schedule), so the conditional update in
+// consume_otac, the idempotency lookup by txn_id and the audit chain see the same states as
+// with one transaction each. A function that fails (or throws) is rolled back to its
+// savepoint and only its caller sees the error. If SQLite aborted the whole transaction
+// instead (I/O error, disk full), the others of the batch are retried one by one, each in a
+// transaction of its own. Other processes on the same file still meet SQLite's own write lock
+// (BEGIN IMMEDIATE), and one connection per process keeps its page cache valid from one batch
+// to the next.
 
-// One caller of Store::run, waiting in a CommitGroup.
+// One call of Store::run or Store::run_async, queued in a CommitGroup.
 struct Pending {
-  static constexpr int kWaiting = 0, kLead = 1, kDone = 2;
+  std::function<Result<void>(Tx&)> owned;  // run_async: the function, kept until answered
   const std::function<Result<void>(Tx&)>* fn = nullptr;
   const Kek* kek = nullptr;
   Result<void> result;
-  std::exception_ptr exception;  // rethrown in the caller's thread
-  // Each caller sleeps on its own condition variable, so that a commit wakes exactly the
-  // callers of its batch and none of them queues on the group mutex to find out. (Not
-  // std::atomic::wait: libstdc++ spins on sched_yield first, which cost a tenth of the CPU.)
+  std::exception_ptr exception;  // run: rethrown in the caller's thread
+  Store::Done done;              // run_async's completion; empty for a caller of run
+  // A caller of run sleeps on its own condition variable, so that a commit wakes exactly the
+  // callers of its batch. (Not std::atomic::wait: libstdc++ spins on sched_yield first, which
+  // cost a tenth of the CPU.)
   std::mutex mu;
   std::condition_variable cv;
-  int state = kWaiting;  // guarded by mu
+  bool answered = false;  // guarded by mu
 
-  void signal(int s) {
+  /// Called once, by the committer, when the batch holding this call is durable or failed.
+  void answer() noexcept {
+    if (done) {
+      Result<void> r = std::move(result);
+      if (exception) r = make_error(Errc::internal, "a store transaction failed: " + describe(exception));
+      try {
+        done(std::move(r));
+      } catch (...) {  // a completion must not throw; there is no one left to tell
+      }
+      return;
+    }
     {
       std::lock_guard lock(mu);
-      state = s;
+      answered = true;
     }
-    cv.notify_one();  // the signaller holds a shared_ptr: the Pending outlives this call
+    cv.notify_one();  // the committer holds a shared_ptr: the Pending outlives this call
   }
-  int wait_while_waiting() {
+  void wait() {
     std::unique_lock lock(mu);
-    cv.wait(lock, [this] { return state != kWaiting; });
-    const int s = state;
-    if (s == kLead) state = kWaiting;  // the lead is taken; wait again after leading
-    return s;
+    cv.wait(lock, [this] { return answered; });
+  }
+
+  static std::string describe(const std::exception_ptr& e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      return x.what();
+    } catch (...) {
+      return "unknown exception";
+    }
   }
 };
 
@@ -205,15 +224,59 @@ class Checkpointer {
   std::jthread thread_;  // declared last: started after, and joined before, the members it uses
 };
 
-// The callers waiting for one database file in this process, and its connections.
-struct CommitGroup {
-  CommitGroup(DbPtr db, DbPtr checkpoint_db) : checkpointer(std::move(checkpoint_db)), conn(std::move(db)) {}
-  std::mutex mu;
-  std::deque<std::shared_ptr<Pending>> queue;  // callers not yet taken into a batch
-  bool leader_busy = false;    // a batch is being run; the next leader is chosen by handover
-  // conn is declared after checkpointer, so it closes first: its WAL hook points there.
-  Checkpointer checkpointer;
-  Connection conn;             // only the leader touches it
+// The calls queued for one database file in this process, its connections and its committer.
+class CommitGroup {
+ public:
+  CommitGroup(DbPtr db, DbPtr checkpoint_db)
+      : checkpointer_(std::move(checkpoint_db)), conn_(std::move(db)),
+        committer_([this](std::stop_token st) { commit_loop(st); }) {}
+  ~CommitGroup() = default;  // committer_ (destroyed first) answers what is queued, then stops
+  CommitGroup(const CommitGroup&) = delete;
+  CommitGroup& operator=(const CommitGroup&) = delete;
+
+  /// Queues a call; the committer answers it once its batch is durable (or failed).
+  void submit(std::shared_ptr<Pending> p) {
+    {
+      std::lock_guard lock(mu_);
+      queue_.push_back(std::move(p));
+    }
+    cv_.notify_one();
+  }
+  /// For set-up only, before any call is queued.
+  sqlite3* db() const { return conn_.db(); }
+  Checkpointer& checkpointer() { return checkpointer_; }
+
+ private:
+  // Ends when stop is requested and nothing is left queued; each round commits one batch.
+  void commit_loop(const std::stop_token& stop) {
+    for (;;) {
+      {
+        std::unique_lock lock(mu_);
+        if (!cv_.wait(lock, stop, [this] { return !queue_.empty(); })) return;
+      }
+      std::vector<std::shared_ptr<Pending>> batch;  // keeps every Pending alive until answered
+      const auto take = [&](std::vector<Pending*>& raw) {
+        std::lock_guard lock(mu_);
+        while (!queue_.empty() && raw.size() < kMaxBatch) {
+          batch.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+          raw.push_back(batch.back().get());
+        }
+      };
+      std::vector<Pending*> raw;
+      take(raw);
+      conn_.execute(raw, take);
+      for (const auto& p : batch) p->answer();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable_any cv_;  // a call was queued; its wait also ends on committer_'s stop
+  std::deque<std::shared_ptr<Pending>> queue_;  // calls not yet taken into a batch
+  // conn_ is declared after checkpointer_, so it closes first: its WAL hook points there.
+  Checkpointer checkpointer_;
+  Connection conn_;         // only the committer touches it (and set-up, before it starts)
+  std::jthread committer_;  // declared last: started after, and joined before, what it uses
 };
 
 class SqliteStore final : public Store {
@@ -222,51 +285,26 @@ class SqliteStore final : public Store {
       : group_(std::move(group)), kek_(std::move(kek)) {}
 
   Result<void> run(const std::function<Result<void>(Tx&)>& fn) override {
-    CommitGroup& g = *group_;
-    // Shared with the leader, which may still be signalling it when this call returns.
+    // Shared with the committer, which may still be signalling it when this call returns.
     auto me = std::make_shared<Pending>();
     me->fn = &fn;
     me->kek = kek_.get();
-    {
-      std::lock_guard lock(g.mu);
-      g.queue.push_back(me);
-      if (!g.leader_busy) {
-        g.leader_busy = true;
-        me->state = Pending::kLead;  // not yet visible to any other thread
-      }
-    }
-    // Ends when the batch holding `me` is done: each round either leads a batch (which
-    // always holds its leader, the queue's first) or sleeps until told to do one or the other.
-    while (me->wait_while_waiting() != Pending::kDone) lead(g);
+    group_->submit(me);
+    me->wait();
     if (me->exception) std::rethrow_exception(me->exception);
     return std::move(me->result);
   }
 
- private:
-  // Runs the queued callers as one batch, wakes them, and hands the lead to the next caller.
-  static void lead(CommitGroup& g) {
-    std::vector<std::shared_ptr<Pending>> batch;  // keeps every Pending alive until signalled
-    const auto take = [&](std::vector<Pending*>& raw) {
-      std::lock_guard lock(g.mu);
-      while (!g.queue.empty() && raw.size() < kMaxBatch) {
-        batch.push_back(std::move(g.queue.front()));
-        g.queue.pop_front();
-        raw.push_back(batch.back().get());
-      }
-    };
-    std::vector<Pending*> raw;
-    take(raw);
-    g.conn.execute(raw, take);
-    std::shared_ptr<Pending> next;
-    {
-      std::lock_guard lock(g.mu);
-      if (g.queue.empty()) g.leader_busy = false;
-      else next = g.queue.front();  // stays queued: it takes itself into its own batch
-    }
-    for (const auto& p : batch) p->signal(Pending::kDone);
-    if (next) next->signal(Pending::kLead);
+  void run_async(std::function<Result<void>(Tx&)> fn, Done done) override {
+    auto me = std::make_shared<Pending>();
+    me->owned = std::move(fn);
+    me->fn = &me->owned;
+    me->kek = kek_.get();
+    me->done = std::move(done);
+    group_->submit(std::move(me));
   }
 
+ private:
   std::shared_ptr<CommitGroup> group_;
   std::shared_ptr<const Kek> kek_;
 };
@@ -298,7 +336,9 @@ Result<std::shared_ptr<CommitGroup>> commit_group(const std::filesystem::path& d
   if (sqlite3_exec(cp->get(), "PRAGMA synchronous=FULL", nullptr, nullptr, nullptr) != SQLITE_OK)
     return db_error(cp->get(), "cannot set PRAGMA synchronous=FULL");
   auto g = std::make_shared<CommitGroup>(setup.release(), std::move(*cp));
-  sqlite3_wal_hook(g->conn.db(), &Checkpointer::on_commit, &g->checkpointer);  // replaces the automatic checkpoint
+  // Replaces the automatic checkpoint. Set before any call is queued (submit's mutex orders it
+  // before the committer's first use of the connection).
+  sqlite3_wal_hook(g->db(), &Checkpointer::on_commit, &g->checkpointer());
   for (auto it = groups.begin(); it != groups.end();) it = it->second.expired() ? groups.erase(it) : std::next(it);
   groups[key] = g;
   return g;

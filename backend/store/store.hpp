@@ -358,6 +358,13 @@ class Store {
   /// waits meanwhile), may run again if the database aborts the shared commit, and must not
   /// call run itself.
   virtual Result<void> run(const std::function<Result<void>(Tx&)>& fn) = 0;
+
+  /// The completion of run_async: fn's result once its transaction is durable, or the error.
+  using Done = std::function<void(Result<void>)>;
+  /// run without waiting: done is called exactly once, when run would have returned, from the
+  /// store's committing thread (this default runs fn at once in the caller's thread). done
+  /// must not block and must not call run; fn must not call run either.
+  virtual void run_async(std::function<Result<void>(Tx&)> fn, Done done) { done(run(fn)); }
 };
 
 }  // namespace otac::backend

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include "test_service_support.hpp"
@@ -225,6 +227,66 @@ TEST_CASE("a retry with the same txn id gets the stored answer, a different body
   REQUIRE_FALSE(x);
   CHECK(x.error().code == Errc::conflict);
   // Only one code was consumed.
+  auto s = env.store();
+  REQUIRE(s->run([&](Tx& tx) -> Result<void> {
+    CHECK(tx.unused_count(c.n).value() == c.codes.size() - 1);
+    return {};
+  }));
+}
+
+// authorize_async, waited for: its answer or error, and how often the completion ran.
+struct AsyncAnswer {
+  int calls = 0;
+  Result<AuthAnswer> answer = make_error(Errc::internal, "no answer");
+};
+AsyncAnswer authorize_and_wait(Service& svc, const AuthRequest& req, std::string_view terminal) {
+  std::mutex mu;
+  std::condition_variable cv;
+  AsyncAnswer out;
+  svc.authorize_async(req, terminal, [&](Result<AuthAnswer> r) {
+    std::lock_guard lock(mu);
+    ++out.calls;
+    out.answer = std::move(r);
+    cv.notify_all();
+  });
+  std::unique_lock lock(mu);
+  cv.wait_for(lock, std::chrono::seconds(10), [&] { return out.calls > 0; });
+  lock.unlock();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // a second completion would show now
+  std::lock_guard again(mu);
+  return out;
+}
+
+TEST_CASE("authorize_async decides as authorize does: approval, used code, retry, conflict, refusal before the store") {
+  Env env;
+  Card c = setup(env);
+  Ch ch;
+  auto req = test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], ch);
+  auto a = authorize_and_wait(*env.svc, req, "TERM0001");
+  CHECK(a.calls == 1);
+  REQUIRE(a.answer);
+  CHECK(a.answer->decision == Decision::approved);
+  CHECK(a.answer->arpc == arpc_of(c, 0, req.cryptogram, "00"));
+  // The retry gets the stored answer, through either path.
+  auto b = authorize_and_wait(*env.svc, req, "TERM0001");
+  REQUIRE(b.answer);
+  CHECK(b.answer->auth_code == a.answer->auth_code);
+  CHECK(env.svc->authorize(req, "TERM0001")->auth_code == a.answer->auth_code);
+  // The same code under a new txn id is used; the same txn id with another body conflicts.
+  req.txn_id = "T2";
+  auto used = authorize_and_wait(*env.svc, req, "TERM0001");
+  REQUIRE(used.answer);
+  CHECK(used.answer->reason == "code_used");
+  auto other = test::card_request("T1", c.n, c.alg, c.list, 1, c.codes[1], ch);
+  auto conflict = authorize_and_wait(*env.svc, other, "TERM0001");
+  REQUIRE_FALSE(conflict.answer);
+  CHECK(conflict.answer.error().code == Errc::conflict);
+  // Refused before the store (the challenge names another terminal): answered at once, once.
+  auto wrong = authorize_and_wait(*env.svc, test::card_request("T3", c.n, c.alg, c.list, 2, c.codes[2], ch), "TERM0002");
+  CHECK(wrong.calls == 1);
+  REQUIRE_FALSE(wrong.answer);
+  CHECK(wrong.answer.error().code == Errc::state);
+  // One code consumed in all.
   auto s = env.store();
   REQUIRE(s->run([&](Tx& tx) -> Result<void> {
     CHECK(tx.unused_count(c.n).value() == c.codes.size() - 1);

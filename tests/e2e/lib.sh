@@ -123,7 +123,7 @@ EOF
   # The card: enrolled (letter), a blank card activated with it, its first list by SMS.
   # With E2E_CARD_KEYPAIR=rsa|p256 the card first generates its key pair and is enrolled
   # with its public key (asymmetric mode: lists arrive as E5).
-  CARD_STATE=$OTAC_RUN/card.state
+  CARD_STATE=${E2E_CARD_STATE_DIR:-$OTAC_RUN}/card.state  # a benchmark may put it on tmpfs
   rm -f "$CARD_STATE" "$CARD_STATE.lock"
   quiet card init || return 1
   local pubkey=()
