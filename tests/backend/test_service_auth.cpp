@@ -261,7 +261,7 @@ TEST_CASE("authorize_async decides as authorize does: approval, used code, retry
   Env env;
   Card c = setup(env);
   Ch ch;
-  auto req = test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], ch);
+  auto req = backend::test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], ch);
   auto a = authorize_and_wait(*env.svc, req, "TERM0001");
   CHECK(a.calls == 1);
   REQUIRE(a.answer);
@@ -277,12 +277,12 @@ TEST_CASE("authorize_async decides as authorize does: approval, used code, retry
   auto used = authorize_and_wait(*env.svc, req, "TERM0001");
   REQUIRE(used.answer);
   CHECK(used.answer->reason == "code_used");
-  auto other = test::card_request("T1", c.n, c.alg, c.list, 1, c.codes[1], ch);
+  auto other = backend::test::card_request("T1", c.n, c.alg, c.list, 1, c.codes[1], ch);
   auto conflict = authorize_and_wait(*env.svc, other, "TERM0001");
   REQUIRE_FALSE(conflict.answer);
   CHECK(conflict.answer.error().code == Errc::conflict);
   // Refused before the store (the challenge names another terminal): answered at once, once.
-  auto wrong = authorize_and_wait(*env.svc, test::card_request("T3", c.n, c.alg, c.list, 2, c.codes[2], ch), "TERM0002");
+  auto wrong = authorize_and_wait(*env.svc, backend::test::card_request("T3", c.n, c.alg, c.list, 2, c.codes[2], ch), "TERM0002");
   CHECK(wrong.calls == 1);
   REQUIRE_FALSE(wrong.answer);
   CHECK(wrong.answer.error().code == Errc::state);
