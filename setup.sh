@@ -22,6 +22,8 @@ packages=(
   build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
   # common/: crypto; backend: TLS, HTTP, JSON, store
   libssl-dev openssl libboost1.81-dev libboost-json1.81-dev libsqlite3-dev sqlite3
+  # the PostgreSQL store (libpq) and the throw-away clusters of its tests (initdb, pg_ctl)
+  libpq-dev postgresql postgresql-client
   # backend policy: IANA time zones for door windows, the ISO 4217 currency list
   libhowardhinnant-date-dev tzdata iso-codes
   # readers and virtual card
