@@ -54,10 +54,14 @@ class PgStore final : public Store {
       Connection& c = *conn_;
       c.last_state.clear();
       c.met_conflict = false;
-      last = once(c, fn);
+      bool began = false;
+      last = once(c, fn, began);
       if (last) return last;
       if (c.broken()) {
-        conn_.reset();  // reconnect next time; the transaction did not commit (or once() says so)
+        conn_.reset();  // reconnect next time
+        // Nothing ran yet (a connection the server closed while idle, e.g. after its
+        // restart): try again on a new connection. Otherwise the caller hears of it.
+        if (!began) continue;
         return last;
       }
       if (!worth_rerun(c)) return last;
@@ -72,8 +76,9 @@ class PgStore final : public Store {
   static constexpr int kAttempts = 8;
 
   // One transaction: BEGIN, fn, COMMIT (or ROLLBACK). An exception rolls back and propagates.
-  Result<void> once(Connection& c, const std::function<Result<void>(Tx&)>& fn) {
+  Result<void> once(Connection& c, const std::function<Result<void>(Tx&)>& fn, bool& began) {
     if (auto b = c.command("BEGIN"); !b) return b;
+    began = true;
     pg::PgTx tx(c, *kek_);
     Result<void> r;
     try {

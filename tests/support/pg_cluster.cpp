@@ -103,7 +103,7 @@ void PgCluster::start() {
   const auto log = dir_ / "server.log";
   // fsync stays on: the tests that kill nodes rely on what PostgreSQL acknowledged.
   const std::string opts = "-c listen_addresses='' -k " + sockets_.string() + " -p " + std::to_string(kPort) +
-                           " -c max_connections=200 -c shared_buffers=32MB";
+                           " -c max_connections=400 -c shared_buffers=32MB";
   const int rc = run({std::string(kBinDir) + "/pg_ctl", "-D", data_.string(), "-l", log.string(), "-o", opts, "-w", "-t",
                       "60", "start"},
                      run_as_, 90, (dir_ / "pg_ctl.log").string());
@@ -140,6 +140,18 @@ void PgCluster::psql(const std::string& db, const std::string& sql) const {
   const int rc = run({std::string(kBinDir) + "/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", conninfo(db), "-c", sql},
                      "", 60, log);
   if (rc != 0) throw std::runtime_error("psql failed on `" + sql + "`:\n" + tail(log));
+}
+
+std::string PgCluster::dump(const std::string& db) const {
+  const auto out = dir_ / ("dump-" + db + ".sql");
+  std::filesystem::remove(out);
+  const int rc = run({std::string(kBinDir) + "/pg_dump", "--data-only", "-f", out.string(), "-d", conninfo(db)}, "", 60,
+                     (dir_ / "pg_dump.log").string());
+  if (rc != 0) throw std::runtime_error("pg_dump failed:\n" + tail(dir_ / "pg_dump.log"));
+  std::ifstream f(out);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
 }
 
 std::string PgCluster::create_database() {

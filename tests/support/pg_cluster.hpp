@@ -32,17 +32,20 @@ class PgCluster {
   std::string conninfo(const std::string& db) const;
   /// Runs one SQL command through psql as the superuser; throws on failure.
   void psql(const std::string& db, const std::string& sql) const;
+  /// The database's content as pg_dump writes it (plain SQL, data only).
+  std::string dump(const std::string& db) const;
   /// Stops the server (fast shutdown) and starts it again on the same socket.
   void restart();
+  /// Stops the server (fast shutdown; SIGKILL after 10 s), by the postmaster's PID.
+  void stop();
+  /// Starts the stopped server again.
+  void start();
 
   pid_t postmaster_pid() const;
   const std::filesystem::path& socket_dir() const { return sockets_; }
   static constexpr const char* kBinDir = "/usr/lib/postgresql/15/bin";
 
  private:
-  void start();
-  void stop();
-
   std::filesystem::path dir_;      // everything lives here
   std::filesystem::path data_;
   std::filesystem::path sockets_;
