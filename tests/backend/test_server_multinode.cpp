@@ -161,3 +161,79 @@ TEST_CASE("multi-node: a transaction held on one node is approved by an operator
   auto again = Backend::call(c[0].admin(), Verb::post, "/v1/admin/transactions/HELD-1/decline");
   CHECK(again.status == 409);
 }
+
+TEST_CASE("multi-node: a node killed with kill -9 under load loses no approval and approves no code twice", "[server][pg]") {
+  Cluster c(3);
+  const auto [cert, key] = c[0].register_terminal("TERM0001");
+  const auto [n, k] = c[0].enroll(R"({"msisdn":"+4915550001"})");
+  auto refresh = Backend::call(c[0].admin(), Verb::post, "/v1/admin/cards/" + to_hex(n) + "/refresh");
+  REQUIRE(refresh.status == 200);
+  const auto list = static_cast<std::uint16_t>(std::stoi(field(refresh.body, "list")));
+  auto store = c.store();
+  constexpr int kTerminals = 9, kEach = 8;
+  std::vector<AuthRequest> requests;
+  for (int code = 0; code < kTerminals * kEach; ++code) {
+    SecretBytes otac;
+    REQUIRE(store->run([&](Tx& tx) -> Result<void> {
+      auto o = tx.otac(n, list, static_cast<std::uint16_t>(code));
+      if (!o) return o.error();
+      otac = std::move(o->key);
+      return {};
+    }));
+    requests.push_back(card_request("KILL-" + std::to_string(code), n, Algorithm::des3, list, static_cast<std::uint16_t>(code), otac, Ch{}));
+  }
+  // Each terminal knows the three nodes and fails over to the next when one does not answer,
+  // retrying the same txn_id (the answer is idempotent).
+  std::mutex mu;
+  std::map<std::string, std::string> seen;  // txn_id -> decision the terminal saw
+  std::atomic<int> answered{0}, failovers{0};
+  std::vector<std::string> lost(kTerminals);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kTerminals; ++t) {
+    threads.emplace_back([&, t] {
+      for (int j = 0; j < kEach; ++j) {
+        const auto& a = requests[static_cast<std::size_t>(t * kEach + j)];
+        bool done = false;
+        for (int attempt = 0; attempt < 6 && !done; ++attempt) {
+          auto& node = c[static_cast<std::size_t>((t + attempt) % 3)];
+          auto r = net::request_once(node.terminal(cert, key), Verb::post, "/v1/authorizations", auth_body(a));
+          if (r && r->status == 200) {
+            std::lock_guard lock(mu);
+            seen[a.txn_id] = field(r->body, "decision");
+            done = true;
+          } else {
+            ++failovers;
+          }
+        }
+        if (!done) lost[static_cast<std::size_t>(t)] += a.txn_id + " ";
+        ++answered;
+      }
+    });
+  }
+  for (int i = 0; i < 400 && answered < kTerminals * kEach / 3; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  c[0].kill9();
+  for (auto& t : threads) t.join();
+  for (const auto& l : lost) CHECK(l.empty());
+  CHECK(failovers > 0);  // terminals 0, 3 and 6 start on the killed node: the kill was under load
+  REQUIRE(seen.size() == static_cast<std::size_t>(kTerminals * kEach));
+  // Every approval a terminal saw is recorded, and every code is used by one approval at most.
+  REQUIRE(store->run([&](Tx& tx) -> Result<void> {
+    int approved = 0;
+    for (const auto& [txn_id, decision] : seen) {
+      CHECK(decision == "approved");
+      auto rec = tx.transaction(txn_id);
+      REQUIRE(rec);
+      CHECK(rec->decision == Decision::approved);
+      ++approved;
+    }
+    TransactionFilter f;
+    f.card = n;
+    f.decision = Decision::approved;
+    f.limit = 1000;
+    CHECK(tx.transactions(f)->size() == static_cast<std::size_t>(approved));
+    CHECK(tx.verify_audit_chain());
+    return {};
+  }));
+  // The surviving nodes still answer.
+  CHECK(Backend::call(c[1].client(), Verb::get, "/healthz").status == 200);
+}
