@@ -1,7 +1,7 @@
 // otac-loadgen: benchmark for otac-backend (not run in CI). Speaks HTTPS with a terminal
 // client certificate over keep-alive connections, like a fleet of terminals.
 //
-//   otac-loadgen --data-dir DIR --url https://127.0.0.1:PORT [--connections 16]
+//   otac-loadgen --data-dir DIR --url https://127.0.0.1:PORT [--url ...] [--connections 16]
 //                [--seconds 10] [--rate 0|N] [--codes 60000]
 //
 // It needs the backend's data directory (admin token, CA, and - as a bench shortcut - the KEK
@@ -38,7 +38,7 @@
 #include "otac/common/protocol.hpp"
 #include "otac/common/url.hpp"
 #include "otac/net/http_client.hpp"
-#include "sqlite_store.hpp"
+#include "store_open.hpp"
 
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
@@ -52,16 +52,17 @@ namespace {
 constexpr const char* kUsage = R"(otac-loadgen - load generator for otac-backend (a benchmark, not a test)
 
 USAGE
-  otac-loadgen --data-dir DIR --url https://127.0.0.1:PORT [--connections N] [--seconds S]
+  otac-loadgen --data-dir DIR --url https://127.0.0.1:PORT [--url ...] [--connections N] [--seconds S]
                [--rate R] [--codes C]
 
 DESCRIPTION
   Acts as a fleet of terminals: registers a terminal, enrolls cards and issues them lists
   through the operator API (DIR/admin.token, DIR/ca.pem), keeps the terminal's certificate
   and key (0600) in DIR as loadgen-ID.pem/.key, reads the codes a real card would hold
-  straight from the backend's store (DIR/kek.bin and the database: a bench shortcut, so
-  run it only against a throwaway data directory), precomputes valid authorizations and sends
-  them over N keep-alive mutual-TLS connections. Then it sends GET /healthz the same way, as
+  straight from the backend's store (DIR/kek.bin and the store DIR/otac-backend.conf names,
+  SQLite or PostgreSQL: a bench shortcut, so run it only against a throwaway data directory),
+  precomputes valid authorizations and sends them over N keep-alive mutual-TLS connections,
+  spread round-robin over the nodes when --url is given more than once (same host). Then it sends GET /healthz the same way, as
   the reference for a trivial handler over the same TLS, and prints both and their ratio,
   after the disk's latency for a 4 KiB write + fdatasync in DIR.
 
@@ -138,7 +139,7 @@ struct Result_ {
 
 // Runs `connections` keep-alive TLS connections for `seconds`; each sends the next body (or a
 // GET when bodies is empty) and waits for the answer. rate > 0 paces the total.
-Result_ run(const std::string& host, std::uint16_t port, const std::string& ca, const std::string& cert,
+Result_ run(const std::string& host, const std::vector<std::uint16_t>& ports, const std::string& ca, const std::string& cert,
             const std::string& key, const std::vector<std::string>& bodies, unsigned connections, double seconds,
             double rate) {
   std::atomic<std::size_t> next{0};
@@ -152,7 +153,7 @@ Result_ run(const std::string& host, std::uint16_t port, const std::string& ca, 
       Result_ mine;
       otac::net::ClientOptions o;
       o.host = host;
-      o.port = port;
+      o.port = ports[c % ports.size()];  // several nodes: connections spread round-robin
       o.ca_file = ca;
       o.cert_file = cert;
       o.key_file = key;
@@ -231,21 +232,29 @@ void report(const char* what, const Result_& r) {
 
 }  // namespace
 
-// The key custody otac-backend uses with DIR/otac-backend.conf (defaults without one).
-Result<std::shared_ptr<const Kek>> loadgen_custody(const std::string& dir) {
-  Config base;
-  base.data_dir = std::filesystem::absolute(dir);
-  const auto conf = base.data_dir / "otac-backend.conf";
-  if (!std::filesystem::exists(conf)) return open_custody(base, nullptr);
-  auto text = sys::read_file(conf);
-  if (!text) return text.error();
-  auto c = parse_config(*text, base);
-  if (!c) return make_error(c.error().code, conf.string() + ": " + c.error().message);
-  return open_custody(*c, nullptr);
+// The store otac-backend uses with DIR/otac-backend.conf (defaults without one): its key
+// custody (the file KEK, or its PKCS#11 token) and its store (SQLite or PostgreSQL).
+Result<std::unique_ptr<Store>> loadgen_store(const std::string& dir) {
+  Config c;
+  c.data_dir = std::filesystem::absolute(dir);
+  const auto conf = c.data_dir / "otac-backend.conf";
+  if (std::filesystem::exists(conf)) {
+    auto text = sys::read_file(conf);
+    if (!text) return text.error();
+    auto parsed = parse_config(*text, c);
+    if (!parsed) return make_error(parsed.error().code, conf.string() + ": " + parsed.error().message);
+    c = std::move(*parsed);
+  }
+  auto kek = open_custody(c, nullptr);
+  if (!kek) return kek.error();
+  auto open = store_opener(c, std::move(*kek));
+  if (!open) return open.error();
+  return (*open)();
 }
 
 int main(int argc, char** argv) {
-  std::string dir, url;
+  std::string dir;
+  std::vector<std::string> urls;
   unsigned connections = 16;
   double seconds = 10, rate = 0;
   std::size_t codes = 60000;  // enough for 10 s at 6,000/s
@@ -256,7 +265,7 @@ int main(int argc, char** argv) {
       return argv[++i];
     };
     if (a == "--data-dir") dir = v();
-    else if (a == "--url") url = v();
+    else if (a == "--url") urls.push_back(v());
     else if (a == "--connections" || a == "--seconds" || a == "--rate" || a == "--codes") {
       const std::string value = v();
       try {
@@ -272,9 +281,17 @@ int main(int argc, char** argv) {
     else if (a == "--help") { std::fputs(kUsage, stdout); return 0; }
     else { std::fprintf(stderr, "otac-loadgen: unknown argument %s\n", a.c_str()); return 2; }
   }
-  if (dir.empty() || url.empty()) { std::fprintf(stderr, "otac-loadgen: --data-dir and --url are required\n"); return 2; }
-  auto origin = otac::parse_https_origin(url);
-  if (!origin) { std::fprintf(stderr, "otac-loadgen: --url: %s\n", origin.error().message.c_str()); return 2; }
+  if (dir.empty() || urls.empty()) { std::fprintf(stderr, "otac-loadgen: --data-dir and --url are required\n"); return 2; }
+  std::vector<std::uint16_t> ports;
+  std::string host;
+  for (const auto& url : urls) {
+    auto o = otac::parse_https_origin(url);
+    if (!o) { std::fprintf(stderr, "otac-loadgen: --url: %s\n", o.error().message.c_str()); return 2; }
+    if (!host.empty() && o->host != host) { std::fprintf(stderr, "otac-loadgen: every --url must name the same host\n"); return 2; }
+    host = o->host;
+    ports.push_back(o->port);
+  }
+  auto origin = otac::parse_https_origin(urls.front());
   otac::net::ClientOptions admin;
   admin.host = origin->host;
   admin.port = origin->port;
@@ -296,9 +313,7 @@ int main(int argc, char** argv) {
 
   // Cards and lists; read the codes from the store (a card would hold them).
   // The backend's own custody (its config in DIR): the file KEK, or its PKCS#11 token.
-  auto kek = loadgen_custody(dir);
-  if (!kek) { std::fprintf(stderr, "otac-loadgen: %s\n", kek.error().message.c_str()); return 1; }
-  auto store = open_sqlite_store(dir + "/otac.db", std::move(*kek));
+  auto store = loadgen_store(dir);
   if (!store) { std::fprintf(stderr, "otac-loadgen: %s\n", store.error().message.c_str()); return 1; }
   std::vector<std::string> bodies;
   std::size_t card_no = 0;
@@ -308,7 +323,9 @@ int main(int argc, char** argv) {
                               R"({"msisdn":"+49155)" + std::to_string(1000000 + card_no) + R"(","threshold":0})");
     if (!en || en->status != 201) { std::fprintf(stderr, "otac-loadgen: enroll failed\n"); return 1; }
     const Bytes n = hex(std::string(json::parse(en->body).as_object().at("n").as_string()));
-    for (int l = 0; l < 5 && bodies.size() < codes; ++l) {
+    // Two lists per card: a card holds two (protocol.md 6.1.1), and the backend refuses a
+    // third refresh (409) while it waits for the card's Proof of Receipt.
+    for (int l = 0; l < 2 && bodies.size() < codes; ++l) {
       auto rf = otac::net::request_once(admin, bhttp::verb::post, "/v1/admin/cards/" + to_hex(n) + "/refresh");
       if (!rf || rf->status != 200) { std::fprintf(stderr, "otac-loadgen: refresh failed\n"); return 1; }
       const auto list = static_cast<std::uint16_t>(json::parse(rf->body).as_object().at("list").as_int64());
@@ -326,8 +343,8 @@ int main(int argc, char** argv) {
   std::printf("prepared %zu authorizations over %zu cards; %u connections, %.0f s, rate %s\n", bodies.size(), card_no,
               connections, seconds, rate > 0 ? std::to_string(static_cast<int>(rate)).c_str() : "max");
   fsync_probe(dir);
-  const Result_ auth = run(admin.host, admin.port, admin.ca_file.string(), cert, key, bodies, connections, seconds, rate);
-  const Result_ stat = run(admin.host, admin.port, admin.ca_file.string(), cert, key, {}, connections, seconds, rate);
+  const Result_ auth = run(admin.host, ports, admin.ca_file.string(), cert, key, bodies, connections, seconds, rate);
+  const Result_ stat = run(admin.host, ports, admin.ca_file.string(), cert, key, {}, connections, seconds, rate);
   report("authorize", auth);
   report("healthz", stat);
   if (auth.ok > 0 && stat.ok > 0) {
