@@ -6,6 +6,7 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <set>
 
 #include "pg_cluster.hpp"
 #include "pg_store.hpp"
@@ -236,4 +237,73 @@ TEST_CASE("multi-node: a node killed with kill -9 under load loses no approval a
   }));
   // The surviving nodes still answer.
   CHECK(Backend::call(c[1].client(), Verb::get, "/healthz").status == 200);
+}
+
+TEST_CASE("multi-node: PostgreSQL restarted under load; nodes reconnect, nothing acknowledged is lost", "[server][pg]") {
+  Cluster c(2);
+  const auto [cert, key] = c[0].register_terminal("TERM0001");
+  const auto [n, k] = c[0].enroll(R"({"msisdn":"+4915550001"})");
+  auto refresh = Backend::call(c[0].admin(), Verb::post, "/v1/admin/cards/" + to_hex(n) + "/refresh");
+  REQUIRE(refresh.status == 200);
+  const auto list = static_cast<std::uint16_t>(std::stoi(field(refresh.body, "list")));
+  auto store = c.store();
+  constexpr int kTerminals = 4, kEach = 10;
+  std::vector<AuthRequest> requests;
+  for (int code = 0; code < kTerminals * kEach; ++code) {
+    SecretBytes otac;
+    REQUIRE(store->run([&](Tx& tx) -> Result<void> {
+      auto o = tx.otac(n, list, static_cast<std::uint16_t>(code));
+      if (!o) return o.error();
+      otac = std::move(o->key);
+      return {};
+    }));
+    requests.push_back(card_request("PGR-" + std::to_string(code), n, Algorithm::des3, list, static_cast<std::uint16_t>(code), otac, Ch{}));
+  }
+  std::mutex mu;
+  std::map<std::string, std::string> seen;
+  std::set<std::string> refusals;  // what a request got while the database was away
+  std::atomic<int> answered{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kTerminals; ++t) {
+    threads.emplace_back([&, t] {
+      for (int j = 0; j < kEach; ++j) {
+        const auto& a = requests[static_cast<std::size_t>(t * kEach + j)];
+        for (int attempt = 0; attempt < 150; ++attempt) {  // up to ~15 s per request
+          auto r = net::request_once(c[static_cast<std::size_t>((t + attempt) % 2)].terminal(cert, key), Verb::post,
+                                     "/v1/authorizations", auth_body(a));
+          std::lock_guard lock(mu);
+          if (r && r->status == 200) {
+            seen[a.txn_id] = field(r->body, "decision");
+            break;
+          }
+          refusals.insert(r ? std::to_string(r->status) : "network");
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        ++answered;
+      }
+    });
+  }
+  for (int i = 0; i < 400 && answered < kTerminals * kEach / 3; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  otac::test::PgCluster::shared()->restart();
+  for (auto& t : threads) t.join();
+  INFO("answers while PostgreSQL restarted: " << [&] { std::string s; for (const auto& r : refusals) s += r + " "; return s; }());
+  CHECK_FALSE(refusals.empty());  // the restart did hit requests
+  for (const auto& r : refusals) CHECK((r == "500" || r == "503" || r == "network"));  // an error, never a wrong answer
+  REQUIRE(seen.size() == static_cast<std::size_t>(kTerminals * kEach));  // every request answered once the server was back
+  auto after = c.store();  // a new connection: the old one died with the server
+  REQUIRE(after->run([&](Tx& tx) -> Result<void> {
+    for (const auto& [txn_id, decision] : seen) {
+      CHECK(decision == "approved");
+      auto rec = tx.transaction(txn_id);
+      REQUIRE(rec);
+      CHECK(rec->decision == Decision::approved);
+    }
+    TransactionFilter f;
+    f.card = n;
+    f.decision = Decision::approved;
+    f.limit = 1000;
+    CHECK(tx.transactions(f)->size() == seen.size());
+    CHECK(tx.verify_audit_chain());
+    return {};
+  }));
 }

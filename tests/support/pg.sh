@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # pg.sh — sourced by scripts (after proc.sh's OTAC_RUN is set): a throw-away PostgreSQL 15
 # cluster, the shell twin of tests/support/pg_cluster.{hpp,cpp}. initdb and pg_ctl from
 # Debian's postgresql-15, run as nobody when we are root (PostgreSQL refuses root),
