@@ -35,7 +35,7 @@ struct Cluster {
 
   explicit Cluster(int count) {
     std::string why;
-    auto* pg = otac::test::PgCluster::shared(&why);
+    auto* pg = otac::pgtest::PgCluster::shared(&why);
     if (!pg) FAIL("no PostgreSQL cluster: " << why);
     conninfo = pg->create_database();
     const std::string config = "store = postgresql\npostgres_conninfo = " + conninfo + "\nworker_threads = 32\n"
@@ -284,7 +284,7 @@ TEST_CASE("multi-node: PostgreSQL restarted under load; nodes reconnect, nothing
     });
   }
   for (int i = 0; i < 400 && answered < kTerminals * kEach / 3; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  otac::test::PgCluster::shared()->restart();
+  otac::pgtest::PgCluster::shared()->restart();
   for (auto& t : threads) t.join();
   INFO("answers while PostgreSQL restarted: " << [&] { std::string s; for (const auto& r : refusals) s += r + " "; return s; }());
   CHECK_FALSE(refusals.empty());  // the restart did hit requests

@@ -36,7 +36,7 @@ struct PgBackend {
   std::string conninfo;
   PgBackend() {
     std::string why;
-    auto* cluster = otac::test::PgCluster::shared(&why);
+    auto* cluster = otac::pgtest::PgCluster::shared(&why);
     if (!cluster) FAIL("no PostgreSQL cluster for the conformance suite: " << why);
     conninfo = cluster->create_database();
   }

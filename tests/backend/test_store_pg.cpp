@@ -16,7 +16,7 @@
 
 using namespace otac;
 using namespace otac::backend;
-using otac::test::PgCluster;
+using otac::pgtest::PgCluster;
 
 namespace {
 

@@ -14,7 +14,7 @@
 #include <thread>
 #include <vector>
 
-namespace otac::test {
+namespace otac::pgtest {
 namespace {
 
 constexpr int kPort = 5432;  // only names the socket file; nothing listens on TCP
@@ -178,4 +178,4 @@ PgCluster* PgCluster::shared(std::string* why) {
   return cluster.get();
 }
 
-}  // namespace otac::test
+}  // namespace otac::pgtest

@@ -10,7 +10,7 @@
 #include <memory>
 #include <string>
 
-namespace otac::test {
+namespace otac::pgtest {
 
 class PgCluster {
  public:
@@ -53,4 +53,4 @@ class PgCluster {
   int next_db_ = 0;
 };
 
-}  // namespace otac::test
+}  // namespace otac::pgtest
