@@ -146,6 +146,14 @@ TEST_CASE("multi-node: a transaction held on one node is approved by an operator
   auto held = Backend::call(c[0].terminal(cert, key), Verb::post, "/v1/authorizations", auth_body(a));
   REQUIRE(held.status == 200);
   REQUIRE(field(held.body, "decision") == "held");
+  // otac-admin on node 1 lists what node 0 holds.
+  const auto out = c[1].tmp.path / "admin.out";
+  const int rc = run_program({OTAC_ADMIN_BIN, "--url", "https://127.0.0.1:" + std::to_string(c[1].port), "--ca",
+                              (c[1].dir / "ca.pem").string(), "--token-file", (c[1].dir / "admin.token").string(),
+                              "transactions", "--decision", "held"},
+                             out);
+  CHECK(rc == 0);
+  CHECK(slurp(out).find("HELD-1") != std::string::npos);
   // The terminal waits on node 0; the operator approves on node 1.
   std::string waited;
   std::thread poll([&] {
@@ -158,6 +166,14 @@ TEST_CASE("multi-node: a transaction held on one node is approved by an operator
   poll.join();
   INFO(waited);
   CHECK(field(waited, "decision") == "approved");
+  // Node 0's view and otac-admin's audit check see the decision and one verifiable chain.
+  auto listed = Backend::call(c[0].admin(), Verb::get, "/v1/admin/transactions?decision=approved");
+  CHECK(listed.body.find("HELD-1") != std::string::npos);
+  const int verify = run_program({OTAC_ADMIN_BIN, "--url", "https://127.0.0.1:" + std::to_string(c[0].port), "--ca",
+                                  (c[0].dir / "ca.pem").string(), "--token-file", (c[0].dir / "admin.token").string(),
+                                  "--json", "audit", "--verify"},
+                                 out);
+  CHECK(verify == 0);
   // A second decision on either node finds it decided.
   auto again = Backend::call(c[0].admin(), Verb::post, "/v1/admin/transactions/HELD-1/decline");
   CHECK(again.status == 409);
