@@ -114,11 +114,12 @@ class Api {
                             "this endpoint needs a terminal client certificate issued by the backend's CA");
     }
     ctx.log["terminal"] = *ctx.client_cn;
+    const auto now = std::chrono::steady_clock::now();
     {
       std::lock_guard lock(mu_);
       auto it = terminals_.find(*ctx.client_cn);
       if (it != terminals_.end()) {
-        if (it->second == ctx.client_fingerprint) return std::nullopt;
+        if (it->second.fingerprint == ctx.client_fingerprint && now - it->second.checked < kTerminalCacheTtl) return std::nullopt;
       }
     }
     auto t = c_.service->terminal(*ctx.client_cn);
@@ -133,7 +134,7 @@ class Api {
                             "this client certificate is not the one registered for terminal " + t->id);
     }
     std::lock_guard lock(mu_);
-    terminals_[t->id] = t->cert_fingerprint;
+    terminals_[t->id] = CachedTerminal{t->cert_fingerprint, now};
     return std::nullopt;
   }
 
@@ -751,8 +752,16 @@ class Api {
   std::mutex health_mu_;
   std::chrono::steady_clock::time_point health_checked_{};
   bool health_ok_ = false;
+  // Terminals whose certificate was checked against the store. An entry is dropped when this
+  // node re-issues or revokes the terminal, and trusted for kTerminalCacheTtl only, so that a
+  // revocation made on another node sharing the store (PostgreSQL) takes effect here within it.
+  static constexpr std::chrono::seconds kTerminalCacheTtl{2};
+  struct CachedTerminal {
+    std::string fingerprint;
+    std::chrono::steady_clock::time_point checked;
+  };
   std::mutex mu_;
-  std::unordered_map<std::string, std::string> terminals_;  // id -> verified fingerprint
+  std::unordered_map<std::string, CachedTerminal> terminals_;  // id -> verified fingerprint
 };
 
 }  // namespace

@@ -323,3 +323,22 @@ TEST_CASE("multi-node: PostgreSQL restarted under load; nodes reconnect, nothing
     return {};
   }));
 }
+
+TEST_CASE("multi-node: a terminal revoked on one node is refused by the others within seconds", "[server][pg]") {
+  Cluster c(2);
+  const auto [cert, key] = c[0].register_terminal("TERM0001");
+  const auto poll = [&] {
+    return Backend::call(c[1].terminal(cert, key), Verb::get, "/v1/authorizations/NONE-1").status;
+  };
+  CHECK(poll() == 404U);  // node 1 knows the terminal (and caches the check)
+  auto r = Backend::call(c[0].admin(), Verb::post, "/v1/admin/terminals/TERM0001/revoke");
+  REQUIRE(r.status == 200);
+  unsigned status = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 100 && status != 403U; ++i) {  // at most 10 s
+    status = poll();
+    if (status != 403U) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(status == 403U);
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(4));
+}
