@@ -18,10 +18,11 @@ using pg::ConnPtr;
 // Connects once; the error names the server's answer (never the password: libpq's messages
 // do not contain it).
 Result<ConnPtr> connect(const PgOptions& o) {
-  // connect_timeout given as a keyword beside the caller's string; a value there wins.
-  const char* keys[] = {"dbname", "connect_timeout", "application_name", nullptr};
+  // Our defaults first: with expand_dbname, the caller's string (dbname, expanded) comes
+  // later and its values win.
+  const char* keys[] = {"connect_timeout", "application_name", "dbname", nullptr};
   const std::string timeout = std::to_string(o.connect_timeout.count());
-  const char* values[] = {o.conninfo.c_str(), timeout.c_str(), "otac-backend", nullptr};
+  const char* values[] = {timeout.c_str(), "otac-backend", o.conninfo.c_str(), nullptr};
   ConnPtr c(PQconnectdbParams(keys, values, 1));  // expand_dbname: the string may be a URI
   if (!c) return make_error(Errc::io, "cannot reach PostgreSQL: out of memory");
   // Server notices ("relation exists, skipping") are for people at a psql prompt, not the log.
@@ -31,6 +32,10 @@ Result<ConnPtr> connect(const PgOptions& o) {
     while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
     return make_error(Errc::io, "cannot reach PostgreSQL: " + why);
   }
+  const std::string limit = "SET lock_timeout = " + std::to_string(o.lock_timeout.count());
+  pg::ResultPtr r(PQexec(c.get(), limit.c_str()));
+  if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK)
+    return make_error(Errc::io, std::string("cannot set lock_timeout: ") + PQerrorMessage(c.get()));
   return c;
 }
 

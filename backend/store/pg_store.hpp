@@ -37,6 +37,9 @@ struct PgOptions {
   int start_attempts = 8;              ///< open_pg_store: attempts before giving up (bounded backoff)
   std::chrono::milliseconds first_backoff{250};  ///< doubled after each failed attempt, at most 8 s
   bool migrate = true;                 ///< run the migrations (once per process is enough)
+  /// A statement waiting this long for a row lock fails (55P03), so a node that stalls while
+  /// holding a card's lock delays the others by this much at most; 0 = wait without limit.
+  std::chrono::milliseconds lock_timeout{10000};
   /// Told about each failed attempt at start (what failed, the next wait); may be empty.
   std::function<void(const std::string& why, std::chrono::milliseconds next_wait)> on_retry;
 };

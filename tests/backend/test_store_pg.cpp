@@ -190,3 +190,41 @@ TEST_CASE("pg store: a connection string is checked, and one with a password is 
   REQUIRE_FALSE(bad);
   CHECK(bad.error().code == Errc::bad_value);
 }
+
+TEST_CASE("pg store: a row lock held by a stalled node delays another by lock_timeout at most", "[store][pg]") {
+  const std::string conninfo = shared_cluster().create_database();
+  auto holder = open(conninfo);
+  PgOptions o;
+  o.conninfo = conninfo;
+  o.start_attempts = 1;
+  o.lock_timeout = std::chrono::milliseconds(500);
+  auto waiter = open_pg_store(o, otac::backend::test::test_kek());
+  REQUIRE(waiter);
+  CardRecord card;
+  card.n = hex("0102030405060708");
+  card.msisdn = "+1";
+  card.k = SecretBytes(Bytes(16, 1));
+  REQUIRE(holder->run([&](Tx& tx) { return tx.insert_card(card); }));
+  std::atomic<bool> locked{false};
+  std::thread stall([&] {
+    (void)holder->run([&](Tx& tx) -> Result<void> {
+      auto c = tx.card(card.n);  // FOR UPDATE: holds the card's row
+      locked = true;
+      std::this_thread::sleep_for(std::chrono::seconds(3));
+      return c ? Result<void>{} : c.error();
+    });
+  });
+  for (int i = 0; i < 500 && !locked; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  REQUIRE(locked);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = (*waiter)->run([&](Tx& tx) -> Result<void> {
+    auto c = tx.card(card.n);
+    if (!c) return c.error();
+    return {};
+  });
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  stall.join();
+  REQUIRE_FALSE(r);
+  CHECK(r.error().message.find("lock") != std::string::npos);
+  CHECK(waited < std::chrono::milliseconds(2500));
+}
