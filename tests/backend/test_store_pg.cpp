@@ -7,6 +7,9 @@
 #include <libpq-fe.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 #include <vector>
 
@@ -227,4 +230,35 @@ TEST_CASE("pg store: a row lock held by a stalled node delays another by lock_ti
   REQUIRE_FALSE(r);
   CHECK(r.error().message.find("lock") != std::string::npos);
   CHECK(waited < std::chrono::milliseconds(2500));
+}
+
+TEST_CASE("pg store: the password comes from a passfile (passfile= or PGPASSFILE), never the connection string", "[store][pg]") {
+  PgCluster cluster;  // its own: this test changes pg_hba.conf
+  const std::string plain = cluster.create_database();
+  const std::string db = plain.substr(plain.rfind('=') + 1);
+  cluster.psql("postgres", "CREATE ROLE otac_pw LOGIN PASSWORD 'from-the-passfile'");
+  cluster.psql("postgres", "ALTER DATABASE " + db + " OWNER TO otac_pw");
+  cluster.require_password_for("otac_pw");
+  const std::string base = "host=" + cluster.socket_dir().string() + " port=5432 dbname=" + db + " user=otac_pw";
+  PgOptions o;
+  o.start_attempts = 1;
+  o.conninfo = base;
+  auto none = open_pg_store(o, otac::backend::test::test_kek());
+  REQUIRE_FALSE(none);
+  CHECK(none.error().message.find("password") != std::string::npos);
+  otac::backend::test::TempDir d;
+  const auto passfile = d.path / "pgpass";
+  std::ofstream(passfile) << "*:*:*:otac_pw:from-the-passfile\n";
+  std::filesystem::permissions(passfile, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  o.conninfo = base + " passfile=" + passfile.string();
+  REQUIRE(check_pg_conninfo(o.conninfo));
+  auto with_file = open_pg_store(o, otac::backend::test::test_kek());
+  INFO((with_file ? "" : with_file.error().message));
+  CHECK(with_file);
+  ::setenv("PGPASSFILE", passfile.c_str(), 1);
+  o.conninfo = base;
+  auto with_env = open_pg_store(o, otac::backend::test::test_kek());
+  ::unsetenv("PGPASSFILE");
+  INFO((with_env ? "" : with_env.error().message));
+  CHECK(with_env);
 }

@@ -142,6 +142,22 @@ void PgCluster::psql(const std::string& db, const std::string& sql) const {
   if (rc != 0) throw std::runtime_error("psql failed on `" + sql + "`:\n" + tail(log));
 }
 
+void PgCluster::require_password_for(const std::string& user) {
+  const auto hba = data_ / "pg_hba.conf";
+  std::ifstream in(hba);
+  std::stringstream rest;
+  rest << in.rdbuf();
+  in.close();
+  {
+    std::ofstream out(hba, std::ios::trunc);  // rewritten in place: the owner stays
+    out << "local all " << user << " scram-sha-256\n" << rest.str();
+  }
+  const int rc = run({std::string(kBinDir) + "/pg_ctl", "-D", data_.string(), "reload"}, run_as_, 30,
+                     (dir_ / "pg_ctl.log").string());
+  if (rc != 0) throw std::runtime_error("pg_ctl reload failed");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the postmaster re-reads pg_hba.conf
+}
+
 std::string PgCluster::dump(const std::string& db) const {
   const auto out = dir_ / ("dump-" + db + ".sql");
   std::filesystem::remove(out);

@@ -32,6 +32,8 @@ class PgCluster {
   std::string conninfo(const std::string& db) const;
   /// Runs one SQL command through psql as the superuser; throws on failure.
   void psql(const std::string& db, const std::string& sql) const;
+  /// Makes `user` authenticate with a password (SCRAM) on the socket, then reloads.
+  void require_password_for(const std::string& user);
   /// The database's content as pg_dump writes it (plain SQL, data only).
   std::string dump(const std::string& db) const;
   /// Stops the server (fast shutdown) and starts it again on the same socket.
