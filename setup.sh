@@ -25,6 +25,8 @@ packages=(
   libssl-dev openssl libboost1.81-dev libboost-json1.81-dev libsqlite3-dev sqlite3
   # every program's command line
   libcli11-dev
+  # the PostgreSQL store (libpq) and the throw-away clusters of its tests (initdb, pg_ctl)
+  libpq-dev postgresql postgresql-client
   # backend policy: IANA time zones for door windows, the ISO 4217 currency list
   libhowardhinnant-date-dev tzdata iso-codes
   # readers and virtual card

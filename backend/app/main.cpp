@@ -28,7 +28,7 @@
 #include "server.hpp"
 #include "service.hpp"
 #include "sms_outbox.hpp"
-#include "sqlite_store.hpp"
+#include "store_open.hpp"
 #include "console.hpp"
 
 namespace fs = std::filesystem;
@@ -318,11 +318,8 @@ int main(int argc, char** argv) {
   auto kekp_r = open_custody(c, &*created);
   if (!kekp_r) return fail(kekp_r.error().message);
   auto kekp = std::move(*kekp_r);
-  const fs::path db = c.resolve(c.database);
-  {
-    auto s = open_sqlite_store(db, kekp);  // creates and migrates; fails early on a bad file
-    if (!s) return fail(s.error().message);
-  }
+  auto open_store = store_opener(c, kekp);
+  if (!open_store) return fail(open_store.error().message);
   ServiceConfig sc;
   auto currencies = load_iso4217(c.resolve(c.iso4217_file));
   if (!currencies) return fail(currencies.error().message);
@@ -346,7 +343,7 @@ int main(int argc, char** argv) {
   dl.card_refill = std::chrono::milliseconds(c.decline_card_interval_ms);
   DeclineLimiter declines(dl);
   sc.record_decline = [&declines](std::string_view terminal, ByteView card) { return declines.admit(terminal, card); };
-  Service service(sc, [db, kekp] { return open_sqlite_store(db, kekp); });
+  Service service(sc, std::move(*open_store));
 
   const fs::path token_file = c.resolve(c.admin_token_file);
   if (!fs::exists(token_file)) {

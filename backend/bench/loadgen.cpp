@@ -1,7 +1,7 @@
 // otac-loadgen: benchmark for otac-backend (not run in CI). Speaks HTTPS with a terminal
 // client certificate over keep-alive connections, like a fleet of terminals.
 //
-//   otac-loadgen --data-dir DIR --url https://127.0.0.1:PORT [--connections 16]
+//   otac-loadgen --data-dir DIR --url https://127.0.0.1:PORT [--url ...] [--connections 16]
 //                [--seconds 10] [--rate 0|N] [--codes 60000] [--reference URL] [--no-healthz]
 //
 // It needs the backend's data directory (admin token, CA, and - as a bench shortcut - the KEK
@@ -41,7 +41,7 @@
 #include "otac/common/protocol.hpp"
 #include "otac/common/url.hpp"
 #include "otac/net/http_client.hpp"
-#include "sqlite_store.hpp"
+#include "store_open.hpp"
 
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
@@ -55,16 +55,17 @@ namespace {
 constexpr const char* kUsage = R"(otac-loadgen - load generator for otac-backend (a benchmark, not a test)
 
 USAGE
-  otac-loadgen --data-dir DIR --url https://127.0.0.1:PORT [--connections N] [--seconds S]
+  otac-loadgen --data-dir DIR --url https://127.0.0.1:PORT [--url ...] [--connections N] [--seconds S]
                [--rate R] [--codes C] [--reference URL] [--no-healthz]
 
 DESCRIPTION
   Acts as a fleet of terminals: registers a terminal, enrolls cards and issues them lists
   through the operator API (DIR/admin.token, DIR/ca.pem), keeps the terminal's certificate
   and key (0600) in DIR as loadgen-ID.pem/.key, reads the codes a real card would hold
-  straight from the backend's store (DIR/kek.bin and the database: a bench shortcut, so
-  run it only against a throwaway data directory), precomputes valid authorizations and sends
-  them over N keep-alive mutual-TLS connections. Then it sends GET /healthz the same way, as
+  straight from the backend's store (DIR/kek.bin and the store DIR/otac-backend.conf names,
+  SQLite or PostgreSQL: a bench shortcut, so run it only against a throwaway data directory),
+  precomputes valid authorizations and sends them over N keep-alive mutual-TLS connections,
+  spread round-robin over the nodes when --url is given more than once (same host). Then it sends GET /healthz the same way, as
   the reference for a trivial handler over the same TLS, and prints both and their ratio,
   after the disk's latency for a 4 KiB write + fdatasync in DIR.
 
@@ -151,7 +152,7 @@ struct Result_ {
 /// What one phase sends: GET `target`, or POST the prepared bodies to `target`.
 struct Phase {
   std::string host;
-  std::uint16_t port = 0;
+  std::vector<std::uint16_t> ports;  ///< several nodes: connections spread round-robin
   std::string target;
   const std::vector<std::string>* bodies = nullptr;  ///< null: GET
 };
@@ -182,7 +183,7 @@ Result_ run(const Phase& ph, const std::string& ca, const std::string& cert, con
       Result_ mine;
       otac::net::ClientOptions o;
       o.host = ph.host;
-      o.port = ph.port;
+      o.port = ph.ports[c % ph.ports.size()];
       o.ca_file = ca;
       o.cert_file = cert;
       o.key_file = key;
@@ -274,22 +275,30 @@ void report(const char* what, const Result_& r) {
 
 }  // namespace
 
-// The key custody otac-backend uses with DIR/otac-backend.conf (defaults without one).
-Result<std::shared_ptr<const Kek>> loadgen_custody(const std::string& dir) {
-  Config base;
-  base.data_dir = std::filesystem::absolute(dir);
-  const auto conf = base.data_dir / "otac-backend.conf";
-  if (!std::filesystem::exists(conf)) return open_custody(base, nullptr);
-  auto text = sys::read_file(conf);
-  if (!text) return text.error();
-  auto c = parse_config(*text, base);
-  if (!c) return make_error(c.error().code, conf.string() + ": " + c.error().message);
-  return open_custody(*c, nullptr);
+// The store otac-backend uses with DIR/otac-backend.conf (defaults without one): its key
+// custody (the file KEK, or its PKCS#11 token) and its store (SQLite or PostgreSQL).
+Result<std::unique_ptr<Store>> loadgen_store(const std::string& dir) {
+  Config c;
+  c.data_dir = std::filesystem::absolute(dir);
+  const auto conf = c.data_dir / "otac-backend.conf";
+  if (std::filesystem::exists(conf)) {
+    auto text = sys::read_file(conf);
+    if (!text) return text.error();
+    auto parsed = parse_config(*text, c);
+    if (!parsed) return make_error(parsed.error().code, conf.string() + ": " + parsed.error().message);
+    c = std::move(*parsed);
+  }
+  auto kek = open_custody(c, nullptr);
+  if (!kek) return kek.error();
+  auto open = store_opener(c, std::move(*kek));
+  if (!open) return open.error();
+  return (*open)();
 }
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines reach a file or pipe as they happen
-  std::string dir, url, reference;
+  std::string dir, reference;
+  std::vector<std::string> urls;
   bool healthz = true;
   unsigned connections = 16;
   double seconds = 10, rate = 0;
@@ -301,7 +310,7 @@ int main(int argc, char** argv) {
       return argv[++i];
     };
     if (a == "--data-dir") dir = v();
-    else if (a == "--url") url = v();
+    else if (a == "--url") urls.push_back(v());
     else if (a == "--reference") reference = v();
     else if (a == "--no-healthz") healthz = false;
     else if (a == "--connections" || a == "--seconds" || a == "--rate" || a == "--codes") {
@@ -319,16 +328,24 @@ int main(int argc, char** argv) {
     else if (a == "--help") { std::fputs(kUsage, stdout); return 0; }
     else { std::fprintf(stderr, "otac-loadgen: unknown argument %s\n", a.c_str()); return 2; }
   }
-  if (dir.empty() || url.empty()) { std::fprintf(stderr, "otac-loadgen: --data-dir and --url are required\n"); return 2; }
-  auto origin = otac::parse_https_origin(url);
-  if (!origin) { std::fprintf(stderr, "otac-loadgen: --url: %s\n", origin.error().message.c_str()); return 2; }
+  if (dir.empty() || urls.empty()) { std::fprintf(stderr, "otac-loadgen: --data-dir and --url are required\n"); return 2; }
+  std::vector<std::uint16_t> ports;
+  std::string host;
+  for (const auto& url : urls) {
+    auto o = otac::parse_https_origin(url);
+    if (!o) { std::fprintf(stderr, "otac-loadgen: --url: %s\n", o.error().message.c_str()); return 2; }
+    if (!host.empty() && o->host != host) { std::fprintf(stderr, "otac-loadgen: every --url must name the same host\n"); return 2; }
+    host = o->host;
+    ports.push_back(o->port);
+  }
+  auto origin = otac::parse_https_origin(urls.front());
   Phase ref;
   if (!reference.empty()) {
     // "https://host:port/path": the origin through the same parser, the path kept as is.
     const auto slash = reference.find('/', reference.find("://") == std::string::npos ? 0 : reference.find("://") + 3);
     auto ro = otac::parse_https_origin(reference.substr(0, slash));
     if (!ro) { std::fprintf(stderr, "otac-loadgen: --reference: %s\n", ro.error().message.c_str()); return 2; }
-    ref = Phase{ro->host, ro->port, slash == std::string::npos ? "/" : reference.substr(slash), nullptr};
+    ref = Phase{ro->host, {ro->port}, slash == std::string::npos ? "/" : reference.substr(slash), nullptr};
   }
   otac::net::ClientOptions admin;
   admin.host = origin->host;
@@ -351,9 +368,7 @@ int main(int argc, char** argv) {
 
   // Cards and lists; read the codes from the store (a card would hold them).
   // The backend's own custody (its config in DIR): the file KEK, or its PKCS#11 token.
-  auto kek = loadgen_custody(dir);
-  if (!kek) { std::fprintf(stderr, "otac-loadgen: %s\n", kek.error().message.c_str()); return 1; }
-  auto store = open_sqlite_store(dir + "/otac.db", std::move(*kek));
+  auto store = loadgen_store(dir);
   if (!store) { std::fprintf(stderr, "otac-loadgen: %s\n", store.error().message.c_str()); return 1; }
   std::vector<std::string> bodies;
   std::size_t card_no = 0;
@@ -363,9 +378,9 @@ int main(int argc, char** argv) {
                               R"({"msisdn":"+49155)" + std::to_string(1000000 + card_no) + R"(","threshold":0})");
     if (!en || en->status != 201) { std::fprintf(stderr, "otac-loadgen: enroll failed\n"); return 1; }
     const Bytes n = hex(std::string(json::parse(en->body).as_object().at("n").as_string()));
-    // A card holds two lists at most (protocol.md 2.4.1): the backend refuses a third (409),
-    // and the next card is taken.
-    for (int l = 0; l < 5 && bodies.size() < codes; ++l) {
+    // Two lists per card: a card holds two (protocol.md 6.1.1), and the backend refuses a
+    // third refresh (409) while it waits for the card's Proof of Receipt.
+    for (int l = 0; l < 2 && bodies.size() < codes; ++l) {
       auto rf = otac::net::request_once(admin, bhttp::verb::post, "/v1/admin/cards/" + to_hex(n) + "/refresh");
       if (rf && rf->status == 409 && l > 0) break;
       if (!rf || rf->status != 200) {
@@ -391,10 +406,10 @@ int main(int argc, char** argv) {
   const std::string ca = admin.ca_file.string();
   Result_ reference_result;
   if (!ref.target.empty()) reference_result = run(ref, ca, cert, key, connections, seconds, rate);
-  const Result_ auth = run(Phase{admin.host, admin.port, "/v1/authorizations", &bodies}, ca, cert, key, connections,
+  const Result_ auth = run(Phase{admin.host, ports, "/v1/authorizations", &bodies}, ca, cert, key, connections,
                            seconds, rate);
   Result_ stat;
-  if (healthz) stat = run(Phase{admin.host, admin.port, "/healthz", nullptr}, ca, cert, key, connections, seconds, rate);
+  if (healthz) stat = run(Phase{admin.host, ports, "/healthz", nullptr}, ca, cert, key, connections, seconds, rate);
   if (!ref.target.empty()) report("reference", reference_result);
   report("authorize", auth);
   if (healthz) report("healthz", stat);

@@ -95,6 +95,7 @@ class Api {
     }
     ctx.log["terminal"] = *ctx.client_cn;
     if (terminal_cached(*ctx.client_cn, ctx.client_fingerprint)) return std::nullopt;
+    const auto now = std::chrono::steady_clock::now();
     auto t = c_.service->terminal(*ctx.client_cn);
     if (!t) {
       if (t.error().code == Errc::not_found)
@@ -107,16 +108,17 @@ class Api {
                             "this client certificate is not the one registered for terminal " + t->id);
     }
     std::lock_guard lock(mu_);
-    terminals_[t->id] = t->cert_fingerprint;
+    terminals_[t->id] = CachedTerminal{t->cert_fingerprint, now};
     return std::nullopt;
   }
 
-  // This terminal was found registered and enabled with this certificate (revoking and
-  // re-issuing forget it).
+  // This terminal was found registered and enabled with this certificate less than
+  // kTerminalCacheTtl ago (revoking and re-issuing on this node forget it at once).
   bool terminal_cached(const std::string& cn, const std::string& fingerprint) {
     std::lock_guard lock(mu_);
     auto it = terminals_.find(cn);
-    return it != terminals_.end() && it->second == fingerprint;
+    return it != terminals_.end() && it->second.fingerprint == fingerprint &&
+           std::chrono::steady_clock::now() - it->second.checked < kTerminalCacheTtl;
   }
 
   void forget_terminal(const std::string& id) {
@@ -700,8 +702,16 @@ class Api {
   std::mutex health_mu_;
   std::chrono::steady_clock::time_point health_checked_{};
   bool health_ok_ = false;
+  // Terminals whose certificate was checked against the store. An entry is dropped when this
+  // node re-issues or revokes the terminal, and trusted for kTerminalCacheTtl only, so that a
+  // revocation made on another node sharing the store (PostgreSQL) takes effect here within it.
+  static constexpr std::chrono::seconds kTerminalCacheTtl{2};
+  struct CachedTerminal {
+    std::string fingerprint;
+    std::chrono::steady_clock::time_point checked;
+  };
   std::mutex mu_;
-  std::unordered_map<std::string, std::string> terminals_;  // id -> verified fingerprint
+  std::unordered_map<std::string, CachedTerminal> terminals_;  // id -> verified fingerprint
 };
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "config.hpp"
 
 #include "otac/common/number.hpp"
+#include "pg_store.hpp"
 #include "pkcs11.hpp"
 
 #include <functional>
@@ -66,6 +67,17 @@ Result<Config> parse_config(std::string_view text, Config c) {
       {"tls_key", path(c.tls_key)},
       {"kek_file", path(c.kek_file)},
       {"database", path(c.database)},
+      {"store", [&c](std::string_view v) -> Result<void> {
+         if (v != "sqlite" && v != "postgresql") return make_error(Errc::bad_value, "must be sqlite or postgresql");
+         c.store = std::string(v);
+         return {};
+       }},
+      {"postgres_conninfo", [&c](std::string_view v) -> Result<void> {
+         if (auto ok = check_pg_conninfo(v); !ok) return ok;
+         c.postgres_conninfo = std::string(v);
+         return {};
+       }},
+      {"postgres_start_timeout_seconds", num(c.postgres_start_timeout_seconds, 0, 86400)},
       {"kek_uri", pkcs11_uri(c.kek_uri)},
       {"server_key_uri", pkcs11_uri(c.server_key_uri)},
       {"card_ca_key_uri", pkcs11_uri(c.card_ca_key_uri)},
@@ -128,6 +140,8 @@ Result<Config> parse_config(std::string_view text, Config c) {
     if (auto r = it->second(value); !r)
       return make_error(Errc::bad_value, "config line " + std::to_string(line_no) + ": " + std::string(key) + " " + r.error().message);
   }
+  if (c.store == "postgresql" && c.postgres_conninfo.empty())
+    return make_error(Errc::bad_value, "store = postgresql needs postgres_conninfo (a libpq connection string or URI)");
   return c;
 }
 
@@ -151,6 +165,16 @@ tls_key = server.key
 # Key-encryption key for card keys and codes at rest (32 bytes, mode 0600).
 kek_file = kek.bin
 database = otac.db
+# The store: sqlite (the file above; one node) or postgresql (several nodes on one database,
+# docs/operations.md "Several nodes on PostgreSQL"). postgres_conninfo is a libpq connection
+# string or URI; sslmode and the other libpq keywords apply. The password never goes here:
+# libpq reads it from a passfile (passfile=PATH in the string, or PGPASSFILE), mode 0600.
+# A node that cannot reach PostgreSQL at start retries with backoff for
+# postgres_start_timeout_seconds, then exits with the reason.
+# Example: postgres_conninfo = host=db.example sslmode=verify-full dbname=otac user=otac
+store = sqlite
+postgres_conninfo =
+postgres_start_timeout_seconds = 300
 
 # Keys in a PKCS#11 token (an HSM; SoftHSM2 for tests). Empty kek_uri: the file KEK above.
 # With kek_uri, card keys and codes are wrapped by the token's AES key (AES-GCM inside the

@@ -18,6 +18,10 @@ struct Config {
   std::filesystem::path ca_cert = "ca.pem", ca_key = "ca.key";
   std::filesystem::path tls_cert = "server.pem", tls_key = "server.key";
   std::filesystem::path kek_file = "kek.bin", database = "otac.db";
+  /// "sqlite" (the file `database`) or "postgresql" (postgres_conninfo; several nodes).
+  std::string store = "sqlite";
+  std::string postgres_conninfo;  ///< libpq string or URI; the password from a passfile only
+  std::uint32_t postgres_start_timeout_seconds = 300;  ///< retries at start before giving up
   /// Keys in a PKCS#11 token (docs/operations.md, "Keys in an HSM"): RFC 7512 URIs; empty
   /// kek_uri = the file KEK. The PIN comes from pkcs11_pin_file, never from the config.
   std::string kek_uri;

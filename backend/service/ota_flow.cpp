@@ -474,7 +474,7 @@ Result<std::vector<OutboxMessage>> Service::next_due(std::uint32_t limit) {
   std::vector<OutboxMessage> out;
   const UnixTime t = now();
   auto r = run([&](Tx& tx) -> Result<void> {
-    auto d = tx.due_sms(t, limit);
+    auto d = tx.lease_due_sms(t, t + kSmsLeaseSeconds, limit);
     if (!d) return d.error();
     out = std::move(*d);
     return {};

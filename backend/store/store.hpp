@@ -1,5 +1,5 @@
-// The backend's durable store: an interface that a SQLite implementation fills today and a
-// PostgreSQL implementation could fill later.
+// The backend's durable store: an interface with two implementations, SQLite (one node, the
+// embedded default) and PostgreSQL (several nodes on one database).
 //
 // Correctness never rests on in-process locks. Every state change runs inside one store
 // transaction (Store::run), and the "use a code at most once" rule is a conditional update
@@ -190,6 +190,9 @@ struct CardSecurity {
   Bytes server_point;                          ///< server public point an OK PoR of E4 confirmed
 };
 
+/// How long lease_due_sms leases a message to the node that sends it, in seconds.
+inline constexpr std::int64_t kSmsLeaseSeconds = 60;
+
 /// Filter for listing transactions; unset fields match everything.
 struct TransactionFilter {
   std::optional<Bytes> card;
@@ -287,6 +290,13 @@ class Tx {
   virtual Result<std::int64_t> enqueue_sms(const OutboxMessage& m) = 0;
   /// Queued messages whose next_attempt_at <= now, oldest first.
   virtual Result<std::vector<OutboxMessage>> due_sms(UnixTime now, std::uint32_t limit) = 0;
+  /// The due messages this process is to send now: due_sms, and where several nodes share
+  /// the store, leased to this one until lease_until (no other node takes them before; after
+  /// it, another node sends a message this one did not mark, the duplicate the card tolerates).
+  virtual Result<std::vector<OutboxMessage>> lease_due_sms(UnixTime now, UnixTime lease_until, std::uint32_t limit) {
+    (void)lease_until;  // one process per store: nobody else sends
+    return due_sms(now, limit);
+  }
   /// The message with this id; not_found if absent.
   virtual Result<OutboxMessage> sms(std::int64_t id) = 0;
   /// Sets status, attempts, next_attempt_at and last_reply of a message.

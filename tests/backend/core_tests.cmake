@@ -1,7 +1,11 @@
 # Tests of backend/store and backend/service (included by tests/backend/CMakeLists.txt).
 file(GLOB OTAC_BACKEND_CORE_TESTS CONFIGURE_DEPENDS
   ${CMAKE_CURRENT_LIST_DIR}/test_store*.cpp ${CMAKE_CURRENT_LIST_DIR}/test_service*.cpp)
-add_executable(test_backend_core ${OTAC_BACKEND_CORE_TESTS})
+# test_store_conformance.cpp runs against PostgreSQL too: a throw-away cluster (tests/support).
+add_executable(test_backend_core ${OTAC_BACKEND_CORE_TESTS} ${PROJECT_SOURCE_DIR}/tests/support/pg_cluster.cpp)
+target_include_directories(test_backend_core PRIVATE ${PROJECT_SOURCE_DIR}/tests/support)
+find_package(PostgreSQL REQUIRED)
+target_link_libraries(test_backend_core PRIVATE PostgreSQL::PostgreSQL)
 # otac_applet: test_service_keys feeds the service's packets through the real applet core.
 target_link_libraries(test_backend_core PRIVATE otac_test_main otac_backend_service otac_backend_store otac_applet otac_warnings)
 # date::date: the policy tests name civil dates (date/date.h, header-only).

@@ -5,7 +5,11 @@
 #include <map>
 #include <optional>
 
+#include <thread>
+
 #include "otac/common/ota.hpp"
+#include "pg_cluster.hpp"
+#include "pg_store.hpp"
 #include "test_service_support.hpp"
 
 using namespace otac;
@@ -752,4 +756,48 @@ TEST_CASE("wrong display codes block the card as wrong cryptograms do, with the 
   }
   CHECK(env.svc->card(e.n)->status == CardStatus::blocked);
   CHECK(audited(env, "block", "card=" + to_hex(e.n) + " too many bad display codes"));
+}
+
+TEST_CASE("two nodes on PostgreSQL: a card's request delivered to both at once queues one list", "[pg]") {
+  std::string why;
+  auto* pg = otac::pgtest::PgCluster::shared(&why);
+  if (!pg) FAIL("no PostgreSQL cluster: " << why);
+  PgOptions o;
+  o.conninfo = pg->create_database();
+  o.start_attempts = 1;
+  auto kek = backend::test::test_kek();
+  REQUIRE(open_pg_store(o, kek));  // creates the schema once
+  ServiceConfig cfg;
+  cfg.list_size = 10;
+  cfg.currencies = load_iso4217().value();
+  // Two Service objects with their own connections: two nodes as far as the database can tell.
+  Service a(cfg, [o, kek] { return open_pg_store(o, kek); });
+  Service b(cfg, [o, kek] { return open_pg_store(o, kek); });
+  EnrollRequest er;
+  er.msisdn = "+4915550001";
+  auto e = a.enroll_card(er, "admin").value();
+  // The gateway delivers the same MO SMS to both nodes (a retry after a lost answer).
+  const Bytes packet = card_request_packet(e.n, e.algorithm, e.k, 1, 1, 0x01, 0, 0);
+  Result<void> ra = make_error(Errc::internal, "not run"), rb = make_error(Errc::internal, "not run");
+  std::thread ta([&] { ra = a.handle_mo_sms(mo(packet)); });
+  std::thread tb([&] { rb = b.handle_mo_sms(mo(packet)); });
+  ta.join();
+  tb.join();
+  CHECK((ra.ok() || rb.ok()));  // one node took it; the other found the counter used (a replay)
+  auto due = b.next_due(1000);
+  REQUIRE(due);
+  // One list in one packet, queued once: its SMS parts all carry one concatenation reference
+  // and their count is the packet's part count (two packets would double it).
+  REQUIRE_FALSE(due->empty());
+  for (const auto& m : *due) {
+    REQUIRE(m.udh.size() >= 5);
+    CHECK(m.udh[2] == due->front().udh[2]);
+    CHECK(m.udh[3] == due->size());
+  }
+  auto s = open_pg_store(o, kek);
+  REQUIRE(s);
+  REQUIRE((*s)->run([&](Tx& tx) -> Result<void> {
+    CHECK(tx.last_list_id(e.n).value() == 1);
+    return {};
+  }));
 }

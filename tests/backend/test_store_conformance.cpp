@@ -1,0 +1,700 @@
+// One store conformance suite, two back ends: every case runs against the SQLite store (a
+// file in a temporary directory) and the PostgreSQL store (a fresh database in a throw-away
+// cluster, tests/support/pg_cluster.hpp), so that neither can drift from the Store contract.
+// It covers every Store operation, its error paths, and the rules that must hold when
+// several connections (several nodes, for PostgreSQL) race on the same rows.
+#include <catch2/catch.hpp>
+
+#include <libpq-fe.h>
+
+#include <algorithm>
+#include <atomic>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "pg_cluster.hpp"
+#include "pg_store.hpp"
+#include "sqlite_store.hpp"
+#include "test_service_support.hpp"
+
+using namespace otac;
+using namespace otac::backend;
+
+namespace {
+
+std::shared_ptr<const Kek> kek() { return otac::backend::test::test_kek(); }
+
+struct SqliteBackend {
+  static constexpr bool kLeases = false;  // one node: lease_due_sms is due_sms
+  otac::backend::test::TempDir dir;
+  Result<std::unique_ptr<Store>> open(std::shared_ptr<const Kek> k = kek()) { return open_sqlite_store(dir.path / "otac.db", std::move(k)); }
+};
+
+struct PgBackend {
+  static constexpr bool kLeases = true;
+  std::string conninfo;
+  PgBackend() {
+    std::string why;
+    auto* cluster = otac::pgtest::PgCluster::shared(&why);
+    if (!cluster) FAIL("no PostgreSQL cluster for the conformance suite: " << why);
+    conninfo = cluster->create_database();
+  }
+  Result<std::unique_ptr<Store>> open(std::shared_ptr<const Kek> k = kek()) {
+    PgOptions o;
+    o.conninfo = conninfo;
+    o.start_attempts = 2;
+    return open_pg_store(o, std::move(k));
+  }
+};
+
+template <class B>
+std::unique_ptr<Store> must_open(B& b) {
+  auto s = b.open();
+  REQUIRE(s);
+  return std::move(*s);
+}
+
+const Bytes kN = hex("1122334455667788");
+
+CardRecord card(ByteView n = kN, std::string msisdn = "+4915550001") {
+  CardRecord c;
+  c.n.assign(n.begin(), n.end());
+  c.msisdn = std::move(msisdn);
+  c.k = SecretBytes(Bytes(16, 0x4B));
+  c.created_at = 1000;
+  return c;
+}
+
+std::vector<SecretBytes> codes(int count, std::uint8_t seed) {
+  std::vector<SecretBytes> v;
+  for (int i = 0; i < count; ++i) v.emplace_back(Bytes(16, static_cast<std::uint8_t>(seed + i)));
+  return v;
+}
+
+TransactionRecord txn(const std::string& id, Decision d = Decision::approved, UnixTime at = 2000) {
+  TransactionRecord t;
+  t.txn_id = id;
+  t.request_hash = Bytes(32, 0x11);
+  t.card = kN;
+  t.list_id = 1;
+  t.terminal_id = "TERM0001";
+  t.amount_minor = 1234;
+  t.currency = 978;
+  t.decision = d;
+  t.reason = d == Decision::approved ? "ok" : "held";
+  t.auth_code = "123456";
+  t.arc = to_bytes("00");
+  t.arpc = Bytes(8, 0xA5);
+  t.cryptogram = Bytes(8, 0x5A);
+  t.created_at = at;
+  t.decided_at = d == Decision::held ? 0 : at;
+  t.expires_at = d == Decision::held ? at + 120 : 0;
+  return t;
+}
+
+// Runs fn in one transaction and requires it to commit.
+void run_ok(Store& s, const std::function<Result<void>(Tx&)>& fn) {
+  auto r = s.run(fn);
+  INFO((r ? "" : r.error().message));
+  REQUIRE(r);
+}
+
+// Starts `threads` threads that each call body(i) as close to the same moment as possible.
+template <class F>
+void race(int threads, F body) {
+  std::atomic<int> ready{0};
+  std::vector<std::thread> ts;
+  for (int i = 0; i < threads; ++i) {
+    ts.emplace_back([&, i] {
+      ++ready;
+      for (int spin = 0; spin < 1'000'000 && ready.load() < threads; ++spin) std::this_thread::yield();
+      body(i);
+    });
+  }
+  for (auto& t : ts) t.join();
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("store: cards are inserted once, read with their keys, updated and found by number", "[store]",
+                   SqliteBackend, PgBackend) {
+  TestType b;
+  auto s = must_open(b);
+  CardRecord c = card();
+  c.pending_k = SecretBytes(Bytes(16, 0x50));
+  c.pending_version = 2;
+  c.retired_k = SecretBytes(Bytes(16, 0x52));
+  c.retired_version = 7;
+  c.public_key = Bytes{0x30, 0x59};
+  c.currency = 978;
+  run_ok(*s, [&](Tx& tx) { return tx.insert_card(c); });
+  run_ok(*s, [&](Tx& tx) -> Result<void> {
+    auto dup = tx.insert_card(c);
+    REQUIRE_FALSE(dup);
+    CHECK(dup.error().code == Errc::conflict);
+    // The transaction stays usable after the conflict, as in SQLite.
+    auto got = tx.card(kN);
+    REQUIRE(got);
+    CHECK(got->k.view().size() == 16);
+    CHECK(ct_equal(got->k.view(), c.k.view()));
+    REQUIRE(got->pending_k);
+    CHECK(ct_equal(got->pending_k->view(), c.pending_k->view()));
+    CHECK(got->pending_version == 2);
+    REQUIRE(got->retired_k);
+    CHECK(got->retired_version == 7);
+    CHECK(got->public_key == c.public_key);
+    CHECK(got->currency == 978);
+    CHECK(got->msisdn == "+4915550001");
+    CHECK(got->created_at == 1000);
+    got->status = CardStatus::blocked;
+    got->fail_count = 5;
+    got->pending_k.reset();
+    got->list_push_in_flight = true;
+    return tx.update_card(*got);
+  });
+  run_ok(*s, [&](Tx& tx) -> Result<void> {
+    auto got = tx.card(kN);
+    REQUIRE(got);
+    CHECK(got->status == CardStatus::blocked);
+    CHECK(got->fail_count == 5);
+    CHECK_FALSE(got->pending_k);
+    CHECK(got->list_push_in_flight);
+    CHECK(tx.card_by_msisdn("+4915550001").value() == kN);
+    auto none = tx.card(hex("0000000000000000"));
+    REQUIRE_FALSE(none);
+    CHECK(none.error().code == Errc::not_found);
+    CHECK(tx.card_by_msisdn("+1").error().code == Errc::not_found);
+    auto ghost = card(hex("0000000000000001"));
+    CHECK(tx.update_card(ghost).error().code == Errc::not_found);
+    return {};
+  });
+}
+
+TEMPLATE_TEST_CASE("store: door permissions are replaced as a whole", "[store]", SqliteBackend, PgBackend) {
+  TestType b;
+  auto s = must_open(b);
+  run_ok(*s, [&](Tx& tx) -> Result<void> {
+    if (auto e = tx.insert_card(card()); !e) return e;
+    if (auto e = tx.set_doors(kN, {{"B", 60, 120, "Europe/Berlin"}, {"A", 0, 1440, "UTC"}}); !e) return e;
+    auto d = tx.doors(kN);
+    REQUIRE(d);
+    REQUIRE(d->size() == 2);
+    CHECK((*d)[0].door == "A");
+    CHECK((*d)[1].tz == "Europe/Berlin");
+    CHECK((*d)[1].from_minute == 60);
+    if (auto e = tx.set_doors(kN, {{"C", 1, 2, "UTC"}}); !e) return e;
+    CHECK(tx.doors(kN)->size() == 1);
+    CHECK(tx.doors(hex("0000000000000000"))->empty());
+    return {};
+  });
+}
+
+TEMPLATE_TEST_CASE("store: lists and codes: insert, read, count, consume once, states and display candidates", "[store]",
+                   SqliteBackend, PgBackend) {
+  TestType b;
+  auto s = must_open(b);
+  run_ok(*s, [&](Tx& tx) -> Result<void> {
+    if (auto e = tx.insert_card(card()); !e) return e;
+    CHECK(tx.last_list_id(kN).value() == 0);
+    if (auto e = tx.insert_list(kN, 1, codes(5, 0x10), 3000); !e) return e;
+    if (auto e = tx.insert_list(kN, 2, codes(5, 0x20), 3001); !e) return e;
+    auto dup = tx.insert_list(kN, 2, codes(1, 0x30), 3002);
+    REQUIRE_FALSE(dup);
+    CHECK(dup.error().code == Errc::conflict);
+    CHECK(tx.last_list_id(kN).value() == 2);
+    auto o = tx.otac(kN, 2, 3);
+    REQUIRE(o);
+    CHECK(o->key.view()[0] == 0x23);
+    CHECK_FALSE(o->used);
+    CHECK(tx.otac(kN, 3, 0).error().code == Errc::not_found);
+    CHECK(tx.unused_count(kN).value() == 10);
+    CHECK(tx.unused_more_than(kN, 9).value());
+    CHECK_FALSE(tx.unused_more_than(kN, 10).value());
+    // Nothing consumed: the first codes of the first lists.
+    auto first = tx.display_candidates(kN, 2, 1);
+    REQUIRE(first);
+    REQUIRE(first->size() == 4);
+    CHECK((*first)[2].list_id == 2);
+    CHECK(tx.consume_otac(kN, 1, 2, "t1", 3100).value());
+    CHECK_FALSE(tx.consume_otac(kN, 1, 2, "t2", 3101).value());  // at most once
+    CHECK_FALSE(tx.consume_otac(kN, 9, 9, "t3", 3101).value());  // no such code
+    CHECK(tx.otac(kN, 1, 2)->used);
+    auto low = tx.lowest_unused(kN, 3);
+    REQUIRE(low);
+    REQUIRE(low->size() == 3);
+    CHECK((*low)[2].index == 3);  // 1/0, 1/1, 1/3: 1/2 is used
+    auto after = tx.display_candidates(kN, 2, 1);
+    REQUIRE(after);
+    REQUIRE(after->size() == 4);
+    CHECK((*after)[0].index == 3);  // after the highest consumed code of list 1
+    CHECK((*after)[2].list_id == 2);
+    // Refused withdraws the unused codes, loaded gives them back.
+    if (auto e = tx.set_list_state(kN, 2, ListState::refused, "rsc=07", 3200); !e) return e;
+    CHECK(tx.unused_count(kN).value() == 4);
+    CHECK_FALSE(tx.consume_otac(kN, 2, 0, "t4", 3201).value());
+    auto ls = tx.lists(kN);
+    REQUIRE(ls);
+    REQUIRE(ls->size() == 2);
+    CHECK((*ls)[1].state == ListState::refused);
+    CHECK((*ls)[1].refusal == "rsc=07");
+    CHECK((*ls)[1].count == 5);
+    CHECK((*ls)[1].unused == 0);
+    CHECK((*ls)[0].unused == 4);
+    if (auto e = tx.set_list_state(kN, 2, ListState::loaded, "", 3300); !e) return e;
+    CHECK(tx.unused_count(kN).value() == 9);
+    CHECK(tx.set_list_state(kN, 7, ListState::loaded, "", 3300).error().code == Errc::not_found);
+    return {};
+  });
+}
+
+TEMPLATE_TEST_CASE("store: OTA counters, sent packets and the lists to repair", "[store]", SqliteBackend, PgBackend) {
+  TestType b;
+  auto s = must_open(b);
+  run_ok(*s, [&](Tx& tx) -> Result<void> {
+    if (auto e = tx.insert_card(card()); !e) return e;
+    CHECK(tx.next_ota_counter(kN).value() == 1);
+    CHECK(tx.next_ota_counter(kN).value() == 2);
+    CHECK(tx.next_ota_counter(hex("0000000000000000")).error().code == Errc::not_found);
+    CHECK(tx.card_counter(kN).value() == 0);
+    if (auto e = tx.set_card_counter(kN, 41); !e) return e;
+    CHECK(tx.card_counter(kN).value() == 41);
+    CHECK(tx.card_counter(hex("0000000000000000")).error().code == Errc::not_found);
+    if (auto e = tx.insert_list(kN, 1, codes(3, 0x10), 100); !e) return e;
+    if (auto e = tx.record_ota_sent(kN, 1, "list", 1, 100); !e) return e;
+    CHECK(tx.record_ota_sent(kN, 1, "list", 1, 100).error().code == Errc::conflict);
+    auto sent = tx.ota_sent(kN, 1);
+    REQUIRE(sent);
+    CHECK(std::get<0>(*sent) == "list");
+    CHECK(std::get<1>(*sent) == 1);
+    CHECK(std::get<2>(*sent) == -1);
+    CHECK(tx.ota_sent(kN, 9).error().code == Errc::not_found);
+    CHECK(tx.latest_ota_sent(kN, "list", 1).value() == 1);
+    CHECK(tx.latest_ota_sent(kN, "rotate", 1).value() == 0);
+    // Unanswered: due for repair once `after` seconds passed, not before.
+    CHECK(tx.lists_to_repair(129, 30, 5, 10)->empty());
+    auto due = tx.lists_to_repair(130, 30, 5, 10);
+    REQUIRE(due);
+    REQUIRE(due->size() == 1);
+    CHECK(due->front().list_id == 1);
+    CHECK(due->front().packets == 1);
+    CHECK(tx.lists_to_repair(130, 30, 1, 10)->empty());  // max_packets reached
+    if (auto e = tx.set_ota_rsc(kN, 1, 0); !e) return e;
+    CHECK(std::get<2>(tx.ota_sent(kN, 1).value()) == 0);
+    CHECK(tx.lists_to_repair(1000, 30, 5, 10)->empty());  // answered
+    return {};
+  });
+}
+
+TEMPLATE_TEST_CASE("store: transactions: insert once, decide a held one once, filter, expire and prune", "[store]",
+                   SqliteBackend, PgBackend) {
+  TestType b;
+  auto s = must_open(b);
+  run_ok(*s, [&](Tx& tx) -> Result<void> {
+    if (auto e = tx.insert_transaction(txn("a", Decision::approved, 100)); !e) return e;
+    if (auto e = tx.insert_transaction(txn("b", Decision::held, 200)); !e) return e;
+    if (auto e = tx.insert_transaction(txn("c", Decision::declined, 300)); !e) return e;
+    CHECK(tx.insert_transaction(txn("a")).error().code == Errc::conflict);
+    auto a = tx.transaction("a");
+    REQUIRE(a);
+    CHECK(a->request_hash == Bytes(32, 0x11));
+    CHECK(a->arpc == Bytes(8, 0xA5));
+    CHECK(a->cryptogram == Bytes(8, 0x5A));
+    CHECK(a->currency == 978);
+    CHECK(tx.transaction("zz").error().code == Errc::not_found);
+    CHECK(tx.held_due(319, 10)->empty());
+    CHECK(tx.held_due(320, 10)->size() == 1);
+    auto d = txn("b", Decision::approved, 200);
+    d.decided_at = 250;
+    d.decided_by = "alice";
+    CHECK(tx.decide_held_transaction(d).value());
+    d.decided_by = "bob";
+    CHECK_FALSE(tx.decide_held_transaction(d).value());
+    CHECK(tx.transaction("b")->decided_by == "alice");
+    TransactionFilter f;
+    auto all = tx.transactions(f);
+    REQUIRE(all);
+    REQUIRE(all->size() == 3);
+    CHECK(all->front().txn_id == "c");  // newest first
+    f.decision = Decision::approved;
+    CHECK(tx.transactions(f)->size() == 2);
+    f = {};
+    f.since = 150;
+    f.until = 300;
+    CHECK(tx.transactions(f)->size() == 1);
+    f = {};
+    f.terminal_id = "OTHER000";
+    CHECK(tx.transactions(f)->empty());
+    f = {};
+    f.card = hex("0000000000000000");
+    CHECK(tx.transactions(f)->empty());
+    CHECK(tx.prune_declined(300, 10).value() == 0);
+    CHECK(tx.prune_declined(301, 10).value() == 1);
+    CHECK(tx.transaction("c").error().code == Errc::not_found);
+    return {};
+  });
+}
+
+TEMPLATE_TEST_CASE("store: terminals and operators are replaced by id and found by token", "[store]", SqliteBackend, PgBackend) {
+  TestType b;
+  auto s = must_open(b);
+  run_ok(*s, [&](Tx& tx) -> Result<void> {
+    if (auto e = tx.put_terminal({"TERM0001", "aa", 100, true}); !e) return e;
+    if (auto e = tx.put_terminal({"TERM0001", "bb", 0, false}); !e) return e;
+    auto t = tx.terminal("TERM0001");
+    REQUIRE(t);
+    CHECK(t->cert_fingerprint == "bb");
+    CHECK_FALSE(t->enabled);
+    CHECK(tx.terminal("NONE0000").error().code == Errc::not_found);
+    if (auto e = tx.put_operator({"alice", Role::admin, Bytes(32, 1)}); !e) return e;
+    if (auto e = tx.put_operator({"alice", Role::viewer, Bytes(32, 2)}); !e) return e;
+    CHECK(tx.operator_by_token_hash(Bytes(32, 1)).error().code == Errc::not_found);
+    auto op = tx.operator_by_token_hash(Bytes(32, 2));
+    REQUIRE(op);
+    CHECK(op->name == "alice");
+    CHECK(op->role == Role::viewer);
+    return {};
+  });
+}
+
+TEMPLATE_TEST_CASE("store: the SMS outbox queues, is due by time, updates and counts", "[store]", SqliteBackend, PgBackend) {
+  TestType b;
+  auto s = must_open(b);
+  run_ok(*s, [&](Tx& tx) -> Result<void> {
+    OutboxMessage m;
+    m.card = kN;
+    m.to = "+4915550001";
+    m.udh = Bytes{0x70, 0x00};
+    m.payload = Bytes(40, 0x33);
+    m.next_attempt_at = 10;
+    m.created_at = 5;
+    auto id1 = tx.enqueue_sms(m);
+    REQUIRE(id1);
+    m.next_attempt_at = 20;
+    auto id2 = tx.enqueue_sms(m);
+    REQUIRE(id2);
+    CHECK(*id2 > *id1);
+    CHECK(tx.outbox_depth().value() == 2);
+    CHECK(tx.due_sms(9, 10)->empty());
+    auto due = tx.due_sms(15, 10);
+    REQUIRE(due);
+    REQUIRE(due->size() == 1);
+    CHECK(due->front().payload == Bytes(40, 0x33));
+    CHECK(due->front().udh == (Bytes{0x70, 0x00}));
+    auto got = tx.sms(*id1);
+    REQUIRE(got);
+    got->status = OutboxStatus::sent;
+    got->attempts = 1;
+    got->last_reply = "202";
+    if (auto e = tx.update_sms(*got); !e) return e;
+    CHECK(tx.outbox_depth().value() == 1);
+    CHECK(tx.sms(*id1)->last_reply == "202");
+    CHECK(tx.sms(999).error().code == Errc::not_found);
+    got->id = 999;
+    CHECK(tx.update_sms(*got).error().code == Errc::not_found);
+    auto leased = tx.lease_due_sms(20, 20 + kSmsLeaseSeconds, 10);
+    REQUIRE(leased);
+    REQUIRE(leased->size() == 1);
+    CHECK(leased->front().id == *id2);
+    // A store shared by nodes leases: the message is not due again before the lease ends.
+    CHECK(tx.due_sms(21, 10)->size() == (TestType::kLeases ? 0U : 1U));
+    CHECK(tx.due_sms(20 + kSmsLeaseSeconds, 10)->size() == 1);
+    return {};
+  });
+}
+
+TEMPLATE_TEST_CASE("store: server keys and card security are sealed, bound to their row, and replaced", "[store]",
+                   SqliteBackend, PgBackend) {
+  TestType b;
+  auto s = must_open(b);
+  run_ok(*s, [&](Tx& tx) -> Result<void> {
+    if (auto e = tx.insert_card(card()); !e) return e;
+    CHECK(tx.server_key("server").error().code == Errc::not_found);
+    ServerKeyRecord k;
+    k.name = "server";
+    k.private_der = SecretBytes(Bytes(70, 0x61));
+    k.public_point = Bytes(65, 0x04);
+    k.created_at = 9;
+    if (auto e = tx.insert_server_key(k); !e) return e;
+    CHECK(tx.insert_server_key(k).error().code == Errc::conflict);
+    auto got = tx.server_key("server");
+    REQUIRE(got);
+    CHECK(ct_equal(got->private_der.view(), k.private_der.view()));
+    CHECK(got->public_point == k.public_point);
+    CHECK_FALSE(tx.card_security(kN)->sig_key);
+    CardSecurity sec;
+    sec.sig_key = SecretBytes(Bytes(16, 0x53));
+    sec.pending_sig_counter = 4;
+    sec.server_point = Bytes(65, 0x04);
+    if (auto e = tx.set_card_security(kN, sec); !e) return e;
+    sec.pending_sig_key = SecretBytes(Bytes(16, 0x54));
+    sec.sig_since = 12;
+    if (auto e = tx.set_card_security(kN, sec); !e) return e;
+    auto cs = tx.card_security(kN);
+    REQUIRE(cs);
+    REQUIRE(cs->sig_key);
+    REQUIRE(cs->pending_sig_key);
+    CHECK(cs->pending_sig_key->view()[0] == 0x54);
+    CHECK(cs->sig_since == 12);
+    CHECK(cs->pending_sig_counter == 4);
+    CHECK(cs->server_point == Bytes(65, 0x04));
+    return {};
+  });
+  // Another KEK opens none of it: bad_mac, never a wrong key.
+  auto other = b.open(std::make_shared<const Kek>(Kek::from_bytes(SecretBytes(Bytes(32, 0x42)))));
+  REQUIRE(other);
+  auto r = (*other)->run([&](Tx& tx) -> Result<void> {
+    CHECK(tx.card(kN).error().code == Errc::bad_mac);
+    CHECK(tx.server_key("server").error().code == Errc::bad_mac);
+    CHECK(tx.card_security(kN).error().code == Errc::bad_mac);
+    return {};
+  });
+  CHECK(r);
+}
+
+TEMPLATE_TEST_CASE("store: the audit log is one verifiable chain", "[store]", SqliteBackend, PgBackend) {
+  TestType b;
+  auto s = must_open(b);
+  run_ok(*s, [&](Tx& tx) -> Result<void> {
+    CHECK(tx.verify_audit_chain().value() == 0);
+    for (int i = 1; i <= 5; ++i) CHECK(tx.audit(i, "admin", "enroll", "card " + std::to_string(i)).value() == i);
+    CHECK(tx.verify_audit_chain().value() == 5);
+    auto after = tx.audit_entries(3, 10);
+    REQUIRE(after);
+    REQUIRE(after->size() == 2);
+    CHECK(after->front().seq == 4);
+    auto recent = tx.audit_recent(2);
+    REQUIRE(recent);
+    REQUIRE(recent->size() == 2);
+    CHECK(recent->front().seq == 4);
+    CHECK(recent->back().detail == "card 5");
+    return {};
+  });
+  // With another KEK the chain does not verify: entry 1 names itself.
+  auto other = b.open(std::make_shared<const Kek>(Kek::from_bytes(SecretBytes(Bytes(32, 0x42)))));
+  REQUIRE(other);
+  CHECK((*other)->run([&](Tx& tx) -> Result<void> {
+    auto v = tx.verify_audit_chain();
+    REQUIRE_FALSE(v);
+    CHECK(v.error().code == Errc::bad_mac);
+    CHECK(v.error().message.find("entry 1") != std::string::npos);
+    return {};
+  }));
+}
+
+TEMPLATE_TEST_CASE("store: a failing transaction leaves nothing behind", "[store]", SqliteBackend, PgBackend) {
+  TestType b;
+  auto s = must_open(b);
+  auto r = s->run([&](Tx& tx) -> Result<void> {
+    if (auto e = tx.insert_card(card()); !e) return e;
+    (void)tx.audit(1, "admin", "enroll", "x");
+    return make_error(Errc::state, "changed my mind");
+  });
+  REQUIRE_FALSE(r);
+  CHECK(r.error().message == "changed my mind");
+  run_ok(*s, [&](Tx& tx) -> Result<void> {
+    CHECK(tx.card(kN).error().code == Errc::not_found);
+    CHECK(tx.verify_audit_chain().value() == 0);
+    return {};
+  });
+  CHECK_THROWS(s->run([&](Tx& tx) -> Result<void> {
+    (void)tx.insert_card(card());
+    throw std::runtime_error("boom");
+  }));
+  run_ok(*s, [&](Tx& tx) -> Result<void> {
+    CHECK(tx.card(kN).error().code == Errc::not_found);
+    return {};
+  });
+}
+
+// ---- concurrency: each thread has its own Store (its own connection for PostgreSQL) --------
+
+TEMPLATE_TEST_CASE("store race: a code raced from many connections is consumed exactly once", "[store]", SqliteBackend, PgBackend) {
+  TestType b;
+  constexpr int kThreads = 8, kCodes = 20;
+  std::vector<std::unique_ptr<Store>> stores;
+  for (int i = 0; i < kThreads; ++i) stores.push_back(must_open(b));
+  run_ok(*stores[0], [&](Tx& tx) -> Result<void> {
+    if (auto e = tx.insert_card(card()); !e) return e;
+    return tx.insert_list(kN, 1, codes(kCodes, 0), 1);
+  });
+  std::vector<std::atomic<int>> wins(kCodes);
+  std::atomic<int> failures{0};
+  race(kThreads, [&](int t) {
+    for (int code = 0; code < kCodes; ++code) {
+      auto r = stores[static_cast<std::size_t>(t)]->run([&](Tx& tx) -> Result<void> {
+        auto won = tx.consume_otac(kN, 1, static_cast<std::uint16_t>(code), "t" + std::to_string(t), 5);
+        if (!won) return won.error();
+        if (*won) ++wins[static_cast<std::size_t>(code)];
+        return {};
+      });
+      if (!r) ++failures;
+    }
+  });
+  CHECK(failures == 0);
+  for (int code = 0; code < kCodes; ++code) CHECK(wins[static_cast<std::size_t>(code)] == 1);
+  run_ok(*stores[0], [&](Tx& tx) -> Result<void> {
+    CHECK(tx.unused_count(kN).value() == 0);
+    return {};
+  });
+}
+
+TEMPLATE_TEST_CASE("store race: a request raced under one transaction id is recorded once and answered alike", "[store]",
+                   SqliteBackend, PgBackend) {
+  TestType b;
+  constexpr int kThreads = 8;
+  std::vector<std::unique_ptr<Store>> stores;
+  for (int i = 0; i < kThreads; ++i) stores.push_back(must_open(b));
+  run_ok(*stores[0], [&](Tx& tx) -> Result<void> {
+    if (auto e = tx.insert_card(card()); !e) return e;
+    return tx.insert_list(kN, 1, codes(1, 0), 1);
+  });
+  // The service's pattern: look the id up, else consume the code and record the decision.
+  std::vector<std::string> answers(kThreads);
+  std::atomic<int> consumed{0}, failures{0};
+  race(kThreads, [&](int t) {
+    auto r = stores[static_cast<std::size_t>(t)]->run([&](Tx& tx) -> Result<void> {
+      if (auto seen = tx.transaction("same"); seen) {
+        answers[static_cast<std::size_t>(t)] = seen->reason;
+        return {};
+      }
+      auto won = tx.consume_otac(kN, 1, 0, "same", 5);
+      if (!won) return won.error();
+      auto rec = txn("same", *won ? Decision::approved : Decision::declined);
+      rec.reason = *won ? "ok" : "code_used";
+      if (auto e = tx.insert_transaction(rec); !e) return e;
+      if (*won) ++consumed;
+      answers[static_cast<std::size_t>(t)] = rec.reason;
+      return {};
+    });
+    if (!r) ++failures;
+  });
+  CHECK(failures == 0);
+  CHECK(consumed == 1);
+  for (const auto& a : answers) CHECK(a == "ok");  // every retry sees the first decision
+}
+
+TEMPLATE_TEST_CASE("store race: a held transaction raced by operators is decided once", "[store]", SqliteBackend, PgBackend) {
+  TestType b;
+  constexpr int kThreads = 8;
+  std::vector<std::unique_ptr<Store>> stores;
+  for (int i = 0; i < kThreads; ++i) stores.push_back(must_open(b));
+  run_ok(*stores[0], [&](Tx& tx) { return tx.insert_transaction(txn("held", Decision::held)); });
+  std::vector<int> won(kThreads, 0);
+  race(kThreads, [&](int t) {
+    (void)stores[static_cast<std::size_t>(t)]->run([&](Tx& tx) -> Result<void> {
+      auto d = txn("held", t % 2 ? Decision::approved : Decision::declined);
+      d.decided_by = "op" + std::to_string(t);
+      auto w = tx.decide_held_transaction(d);
+      if (!w) return w.error();
+      won[static_cast<std::size_t>(t)] = *w ? 1 : 0;
+      return {};
+    });
+  });
+  CHECK(std::count(won.begin(), won.end(), 1) == 1);
+  const auto winner = std::find(won.begin(), won.end(), 1) - won.begin();
+  run_ok(*stores[0], [&](Tx& tx) -> Result<void> {
+    CHECK(tx.transaction("held")->decided_by == "op" + std::to_string(winner));
+    return {};
+  });
+}
+
+TEMPLATE_TEST_CASE("store race: a card's fail counter loses no increment and blocks once", "[store]", SqliteBackend, PgBackend) {
+  TestType b;
+  constexpr int kThreads = 6, kEach = 10;
+  std::vector<std::unique_ptr<Store>> stores;
+  for (int i = 0; i < kThreads; ++i) stores.push_back(must_open(b));
+  auto c = card();
+  c.fail_limit = kThreads * kEach;
+  run_ok(*stores[0], [&](Tx& tx) { return tx.insert_card(c); });
+  std::atomic<int> blocked_by{0}, failures{0};
+  race(kThreads, [&](int t) {
+    for (int i = 0; i < kEach; ++i) {
+      auto r = stores[static_cast<std::size_t>(t)]->run([&](Tx& tx) -> Result<void> {
+        auto got = tx.card(kN);
+        if (!got) return got.error();
+        ++got->fail_count;
+        const bool blocks = got->fail_count >= got->fail_limit && got->status == CardStatus::active;
+        if (blocks) got->status = CardStatus::blocked;
+        if (auto e = tx.update_card(*got); !e) return e;
+        if (blocks) ++blocked_by;
+        return {};
+      });
+      if (!r) ++failures;
+    }
+  });
+  CHECK(failures == 0);
+  CHECK(blocked_by == 1);
+  run_ok(*stores[0], [&](Tx& tx) -> Result<void> {
+    auto got = tx.card(kN);
+    REQUIRE(got);
+    CHECK(got->fail_count == kThreads * kEach);
+    CHECK(got->status == CardStatus::blocked);
+    return {};
+  });
+}
+
+TEMPLATE_TEST_CASE("store race: audit appends from many connections form one chain", "[store]", SqliteBackend, PgBackend) {
+  TestType b;
+  constexpr int kThreads = 6, kEach = 15;
+  std::vector<std::unique_ptr<Store>> stores;
+  for (int i = 0; i < kThreads; ++i) stores.push_back(must_open(b));
+  std::atomic<int> failures{0};
+  race(kThreads, [&](int t) {
+    for (int i = 0; i < kEach; ++i) {
+      auto r = stores[static_cast<std::size_t>(t)]->run([&](Tx& tx) -> Result<void> {
+        auto seq = tx.audit(i, "node" + std::to_string(t), "authorize", "entry " + std::to_string(i));
+        if (!seq) return seq.error();
+        return {};
+      });
+      if (!r) ++failures;
+    }
+  });
+  CHECK(failures == 0);
+  run_ok(*stores[0], [&](Tx& tx) -> Result<void> {
+    CHECK(tx.verify_audit_chain().value() == kThreads * kEach);
+    return {};
+  });
+}
+
+TEMPLATE_TEST_CASE("store race: leased outbox messages go to one sender each", "[store]", SqliteBackend, PgBackend) {
+  TestType b;
+  if (!TestType::kLeases) {
+    SUCCEED("one node per SQLite store: lease_due_sms is due_sms (checked in the outbox case)");
+    return;
+  }
+  constexpr int kThreads = 4, kMessages = 60;
+  std::vector<std::unique_ptr<Store>> stores;
+  for (int i = 0; i < kThreads; ++i) stores.push_back(must_open(b));
+  run_ok(*stores[0], [&](Tx& tx) -> Result<void> {
+    for (int i = 0; i < kMessages; ++i) {
+      OutboxMessage m;
+      m.to = "+1";
+      m.payload = Bytes(10, static_cast<std::uint8_t>(i));
+      auto id = tx.enqueue_sms(m);
+      if (!id) return id.error();
+    }
+    return {};
+  });
+  std::vector<std::vector<std::int64_t>> taken(kThreads);
+  race(kThreads, [&](int t) {
+    for (int round = 0; round < 20; ++round) {
+      (void)stores[static_cast<std::size_t>(t)]->run([&](Tx& tx) -> Result<void> {
+        auto due = tx.lease_due_sms(100, 100 + kSmsLeaseSeconds, 5);
+        if (!due) return due.error();
+        for (const auto& m : *due) taken[static_cast<std::size_t>(t)].push_back(m.id);
+        return {};
+      });
+    }
+  });
+  std::multiset<std::int64_t> all;
+  for (const auto& v : taken) all.insert(v.begin(), v.end());
+  CHECK(all.size() == static_cast<std::size_t>(kMessages));
+  CHECK(std::set<std::int64_t>(all.begin(), all.end()).size() == all.size());  // no message twice
+  // A sender killed before mark_sent: once the lease ends, another node takes its messages.
+  run_ok(*stores[1], [&](Tx& tx) -> Result<void> {
+    CHECK(tx.lease_due_sms(100 + kSmsLeaseSeconds - 1, 1000, 100)->empty());
+    CHECK(tx.lease_due_sms(100 + kSmsLeaseSeconds, 1000, 100)->size() == static_cast<std::size_t>(kMessages));
+    return {};
+  });
+}

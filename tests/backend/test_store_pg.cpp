@@ -1,0 +1,264 @@
+// What only the PostgreSQL store has to show (the shared contract is in
+// test_store_conformance.cpp): keys sealed at rest in the database, migrations run once when
+// nodes start together, start-up retries against an unreachable server, reconnection after
+// a server restart, and connection strings that must not carry a password.
+#include <catch2/catch.hpp>
+
+#include <libpq-fe.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+#include <vector>
+
+#include "pg_cluster.hpp"
+#include "pg_store.hpp"
+#include "test_service_support.hpp"
+
+using namespace otac;
+using namespace otac::backend;
+using otac::pgtest::PgCluster;
+
+namespace {
+
+PgCluster& shared_cluster() {
+  std::string why;
+  auto* c = PgCluster::shared(&why);
+  if (!c) FAIL("no PostgreSQL cluster: " << why);
+  return *c;
+}
+
+std::unique_ptr<Store> open(const std::string& conninfo) {
+  PgOptions o;
+  o.conninfo = conninfo;
+  o.start_attempts = 1;
+  auto s = open_pg_store(o, otac::backend::test::test_kek());
+  INFO((s ? "" : s.error().message));
+  REQUIRE(s);
+  return std::move(*s);
+}
+
+// One integer from a query, through libpq directly.
+long long scalar(const std::string& conninfo, const char* sql) {
+  PGconn* c = PQconnectdb(conninfo.c_str());
+  REQUIRE(PQstatus(c) == CONNECTION_OK);
+  PGresult* r = PQexec(c, sql);
+  const bool ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+  const long long v = ok ? std::atoll(PQgetvalue(r, 0, 0)) : -1;
+  PQclear(r);
+  PQfinish(c);
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("pg store: the database holds no card key, OTAC or server key in clear", "[store][pg]") {
+  auto& cluster = shared_cluster();
+  const std::string conninfo = cluster.create_database();
+  auto s = open(conninfo);
+  const Bytes n = hex("0102030405060708");
+  const SecretBytes k(hex("00112233445566778899aabbccddeeff"));
+  const SecretBytes code(hex("f0e1d2c3b4a5968778695a4b3c2d1e0f"));
+  const SecretBytes server(hex("a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4"));
+  REQUIRE(s->run([&](Tx& tx) -> Result<void> {
+    CardRecord c;
+    c.n = n;
+    c.msisdn = "+1";
+    c.k = SecretBytes(Bytes(k.view().begin(), k.view().end()));
+    if (auto e = tx.insert_card(c); !e) return e;
+    std::vector<SecretBytes> codes;
+    codes.emplace_back(Bytes(code.view().begin(), code.view().end()));
+    if (auto e = tx.insert_list(n, 1, codes, 1); !e) return e;
+    ServerKeyRecord key;
+    key.name = "server";
+    key.private_der = SecretBytes(Bytes(server.view().begin(), server.view().end()));
+    key.public_point = Bytes(65, 4);
+    return tx.insert_server_key(key);
+  }));
+  const std::string dump = cluster.dump(conninfo.substr(conninfo.rfind('=') + 1));
+  REQUIRE(dump.size() > 1000);
+  CHECK(dump.find(to_hex(n)) != std::string::npos);  // sanity: what is stored in clear is found
+  CHECK(dump.find(to_hex(k.view().subspan(0, 8))) == std::string::npos);
+  CHECK(dump.find(to_hex(code.view().subspan(0, 8))) == std::string::npos);
+  CHECK(dump.find(to_hex(server.view().subspan(0, 8))) == std::string::npos);
+  // The KEK is not in the database either.
+  CHECK(dump.find("0001020304050607") == std::string::npos);
+}
+
+TEST_CASE("pg store: nodes that start together on a new database migrate it once", "[store][pg]") {
+  const std::string conninfo = shared_cluster().create_database();
+  constexpr int kNodes = 6;
+  std::atomic<int> opened{0};
+  std::vector<std::string> errors(kNodes);
+  std::vector<std::thread> ts;
+  for (int i = 0; i < kNodes; ++i) {
+    ts.emplace_back([&, i] {
+      PgOptions o;
+      o.conninfo = conninfo;
+      o.start_attempts = 1;
+      auto s = open_pg_store(o, otac::backend::test::test_kek());
+      if (s) ++opened;
+      else errors[static_cast<std::size_t>(i)] = s.error().message;
+    });
+  }
+  for (auto& t : ts) t.join();
+  for (const auto& e : errors) CHECK(e.empty());
+  CHECK(opened == kNodes);
+  CHECK(scalar(conninfo, "SELECT COUNT(*) FROM otac_schema") == 1);
+  // A schema newer than the program is refused, naming both versions.
+  PGconn* c = PQconnectdb(conninfo.c_str());
+  PQclear(PQexec(c, "INSERT INTO otac_schema(version) VALUES(99)"));
+  PQfinish(c);
+  PgOptions o;
+  o.conninfo = conninfo;
+  o.start_attempts = 1;
+  auto newer = open_pg_store(o, otac::backend::test::test_kek());
+  REQUIRE_FALSE(newer);
+  CHECK(newer.error().message.find("schema version 99") != std::string::npos);
+}
+
+TEST_CASE("pg store: an unreachable server at start is retried with backoff, and named when it stays away", "[store][pg]") {
+  PgCluster cluster;  // its own: this test stops and starts it
+  const std::string conninfo = cluster.create_database();
+  cluster.stop();
+  std::vector<std::chrono::milliseconds> waits;
+  PgOptions o;
+  o.conninfo = conninfo;
+  o.start_attempts = 3;
+  o.first_backoff = std::chrono::milliseconds(50);
+  o.on_retry = [&](const std::string& why, std::chrono::milliseconds next) {
+    CHECK(why.find("cannot reach PostgreSQL") != std::string::npos);
+    waits.push_back(next);
+  };
+  auto gone = open_pg_store(o, otac::backend::test::test_kek());
+  REQUIRE_FALSE(gone);
+  CHECK(gone.error().code == Errc::io);
+  CHECK(gone.error().message.find("gave up after 3 attempts") != std::string::npos);
+  CHECK(waits == std::vector<std::chrono::milliseconds>{std::chrono::milliseconds(50), std::chrono::milliseconds(100)});
+
+  // The server comes back while a node waits for it: the node starts.
+  o.start_attempts = 40;
+  o.first_backoff = std::chrono::milliseconds(100);
+  o.on_retry = nullptr;
+  std::thread later([&] {
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    cluster.start();
+  });
+  auto back = open_pg_store(o, otac::backend::test::test_kek());
+  later.join();
+  INFO((back ? "" : back.error().message));
+  CHECK(back);
+}
+
+TEST_CASE("pg store: after a server restart the next transaction reconnects and nothing committed is lost", "[store][pg]") {
+  PgCluster cluster;
+  const std::string conninfo = cluster.create_database();
+  auto s = open(conninfo);
+  REQUIRE(s->run([&](Tx& tx) { return tx.put_terminal({"TERM0001", "aa", 0, true}); }));
+  const pid_t before = cluster.postmaster_pid();
+  cluster.restart();
+  CHECK(cluster.postmaster_pid() != before);
+  auto r = s->run([&](Tx& tx) -> Result<void> {
+    auto t = tx.terminal("TERM0001");
+    if (!t) return t.error();
+    CHECK(t->cert_fingerprint == "aa");
+    return tx.put_terminal({"TERM0002", "bb", 0, true});
+  });
+  INFO((r ? "" : r.error().message));
+  CHECK(r);
+  // While the server is down, a transaction fails with an error that says so.
+  cluster.stop();
+  auto down = s->run([&](Tx& tx) { return tx.put_terminal({"TERM0003", "cc", 0, true}); });
+  REQUIRE_FALSE(down);
+  CHECK(down.error().message.find("PostgreSQL") != std::string::npos);
+  cluster.start();
+  CHECK(s->run([&](Tx& tx) -> Result<void> {
+    CHECK(tx.terminal("TERM0002"));
+    CHECK(tx.terminal("TERM0003").error().code == Errc::not_found);
+    return {};
+  }));
+}
+
+TEST_CASE("pg store: a connection string is checked, and one with a password is refused", "[store][pg]") {
+  CHECK(check_pg_conninfo("host=db.example dbname=otac user=otac sslmode=verify-full"));
+  CHECK(check_pg_conninfo("postgresql://otac@db.example/otac?sslmode=require"));
+  auto pw = check_pg_conninfo("host=db dbname=otac password=hunter2");
+  REQUIRE_FALSE(pw);
+  CHECK(pw.error().message.find("passfile") != std::string::npos);
+  CHECK(pw.error().message.find("hunter2") == std::string::npos);
+  CHECK_FALSE(check_pg_conninfo("postgresql://otac:hunter2@db.example/otac"));
+  auto bad = check_pg_conninfo("host=db nonsense");
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().code == Errc::bad_value);
+}
+
+TEST_CASE("pg store: a row lock held by a stalled node delays another by lock_timeout at most", "[store][pg]") {
+  const std::string conninfo = shared_cluster().create_database();
+  auto holder = open(conninfo);
+  PgOptions o;
+  o.conninfo = conninfo;
+  o.start_attempts = 1;
+  o.lock_timeout = std::chrono::milliseconds(500);
+  auto waiter = open_pg_store(o, otac::backend::test::test_kek());
+  REQUIRE(waiter);
+  CardRecord card;
+  card.n = hex("0102030405060708");
+  card.msisdn = "+1";
+  card.k = SecretBytes(Bytes(16, 1));
+  REQUIRE(holder->run([&](Tx& tx) { return tx.insert_card(card); }));
+  std::atomic<bool> locked{false};
+  std::thread stall([&] {
+    (void)holder->run([&](Tx& tx) -> Result<void> {
+      auto c = tx.card(card.n);  // FOR UPDATE: holds the card's row
+      locked = true;
+      std::this_thread::sleep_for(std::chrono::seconds(3));
+      return c ? Result<void>{} : c.error();
+    });
+  });
+  for (int i = 0; i < 500 && !locked; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  REQUIRE(locked);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = (*waiter)->run([&](Tx& tx) -> Result<void> {
+    auto c = tx.card(card.n);
+    if (!c) return c.error();
+    return {};
+  });
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  stall.join();
+  REQUIRE_FALSE(r);
+  CHECK(r.error().message.find("lock") != std::string::npos);
+  CHECK(waited < std::chrono::milliseconds(2500));
+}
+
+TEST_CASE("pg store: the password comes from a passfile (passfile= or PGPASSFILE), never the connection string", "[store][pg]") {
+  PgCluster cluster;  // its own: this test changes pg_hba.conf
+  const std::string plain = cluster.create_database();
+  const std::string db = plain.substr(plain.rfind('=') + 1);
+  cluster.psql("postgres", "CREATE ROLE otac_pw LOGIN PASSWORD 'from-the-passfile'");
+  cluster.psql("postgres", "ALTER DATABASE " + db + " OWNER TO otac_pw");
+  cluster.require_password_for("otac_pw");
+  const std::string base = "host=" + cluster.socket_dir().string() + " port=5432 dbname=" + db + " user=otac_pw";
+  PgOptions o;
+  o.start_attempts = 1;
+  o.conninfo = base;
+  auto none = open_pg_store(o, otac::backend::test::test_kek());
+  REQUIRE_FALSE(none);
+  CHECK(none.error().message.find("password") != std::string::npos);
+  otac::backend::test::TempDir d;
+  const auto passfile = d.path / "pgpass";
+  std::ofstream(passfile) << "*:*:*:otac_pw:from-the-passfile\n";
+  std::filesystem::permissions(passfile, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  o.conninfo = base + " passfile=" + passfile.string();
+  REQUIRE(check_pg_conninfo(o.conninfo));
+  auto with_file = open_pg_store(o, otac::backend::test::test_kek());
+  INFO((with_file ? "" : with_file.error().message));
+  CHECK(with_file);
+  ::setenv("PGPASSFILE", passfile.c_str(), 1);
+  o.conninfo = base;
+  auto with_env = open_pg_store(o, otac::backend::test::test_kek());
+  ::unsetenv("PGPASSFILE");
+  INFO((with_env ? "" : with_env.error().message));
+  CHECK(with_env);
+}
