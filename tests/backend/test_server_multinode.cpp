@@ -255,7 +255,7 @@ TEST_CASE("multi-node: a node killed with kill -9 under load loses no approval a
   CHECK(Backend::call(c[1].client(), Verb::get, "/healthz").status == 200);
 }
 
-TEST_CASE("multi-node: PostgreSQL restarted under load; nodes reconnect, nothing acknowledged is lost", "[server][pg]") {
+TEST_CASE("multi-node: PostgreSQL restarted under load: nodes reconnect, nothing acknowledged is lost", "[server][pg]") {
   Cluster c(2);
   const auto [cert, key] = c[0].register_terminal("TERM0001");
   const auto [n, k] = c[0].enroll(R"({"msisdn":"+4915550001"})");
