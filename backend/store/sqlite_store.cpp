@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "otac/common/crypto.hpp"
+#include "sqlite_settlement.hpp"
 
 namespace otac::backend {
 namespace {
@@ -164,6 +165,8 @@ ALTER TABLE doors ADD COLUMN tz TEXT NOT NULL DEFAULT 'UTC';
 ALTER TABLE cards ADD COLUMN retired_k_sealed BLOB;
 ALTER TABLE cards ADD COLUMN retired_version INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // 9: outcomes, cash withdrawals and refunds (sqlite_settlement.cpp).
+    sqlite_settlement::kMigration,
 };
 
 Bytes ad(std::string_view kind, ByteView n, std::int64_t list = -1, std::int64_t index = -1) {
@@ -212,6 +215,26 @@ class SqliteTx final : public Tx {
   Result<std::vector<TransactionRecord>> held_due(UnixTime now, std::uint32_t limit) override;
   Result<std::uint32_t> prune_declined(UnixTime before, std::uint32_t limit) override;
   Result<std::vector<TransactionRecord>> transactions(const TransactionFilter& f) override;
+  // After the decision: rows in sqlite_settlement.cpp.
+  Result<std::optional<OutcomeRecord>> outcome(std::string_view id) override { return sqlite_settlement::outcome(db(), id); }
+  Result<bool> set_outcome(const OutcomeRecord& o, std::optional<Outcome> from) override {
+    return sqlite_settlement::set_outcome(db(), o, from);
+  }
+  Result<void> insert_cash(const CashRecord& c) override { return sqlite_settlement::insert_cash(db(), c); }
+  Result<std::optional<CashRecord>> cash(std::string_view id) override { return sqlite_settlement::cash(db(), id); }
+  Result<CashTotals> cash_totals(ByteView card, std::string_view terminal_id, UnixTime since) override {
+    return sqlite_settlement::cash_totals(db(), card, terminal_id, since);
+  }
+  Result<std::vector<CashRecord>> cash_unsettled(UnixTime before, std::uint32_t limit) override {
+    return sqlite_settlement::cash_unsettled(db(), before, limit);
+  }
+  Result<std::optional<RefundRecord>> refund(std::string_view id) override { return sqlite_settlement::refund(db(), id); }
+  Result<bool> put_refund(const RefundRecord& r, std::optional<RefundState> from) override {
+    return sqlite_settlement::put_refund(db(), r, from);
+  }
+  Result<std::vector<RefundRecord>> refunds(RefundState state, std::uint32_t limit) override {
+    return sqlite_settlement::refunds(db(), state, limit);
+  }
   Result<void> put_terminal(const TerminalRecord& t) override;
   Result<TerminalRecord> terminal(std::string_view id) override;
   Result<void> put_operator(const OperatorRecord& op) override;
@@ -240,6 +263,7 @@ class SqliteTx final : public Tx {
 
  private:
   Query q(const char* sql);
+  sqlite3* db();
   Result<TransactionRecord> read_txn(Query& r);
   Result<std::vector<TransactionRecord>> read_txns(Query& r, std::uint32_t limit);
 
@@ -591,6 +615,7 @@ Result<void> Connection::configure_and_migrate() {
 }
 
 Query SqliteTx::q(const char* sql) { return s_.query(sql); }
+sqlite3* SqliteTx::db() { return s_.db(); }
 
 Result<void> SqliteTx::insert_card(const CardRecord& c) {
   auto r = q("INSERT INTO cards(n,algorithm,msisdn,status,fail_count,fail_limit,threshold,limit_minor,review_minor,"
