@@ -6,6 +6,7 @@
 
 #include "json_input.hpp"
 #include "log.hpp"
+#include "settlement_input.hpp"
 
 namespace otac::backend::http {
 namespace json = boost::json;
@@ -318,21 +319,12 @@ class Api {
   // handed over, not_opened, voided. Idempotent by txn_id.
   Response report_outcome(const Request& req, RequestContext& ctx) {
     if (auto e = require_terminal(req, ctx)) return *e;
-    auto o = parse_object(req.body(), {"txn_id", "outcome", "handed_minor"});
-    if (!o) return bad_request(req, o.error().message);
-    Fields f(*o);
-    OutcomeReport r;
-    r.txn_id = f.str("txn_id", true, 64);
-    const std::string kind = f.str("outcome", true, 16);
-    if (f.has("handed_minor")) r.handed_minor = f.integer("handed_minor", true, 0, 999'999'999'999);
-    if (!f.error && !valid_txn_id(r.txn_id)) f.fail("field \"txn_id\" must be 1 to 64 characters of A-Z a-z 0-9 - _ . :");
-    const auto outcome = parse_outcome(kind);
-    if (!f.error && !outcome) f.fail("field \"outcome\" must be completed, reversed, not_opened or voided");
-    if (f.error) return bad_request(req, *f.error);
-    r.outcome = *outcome;
-    ctx.log["txn"] = r.txn_id;
-    ctx.log["outcome"] = kind;
-    auto a = c_.service->report_outcome(r, *ctx.client_cn);
+    auto r = parse_outcome_report(req.body());
+    if (!r) return bad_request(req, r.error().message);
+    if (!valid_txn_id(r->txn_id)) return bad_request(req, "field \"txn_id\" must be 1 to 64 characters of A-Z a-z 0-9 - _ . :");
+    ctx.log["txn"] = r->txn_id;
+    ctx.log["outcome"] = outcome_name(r->outcome);
+    auto a = c_.service->report_outcome(*r, *ctx.client_cn);
     if (!a) return service_error(req, a.error());
     return json_response(req, Status::ok, outcome_json(*a));
   }
@@ -340,15 +332,11 @@ class Api {
   // A merchant asks for a refund of its own approved purchase; an operator decides it.
   Response request_refund(const Request& req, RequestContext& ctx) {
     if (auto e = require_terminal(req, ctx)) return *e;
-    auto o = parse_object(req.body(), {"txn_id", "amount_minor"});
-    if (!o) return bad_request(req, o.error().message);
-    Fields f(*o);
-    const std::string txn = f.str("txn_id", true, 64);
-    const std::int64_t amount = f.integer("amount_minor", true, 1, 999'999'999'999);
-    if (!f.error && !valid_txn_id(txn)) f.fail("field \"txn_id\" must be 1 to 64 characters of A-Z a-z 0-9 - _ . :");
-    if (f.error) return bad_request(req, *f.error);
-    ctx.log["txn"] = txn;
-    auto r = c_.service->request_refund(txn, amount, *ctx.client_cn);
+    auto ask = parse_refund_request(req.body());
+    if (!ask) return bad_request(req, ask.error().message);
+    if (!valid_txn_id(ask->txn_id)) return bad_request(req, "field \"txn_id\" must be 1 to 64 characters of A-Z a-z 0-9 - _ . :");
+    ctx.log["txn"] = ask->txn_id;
+    auto r = c_.service->request_refund(ask->txn_id, ask->amount_minor, *ctx.client_cn);
     if (!r) return service_error(req, r.error());
     return json_response(req, Status::ok, refund_json(*r));
   }
