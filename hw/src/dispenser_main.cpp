@@ -52,6 +52,7 @@ void print_help() {
       "                       any other file is refused\n"
       "  --cassettes LIST     denominations and note counts, e.g. 2000x50,5000x20 (at most 8)\n"
       "  --fault KIND         the first DISPENSE suffers KIND\n"
+      "  --delay-ms MS        each DISPENSE takes MS milliseconds to count the notes (default 0)\n"
       "  --ready-file FILE    written once the socket listens (the readiness signal); removed on exit\n"
       "  --verbose            one line per request on standard error\n"
       "  --help               this text\n"
@@ -68,6 +69,7 @@ struct Options {
   std::vector<d::Cassette> cassettes;
   d::Fault fault = d::Fault::none;
   std::string ready_file;
+  std::uint32_t delay_ms = 0;
   bool verbose = false;
 };
 
@@ -115,14 +117,14 @@ bool send_all(int fd, std::string_view s) {
   return s.empty();
 }
 
-// Waits `seconds` (the customer's time to take the notes) unless a stop signal comes first.
-void wait_for_customer(std::uint32_t seconds) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+// Waits (the notes being counted, the customer's time to take them) unless a stop signal comes first.
+void wait_for(std::chrono::milliseconds time) {
+  const auto until = std::chrono::steady_clock::now() + time;
   while (!g_stop.load() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(50));
 }
 
 // Answers every whole line the client has sent; false when the client must be dropped.
-bool serve_lines(Model& model, Client& c, bool verbose) {
+bool serve_lines(Model& model, Client& c, const Options& opt) {
   for (int guard = 0; guard < 64; ++guard) {
     const std::size_t nl = c.pending.find('\n');
     if (nl == std::string::npos) {
@@ -134,9 +136,10 @@ bool serve_lines(Model& model, Client& c, bool verbose) {
     }
     const std::string line = c.pending.substr(0, nl);
     c.pending.erase(0, nl + 1);
+    if (opt.delay_ms > 0 && line.rfind("DISPENSE ", 0) == 0) wait_for(std::chrono::milliseconds(opt.delay_ms));
     auto a = model.handle(line);
-    if (a.delay_seconds > 0) wait_for_customer(a.delay_seconds);
-    if (verbose) std::fprintf(stderr, "otac-dispenser-emu: %s -> %.*s\n", line.substr(0, 64).c_str(),
+    if (a.delay_seconds > 0) wait_for(std::chrono::seconds(a.delay_seconds));
+    if (opt.verbose) std::fprintf(stderr, "otac-dispenser-emu: %s -> %.*s\n", line.substr(0, 64).c_str(),
                               static_cast<int>(a.line.size() - 1), a.line.c_str());
     if (!send_all(c.fd.get(), a.line)) return false;
   }
@@ -178,7 +181,7 @@ int run(const Options& opt) {
       bool keep = got > 0;
       if (keep) {
         c.pending.append(buf, static_cast<std::size_t>(got));
-        keep = serve_lines(model, c, opt.verbose);
+        keep = serve_lines(model, c, opt);
       }
       if (!keep) clients.erase(clients.begin() + static_cast<std::ptrdiff_t>(i - 1));
     }
@@ -225,6 +228,13 @@ int main(int argc, char** argv) {
     } else if (a == "--ready-file") {
       if (!value(v) || v.empty()) return usage("--ready-file needs a path");
       opt.ready_file = std::string(v);
+    } else if (a == "--delay-ms") {
+      if (!value(v)) return usage("--delay-ms needs milliseconds");
+      std::uint32_t ms = 0;
+      const bool digits = !v.empty() && v.size() <= 6 && v.find_first_not_of("0123456789") == std::string_view::npos;
+      if (digits) ms = static_cast<std::uint32_t>(std::stoul(std::string(v)));
+      if (!digits || ms > 600000) return usage("--delay-ms needs milliseconds 0..600000");
+      opt.delay_ms = ms;
     } else if (a == "--verbose" || a == "-v") {
       opt.verbose = true;
     } else {
