@@ -270,7 +270,7 @@ const char* config_keys() {
     data_dir = DIR          where unacknowledged outcomes wait (DIR/outcomes/, one fsync'd file
                             each, replayed on the next run); default: the config file's folder.
     dispenser_socket = PATH atm mode: the cash dispenser's Unix socket (otac-dispenser-emu, or a
-                            driver speaking docs/protocol.md section 9).
+                            driver speaking docs/protocol.md section 8).
     dispenser_take_s = 30   atm mode: seconds the customer has to take the notes (then retracted).
     outcome_retry_s = 5     how long a run retries outcomes the backend has not acknowledged
                             (bounded backoff, 0.5 s doubling to 8 s); the rest stays queued.

@@ -32,7 +32,7 @@ class Dispenser {
   virtual Result<DispenseResult> dispense(std::int64_t amount_minor, std::chrono::seconds take_time) = 0;
 };
 
-/// The driver for the line protocol on a Unix socket (docs/protocol.md §9); every exchange is
+/// The driver for the line protocol on a Unix socket (docs/protocol.md §8); every exchange is
 /// bounded by `timeout` (a dispense by the take time plus `timeout`).
 Result<std::unique_ptr<Dispenser>> open_socket_dispenser(const std::string& socket_path, std::chrono::milliseconds timeout);
 

@@ -1,5 +1,5 @@
 // otac-dispenser-emu: a cash dispenser on a Unix stream socket, speaking the dispenser line
-// protocol (docs/protocol.md §9), with cassettes and faults on demand. See --help.
+// protocol (docs/protocol.md §8), with cassettes and faults on demand. See --help.
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -38,7 +38,7 @@ void print_help() {
       "Usage: otac-dispenser-emu --socket PATH --cassettes D1xN1[,D2xN2...] [OPTIONS]\n"
       "\n"
       "Emulates a cash dispenser on a Unix stream socket. Each request is one line, each reply\n"
-      "one line (docs/protocol.md section 9):\n"
+      "one line (docs/protocol.md section 8):\n"
       "  STATUS                    -> OK STATUS ready|empty D1xN1,...\n"
       "  DISPENSE AMOUNT SECONDS   -> OK DISPENSED AMOUNT, or ERR JAM|PARTIAL|SHUTTER|RETRACTED|EMPTY HANDED\n"
       "  FAULT KIND                -> OK FAULT KIND: the next DISPENSE suffers KIND\n"

@@ -1,4 +1,4 @@
-// The cash dispenser line protocol (docs/protocol.md §9): what the terminal's dispenser driver
+// The cash dispenser line protocol (docs/protocol.md §8): what the terminal's dispenser driver
 // and the dispenser emulator (hw/) exchange over a Unix stream socket. One request line, one
 // reply line, ASCII, LF-terminated, at most kMaxLine bytes with the LF. Codec only, no I/O.
 //

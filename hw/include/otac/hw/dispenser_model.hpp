@@ -1,6 +1,6 @@
 // The cash dispenser the emulator plays (otac-dispenser-emu): cassettes with notes, a retract
 // bin, and faults injected into the next DISPENSE. It answers request lines of the dispenser
-// protocol (otac/common/dispenser.hpp, docs/protocol.md §9). No I/O: the program around it
+// protocol (otac/common/dispenser.hpp, docs/protocol.md §8). No I/O: the program around it
 // owns the socket and the clock.
 #pragma once
 
