@@ -260,8 +260,9 @@ struct Report {
 
 int print_report(const Report& r) {
   const bool approved = r.out.decision == Decision::approved;
-  std::string human = r.time + " " + (r.mode == "pos" ? "POS" : r.mode == "door" ? "DOOR" : r.mode == "atm" ? "ATM" : "CODE") + " " +
-                      (approved ? "APPROVED" : "DECLINED");
+  std::string label = r.mode.empty() ? std::string("CODE") : r.mode;  // POS, DOOR, CODE, ATM, VOID, REFUND
+  for (char& c : label) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  std::string human = r.time + " " + label + " " + (approved ? "APPROVED" : "DECLINED");
   if (!r.amount.empty()) human += " " + r.amount + " " + r.currency;
   if (!r.dispense.empty()) human += " dispense " + r.dispense + " handed " + std::to_string(r.handed_minor);
   if (!r.outcome.empty()) human += " outcome " + r.outcome + (r.outcome_delivered ? "" : " (queued)");

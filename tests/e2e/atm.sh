@@ -19,6 +19,9 @@
 #                  reached the backend; the next tap declines at once (PIN blocked), offline
 #   replay         the card's answer of an approved withdrawal sent again under a new
 #                  transaction id: declined code_used
+#   void-refund    a purchase voided at the terminal (its retry then reads declined voided; an
+#                  older one cannot be voided); a refund asked at the terminal, pending in
+#                  otac-admin until an operator approves it; /metrics and the audit log show both
 set -euo pipefail
 OTAC_BUILD=$(cd "${1:?usage: atm.sh BUILD_DIR RUN_DIR CASE}" && pwd)
 OTAC_RUN=${2:?usage: atm.sh BUILD_DIR RUN_DIR CASE}
@@ -206,6 +209,31 @@ PY
     echo "replay: $ans"
     [ "$(json_field decision <<<"$ans")" = declined ] && [ "$(json_field reason <<<"$ans")" = code_used ] ||
       fail "a replayed withdrawal answer was not declined code_used: $ans"
+    ;;
+  void-refund)
+    term pos --amount 12.00 >"$OTAC_RUN/p1.out" 2>"$OTAC_RUN/p1.err" || fail "purchase 1 declined"
+    p1=$(sed -n 2p "$OTAC_RUN/p1.out" | json_field txn_id)
+    term pos --amount 8.00 --save-request "$OTAC_RUN/p2.json" >"$OTAC_RUN/p2.out" 2>"$OTAC_RUN/p2.err" || fail "purchase 2 declined"
+    p2=$(sed -n 2p "$OTAC_RUN/p2.out" | json_field txn_id)
+    expect_backend "$p2" "completed 800"
+    term void --txn-id "$p1" >"$OTAC_RUN/v1.out" 2>&1 && fail "an older purchase was voided: $(cat "$OTAC_RUN/v1.out")"
+    term void --txn-id "$p2" >"$OTAC_RUN/v2.out" 2>&1 || fail "the last purchase was not voided: $(cat "$OTAC_RUN/v2.out")"
+    expect_backend "$p2" "voided 0"
+    ans=$(post_json /v1/authorizations "$OTAC_RUN/p2.json")
+    [ "$(json_field decision <<<"$ans")" = declined ] && [ "$(json_field reason <<<"$ans")" = voided ] ||
+      fail "the voided purchase's retry did not read declined voided: $ans"
+    term refund --txn-id "$p1" --amount 5.00 >"$OTAC_RUN/r1.out" 2>&1 || true
+    [ "$(grep '^{' "$OTAC_RUN/r1.out" | json_field reason)" = refund_pending ] || fail "refund not pending: $(cat "$OTAC_RUN/r1.out")"
+    admin refunds | grep -q "$p1" || fail "otac-admin refunds does not list the pending refund"
+    admin refund-approve "$p1" >/dev/null || fail "the operator could not approve the refund"
+    admin refund-approve "$p1" >/dev/null 2>&1 && fail "a refund was decided twice"
+    term refund --txn-id "$p1" --amount 5.00 >"$OTAC_RUN/r2.out" 2>&1 || fail "the approved refund does not read approved"
+    metrics=$(curl -sk --max-time 5 "https://127.0.0.1:$BACKEND_PORT/metrics")
+    for m in 'kind="outcome",state="voided"} 1' 'kind="refund",state="approved"} 1' 'kind="outcome",state="completed"}'; do
+      grep -qF "$m" <<<"$metrics" || fail "/metrics lacks $m"
+    done
+    admin audit --limit 1000 | grep -q "refund_approve txn=$p1 amount=500" || fail "the refund approval is not audited"
+    admin audit --limit 1000 | grep -q "outcome txn=$p2 outcome=voided" || fail "the void is not audited"
     ;;
   *)
     fail "unknown case"
