@@ -407,16 +407,30 @@ HttpResponse Console::route(Call& c) {
     auto store = options_.open_store();
     if (!store) return service_error(store.error());
     TransactionRecord rec;
+    std::optional<OutcomeRecord> outcome;
+    std::optional<RefundRecord> refund;
     const std::string id(p[1]);
     auto r = (*store)->run([&](Tx& tx) -> Result<void> {
       auto x = tx.transaction(id);
       if (!x) return std::move(x).error();
       rec = std::move(*x);
+      auto o = tx.outcome(id);  // what happened after the decision (protocol.md 5.4)
+      if (!o) return o.error();
+      outcome = std::move(*o);
+      auto f = tx.refund(id);
+      if (!f) return f.error();
+      refund = std::move(*f);
       return {};
     });
     if (!r) return service_error(r.error());
     json::object o = txn_json(rec, t, full_card);
     o["arc"] = std::string(rec.arc.begin(), rec.arc.end());
+    if (outcome)
+      o["outcome"] = std::string(outcome_name(outcome->outcome)) + ", handed over " + std::to_string(outcome->handed_minor) +
+                     " (minor units), reported by " + outcome->reported_by;
+    if (refund)
+      o["refund"] = std::to_string(refund->amount_minor) + " (minor units), " + refund_state_name(refund->state) +
+                    (refund->decided_by.empty() ? std::string() : " by " + refund->decided_by);
     return json_response(200, o);
   }
 
