@@ -19,6 +19,10 @@
 #                  reached the backend; the next tap declines at once (PIN blocked), offline
 #   replay         the card's answer of an approved withdrawal sent again under a new
 #                  transaction id: declined code_used
+#   race           two ATMs (TERM0001 and ATM00002) send genuine 300.00 withdrawals of the same
+#                  card at the same moment against its 500.00 daily limit: exactly one is
+#                  approved, the other declined cash_limit (the card's answers were taken with
+#                  the backend out of reach and saved, then sent together with curl)
 #   void-refund    a purchase voided at the terminal (its retry then reads declined voided; an
 #                  older one cannot be voided); a refund asked at the terminal, pending in
 #                  otac-admin until an operator approves it; /metrics and the audit log show both
@@ -209,6 +213,32 @@ PY
     echo "replay: $ans"
     [ "$(json_field decision <<<"$ans")" = declined ] && [ "$(json_field reason <<<"$ans")" = code_used ] ||
       fail "a replayed withdrawal answer was not declined code_used: $ans"
+    ;;
+  race)
+    quiet admin register-terminal ATM00002 --out "$OTAC_RUN/term2" || fail "cannot register ATM00002"
+    dead=$("$E2E_SUPPORT/freeport.sh" 1)
+    # A config for terminal ID (certificate in DIR) that points at a closed port: the card's
+    # answer is only saved (--save-request), the backend does not see it yet.
+    for t in "TERM0001 $TERM_DIR" "ATM00002 $OTAC_RUN/term2"; do
+      set -- $t
+      mkdir -p "$OTAC_RUN/off-$1"
+      cp "$2/ca.pem" "$2/$1.pem" "$2/$1.key" "$OTAC_RUN/off-$1/"
+      sed "s|^backend_url = .*|backend_url = https://127.0.0.1:$dead|; s|^terminal_id = .*|terminal_id = $1|;
+           s|^cert_file = .*|cert_file = $1.pem|; s|^key_file = .*|key_file = $1.key|" "$TERM_CONF" >"$OTAC_RUN/off-$1/terminal.conf"
+      printf '%s\n' "$CARD_PIN" | "$BIN_TERM" --config "$OTAC_RUN/off-$1/terminal.conf" atm --amount 300.00 \
+        --save-request "$OTAC_RUN/race-$1.json" >"$OTAC_RUN/save-$1.out" 2>"$OTAC_RUN/save-$1.err" || true
+      [ -s "$OTAC_RUN/race-$1.json" ] || { cat "$OTAC_RUN/save-$1.err" >&2; fail "no saved answer for $1"; }
+    done
+    post_json /v1/authorizations "$OTAC_RUN/race-TERM0001.json" >"$OTAC_RUN/race-1.ans" &
+    p1=$!
+    post_json /v1/authorizations "$OTAC_RUN/race-ATM00002.json" "$OTAC_RUN/term2/ATM00002.pem" "$OTAC_RUN/term2/ATM00002.key" \
+      >"$OTAC_RUN/race-2.ans" &
+    p2=$!
+    wait "$p1" "$p2" || true
+    r1=$(json_field reason <"$OTAC_RUN/race-1.ans"); r2=$(json_field reason <"$OTAC_RUN/race-2.ans")
+    echo "race: TERM0001 $r1, ATM00002 $r2"
+    [ "$(printf '%s\n%s\n' "$r1" "$r2" | sort | tr '\n' ' ')" = "cash_limit ok " ] ||
+      fail "expected one approval and one cash_limit, got '$r1' and '$r2'"
     ;;
   void-refund)
     term pos --amount 12.00 >"$OTAC_RUN/p1.out" 2>"$OTAC_RUN/p1.err" || fail "purchase 1 declined"
