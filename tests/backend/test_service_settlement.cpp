@@ -228,7 +228,7 @@ TEST_CASE("reversal: before, between and after retries of one authorization, a r
   }
 }
 
-TEST_CASE("reversal: a withdrawal with no outcome is reversed automatically; the terminal's late report wins") {
+TEST_CASE("reversal: a withdrawal with no outcome is reversed automatically, and the terminal's late report wins") {
   Env env;
   Card c = setup(env, 10'000);
   REQUIRE(authorize(env, request(c, "W1", cash(8000))).decision == Decision::approved);
