@@ -5,7 +5,8 @@
 #   bash setup.sh test    install dependencies, build, run the whole test suite (ctest)
 #   bash setup.sh deps    only install the Debian packages the project needs
 #   bash setup.sh build   install dependencies and build into ./build
-#   bash setup.sh packages  build, then the Debian packages into ./build/packages, and lintian
+#   bash setup.sh package build, then the Debian packages into ./build/packages, and lintian
+#                         ("packages" is the same)
 #
 # Every step is idempotent: packages already present are not reinstalled, and the build
 # directory is reused. Set OTAC_BUILD_DIR to build elsewhere, OTAC_JOBS to limit parallelism.
@@ -22,6 +23,8 @@ packages=(
   build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
   # common/: crypto; backend: TLS, HTTP, JSON, store
   libssl-dev openssl libboost1.81-dev libboost-json1.81-dev libsqlite3-dev sqlite3
+  # every program's command line
+  libcli11-dev
   # backend policy: IANA time zones for door windows, the ISO 4217 currency list
   libhowardhinnant-date-dev tzdata iso-codes
   # readers and virtual card
@@ -34,12 +37,14 @@ packages=(
   libgpiod-dev
   # operator console browser tests (headless)
   chromium chromium-driver
-  # Debian packages: man pages, the package checker
-  scdoc lintian
+  # Debian packages: man pages, the package checker, a fresh root for the install test
+  scdoc lintian debootstrap
   # tests
   catch2 procps psmisc curl ca-certificates iproute2 python3 util-linux
   # line coverage of the test suite (.ci/coverage.sh)
   gcovr
+  # benchmarks: nginx as the HTTPS reference (bench/ratio.sh), the profiler
+  nginx linux-perf
 )
 
 log() { printf 'setup: %s\n' "$*"; }
@@ -101,13 +106,13 @@ case "${1:-}" in
     log "running the test suite"
     cd "$build" && ctest --output-on-failure -j "${OTAC_TEST_JOBS:-2}" --timeout 600
     ;;
-  packages)
+  package|packages)
     deps; localhost_resolves; configure_and_build
     "$root/packaging/build-packages.sh" "$build"
     log "lintian (errors fail this step)"
     lintian --fail-on error "$build"/packages/*.deb
     ;;
-  -h|--help|help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
-  "") sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
-  *) printf 'setup.sh: unknown command %s (one of: demo, test, deps, build, packages)\n' "'$1'" >&2; exit 2 ;;
+  -h|--help|help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' ;;
+  "") sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) printf 'setup.sh: unknown command %s (one of: demo, test, deps, build, package)\n' "'$1'" >&2; exit 2 ;;
 esac

@@ -78,12 +78,13 @@ int main(int argc, char** argv) {
   lim.apdu_timeout = std::chrono::milliseconds(cfg->apdu_timeout_ms);
   lim.removal_wait = std::chrono::milliseconds(0);
   lim.held_limit = std::chrono::seconds(0);
-  std::vector<double> lat;
+  std::vector<double> lat, backend_lat, card_lat;
   std::map<std::string, long> decisions;
   long apdus = 0, backend_decided = 0;
   const std::string run_id = to_hex(crypto::random_bytes(4));
   for (long i = 0; i < taps; ++i) {
     if (gap_ms > 0 && i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(gap_ms));
+    (void)(*http)->warm();  // as otac-terminal --loop does between taps, outside the measurement
     TxnParams p;
     p.txn_id = cfg->terminal_id + "-bench-" + run_id + "-" + std::to_string(i);
     p.terminal_id = cfg->terminal_id;
@@ -100,7 +101,11 @@ int main(int argc, char** argv) {
     Flow flow(p, [](std::size_t n) { return crypto::random_bytes(n); });
     TapTimes times;
     const Outcome o = run_flow(flow, io, lim, &times);
-    if (times.tap_to_decision_ms >= 0) lat.push_back(times.tap_to_decision_ms);
+    if (times.tap_to_decision_ms >= 0) {
+      lat.push_back(times.tap_to_decision_ms);
+      backend_lat.push_back(times.backend_ms);
+      card_lat.push_back(times.card_ms);
+    }
     apdus += o.apdu_exchanges;
     const std::string key = std::string(decision_name(o.decision)) + "/" + o.reason;
     ++decisions[key];
@@ -109,17 +114,37 @@ int main(int argc, char** argv) {
         o.reason != "malformed_answer" && o.reason != "internal" && o.reason != "no_codes")
       ++backend_decided;
   }
+  // The slowest taps, by where their time went (before the sort breaks the pairing).
+  std::vector<std::size_t> order(lat.size());
+  for (std::size_t k = 0; k < order.size(); ++k) order[k] = k;
+  std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return lat[x] > lat[y]; });
+  double slow_backend = 0, slow_card = 0, slow_total = 0;
+  const std::size_t slow_n = std::max<std::size_t>(1, lat.size() / 100);
+  for (std::size_t k = 0; k < std::min(slow_n, order.size()); ++k) {
+    slow_total += lat[order[k]];
+    slow_backend += backend_lat[order[k]];
+    slow_card += card_lat[order[k]];
+  }
   std::sort(lat.begin(), lat.end());
-  auto pct = [&](double q) {
-    if (lat.empty()) return -1.0;
-    const auto idx = static_cast<std::size_t>(q * static_cast<double>(lat.size() - 1) + 0.5);
-    return lat[std::min(idx, lat.size() - 1)];
+  std::sort(backend_lat.begin(), backend_lat.end());
+  std::sort(card_lat.begin(), card_lat.end());
+  auto pct_of = [](const std::vector<double>& v, double q) {
+    if (v.empty()) return -1.0;
+    const auto idx = static_cast<std::size_t>(q * static_cast<double>(v.size() - 1) + 0.5);
+    return v[std::min(idx, v.size() - 1)];
   };
+  auto pct = [&](double q) { return pct_of(lat, q); };
   std::printf("taps: %ld through %s and https://%s (%d TLS connection(s), %d resumed)\n", taps,
               (*reader)->name().c_str(), (*http)->client().where().c_str(), (*http)->client().connections_opened(),
               (*http)->client().sessions_resumed());
   std::printf("tap-to-decision latency: p50 %.2f ms, p99 %.2f ms, max %.2f ms (%zu samples)\n", pct(0.50), pct(0.99),
               lat.empty() ? -1.0 : lat.back(), lat.size());
+  std::printf("  of which the backend (POST to answer): p50 %.2f ms, p99 %.2f ms; the card (APDUs): p50 %.2f ms, p99 %.2f ms\n",
+              pct_of(backend_lat, 0.50), pct_of(backend_lat, 0.99), pct_of(card_lat, 0.50), pct_of(card_lat, 0.99));
+  if (!order.empty())
+    std::printf("  the slowest 1%% (%zu taps): mean %.2f ms, of which backend %.2f ms, card %.2f ms\n", slow_n,
+                slow_total / static_cast<double>(slow_n), slow_backend / static_cast<double>(slow_n),
+                slow_card / static_cast<double>(slow_n));
   std::printf("APDU exchanges per tap: %.2f\n", static_cast<double>(apdus) / static_cast<double>(taps));
   for (const auto& [k, v] : decisions) std::printf("  %-40s %ld\n", k.c_str(), v);
   return backend_decided == taps ? 0 : 1;

@@ -31,6 +31,7 @@ dicts_for() {
   case "$1" in
     fuzz_tlv|fuzz_hex|fuzz_backend_challenge|fuzz_card_state|fuzz_protocol*) echo tlv ;;
     fuzz_terminal_answer) echo json ;;
+    fuzz_terminal_flow) echo apdu tlv ;;
     fuzz_apdu|fuzz_applet_apdu|fuzz_pn532_chip|fuzz_pn532_frame) echo apdu tlv ;;
     fuzz_envelope|fuzz_sms|fuzz_ota_command|fuzz_ota_response|fuzz_backend_mo) echo tlv apdu ;;
     fuzz_backend_http_framing|fuzz_backend_mo_query|fuzz_url) echo http ;;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Debian packages from a configured build tree: builds what is stale, then runs CPack.
 #   packaging/build-packages.sh [BUILD_DIR]     (default ./build); the .debs land in BUILD_DIR/packages
-# Needs scdoc (man pages) and dpkg-dev (dpkg-shlibdeps); `bash setup.sh packages` installs both.
+# Needs scdoc (man pages) and dpkg-dev (dpkg-shlibdeps); `bash setup.sh package` installs both.
 set -euo pipefail
 build=$(cd "${1:-$(dirname "$0")/../build}" && pwd)
 jobs=${OTAC_JOBS:-$(nproc)}

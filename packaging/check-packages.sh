@@ -35,7 +35,7 @@ for comp in backend terminal tools card testbed; do
 
   # Every file belongs to root, and nothing outside the usual places.
   if awk '$2 != "root/root" {bad=1} END {exit !bad}' <<<"$listing"; then fail "$pkg: a file not owned by root/root"; fi
-  stray=$(awk '$1 !~ /^d/ {print $6}' <<<"$listing" | grep -Ev '^\./(usr/(bin|share/(man|doc))|etc/otac|lib/(systemd/system|udev/rules\.d))/' || true)
+  stray=$(awk '$1 !~ /^d/ {print $6}' <<<"$listing" | grep -Ev '^\./(usr/(bin|share/(man|doc|bash-completion/completions))|etc/otac|lib/(systemd/system|udev/rules\.d))/' || true)
   [ -z "$stray" ] && ok "$pkg: owners and locations" || fail "$pkg: unexpected paths: $stray"
 
   for b in ${bins[$comp]}; do
@@ -45,6 +45,13 @@ for comp in backend terminal tools card testbed; do
     readelf -S "$f" | grep -q '\.debug_info' && fail "$pkg: /usr/bin/$b is not stripped"
     readelf -d "$f" | grep -Eq 'RPATH|RUNPATH' && fail "$pkg: /usr/bin/$b carries an RPATH"
     "$f" --help >/dev/null 2>&1 || fail "$pkg: /usr/bin/$b --help fails"
+    # Bash completion for every program: a file of its name that defines a completion for it.
+    c=$root/usr/share/bash-completion/completions/$b
+    if [ ! -f "$c" ]; then fail "$pkg: no bash completion /usr/share/bash-completion/completions/$b"
+    else
+      [ "$(stat -c %a "$c")" = 644 ] || fail "$pkg: completion $b mode $(stat -c %a "$c")"
+      bash -c "source '$c' && complete -p '$b'" >/dev/null 2>&1 || fail "$pkg: completion $b does not register a completion for $b"
+    fi
     ok "$pkg: /usr/bin/$b"
   done
 

@@ -30,6 +30,8 @@ class BackendLink {
   Result<std::string> post(const std::string& target, const std::string& body);
   /// GET /v1/authorizations/TXN?wait=S, within backend_timeout_ms plus the wait.
   Result<std::string> poll(const std::string& txn, unsigned wait_s);
+  /// Reopens, ahead of the next tap, a connection the backend closed while idle (HttpClient::warm).
+  Result<void> warm() { return http_->warm(); }
   /// The client underneath (connection counters for benchmarks and tests).
   const net::HttpClient& client() const { return *http_; }
 

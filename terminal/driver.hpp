@@ -29,6 +29,10 @@ struct DriverIo {
   std::function<std::optional<std::uint64_t>(const std::string& prompt)> amount;
   /// Shows a line on the terminal's display.
   std::function<void(const std::string& line)> display;
+  /// The clock of the held wait's deadlines and latency, and the pause between polls; unset:
+  /// steady_clock and this_thread::sleep_for. Tests pass a clock that the pause moves forward.
+  std::function<std::chrono::steady_clock::time_point()> now;
+  std::function<void(std::chrono::steady_clock::duration)> pause;
 };
 
 /// Time limits for one tap.
@@ -42,6 +46,8 @@ struct DriverLimits {
 /// Timings of one tap.
 struct TapTimes {
   double tap_to_decision_ms = -1;  ///< card detected -> decision shown; -1 if no card
+  double backend_ms = 0;           ///< of which waiting for the backend's answers
+  double card_ms = 0;              ///< of which APDU exchanges with the card
 };
 
 /// Drives the flow to its end and returns its outcome.

@@ -662,6 +662,11 @@ int main(int argc, char** argv) {
         amt = *v;
       }
     }
+    // The service keeps its connection warm: one the backend closed while idle (30 s) is
+    // reopened, with TLS session resumption, before the card arrives rather than during the tap.
+    if (args->loop) {
+      if (auto w = be.warm(); !w) log("backend not reachable yet: " + w.error().message);
+    }
     status = run_tap(*args, *cfg, *reader, be, amt, door, args->loop ? std::string() : args->txn_id, queue, disp.get());
   }
   return status;

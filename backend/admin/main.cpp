@@ -1,14 +1,9 @@
 // otac-admin: the operators' command-line client for otac-backend's /v1/admin API.
 #include <boost/json.hpp>
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cctype>
-#include <cerrno>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <functional>
 #include <filesystem>
 #include <fstream>
@@ -22,7 +17,9 @@
 #include "otac/common/number.hpp"
 #include "otac/common/url.hpp"
 #include "otac/net/http_client.hpp"
+#include "otac/sys/cli.hpp"
 #include "otac/sys/file.hpp"
+#include "otac/sys/secret_input.hpp"
 
 namespace fs = std::filesystem;
 namespace json = boost::json;
@@ -107,34 +104,16 @@ struct Usage {
 
 [[noreturn]] void usage(const std::string& msg) { throw Usage{msg}; }
 
-// Reads the operator token. Like ssh with private keys, a token file that the group or others
-// may read (or write) is refused: the token is the operator's whole credential.
+// Reads the operator token: the first line of a file that neither group nor others may access
+// (like ssh with private keys: the token is the operator's whole credential).
 std::string read_token(const fs::path& p) {
-  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) usage("cannot read token file " + p.string() + ": " + std::strerror(errno));
-  struct stat st {};
-  const bool stat_ok = ::fstat(fd, &st) == 0;
-  std::string t;
-  if (stat_ok && S_ISREG(st.st_mode) && (st.st_mode & 077) == 0) {
-    t.resize(512);  // far more than a token; the first line is used
-    const ssize_t n = ::read(fd, t.data(), t.size());
-    t.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
-  }
-  ::close(fd);
-  if (!stat_ok || !S_ISREG(st.st_mode)) usage("token file " + p.string() + " is not a regular file");
-  if ((st.st_mode & 077) != 0) {
-    char mode[8];
-    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    usage("token file " + p.string() + " has mode " + mode +
-          ": it must not be accessible by group or others; run 'chmod 600 " + p.string() + "'");
-  }
-  if (const auto nl = t.find('\n'); nl != std::string::npos) t.resize(nl);
-  while (!t.empty() && (t.back() == '\r' || t.back() == ' ')) t.pop_back();
-  if (t.empty()) usage("token file " + p.string() + " is empty");
-  return t;
+  auto t = otac::sys::read_secret_file(p, 4096);
+  if (!t) usage("token file: " + t.error().message);
+  return std::string(t->data(), t->data() + t->size());
 }
 
-// Command arguments: positionals and --flags with values (repeatable flags collect).
+// One command's arguments as CLI11 parsed them (run): positionals, options with their values
+// (a repeated --door keeps every value, in order), flags.
 struct Args {
   std::vector<std::string> pos;
   std::multimap<std::string, std::string> opt;
@@ -151,30 +130,50 @@ struct Args {
   }
 };
 
-Args parse_args(const std::vector<std::string>& v, const std::vector<std::string>& with_value,
-                const std::vector<std::string>& bare) {
-  Args a;
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    const std::string& s = v[i];
-    if (s.rfind("--", 0) == 0) {
-      bool known = false;
-      for (const auto& w : with_value) {
-        if (s == "--" + w) {
-          if (i + 1 >= v.size()) usage(s + " needs a value");
-          a.opt.emplace(w, v[++i]);
-          known = true;
-        }
-      }
-      for (const auto& b : bare) {
-        if (s == "--" + b) { a.flags.push_back(b); known = true; }
-      }
-      if (!known) usage("unknown option " + s);
-    } else {
-      a.pos.push_back(s);
-    }
-  }
-  return a;
+// The commands: name, summary, the options each takes with a value, its flags. Each takes
+// positionals too; the command checks how many.
+struct CommandSpec {
+  const char* name;
+  const char* summary;
+  std::vector<std::string> options;
+  std::vector<std::string> flags;
+};
+
+const std::vector<CommandSpec>& command_specs() {
+  static const std::vector<CommandSpec> specs = {
+      {"enroll", "enroll a card; prints its initialization letter",
+       {"alg", "msisdn", "limit", "review", "threshold", "currency", "door", "public-key"}, {}},
+      {"card", "show a card (never its keys)", {}, {}},
+      {"card-set", "change an enrolled card's settings", {"limit", "review", "threshold", "currency", "door"}, {"no-doors"}},
+      {"block", "block a card", {}, {}},
+      {"unblock", "unblock a card", {}, {}},
+      {"rotate-key", "rotate a card's key K", {}, {}},
+      {"refresh", "queue a new list for a card by SMS", {"wait"}, {}},
+      {"install-server-key", "queue E4: the server's signing key", {}, {}},
+      {"set-signature-key", "queue E3 with a new signature key", {}, {}},
+      {"card-ca", "print the card CA's public point", {}, {}},
+      {"register-terminal", "register a terminal and write its certificate", {"out", "limit", "csr"}, {}},
+      {"revoke-terminal", "disable a terminal", {}, {}},
+      {"terminal", "show a terminal", {}, {}},
+      {"approve", "approve a held transaction", {}, {}},
+      {"decline", "decline a held transaction", {}, {}},
+      {"transactions", "list transactions", {"card", "terminal", "decision", "since", "until", "limit"}, {}},
+      {"transaction", "show a transaction with its outcome and refund", {}, {}},
+      {"refunds", "list refund requests (default: pending)", {"state", "limit"}, {}},
+      {"refund-approve", "approve a merchant's pending refund", {}, {}},
+      {"refund-decline", "decline a merchant's pending refund", {}, {}},
+      {"audit", "read or verify the audit log", {"after", "limit"}, {"verify"}},
+      {"create-operator", "create an operator; prints its token once", {"role"}, {}},
+      {"whoami", "show the operator owning the token", {}, {}},
+  };
+  return specs;
 }
+
+// Where CLI11 stores one command's values.
+struct Values {
+  std::map<std::string, std::vector<std::string>> options;
+  std::vector<std::string> pos;
+};
 
 std::int64_t to_int(const std::string& s, const std::string& what) {
   auto v = otac::parse_uint(s, 0, static_cast<std::uint64_t>(INT64_MAX));
@@ -273,24 +272,45 @@ int run(int argc, char** argv) {
   std::string url, ca, token_file;
   bool as_json = false;
   long timeout = 30;
-  std::vector<std::string> rest;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto val = [&](std::string& d) {
-      if (i + 1 >= argc) usage(a + " needs a value");
-      d = argv[++i];
-    };
-    if (!rest.empty()) { rest.push_back(a); continue; }
-    if (a == "--help" || a == "-h") { std::fputs(kHelp, stdout); return 0; }
-    if (a == "--url") val(url);
-    else if (a == "--ca") val(ca);
-    else if (a == "--token-file") val(token_file);
-    else if (a == "--json") as_json = true;
-    else if (a == "--timeout") { std::string t; val(t); timeout = static_cast<long>(to_int(t, "--timeout")); }
-    else if (a.rfind("--", 0) == 0) usage("unknown option " + a);
-    else rest.push_back(a);
+  CLI::App app{"Operates an OTAC backend: cards, terminals, held transactions, audit.", "otac-admin"};
+  otac::sys::cli_defaults(app);
+  app.require_subcommand(1);
+  app.footer(kHelp);
+  app.add_option("--url", url, "the backend, e.g. https://127.0.0.1:8443")->type_name("URL");
+  app.add_option("--ca", ca, "the backend's CA certificate")->type_name("FILE");
+  app.add_option("--token-file", token_file, "file holding the operator token (mode 0600)")->type_name("FILE");
+  app.add_flag("--json", as_json, "print the server's JSON answer");
+  app.add_option("--timeout", timeout, "seconds per request (default 30)")->check(CLI::Range(1L, 86400L));
+  const auto& specs = command_specs();
+  std::vector<Values> values(specs.size());  // sized once: CLI11 keeps pointers into it
+  std::vector<CLI::App*> subs;
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    CLI::App* sub = app.add_subcommand(specs[i].name, specs[i].summary);
+    sub->footer("otac-admin --help describes every command.");
+    for (const auto& o : specs[i].options) {
+      CLI::Option* opt = sub->add_option("--" + o, values[i].options[o])->type_name("VALUE");
+      if (o == "door") opt->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+      else opt->expected(1);  // one value, given once
+    }
+    for (const auto& f : specs[i].flags) sub->add_flag("--" + f);
+    sub->add_option("args", values[i].pos)->type_name("ARG");
+    subs.push_back(sub);
   }
-  if (rest.empty()) usage("no command given");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return otac::sys::cli_exit(app, e);
+  }
+  std::size_t chosen = 0;
+  while (chosen < subs.size() && !subs[chosen]->parsed()) ++chosen;
+  if (chosen == subs.size()) usage("no command given");
+  Args a;
+  a.pos = values[chosen].pos;
+  for (const auto& o : specs[chosen].options)
+    if (subs[chosen]->count("--" + o) != 0)
+      for (const auto& v : values[chosen].options[o]) a.opt.emplace(o, v);
+  for (const auto& f : specs[chosen].flags)
+    if (subs[chosen]->count("--" + f) != 0) a.flags.push_back(f);
   if (url.empty()) usage("--url is required");
   if (ca.empty()) usage("--ca is required");
   if (token_file.empty()) usage("--token-file is required");
@@ -303,8 +323,7 @@ int run(int argc, char** argv) {
   c.user_agent = "otac-admin";
   c.resolve_timeout = c.connect_timeout = c.handshake_timeout = c.io_timeout = std::chrono::milliseconds(timeout * 1000);
   c.body_limit = 16 * 1024 * 1024;  // audit exports
-  const std::string cmd = rest[0];
-  const std::vector<std::string> args(rest.begin() + 1, rest.end());
+  const std::string cmd = specs[chosen].name;
 
   Verb method = Verb::get;
   std::string target;
@@ -316,13 +335,12 @@ int run(int argc, char** argv) {
     if (v.is_object()) print_object(v.as_object());
     else std::printf("%s\n", json::serialize(v).c_str());
   };
-  auto one_pos = [&](const Args& a, const char* what) -> std::string {
-    if (a.pos.size() != 1) usage(cmd + " needs exactly one argument: " + what);
-    return a.pos[0];
+  auto one_pos = [&](const Args& args, const char* what) -> std::string {
+    if (args.pos.size() != 1) usage(cmd + " needs exactly one argument: " + what);
+    return args.pos[0];
   };
 
   if (cmd == "enroll") {
-    Args a = parse_args(args, {"alg", "msisdn", "limit", "review", "threshold", "currency", "door", "public-key"}, {});
     if (!a.pos.empty()) usage("enroll takes no positional arguments");
     method = Verb::post;
     target = "/v1/admin/cards";
@@ -341,7 +359,6 @@ int run(int argc, char** argv) {
       if (auto* l = o.if_contains("letter"); l && l->is_string()) std::fputs(std::string(l->as_string()).c_str(), stdout);
     };
   } else if (cmd == "card-set") {
-    Args a = parse_args(args, {"limit", "review", "threshold", "currency", "door"}, {"no-doors"});
     method = Verb::post;
     target = "/v1/admin/cards/" + otac::percent_encode(one_pos(a, "N")) + "/settings";
     has_body = true;
@@ -354,15 +371,12 @@ int run(int argc, char** argv) {
     if (a.flag("no-doors") || !doors.empty()) body["doors"] = std::move(doors);
     if (body.empty()) usage("card-set needs at least one of --limit --review --threshold --currency --door --no-doors");
   } else if (cmd == "card") {
-    Args a = parse_args(args, {}, {});
     target = "/v1/admin/cards/" + otac::percent_encode(one_pos(a, "N"));
   } else if (cmd == "card-ca") {
-    Args a = parse_args(args, {}, {});
     if (!a.pos.empty()) usage("card-ca takes no arguments");
     target = "/v1/admin/card-ca";
     print = [](const json::value& v) { std::printf("%s\n", std::string(v.as_object().at("ca_point").as_string()).c_str()); };
   } else if (cmd == "refresh") {
-    Args a = parse_args(args, {"wait"}, {});
     card_n = one_pos(a, "N");
     if (a.has("wait")) wait_s = to_int(a.one("wait"), "--wait");
     method = Verb::post;
@@ -373,11 +387,9 @@ int run(int argc, char** argv) {
     };
   } else if (cmd == "block" || cmd == "unblock" || cmd == "rotate-key" || cmd == "install-server-key" ||
              cmd == "set-signature-key") {
-    Args a = parse_args(args, {}, {});
     method = Verb::post;
     target = "/v1/admin/cards/" + otac::percent_encode(one_pos(a, "N")) + "/" + cmd;
   } else if (cmd == "register-terminal") {
-    Args a = parse_args(args, {"out", "limit", "csr"}, {});
     const std::string id = one_pos(a, "ID");
     if (!a.has("out")) usage("register-terminal needs --out DIR");
     method = Verb::post;
@@ -415,21 +427,16 @@ int run(int argc, char** argv) {
       }
     };
   } else if (cmd == "revoke-terminal") {
-    Args a = parse_args(args, {}, {});
     method = Verb::post;
     target = "/v1/admin/terminals/" + otac::percent_encode(one_pos(a, "ID")) + "/revoke";
   } else if (cmd == "terminal") {
-    Args a = parse_args(args, {}, {});
     target = "/v1/admin/terminals/" + otac::percent_encode(one_pos(a, "ID"));
   } else if (cmd == "approve" || cmd == "decline") {
-    Args a = parse_args(args, {}, {});
     method = Verb::post;
     target = "/v1/admin/transactions/" + otac::percent_encode(one_pos(a, "TXN")) + "/" + cmd;
   } else if (cmd == "transaction") {
-    Args a = parse_args(args, {}, {});
     target = "/v1/admin/transactions/" + otac::percent_encode(one_pos(a, "TXN"));
   } else if (cmd == "refunds") {
-    Args a = parse_args(args, {"state", "limit"}, {});
     if (!a.pos.empty()) usage("refunds takes only options");
     target = "/v1/admin/refunds";
     char sep = '?';
@@ -446,11 +453,9 @@ int run(int argc, char** argv) {
       }
     };
   } else if (cmd == "refund-approve" || cmd == "refund-decline") {
-    Args a = parse_args(args, {}, {});
     method = Verb::post;
     target = "/v1/admin/refunds/" + otac::percent_encode(one_pos(a, "TXN")) + (cmd == "refund-approve" ? "/approve" : "/decline");
   } else if (cmd == "transactions") {
-    Args a = parse_args(args, {"card", "terminal", "decision", "since", "until", "limit"}, {});
     if (!a.pos.empty()) usage("transactions takes only options");
     target = "/v1/admin/transactions";
     char sep = '?';
@@ -468,7 +473,6 @@ int run(int argc, char** argv) {
       }
     };
   } else if (cmd == "audit") {
-    Args a = parse_args(args, {"after", "limit"}, {"verify"});
     if (!a.pos.empty()) usage("audit takes only options");
     if (a.flag("verify")) {
       target = "/v1/admin/audit/verify";
@@ -487,7 +491,6 @@ int run(int argc, char** argv) {
       };
     }
   } else if (cmd == "create-operator") {
-    Args a = parse_args(args, {"role"}, {});
     method = Verb::post;
     target = "/v1/admin/operators";
     has_body = true;
@@ -495,11 +498,8 @@ int run(int argc, char** argv) {
     if (!a.has("role")) usage("create-operator needs --role viewer|operator|admin");
     body["role"] = a.one("role");
   } else if (cmd == "whoami") {
-    Args a = parse_args(args, {}, {});
     if (!a.pos.empty()) usage("whoami takes no arguments");
     target = "/v1/admin/whoami";
-  } else {
-    usage("unknown command '" + cmd + "'");
   }
 
   c.bearer = read_token(token_file);
@@ -540,7 +540,7 @@ int main(int argc, char** argv) {
   try {
     return run(argc, argv);
   } catch (const Usage& u) {
-    std::fprintf(stderr, "otac-admin: %s\nTry 'otac-admin --help'.\n", u.msg.c_str());
+    std::fprintf(stderr, "otac-admin: %s (otac-admin --help)\n", u.msg.c_str());
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "otac-admin: %s\n", e.what());

@@ -2,14 +2,17 @@
 // client certificate over keep-alive connections, like a fleet of terminals.
 //
 //   otac-loadgen --data-dir DIR --url https://127.0.0.1:PORT [--connections 16]
-//                [--seconds 10] [--rate 0|N] [--codes 60000]
+//                [--seconds 10] [--rate 0|N] [--codes 60000] [--reference URL] [--no-healthz]
 //
 // It needs the backend's data directory (admin token, CA, and - as a bench shortcut - the KEK
 // and database, to read the codes a real card would hold): it enrolls cards, registers a
 // terminal, issues lists, precomputes valid authorization requests, then sends them.
 // --rate 0 sends as fast as the connections allow (throughput); --rate N paces the total at N
 // requests/s (latency at a fixed rate). Each run also measures GET /healthz (a trivial
-// handler over the same TLS settings) the same way and prints the ratio.
+// handler over the same TLS settings) the same way and prints the ratio. --reference URL first
+// drives GET URL (bench/ratio.sh: nginx's static 200 over the same certificate) the same way.
+// Only 2xx answers with the expected content count as throughput: an authorization must be
+// answered "approved" (every prepared request is valid and fresh); anything else is an error.
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/json.hpp>
@@ -53,7 +56,7 @@ constexpr const char* kUsage = R"(otac-loadgen - load generator for otac-backend
 
 USAGE
   otac-loadgen --data-dir DIR --url https://127.0.0.1:PORT [--connections N] [--seconds S]
-               [--rate R] [--codes C]
+               [--rate R] [--codes C] [--reference URL] [--no-healthz]
 
 DESCRIPTION
   Acts as a fleet of terminals: registers a terminal, enrolls cards and issues them lists
@@ -65,6 +68,12 @@ DESCRIPTION
   the reference for a trivial handler over the same TLS, and prints both and their ratio,
   after the disk's latency for a 4 KiB write + fdatasync in DIR.
 
+  Throughput counts only answers with a 2xx status and the expected content: "decision":
+  "approved" for an authorization (each prepared request is valid and used once). Every other
+  answer, and every connection or transport failure, is counted as an error. Each phase also
+  prints one machine-readable line:
+    phase=NAME rps=R p50_ms=A p99_ms=B ok=N errors=E
+
 OPTIONS
   --connections N   concurrent keep-alive connections (default 16)
   --seconds S       length of each phase (default 10)
@@ -72,6 +81,9 @@ OPTIONS
                     R > 0: paced at R requests/s in total (latency at a fixed rate)
   --codes C         authorizations to prepare (default 60000); a phase ends early when
                     they are used up
+  --reference URL   before the authorizations, send GET URL (https, same CA, same client
+                    certificate) the same way: the reference for bench/ratio.sh
+  --no-healthz      skip the GET /healthz phase
 
 EXIT STATUS
   0 done, 1 the backend refused the set-up, 2 usage error.
@@ -136,11 +148,29 @@ struct Result_ {
   double seconds = 0;
 };
 
-// Runs `connections` keep-alive TLS connections for `seconds`; each sends the next body (or a
-// GET when bodies is empty) and waits for the answer. rate > 0 paces the total.
-Result_ run(const std::string& host, std::uint16_t port, const std::string& ca, const std::string& cert,
-            const std::string& key, const std::vector<std::string>& bodies, unsigned connections, double seconds,
-            double rate) {
+/// What one phase sends: GET `target`, or POST the prepared bodies to `target`.
+struct Phase {
+  std::string host;
+  std::uint16_t port = 0;
+  std::string target;
+  const std::vector<std::string>* bodies = nullptr;  ///< null: GET
+};
+
+// True for an authorization answer whose "decision" is "approved" (parsed, not searched for:
+// a reason or message could contain the word).
+bool approved_answer(const std::string& body) {
+  boost::system::error_code ec;
+  const json::value v = json::parse(body, ec);
+  if (ec || !v.is_object()) return false;
+  const auto* d = v.as_object().if_contains("decision");
+  return d && d->is_string() && d->as_string() == "approved";
+}
+
+// Runs `connections` keep-alive TLS connections for `seconds`; each sends the phase's next
+// request and waits for the answer. rate > 0 paces the total. Only a 2xx answer (and for an
+// authorization, "approved") counts as ok; a transport failure ends that connection.
+Result_ run(const Phase& ph, const std::string& ca, const std::string& cert, const std::string& key, unsigned connections,
+            double seconds, double rate) {
   std::atomic<std::size_t> next{0};
   std::mutex mu;
   Result_ total;
@@ -151,8 +181,8 @@ Result_ run(const std::string& host, std::uint16_t port, const std::string& ca, 
     threads.emplace_back([&, c] {
       Result_ mine;
       otac::net::ClientOptions o;
-      o.host = host;
-      o.port = port;
+      o.host = ph.host;
+      o.port = ph.port;
       o.ca_file = ca;
       o.cert_file = cert;
       o.key_file = key;
@@ -170,18 +200,28 @@ Result_ run(const std::string& host, std::uint16_t port, const std::string& ca, 
           std::this_thread::sleep_until(due);
         }
         if (Clock::now() >= end) break;
-        if (!bodies.empty() && i >= bodies.size()) break;
+        if (ph.bodies && i >= ph.bodies->size()) break;
         const auto a = Clock::now();
-        auto res = bodies.empty() ? (*client)->request(bhttp::verb::get, "/healthz")
-                                  : (*client)->request(bhttp::verb::post, "/v1/authorizations", bodies[i]);
+        auto res = ph.bodies ? (*client)->request(bhttp::verb::post, ph.target, (*ph.bodies)[i])
+                             : (*client)->request(bhttp::verb::get, ph.target);
         if (!res) {
           std::fprintf(stderr, "otac-loadgen: connection %u: %s\n", c, res.error().message.c_str());
           ++mine.errors;
           break;
         }
         mine.lat_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - a).count());
-        if (res->status == 200) ++mine.ok; else ++mine.errors;
-        if (res->body.find("\"approved\"") != std::string::npos) ++mine.approved;
+        const bool success = res->status >= 200 && res->status < 300;
+        const bool approved = ph.bodies && success && approved_answer(res->body);
+        if (approved) ++mine.approved;
+        if (success && (!ph.bodies || approved)) {
+          ++mine.ok;
+        } else {
+          if (mine.errors < 3) {
+            std::fprintf(stderr, "otac-loadgen: connection %u: unexpected answer %u: %.200s\n", c, res->status,
+                         res->body.c_str());
+          }
+          ++mine.errors;
+        }
       }
       std::lock_guard lock(mu);
       total.lat_ms.insert(total.lat_ms.end(), mine.lat_ms.begin(), mine.lat_ms.end());
@@ -227,6 +267,9 @@ void report(const char* what, const Result_& r) {
               static_cast<double>(r.ok) / r.seconds, static_cast<unsigned long long>(r.ok),
               static_cast<unsigned long long>(r.errors), static_cast<unsigned long long>(r.approved), pct(r.lat_ms, 0.5),
               pct(r.lat_ms, 0.99), r.lat_ms.empty() ? 0.0 : r.lat_ms.back());
+  std::printf("phase=%s rps=%.0f p50_ms=%.2f p99_ms=%.2f ok=%llu errors=%llu\n", what,
+              static_cast<double>(r.ok) / r.seconds, pct(r.lat_ms, 0.5), pct(r.lat_ms, 0.99),
+              static_cast<unsigned long long>(r.ok), static_cast<unsigned long long>(r.errors));
 }
 
 }  // namespace
@@ -245,7 +288,9 @@ Result<std::shared_ptr<const Kek>> loadgen_custody(const std::string& dir) {
 }
 
 int main(int argc, char** argv) {
-  std::string dir, url;
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines reach a file or pipe as they happen
+  std::string dir, url, reference;
+  bool healthz = true;
   unsigned connections = 16;
   double seconds = 10, rate = 0;
   std::size_t codes = 60000;  // enough for 10 s at 6,000/s
@@ -257,6 +302,8 @@ int main(int argc, char** argv) {
     };
     if (a == "--data-dir") dir = v();
     else if (a == "--url") url = v();
+    else if (a == "--reference") reference = v();
+    else if (a == "--no-healthz") healthz = false;
     else if (a == "--connections" || a == "--seconds" || a == "--rate" || a == "--codes") {
       const std::string value = v();
       try {
@@ -275,6 +322,14 @@ int main(int argc, char** argv) {
   if (dir.empty() || url.empty()) { std::fprintf(stderr, "otac-loadgen: --data-dir and --url are required\n"); return 2; }
   auto origin = otac::parse_https_origin(url);
   if (!origin) { std::fprintf(stderr, "otac-loadgen: --url: %s\n", origin.error().message.c_str()); return 2; }
+  Phase ref;
+  if (!reference.empty()) {
+    // "https://host:port/path": the origin through the same parser, the path kept as is.
+    const auto slash = reference.find('/', reference.find("://") == std::string::npos ? 0 : reference.find("://") + 3);
+    auto ro = otac::parse_https_origin(reference.substr(0, slash));
+    if (!ro) { std::fprintf(stderr, "otac-loadgen: --reference: %s\n", ro.error().message.c_str()); return 2; }
+    ref = Phase{ro->host, ro->port, slash == std::string::npos ? "/" : reference.substr(slash), nullptr};
+  }
   otac::net::ClientOptions admin;
   admin.host = origin->host;
   admin.port = origin->port;
@@ -308,9 +363,16 @@ int main(int argc, char** argv) {
                               R"({"msisdn":"+49155)" + std::to_string(1000000 + card_no) + R"(","threshold":0})");
     if (!en || en->status != 201) { std::fprintf(stderr, "otac-loadgen: enroll failed\n"); return 1; }
     const Bytes n = hex(std::string(json::parse(en->body).as_object().at("n").as_string()));
+    // A card holds two lists at most (protocol.md 2.4.1): the backend refuses a third (409),
+    // and the next card is taken.
     for (int l = 0; l < 5 && bodies.size() < codes; ++l) {
       auto rf = otac::net::request_once(admin, bhttp::verb::post, "/v1/admin/cards/" + to_hex(n) + "/refresh");
-      if (!rf || rf->status != 200) { std::fprintf(stderr, "otac-loadgen: refresh failed\n"); return 1; }
+      if (rf && rf->status == 409 && l > 0) break;
+      if (!rf || rf->status != 200) {
+        std::fprintf(stderr, "otac-loadgen: refresh failed: %s\n",
+                     rf ? (std::to_string(rf->status) + " " + rf->body).c_str() : rf.error().message.c_str());
+        return 1;
+      }
       const auto list = static_cast<std::uint16_t>(json::parse(rf->body).as_object().at("list").as_int64());
       auto r = (*store)->run([&](Tx& tx) -> Result<void> {
         for (std::uint16_t i = 0; i < 1000 && bodies.size() < codes; ++i) {
@@ -326,13 +388,20 @@ int main(int argc, char** argv) {
   std::printf("prepared %zu authorizations over %zu cards; %u connections, %.0f s, rate %s\n", bodies.size(), card_no,
               connections, seconds, rate > 0 ? std::to_string(static_cast<int>(rate)).c_str() : "max");
   fsync_probe(dir);
-  const Result_ auth = run(admin.host, admin.port, admin.ca_file.string(), cert, key, bodies, connections, seconds, rate);
-  const Result_ stat = run(admin.host, admin.port, admin.ca_file.string(), cert, key, {}, connections, seconds, rate);
+  const std::string ca = admin.ca_file.string();
+  Result_ reference_result;
+  if (!ref.target.empty()) reference_result = run(ref, ca, cert, key, connections, seconds, rate);
+  const Result_ auth = run(Phase{admin.host, admin.port, "/v1/authorizations", &bodies}, ca, cert, key, connections,
+                           seconds, rate);
+  Result_ stat;
+  if (healthz) stat = run(Phase{admin.host, admin.port, "/healthz", nullptr}, ca, cert, key, connections, seconds, rate);
+  if (!ref.target.empty()) report("reference", reference_result);
   report("authorize", auth);
-  report("healthz", stat);
+  if (healthz) report("healthz", stat);
   if (auth.ok > 0 && stat.ok > 0) {
     std::printf("ratio healthz/authorize throughput: %.2f\n",
                 (static_cast<double>(stat.ok) / stat.seconds) / (static_cast<double>(auth.ok) / auth.seconds));
   }
+  if (!ref.target.empty() && reference_result.errors != 0) return 1;
   return auth.errors == 0 ? 0 : 1;
 }

@@ -1,7 +1,7 @@
 // libFuzzer target: the console's whole request path as otac-backend runs it. Raw request
 // bytes go through Beast's parser (the server's header and body limits), then through the
-// server's router with the operator API and the console installed exactly as main.cpp does
-// (install_api, console::install): target splitting, routing, the console's cookies, CSRF and
+// server's router with the operator API and the console installed exactly as otac-backend does
+// (install_api, Console::install): target splitting, routing, the console's cookies, CSRF and
 // JSON bodies, and its actions forwarded to /v1/admin/... with the operator's token, over a
 // real Service on a temporary SQLite store. By the input's size modulo 4 the request also
 // carries nothing, a fresh admin console session (cookie + CSRF token), the admin's bearer
@@ -20,7 +20,6 @@
 #include <string>
 
 #include "api.hpp"
-#include "beast_glue.hpp"
 #include "console.hpp"
 #include "sqlite_store.hpp"
 
@@ -37,16 +36,14 @@ struct World {
   http::RequestMetrics metrics;
   http::ApiContext api;
   http::Router router;
+  std::unique_ptr<console::Console> con;
   std::string admin_token;
 
   World() {
     std::string tmpl = (std::filesystem::temp_directory_path() / "otac-fuzz-console-api-XXXXXX").string();
     if (!::mkdtemp(tmpl.data())) std::abort();
     dir = tmpl;
-    // console::install opens the store itself when otac.db and kek.bin are in the data dir.
-    auto k = Kek::load_or_create(dir / "kek.bin");
-    if (!k) std::abort();
-    kek = std::make_shared<const Kek>(std::move(*k));
+    kek = std::make_shared<const Kek>(Kek::from_bytes(SecretBytes(Bytes(32, 7))));
     const auto db = dir / "otac.db";
     if (!open_sqlite_store(db, kek)) std::abort();
     ServiceConfig config;
@@ -64,11 +61,8 @@ struct World {
     api.ca = std::move(*ca);
     api.client_cert_days = 30;
     http::install_api(router, api);
-    http::Extension ext;
-    ext.service = svc.get();
-    ext.data_dir = dir;
-    ext.authenticate = [this](std::string_view t) { return svc->authenticate_operator(t); };
-    console::install(router, ext);
+    con = std::make_unique<console::Console>(*svc, router, console::ConsoleOptions{});
+    con->install(router);
   }
 
   // A fresh console session for the admin through the sign-in route: {cookie, csrf}.
@@ -88,10 +82,7 @@ struct World {
     http::RequestContext ctx;
     ctx.remote = "127.0.0.1:40000";
     ctx.tls = true;
-    if (!http::split_target(std::string(req.target()), ctx.path, ctx.query)) {
-      return http::error_response(req, http::Status::bad_request, "bad_request", "malformed request target");
-    }
-    return router.dispatch(req, ctx);
+    return http::dispatch_target(router, req, ctx);
   }
 };
 

@@ -111,4 +111,26 @@ bool is_state_changing(std::string_view method) noexcept {
   return !(method == "GET" || method == "HEAD" || method == "OPTIONS");
 }
 
+namespace {
+
+std::string_view trim_blanks(std::string_view s) noexcept {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
+std::optional<std::string_view> cookie_value(std::string_view cookie_header, std::string_view name) {
+  while (!cookie_header.empty()) {
+    const auto semi = cookie_header.find(';');
+    std::string_view pair = trim_blanks(cookie_header.substr(0, semi));
+    cookie_header = semi == std::string_view::npos ? std::string_view{} : cookie_header.substr(semi + 1);
+    const auto eq = pair.find('=');
+    if (eq == std::string_view::npos) continue;
+    if (trim_blanks(pair.substr(0, eq)) == name) return trim_blanks(pair.substr(eq + 1));
+  }
+  return std::nullopt;
+}
+
 }  // namespace otac::backend::console

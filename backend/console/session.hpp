@@ -87,4 +87,7 @@ bool csrf_ok(const Session& s, std::optional<std::string_view> header_value) noe
 /// True for methods that change state (everything but GET, HEAD and OPTIONS).
 bool is_state_changing(std::string_view method) noexcept;
 
+/// The value of one cookie from a Cookie header ("a=1; b=2"), if present.
+std::optional<std::string_view> cookie_value(std::string_view cookie_header, std::string_view name);
+
 }  // namespace otac::backend::console

@@ -7,6 +7,7 @@
 #include "json_input.hpp"
 #include "log.hpp"
 #include "settlement_input.hpp"
+#include "views.hpp"
 
 namespace otac::backend::http {
 namespace json = boost::json;
@@ -66,27 +67,6 @@ json::object answer_json(const AuthAnswer& a) {
   return o;
 }
 
-json::object txn_json(const TransactionRecord& t) {
-  json::object o;
-  o["txn_id"] = t.txn_id;
-  o["card"] = to_hex(t.card);
-  o["list"] = t.list_id;
-  o["index"] = t.index;
-  o["terminal"] = t.terminal_id;
-  o["amount_minor"] = t.amount_minor;
-  o["currency"] = t.currency;
-  if (!t.door.empty()) o["door"] = t.door;
-  o["decision"] = decision_name(t.decision);
-  o["reason"] = t.reason;
-  if (!t.auth_code.empty()) o["auth_code"] = t.auth_code;
-  if (!t.arc.empty()) o["arc"] = to_hex(t.arc);
-  o["created_at"] = t.created_at;
-  o["decided_at"] = t.decided_at;
-  if (!t.decided_by.empty()) o["decided_by"] = t.decided_by;
-  if (t.expires_at != 0) o["expires_at"] = t.expires_at;
-  return o;
-}
-
 json::object outcome_json(const OutcomeAnswer& a) {
   json::object o;
   o["txn_id"] = a.record.txn_id;
@@ -138,13 +118,7 @@ class Api {
                             "this endpoint needs a terminal client certificate issued by the backend's CA");
     }
     ctx.log["terminal"] = *ctx.client_cn;
-    {
-      std::lock_guard lock(mu_);
-      auto it = terminals_.find(*ctx.client_cn);
-      if (it != terminals_.end()) {
-        if (it->second == ctx.client_fingerprint) return std::nullopt;
-      }
-    }
+    if (terminal_cached(*ctx.client_cn, ctx.client_fingerprint)) return std::nullopt;
     auto t = c_.service->terminal(*ctx.client_cn);
     if (!t) {
       if (t.error().code == Errc::not_found)
@@ -159,6 +133,14 @@ class Api {
     std::lock_guard lock(mu_);
     terminals_[t->id] = t->cert_fingerprint;
     return std::nullopt;
+  }
+
+  // This terminal was found registered and enabled with this certificate (revoking and
+  // re-issuing forget it).
+  bool terminal_cached(const std::string& cn, const std::string& fingerprint) {
+    std::lock_guard lock(mu_);
+    auto it = terminals_.find(cn);
+    return it != terminals_.end() && it->second == fingerprint;
   }
 
   void forget_terminal(const std::string& id) {
@@ -225,10 +207,36 @@ class Api {
   // ---- terminal endpoints ----
   Response authorize(const Request& req, RequestContext& ctx) {
     if (auto e = require_terminal(req, ctx)) return *e;
+    AuthRequest a;
+    if (auto bad = read_authorization(req, a)) return *bad;
+    ctx.log["txn"] = a.txn_id;
+    return authorization_answer(req, ctx, a.card, c_.service->authorize(a, *ctx.client_cn));
+  }
+
+  // POST /v1/authorizations without blocking the network thread: the store's committer
+  // answers once the decision is durable. False, having done nothing, until this terminal's
+  // certificate is in the cache (the blocking handler looks it up in the store).
+  bool authorize_async(const Request& req, RequestContext& ctx, Reply reply) {
+    if (!ctx.client_cn || !terminal_cached(*ctx.client_cn, ctx.client_fingerprint)) return false;
+    ctx.log["terminal"] = *ctx.client_cn;
+    AuthRequest a;
+    if (auto bad = read_authorization(req, a)) {
+      reply([r = std::move(*bad)]() mutable { return std::move(r); });
+      return true;
+    }
+    ctx.log["txn"] = a.txn_id;
+    Bytes card = a.card;
+    c_.service->authorize_async(a, *ctx.client_cn, [this, &req, &ctx, card = std::move(card), reply = std::move(reply)](Result<AuthAnswer> r) mutable {
+      reply([this, &req, &ctx, card = std::move(card), r = std::move(r)] { return authorization_answer(req, ctx, card, r); });
+    });
+    return true;
+  }
+
+  // The fields of an authorization request; a 400 answer when they are malformed.
+  std::optional<Response> read_authorization(const Request& req, AuthRequest& a) {
     auto o = parse_object(req.body(), {"txn_id", "card", "list", "index", "atc", "pin_state", "challenge", "cryptogram"});
     if (!o) return bad_request(req, o.error().message);
     Fields f(*o);
-    AuthRequest a;
     a.txn_id = f.str("txn_id", true, 64);
     a.card = f.hexbytes("card", true, 8, 8);
     a.list_id = static_cast<std::uint16_t>(f.integer("list", true, 0, 65535));
@@ -239,10 +247,12 @@ class Api {
     a.cryptogram = f.hexbytes("cryptogram", true, 8, 8);
     if (!f.error && !valid_txn_id(a.txn_id)) f.fail("field \"txn_id\" must be 1 to 64 characters of A-Z a-z 0-9 - _ . :");
     if (f.error) return bad_request(req, *f.error);
-    ctx.log["txn"] = a.txn_id;
-    auto r = c_.service->authorize(a, *ctx.client_cn);
+    return std::nullopt;
+  }
+
+  Response authorization_answer(const Request& req, RequestContext& ctx, const Bytes& card, const Result<AuthAnswer>& r) {
     if (!r) return service_error(req, r.error());
-    if (!r->recorded) return decline_suppressed(req, ctx, a.card);
+    if (!r->recorded) return decline_suppressed(req, ctx, card);
     ctx.log["decision"] = decision_name(r->decision);
     ctx.log["reason"] = r->reason;
     return json_response(req, Status::ok, answer_json(*r));
@@ -434,58 +444,11 @@ class Api {
     return out;
   }
 
-  // A card for operators: settings and state, never the keys.
+  // A card for operators (views.hpp): settings and state, never the keys.
   std::optional<Response> card_json(const Request& req, const Bytes& n, json::object& o) {
-    auto c = c_.service->card(n);
+    auto c = c_.service->card_summary(n);
     if (!c) return service_error(req, c.error());
-    auto doors = c_.service->card_doors(n);
-    if (!doors) return service_error(req, doors.error());
-    o["n"] = to_hex(c->n);
-    o["algorithm"] = c->algorithm == Algorithm::des3 ? "des3" : "aes";
-    o["msisdn"] = c->msisdn;
-    o["status"] = c->status == CardStatus::active ? "active" : "blocked";
-    o["fail_count"] = c->fail_count;
-    o["fail_limit"] = c->fail_limit;
-    o["threshold"] = c->threshold;
-    o["limit_minor"] = c->limit_minor;
-    o["review_minor"] = c->review_minor;
-    o["currency"] = c->currency;  // 0: enrolled before currencies, the backend's default applies
-    json::array da;
-    for (const auto& d : *doors) {
-      json::object dj;
-      dj["door"] = d.door;
-      dj["from_minute"] = d.from_minute;
-      dj["to_minute"] = d.to_minute;
-      dj["tz"] = d.tz;
-      da.push_back(std::move(dj));
-    }
-    o["doors"] = std::move(da);
-    o["key_version"] = c->key_version;
-    o["key_rotation_pending"] = c->pending_k.has_value();
-    o["asymmetric"] = !c->public_key.empty();
-    o["list_push_in_flight"] = c->list_push_in_flight;
-    auto lists = c_.service->card_lists(n);
-    if (!lists) return service_error(req, lists.error());
-    json::array la;
-    std::uint64_t unused = 0;
-    for (const auto& l : *lists) {
-      json::object lo;
-      lo["id"] = l.id;
-      lo["state"] = l.state == ListState::sent ? "sent" : l.state == ListState::loaded ? "loaded" : "refused";
-      lo["count"] = l.count;
-      lo["unused"] = l.unused;
-      if (!l.refusal.empty()) lo["refusal"] = l.refusal;
-      lo["state_at"] = l.state_at;
-      unused += l.unused;
-      la.push_back(std::move(lo));
-    }
-    o["unused"] = unused;
-    o["lists"] = std::move(la);
-    auto ks = c_.service->key_status(n);
-    if (!ks) return service_error(req, ks.error());
-    o["signature_key"] = ks->signature_key ? "set" : ks->signature_key_pending ? "pending" : "none";
-    o["server_key_confirmed"] = ks->server_key;
-    o["created_at"] = c->created_at;
+    o = http::card_json(*c);
     return std::nullopt;
   }
 
@@ -617,12 +580,7 @@ class Api {
     if (!valid_terminal_id(id)) return bad_request(req, "terminal id must be 8 characters of A-Z a-z 0-9 - _");
     auto t = c_.service->terminal(id);
     if (!t) return service_error(req, t.error());
-    json::object o;
-    o["id"] = t->id;
-    o["fingerprint"] = t->cert_fingerprint;
-    o["limit_minor"] = t->limit_minor;
-    o["enabled"] = t->enabled;
-    return json_response(req, Status::ok, o);
+    return json_response(req, Status::ok, terminal_json(*t));
   }
 
   Response transactions(const Request& req, RequestContext& ctx) {
@@ -655,7 +613,7 @@ class Api {
     auto r = c_.service->list_transactions(f);
     if (!r) return service_error(req, r.error());
     json::array a;
-    for (const auto& t : *r) a.push_back(txn_json(t));
+    for (const auto& t : *r) a.push_back(transaction_json(t));
     json::object o;
     o["transactions"] = std::move(a);
     return json_response(req, Status::ok, o);
@@ -668,7 +626,7 @@ class Api {
     if (!valid_txn_id(txn)) return bad_request(req, "malformed transaction id");
     auto t = c_.service->transaction(txn);
     if (!t) return service_error(req, t.error());
-    json::object o = txn_json(*t);
+    json::object o = transaction_json(*t);
     auto outcome = c_.service->outcome(txn);
     if (!outcome) return service_error(req, outcome.error());
     if (*outcome) o["outcome"] = outcome_json(OutcomeAnswer{**outcome, false});
@@ -752,16 +710,7 @@ class Api {
     auto r = c_.service->audit_log(after, limit);
     if (!r) return service_error(req, r.error());
     json::array a;
-    for (const auto& e : *r) {
-      json::object o;
-      o["seq"] = e.seq;
-      o["at"] = e.at;
-      o["actor"] = e.actor;
-      o["action"] = e.action;
-      o["detail"] = e.detail;
-      o["mac"] = to_hex(e.mac);
-      a.push_back(std::move(o));
-    }
+    for (const auto& e : *r) a.push_back(audit_json(e));
     json::object o;
     o["entries"] = std::move(a);
     return json_response(req, Status::ok, o);
@@ -881,7 +830,8 @@ void install_api(Router& router, ApiContext& ctx) {
   };
   router.add(Verb::get, "/healthz", bind(&Api::healthz));
   router.add(Verb::get, "/metrics", bind(&Api::metrics));
-  router.add(Verb::post, "/v1/authorizations", bind(&Api::authorize));
+  router.add(Verb::post, "/v1/authorizations", bind(&Api::authorize),
+             [api](const Request& req, RequestContext& c, Reply reply) { return api->authorize_async(req, c, std::move(reply)); });
   router.add(Verb::get, "/v1/authorizations/*", bind(&Api::get_authorization), RouteOptions{true});
   router.add(Verb::post, "/v1/authorizations/*/cancel", bind(&Api::cancel_authorization));
   router.add(Verb::post, "/v1/codes/verify", bind(&Api::verify_code));

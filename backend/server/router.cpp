@@ -21,7 +21,11 @@ std::vector<std::string> split_path(std::string_view path) {
 }  // namespace
 
 void Router::add(Verb method, std::string pattern, Handler h, RouteOptions opt) {
-  routes_.push_back(Route{method, split_path(pattern), std::move(h), opt});
+  routes_.push_back(Route{method, split_path(pattern), std::move(h), opt, {}});
+}
+
+void Router::add(Verb method, std::string pattern, Handler h, AsyncHandler fast, RouteOptions opt) {
+  routes_.push_back(Route{method, split_path(pattern), std::move(h), opt, std::move(fast)});
 }
 
 void Router::add_prefix(std::string prefix, Handler h, RouteOptions opt) {
@@ -29,8 +33,9 @@ void Router::add_prefix(std::string prefix, Handler h, RouteOptions opt) {
 }
 
 const Handler* Router::match(Verb method, std::string_view path, RequestContext& ctx, bool* method_allowed,
-                             RouteOptions* opt) const {
+                             RouteOptions* opt, const AsyncHandler** fast) const {
   *method_allowed = true;
+  if (fast) *fast = nullptr;
   const auto segs = split_path(path);
   bool path_seen = false;
   for (const auto& r : routes_) {
@@ -46,6 +51,7 @@ const Handler* Router::match(Verb method, std::string_view path, RequestContext&
     if (r.method != method) continue;
     ctx.params = std::move(params);
     if (opt) *opt = r.opt;
+    if (fast && r.fast) *fast = &r.fast;
     return &r.handler;
   }
   if (path_seen) {
@@ -61,6 +67,16 @@ const Handler* Router::match(Verb method, std::string_view path, RequestContext&
   return nullptr;
 }
 
+Response Router::guarded(const Request& req, RequestContext& ctx, const std::function<Response()>& build) {
+  try {
+    return build();
+  } catch (const std::exception& e) {
+    ctx.log["exception"] = e.what();
+  } catch (...) {
+  }
+  return error_response(req, Status::internal_server_error, "internal", "the server failed to handle this request; see its log");
+}
+
 Response Router::dispatch(const Request& req, RequestContext& ctx) const {
   bool allowed = true;
   const Handler* h = match(req.method(), ctx.path, ctx, &allowed, nullptr);
@@ -68,14 +84,7 @@ Response Router::dispatch(const Request& req, RequestContext& ctx) const {
     if (!allowed) return error_response(req, Status::method_not_allowed, "method_not_allowed", "this path does not accept " + std::string(req.method_string()));
     return error_response(req, Status::not_found, "not_found", "no such endpoint; see docs/protocol.md section 5");
   }
-  try {
-    return (*h)(req, ctx);
-  } catch (const std::exception& e) {
-    ctx.log["exception"] = e.what();
-    return error_response(req, Status::internal_server_error, "internal", "the server failed to handle this request; see its log");
-  } catch (...) {
-    return error_response(req, Status::internal_server_error, "internal", "the server failed to handle this request; see its log");
-  }
+  return guarded(req, ctx, [&] { return (*h)(req, ctx); });
 }
 
 Response json_response(const Request& req, Status status, const boost::json::value& body) {
@@ -135,6 +144,12 @@ bool split_target(std::string_view target, std::string& path, std::map<std::stri
     query[*k] = std::move(*v);
   }
   return true;
+}
+
+Response dispatch_target(const Router& router, const Request& req, RequestContext& ctx) {
+  if (!split_target(req.target(), ctx.path, ctx.query))
+    return error_response(req, Status::bad_request, "bad_request", "malformed request target");
+  return router.dispatch(req, ctx);
 }
 
 }  // namespace otac::backend::http

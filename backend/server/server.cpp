@@ -131,6 +131,7 @@ struct Shared {
   asio::thread_pool* workers = nullptr;
   asio::thread_pool* slow = nullptr;
   std::atomic<bool> stopping{false};
+  std::atomic<std::int64_t> async_in_flight{0};  ///< asynchronous handlers not yet answered
 };
 
 std::string x509_cn(X509* cert) {
@@ -215,6 +216,9 @@ class Session final : public Evictable, public std::enable_shared_from_this<Sess
       source_ = ep.address().to_string();
       remote_ = source_ + ":" + std::to_string(ep.port());
     }
+    // An answer is one write; without TCP_NODELAY a write that follows an unacknowledged one
+    // (a TLS record split, a session ticket) waits for the peer's delayed ACK.
+    beast::get_lowest_layer(stream_).socket().set_option(tcp::no_delay(true), ec);
   }
   ~Session() override {
     if (admitted_) sh_.admission.release(admitted_, source_);
@@ -350,13 +354,40 @@ class Session final : public Evictable, public std::enable_shared_from_this<Sess
     bool allowed = true;
     RouteOptions opt;
     RequestContext probe;
-    router_.match(req_.method(), ctx_.path, probe, &allowed, &opt);
+    const AsyncHandler* fast = nullptr;
+    router_.match(req_.method(), ctx_.path, probe, &allowed, &opt, &fast);
+    if (fast) {
+      ctx_.params = probe.params;
+      if (start_async(*fast)) return;
+    }
     asio::thread_pool& pool = opt.slow ? *sh_.slow : *sh_.workers;
     asio::post(pool, [self = this->shared_from_this()] {
       Response res = self->router_.dispatch(self->req_, self->ctx_);
       auto& st = self->stream_;
       asio::post(st.get_executor(), [self, r = std::move(res)]() mutable { self->write(std::move(r)); });
     });
+  }
+
+  // Runs a non-blocking handler here, on the network thread; the response it builds is
+  // written from this connection's executor when it replies (for an authorization: once the
+  // decision is durable, without any thread waiting for the commit). False when the handler
+  // declined, or threw before handing the request on: the blocking handler runs instead.
+  bool start_async(const AsyncHandler& fast) {
+    sh_.async_in_flight.fetch_add(1);
+    Reply reply = [self = this->shared_from_this()](std::function<Response()> build) {
+      asio::post(self->stream_.get_executor(), [self, build = std::move(build)] {
+        self->sh_.async_in_flight.fetch_sub(1);
+        self->write(Router::guarded(self->req_, self->ctx_, build));
+      });
+    };
+    bool taken = false;
+    try {
+      taken = fast(req_, ctx_, std::move(reply));
+    } catch (const std::exception& e) {
+      ctx_.log["async_exception"] = e.what();
+    }
+    if (!taken) sh_.async_in_flight.fetch_sub(1);
+    return taken;
   }
 
   static constexpr std::uint64_t kMaxDrain = 8u << 20;
@@ -676,6 +707,11 @@ void Server::stop() {
   // Let handlers in progress finish and their answers go out, then stop the network.
   impl_->workers.join();
   impl_->slow.join();
+  // Asynchronous handlers answer from the store's committer; wait for them too (bounded: a
+  // commit that takes longer than this loses only its answer, never the commit).
+  for (int i = 0; i < 5000 && impl_->shared.async_in_flight.load() > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   impl_->guard.reset();
   impl_->ioc.stop();
   for (auto& t : impl_->threads) {

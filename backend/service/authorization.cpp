@@ -207,24 +207,27 @@ using namespace detail;
 
 // ---- authorization -----------------------------------------------------------------------
 
-Result<AuthAnswer> Service::decide(UnixTime t, const std::string& txn_id, ByteView hash, ByteView card,
-                                   std::string_view terminal_id, std::string_view action, const Rules& rules) {
-  AuthAnswer ans;
-  bool fresh = false;
-  auto r = run([&](Tx& tx) -> Result<void> {
-    auto earlier = earlier_answer(tx, txn_id, hash, t, fresh);
+std::function<Result<void>(Tx&)> Service::decide_tx(DecideJob& job) {
+  return [this, &job](Tx& tx) -> Result<void> {
+    const UnixTime t = job.t;
+    const std::string& txn_id = job.txn_id;
+    const std::string_view terminal_id = job.terminal_id;
+    const ByteView card = job.card;
+    AuthAnswer& ans = job.ans;
+    job.fresh = false;
+    auto earlier = earlier_answer(tx, txn_id, job.hash, t, job.fresh);
     if (!earlier) return earlier.error();
     if (*earlier) {
       ans = std::move(**earlier);
       return {};
     }
-    fresh = true;
+    job.fresh = true;
     auto term = enabled_terminal(tx, terminal_id);
     if (!term) return term.error();
-    TransactionRecord rec = new_transaction(txn_id, hash, card, terminal_id, t);
+    TransactionRecord rec = new_transaction(txn_id, job.hash, card, terminal_id, t);
     auto c = tx.card(card);
     if (c) {
-      if (auto x = rules(tx, rec, *term, &*c); !x) return x;
+      if (auto x = job.rules(tx, rec, *term, &*c); !x) return x;
       if (auto x = decline_if_reversed_first(tx, rec); !x) return x;
     } else if (c.error().code == Errc::not_found) {
       rec.reason = "unknown_card";
@@ -232,37 +235,71 @@ Result<AuthAnswer> Service::decide(UnixTime t, const std::string& txn_id, ByteVi
       return c.error();
     }
     // A decline that used up no code may be left unstored (decline_limit.hpp).
-    if (rec.decision == Decision::declined && suppressible_decline(action, rec.reason) && config_.record_decline &&
+    if (rec.decision == Decision::declined && suppressible_decline(job.action, rec.reason) && config_.record_decline &&
         !config_.record_decline(terminal_id, card)) {
       ans = answer_of(rec, t);
       ans.recorded = false;
       return {};
     }
-    auto a = record_transaction(tx, rec, terminal_id, action,
+    auto a = record_transaction(tx, rec, terminal_id, job.action,
                                 " code=" + std::to_string(rec.list_id) + "/" + std::to_string(rec.index) +
                                     " amount=" + std::to_string(rec.amount_minor), t);
     if (!a) return a.error();
     ans = std::move(*a);
     return {};
-  });
-  if (!r) return r.error();
-  if (fresh) count(ans);  // a retry's answer is not a new decision
-  return ans;
+  };
 }
 
-Result<AuthAnswer> Service::authorize(const AuthRequest& req, std::string_view terminal_id) {
-  if (!valid_txn_id(req.txn_id)) return make_error(Errc::bad_value, "txn_id must be 1 to 64 printable ASCII characters");
-  if (req.card.size() != 8) return make_error(Errc::bad_length, "card must be 8 bytes (16 hex digits)");
-  if (req.cryptogram.size() != 8) return make_error(Errc::bad_length, "cryptogram must be 8 bytes (16 hex digits)");
-  auto ch = parse_challenge(req.challenge);
-  if (!ch) return ch.error();
-  if (ch->terminal_id() != terminal_id)
+Result<AuthAnswer> Service::decide(UnixTime t, const std::string& txn_id, ByteView hash, ByteView card,
+                                   std::string_view terminal_id, std::string_view action, const Rules& rules) {
+  DecideJob job{t, txn_id, Bytes(hash.begin(), hash.end()), Bytes(card.begin(), card.end()), std::string(terminal_id),
+                std::string(action), rules, {}, false};
+  return decide(job);
+}
+
+Result<AuthAnswer> Service::decide(DecideJob& job) {
+  if (auto r = run(decide_tx(job)); !r) return r.error();
+  if (job.fresh) count(job.ans);  // a retry's answer is not a new decision
+  return std::move(job.ans);
+}
+
+void Service::decide_async(std::shared_ptr<DecideJob> job, AuthDone done) {
+  auto tx = decide_tx(*job);  // refers to *job, which the completion keeps alive
+  run_async(std::move(tx), [this, job = std::move(job), done = std::move(done)](Result<void> r) {
+    if (!r) return done(r.error());
+    if (job->fresh) count(job->ans);
+    done(std::move(job->ans));
+  });
+}
+
+// Checks the request outside the store and prepares its decision: the rules of a tap
+// (protocol.md 3) over a copy of the request, so that they can outlive the caller's frame.
+Result<std::shared_ptr<Service::DecideJob>> Service::authorize_job(const AuthRequest& request, std::string_view terminal_id) {
+  if (!valid_txn_id(request.txn_id)) return make_error(Errc::bad_value, "txn_id must be 1 to 64 printable ASCII characters");
+  if (request.card.size() != 8) return make_error(Errc::bad_length, "card must be 8 bytes (16 hex digits)");
+  if (request.cryptogram.size() != 8) return make_error(Errc::bad_length, "cryptogram must be 8 bytes (16 hex digits)");
+  auto challenge = parse_challenge(request.challenge);
+  if (!challenge) return challenge.error();
+  if (challenge->terminal_id() != terminal_id)
     return make_error(Errc::state, "terminal id in the challenge (9F1C) does not match the client certificate");
-  const Bytes hash = request_hash("authorize", {as_bytes(req.txn_id), req.card, be_bytes(req.list_id, 2),
-                                                be_bytes(req.index, 2), be_bytes(req.atc, 2), Bytes{req.pin_state},
-                                                req.challenge, req.cryptogram});
-  const UnixTime t = now();
-  return decide(t, req.txn_id, hash, req.card, terminal_id, "authorize", [&](Tx& tx, TransactionRecord& rec, const TerminalRecord& term, CardRecord* card) -> Result<void> {
+  struct Input {
+    AuthRequest req;
+    Challenge ch;
+  };
+  auto in = std::make_shared<const Input>(Input{request, std::move(*challenge)});
+  const UnixTime now_t = now();
+  auto job = std::make_shared<DecideJob>();
+  job->t = now_t;
+  job->txn_id = request.txn_id;
+  job->hash = request_hash("authorize", {as_bytes(request.txn_id), request.card, be_bytes(request.list_id, 2),
+                                         be_bytes(request.index, 2), be_bytes(request.atc, 2), Bytes{request.pin_state},
+                                         request.challenge, request.cryptogram});
+  job->card = request.card;
+  job->terminal_id = std::string(terminal_id);
+  job->action = "authorize";
+  job->rules = [this, in, t = now_t](Tx& tx, TransactionRecord& rec, const TerminalRecord& term, CardRecord* card) -> Result<void> {
+    const AuthRequest& req = in->req;
+    const Challenge* ch = &in->ch;
     rec.list_id = req.list_id;
     rec.index = req.index;
     rec.amount_minor = ch->amount_minor;
@@ -316,7 +353,7 @@ Result<AuthAnswer> Service::authorize(const AuthRequest& req, std::string_view t
     } else if (ch->type == kTypeCash) {
       // A withdrawal: the PIN checked by the card, then the daily limits, read and recorded
       // in this store transaction so that two ATMs cannot both pass them (protocol.md §5.4).
-      const CashRecord cash{req.txn_id, req.card, std::string(terminal_id), ch->amount_minor, t};
+      const CashRecord cash{req.txn_id, req.card, term.id, ch->amount_minor, t};
       auto no_cash = (req.pin_state & protocol::pin_state_verified) == 0 ? std::optional<PosDecline>{PosDecline{"pin_required", false}}
                                                                          : cash_decline(tx, cash, config_);
       if (!no_cash) return no_cash.error();
@@ -346,7 +383,20 @@ Result<AuthAnswer> Service::authorize(const AuthRequest& req, std::string_view t
       if (auto x = push_if_low(tx, *card, config_.list_size, t); !x) return x;
     }
     return {};
-  });
+  };
+  return job;
+}
+
+Result<AuthAnswer> Service::authorize(const AuthRequest& req, std::string_view terminal_id) {
+  auto job = authorize_job(req, terminal_id);
+  if (!job) return job.error();
+  return decide(**job);
+}
+
+void Service::authorize_async(const AuthRequest& req, std::string_view terminal_id, AuthDone done) {
+  auto job = authorize_job(req, terminal_id);
+  if (!job) return done(job.error());
+  decide_async(std::move(*job), std::move(done));
 }
 
 Result<AuthAnswer> Service::get_authorization(std::string_view txn_id, std::chrono::milliseconds wait) {

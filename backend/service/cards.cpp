@@ -16,6 +16,19 @@ using namespace detail;
 
 // ---- cards ------------------------------------------------------------------------------
 
+namespace {
+
+// What an operator may know of a card's E3/E4 state.
+CardKeyStatus key_state(const CardSecurity& sec, const ServerKeyRecord& server) {
+  CardKeyStatus k;
+  k.signature_key = sec.sig_key.has_value();
+  k.signature_key_pending = sec.pending_sig_key.has_value();
+  k.server_key = ct_equal(sec.server_point, server.public_point);
+  return k;
+}
+
+}  // namespace
+
 Result<Enrollment> Service::enroll_card(const EnrollRequest& req, std::string_view actor) {
   if (req.msisdn.empty() || req.msisdn.size() > 20)
     return make_error(Errc::bad_value, "msisdn must be 1 to 20 digits with an optional leading '+'");
@@ -223,9 +236,7 @@ Result<CardKeyStatus> Service::key_status(ByteView n) {
     if (!sec) return sec.error();
     auto server = ensure_server_key(tx, kServerKeyName, t);
     if (!server) return server.error();
-    out.signature_key = sec->sig_key.has_value();
-    out.signature_key_pending = sec->pending_sig_key.has_value();
-    out.server_key = ct_equal(sec->server_point, server->public_point);
+    out = key_state(*sec, *server);
     return {};
   });
   if (!r) return r.error();
@@ -278,6 +289,83 @@ Result<std::vector<DoorPermission>> Service::card_doors(ByteView n) {
     auto d = tx.doors(n);
     if (!d) return d.error();
     out = std::move(*d);
+    return {};
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+namespace {
+
+// Fills a summary inside the caller's transaction; the card's keys never leave this function.
+Result<CardSummary> read_summary(Tx& tx, ByteView n, const ServerKeyRecord& server) {
+  auto c = tx.card(n);
+  if (!c) return c.error();
+  CardSummary s;
+  s.n = c->n;
+  s.algorithm = c->algorithm;
+  s.msisdn = c->msisdn;
+  s.status = c->status;
+  s.fail_count = c->fail_count;
+  s.fail_limit = c->fail_limit;
+  s.threshold = c->threshold;
+  s.limit_minor = c->limit_minor;
+  s.review_minor = c->review_minor;
+  s.currency = c->currency;
+  s.key_version = c->key_version;
+  s.key_rotation_pending = c->pending_k.has_value();
+  s.asymmetric = !c->public_key.empty();
+  s.list_push_in_flight = c->list_push_in_flight;
+  s.created_at = c->created_at;
+  auto doors = tx.doors(n);
+  if (!doors) return doors.error();
+  s.doors = std::move(*doors);
+  auto lists = tx.lists(n);
+  if (!lists) return lists.error();
+  s.lists = std::move(*lists);
+  auto sec = tx.card_security(n);
+  if (!sec) return sec.error();
+  s.keys = key_state(*sec, server);
+  constexpr std::uint32_t kQueuedShown = 1000;  // an operator's view: more than this is "1000"
+  auto queued = tx.queued_sms(n, kQueuedShown);
+  if (!queued) return queued.error();
+  s.sms_queued = static_cast<std::uint32_t>(queued->size());
+  if (!queued->empty()) s.sms_last = std::move(queued->back());
+  return s;
+}
+
+}  // namespace
+
+Result<CardSummary> Service::card_summary(ByteView n) {
+  CardSummary out;
+  const UnixTime t = now();
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto server = ensure_server_key(tx, kServerKeyName, t);
+    if (!server) return server.error();
+    auto s = read_summary(tx, n, *server);
+    if (!s) return s.error();
+    out = std::move(*s);
+    return {};
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<std::vector<CardSummary>> Service::list_cards(std::uint32_t limit) {
+  if (limit < 1 || limit > 1000) return make_error(Errc::bad_value, "card list limit must be 1 to 1000");
+  std::vector<CardSummary> out;
+  const UnixTime t = now();
+  auto r = run([&](Tx& tx) -> Result<void> {
+    out.clear();  // run may call this again
+    auto server = ensure_server_key(tx, kServerKeyName, t);
+    if (!server) return server.error();
+    auto ids = tx.card_ids(limit);
+    if (!ids) return ids.error();
+    for (const auto& n : *ids) {
+      auto s = read_summary(tx, n, *server);
+      if (!s) return s.error();
+      out.push_back(std::move(*s));
+    }
     return {};
   });
   if (!r) return r.error();

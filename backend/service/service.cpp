@@ -75,6 +75,15 @@ Result<void> Service::run(const std::function<Result<void>(Tx&)>& fn) {
   return r;
 }
 
+void Service::run_async(std::function<Result<void>(Tx&)> fn, Store::Done done) {
+  auto s = pool_->take();
+  if (!s) return done(s.error());
+  // A store handle only names the shared connection: it goes back at once, while the call
+  // waits in the store's queue.
+  (*s)->run_async(std::move(fn), std::move(done));
+  pool_->give(std::move(*s));
+}
+
 void Service::count(const AuthAnswer& a) {
   std::lock_guard lock(metrics_mu_);
   ++decisions_[std::string(decision_name(a.decision)) + "/" + a.reason];
@@ -103,6 +112,19 @@ Result<TerminalRecord> Service::terminal(std::string_view id) {
   TerminalRecord out;
   auto r = run([&](Tx& tx) -> Result<void> {
     auto t = tx.terminal(id);
+    if (!t) return t.error();
+    out = std::move(*t);
+    return {};
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<std::vector<TerminalRecord>> Service::list_terminals(std::uint32_t limit) {
+  if (limit < 1 || limit > 1000) return make_error(Errc::bad_value, "terminal list limit must be 1 to 1000");
+  std::vector<TerminalRecord> out;
+  auto r = run([&](Tx& tx) -> Result<void> {
+    auto t = tx.terminals(limit);
     if (!t) return t.error();
     out = std::move(*t);
     return {};

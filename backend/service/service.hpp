@@ -1,6 +1,6 @@
 // The backend's business logic: enrollment, lists over SMS, authorization, operators.
-// No network I/O: the HTTPS layer calls in, the SMS sender drains the outbox through
-// next_due/mark_sent/mark_failed. Every state change is one Store transaction.
+// No network I/O: the HTTPS layer calls in, the outbox pump (sms_outbox.hpp) drains the
+// outbox through next_due/mark_sent/mark_failed into an SmsGateway. Every state change is one Store transaction.
 //
 // Error codes and their HTTP meaning (for the server layer):
 //   bad_value / truncated / bad_length / trailing_data -> 400 (malformed request)
@@ -88,6 +88,30 @@ struct CardKeyStatus {
   bool signature_key = false;         ///< S is confirmed: every packet carries CF
   bool signature_key_pending = false; ///< E3 sent, not yet proven
   bool server_key = false;            ///< an E4 with the current server key was confirmed
+};
+
+/// A card as operators see it: settings, state, lists and the SMS waiting for it; never a key.
+struct CardSummary {
+  Bytes n;
+  Algorithm algorithm = Algorithm::des3;
+  std::string msisdn;
+  CardStatus status = CardStatus::active;
+  std::uint32_t fail_count = 0;
+  std::uint32_t fail_limit = 0;
+  std::uint32_t threshold = 0;
+  std::int64_t limit_minor = 0;
+  std::int64_t review_minor = 0;
+  std::uint16_t currency = 0;         ///< 0: enrolled before currencies, the backend's default applies
+  std::uint8_t key_version = 1;
+  bool key_rotation_pending = false;  ///< K' sent, not yet proven by the card
+  bool asymmetric = false;
+  bool list_push_in_flight = false;
+  UnixTime created_at = 0;
+  std::vector<DoorPermission> doors;
+  std::vector<ListInfo> lists;        ///< oldest first
+  CardKeyStatus keys;
+  std::uint32_t sms_queued = 0;       ///< messages still queued for the gateway
+  std::optional<OutboxMessage> sms_last;  ///< the newest of them
 };
 
 /// An authorization request as the terminal sent it (protocol.md §5).
@@ -204,6 +228,10 @@ class Service {
   Result<CardRecord> card(ByteView n);
   /// The card's door permissions.
   Result<std::vector<DoorPermission>> card_doors(ByteView n);
+  /// The card for operators (settings, lists, key state, queued SMS), read in one transaction.
+  Result<CardSummary> card_summary(ByteView n);
+  /// The most recently enrolled cards, newest first, at most `limit` (1..1000).
+  Result<std::vector<CardSummary>> list_cards(std::uint32_t limit);
   /// Changes limits, review amount, threshold, currency or doors of an enrolled card; one
   /// audit entry lists every changed setting with its old and new value. Returns the card.
   Result<CardRecord> update_card_settings(ByteView n, CardSettings s, std::string_view actor);
@@ -228,6 +256,12 @@ class Service {
   // ---- authorization ----
   /// Verifies and decides an authorization; terminal_id is the client certificate's CN.
   Result<AuthAnswer> authorize(const AuthRequest& req, std::string_view terminal_id);
+  /// The answer of an asynchronous call, or its error.
+  using AuthDone = std::function<void(Result<AuthAnswer>)>;
+  /// authorize without waiting: done gets the answer (durable, as authorize's) exactly once,
+  /// from the store's committing thread, or at once for a request refused before the store.
+  /// done must not block and must not call the Service.
+  void authorize_async(const AuthRequest& req, std::string_view terminal_id, AuthDone done);
   /// The current answer for txn_id, waiting up to `wait` (capped) while it is held.
   Result<AuthAnswer> get_authorization(std::string_view txn_id, std::chrono::milliseconds wait);
   /// An operator decides a held transaction; conflict once it is decided or has expired.
@@ -275,6 +309,8 @@ class Service {
   Result<void> register_terminal(const TerminalRecord& t, std::string_view actor);
   /// The terminal with this id (for the server's client-certificate check); not_found if none.
   Result<TerminalRecord> terminal(std::string_view id);
+  /// Registered terminals by id, at most `limit` (1..1000).
+  Result<std::vector<TerminalRecord>> list_terminals(std::uint32_t limit);
   /// Creates an operator and returns its new random token (shown once).
   Result<std::string> create_operator(std::string_view name, Role role, std::string_view actor);
   /// The operator owning token; not_found if none.
@@ -302,6 +338,8 @@ class Service {
  private:
   class Pool;
   Result<void> run(const std::function<Result<void>(Tx&)>& fn);
+  /// Store::run_async on a store of the pool.
+  void run_async(std::function<Result<void>(Tx&)> fn, Store::Done done);
   UnixTime now() const;
   void count(const AuthAnswer& a);
   void count_settlement(const std::string& key);
@@ -315,6 +353,24 @@ class Service {
   /// audit entry and counted in the metrics.
   Result<AuthAnswer> decide(UnixTime t, const std::string& txn_id, ByteView hash, ByteView card, std::string_view terminal_id,
                             std::string_view action, const Rules& rules);
+  /// What decide works on, kept by an asynchronous decision until it is answered.
+  struct DecideJob {
+    UnixTime t = 0;
+    std::string txn_id;
+    Bytes hash;
+    Bytes card;
+    std::string terminal_id;
+    std::string action;
+    Rules rules;
+    AuthAnswer ans;      ///< filled by the store transaction
+    bool fresh = false;  ///< a new decision (not a retry's earlier answer): counted
+  };
+  /// decide's store transaction over job (which must outlive it).
+  std::function<Result<void>(Tx&)> decide_tx(DecideJob& job);
+  Result<AuthAnswer> decide(DecideJob& job);
+  void decide_async(std::shared_ptr<DecideJob> job, AuthDone done);
+  /// A tap's request checked outside the store, and its decision prepared.
+  Result<std::shared_ptr<DecideJob>> authorize_job(const AuthRequest& req, std::string_view terminal_id);
 
   ServiceConfig config_;
   std::unique_ptr<Pool> pool_;

@@ -1,12 +1,9 @@
 #include "kannel.hpp"
 
 #include <charconv>
-#include <ctime>
 
-#include "log.hpp"
 #include "otac/common/secret.hpp"
 #include "otac/common/url.hpp"
-#include "server.hpp"
 
 namespace otac::backend::sms {
 
@@ -46,12 +43,6 @@ std::string sendsms_target(const KannelConfig& c, const OutboxMessage& m) {
   return t;
 }
 
-std::chrono::seconds backoff(const KannelConfig& c, std::uint32_t attempts) {
-  std::int64_t d = c.retry_base.count();
-  for (std::uint32_t i = 0; i < attempts && d < c.retry_max.count(); ++i) d *= 2;
-  return std::chrono::seconds(std::min<std::int64_t>(d, c.retry_max.count()));
-}
-
 Result<net::Response> sendsms_get(const KannelConfig& config, const std::string& target) {
   net::ClientOptions o;
   o.tls = false;
@@ -65,80 +56,15 @@ Result<net::Response> sendsms_get(const KannelConfig& config, const std::string&
   return net::request_once(o, boost::beast::http::verb::get, target);
 }
 
-KannelSender::KannelSender(Service& service, KannelConfig config) : service_(service), config_(std::move(config)) {}
-
-KannelSender::~KannelSender() { stop(); }
-
-void KannelSender::start() {
-  thread_ = std::jthread([this](std::stop_token st) { run(st); });
-}
-
-void KannelSender::stop() {
-  thread_.request_stop();  // also ends the wait in run()
-  if (thread_.joinable()) thread_.join();
-}
-
-void KannelSender::wake() {
-  {
-    std::lock_guard lock(mu_);
-    woken_ = true;
-  }
-  cv_.notify_all();
-}
-
-std::uint32_t KannelSender::drain_once() { return drain(std::stop_token{}); }
-
-std::uint32_t KannelSender::drain(const std::stop_token& stop) {
-  auto due = service_.next_due(config_.batch);
-  if (!due) {
-    log::error("sms_outbox_failed", {{"reason", due.error().message}});
-    return 0;
-  }
-  std::uint32_t accepted = 0;
-  for (const auto& m : *due) {
-    if (stop.stop_requested()) break;
-    auto r = sendsms_get(config_, sendsms_target(config_, m));
-    std::string reply;
-    bool ok = false;
-    if (r) {
-      reply = "HTTP " + std::to_string(r->status) + ": " + r->body.substr(0, 200);
-      while (!reply.empty() && (reply.back() == '\n' || reply.back() == '\r')) reply.pop_back();
-      // Kannel: 202 "0: Accepted for delivery" or "3: Queued for later delivery".
-      ok = (r->status == 200 || r->status == 202) && (r->body.rfind("0:", 0) == 0 || r->body.rfind("3:", 0) == 0);
-    } else {
-      reply = r.error().message;
-    }
-    if (ok) {
-      if (auto s = service_.mark_sent(m.id, reply); !s) {
-        log::error("sms_mark_sent_failed", {{"id", std::to_string(m.id)}, {"reason", s.error().message}});
-      }
-      ++accepted;
-      log::info("sms_sent", {{"id", std::to_string(m.id)}, {"to", m.to}, {"attempt", std::to_string(m.attempts + 1)},
-                             {"bytes", std::to_string(m.payload.size())}, {"reply", reply}});
-    } else {
-      const auto delay = backoff(config_, m.attempts);
-      const UnixTime retry_at = static_cast<UnixTime>(std::time(nullptr)) + delay.count();
-      if (auto s = service_.mark_failed(m.id, reply, retry_at); !s) {
-        log::error("sms_mark_failed_failed", {{"id", std::to_string(m.id)}, {"reason", s.error().message}});
-      }
-      log::warn("sms_retry", {{"id", std::to_string(m.id)}, {"to", m.to}, {"attempt", std::to_string(m.attempts + 1)},
-                              {"retry_in_s", std::to_string(delay.count())}, {"reply", reply}});
-    }
-  }
-  return accepted;
-}
-
-void KannelSender::run(const std::stop_token& stop) {
-  // Bounded by stop(): each round either sends or sleeps up to `poll`.
-  while (!stop.stop_requested()) {
-    {
-      std::lock_guard lock(mu_);
-      woken_ = false;
-    }
-    drain(stop);
-    std::unique_lock lock(mu_);
-    cv_.wait_for(lock, stop, config_.poll, [this] { return woken_; });
-  }
+Result<std::string> KannelGateway::send(const OutboxMessage& m) {
+  auto r = sendsms_get(config_, sendsms_target(config_, m));
+  if (!r) return r.error();
+  std::string reply = "HTTP " + std::to_string(r->status) + ": " + r->body.substr(0, 200);
+  while (!reply.empty() && (reply.back() == '\n' || reply.back() == '\r')) reply.pop_back();
+  // Kannel: 202 "0: Accepted for delivery" or "3: Queued for later delivery".
+  const bool ok = (r->status == 200 || r->status == 202) && (r->body.rfind("0:", 0) == 0 || r->body.rfind("3:", 0) == 0);
+  if (!ok) return make_error(Errc::state, reply);  // refused: the pump retries later
+  return reply;
 }
 
 namespace {

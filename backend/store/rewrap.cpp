@@ -15,7 +15,7 @@ using Db = std::unique_ptr<sqlite3, DbClose>;
 using Stmt = std::unique_ptr<sqlite3_stmt, StmtFinalize>;
 
 // A sealed column, its table and how its associated data is built from the row (the same
-// identities as sqlite_store.cpp's ad(): kind, 00, N or name, [list(2) index(2)]).
+// identities as store_rows.hpp's ad(): kind, 00, N or name, [list(2) index(2)]).
 struct SealedColumn {
   const char* table;
   const char* column;

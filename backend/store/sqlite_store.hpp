@@ -12,7 +12,7 @@ namespace otac::backend {
 
 /// Opens (creating and migrating if needed) the database file. Stores opened on the same file
 /// in one process share one connection and group-commit their concurrent transactions (see
-/// sqlite_store.cpp); open one Store per thread. Many processes may open the same file.
+/// sqlite_group_commit.cpp); open one Store per thread. Many processes may open the same file.
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::filesystem::path& db_file,
                                                  std::shared_ptr<const Kek> kek);
 

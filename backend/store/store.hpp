@@ -408,6 +408,14 @@ class Tx {
   virtual Result<std::vector<AuditEntry>> audit_recent(std::uint32_t limit) = 0;
   /// Recomputes the whole chain; error (bad_mac) naming the first entry that does not verify.
   virtual Result<std::int64_t> verify_audit_chain() = 0;
+
+  // listings for operators
+  /// Identities of the most recently enrolled cards, newest first, at most limit.
+  virtual Result<std::vector<Bytes>> card_ids(std::uint32_t limit) = 0;
+  /// Registered terminals by id, at most limit.
+  virtual Result<std::vector<TerminalRecord>> terminals(std::uint32_t limit) = 0;
+  /// Messages to the card still queued for the gateway (whatever their retry time), oldest first.
+  virtual Result<std::vector<OutboxMessage>> queued_sms(ByteView n, std::uint32_t limit) = 0;
 };
 
 /// A store: opens transactions. Thread-safe in the sense that each Store object is used by
@@ -423,6 +431,13 @@ class Store {
   /// waits meanwhile), may run again if the database aborts the shared commit, and must not
   /// call run itself.
   virtual Result<void> run(const std::function<Result<void>(Tx&)>& fn) = 0;
+
+  /// The completion of run_async: fn's result once its transaction is durable, or the error.
+  using Done = std::function<void(Result<void>)>;
+  /// run without waiting: done is called exactly once, when run would have returned, from the
+  /// store's committing thread (this default runs fn at once in the caller's thread). done
+  /// must not block and must not call run; fn must not call run either.
+  virtual void run_async(std::function<Result<void>(Tx&)> fn, Done done) { done(run(fn)); }
 };
 
 }  // namespace otac::backend

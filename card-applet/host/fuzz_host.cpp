@@ -22,7 +22,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   (void)otac::applet::sms::parse_submit(in);
   (void)otac::applet::sms::parse_deliver(in);
   (void)otac::applet::sms::parse_sms_pp_download(in);
-  (void)otac::applet::sms::parse_udh(in);
   (void)otac::applet::sms::parse_address(in);
   return 0;
 }

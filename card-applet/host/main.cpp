@@ -12,7 +12,6 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -29,6 +28,9 @@
 #include "otac/common/secret.hpp"
 #include "otac/common/sw.hpp"
 #include "otac/common/tlv.hpp"
+#include "otac/sys/cli.hpp"
+#include "otac/sys/log.hpp"
+#include "otac/sys/secret_input.hpp"
 
 namespace {
 
@@ -39,21 +41,19 @@ using Clock = std::chrono::steady_clock;
 volatile std::sig_atomic_t g_stop = 0;
 void on_signal(int) { g_stop = 1; }
 
-constexpr const char* kUsage = R"(otac-card - the OTAC card applet as a virtual card and phone
-
-USAGE
+constexpr const char* kUsage = R"(USAGE
   otac-card run --state FILE [--vicc HOST:PORT] [--smsc HOST:PORT --msisdn NUMBER]
   otac-card init --state FILE [--force]
-  otac-card activate --state FILE --pin PIN --puk PUK
-            (--n HEX --k HEX --alg des3|aes --server-number NUMBER | --letter FILE)
+  otac-card activate --state FILE [--pin-fd N]
+            (--n HEX --k-file FILE --alg des3|aes --server-number NUMBER | --letter FILE)
             [--ca-key HEX] [--threshold N] [--pin-limit MINOR_UNITS] [--pin-door ID]...
   otac-card status --state FILE
-  otac-card verify --state FILE --pin PIN
-  otac-card code --state FILE --pin PIN
-  otac-card refresh --state FILE --pin PIN
-  otac-card keygen --state FILE --pin PIN --alg rsa|p256
-  otac-card change-pin --state FILE --pin OLD --new-pin NEW
-  otac-card unblock --state FILE --puk PUK --new-pin NEW
+  otac-card verify --state FILE [--pin-fd N]
+  otac-card code --state FILE [--pin-fd N]
+  otac-card refresh --state FILE [--pin-fd N]
+  otac-card keygen --state FILE [--pin-fd N] --alg rsa|p256
+  otac-card change-pin --state FILE [--pin-fd N]
+  otac-card unblock --state FILE [--pin-fd N]
 
 DESCRIPTION
   The card's whole memory lives in the state file (mode 0600; it holds the card key and the
@@ -91,46 +91,41 @@ DESCRIPTION
   change-pin, unblock
             Change the PIN; set a new PIN with the PUK after the PIN blocked.
 
-  PINs are 4 to 8 digits. Keys and PINs never appear in the log.
+SECRETS
+  PINs are 4 to 8 digits, the PUK too. They are never arguments: on a terminal the command
+  asks for them with echo off (a new PIN twice); scripted, it reads one line each from
+  standard input, or from descriptor N with --pin-fd N, in this order:
+    activate: PIN, PUK          change-pin: PIN, new PIN      unblock: PUK, new PIN
+    verify, code, refresh, keygen: PIN
+  K comes from the letter (--letter) or from a file (--k-file: 32 hex digits, mode 0600).
+  The old --pin, --puk, --new-pin and --k arguments still work but are deprecated and warn:
+  ps and the shell history show them. Keys and PINs never appear in the log.
 
 EXIT STATUS
   0 success, 1 failure (the message says what and what to do), 2 usage error.
 )";
 
+// One line per event in the format of every OTAC program (otac/sys/log.hpp): the part before
+// "vicc: ", "smsc: " or "sms: " names the event, "warning: " makes it a warning, and the whole
+// message goes into msg. Never pass secrets.
 void log(const std::string& msg) {
-  const auto now = std::chrono::system_clock::now();
-  const std::time_t t = std::chrono::system_clock::to_time_t(now);
-  std::tm tm{};
-  ::gmtime_r(&t, &tm);
-  char ts[32];
-  std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  std::fprintf(stderr, "%s otac-card: %s\n", ts, msg.c_str());
-  std::fflush(stderr);
+  std::string event = "card";
+  for (const char* link : {"vicc", "smsc", "sms"})
+    if (msg.rfind(std::string(link) + ": ", 0) == 0) event = link;
+  const bool warning = msg.rfind("warning: ", 0) == 0;
+  sys::log::write(warning ? "warn" : "info", event, {{"msg", warning ? msg.substr(9) : msg}});
 }
 
 struct UsageError {
   std::string message;
 };
 
-// --key value options; a few flags take no value.
+// One subcommand's options as CLI11 parsed them (main): each option's values in command-line
+// order (only --pin-door may repeat), flags with the value "1".
 struct Args {
   std::string command;
   std::map<std::string, std::vector<std::string>> opts;
 
-  static Args parse(int argc, char** argv) {
-    Args a;
-    if (argc < 2) throw UsageError{"missing command"};
-    a.command = argv[1];
-    for (int i = 2; i < argc; ++i) {
-      std::string k = argv[i];
-      if (k.rfind("--", 0) != 0) throw UsageError{"unexpected argument '" + k + "'"};
-      k = k.substr(2);
-      if (k == "force" || k == "help" || k == "json") { a.opts[k].push_back("1"); continue; }
-      if (i + 1 >= argc) throw UsageError{"option --" + k + " needs a value"};
-      a.opts[k].push_back(argv[++i]);
-    }
-    return a;
-  }
   bool has(const std::string& k) const { return opts.count(k) != 0; }
   std::string get(const std::string& k) const {
     auto it = opts.find(k);
@@ -138,13 +133,6 @@ struct Args {
     return it->second.back();
   }
   std::string get_or(const std::string& k, const std::string& def) const { return has(k) ? get(k) : def; }
-  void allow(std::initializer_list<const char*> keys) const {
-    for (const auto& [k, v] : opts) {
-      bool ok = k == "help";
-      for (const char* a : keys) ok = ok || k == a;
-      if (!ok) throw UsageError{"unknown option --" + k + " for '" + command + "'"};
-    }
-  }
 };
 
 // A whole-number option from 0 to max; anything else is a usage error naming the option.
@@ -178,13 +166,56 @@ class StateLock {
   Fd fd_;
 };
 
-Bytes pin_block(const std::string& pin, const char* what) {
-  if (pin.size() < 4 || pin.size() > 8 || pin.find_first_not_of("0123456789") != std::string::npos)
-    throw UsageError{std::string(what) + " must be 4 to 8 digits"};
-  Bytes b = to_bytes(pin);
+// The 8-byte PIN block: the digits in ASCII, padded with FF.
+Bytes pin_block(const SecretBytes& pin, const char* what) {
+  bool digits = pin.size() >= 4 && pin.size() <= 8;
+  for (std::size_t i = 0; digits && i < pin.size(); ++i) digits = pin.data()[i] >= '0' && pin.data()[i] <= '9';
+  if (!digits) throw UsageError{std::string(what) + " must be 4 to 8 digits"};
+  Bytes b(pin.data(), pin.data() + pin.size());
   b.resize(8, 0xFF);
   return b;
 }
+
+// The PINs and PUK of one command, in the order it asks for them. A deprecated --pin/--puk/
+// --new-pin argument wins (with a warning once per option); otherwise the terminal, standard
+// input or --pin-fd N (see SECRETS in the usage).
+class Secrets {
+ public:
+  explicit Secrets(const Args& a) : args_(a), reader_(fd_option(a)) {}
+
+  // option: the deprecated argument's name ("pin"); what: the name in prompts ("PIN").
+  // confirm: a PIN being set, asked twice when typed at a terminal.
+  Bytes block(const char* option, const char* what, bool confirm = false) {
+    if (args_.has(option)) {
+      log(std::string("warning: --") + option + " puts the " + what +
+                  " on the command line, where ps and the shell history show it; it is deprecated: type it when asked, "
+                  "or give it on standard input or with --pin-fd");
+      const std::string v = args_.get(option);
+      return pin_block(SecretBytes(as_bytes(v)), ("--" + std::string(option)).c_str());
+    }
+    auto first = reader_.read(what, 16);
+    // No secret given at all is a usage error, like a missing option.
+    if (!first && first.error().code == Errc::truncated) throw UsageError{first.error().message};
+    if (!first) throw Failure{first.error().message};
+    if (confirm && reader_.interactive()) {
+      auto again = reader_.read(std::string(what) + " again", 16);
+      if (!again) throw Failure{again.error().message};
+      if (!ct_equal(first->view(), again->view())) throw UsageError{std::string("the two ") + what + "s differ"};
+    }
+    return pin_block(*first, what);
+  }
+
+ private:
+  static int fd_option(const Args& a) {
+    if (!a.has("pin-fd")) return -1;
+    auto v = parse_uint(a.get("pin-fd"), 0, 1023);
+    if (!v) throw UsageError{"--pin-fd: " + v.error().message};
+    return static_cast<int>(*v);
+  }
+
+  const Args& args_;
+  sys::SecretReader reader_;
+};
 
 apdu::Response transmit(applet::Applet& app, std::uint8_t cla, std::uint8_t ins, std::uint8_t p1, std::uint8_t p2,
                         const Bytes& data = {}, bool le = false) {
@@ -229,7 +260,7 @@ struct Session {
     const tlv::Node* st = a5 ? tlv::find(a5->children, 0xDF02) : nullptr;
     return st && st->value.size() == 1 ? st->value[0] : 0xFF;
   }
-  void verify(const std::string& pin) { expect_ok(transmit(app, 0x00, 0x20, 0x00, 0x80, pin_block(pin, "--pin")), "VERIFY"); }
+  void verify(const Bytes& pin_blk) { expect_ok(transmit(app, 0x00, 0x20, 0x00, 0x80, pin_blk), "VERIFY"); }
 };
 
 const char* life_name(std::uint8_t l) {
@@ -243,7 +274,6 @@ const char* life_name(std::uint8_t l) {
 }
 
 int cmd_init(const Args& a) {
-  a.allow({"state", "force"});
   const std::filesystem::path p = a.get("state");
   StateLock lock(p);
   if (std::filesystem::exists(p) && !a.has("force"))
@@ -282,13 +312,25 @@ Letter read_letter(const std::string& file) {
   return l;
 }
 
+// K for activate without a letter: --k-file, or the deprecated --k argument (warns).
+std::string card_key_hex(const Args& a) {
+  if (a.has("k-file")) {
+    auto k = sys::read_secret_file(a.get("k-file"));
+    if (!k) throw Failure{"--k-file: " + k.error().message};
+    return std::string(k->data(), k->data() + k->size());
+  }
+  if (!a.has("k")) throw UsageError{"option --k-file (or --letter) is required"};
+  log("warning: --k puts the card key on the command line, where ps and the shell history show it; it is deprecated: "
+      "use --k-file or --letter");
+  return a.get("k");
+}
+
 int cmd_activate(const Args& a) {
-  a.allow({"state", "pin", "puk", "n", "k", "alg", "server-number", "letter", "ca-key", "threshold", "pin-limit", "pin-door"});
   Letter l;
   if (a.has("letter")) {
     l = read_letter(a.get("letter"));
   } else {
-    l = {a.get("n"), a.get("k"), a.get("alg"), a.get("server-number"), {}};
+    l = {a.get("n"), card_key_hex(a), a.get("alg"), a.get("server-number"), {}};
   }
   if (a.has("ca-key")) l.ca = a.get("ca-key");
   std::optional<Bytes> ca;
@@ -302,8 +344,9 @@ int cmd_activate(const Args& a) {
   if (!n || n->size() != 8) throw UsageError{"N must be 16 hex digits"};
   if (!k || k->size() != 16) throw UsageError{"K must be 32 hex digits"};
   if (l.alg != "des3" && l.alg != "aes") throw UsageError{"--alg must be des3 or aes"};
-  const Bytes pin = pin_block(a.get("pin"), "--pin");
-  const Bytes puk = pin_block(a.get("puk"), "--puk");
+  Secrets secrets(a);
+  const Bytes pin = secrets.block("pin", "PIN", true);
+  const Bytes puk = secrets.block("puk", "PUK", true);
   Bytes d;
   tlv::append(d, 0xDF41, *n);
   tlv::append(d, 0xDF44, *k);
@@ -323,7 +366,7 @@ int cmd_activate(const Args& a) {
   if (ca) tlv::append(d, 0xDF51, *ca);
   Session s(a.get("state"));
   if (s.life() == 0) expect_ok(transmit(s.app, 0x00, 0x24, 0x01, 0x80, pin), "setting the PIN");
-  else s.verify(a.get("pin"));
+  else s.verify(pin);
   expect_ok(transmit(s.app, 0x80, 0x10, 0x00, 0x00, d, true), "ACTIVATE");
   secure_zero(d.data(), d.size());
   std::printf("card %s activated; its initialization message waits for the daemon to send it to %s\n", to_hex(*n).c_str(),
@@ -333,7 +376,6 @@ int cmd_activate(const Args& a) {
 }
 
 int cmd_status(const Args& a) {
-  a.allow({"state", "json"});
   Session s(a.get("state"));
   auto r = transmit(s.app, 0x80, 0xA6, 0x00, 0x00, {}, true);
   expect_ok(r, "GET STATUS");
@@ -368,17 +410,17 @@ int cmd_status(const Args& a) {
 }
 
 int cmd_verify(const Args& a) {
-  a.allow({"state", "pin"});
+  const Bytes pin = Secrets(a).block("pin", "PIN");
   Session s(a.get("state"));
-  s.verify(a.get("pin"));
+  s.verify(pin);
   std::printf("PIN correct\n");
   return 0;
 }
 
 int cmd_code(const Args& a) {
-  a.allow({"state", "pin"});
+  const Bytes pin = Secrets(a).block("pin", "PIN");
   Session s(a.get("state"));
-  s.verify(a.get("pin"));
+  s.verify(pin);
   auto r = transmit(s.app, 0x80, 0xA4, 0x00, 0x00, {}, true);
   expect_ok(r, "DISPLAY CODE");
   auto nodes = tlv::parse(r.data);
@@ -393,9 +435,9 @@ int cmd_code(const Args& a) {
 }
 
 int cmd_refresh(const Args& a) {
-  a.allow({"state", "pin"});
+  const Bytes pin = Secrets(a).block("pin", "PIN");
   Session s(a.get("state"));
-  s.verify(a.get("pin"));
+  s.verify(pin);
   const auto r = transmit(s.app, 0x80, 0xA8, 0x00, 0x00);
   if (r.sw == sw::not_enough_memory)
     throw Failure{"REQUEST REFRESH refused: the card holds two lists with unused codes and has no room for a third; "
@@ -406,13 +448,12 @@ int cmd_refresh(const Args& a) {
 }
 
 int cmd_keygen(const Args& a) {
-  a.allow({"state", "pin", "alg"});
   const std::string alg = a.get("alg");
   if (alg != "rsa" && alg != "p256") throw UsageError{"--alg must be rsa (RSA-2048) or p256 (ECDSA/ECDH P-256)"};
-  const Bytes pin = pin_block(a.get("pin"), "--pin");
+  const Bytes pin = Secrets(a).block("pin", "PIN", true);
   Session s(a.get("state"));
   if (s.life() == 0) expect_ok(transmit(s.app, 0x00, 0x24, 0x01, 0x80, pin), "setting the PIN");
-  else s.verify(a.get("pin"));
+  else s.verify(pin);
   auto r = transmit(s.app, 0x80, 0x46, alg == "rsa" ? 0x01 : 0x02, 0x00, {}, true);
   expect_ok(r, "GENERATE KEY PAIR");
   auto nodes = tlv::parse(r.data);
@@ -424,21 +465,23 @@ int cmd_keygen(const Args& a) {
 }
 
 int cmd_change_pin(const Args& a) {
-  a.allow({"state", "pin", "new-pin"});
-  Bytes d = pin_block(a.get("pin"), "--pin");
-  append(d, pin_block(a.get("new-pin"), "--new-pin"));
+  Secrets secrets(a);
+  Bytes d = secrets.block("pin", "PIN");
+  append(d, secrets.block("new-pin", "new PIN", true));
   Session s(a.get("state"));
   expect_ok(transmit(s.app, 0x00, 0x24, 0x00, 0x80, d), "CHANGE PIN");
+  secure_zero(d.data(), d.size());
   std::printf("PIN changed\n");
   return 0;
 }
 
 int cmd_unblock(const Args& a) {
-  a.allow({"state", "puk", "new-pin"});
-  Bytes d = pin_block(a.get("puk"), "--puk");
-  append(d, pin_block(a.get("new-pin"), "--new-pin"));
+  Secrets secrets(a);
+  Bytes d = secrets.block("puk", "PUK");
+  append(d, secrets.block("new-pin", "new PIN", true));
   Session s(a.get("state"));
   expect_ok(transmit(s.app, 0x00, 0x2C, 0x00, 0x80, d), "RESET RETRY COUNTER");
+  secure_zero(d.data(), d.size());
   std::printf("PIN unblocked and set\n");
   return 0;
 }
@@ -657,7 +700,6 @@ class Daemon {
 };
 
 int cmd_run(const Args& a) {
-  a.allow({"state", "vicc", "smsc", "msisdn"});
   const std::filesystem::path p = a.get("state");
   if (!a.has("vicc") && !a.has("smsc")) throw UsageError{"run needs --vicc and/or --smsc"};
   if (a.has("smsc") && !a.has("msisdn")) throw UsageError{"--smsc needs --msisdn (this phone's number)"};
@@ -694,29 +736,41 @@ int cmd_run(const Args& a) {
   return d.run();
 }
 
-}  // namespace
+// The subcommands: name, summary, options with a value, flags, and the function.
+struct Command {
+  const char* name;
+  const char* summary;
+  std::vector<std::string> options;
+  std::vector<std::string> flags;
+  int (*run)(const Args&);
+};
 
-int main(int argc, char** argv) {
+const std::vector<Command>& commands() {
+  static const std::vector<Command> table = {
+      {"run", "the daemon: the card for vpcd or the PN532 emulator, the phone for Kannel",
+       {"state", "vicc", "smsc", "msisdn"}, {}, cmd_run},
+      {"init", "create a blank card", {"state"}, {"force"}, cmd_init},
+      {"activate", "first activation: PIN, PUK, N, K, algorithm, server number",
+       {"state", "pin", "puk", "pin-fd", "n", "k", "k-file", "alg", "server-number", "letter", "ca-key", "threshold",
+        "pin-limit", "pin-door"},
+       {}, cmd_activate},
+      {"status", "life cycle, N, lists, codes, counter, key version", {"state"}, {"json"}, cmd_status},
+      {"verify", "check the PIN", {"state", "pin", "pin-fd"}, {}, cmd_verify},
+      {"code", "display mode: use the next code and print it", {"state", "pin", "pin-fd"}, {}, cmd_code},
+      {"refresh", "ask the server for a new list", {"state", "pin", "pin-fd"}, {}, cmd_refresh},
+      {"keygen", "asymmetric mode: generate the card's key pair", {"state", "pin", "pin-fd", "alg"}, {}, cmd_keygen},
+      {"change-pin", "change the PIN", {"state", "pin", "new-pin", "pin-fd"}, {}, cmd_change_pin},
+      {"unblock", "set a new PIN with the PUK", {"state", "puk", "new-pin", "pin-fd"}, {}, cmd_unblock},
+  };
+  return table;
+}
+
+// Runs one parsed subcommand; the statuses and one-line messages are the program's contract.
+int run_command(const Command& c, const Args& a) {
   try {
-    if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "help")) {
-      std::fputs(kUsage, stdout);
-      return 0;
-    }
-    Args a = Args::parse(argc, argv);
-    if (a.has("help")) { std::fputs(kUsage, stdout); return 0; }
-    if (a.command == "run") return cmd_run(a);
-    if (a.command == "init") return cmd_init(a);
-    if (a.command == "activate") return cmd_activate(a);
-    if (a.command == "status") return cmd_status(a);
-    if (a.command == "verify") return cmd_verify(a);
-    if (a.command == "code") return cmd_code(a);
-    if (a.command == "refresh") return cmd_refresh(a);
-    if (a.command == "keygen") return cmd_keygen(a);
-    if (a.command == "change-pin") return cmd_change_pin(a);
-    if (a.command == "unblock") return cmd_unblock(a);
-    throw UsageError{"unknown command '" + a.command + "'"};
+    return c.run(a);
   } catch (const UsageError& e) {
-    std::fprintf(stderr, "otac-card: %s\nRun `otac-card --help` for usage.\n", e.message.c_str());
+    std::fprintf(stderr, "otac-card %s: %s (otac-card %s --help)\n", c.name, e.message.c_str(), c.name);
     return 2;
   } catch (const Failure& e) {
     std::fprintf(stderr, "otac-card: %s\n", e.message.c_str());
@@ -725,4 +779,44 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "otac-card: unexpected error: %s\n", e.what());
     return 1;
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"The OTAC card applet as a virtual card and phone.", "otac-card"};
+  otac::sys::cli_defaults(app);
+  app.require_subcommand(1);
+  app.footer(kUsage);
+  const auto& cmds = commands();
+  std::vector<std::map<std::string, std::vector<std::string>>> values(cmds.size());  // CLI11 writes here
+  std::vector<CLI::App*> subs;
+  for (std::size_t i = 0; i < cmds.size(); ++i) {
+    CLI::App* sub = app.add_subcommand(cmds[i].name, cmds[i].summary);
+    sub->footer("otac-card --help describes every command and option.");
+    for (const auto& o : cmds[i].options) {
+      CLI::Option* opt = sub->add_option("--" + o, values[i][o])->type_name("VALUE");
+      if (o == "pin-door") opt->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+      else opt->expected(1);  // one value, given once
+      // Secrets as arguments: deprecated aliases (Secrets warns); parsed, not offered in help.
+      if (o == "pin" || o == "puk" || o == "new-pin" || o == "k") opt->group("");
+    }
+    for (const auto& f : cmds[i].flags) sub->add_flag("--" + f);
+    subs.push_back(sub);
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return otac::sys::cli_exit(app, e);
+  }
+  for (std::size_t i = 0; i < cmds.size(); ++i) {
+    if (!subs[i]->parsed()) continue;
+    Args a{cmds[i].name, {}};
+    for (const auto& o : cmds[i].options)
+      if (subs[i]->count("--" + o) != 0) a.opts[o] = values[i][o];
+    for (const auto& f : cmds[i].flags)
+      if (subs[i]->count("--" + f) != 0) a.opts[f] = {"1"};
+    return run_command(cmds[i], a);
+  }
+  return 2;  // not reached: require_subcommand(1)
 }

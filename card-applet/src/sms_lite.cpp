@@ -32,12 +32,6 @@ std::string from_address(const cs::Address& a) {
   return ((a.toa & 0x70) == 0x10 ? "+" : "") + a.digits;
 }
 
-std::vector<Ie> to_ies(const std::vector<cs::UdhElement>& u) {
-  std::vector<Ie> out;
-  for (const auto& e : u) out.push_back(Ie{e.iei, e.data});
-  return out;
-}
-
 Result<std::vector<cs::UdhElement>> from_raw_udh(ByteView udh) {
   if (udh.empty()) return std::vector<cs::UdhElement>{};
   return cs::parse_udh(udh);
@@ -51,23 +45,6 @@ Result<void> require_8bit(std::uint8_t dcs, const char* what) {
 }
 
 }  // namespace
-
-Result<std::vector<Ie>> parse_udh(ByteView udh) {
-  auto u = cs::parse_udh(udh);
-  if (!u) return u.error();
-  if (u->size() > 16) return make_error(Errc::bad_length, "UDH has more than 16 elements");
-  return to_ies(*u);
-}
-
-Bytes encode_udh(const std::vector<Ie>& ies) {
-  Bytes out;
-  for (const auto& ie : ies) {
-    out.push_back(ie.iei);
-    out.push_back(static_cast<std::uint8_t>(ie.data.size()));
-    append(out, ie.data);
-  }
-  return out;
-}
 
 Result<Bytes> encode_address(std::string_view number) {
   auto a = to_address(number);
@@ -85,7 +62,7 @@ Result<Deliver> parse_deliver(ByteView tpdu) {
   auto d = cs::parse_deliver(tpdu);
   if (!d) return d.error();
   if (auto e = require_8bit(d->dcs, "SMS-DELIVER"); !e) return e.error();
-  return Deliver{from_address(d->originator), d->pid, d->dcs, to_ies(d->udh), std::move(d->user_data)};
+  return Deliver{from_address(d->originator), d->pid, d->dcs, std::move(d->udh), std::move(d->user_data)};
 }
 
 Result<Bytes> encode_deliver(std::string_view from, ByteView udh, ByteView payload) {

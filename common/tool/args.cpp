@@ -1,29 +1,11 @@
+#include <iostream>
 #include <stdexcept>
+#include <string_view>
 
+#include "otac/sys/secret_input.hpp"
 #include "tool.hpp"
 
 namespace otac::tool {
-
-Args::Args(const std::vector<std::string>& argv, const std::set<std::string>& options,
-           const std::set<std::string>& flags) {
-  for (std::size_t i = 0; i < argv.size(); ++i) {
-    const std::string& a = argv[i];
-    if (a.size() > 2 && a.rfind("--", 0) == 0) {
-      const std::string name = a.substr(2);
-      if (flags.count(name)) {
-        flags_.insert(name);
-      } else if (options.count(name)) {
-        if (i + 1 >= argv.size()) throw UsageError{"option --" + name + " needs a value"};
-        if (options_.count(name)) throw UsageError{"option --" + name + " given twice"};
-        options_[name] = argv[++i];
-      } else {
-        throw UsageError{"unknown option --" + name};
-      }
-    } else {
-      positional_.push_back(a);
-    }
-  }
-}
 
 std::optional<std::string> Args::option(const std::string& name) const {
   auto it = options_.find(name);
@@ -52,19 +34,35 @@ std::optional<Bytes> Args::hex_option_opt(const std::string& name) const {
   return hex_option(name);
 }
 
-SecretBytes Args::key_option(const std::string& name) const {
-  auto v = option(name);
-  if (!v) throw UsageError{"option --" + name + " is required"};
-  auto r = from_hex(*v);
-  // The message says what is wrong without repeating any part of the secret.
-  if (!r) throw UsageError{"--" + name + ": not valid hex (give the key as 16, 32 or 48 hex digits)"};
+namespace {
+
+// A key in hex; the message says what is wrong without repeating any part of the secret.
+SecretBytes key_from_hex(std::string_view text, const std::string& what) {
+  auto r = from_hex(text);
+  if (!r) throw UsageError{what + ": not valid hex (give the key as 16, 32 or 48 hex digits)"};
   SecretBytes key(*r);
   secure_zero(r->data(), r->size());
   return key;
 }
 
+}  // namespace
+
+SecretBytes Args::key_option(const std::string& name) const {
+  if (auto file = option(name + "-file")) {
+    auto text = sys::read_secret_file(*file);
+    if (!text) throw UsageError{"--" + name + "-file: " + text.error().message};
+    return key_from_hex(std::string_view(reinterpret_cast<const char*>(text->data()), text->size()),
+                        "--" + name + "-file " + *file);
+  }
+  auto v = option(name);
+  if (!v) throw UsageError{"option --" + name + "-file is required"};
+  std::cerr << "otac-tool: warning: --" << name << " puts the key on the command line, where ps and the shell history "
+            << "show it; it is deprecated: use --" << name << "-file FILE\n";
+  return key_from_hex(*v, "--" + name);
+}
+
 SecretBytes Args::key_option_opt(const std::string& name) const {
-  if (!option(name)) return SecretBytes{};
+  if (!option(name) && !option(name + "-file")) return SecretBytes{};
   return key_option(name);
 }
 

@@ -226,16 +226,14 @@ void decode_tpdu(std::ostream& out, ByteView tpdu, int force_mti, const std::str
   }
 }
 
-int run_tlv(const std::vector<std::string>& argv, std::ostream& out) {
-  const Args a(argv, {}, {});
+int run_tlv(const Args& a, std::ostream& out) {
   const Bytes data = a.hex_positional("TLV data");
   out << tlv::dump(data);
   auto p = tlv::parse(data);
   return p ? exit_ok : exit_bad_input;
 }
 
-int run_apdu(const std::vector<std::string>& argv, std::ostream& out) {
-  const Args a(argv, {}, {"response"});
+int run_apdu(const Args& a, std::ostream& out) {
   const Bytes raw = a.hex_positional("APDU");
   if (a.flag("response")) {
     auto r = apdu::parse_response(raw);
@@ -254,17 +252,14 @@ int run_apdu(const std::vector<std::string>& argv, std::ostream& out) {
   return exit_ok;
 }
 
-int run_sms_decode(const std::vector<std::string>& argv, std::ostream& out) {
-  const Args a(argv, {}, {"deliver", "submit"});
+int run_sms_decode(const Args& a, std::ostream& out) {
   if (a.flag("deliver") && a.flag("submit")) throw UsageError{"--deliver and --submit exclude each other"};
   const Bytes tpdu = a.hex_positional("TPDU");
   decode_tpdu(out, tpdu, a.flag("deliver") ? 0 : a.flag("submit") ? 1 : -1, "");
   return exit_ok;
 }
 
-int run_sms_encode(const std::vector<std::string>& argv, std::ostream& out) {
-  const Args a(argv, {"from", "to", "pid", "dcs", "udh", "data", "text", "concat-ref", "scts", "mr", "vp"},
-               {"more-messages"});
+int run_sms_encode(const Args& a, std::ostream& out) {
   if (a.positional().size() != 1 || (a.positional()[0] != "deliver" && a.positional()[0] != "submit"))
     throw UsageError{"say what to encode: deliver or submit"};
   const bool deliver = a.positional()[0] == "deliver";
@@ -346,8 +341,7 @@ int run_sms_encode(const std::vector<std::string>& argv, std::ostream& out) {
   return exit_ok;
 }
 
-int run_env_decode(const std::vector<std::string>& argv, std::ostream& out) {
-  const Args a(argv, {}, {});
+int run_env_decode(const Args& a, std::ostream& out) {
   const Bytes data = a.hex_positional("ENVELOPE or proactive command");
   out << envelope::describe(data);
   if (!data.empty() && data[0] == envelope::tag_sms_pp_download) {
@@ -367,9 +361,7 @@ int run_env_decode(const std::vector<std::string>& argv, std::ostream& out) {
   return exit_ok;
 }
 
-int run_env_encode(const std::vector<std::string>& argv, std::ostream& out) {
-  const Args a(argv, {"tpdu", "smsc"}, {});
-  if (!a.positional().empty()) throw UsageError{"unexpected argument '" + a.positional()[0] + "'"};
+int run_env_encode(const Args& a, std::ostream& out) {
   envelope::SmsPpDownload e;
   e.tpdu = a.hex_option("tpdu");
   if (auto s = a.option("smsc")) e.smsc = parse_address(*s, "--smsc");
@@ -383,12 +375,17 @@ int run_env_encode(const std::vector<std::string>& argv, std::ostream& out) {
 
 std::vector<Command> codec_commands() {
   return {
-      {"tlv", "pretty-print BER-TLV data", kTlvHelp, run_tlv},
-      {"apdu", "describe a command or (--response) response APDU", kApduHelp, run_apdu},
-      {"sms-decode", "decode an SMS-DELIVER or SMS-SUBMIT TPDU", kSmsDecodeHelp, run_sms_decode},
-      {"sms-encode", "encode SMS-DELIVER/SUBMIT TPDUs (with concatenation)", kSmsEncodeHelp, run_sms_encode},
-      {"envelope-decode", "decode an ENVELOPE (D1) or SEND SHORT MESSAGE (D0)", kEnvDecodeHelp, run_env_decode},
-      {"envelope-encode", "build an ENVELOPE SMS-PP DOWNLOAD (D1)", kEnvEncodeHelp, run_env_encode},
+      {"tlv", "pretty-print BER-TLV data", kTlvHelp, {}, {}, true, run_tlv},
+      {"apdu", "describe a command or (--response) response APDU", kApduHelp, {}, {"response"}, true, run_apdu},
+      {"sms-decode", "decode an SMS-DELIVER or SMS-SUBMIT TPDU", kSmsDecodeHelp, {}, {"deliver", "submit"}, true,
+       run_sms_decode},
+      {"sms-encode", "encode SMS-DELIVER/SUBMIT TPDUs (with concatenation)", kSmsEncodeHelp,
+       {"from", "to", "pid", "dcs", "udh", "data", "text", "concat-ref", "scts", "mr", "vp"}, {"more-messages"}, true,
+       run_sms_encode},
+      {"envelope-decode", "decode an ENVELOPE (D1) or SEND SHORT MESSAGE (D0)", kEnvDecodeHelp, {}, {}, true,
+       run_env_decode},
+      {"envelope-encode", "build an ENVELOPE SMS-PP DOWNLOAD (D1)", kEnvEncodeHelp, {"tpdu", "smsc"}, {}, false,
+       run_env_encode},
   };
 }
 

@@ -10,31 +10,35 @@ namespace {
 
 const char* kBuildHelp =
     "usage: otac-tool ota-build --spi HHHH --kic HH --kid HH --tar HHHHHH --cntr HEX10 --data HEX\n"
-    "                           [--kic-key HEX] [--kid-key HEX]\n"
+    "                           [--kic-key-file FILE] [--kid-key-file FILE]\n"
     "       otac-tool ota-build --response --spi HHHH --kic HH --kid HH --tar HHHHHH --cntr HEX10\n"
-    "                           --rsc HH [--data HEX] [--kic-key HEX] [--kid-key HEX]\n\n"
+    "                           --rsc HH [--data HEX] [--kic-key-file FILE] [--kid-key-file FILE]\n\n"
     "Builds a TS 102 225 / TS 31.115 command packet (from CPL on, without the SMS UDH) or,\n"
     "with --response, a response packet (PoR, from RPL on) protected as the command's SPI\n"
     "second octet says. Prints the packet in hex.\n\n"
     "  --spi      the two SPI octets, e.g. 1639 (CC, ciphered, counter higher; PoR CC ciphered)\n"
     "  --kic/--kid  key identifiers, e.g. 15 (3DES two-key, version 1) or 12 (AES, version 1)\n"
     "  --cntr     5-byte counter in hex, e.g. 0000000001\n"
-    "  --kic-key  ciphering key (needed when the SPI asks for ciphering)\n"
-    "  --kid-key  CC key (needed when the SPI asks for a CC)\n";
+    "  --kic-key-file  file holding the ciphering key in hex (when the SPI asks for ciphering)\n"
+    "  --kid-key-file  file holding the CC key in hex (when the SPI asks for a CC)\n"
+    "Key files must be mode 0600 or stricter. The old --kic-key HEX and --kid-key HEX still\n"
+    "work but warn: ps and the shell history show them.\n";
 
 const char* kOpenHelp =
-    "usage: otac-tool ota-open [--kic-key HEX] [--kid-key HEX] PACKET\n"
-    "       otac-tool ota-open --response --spi HHHH --kic HH --kid HH [--kic-key HEX] [--kid-key HEX] PACKET\n\n"
+    "usage: otac-tool ota-open [--kic-key-file FILE] [--kid-key-file FILE] PACKET\n"
+    "       otac-tool ota-open --response --spi HHHH --kic HH --kid HH [--kic-key-file FILE] [--kid-key-file FILE] PACKET\n\n"
     "Decodes a command packet (from CPL) or, with --response, a response packet (from RPL).\n"
     "Without keys, shows what can be read without them. With keys, deciphers and checks the\n"
     "RC/CC and shows the secured data. A PoR carries no SPI/KIc/KID: give the command's.\n"
-    "Exit status 1 when the packet does not parse or does not verify.\n";
+    "Exit status 1 when the packet does not parse or does not verify.\n"
+    "Key files must be mode 0600 or stricter; --kic-key HEX and --kid-key HEX are deprecated.\n";
 
 const char* kDeriveHelp =
-    "usage: otac-tool derive-keys --k HEX32 --n HEX16 [--aes]\n\n"
+    "usage: otac-tool derive-keys --k-file FILE --n HEX16 [--aes]\n\n"
     "Derives a card's OTA ciphering key (KIc), CC key (KID) and MO request MAC key from its\n"
     "master key K and identity N (docs/protocol.md 1.1). 3DES keys (default) get odd parity.\n"
-    "Prints the derived keys; K itself is not printed.\n";
+    "FILE holds K in hex (32 digits) and must be mode 0600 or stricter; the old --k HEX still\n"
+    "works but warns. Prints the derived keys; K itself is not printed.\n";
 
 std::string hex_byte(std::uint8_t b) { return to_hex(ByteView(&b, 1)); }
 
@@ -88,9 +92,7 @@ std::string describe_key_id(std::uint8_t id, ota::Integrity integrity, bool is_k
 
 std::string counter_hex(std::uint64_t c) { return to_hex(be_bytes(c, 5)); }
 
-int run_build(const std::vector<std::string>& argv, std::ostream& out) {
-  const Args a(argv, {"spi", "kic", "kid", "tar", "cntr", "data", "kic-key", "kid-key", "rsc"}, {"response"});
-  if (!a.positional().empty()) throw UsageError{"unexpected argument '" + a.positional()[0] + "'"};
+int run_build(const Args& a, std::ostream& out) {
   const ota::Spi spi = spi_option(a);
   const std::uint8_t kic = a.byte_option("kic"), kid = a.byte_option("kid");
   const SecretBytes kic_key = a.key_option_opt("kic-key");
@@ -112,8 +114,7 @@ int run_build(const std::vector<std::string>& argv, std::ostream& out) {
   return exit_ok;
 }
 
-int run_open(const std::vector<std::string>& argv, std::ostream& out) {
-  const Args a(argv, {"spi", "kic", "kid", "kic-key", "kid-key"}, {"response"});
+int run_open(const Args& a, std::ostream& out) {
   const Bytes packet = a.hex_positional("packet");
   const SecretBytes kic_key = a.key_option_opt("kic-key");
   const SecretBytes kid_key = a.key_option_opt("kid-key");
@@ -159,14 +160,12 @@ int run_open(const std::vector<std::string>& argv, std::ostream& out) {
   return exit_ok;
 }
 
-int run_derive(const std::vector<std::string>& argv, std::ostream& out) {
-  const Args a(argv, {"k", "n"}, {"aes"});
-  if (!a.positional().empty()) throw UsageError{"unexpected argument '" + a.positional()[0] + "'"};
+int run_derive(const Args& a, std::ostream& out) {
   const SecretBytes k = a.key_option("k");
   const Bytes n = a.hex_option("n", 8);
   const auto alg = a.flag("aes") ? ota::CardAlgorithm::aes128 : ota::CardAlgorithm::des3_2key;
   auto keys = ota::derive_card_keys(k, n, alg);
-  if (!keys) throw UsageError{"--k/--n: " + keys.error().message};
+  if (!keys) throw UsageError{"--k-file/--n: " + keys.error().message};
   out << "algorithm " << (a.flag("aes") ? "AES-128" : "3DES two-key") << ", KIc/KID "
       << hex_byte(ota::key_id_for(alg, 1)) << " for key version 1\n"
       << "KIc key    " << to_hex(keys->kic.view()) << "\nKID key    " << to_hex(keys->kid.view())
@@ -178,9 +177,13 @@ int run_derive(const std::vector<std::string>& argv, std::ostream& out) {
 
 std::vector<Command> ota_commands() {
   return {
-      {"ota-build", "build a TS 102 225 command or response packet", kBuildHelp, run_build},
-      {"ota-open", "decode, verify and decipher a command or response packet", kOpenHelp, run_open},
-      {"derive-keys", "derive a card's KIc/KID/MO keys from K and N", kDeriveHelp, run_derive},
+      {"ota-build", "build a TS 102 225 command or response packet", kBuildHelp,
+       {"spi", "kic", "kid", "tar", "cntr", "data", "kic-key", "kid-key", "kic-key-file", "kid-key-file", "rsc"},
+       {"response"}, false, run_build},
+      {"ota-open", "decode, verify and decipher a command or response packet", kOpenHelp,
+       {"spi", "kic", "kid", "kic-key", "kid-key", "kic-key-file", "kid-key-file"}, {"response"}, true, run_open},
+      {"derive-keys", "derive a card's KIc/KID/MO keys from K and N", kDeriveHelp, {"k", "k-file", "n"}, {"aes"}, false,
+       run_derive},
   };
 }
 

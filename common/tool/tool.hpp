@@ -7,6 +7,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "otac/common/bytes.hpp"
@@ -31,12 +32,12 @@ struct InputError {
   std::string message;
 };
 
-/// Parsed arguments of one subcommand: "--name value" options, "--flag" flags, positionals.
+/// The arguments of one subcommand as CLI11 parsed them (main.cpp): "--name value" options,
+/// "--flag" flags, positionals. The accessors below turn values into bytes and keys.
 class Args {
  public:
-  /// Parses argv against the options (taking a value) and flags (taking none) the
-  /// subcommand knows; anything else starting with "--" is a usage error.
-  Args(const std::vector<std::string>& argv, const std::set<std::string>& options, const std::set<std::string>& flags);
+  Args(std::map<std::string, std::string> options, std::set<std::string> flags, std::vector<std::string> positional)
+      : options_(std::move(options)), flags_(std::move(flags)), positional_(std::move(positional)) {}
 
   bool flag(const std::string& name) const { return flags_.count(name) != 0; }
   std::optional<std::string> option(const std::string& name) const;
@@ -64,12 +65,16 @@ class Args {
 /// Hex parse with a usage error naming the argument on failure.
 Bytes parse_hex(const std::string& text, const std::string& what);
 
-/// One subcommand: name, one-line summary, full help text, and the function.
+/// One subcommand: name, one-line summary, full help text, the options it takes (each with a
+/// value), its flags (without one), whether it takes positional arguments, and the function.
 struct Command {
   const char* name;
   const char* summary;
   const char* help;
-  int (*run)(const std::vector<std::string>& args, std::ostream& out);
+  std::vector<std::string> options;
+  std::vector<std::string> flags;
+  bool positional;
+  int (*run)(const Args& args, std::ostream& out);
 };
 
 /// The OTA subcommands (ota_cmds.cpp).

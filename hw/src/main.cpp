@@ -14,9 +14,12 @@
 #include <charconv>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "otac/common/number.hpp"
 #include "otac/hw/pn532_emulator.hpp"
+#include "otac/sys/cli.hpp"
+#include "otac/sys/log.hpp"
 
 namespace {
 
@@ -92,12 +95,6 @@ void print_help() {
       controls.c_str());
 }
 
-bool parse_u32(std::string_view s, std::uint32_t max, std::uint32_t& out) {
-  auto v = otac::parse_uint(s, 0, max);
-  if (v) out = static_cast<std::uint32_t>(*v);
-  return v.ok();
-}
-
 // Client mode: one command to a running emulator's control socket.
 int send_control(const std::string& path, const std::string& command) {
   sockaddr_un a{};
@@ -138,94 +135,100 @@ int send_control(const std::string& path, const std::string& command) {
 }
 
 int usage(const std::string& msg) {
-  std::fprintf(stderr, "otac-pn532-emu: %s\nTry 'otac-pn532-emu --help'.\n", msg.c_str());
+  std::fprintf(stderr, "otac-pn532-emu: %s (otac-pn532-emu --help)\n", msg.c_str());
   return 2;
+}
+
+// --status HEX[:N]: the status byte for the next N (default 1) InDataExchange answers.
+bool parse_status(const std::string& v, EmulatorOptions& opt) {
+  const auto colon = v.find(':');
+  const std::string_view hexpart = std::string_view(v).substr(0, colon);
+  std::uint32_t byte = 0;
+  auto [p, ec] = std::from_chars(hexpart.data(), hexpart.data() + hexpart.size(), byte, 16);
+  if (ec != std::errc{} || p != hexpart.data() + hexpart.size() || hexpart.empty() || byte > 0xFF) return false;
+  std::uint32_t count = 1;
+  if (colon != std::string::npos) {
+    auto n = otac::parse_uint(std::string_view(v).substr(colon + 1), 0, 1000000);
+    if (!n) return false;
+    count = static_cast<std::uint32_t>(*n);
+  }
+  opt.faults.status_byte = static_cast<std::uint8_t>(byte);
+  opt.faults.status_errors = count;
+  return true;
+}
+
+// --uid HEX: 4, 7 or 10 bytes; the ATQA says the UID size.
+bool parse_uid(const std::string& v, EmulatorOptions& opt) {
+  auto uid = otac::from_hex(v);
+  if (!uid || (uid->size() != 4 && uid->size() != 7 && uid->size() != 10)) return false;
+  opt.identity.uid = *uid;
+  if (uid->size() == 7) opt.identity.atqa_lo = 0x44;  // ATQA bits say "double size UID"
+  if (uid->size() == 10) opt.identity.atqa_lo = 0x84;
+  return true;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   EmulatorOptions opt;
-  bool have_port = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view a = argv[i];
-    auto value = [&](std::string_view& out) {
-      if (i + 1 >= argc) return false;
-      out = argv[++i];
-      return true;
-    };
-    std::string_view v;
-    std::uint32_t n = 0;
-    if (a == "--help" || a == "-h") {
-      print_help();
-      return 0;
-    } else if (a == "--send") {
-      if (i + 2 >= argc) return usage("--send needs the control socket path and a command");
-      const std::string path = argv[i + 1];
-      std::string command;
-      for (int j = i + 2; j < argc; ++j) command += (j > i + 2 ? " " : "") + std::string(argv[j]);
-      return send_control(path, command);
-    } else if (a == "--link") {
-      if (!value(v) || v.empty()) return usage("--link needs a path");
-      opt.link = std::string(v);
-    } else if (a == "--card-port") {
-      if (!value(v) || !parse_u32(v, 65535, n)) return usage("--card-port needs a port 0..65535");
-      opt.card_port = static_cast<std::uint16_t>(n);
-      have_port = true;
-    } else if (a == "--port-file") {
-      if (!value(v) || v.empty()) return usage("--port-file needs a path");
-      opt.port_file = std::string(v);
-    } else if (a == "--control") {
-      if (!value(v) || v.empty()) return usage("--control needs a path");
-      opt.control_path = std::string(v);
-    } else if (a == "--no-card") {
-      opt.faults.card_out = true;
-    } else if (a == "--remove-after") {
-      if (!value(v) || !parse_u32(v, 1000000, n)) return usage("--remove-after needs a count 0..1000000");
-      opt.faults.remove_after = n;
-    } else if (a == "--delay") {
-      if (!value(v) || !parse_u32(v, 600000, n)) return usage("--delay needs milliseconds 0..600000");
-      opt.faults.delay_ms = n;
-    } else if (a == "--corrupt") {
-      if (!value(v) || !parse_u32(v, 1000000, n)) return usage("--corrupt needs a count");
-      opt.faults.corrupt = n;
-    } else if (a == "--error-frames") {
-      if (!value(v) || !parse_u32(v, 1000000, n)) return usage("--error-frames needs a count");
-      opt.faults.error_frames = n;
-    } else if (a == "--status") {
-      if (!value(v)) return usage("--status needs HEX[:N]");
-      const auto colon = v.find(':');
-      const std::string_view hexpart = v.substr(0, colon);
-      std::uint32_t byte = 0;
-      auto [p, ec] = std::from_chars(hexpart.data(), hexpart.data() + hexpart.size(), byte, 16);
-      if (ec != std::errc{} || p != hexpart.data() + hexpart.size() || hexpart.empty() || byte > 0xFF) {
-        return usage("--status needs a hex status byte, e.g. 01 or 29:3");
-      }
-      std::uint32_t count = 1;
-      if (colon != std::string_view::npos && !parse_u32(v.substr(colon + 1), 1000000, count)) {
-        return usage("--status count after ':' must be 0..1000000");
-      }
-      opt.faults.status_byte = static_cast<std::uint8_t>(byte);
-      opt.faults.status_errors = count;
-    } else if (a == "--uid") {
-      auto uid = value(v) ? otac::from_hex(v) : otac::Result<otac::Bytes>(otac::make_error(otac::Errc::bad_value, ""));
-      if (!uid || (uid->size() != 4 && uid->size() != 7 && uid->size() != 10)) {
-        return usage("--uid needs 4, 7 or 10 bytes in hex");
-      }
-      opt.identity.uid = *uid;
-      if (uid->size() == 7) opt.identity.atqa_lo = 0x44;  // ATQA bits say "double size UID"
-      if (uid->size() == 10) opt.identity.atqa_lo = 0x84;
-    } else if (a == "--card-timeout") {
-      if (!value(v) || !parse_u32(v, 600000, n) || n == 0) return usage("--card-timeout needs milliseconds 1..600000");
-      opt.card_timeout = std::chrono::milliseconds(n);
-    } else if (a == "--verbose" || a == "-v") {
-      opt.verbose = true;
-    } else {
-      return usage("unknown argument '" + std::string(a) + "'");
-    }
+  // The command line through CLI11 (otac/sys/cli.hpp); the full text is print_help's.
+  CLI::App app{"Emulates an NXP PN532 NFC reader on a pseudo-terminal for libnfc's pn532_uart driver.", "otac-pn532-emu"};
+  otac::sys::cli_defaults(app);
+  app.set_help_flag();  // print_help below: the control commands come from the chip
+  bool help = false, no_card = false, verbose = false;
+  std::string link, port_file, control, status, uid;
+  std::uint16_t card_port = 0;
+  std::uint32_t remove_after = 0, delay = 0, corrupt = 0, error_frames = 0, card_timeout = 5000;
+  std::vector<std::string> send;
+  app.add_flag("-h,--help", help, "this text");
+  app.add_option("--link", link, "symlink to the pty slave")->check([](const std::string& v) {
+    return v.empty() ? std::string("needs a path") : std::string();
+  });
+  CLI::Option* port_opt = app.add_option("--card-port", card_port, "TCP port on 127.0.0.1 for the card; 0 picks one");
+  app.add_option("--port-file", port_file, "write the card port here once ready");
+  app.add_option("--control", control, "Unix socket taking control commands");
+  app.add_flag("--no-card", no_card, "start with the card out of the field");
+  CLI::Option* remove_opt =
+      app.add_option("--remove-after", remove_after, "take the card out after N APDUs")->check(CLI::Range(0u, 1000000u));
+  app.add_option("--delay", delay, "delay card answers by MS ms")->check(CLI::Range(0u, 600000u));
+  app.add_option("--corrupt", corrupt, "wrong checksum on the next N frames")->check(CLI::Range(0u, 1000000u));
+  app.add_option("--error-frames", error_frames, "error frame for the next N commands")->check(CLI::Range(0u, 1000000u));
+  app.add_option("--status", status, "status byte HEX[:N] for the next InDataExchange answers");
+  app.add_option("--uid", uid, "UID in hex (4, 7 or 10 bytes)");
+  app.add_option("--card-timeout", card_timeout, "longest wait for the card, ms")->check(CLI::Range(1u, 600000u));
+  app.add_flag("-v,--verbose", verbose, "log every frame and event");
+  app.add_option("--send", send, "PATH COMMAND...: send one control command to a running emulator")
+      ->expected(2, 64)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return otac::sys::cli_exit(app, e);
   }
-  if (opt.link.empty()) return usage("--link PATH is required");
-  if (!have_port) return usage("--card-port PORT|0 is required");
+  if (help) {
+    print_help();
+    return 0;
+  }
+  if (!send.empty()) {
+    std::string command;
+    for (std::size_t j = 1; j < send.size(); ++j) command += (j > 1 ? " " : "") + send[j];
+    return send_control(send[0], command);
+  }
+  if (link.empty()) return usage("--link PATH is required");
+  if (port_opt->count() == 0) return usage("--card-port PORT|0 is required");
+  if (!status.empty() && !parse_status(status, opt)) return usage("--status needs a hex status byte and an optional count 0..1000000, e.g. 01 or 29:3");
+  if (!uid.empty() && !parse_uid(uid, opt)) return usage("--uid needs 4, 7 or 10 bytes in hex");
+  opt.link = link;
+  opt.card_port = card_port;
+  opt.port_file = port_file;
+  opt.control_path = control;
+  opt.faults.card_out = no_card;
+  if (remove_opt->count() != 0) opt.faults.remove_after = remove_after;
+  opt.faults.delay_ms = delay;
+  opt.faults.corrupt = corrupt;
+  opt.faults.error_frames = error_frames;
+  opt.card_timeout = std::chrono::milliseconds(card_timeout);
+  opt.verbose = verbose;
 
   std::signal(SIGPIPE, SIG_IGN);
   auto emu = Emulator::create(std::move(opt));
@@ -240,12 +243,13 @@ int main(int argc, char** argv) {
   (void)sigaction(SIGTERM, &sa, nullptr);
   (void)sigaction(SIGINT, &sa, nullptr);
 
-  std::fprintf(stderr, "otac-pn532-emu: ready: libnfc connstring %s (pty %s), card port 127.0.0.1:%u\n",
-               (*emu)->connstring().c_str(), (*emu)->slave_path().c_str(), static_cast<unsigned>((*emu)->card_port()));
+  otac::sys::log::info("ready", {{"connstring", (*emu)->connstring()},
+                                 {"pty", (*emu)->slave_path()},
+                                 {"card_port", "127.0.0.1:" + std::to_string((*emu)->card_port())}});
   auto r = (*emu)->run();
   g_emulator.store(nullptr);
   if (!r) {
-    std::fprintf(stderr, "otac-pn532-emu: %s\n", r.error().message.c_str());
+    otac::sys::log::error("failed", {{"error", r.error().message}});
     return 1;
   }
   return 0;

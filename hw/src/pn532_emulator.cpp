@@ -22,6 +22,7 @@
 
 #include "otac/sys/fd.hpp"
 #include "otac/sys/file.hpp"
+#include "otac/sys/log.hpp"
 
 namespace otac::hw::pn532 {
 namespace {
@@ -97,7 +98,7 @@ class ViccCard final : public Card {
   int fd() const { return fd_.get(); }
   void attach(Fd fd) { fd_ = std::move(fd); }
   void detach(const char* why) {
-    if (fd_.valid() && verbose_) std::fprintf(stderr, "otac-pn532-emu: card left (%s)\n", why);
+    if (fd_.valid() && verbose_) sys::log::info("card_left", {{"why", why}});
     fd_.reset();
   }
 
@@ -183,7 +184,7 @@ struct Emulator::Impl {
 
   void log(const char* what, ByteView bytes) const {
     if (!opt.verbose) return;
-    std::fprintf(stderr, "otac-pn532-emu: %s %s\n", what, to_hex(bytes).c_str());
+    sys::log::info("frame", {{"dir", what}, {"hex", to_hex(bytes)}});
   }
 
   Result<void> open_pty() {
@@ -304,13 +305,13 @@ struct Emulator::Impl {
     if (!c.valid()) return;
     std::lock_guard lock(mu);
     if (card.connected()) {
-      if (opt.verbose) std::fprintf(stderr, "otac-pn532-emu: refused a second card; one is in the field\n");
+      if (opt.verbose) sys::log::info("card_refused", {{"why", "one is in the field"}});
       return;  // closes c
     }
     const int one = 1;
     (void)::setsockopt(c.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     card.attach(std::move(c));
-    if (opt.verbose) std::fprintf(stderr, "otac-pn532-emu: card connected\n");
+    if (opt.verbose) sys::log::info("card_connected");
     chip.tick(Clock::now());
   }
 
@@ -344,7 +345,7 @@ struct Emulator::Impl {
         std::lock_guard lock(mu);
         answer = chip.control(cmd, Clock::now());
       }
-      if (opt.verbose) std::fprintf(stderr, "otac-pn532-emu: control '%s' -> %s\n", cmd.c_str(), answer.c_str());
+      if (opt.verbose) sys::log::info("control", {{"command", cmd}, {"answer", answer}});
       answer += "\n";
       (void)send_all(cl.fd.get(), as_bytes(answer), Clock::now() + std::chrono::seconds(1));
     }

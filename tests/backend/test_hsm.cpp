@@ -22,14 +22,14 @@ namespace {
 namespace fs = std::filesystem;
 
 // A backend configuration over a data directory, with or without the token.
-Config config_for(const fs::path& data_dir, const test::SoftHsm* hsm) {
+Config config_for(const fs::path& data_dir, const backend::test::SoftHsm* hsm) {
   Config c;
   c.data_dir = data_dir;
   if (hsm) {
     c.kek_uri = "pkcs11:token=otac;object=kek";
     c.server_key_uri = "pkcs11:token=otac;object=otac-server";
     c.card_ca_key_uri = "pkcs11:token=otac;object=otac-card-ca";
-    c.pkcs11_module = test::kSoftHsmModule;
+    c.pkcs11_module = backend::test::kSoftHsmModule;
     c.pkcs11_pin_file = hsm->pin;
   }
   return c;
@@ -38,7 +38,7 @@ Config config_for(const fs::path& data_dir, const test::SoftHsm* hsm) {
 // A service over the config's database with the custody the config names.
 struct Backend {
   std::shared_ptr<const Kek> kek;
-  test::Env env;
+  backend::test::Env env;
   Backend(const Config& c, std::uint16_t list_size = 20)
       : kek(open_custody(c, nullptr).value()), env(list_size, kek) {
     env.db = c.resolve(c.database);
@@ -50,10 +50,10 @@ struct Backend {
 Bytes raw(const SecretBytes& s) { return Bytes(s.view().begin(), s.view().end()); }
 
 // An authorization with code `index` of the card's list.
-AuthAnswer authorize(Backend& b, const test::IssuedCard& card, std::uint16_t index, const std::string& txn) {
+AuthAnswer authorize(Backend& b, const backend::test::IssuedCard& card, std::uint16_t index, const std::string& txn) {
   Ch ch;
   ch.un = be_bytes(index, 8);
-  auto a = b.env.svc->authorize(test::card_request(txn, card.n, card.alg, card.list, index, card.codes[index], ch), "TERM0001");
+  auto a = b.env.svc->authorize(backend::test::card_request(txn, card.n, card.alg, card.list, index, card.codes[index], ch), "TERM0001");
   if (!a) throw std::runtime_error(a.error().message);
   return *a;
 }
@@ -78,15 +78,15 @@ bool has(const std::vector<std::string>& v, const std::string& s) { return std::
 }  // namespace
 
 TEST_CASE("SoftHSM2: hsm-init, enrollment and authorization with every key wrapped by the token", "[softhsm]") {
-  test::SoftHsm hsm;
-  test::TempDir data;
+  backend::test::SoftHsm hsm;
+  backend::test::TempDir data;
   const Config c = config_for(data.path, &hsm);
   auto init = hsm_init(c, {});
   REQUIRE(init);
   CHECK(init->find("kek_version=1") != std::string::npos);
   CHECK(hsm_init(c, {}));  // idempotent: makes nothing twice
   Backend b(c);
-  auto card = test::enroll_issued(b.env);
+  auto card = backend::test::enroll_issued(b.env);
   CHECK(authorize(b, card, 0, "T-1").decision == Decision::approved);
   CHECK(authorize(b, card, 1, "T-2").decision == Decision::approved);
   CHECK(count_not_under(b.env.db, kSealedToken, 1).value() == 0);  // every sealed value: 02 || version 1
@@ -96,19 +96,19 @@ TEST_CASE("SoftHSM2: hsm-init, enrollment and authorization with every key wrapp
   // No file KEK was made: without the token nothing opens.
   CHECK_FALSE(fs::exists(c.resolve(c.kek_file)));
   // The data directory copied without the token reveals no card key and no code.
-  test::TempDir copy;
+  backend::test::TempDir copy;
   fs::copy(data.path, copy.path / "data", fs::copy_options::recursive);
   std::vector<Bytes> secrets{raw(card.k)};
   for (const auto& k : card.codes) secrets.push_back(raw(k));
-  CHECK(test::find_secrets(copy.path, secrets).empty());
+  CHECK(backend::test::find_secrets(copy.path, secrets).empty());
   // The scan itself finds a key that is there (the letter's K in a file).
   std::ofstream(copy.path / "letter.txt") << to_hex(card.k.view());
-  CHECK_FALSE(test::find_secrets(copy.path, secrets).empty());
+  CHECK_FALSE(backend::test::find_secrets(copy.path, secrets).empty());
 }
 
 TEST_CASE("SoftHSM2: a wrong PIN, a missing token and a PIN file others can read are refused clearly", "[softhsm]") {
-  test::SoftHsm hsm;
-  test::TempDir data;
+  backend::test::SoftHsm hsm;
+  backend::test::TempDir data;
   Config c = config_for(data.path, &hsm);
   REQUIRE(hsm_init(c, {}));
   hsm.write_pin("9999");
@@ -133,14 +133,14 @@ TEST_CASE("SoftHSM2: a wrong PIN, a missing token and a PIN file others can read
 }
 
 TEST_CASE("SoftHSM2: the token's directory gone while serving: errors, no approval, nothing corrupted", "[softhsm]") {
-  test::SoftHsm hsm;
-  test::TempDir data;
+  backend::test::SoftHsm hsm;
+  backend::test::TempDir data;
   const Config c = config_for(data.path, &hsm);
   REQUIRE(hsm_init(c, {}));
-  test::IssuedCard card;
+  backend::test::IssuedCard card;
   {
     Backend b(c);
-    card = test::enroll_issued(b.env);
+    card = backend::test::enroll_issued(b.env);
     CHECK(authorize(b, card, 0, "T-1").decision == Decision::approved);
     // Root ignores mode 000, so the directory is also moved away: the token's files vanish.
     const fs::path hidden = hsm.dir.path / "tokens.away";
@@ -153,7 +153,7 @@ TEST_CASE("SoftHSM2: the token's directory gone while serving: errors, no approv
       bool approved = false;
       std::string error;
       try {
-        auto r = b.env.svc->authorize(test::card_request(txn, card.n, card.alg, card.list, i, card.codes[i], ch), "TERM0001");
+        auto r = b.env.svc->authorize(backend::test::card_request(txn, card.n, card.alg, card.list, i, card.codes[i], ch), "TERM0001");
         if (r) approved = r->decision == Decision::approved;
         else error = r.error().message;
       } catch (const std::exception& e) {  // the store's transaction rolled back
@@ -174,22 +174,22 @@ TEST_CASE("SoftHSM2: the token's directory gone while serving: errors, no approv
 }
 
 TEST_CASE("SoftHSM2: hsm-migrate moves a file-KEK store into the token, resumable after kill -9", "[softhsm]") {
-  test::SoftHsm hsm;
-  test::TempDir data;
+  backend::test::SoftHsm hsm;
+  backend::test::TempDir data;
   const Config file_config = config_for(data.path, nullptr);
   std::vector<Bytes> secrets;
   Bytes ca_point;
-  std::vector<test::IssuedCard> cards;
+  std::vector<backend::test::IssuedCard> cards;
   {
     Backend b(file_config);
-    cards.push_back(test::enroll_issued(b.env));
+    cards.push_back(backend::test::enroll_issued(b.env));
     EnrollRequest er;
     er.msisdn = "+4915550002";
     auto e = b.env.svc->enroll_card(er, "admin");
     REQUIRE(e);
     auto l = b.env.svc->issue_list(e->n, "admin");
     REQUIRE(l);
-    cards.push_back(test::IssuedCard{e->n, er.algorithm, std::move(e->k), l->first, std::move(l->second)});
+    cards.push_back(backend::test::IssuedCard{e->n, er.algorithm, std::move(e->k), l->first, std::move(l->second)});
     ca_point = b.env.svc->card_ca_public().value();
     CHECK(authorize(b, cards[0], 0, "F-1").decision == Decision::approved);
     auto s = b.env.store();
@@ -244,19 +244,19 @@ TEST_CASE("SoftHSM2: hsm-migrate moves a file-KEK store into the token, resumabl
   CHECK(has(actions, "hsm_migrate"));
   CHECK(has(actions, "enroll"));
   // A copy without the token reveals no key: card keys, codes, and the two private keys.
-  test::TempDir copy;
+  backend::test::TempDir copy;
   fs::copy(data.path, copy.path / "data", fs::copy_options::recursive);
-  CHECK(test::find_secrets(copy.path, secrets).empty());
+  CHECK(backend::test::find_secrets(copy.path, secrets).empty());
 }
 
 TEST_CASE("SoftHSM2: hsm-rotate re-wraps under a new KEK version while authorizations go on", "[softhsm]") {
-  test::SoftHsm hsm;
-  test::TempDir data;
+  backend::test::SoftHsm hsm;
+  backend::test::TempDir data;
   const Config c = config_for(data.path, &hsm);
   REQUIRE(hsm_init(c, {}));
   Backend b(c, 100);
-  auto card = test::enroll_issued(b.env);
-  std::vector<test::IssuedCard> more;
+  auto card = backend::test::enroll_issued(b.env);
+  std::vector<backend::test::IssuedCard> more;
   for (int i = 0; i < 5; ++i) {  // more rows, so that the rotation takes several batches
     EnrollRequest er;
     er.msisdn = "+49155500" + std::to_string(10 + i);

@@ -406,6 +406,25 @@ TEST_CASE("otac-loadgen writes its terminal key readable by the owner only", "[s
   CHECK(keys == 1);
 }
 
+TEST_CASE("otac-loadgen counts only approved authorizations as throughput, every other answer as an error",
+          "[server][bench]") {
+  // The backend declines every purchase above 10.00 (max_amount_minor); the loadgen's requests
+  // are for 12.34, so each answer is HTTP 200 with "decision":"declined".
+  Backend b;
+  b.start("max_amount_minor = 1000\n");
+  const auto out = b.tmp.path / "loadgen.out";
+  const int rc = run_program({OTAC_LOADGEN_BIN, "--data-dir", b.dir.string(), "--url",
+                              "https://127.0.0.1:" + std::to_string(b.port), "--codes", "4", "--seconds", "1",
+                              "--connections", "1", "--no-healthz"},
+                             out);
+  const std::string text = slurp(out);
+  INFO(text);
+  CHECK(rc == 1);
+  CHECK(text.find("phase=authorize ") != std::string::npos);
+  CHECK(text.find(" ok=0 errors=4") != std::string::npos);
+  CHECK(text.find("approved 0") != std::string::npos);
+}
+
 TEST_CASE("otac-admin drives every operator action, exit statuses 0/1/2", "[server][admin]") {
   Backend b;
   b.start();

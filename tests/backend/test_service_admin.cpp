@@ -49,13 +49,13 @@ TEST_CASE("terminal ids must be 8 printable characters, transactions can be list
   er.msisdn = "1";
   auto e = env.svc->enroll_card(er, "admin").value();
   auto l = env.svc->issue_list(e.n, "admin").value();
-  test::Ch ch1, ch2;
+  backend::test::Ch ch1, ch2;
   ch2.terminal = to_bytes("TERM0002");
-  REQUIRE(env.svc->authorize(test::card_request("A", e.n, e.algorithm, l.first, 0, l.second[0], ch1), "TERM0001"));
+  REQUIRE(env.svc->authorize(backend::test::card_request("A", e.n, e.algorithm, l.first, 0, l.second[0], ch1), "TERM0001"));
   env.clock += 10;
-  REQUIRE(env.svc->authorize(test::card_request("B", e.n, e.algorithm, l.first, 1, l.second[1], ch2), "TERM0002"));
+  REQUIRE(env.svc->authorize(backend::test::card_request("B", e.n, e.algorithm, l.first, 1, l.second[1], ch2), "TERM0002"));
   env.clock += 10;
-  auto bad = test::card_request("C", e.n, e.algorithm, l.first, 2, l.second[3], ch1);
+  auto bad = backend::test::card_request("C", e.n, e.algorithm, l.first, 2, l.second[3], ch1);
   REQUIRE(env.svc->authorize(bad, "TERM0001"));
 
   TransactionFilter all;
@@ -101,4 +101,46 @@ TEST_CASE("asymmetric enrollment stores the public key and still issues K for th
   CHECK(ct_equal(c.k.view(), e->k.view()));
   CHECK(c.public_key == er.public_key);
   CHECK(env.svc->rotate_key(e->n, "admin"));
+}
+
+TEST_CASE("operators' listings come from the store: cards newest first with their lists and queued SMS, terminals by id") {
+  Env env;
+  CHECK(env.svc->list_cards(1000).value().empty());
+  CHECK(env.svc->list_cards(0).error().code == Errc::bad_value);
+  CHECK(env.svc->list_terminals(1001).error().code == Errc::bad_value);
+  std::vector<Bytes> enrolled;
+  for (int i = 0; i < 3; ++i) {
+    EnrollRequest er;
+    er.msisdn = "+491555000" + std::to_string(i);
+    enrolled.push_back(env.svc->enroll_card(er, "admin").value().n);
+    env.clock += 10;  // enrolled at distinct times
+  }
+  REQUIRE(env.svc->refresh_card(enrolled[1], "admin"));
+  auto cards = env.svc->list_cards(2).value();
+  REQUIRE(cards.size() == 2);
+  CHECK(cards[0].n == enrolled[2]);  // newest first, at most the limit
+  CHECK(cards[1].n == enrolled[1]);
+  CHECK(cards[1].msisdn == "+4915550001");
+  REQUIRE(cards[1].lists.size() == 1);
+  CHECK(cards[1].lists[0].unused == 20);
+  CHECK(cards[1].sms_queued >= 1);  // no gateway here: the list waits in the outbox
+  REQUIRE(cards[1].sms_last);
+  CHECK(cards[1].sms_last->to == "+4915550001");
+  CHECK(cards[0].sms_queued == 0);
+  CHECK_FALSE(cards[0].sms_last);
+  // The summary is the same record one card at a time; an unknown card is not_found.
+  auto one = env.svc->card_summary(enrolled[1]).value();
+  CHECK(one.sms_queued == cards[1].sms_queued);
+  CHECK(one.created_at == cards[1].created_at);
+  CHECK(env.svc->card_summary(hex("0102030405060708")).error().code == Errc::not_found);
+
+  REQUIRE(env.svc->register_terminal(TerminalRecord{"TERM0002", "cd", 500, true}, "admin"));
+  REQUIRE(env.svc->register_terminal(TerminalRecord{"TERM0001", "ab", 0, false}, "admin"));
+  auto terms = env.svc->list_terminals(10).value();
+  REQUIRE(terms.size() == 2);
+  CHECK(terms[0].id == "TERM0001");
+  CHECK_FALSE(terms[0].enabled);
+  CHECK(terms[1].id == "TERM0002");
+  CHECK(terms[1].limit_minor == 500);
+  CHECK(env.svc->list_terminals(1).value().size() == 1);
 }

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include "test_service_support.hpp"
@@ -14,7 +16,7 @@ using otac::backend::test::Env;
 
 namespace {
 
-using Card = test::IssuedCard;
+using Card = backend::test::IssuedCard;
 
 Card setup(Env& env, Algorithm alg = Algorithm::des3, std::int64_t limit = 0, std::int64_t review = 0,
            std::vector<DoorPermission> doors = {}) {
@@ -23,14 +25,14 @@ Card setup(Env& env, Algorithm alg = Algorithm::des3, std::int64_t limit = 0, st
   er.limit_minor = limit;
   er.review_minor = review;
   er.doors = std::move(doors);
-  return test::enroll_issued(env, std::move(er));
+  return backend::test::enroll_issued(env, std::move(er));
 }
 
 Bytes arpc_of(const Card& c, std::uint16_t index, const Bytes& cryptogram, const std::string& arc) {
   Bytes in = to_bytes("ARPC");
   append(in, cryptogram);
   append(in, to_bytes(arc));
-  return test::card_mac(c.alg, c.codes[index], in);
+  return backend::test::card_mac(c.alg, c.codes[index], in);
 }
 
 }  // namespace
@@ -62,7 +64,7 @@ TEST_CASE("a valid cryptogram is approved once, with an ARPC the card can check"
     Env env;
     Card c = setup(env, alg);
     Ch ch;
-    auto req = test::card_request("T1", c.n, alg, c.list, 3, c.codes[3], ch);
+    auto req = backend::test::card_request("T1", c.n, alg, c.list, 3, c.codes[3], ch);
     auto a = env.svc->authorize(req, "TERM0001");
     REQUIRE(a);
     CHECK(a->decision == Decision::approved);
@@ -84,7 +86,7 @@ TEST_CASE("bad cryptogram, tampered amount, unknown card and unknown code are de
   Env env;
   Card c = setup(env);
   Ch ch;
-  auto req = test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], ch);
+  auto req = backend::test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], ch);
   SECTION("bad cryptogram") {
     req.cryptogram[0] ^= 1;
     auto a = env.svc->authorize(req, "TERM0001");
@@ -93,7 +95,7 @@ TEST_CASE("bad cryptogram, tampered amount, unknown card and unknown code are de
     CHECK(a->reason == "bad_cryptogram");
     CHECK(a->arpc.empty());
     // The code was not burned: the genuine cryptogram still works.
-    auto good = test::card_request("T2", c.n, c.alg, c.list, 0, c.codes[0], ch);
+    auto good = backend::test::card_request("T2", c.n, c.alg, c.list, 0, c.codes[0], ch);
     CHECK(env.svc->authorize(good, "TERM0001")->decision == Decision::approved);
   }
   SECTION("amount changed after the card computed the cryptogram") {
@@ -105,7 +107,7 @@ TEST_CASE("bad cryptogram, tampered amount, unknown card and unknown code are de
     CHECK(a->reason == "bad_cryptogram");
   }
   SECTION("cryptogram computed with another code") {
-    auto wrong = test::card_request("T3", c.n, c.alg, c.list, 0, c.codes[1], ch);
+    auto wrong = backend::test::card_request("T3", c.n, c.alg, c.list, 0, c.codes[1], ch);
     CHECK(env.svc->authorize(wrong, "TERM0001")->reason == "bad_cryptogram");
   }
   SECTION("unknown card") {
@@ -122,13 +124,13 @@ TEST_CASE("the challenge's terminal id must be the certificate's, and the termin
   Env env;
   Card c = setup(env);
   Ch ch;
-  auto req = test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], ch);
+  auto req = backend::test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], ch);
   auto a = env.svc->authorize(req, "TERM0002");
   REQUIRE_FALSE(a);
   CHECK(a.error().code == Errc::state);
   Ch other;
   other.terminal = to_bytes("TERM0009");
-  auto r2 = test::card_request("T2", c.n, c.alg, c.list, 0, c.codes[0], other);
+  auto r2 = backend::test::card_request("T2", c.n, c.alg, c.list, 0, c.codes[0], other);
   auto b = env.svc->authorize(r2, "TERM0009");
   REQUIRE_FALSE(b);
   CHECK(b.error().code == Errc::state);
@@ -140,7 +142,7 @@ TEST_CASE("malformed challenges are errors, not decisions") {
   Env env;
   Card c = setup(env);
   Ch ch;
-  auto req = test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], ch);
+  auto req = backend::test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], ch);
   auto bad = [&](Bytes challenge) {
     AuthRequest r = req;
     r.challenge = std::move(challenge);
@@ -175,23 +177,23 @@ TEST_CASE("policy: a blocked PIN in the card's PIN state (under the MAC) decline
   Env env;
   Card c = setup(env);
   // DF35 20: PIN try limit exceeded, 0 tries left; an amount below any PIN limit.
-  auto blocked = env.svc->authorize(test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], Ch{}, 7, 0x20), "TERM0001");
+  auto blocked = env.svc->authorize(backend::test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], Ch{}, 7, 0x20), "TERM0001");
   REQUIRE(blocked);
   CHECK(blocked->decision == Decision::declined);
   CHECK(blocked->reason == "pin_blocked");
   CHECK(blocked->arc == to_bytes("05"));
-  CHECK(blocked->arpc == arpc_of(c, 0, test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], Ch{}, 7, 0x20).cryptogram, "05"));
+  CHECK(blocked->arpc == arpc_of(c, 0, backend::test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], Ch{}, 7, 0x20).cryptogram, "05"));
   // The same at a door.
   Ch door;
   door.mode = 2;
   door.door = "FRONT";
   door.amount = hex("000000000000");
-  auto at_door = env.svc->authorize(test::card_request("T2", c.n, c.alg, c.list, 1, c.codes[1], door, 8, 0x20), "TERM0001");
+  auto at_door = env.svc->authorize(backend::test::card_request("T2", c.n, c.alg, c.list, 1, c.codes[1], door, 8, 0x20), "TERM0001");
   REQUIRE(at_door);
   CHECK(at_door->reason == "pin_blocked");
   // Tries left and a past wrong PIN are no reason to decline; the PIN unblocked approves again.
   for (const std::uint8_t ok_state : {std::uint8_t{0x03}, std::uint8_t{0x01}, std::uint8_t{0x41}, std::uint8_t{0x13}}) {
-    auto a = env.svc->authorize(test::card_request("T-ok-" + std::to_string(ok_state), c.n, c.alg, c.list,
+    auto a = env.svc->authorize(backend::test::card_request("T-ok-" + std::to_string(ok_state), c.n, c.alg, c.list,
                                                    static_cast<std::uint16_t>(2 + (ok_state & 0x0F) + (ok_state >> 4)),
                                                    c.codes[static_cast<std::size_t>(2 + (ok_state & 0x0F) + (ok_state >> 4))],
                                                    Ch{}, 9, ok_state),
@@ -201,7 +203,7 @@ TEST_CASE("policy: a blocked PIN in the card's PIN state (under the MAC) decline
     CHECK(a->reason == "ok");
   }
   // The PIN state is under the MAC: a terminal that clears the blocked bit breaks the cryptogram.
-  auto forged = test::card_request("T3", c.n, c.alg, c.list, 19, c.codes[19], Ch{}, 7, 0x20);
+  auto forged = backend::test::card_request("T3", c.n, c.alg, c.list, 19, c.codes[19], Ch{}, 7, 0x20);
   forged.pin_state = 0x03;
   auto f = env.svc->authorize(forged, "TERM0001");
   REQUIRE(f);
@@ -212,7 +214,7 @@ TEST_CASE("a retry with the same txn id gets the stored answer, a different body
   Env env;
   Card c = setup(env);
   Ch ch;
-  auto req = test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], ch);
+  auto req = backend::test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], ch);
   auto a = env.svc->authorize(req, "TERM0001");
   auto b = env.svc->authorize(req, "TERM0001");
   REQUIRE(a);
@@ -220,7 +222,7 @@ TEST_CASE("a retry with the same txn id gets the stored answer, a different body
   CHECK(b->decision == Decision::approved);
   CHECK(b->auth_code == a->auth_code);
   CHECK(b->arpc == a->arpc);
-  auto other = test::card_request("T1", c.n, c.alg, c.list, 1, c.codes[1], ch);
+  auto other = backend::test::card_request("T1", c.n, c.alg, c.list, 1, c.codes[1], ch);
   auto x = env.svc->authorize(other, "TERM0001");
   REQUIRE_FALSE(x);
   CHECK(x.error().code == Errc::conflict);
@@ -232,11 +234,71 @@ TEST_CASE("a retry with the same txn id gets the stored answer, a different body
   }));
 }
 
+// authorize_async, waited for: its answer or error, and how often the completion ran.
+struct AsyncAnswer {
+  int calls = 0;
+  Result<AuthAnswer> answer = make_error(Errc::internal, "no answer");
+};
+AsyncAnswer authorize_and_wait(Service& svc, const AuthRequest& req, std::string_view terminal) {
+  std::mutex mu;
+  std::condition_variable cv;
+  AsyncAnswer out;
+  svc.authorize_async(req, terminal, [&](Result<AuthAnswer> r) {
+    std::lock_guard lock(mu);
+    ++out.calls;
+    out.answer = std::move(r);
+    cv.notify_all();
+  });
+  std::unique_lock lock(mu);
+  cv.wait_for(lock, std::chrono::seconds(10), [&] { return out.calls > 0; });
+  lock.unlock();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // a second completion would show now
+  std::lock_guard again(mu);
+  return out;
+}
+
+TEST_CASE("authorize_async decides as authorize does: approval, used code, retry, conflict, refusal before the store") {
+  Env env;
+  Card c = setup(env);
+  Ch ch;
+  auto req = backend::test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], ch);
+  auto a = authorize_and_wait(*env.svc, req, "TERM0001");
+  CHECK(a.calls == 1);
+  REQUIRE(a.answer);
+  CHECK(a.answer->decision == Decision::approved);
+  CHECK(a.answer->arpc == arpc_of(c, 0, req.cryptogram, "00"));
+  // The retry gets the stored answer, through either path.
+  auto b = authorize_and_wait(*env.svc, req, "TERM0001");
+  REQUIRE(b.answer);
+  CHECK(b.answer->auth_code == a.answer->auth_code);
+  CHECK(env.svc->authorize(req, "TERM0001")->auth_code == a.answer->auth_code);
+  // The same code under a new txn id is used; the same txn id with another body conflicts.
+  req.txn_id = "T2";
+  auto used = authorize_and_wait(*env.svc, req, "TERM0001");
+  REQUIRE(used.answer);
+  CHECK(used.answer->reason == "code_used");
+  auto other = backend::test::card_request("T1", c.n, c.alg, c.list, 1, c.codes[1], ch);
+  auto conflict = authorize_and_wait(*env.svc, other, "TERM0001");
+  REQUIRE_FALSE(conflict.answer);
+  CHECK(conflict.answer.error().code == Errc::conflict);
+  // Refused before the store (the challenge names another terminal): answered at once, once.
+  auto wrong = authorize_and_wait(*env.svc, backend::test::card_request("T3", c.n, c.alg, c.list, 2, c.codes[2], ch), "TERM0002");
+  CHECK(wrong.calls == 1);
+  REQUIRE_FALSE(wrong.answer);
+  CHECK(wrong.answer.error().code == Errc::state);
+  // One code consumed in all.
+  auto s = env.store();
+  REQUIRE(s->run([&](Tx& tx) -> Result<void> {
+    CHECK(tx.unused_count(c.n).value() == c.codes.size() - 1);
+    return {};
+  }));
+}
+
 TEST_CASE("policy: card limit, terminal limit, held for review, doors and hours") {
   Env env;
   SECTION("card limit") {
     Card c = setup(env, Algorithm::des3, 1000);
-    auto a = env.svc->authorize(test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], Ch{}), "TERM0001");
+    auto a = env.svc->authorize(backend::test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], Ch{}), "TERM0001");
     CHECK(a->decision == Decision::declined);
     CHECK(a->reason == "card_limit");
     CHECK(a->arc == to_bytes("51"));
@@ -244,12 +306,12 @@ TEST_CASE("policy: card limit, terminal limit, held for review, doors and hours"
   SECTION("terminal limit") {
     Card c = setup(env);
     REQUIRE(env.svc->register_terminal(TerminalRecord{"TERM0001", "ab", 500, true}, "admin"));
-    auto a = env.svc->authorize(test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], Ch{}), "TERM0001");
+    auto a = env.svc->authorize(backend::test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], Ch{}), "TERM0001");
     CHECK(a->reason == "terminal_limit");
   }
   SECTION("held, then decided by an operator; a waiter sees the outcome") {
     Card c = setup(env, Algorithm::des3, 0, 1000);
-    auto req = test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], Ch{});
+    auto req = backend::test::card_request("T1", c.n, c.alg, c.list, 0, c.codes[0], Ch{});
     auto a = env.svc->authorize(req, "TERM0001");
     REQUIRE(a);
     CHECK(a->decision == Decision::held);
@@ -283,7 +345,7 @@ TEST_CASE("policy: card limit, terminal limit, held for review, doors and hours"
       ch.mode = 2;
       ch.amount = hex("000000000000");
       ch.door = id;
-      return env.svc->authorize(test::card_request(txn, c.n, c.alg, c.list, i, c.codes[i], ch), "TERM0001");
+      return env.svc->authorize(backend::test::card_request(txn, c.n, c.alg, c.list, i, c.codes[i], ch), "TERM0001");
     };
     CHECK(door("D-MAIN", 0, "A")->reason == "ok");
     CHECK(door("D-LAB", 1, "B")->reason == "outside_hours");
@@ -295,7 +357,7 @@ TEST_CASE("a held transaction expires at its deadline, and an operator's later d
   Env env;
   Card c = setup(env, Algorithm::des3, 0, 1000);
   const UnixTime t0 = env.clock;
-  auto req = test::card_request("H1", c.n, c.alg, c.list, 0, c.codes[0], Ch{});
+  auto req = backend::test::card_request("H1", c.n, c.alg, c.list, 0, c.codes[0], Ch{});
   auto a = env.svc->authorize(req, "TERM0001");
   REQUIRE(a);
   REQUIRE(a->decision == Decision::held);
@@ -330,7 +392,7 @@ TEST_CASE("a held transaction expires at its deadline, and an operator's later d
     CHECK(g->arpc == arpc_of(c, 0, req.cryptogram, "05"));
     CHECK(env.svc->authorize(req, "TERM0001")->reason == "held_timeout");
     // The code stays consumed: it was burned on the card.
-    auto again = env.svc->authorize(test::card_request("H2", c.n, c.alg, c.list, 0, c.codes[0], Ch{}), "TERM0001");
+    auto again = env.svc->authorize(backend::test::card_request("H2", c.n, c.alg, c.list, 0, c.codes[0], Ch{}), "TERM0001");
     CHECK(again->reason == "code_used");
   }
   SECTION("a read after the deadline expires it; the sweep finds nothing left") {
@@ -344,7 +406,7 @@ TEST_CASE("a held transaction expires at its deadline, and an operator's later d
   SECTION("the sweep expires what is due, and only that") {
     Card c2 = setup(env, Algorithm::des3, 0, 1000);
     env.clock = deadline - 1;  // H3 is held now, with a later deadline
-    REQUIRE(env.svc->authorize(test::card_request("H3", c2.n, c2.alg, c2.list, 0, c2.codes[0], Ch{}), "TERM0001")->decision ==
+    REQUIRE(env.svc->authorize(backend::test::card_request("H3", c2.n, c2.alg, c2.list, 0, c2.codes[0], Ch{}), "TERM0001")->decision ==
             Decision::held);
     CHECK(*env.svc->expire_held(100) == 0);
     env.clock = deadline;
@@ -372,7 +434,7 @@ TEST_CASE("the terminal's cancel declines a held transaction once, for its own t
   Env env;
   Card c = setup(env, Algorithm::des3, 0, 1000);
   REQUIRE(env.svc->register_terminal(TerminalRecord{"TERM0002", "cd", 0, true}, "admin"));
-  auto req = test::card_request("C1", c.n, c.alg, c.list, 0, c.codes[0], Ch{});
+  auto req = backend::test::card_request("C1", c.n, c.alg, c.list, 0, c.codes[0], Ch{});
   REQUIRE(env.svc->authorize(req, "TERM0001")->decision == Decision::held);
   env.clock += 7;
 
@@ -405,7 +467,7 @@ TEST_CASE("the terminal's cancel declines a held transaction once, for its own t
   CHECK(d.error().code == Errc::conflict);
 
   SECTION("a cancel after an operator's decision returns that decision") {
-    auto req2 = test::card_request("C2", c.n, c.alg, c.list, 1, c.codes[1], Ch{});
+    auto req2 = backend::test::card_request("C2", c.n, c.alg, c.list, 1, c.codes[1], Ch{});
     REQUIRE(env.svc->authorize(req2, "TERM0001")->decision == Decision::held);
     REQUIRE(env.svc->decide_held("C2", true, "alice"));
     auto z = env.svc->cancel_held("C2", "TERM0001");
@@ -421,7 +483,7 @@ TEST_CASE("an operator and the terminal's cancel race for one held transaction: 
   // Each round races on a fresh held transaction, the clock one second before the deadline.
   for (int round = 0; round < 8; ++round) {
     const std::string txn = "RACE" + std::to_string(round);
-    auto req = test::card_request(txn, c.n, c.alg, c.list, static_cast<std::uint16_t>(round), c.codes[static_cast<std::size_t>(round)], Ch{});
+    auto req = backend::test::card_request(txn, c.n, c.alg, c.list, static_cast<std::uint16_t>(round), c.codes[static_cast<std::size_t>(round)], Ch{});
     REQUIRE(env.svc->authorize(req, "TERM0001")->decision == Decision::held);
     env.clock += env.config.hold_limit.count() - 1;
     std::atomic<bool> go{false};
@@ -465,19 +527,19 @@ TEST_CASE("too many bad cryptograms block the card, unblock resets the counter")
   Card c = setup(env);
   Ch ch;
   for (int i = 0; i < 5; ++i) {
-    auto req = test::card_request("B" + std::to_string(i), c.n, c.alg, c.list, 0, c.codes[0], ch);
+    auto req = backend::test::card_request("B" + std::to_string(i), c.n, c.alg, c.list, 0, c.codes[0], ch);
     req.cryptogram[7] ^= 0x55;
     CHECK(env.svc->authorize(req, "TERM0001")->reason == "bad_cryptogram");
   }
   CHECK(env.svc->card(c.n)->status == CardStatus::blocked);
   // A genuine answer while blocked is declined, and its code is spent (the card used it).
-  auto good = test::card_request("G1", c.n, c.alg, c.list, 0, c.codes[0], ch);
+  auto good = backend::test::card_request("G1", c.n, c.alg, c.list, 0, c.codes[0], ch);
   CHECK(env.svc->authorize(good, "TERM0001")->reason == "card_blocked");
   REQUIRE(env.svc->unblock_card(c.n, "alice"));
   CHECK(env.svc->card(c.n)->fail_count == 0);
   good.txn_id = "G2";
   CHECK(env.svc->authorize(good, "TERM0001")->reason == "code_used");
-  auto next = test::card_request("G3", c.n, c.alg, c.list, 1, c.codes[1], ch);
+  auto next = backend::test::card_request("G3", c.n, c.alg, c.list, 1, c.codes[1], ch);
   CHECK(env.svc->authorize(next, "TERM0001")->decision == Decision::approved);
 }
 
@@ -493,7 +555,7 @@ TEST_CASE("32 threads with separate connections race for one code: exactly one a
     threads.emplace_back([&, i] {
       // One Service (and so one pool of connections) per thread: they share only the file.
       Service svc(env.config, [&] { return open_sqlite_store(env.db, env.kek); }, [&] { return env.clock; });
-      auto req = test::card_request("R" + std::to_string(i), c.n, c.alg, c.list, 5, c.codes[5], ch);
+      auto req = backend::test::card_request("R" + std::to_string(i), c.n, c.alg, c.list, 5, c.codes[5], ch);
       for (int spin = 0; !go.load() && spin < 10'000'000; ++spin) std::this_thread::yield();
       auto a = svc.authorize(req, "TERM0001");
       if (a && a->decision == Decision::approved) ++approved;
@@ -511,7 +573,7 @@ TEST_CASE("32 threads with separate connections race for one code: exactly one a
 TEST_CASE("a typed display code is accepted within the window of the 10 unused codes after the highest consumed one") {
   Env env;
   Card c = setup(env);
-  auto code_for = [&](std::uint16_t i) { return test::display_code_for(c.alg, c.n, c.list, i, c.codes[i]); };
+  auto code_for = [&](std::uint16_t i) { return backend::test::display_code_for(c.alg, c.n, c.list, i, c.codes[i]); };
   auto verify = [&](const std::string& txn, const std::string& code) {
     return env.svc->verify_display_code(CodeRequest{txn, c.n, code, ""}, "TERM0001");
   };
@@ -536,7 +598,7 @@ TEST_CASE("throughput of durable authorizations, one connection (manual)", "[.][
   Ch ch;
   std::vector<AuthRequest> reqs;
   for (std::uint16_t i = 0; i < 1000; ++i)
-    reqs.push_back(test::card_request("P" + std::to_string(i), c.n, c.alg, 50, i, codes[i], ch));
+    reqs.push_back(backend::test::card_request("P" + std::to_string(i), c.n, c.alg, 50, i, codes[i], ch));
   const auto t0 = std::chrono::steady_clock::now();
   for (const auto& r : reqs) REQUIRE(env.svc->authorize(r, "TERM0001")->decision == Decision::approved);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

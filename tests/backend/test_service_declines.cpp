@@ -123,7 +123,7 @@ TEST_CASE("suppressed declines are answered but not stored, approvals and burned
   Env env;
   std::chrono::steady_clock::time_point now{};
   DeclineLimiter lim(small_limits(), [&] { return now; });
-  auto card = test::enroll_issued(env);
+  auto card = backend::test::enroll_issued(env);
   REQUIRE(env.svc->register_terminal(TerminalRecord{"TERM0002", "cd", 0, true}, "admin"));
   limit_declines(env, lim);
   const std::size_t before = stored_transactions(env);
@@ -145,7 +145,7 @@ TEST_CASE("suppressed declines are answered but not stored, approvals and burned
 
   // A bad cryptogram from the flooded terminal is not stored either, but it still counts
   // toward blocking the card (a suppressed decline is not a free guess).
-  AuthRequest bad = test::card_request("BAD-1", card.n, card.alg, card.list, 0, card.codes[0], Ch{});
+  AuthRequest bad = backend::test::card_request("BAD-1", card.n, card.alg, card.list, 0, card.codes[0], Ch{});
   bad.cryptogram[0] ^= 1;
   auto b = env.svc->authorize(bad, "TERM0001");
   REQUIRE(b);
@@ -154,13 +154,13 @@ TEST_CASE("suppressed declines are answered but not stored, approvals and burned
   CHECK(env.svc->card(card.n)->fail_count == 1);
 
   // The genuine code approves from the flooded terminal, and from the other one.
-  auto ok = env.svc->authorize(test::card_request("GOOD-1", card.n, card.alg, card.list, 0, card.codes[0], Ch{}), "TERM0001");
+  auto ok = env.svc->authorize(backend::test::card_request("GOOD-1", card.n, card.alg, card.list, 0, card.codes[0], Ch{}), "TERM0001");
   REQUIRE(ok);
   CHECK(ok->decision == Decision::approved);
   CHECK(ok->recorded);
   Ch other;
   other.terminal = to_bytes("TERM0002");
-  auto ok2 = env.svc->authorize(test::card_request("GOOD-2", card.n, card.alg, card.list, 1, card.codes[1], other), "TERM0002");
+  auto ok2 = env.svc->authorize(backend::test::card_request("GOOD-2", card.n, card.alg, card.list, 1, card.codes[1], other), "TERM0002");
   REQUIRE(ok2);
   CHECK(ok2->decision == Decision::approved);
   CHECK(env.svc->transaction("GOOD-2"));
@@ -169,7 +169,7 @@ TEST_CASE("suppressed declines are answered but not stored, approvals and burned
   // over its budget: the card consumed its code and its ARPC must be retrievable.
   Ch big;
   big.amount = hex("999999999999");
-  auto over = env.svc->authorize(test::card_request("BIG-1", card.n, card.alg, card.list, 2, card.codes[2], big), "TERM0001");
+  auto over = env.svc->authorize(backend::test::card_request("BIG-1", card.n, card.alg, card.list, 2, card.codes[2], big), "TERM0001");
   REQUIRE(over);
   CHECK(over->decision == Decision::declined);
   CHECK(over->recorded);
@@ -187,11 +187,11 @@ TEST_CASE("suppressed declines are answered but not stored, approvals and burned
 
 TEST_CASE("retention: declined transactions older than the setting are pruned, the rest and the audit chain stay") {
   Env env;
-  auto card = test::enroll_issued(env);
+  auto card = backend::test::enroll_issued(env);
   const UnixTime t0 = env.clock;
   REQUIRE(env.svc->authorize(unknown_card("OLD-DECLINE-1", 1), "TERM0001"));
   REQUIRE(env.svc->authorize(unknown_card("OLD-DECLINE-2", 2), "TERM0001"));
-  auto approved = env.svc->authorize(test::card_request("OLD-APPROVED", card.n, card.alg, card.list, 0, card.codes[0], Ch{}), "TERM0001");
+  auto approved = env.svc->authorize(backend::test::card_request("OLD-APPROVED", card.n, card.alg, card.list, 0, card.codes[0], Ch{}), "TERM0001");
   REQUIRE(approved);
   REQUIRE(approved->decision == Decision::approved);
   const std::size_t audit_before = static_cast<std::size_t>(env.svc->verify_audit().value());

@@ -298,7 +298,7 @@ TEST_CASE("E5: a card enrolled with its public key gets E4 then E5 lists it can 
 }
 
 TEST_CASE("SoftHSM2: E4 and E5 signed inside the token are verified by the card, and the keys never leave it", "[softhsm]") {
-  test::SoftHsm hsm;
+  backend::test::SoftHsm hsm;
   auto custody = hsm.init_custody();
   auto token = hsm.token().value();
   const Bytes ca_point = token->ec_point(token->find_ec_key("otac-card-ca", false).value()).value();
@@ -330,7 +330,7 @@ TEST_CASE("SoftHSM2: E4 and E5 signed inside the token are verified by the card,
     return {};
   }));
   // The card's own key K is wrapped by the token: the database holds it only sealed.
-  CHECK(test::find_secrets(s.env.dir.path, {Bytes(s.e.k.view().begin(), s.e.k.view().end())}).empty());
+  CHECK(backend::test::find_secrets(s.env.dir.path, {Bytes(s.e.k.view().begin(), s.e.k.view().end())}).empty());
 }
 
 TEST_CASE("E5 lists are capped so that they fit 16 SMS: 100 codes for RSA-2048, 110 for P-256") {

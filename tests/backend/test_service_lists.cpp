@@ -221,10 +221,10 @@ TEST_CASE("the server pushes one new list when unused codes reach the threshold"
   // 20 codes exist (lists 1 and 2); threshold 12: 12 are left after the 8th approval, but
   // the card then still holds codes of both lists and would refuse a third (RSC 07). The push
   // waits for the approval that uses up list 1 (the 10th), and comes only once.
-  test::Ch ch;
+  backend::test::Ch ch;
   int pushes_seen = 0;
   for (std::uint16_t i = 0; i < 10; ++i) {
-    auto a = env.svc->authorize(test::card_request("T" + std::to_string(i), e.n, e.algorithm, 1, i, SecretBytes(list.keys[i]), ch), "TERM0001");
+    auto a = env.svc->authorize(backend::test::card_request("T" + std::to_string(i), e.n, e.algorithm, 1, i, SecretBytes(list.keys[i]), ch), "TERM0001");
     REQUIRE(a);
     REQUIRE(a->decision == Decision::approved);
     const auto queued = env.svc->next_due(1000)->size();
@@ -447,12 +447,12 @@ TEST_CASE("a list the card refuses for lack of room (RSC 07) is refused: codes w
     }));
   }
   // A code of the refused list is never approvable, even with a correct cryptogram.
-  test::Ch ch;
-  auto a = env.svc->authorize(test::card_request("R1", t.e.n, t.e.algorithm, 2, 0, SecretBytes(t.second.keys[0]), ch), "TERM0001");
+  backend::test::Ch ch;
+  auto a = env.svc->authorize(backend::test::card_request("R1", t.e.n, t.e.algorithm, 2, 0, SecretBytes(t.second.keys[0]), ch), "TERM0001");
   REQUIRE(a);
   CHECK(a->decision == Decision::declined);
   // Nor as a typed display code.
-  auto d = env.svc->verify_display_code(CodeRequest{"R2", t.e.n, test::display_code_for(t.e.algorithm, t.e.n, 2, 1, SecretBytes(t.second.keys[1])), ""}, "TERM0001");
+  auto d = env.svc->verify_display_code(CodeRequest{"R2", t.e.n, backend::test::display_code_for(t.e.algorithm, t.e.n, 2, 1, SecretBytes(t.second.keys[1])), ""}, "TERM0001");
   REQUIRE(d);
   CHECK(d->decision == Decision::declined);
   // The card's next request gets a new list, not the refused one again.
@@ -467,9 +467,9 @@ TEST_CASE("after a refused list, the server's threshold push gets a list through
   Env env(10);
   auto t = card_with_two_lists(env, 3);
   REQUIRE(env.svc->handle_mo_sms(por_sms(t.e.n, t.e.algorithm, t.e.k, 1, t.second_counter, ota::Rsc::insufficient_memory, hex("6A84"))));
-  test::Ch ch;
+  backend::test::Ch ch;
   for (std::uint16_t i = 0; i < 7; ++i) {
-    auto a = env.svc->authorize(test::card_request("P" + std::to_string(i), t.e.n, t.e.algorithm, 1, i, SecretBytes(t.first.keys[i]), ch), "TERM0001");
+    auto a = env.svc->authorize(backend::test::card_request("P" + std::to_string(i), t.e.n, t.e.algorithm, 1, i, SecretBytes(t.first.keys[i]), ch), "TERM0001");
     REQUIRE(a);
     CHECK(a->decision == Decision::approved);
     CHECK(env.svc->next_due(100)->empty() == (i < 6));  // 3 left after the 7th: push
@@ -517,9 +517,9 @@ TEST_CASE("an operator refresh is refused up front while the card holds codes of
   CHECK(env.svc->card_lists(t.e.n)->size() == 2);
   CHECK(audited(env, "refresh_refused", "reason=no_room"));
   // Once list 1 is used up there is room: the refresh goes out.
-  test::Ch ch;
+  backend::test::Ch ch;
   for (std::uint16_t i = 0; i < 10; ++i)
-    REQUIRE(env.svc->authorize(test::card_request("U" + std::to_string(i), t.e.n, t.e.algorithm, 1, i, SecretBytes(t.first.keys[i]), ch), "TERM0001")->decision == Decision::approved);
+    REQUIRE(env.svc->authorize(backend::test::card_request("U" + std::to_string(i), t.e.n, t.e.algorithm, 1, i, SecretBytes(t.first.keys[i]), ch), "TERM0001")->decision == Decision::approved);
   auto ok = env.svc->refresh_card(t.e.n, "alice");
   REQUIRE(ok);
   CHECK(*ok == 3);
@@ -535,7 +535,7 @@ TEST_CASE("typed display codes trigger the server's threshold push as taps do") 
   drain(env);
   REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, e.k, 1, c1.counter, ota::Rsc::ok)));
   for (std::uint16_t i = 0; i < 7; ++i) {
-    auto d = env.svc->verify_display_code(CodeRequest{"D" + std::to_string(i), e.n, test::display_code_for(e.algorithm, e.n, 1, i, SecretBytes(list.keys[i])), ""}, "TERM0001");
+    auto d = env.svc->verify_display_code(CodeRequest{"D" + std::to_string(i), e.n, backend::test::display_code_for(e.algorithm, e.n, 1, i, SecretBytes(list.keys[i])), ""}, "TERM0001");
     REQUIRE(d);
     CHECK(d->decision == Decision::approved);
     CHECK(env.svc->next_due(100)->empty() == (i < 6));
@@ -670,8 +670,8 @@ TEST_CASE("an OK PoR of a list that another packet's refusal withdrew gives its 
   CHECK(l2.state == ListState::loaded);
   CHECK(l2.unused == 10);
   CHECK(audited(env, "list_restored", "list=2 refusal_was=rsc=02"));
-  test::Ch ch;
-  auto a = env.svc->authorize(test::card_request("G1", t.e.n, t.e.algorithm, 2, 0, SecretBytes(t.second.keys[0]), ch), "TERM0001");
+  backend::test::Ch ch;
+  auto a = env.svc->authorize(backend::test::card_request("G1", t.e.n, t.e.algorithm, 2, 0, SecretBytes(t.second.keys[0]), ch), "TERM0001");
   REQUIRE(a);
   CHECK(a->decision == Decision::approved);
 }
@@ -718,7 +718,7 @@ TEST_CASE("display codes: the window follows the card past codes the backend nev
   REQUIRE(env.svc->handle_mo_sms(por_sms(t.e.n, t.e.algorithm, t.e.k, 1, t.second_counter, ota::Rsc::ok)));
   auto code = [&](std::uint16_t list, std::uint16_t index) {
     const auto& keys = list == 1 ? t.first.keys : t.second.keys;
-    return test::display_code_for(t.e.algorithm, t.e.n, list, index, SecretBytes(keys[index]));
+    return backend::test::display_code_for(t.e.algorithm, t.e.n, list, index, SecretBytes(keys[index]));
   };
   // Code 1/0 is typed; 1/1 .. 1/9 and 2/0 .. 2/4 are spent on the card and never reach the backend.
   REQUIRE(env.svc->verify_display_code(CodeRequest{"D0", t.e.n, code(1, 0), ""}, "TERM0001")->decision == Decision::approved);

@@ -14,18 +14,18 @@ using otac::backend::test::Env;
 
 namespace {
 
-struct Card : test::IssuedCard {
+struct Card : backend::test::IssuedCard {
   std::uint16_t next = 0;  ///< the card's next unused code
 };
 
 Card setup(Env& env, EnrollRequest er = {}, std::int64_t terminal_limit = 0) {
-  return Card{test::enroll_issued(env, std::move(er), terminal_limit)};
+  return Card{backend::test::enroll_issued(env, std::move(er), terminal_limit)};
 }
 
 // A tap with the card's next code.
 AuthAnswer tap(Env& env, Card& c, const Ch& ch) {
   const std::uint16_t i = c.next++;
-  auto a = env.svc->authorize(test::card_request("T" + std::to_string(i), c.n, Algorithm::des3, c.list, i, c.codes[i], ch),
+  auto a = env.svc->authorize(backend::test::card_request("T" + std::to_string(i), c.n, Algorithm::des3, c.list, i, c.codes[i], ch),
                               "TERM0001");
   REQUIRE(a);
   return *a;

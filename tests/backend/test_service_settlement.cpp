@@ -17,7 +17,7 @@ namespace {
 
 constexpr std::uint8_t kPinVerified = 0x13;  // PIN verified for this transaction, three tries left
 
-struct Card : test::IssuedCard {
+struct Card : backend::test::IssuedCard {
   std::uint16_t next = 0;
 };
 
@@ -27,7 +27,7 @@ Card setup(Env& env, std::int64_t card_daily = 10'000, std::int64_t terminal_dai
   env.config.cash_terminal_daily_minor = terminal_daily;
   env.config.cash_complete_within = std::chrono::seconds(300);
   env.restart();
-  return Card{test::enroll_issued(env)};
+  return Card{backend::test::enroll_issued(env)};
 }
 
 Ch cash(std::int64_t minor, const std::string& terminal = "TERM0001") {
@@ -42,7 +42,7 @@ Ch cash(std::int64_t minor, const std::string& terminal = "TERM0001") {
 
 AuthRequest request(Card& c, const std::string& txn, const Ch& ch, std::uint8_t pin_state = kPinVerified) {
   const std::uint16_t i = c.next++;
-  return test::card_request(txn, c.n, Algorithm::des3, c.list, i, c.codes[i], ch, 7, pin_state);
+  return backend::test::card_request(txn, c.n, Algorithm::des3, c.list, i, c.codes[i], ch, 7, pin_state);
 }
 
 AuthAnswer authorize(Env& env, const AuthRequest& r, const std::string& terminal = "TERM0001") {
@@ -124,7 +124,7 @@ TEST_CASE("cash: the per-terminal daily limit spans cards") {
   REQUIRE(e);
   auto l = env.svc->issue_list(e->n, "admin");
   REQUIRE(l);
-  Card b{test::IssuedCard{e->n, Algorithm::des3, std::move(e->k), l->first, std::move(l->second)}};
+  Card b{backend::test::IssuedCard{e->n, Algorithm::des3, std::move(e->k), l->first, std::move(l->second)}};
   CHECK(authorize(env, request(a, "W1", cash(5000))).decision == Decision::approved);
   auto over = authorize(env, request(b, "W2", cash(5000)));
   CHECK(over.reason == "terminal_cash_limit");

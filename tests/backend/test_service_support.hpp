@@ -15,21 +15,13 @@
 #include "otac/common/crypto.hpp"
 #include "service.hpp"
 #include "sqlite_store.hpp"
+#include "support/challenge.hpp"
+#include "test_support.hpp"
 
 namespace otac::backend::test {
 
-/// A fresh temporary directory, removed at scope exit.
-struct TempDir {
-  std::filesystem::path path;
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "otac-core-XXXXXX").string();
-    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-    path = tmpl;
-  }
-  ~TempDir() { std::error_code ec; std::filesystem::remove_all(path, ec); }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-};
+/// A fresh temporary directory, removed at scope exit (tests/test_support.hpp).
+using TempDir = otac::test::TempDir;
 
 /// A fixed test KEK.
 inline std::shared_ptr<const Kek> test_kek() {
@@ -72,52 +64,11 @@ inline void tlv(Bytes& out, Bytes tag, const Bytes& v) {
   append(out, v);
 }
 
-/// The fields of a challenge, as a test sets them.
-struct Ch {
-  Bytes un = hex("0102030405060708");
-  Bytes amount = hex("000000001234");  // 12.34
-  Bytes terminal = to_bytes("TERM0001");
-  std::uint8_t mode = 0x01;
-  std::string door;
-  Bytes currency = hex("0978");                          // 5F2A
-  std::optional<std::uint8_t> type;                      // 9C; default 00 (POS) or 90 (door)
-  std::uint8_t type_byte() const { return type ? *type : mode == 2 ? 0x90 : 0x00; }
-
-  /// The AUTHENTICATE data in a deliberately non-canonical order.
-  Bytes encode() const {
-    Bytes out;
-    tlv(out, hex("9F1C"), terminal);
-    tlv(out, hex("9F37"), un);
-    tlv(out, hex("DF33"), hex("02"));
-    tlv(out, hex("DF31"), Bytes{mode});
-    tlv(out, hex("9F02"), amount);
-    tlv(out, hex("5F2A"), currency);
-    tlv(out, hex("9A"), hex("231114"));
-    tlv(out, hex("9F21"), hex("221320"));
-    tlv(out, hex("9C"), Bytes{type_byte()});
-    if (!door.empty()) tlv(out, hex("DF32"), to_bytes(door));
-    return out;
-  }
-
-  /// The MAC input of protocol.md §3, assembled by hand.
-  Bytes mac_input(const Bytes& n, std::uint16_t list, std::uint16_t index, std::uint16_t atc, std::uint8_t pin_state) const {
-    Bytes m;
-    append(m, hex("DF3301 02"));
-    append(m, hex("DF3101")); m.push_back(mode);
-    append(m, hex("9F3708")); append(m, un);
-    append(m, hex("9F0206")); append(m, amount);
-    append(m, hex("5F2A02")); append(m, currency);
-    append(m, hex("9A03 231114"));
-    append(m, hex("9F2103 221320"));
-    append(m, hex("9C01")); m.push_back(type_byte());
-    append(m, hex("9F1C08")); append(m, terminal);
-    if (mode == 2) { append(m, hex("DF32")); m.push_back(static_cast<std::uint8_t>(door.size())); append(m, to_bytes(door)); }
-    append(m, hex("DF4108")); append(m, n);
-    append(m, hex("DF4202")); append(m, be_bytes(list, 2));
-    append(m, hex("DF4302")); append(m, be_bytes(index, 2));
-    append(m, hex("9F3602")); append(m, be_bytes(atc, 2));
-    append(m, hex("DF3501")); m.push_back(pin_state);
-    return m;
+/// A challenge of 2023-11-14 22:13:20 (tests/support/challenge.hpp).
+struct Ch : otac::test::Challenge {
+  Ch() {
+    date = hex("231114");
+    time = hex("221320");
   }
 };
 

@@ -290,7 +290,7 @@ TEST_CASE("SIGKILL under authorization load: every approval the terminal saw is 
   auto l = env.svc->issue_list(e.n, "admin").value();
   std::vector<AuthRequest> reqs;
   for (std::uint16_t i = 0; i < 100; ++i)
-    reqs.push_back(test::card_request("K" + std::to_string(i), e.n, e.algorithm, l.first, i, l.second[i], test::Ch{}));
+    reqs.push_back(backend::test::card_request("K" + std::to_string(i), e.n, e.algorithm, l.first, i, l.second[i], backend::test::Ch{}));
   int pipefd[2];
   REQUIRE(::pipe(pipefd) == 0);
   const pid_t child = ::fork();

@@ -2,9 +2,12 @@
 // keep the semantics of one transaction each (serial order, no lost update, a failing or
 // throwing call undone alone, nothing answered before the commit).
 #include <catch2/catch.hpp>
+#include <sqlite3.h>
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <set>
 #include <stdexcept>
 #include <thread>
@@ -173,4 +176,110 @@ TEST_CASE("group commit: the audit chain stays intact when audited calls share c
     CHECK(*n == committed.load());
     return {};
   }));
+}
+
+TEST_CASE("group commit: run_async returns before its commit and completes once, after the commit, off the caller's thread") {
+  Env env;
+  auto first = env.store();
+  auto s = env.store();
+  std::atomic<bool> leading{false}, release{false};
+  // A slow call holds the committer, so the asynchronous calls below must wait for it.
+  std::thread slow([&] {
+    (void)first->run([&](Tx& tx) -> Result<void> {
+      leading = true;
+      for (int i = 0; i < 2000 && !release; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      return tx.put_terminal(term("SLOW0000"));
+    });
+  });
+  for (int i = 0; i < 1000 && !leading; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  REQUIRE(leading);
+
+  struct Outcome {
+    std::mutex mu;
+    std::condition_variable cv;
+    int calls = 0;
+    bool ok = false;
+    std::string error;
+    bool visible = false;  // the write, seen by a fresh connection from inside the completion
+    bool on_caller = false;
+  };
+  const auto caller = std::this_thread::get_id();
+  auto run = [&](Outcome& o, std::string id, bool fail) {
+    s->run_async(
+        [id, fail](Tx& tx) -> Result<void> {
+          if (auto x = tx.put_terminal(term(id)); !x) return x;
+          if (fail) return make_error(Errc::state, "refused on purpose");
+          return {};
+        },
+        [&o, &env, id, caller](Result<void> r) {
+          // A reader of its own (not the store): sees only what is committed.
+          sqlite3* db = nullptr;
+          bool seen = false;
+          if (sqlite3_open_v2(env.db.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+            sqlite3_stmt* st = nullptr;
+            const std::string sql = "SELECT count(*) FROM terminals WHERE id='" + id + "'";
+            if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+              seen = sqlite3_column_int(st, 0) == 1;
+            sqlite3_finalize(st);
+          }
+          sqlite3_close(db);
+          std::lock_guard lock(o.mu);
+          ++o.calls;
+          o.ok = r.ok();
+          if (!r) o.error = r.error().message;
+          o.visible = seen;
+          o.on_caller = std::this_thread::get_id() == caller;
+          o.cv.notify_all();
+        });
+  };
+  Outcome good, bad;
+  run(good, "ASYNC001", false);
+  run(bad, "ASYNC002", true);
+  {
+    // Both calls returned at once although the committer is still busy: nothing completed yet.
+    std::lock_guard a(good.mu);
+    std::lock_guard b(bad.mu);
+    CHECK(good.calls == 0);
+    CHECK(bad.calls == 0);
+  }
+  release = true;
+  slow.join();
+  for (Outcome* o : {&good, &bad}) {
+    std::unique_lock lock(o->mu);
+    o->cv.wait_for(lock, std::chrono::seconds(10), [&] { return o->calls > 0; });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // a second completion would show now
+  std::lock_guard a(good.mu);
+  std::lock_guard b(bad.mu);
+  CHECK(good.calls == 1);
+  CHECK(good.ok);
+  CHECK(good.visible);  // durable (committed) before the completion ran
+  CHECK_FALSE(good.on_caller);
+  CHECK(bad.calls == 1);
+  CHECK_FALSE(bad.ok);
+  CHECK(bad.error == "refused on purpose");
+  CHECK_FALSE(bad.visible);  // undone alone
+}
+
+TEST_CASE("group commit: a run_async function that throws completes once with an error naming the exception") {
+  Env env;
+  auto s = env.store();
+  std::mutex mu;
+  std::condition_variable cv;
+  int calls = 0;
+  std::string error;
+  s->run_async([](Tx&) -> Result<void> { throw std::runtime_error("thrown on purpose"); },
+               [&](Result<void> r) {
+                 std::lock_guard lock(mu);
+                 ++calls;
+                 if (!r) error = r.error().message;
+                 cv.notify_all();
+               });
+  std::unique_lock lock(mu);
+  cv.wait_for(lock, std::chrono::seconds(10), [&] { return calls > 0; });
+  CHECK(calls == 1);
+  CHECK(error.find("thrown on purpose") != std::string::npos);
+  // The store still works after it.
+  lock.unlock();
+  CHECK(s->run([](Tx& tx) -> Result<void> { return tx.put_terminal(term("AFTER000")); }));
 }

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "otac/applet/applet.hpp"
+#include "support/challenge.hpp"
 #include "test_support.hpp"
 #include "otac/applet/sms_lite.hpp"
 #include "otac/common/apdu.hpp"
@@ -174,46 +175,12 @@ inline void load_codes(Card& c, std::uint16_t id, const std::vector<Bytes>& code
   REQUIRE(por.data == hex("9000"));
 }
 
-/// The fields of a challenge; encode() puts them in a non-canonical order.
-struct Ch {
-  Bytes un = hex("0102030405060708");
-  Bytes amount = hex("000000001234");
-  Bytes terminal = to_bytes("TERM0001");
-  std::uint8_t mode = 0x01;
-  std::string door;
-  Bytes extra;
-
-  Bytes encode() const {
-    Bytes out;
-    put(out, hex("9F1C"), terminal);
-    put(out, hex("9F37"), un);
-    put(out, hex("DF33"), hex("02"));
-    put(out, hex("DF31"), Bytes{mode});
-    put(out, hex("9F02"), amount);
-    put(out, hex("5F2A"), hex("0978"));
-    put(out, hex("9A"), hex("261122"));
-    put(out, hex("9F21"), hex("185500"));
-    put(out, hex("9C"), mode == 2 ? hex("90") : hex("00"));
-    if (!door.empty()) put(out, hex("DF32"), to_bytes(door));
-    append(out, extra);
-    return out;
-  }
-  /// protocol.md 3, assembled by hand; pin_state 03: three tries left, PIN not verified.
+/// A challenge of 2026-11-22 18:55:00 to the fixture's card kN (tests/support/challenge.hpp).
+struct Ch : otac::test::Challenge {
+  using Challenge::mac_input;
+  /// pin_state 03: three tries left, PIN not verified.
   Bytes mac_input(std::uint16_t list, std::uint16_t index, std::uint16_t atc, std::uint8_t pin_state = 0x03) const {
-    Bytes m = hex("DF330102 DF3101");
-    m.push_back(mode);
-    append(m, hex("9F3708")); append(m, un);
-    append(m, hex("9F0206")); append(m, amount);
-    append(m, hex("5F2A020978 9A03261122 9F2103185500"));
-    append(m, mode == 2 ? hex("9C0190") : hex("9C0100"));
-    append(m, hex("9F1C08")); append(m, terminal);
-    if (mode == 2) { append(m, hex("DF32")); m.push_back(static_cast<std::uint8_t>(door.size())); append(m, to_bytes(door)); }
-    append(m, hex("DF4108")); append(m, kN);
-    append(m, hex("DF4202")); append(m, be_bytes(list, 2));
-    append(m, hex("DF4302")); append(m, be_bytes(index, 2));
-    append(m, hex("9F3602")); append(m, be_bytes(atc, 2));
-    append(m, hex("DF3501")); m.push_back(pin_state);
-    return m;
+    return Challenge::mac_input(kN, list, index, atc, pin_state);
   }
 };
 

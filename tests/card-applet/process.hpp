@@ -19,20 +19,12 @@
 #include <thread>
 #include <vector>
 
+#include "test_support.hpp"
+
 namespace otac::applet::test {
 
-/// A temporary directory removed at scope exit.
-struct TempDir {
-  std::filesystem::path path;
-  TempDir() {
-    std::string t = (std::filesystem::temp_directory_path() / "otac-card-it-XXXXXX").string();
-    if (!::mkdtemp(t.data())) throw std::runtime_error("mkdtemp failed");
-    path = t;
-  }
-  ~TempDir() { std::error_code ec; std::filesystem::remove_all(path, ec); }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-};
+/// A temporary directory removed at scope exit (tests/test_support.hpp).
+using TempDir = otac::test::TempDir;
 
 /// A child process with stdout+stderr to a log file; SIGTERM (then SIGKILL) by PID at scope exit.
 class Child {
@@ -141,5 +133,26 @@ class FileLock {
  private:
   int fd_;
 };
+
+#ifdef OTAC_SOURCE_DIR
+/// pcscd with a vpcd virtual reader for one test (tests/support/pcscd.sh under DIR): started
+/// here, stopped by its PID at scope exit. Only one pcscd runs per machine: hold a FileLock on
+/// /tmp/otac-pcscd.lock first.
+class Pcscd {
+ public:
+  explicit Pcscd(std::filesystem::path dir) : dir_(std::move(dir)) {
+    if (sh(std::string(OTAC_SOURCE_DIR "/tests/support/pcscd.sh start ") + dir_.string()) != 0)
+      throw std::runtime_error("pcscd did not start; its log is in " + dir_.string());
+  }
+  ~Pcscd() { sh(std::string(OTAC_SOURCE_DIR "/tests/support/pcscd.sh stop ") + dir_.string()); }
+  Pcscd(const Pcscd&) = delete;
+  Pcscd& operator=(const Pcscd&) = delete;
+  /// The TCP port the virtual card connects to (vicc).
+  std::string vpcd_port() const { return read_env(dir_ / "pcscd.env").at("VPCD_PORT"); }
+
+ private:
+  std::filesystem::path dir_;
+};
+#endif
 
 }  // namespace otac::applet::test

@@ -130,11 +130,11 @@ TEST_CASE("the initialization message is a SEND SHORT MESSAGE with a CC-protecte
   // with the comprehension-required bit, as common/envelope encodes it)
   REQUIRE(d0.size() > 20);
   CHECK(Bytes(d0.begin() + 2, d0.begin() + 18) == hex("810301130082028183 8605 9151551000"));
-  auto parsed = sms::parse_send_short_message(d0);
+  auto parsed = applet::sms::parse_send_short_message(d0);
   REQUIRE(parsed.ok());
   // SMS-SUBMIT: 41 (UDHI, MTI 01), MR 00, DA 8 digits international 15550100, PID 7F, DCS F6.
   CHECK(Bytes(parsed->tpdu.begin(), parsed->tpdu.begin() + 10) == hex("4100 0891 51551000 7FF6"));
-  auto submit = sms::parse_submit(parsed->tpdu);
+  auto submit = applet::sms::parse_submit(parsed->tpdu);
   REQUIRE(submit.ok());
   CHECK(submit->udh == hex("7000"));
   auto peek = ota::peek_command(submit->payload);
@@ -423,7 +423,7 @@ TEST_CASE("REQUEST REFRESH and the threshold queue card requests, the outbox is 
   CHECK(c.sw(cmd(0x80, 0xA0, 0x00, 0x00, Ch{}.encode(), true)) == 0x9000);  // 2 left: threshold
   auto f = c.tx("8012000000");
   REQUIRE(f.sw == 0x9000);
-  auto submit = sms::parse_submit(sms::parse_send_short_message(f.data)->tpdu).value();
+  auto submit = applet::sms::parse_submit(applet::sms::parse_send_short_message(f.data)->tpdu).value();
   auto opened = ota::open_command(submit.payload, SecretBytes{}, test_keys().kid).value();
   CHECK(opened.counter == 2);
   CHECK(opened.data == hex("F11C DF410811223344556677 88 C00102 DF42020001 DF48020002 DF490101"));
@@ -436,7 +436,7 @@ TEST_CASE("REQUEST REFRESH and the threshold queue card requests, the outbox is 
   for (; fetched < 10; ++fetched) {
     auto m = c.tx("8012000000");
     if (m.sw != 0x9000) break;
-    auto sub = sms::parse_submit(sms::parse_send_short_message(m.data)->tpdu).value();
+    auto sub = applet::sms::parse_submit(applet::sms::parse_send_short_message(m.data)->tpdu).value();
     last = ota::peek_command(sub.payload)->counter.value();
   }
   CHECK(fetched == 4);  // max_outbox: the oldest were dropped

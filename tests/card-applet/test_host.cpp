@@ -74,6 +74,12 @@ Bytes vicc_exchange(int fd, const Bytes& msg) {
 
 // otac-card with its stderr joined to stdout.
 ShellResult run_cli(const std::string& args) { return run_shell(std::string(OTAC_CARD_BIN) + " " + args + " 2>&1"); }
+// otac-card with `lines` (digits only, one secret each) on its standard input, as a script gives them.
+ShellResult run_cli_in(const std::string& lines, const std::string& args) {
+  std::string printf_arg;
+  for (char c : lines) printf_arg += c == '\n' ? std::string("\\n") : std::string(1, c);
+  return run_shell("printf '" + printf_arg + "' | " + std::string(OTAC_CARD_BIN) + " " + args + " 2>&1");
+}
 
 void write_card_state(const std::filesystem::path& p, Card& c) {
   FileStorage fs(p);
@@ -155,27 +161,35 @@ TEST_CASE("otac-card command line: exit statuses, mode 0600, activation from a l
     l << "OTAC card initialization\nCard identity N: 1122334455667788\nAlgorithm: 3DES (two-key)\n"
          "Card key K: 0123456789abcdeffedcba9876543210\nServer SMS number: +15550100\n";
   }
-  CHECK(run_cli("activate --state " + st + " --pin 12 --puk 87654321 --letter " + (dir.path / "letter.txt").string()).status == 2);
-  auto act = run_cli("activate --state " + st + " --pin 1234 --puk 87654321 --letter " + (dir.path / "letter.txt").string());
+  // PINs and the PUK come on standard input, one line each, never as arguments.
+  const std::string letter = " --letter " + (dir.path / "letter.txt").string();
+  CHECK(run_cli_in("12\n87654321\n", "activate --state " + st + letter).status == 2);
+  CHECK(run_cli_in("1234\n", "activate --state " + st + letter).status == 2);  // the PUK missing
+  auto act = run_cli_in("1234\n87654321\n", "activate --state " + st + letter);
   INFO(act.out);
   CHECK(act.status == 0);
   CHECK(act.out.find("0123456789abcdef") == std::string::npos);  // K never echoed
   CHECK(act.out.find("1234") == std::string::npos);
+  CHECK(act.out.find("deprecated") == std::string::npos);
   auto status = run_cli("status --state " + st + " --json");
   CHECK(status.status == 0);
   CHECK(status.out.find("\"n\":\"1122334455667788\"") != std::string::npos);
   CHECK(status.out.find("\"life\":2") != std::string::npos);
-  CHECK(run_cli("verify --state " + st + " --pin 9999").status == 1);
-  CHECK(run_cli("verify --state " + st + " --pin 1234").status == 0);
-  CHECK(run_cli("code --state " + st + " --pin 1234").status == 1);  // no list yet
-  CHECK(run_cli("refresh --state " + st + " --pin 1234").status == 0);
-  CHECK(run_cli("change-pin --state " + st + " --pin 1234 --new-pin 4321").status == 0);
-  for (int i = 0; i < 3; ++i) CHECK(run_cli("verify --state " + st + " --pin 0000").status == 1);
-  auto blocked = run_cli("verify --state " + st + " --pin 4321");
+  CHECK(run_cli_in("9999\n", "verify --state " + st).status == 1);
+  CHECK(run_cli_in("1234\n", "verify --state " + st).status == 0);
+  CHECK(run_cli("verify --state " + st + " </dev/null").status == 2);  // no PIN at all
+  CHECK(run_cli_in("1234\n", "code --state " + st).status == 1);  // no list yet
+  CHECK(run_cli_in("1234\n", "refresh --state " + st).status == 0);
+  CHECK(run_cli_in("1234\n4321\n", "change-pin --state " + st).status == 0);
+  for (int i = 0; i < 3; ++i) CHECK(run_cli_in("0000\n", "verify --state " + st).status == 1);
+  auto blocked = run_cli_in("4321\n", "verify --state " + st);
   CHECK(blocked.status == 1);
   CHECK(blocked.out.find("unblock") != std::string::npos);
-  CHECK(run_cli("unblock --state " + st + " --puk 87654321 --new-pin 5555").status == 0);
-  CHECK(run_cli("verify --state " + st + " --pin 5555").status == 0);
+  CHECK(run_cli_in("87654321\n5555\n", "unblock --state " + st).status == 0);
+  // --pin-fd N: the shell opens the secrets on another descriptor; stdin stays free.
+  CHECK(run_cli("verify --state " + st + " --pin-fd 3 3<<EOF\n5555\nEOF").status == 0);
+  CHECK(run_cli("verify --state " + st + " --pin-fd 3 3<<EOF\n4321\nEOF").status == 1);
+  CHECK(run_cli("verify --state " + st + " --pin-fd x </dev/null").status == 2);
   // The state file is refused by the daemon when others may read it.
   ::chmod(st.c_str(), 0644);
   CHECK(run_cli("run --state " + st + " --vicc 127.0.0.1:1").status == 1);
@@ -201,6 +215,9 @@ TEST_CASE("otac-card activate: a malformed number is a usage error naming the op
   auto ok = run_cli(base + "--threshold 400 --pin-limit 999999999999");
   INFO(ok.out);
   REQUIRE(ok.status == 0);
+  // The deprecated arguments still work, and each one warns that ps and the history show it.
+  for (const char* opt : {"--pin ", "--puk ", "--k "})
+    CHECK(ok.out.find("level=warn event=card msg=\"" + std::string(opt) + "puts the") != std::string::npos);
   CHECK(run_cli("status --state " + st).out.find("refresh at:       400 unused codes") != std::string::npos);
   auto two = run_cli("verify --state " + st + " --pin 0000");
   CHECK(two.out.find("2 tries left") != std::string::npos);
@@ -208,6 +225,55 @@ TEST_CASE("otac-card activate: a malformed number is a usage error naming the op
   INFO(one.out);
   CHECK(one.out.find("1 try left") != std::string::npos);
   CHECK(one.out.find("tries left") == std::string::npos);
+}
+
+TEST_CASE("otac-card on a terminal: asks for the PIN with echo off, a new PIN twice") {
+  // script(1) gives otac-card a pseudo-terminal; the keystrokes come after the prompt, as a
+  // person types them (echo is switched off only once the prompt is out).
+  TempDir dir;
+  const std::string st = (dir.path / "card").string();
+  REQUIRE(run_cli("init --state " + st).status == 0);
+  const std::string typing = "(sleep 0.5; printf '2468\\r'; sleep 0.3; printf '2468\\r'; sleep 0.5) | ";
+  auto gen = run_shell(typing + "script -qec '" + std::string(OTAC_CARD_BIN) + " keygen --state " + st +
+                       " --alg p256' /dev/null 2>&1");
+  INFO(gen.out);
+  CHECK(gen.status == 0);
+  CHECK(gen.out.find("PIN: ") != std::string::npos);
+  CHECK(gen.out.find("PIN again: ") != std::string::npos);
+  CHECK(gen.out.find("2468") == std::string::npos);  // never echoed
+  CHECK(run_cli_in("2468\n", "verify --state " + st).status == 0);
+  // Two different entries of a new PIN: refused, nothing set.
+  const std::string differ = "(sleep 0.5; printf '2468\\r'; sleep 0.3; printf '1357\\r'; sleep 0.3; printf '1358\\r'; sleep 0.5) | ";
+  auto bad = run_shell(differ + "script -qec '" + std::string(OTAC_CARD_BIN) + " change-pin --state " + st +
+                       "' /dev/null 2>&1");
+  INFO(bad.out);
+  CHECK(bad.out.find("differ") != std::string::npos);
+  CHECK(run_cli_in("2468\n", "verify --state " + st).status == 0);
+}
+
+TEST_CASE("otac-card activate --k-file: K from a file only its owner may read, never from an argument") {
+  TempDir dir;
+  const std::string st = (dir.path / "card").string();
+  REQUIRE(run_cli("init --state " + st).status == 0);
+  const std::filesystem::path kf = dir.path / "k.hex";
+  { std::ofstream(kf) << "0123456789abcdeffedcba9876543210\n"; }
+  const std::string cmd = "activate --state " + st + " --n 1122334455667788 --alg des3 --server-number +15550100 --k-file " +
+                          kf.string();
+  ::chmod(kf.c_str(), 0644);
+  auto open_file = run_cli_in("1234\n87654321\n", cmd);
+  INFO(open_file.out);
+  CHECK(open_file.status == 1);
+  CHECK(open_file.out.find("chmod 600") != std::string::npos);
+  ::chmod(kf.c_str(), 0600);
+  auto ok = run_cli_in("1234\n87654321\n", cmd);
+  INFO(ok.out);
+  CHECK(ok.status == 0);
+  CHECK(ok.out.find("level=warn") == std::string::npos);
+  CHECK(run_cli_in("1234\n", "verify --state " + st).status == 0);
+  // Neither K nor --k-file: a usage error that names the file option.
+  auto none = run_cli_in("1234\n87654321\n", "activate --state " + st + " --n 1122334455667788 --alg des3 --server-number 1");
+  CHECK(none.status == 2);
+  CHECK(none.out.find("--k-file") != std::string::npos);
 }
 
 TEST_CASE("otac-card activate: the card CA key from --ca-key or the letter decides which E4 the card accepts") {
@@ -275,7 +341,7 @@ TEST_CASE("otac-card keygen: the card's own key pair, its public key printed for
   REQUIRE(run_cli("init --state " + st).status == 0);
   CHECK(run_cli("keygen --state " + st + " --pin 1234 --alg dsa").status == 2);
   CHECK(run_cli("keygen --state " + st + " --pin 12 --alg p256").status == 2);
-  CHECK(run_cli("keygen --state " + st + " --alg p256").status == 2);  // --pin missing
+  CHECK(run_cli("keygen --state " + st + " --alg p256 </dev/null").status == 2);  // no PIN given
   // On a blank card keygen sets the PIN; stdout is the SubjectPublicKeyInfo alone.
   auto gen = run_shell(std::string(OTAC_CARD_BIN) + " keygen --state " + st + " --pin 1234 --alg p256 2>/dev/null");
   REQUIRE(gen.status == 0);

@@ -112,9 +112,9 @@ TEST_CASE("ENVELOPE refuses malformed TPDUs, wrong device identities and inactiv
   Bytes inner_trunc = hex("80C2000005 D10582028381");  // D1 claims 5 bytes, holds 4
   CHECK(c.sw(inner_trunc) == 0x6A80);
   // A PID other than 7F (SIM data download) is not for us.
-  auto tpdu = sms::encode_deliver(kServer, hex("7000"), packet).value();
+  auto tpdu = applet::sms::encode_deliver(kServer, hex("7000"), packet).value();
   tpdu[7] = 0x00;
-  auto env = sms::encode_sms_pp_download("+4917000000", tpdu).value();
+  auto env = applet::sms::encode_sms_pp_download("+4917000000", tpdu).value();
   Bytes a = hex("80C20000");
   a.push_back(static_cast<std::uint8_t>(env.size()));
   append(a, env);
@@ -251,7 +251,7 @@ TEST_CASE("E2 replaces K after the whole packet verified, the old K no longer op
   // The card tells the server it holds K' (type 03, CC under K', KID version 2).
   auto f = c.tx("8012000000");
   REQUIRE(f.sw == 0x9000);
-  auto sub = sms::parse_submit(sms::parse_send_short_message(f.data)->tpdu).value();
+  auto sub = applet::sms::parse_submit(applet::sms::parse_send_short_message(f.data)->tpdu).value();
   auto keys2 = test_keys(0x01, k2);
   auto opened = ota::open_command(sub.payload, SecretBytes{}, keys2.kid);
   REQUIRE(opened.ok());

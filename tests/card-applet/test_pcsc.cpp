@@ -52,12 +52,8 @@ TEST_CASE("pcscd + vpcd: a PC/SC client selects the applet and runs a challenge-
     load_codes(c, 3, codes, 1);
     REQUIRE(fs.commit(c.store.load().value()));
   }
-  REQUIRE(sh(std::string(OTAC_SOURCE_DIR "/tests/support/pcscd.sh start ") + dir.path.string() + "/pcscd") == 0);
-  struct StopPcscd {
-    std::string d;
-    ~StopPcscd() { sh(std::string(OTAC_SOURCE_DIR "/tests/support/pcscd.sh stop ") + d); }
-  } stop_pcscd{dir.path.string() + "/pcscd"};
-  const auto port = read_env(dir.path / "pcscd" / "pcscd.env").at("VPCD_PORT");
+  Pcscd pcscd(dir.path / "pcscd");
+  const auto port = pcscd.vpcd_port();
   Child card({OTAC_CARD_BIN, "run", "--state", state.string(), "--vicc", "127.0.0.1:" + port}, dir.path / "card.log");
 
   auto ctx = PcscContext::establish();

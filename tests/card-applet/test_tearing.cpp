@@ -15,15 +15,7 @@ using namespace otac::applet::test;
 
 namespace {
 
-struct TempDir {
-  std::filesystem::path path;
-  TempDir() {
-    std::string t = (std::filesystem::temp_directory_path() / "otac-card-XXXXXX").string();
-    if (!::mkdtemp(t.data())) throw std::runtime_error("mkdtemp");
-    path = t;
-  }
-  ~TempDir() { std::error_code ec; std::filesystem::remove_all(path, ec); }
-};
+using otac::test::TempDir;
 
 using Prelude = std::function<void(Applet&)>;
 

@@ -73,6 +73,7 @@ class TestServer {
     std::string cert, key;   // empty: plain TCP
     bool silent = false;     // accept, then never read or answer
     bool close_after = false;  // "Connection: close" after each answer
+    bool close_idle = false;   // keep-alive answers, then the connection is closed (an idle timeout)
   };
 
   explicit TestServer(Options o) : opt_(std::move(o)) {
@@ -148,7 +149,7 @@ class TestServer {
         with_stream(*p, [&](auto& s2) {
           bhttp::async_write(s2, p->res, [this, p](beast::error_code e2, std::size_t) {
             if (e2) return;
-            if (opt_.close_after) {
+            if (opt_.close_after || opt_.close_idle) {
               beast::error_code ignored;
               beast::get_lowest_layer(p->tls).socket().shutdown(tcp::socket::shutdown_both, ignored);
               return;
@@ -317,6 +318,44 @@ TEST_CASE("HTTP client: a dropped connection is reopened with TLS session resump
   }
   CHECK((*client)->connections_opened() == 3);
   CHECK((*client)->sessions_resumed() == 2);
+}
+
+TEST_CASE("HTTP client: warm reopens, with session resumption, a connection the server closed while idle", "[net][https]") {
+  Pki pki;
+  TestServer server({pki.path("good.pem"), pki.path("good.key"), false, false, /*close_idle=*/true});
+  auto client = otac::net::HttpClient::create(client_for(pki, server.port()));
+  REQUIRE(client.ok());
+  REQUIRE((*client)->warm().ok());  // nothing open yet: connects
+  CHECK((*client)->connections_opened() == 1);
+  auto r = (*client)->request(Verb::get, "/a");
+  REQUIRE(r.ok());
+  CHECK((*client)->connections_opened() == 1);  // the warm connection served it
+  // The server closes the idle keep-alive connection; warm notices and reopens it (bounded wait
+  // for the hang-up to arrive).
+  for (int i = 0; i < 200 && (*client)->connections_opened() == 1; ++i) {
+    std::this_thread::sleep_for(ms(10));
+    REQUIRE((*client)->warm().ok());
+  }
+  CHECK((*client)->connections_opened() == 2);
+  CHECK((*client)->sessions_resumed() == 1);
+  r = (*client)->request(Verb::get, "/b");
+  INFO((r ? "" : r.error().message));
+  REQUIRE(r.ok());
+  CHECK(r->body == "/b");
+  CHECK((*client)->connections_opened() == 2);  // no reconnect inside the request
+}
+
+TEST_CASE("HTTP client: warm leaves an open keep-alive connection alone", "[net][https]") {
+  Pki pki;
+  TestServer server({pki.path("good.pem"), pki.path("good.key")});
+  auto client = otac::net::HttpClient::create(client_for(pki, server.port()));
+  REQUIRE(client.ok());
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE((*client)->request(Verb::get, "/r").ok());
+    std::this_thread::sleep_for(ms(20));  // a session ticket the server sent meanwhile is not a hang-up
+    REQUIRE((*client)->warm().ok());
+  }
+  CHECK((*client)->connections_opened() == 1);
 }
 
 TEST_CASE("HTTP client: unusable settings are refused at creation with the file named", "[net][https]") {

@@ -1,4 +1,5 @@
-// common/sys: the file-descriptor owner and the atomic file replacement.
+// common/sys: the file-descriptor owner, the atomic file replacement, secrets read from
+// descriptors and owner-only files, the log format.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -7,12 +8,15 @@
 
 #include <catch2/catch.hpp>
 #include <cerrno>
+#include <cstdio>
 #include <filesystem>
 #include <string>
 #include <vector>
 
 #include "otac/sys/fd.hpp"
 #include "otac/sys/file.hpp"
+#include "otac/sys/log.hpp"
+#include "otac/sys/secret_input.hpp"
 #include "test_support.hpp"
 
 using otac::Errc;
@@ -192,4 +196,129 @@ TEST_CASE("read_file refuses a file above its size limit") {
   REQUIRE_FALSE(r.ok());
   CHECK(r.error().code == Errc::bad_length);
   CHECK(otac::sys::read_file(d.path / "big", 100).ok());
+}
+
+// --- secrets read without the command line (otac/sys/secret_input.hpp) ---
+
+namespace {
+
+// A pipe holding `text`, its write end closed: a script's here-document or `printf | program`.
+Fd pipe_with(const std::string& text) {
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  REQUIRE(::write(fds[1], text.data(), text.size()) == static_cast<ssize_t>(text.size()));
+  ::close(fds[1]);
+  return Fd(fds[0]);
+}
+
+std::string str(const otac::SecretBytes& s) { return std::string(s.data(), s.data() + s.size()); }
+
+}  // namespace
+
+TEST_CASE("SecretReader reads one line per secret from a descriptor and leaves the rest") {
+  Fd in = pipe_with("1234\r\n87654321\nrest");
+  otac::sys::SecretReader r(in.get());
+  CHECK_FALSE(r.interactive());
+  auto pin = r.read("PIN");
+  REQUIRE(pin.ok());
+  CHECK(str(*pin) == "1234");  // CR LF from a Windows editor: both go
+  auto puk = r.read("PUK");
+  REQUIRE(puk.ok());
+  CHECK(str(*puk) == "87654321");
+  // The rest stayed in the pipe: the reader took nothing after the second newline.
+  char buf[8] = {};
+  CHECK(::read(in.get(), buf, sizeof buf) == 4);
+  CHECK(std::string(buf, 4) == "rest");
+}
+
+TEST_CASE("SecretReader: ended input and overlong lines are errors that name the secret") {
+  Fd empty = pipe_with("");
+  auto none = otac::sys::SecretReader(empty.get()).read("new PIN");
+  REQUIRE_FALSE(none.ok());
+  CHECK(none.error().code == Errc::truncated);
+  CHECK(none.error().message.find("no new PIN") != std::string::npos);
+  Fd lng = pipe_with(std::string(100, '7') + "\n1234\n");
+  otac::sys::SecretReader r(lng.get());
+  auto too_long = r.read("PIN", 16);
+  REQUIRE_FALSE(too_long.ok());
+  CHECK(too_long.error().code == Errc::bad_length);
+  CHECK(too_long.error().message.find("7777") == std::string::npos);  // the secret is not repeated
+  auto next = r.read("PIN", 16);  // the overlong line was consumed whole
+  REQUIRE(next.ok());
+  CHECK(str(*next) == "1234");
+  // A last line without its newline still counts.
+  Fd no_nl = pipe_with("5555");
+  auto last = otac::sys::SecretReader(no_nl.get()).read("PIN");
+  REQUIRE(last.ok());
+  CHECK(str(*last) == "5555");
+}
+
+TEST_CASE("read_secret_file: owner-only regular files, first line, trailing blanks removed") {
+  TempDir dir;
+  const fs::path p = dir.path / "token";
+  REQUIRE(write_file_atomic(p, std::string("s3cr3t-token \t\nsecond line\n"), {.mode = 0600}).ok());
+  auto t = otac::sys::read_secret_file(p);
+  REQUIRE(t.ok());
+  CHECK(str(*t) == "s3cr3t-token");
+  for (unsigned mode : {0640u, 0604u, 0620u, 0644u}) {
+    ::chmod(p.c_str(), mode);
+    auto refused = otac::sys::read_secret_file(p);
+    REQUIRE_FALSE(refused.ok());
+    CHECK(refused.error().message.find("chmod 600") != std::string::npos);
+    CHECK(refused.error().message.find("s3cr3t") == std::string::npos);
+  }
+  ::chmod(p.c_str(), 0400);
+  CHECK(otac::sys::read_secret_file(p).ok());
+  REQUIRE(write_file_atomic(p, std::string("\nkey\n"), {.mode = 0600}).ok());
+  auto blank = otac::sys::read_secret_file(p);
+  REQUIRE_FALSE(blank.ok());
+  CHECK(blank.error().message.find("is empty") != std::string::npos);
+  auto dir_refused = otac::sys::read_secret_file(dir.path);
+  REQUIRE_FALSE(dir_refused.ok());
+  CHECK(dir_refused.error().message.find("not a regular file") != std::string::npos);
+  auto missing = otac::sys::read_secret_file(dir.path / "missing");
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.error().code == Errc::io);
+}
+
+// --- the one log format (otac/sys/log.hpp) ---
+
+namespace {
+
+// What otac::sys::log writes to stderr during `f`, captured through a temporary file.
+template <class F>
+std::string stderr_of(const fs::path& file, F f) {
+  std::fflush(stderr);
+  const int saved = ::dup(STDERR_FILENO);
+  REQUIRE(saved >= 0);
+  {
+    Fd out(::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    REQUIRE(out.valid());
+    REQUIRE(::dup2(out.get(), STDERR_FILENO) == STDERR_FILENO);
+  }
+  f();
+  std::fflush(stderr);
+  ::dup2(saved, STDERR_FILENO);
+  ::close(saved);
+  return content_of(file);
+}
+
+}  // namespace
+
+TEST_CASE("log: one logfmt line per event, time stamp, level, event, quoted values") {
+  TempDir dir;
+  const std::string line = stderr_of(dir.path / "err", [] {
+    otac::sys::log::warn("sms", {{"to", "+4912345"}, {"msg", "sms: MT \"x\" = y"}, {"ctl", std::string("a\nb\x7f", 4)}, {"e", ""}});
+  });
+  INFO(line);
+  REQUIRE(line.size() > 30);
+  CHECK(line.back() == '\n');
+  CHECK(line.find('\n') == line.size() - 1);  // a newline in a value cannot split the line
+  // ts=2026-12-06T12:18:51.123Z: UTC, milliseconds.
+  CHECK(line.rfind("ts=", 0) == 0);
+  CHECK(line[7] == '-');
+  CHECK(line[13] == 'T');
+  CHECK(line[26] == 'Z');
+  CHECK(line.substr(27) ==
+        " level=warn event=sms to=+4912345 msg=\"sms: MT \\\"x\\\" = y\" ctl=\"a\\x0ab\\x7f\" e=\"\"\n");
 }

@@ -1,11 +1,12 @@
 // Session table, CSRF check and HTTP helpers of the console.
 #include <catch2/catch.hpp>
 
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
 
-#include "http.hpp"
+#include "router.hpp"
 #include "session.hpp"
 
 using namespace otac::backend;
@@ -167,17 +168,17 @@ TEST_CASE("http helpers: cookies, targets, query parameters") {
   CHECK_FALSE(cookie_value("ab=1; xb=2", "b"));
   CHECK_FALSE(cookie_value("", "b"));
   CHECK_FALSE(cookie_value("b", "b"));
-  auto [path, query] = split_target("/console/api/x?card=01&limit=5");
+  // The console's targets are split by the server's router (one parser for the whole API).
+  std::string path;
+  std::map<std::string, std::string> query;
+  REQUIRE(otac::backend::http::split_target("/console/api/x?card=01&limit=5", path, query));
   CHECK(path == "/console/api/x");
-  CHECK(query == "card=01&limit=5");
-  CHECK(split_target("/a").second.empty());
-  CHECK(query_param("card=01&limit=5", "limit") == std::string("5"));
-  CHECK(query_param("terminal=T%20X+1", "terminal") == std::string("T X 1"));
-  CHECK_FALSE(query_param("a=1", "b"));
-  CHECK_FALSE(query_param("a=%zz", "a"));
-  CHECK_FALSE(query_param("a=%4", "a"));
-  CHECK_FALSE(query_param("a=%", "a"));
-  CHECK(query_param("a", "a") == std::string());
-  CHECK(iequals("Content-Type", "content-TYPE"));
-  CHECK_FALSE(iequals("Content-Type", "Content-Typ"));
+  CHECK(query.at("card") == "01");
+  CHECK(query.at("limit") == "5");
+  REQUIRE(otac::backend::http::split_target("/console/api/x?terminal=T%20X+1&flag", path, query));
+  CHECK(query.at("terminal") == "T X 1");
+  CHECK(query.at("flag").empty());
+  CHECK_FALSE(otac::backend::http::split_target("/a?a=%zz", path, query));
+  CHECK_FALSE(otac::backend::http::split_target("/a?a=%4", path, query));
+  CHECK_FALSE(otac::backend::http::split_target("/a?a=%", path, query));
 }

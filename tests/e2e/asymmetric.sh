@@ -54,7 +54,7 @@ lists=$(card status | sed -n 's/^lists held: *//p')
 echo "ok: the threshold push delivered a second E5 list ($(card_codes) codes)"
 # The first list's last three codes go to the display mode; the next purchase can only use
 # the second list.
-for _ in 1 2 3; do card code --pin "$CARD_PIN" >/dev/null 2>&1 || fail "otac-card code failed"; done
+for _ in 1 2 3; do card code <<<"$CARD_PIN" >/dev/null 2>&1 || fail "otac-card code failed"; done
 d=$(tap 20.00)
 [ "$d" = approved ] || { cat "$OTAC_RUN/tap.err" >&2; fail "purchase with a code of the second list: $d"; }
 active=$(card status | sed -n 's/^active list: *//p')

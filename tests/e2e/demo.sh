@@ -50,7 +50,7 @@ stack_up 10 3 || fail "the system did not come up"
 say "backend: https://127.0.0.1:$BACKEND_PORT (data in $BACKEND_DIR)"
 say "Kannel: fake SMSC on 127.0.0.1:$KANNEL_SMSC_PORT, sendsms on 127.0.0.1:$KANNEL_SENDSMS_PORT"
 say "card $CARD_N enrolled (letter: $OTAC_RUN/letter.txt), PIN set, activated"
-grep -E 'sms: ' "$OTAC_RUN/card.log" | sed 's/^[^ ]* otac-card: /    card: /'
+grep -E 'sms: ' "$OTAC_RUN/card.log" | sed -E 's/.* msg="?(.*[^"])"?$/    card: \1/'
 say "card: $(card_codes) unused codes; terminal $TERMINAL_ID registered, reader pn532_uart:$OTAC_RUN/pn532"
 
 step "A purchase of 12.50 EUR is approved"
@@ -95,7 +95,7 @@ grep -q '^relay:' "$OTAC_RUN/door2.err" && fail "the relay was pulsed for a refu
 say "relay not pulsed"
 
 step "Display mode: the card shows a code, typed at the door's keypad"
-code=$(card code --pin "$CARD_PIN" 2>>"$OTAC_RUN/steps.log" | grep -Eo '[0-9]{8}' | head -1)
+code=$(card code <<<"$CARD_PIN" 2>>"$OTAC_RUN/steps.log" | grep -Eo '[0-9]{8}' | head -1)
 [ -n "$code" ] || fail "the card showed no code"
 say "card display: $code"
 tap keypad code "$code" --card "$CARD_N" --door "$DOOR_OK"
@@ -113,7 +113,7 @@ while [ "$(grep -c 'Proof of Receipt sent' "$OTAC_RUN/card.log" || true)" -le "$
   sleep 0.3
 done
 [ "$(grep -c 'Proof of Receipt sent' "$OTAC_RUN/card.log" || true)" -gt "$pors" ] || fail "no new list arrived"
-grep -E 'sms: ' "$OTAC_RUN/card.log" | tail -3 | sed 's/^[^ ]* otac-card: /    card: /'
+grep -E 'sms: ' "$OTAC_RUN/card.log" | tail -3 | sed -E 's/.* msg="?(.*[^"])"?$/    card: \1/'
 card status | grep -E 'active list|unused codes|lists held' | sed 's/^/    card: /'
 
 step "The new list is used once the old one runs out"

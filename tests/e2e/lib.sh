@@ -123,19 +123,20 @@ EOF
   # The card: enrolled (letter), a blank card activated with it, its first list by SMS.
   # With E2E_CARD_KEYPAIR=rsa|p256 the card first generates its key pair and is enrolled
   # with its public key (asymmetric mode: lists arrive as E5).
-  CARD_STATE=$OTAC_RUN/card.state
+  CARD_STATE=${E2E_CARD_STATE_DIR:-$OTAC_RUN}/card.state  # a benchmark may put it on tmpfs
   rm -f "$CARD_STATE" "$CARD_STATE.lock"
   quiet card init || return 1
   local pubkey=()
   if [ -n "${E2E_CARD_KEYPAIR:-}" ]; then
-    card keygen --pin "$CARD_PIN" --alg "$E2E_CARD_KEYPAIR" >"$OTAC_RUN/card.pub" 2>>"$OTAC_RUN/steps.log" || {
+    card keygen --alg "$E2E_CARD_KEYPAIR" <<<"$CARD_PIN" >"$OTAC_RUN/card.pub" 2>>"$OTAC_RUN/steps.log" || {
       echo "otac-card keygen failed" >&2; tail -3 "$OTAC_RUN/steps.log" >&2; return 1; }
     pubkey=(--public-key "$(cat "$OTAC_RUN/card.pub")")
   fi
   admin enroll --msisdn "$CARD_MSISDN" --review 5000 --limit 100000 --threshold "$threshold" \
     --door "$DOOR_OK" "${pubkey[@]}" >"$OTAC_RUN/letter.txt" || return 1
   CARD_N=$(sed -n 's/^Card identity N: *//p' "$OTAC_RUN/letter.txt")
-  quiet card activate --pin "$CARD_PIN" --puk "$CARD_PUK" --letter "$OTAC_RUN/letter.txt" \
+  # The PIN and the PUK on standard input, one line each: never as arguments (ps shows those).
+  printf '%s\n%s\n' "$CARD_PIN" "$CARD_PUK" | quiet card activate --letter "$OTAC_RUN/letter.txt" \
     --threshold "$card_threshold" ${E2E_CARD_ACTIVATE_ARGS:-} || return 1
 
   EMU_SOCK=$OTAC_RUN/emu.sock

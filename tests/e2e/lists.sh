@@ -67,7 +67,7 @@ full-card)
   echo "ok: seven taps approved; the threshold push filled the card's second slot ($(card_codes) codes)"
 
   # Both slots hold codes: the user's refresh is refused by the card, nothing is sent.
-  if card refresh --pin "$CARD_PIN" >"$OTAC_RUN/refresh.out" 2>&1; then
+  if card refresh <<<"$CARD_PIN" >"$OTAC_RUN/refresh.out" 2>&1; then
     soft_fail "otac-card refresh succeeded on a card with no room: $(cat "$OTAC_RUN/refresh.out")"
   elif ! grep -q 'no room' "$OTAC_RUN/refresh.out"; then
     soft_fail "otac-card refresh did not say why: $(cat "$OTAC_RUN/refresh.out")"
@@ -107,7 +107,7 @@ full-card)
   ;;
 display-only)
   for i in $(seq 1 14); do
-    code=$(card code --pin "$CARD_PIN" 2>>"$OTAC_RUN/steps.log" | grep -Eo '[0-9]{8}' | head -1)
+    code=$(card code <<<"$CARD_PIN" 2>>"$OTAC_RUN/steps.log" | grep -Eo '[0-9]{8}' | head -1)
     [ -n "$code" ] || fail "display code $i: the card showed no code"
     term code "$code" --card "$CARD_N" --door "$DOOR_OK" >"$OTAC_RUN/code.out" 2>"$OTAC_RUN/code.err" || true
     d=$(sed -n 2p "$OTAC_RUN/code.out" | json_field decision)

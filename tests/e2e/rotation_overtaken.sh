@@ -32,7 +32,7 @@ bash "$E2E_SUPPORT/kannel.sh" stop-keep "$OTAC_RUN/kannel" || fail "Kannel did n
 quiet admin rotate-key "$CARD_N" || fail "otac-admin rotate-key failed"
 sleep 3  # the E2's first sends fail; it waits for its retry (1 to 2 s)
 bash "$E2E_SUPPORT/kannel.sh" restart "$OTAC_RUN/kannel" >/dev/null || fail "Kannel did not start again"
-quiet card refresh --pin "$CARD_PIN" || fail "otac-card refresh failed"
+quiet card refresh <<<"$CARD_PIN" || fail "otac-card refresh failed"
 
 for _ in $(seq 1 60); do
   [ "$(backend_keys)" = "2 settled" ] && [ "$(card_key_version)" = 2 ] && break

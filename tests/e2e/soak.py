@@ -85,8 +85,10 @@ def admin_json(*args):
     return json.loads(out)
 
 
-def card(sub, *args):
-    return run([E["BIN_CARD"], sub, "--state", E["CARD_STATE"], *args])
+def card(sub, *args, secrets=()):
+    """otac-card SUB; PINs and the PUK go on its standard input, one line each, never as arguments."""
+    return run([E["BIN_CARD"], sub, "--state", E["CARD_STATE"], *args],
+               stdin_text="".join(f"{s}\n" for s in secrets))
 
 
 def card_status():
@@ -304,7 +306,7 @@ class Soak:
     def do_display(self):
         possible = self.genuine_possible()
         typed = self.rng.random() >= 0.05
-        rc, out, err = card("code", "--pin", PIN)
+        rc, out, err = card("code", secrets=(PIN,))
         self.enter_pins([PIN])
         m = re.search(r"\b(\d{8})\b", out)
         where = re.search(r"display code used list (\d+) index (\d+)", err)
@@ -333,7 +335,7 @@ class Soak:
 
     # ---- the holder, the operator, the network ------------------------------------------------
     def do_user_refresh(self):
-        rc, out, err = card("refresh", "--pin", PIN)
+        rc, out, err = card("refresh", secrets=(PIN,))
         self.enter_pins([PIN])
         self.note(f"otac-card refresh -> exit {rc} {(out + err).strip()[:100]}")
         if rc != 0 and not self.pin_blocked() and "no room" not in err:
@@ -375,7 +377,7 @@ class Soak:
     def do_wrong_pin(self):
         if self.pin_blocked():
             return self.do_puk_unblock()
-        rc, out, err = card("verify", "--pin", WRONG_PIN)
+        rc, out, err = card("verify", secrets=(WRONG_PIN,))
         self.enter_pins([WRONG_PIN])
         self.note(f"otac-card verify (wrong PIN) -> exit {rc} {err.strip()[-60:]}")
         m = re.search(r"(\d+) tr(?:y|ies) left", err)
@@ -383,7 +385,7 @@ class Soak:
             raise Failure("card", f"a wrong PIN: exit {rc}, '{err.strip()}', expected {self.pin_tries} tries left")
 
     def do_puk_unblock(self):
-        rc, out, err = card("unblock", "--puk", PUK, "--new-pin", PIN)
+        rc, out, err = card("unblock", secrets=(PUK, PIN))
         self.note(f"otac-card unblock (PUK) -> exit {rc}")
         if rc != 0:
             raise Failure("card", f"otac-card unblock with the PUK failed: {err.strip()}")

@@ -164,16 +164,21 @@ TEST_CASE("fault: no card in the field", "[pn532][libnfc][fault]") {
 
   SECTION("endless select waits until the card is inserted") {
     REQUIRE(nfc_device_set_property_bool(r.dev.get(), NP_INFINITE_SELECT, true) == 0);
+    // The inserter only records what happened; the checks run on this thread after the join
+    // (Catch2's assertions are not thread-safe).
+    std::atomic<bool> insert_sent{false};
+    std::string inserted;
     std::thread inserter([&] {
-      std::this_thread::sleep_for(std::chrono::milliseconds(150));
-      CHECK(emu->control("insert") == "ok");
+      std::this_thread::sleep_for(std::chrono::milliseconds(150));  // let select block first
+      insert_sent = true;
+      inserted = emu->control("insert");
     });
-    const auto t0 = std::chrono::steady_clock::now();
     const int n = r.select(nt);
-    const auto waited = std::chrono::steady_clock::now() - t0;
+    const bool card_was_inserted = insert_sent.load();  // select returned only after the insert
     inserter.join();
+    CHECK(inserted == "ok");
     CHECK(n == 1);
-    CHECK(waited >= std::chrono::milliseconds(140));
+    CHECK(card_was_inserted);
   }
   SECTION("a vicc that disconnects takes the card away") {
     CHECK(emu->control("insert") == "ok");
@@ -289,10 +294,10 @@ TEST_CASE("nfc_initiator_poll_target (InAutoPoll) finds the card, or nothing in 
   CHECK(emu->control("remove") == "ok");
   const auto t0 = std::chrono::steady_clock::now();
   CHECK(nfc_initiator_poll_target(r.dev.get(), nm, 2, 2, 1, &nt) == 0);
-  // 2 polls x 1 period (150 ms) x 2 types: the chip gives up after about 600 ms.
+  // 2 polls x 1 period (150 ms) x 2 types: the chip gives up after about 600 ms, not at once
+  // (how long it takes at most is measured by bench/pn532_libnfc, not asserted here).
   const auto took = std::chrono::steady_clock::now() - t0;
   CHECK(took >= std::chrono::milliseconds(500));
-  CHECK(took < std::chrono::milliseconds(3000));
 }
 
 TEST_CASE("1000 APDUs through libnfc in a row, each one answered in order", "[pn532][libnfc]") {
@@ -302,7 +307,6 @@ TEST_CASE("1000 APDUs through libnfc in a row, each one answered in order", "[pn
   nfc_target nt{};
   REQUIRE(r.select(nt) == 1);
   Bytes rx;
-  const auto t0 = std::chrono::steady_clock::now();
   int good = 0;
   for (int i = 0; i < 1000; ++i) {
     Bytes c = echo_apdu(8);
@@ -310,9 +314,7 @@ TEST_CASE("1000 APDUs through libnfc in a row, each one answered in order", "[pn
     c[6] = static_cast<std::uint8_t>(i >> 8);
     if (r.transceive(c, rx) == 10 && rx[0] == c[5] && rx[1] == c[6]) ++good;
   }
-  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
-  WARN("1000 InDataExchange round trips through libnfc took " << took.count() << " ms");
+  // The time they take is bench/pn532_libnfc's to report; here each must come back in order.
   CHECK(good == 1000);
   CHECK(card.apdus() == 1000);
-  CHECK(took < std::chrono::milliseconds(20000));
 }

@@ -48,9 +48,13 @@ TEST_CASE("otac-terminal pos, door and code through libnfc, the PN532 emulator a
   REQUIRE_FALSE(card_port.empty());
   const auto state = (dir.path / "card.state").string();
   REQUIRE(sh(std::string(OTAC_CARD_BIN) + " init --state " + state + " >/dev/null 2>&1") == 0);
-  REQUIRE(sh(std::string(OTAC_CARD_BIN) + " activate --state " + state +
-             " --pin 1234 --puk 12345678 --n 0102030405060708 --k 0123456789abcdeffedcba9876543210 --alg des3"
-             " --server-number +15550100 >/dev/null 2>&1") == 0);
+  // K from an owner-only file, the PIN and PUK on standard input: no secret as an argument.
+  const auto k_file = dir.path / "k.hex";
+  { std::ofstream(k_file) << "0123456789abcdeffedcba9876543210\n"; }
+  std::filesystem::permissions(k_file, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write,
+                               std::filesystem::perm_options::replace);
+  REQUIRE(sh("printf '1234\\n12345678\\n' | " + std::string(OTAC_CARD_BIN) + " activate --state " + state +
+             " --n 0102030405060708 --k-file " + k_file.string() + " --alg des3 --server-number +15550100 >/dev/null 2>&1") == 0);
   Child card({OTAC_CARD_BIN, "run", "--state", state, "--vicc", "127.0.0.1:" + card_port}, dir.path / "card.log");
   const auto relay_log = dir.path / "relay.log";
   const auto relay = dir.path / "relay.sh";

@@ -21,6 +21,23 @@ inline TxnParams fixture_txn(const std::string& txn_id) {
   return p;
 }
 
+/// A backend stand-in for the fixture card's taps: the answer to a POST /v1/authorizations body
+/// for txn_id, approved (auth code 654321, ARC "00", ARPC under code) when the body's cryptogram
+/// is code's MAC over mac_input, else declined bad_cryptogram. mac computes the card's MAC.
+template <class Mac>
+std::string fixture_answer(const std::string& body, const std::string& txn_id, const Bytes& code, const Bytes& mac_input,
+                           Mac mac) {
+  auto o = boost::json::parse(body).as_object();
+  const Bytes cryptogram = from_hex(std::string(o.at("cryptogram").as_string())).value();
+  if (cryptogram != mac(code, mac_input))
+    return R"({"txn_id":")" + txn_id + R"(","decision":"declined","reason":"bad_cryptogram"})";
+  Bytes in = to_bytes("ARPC");
+  append(in, cryptogram);
+  append(in, to_bytes("00"));
+  return R"({"txn_id":")" + txn_id + R"(","decision":"approved","reason":"ok","auth_code":"654321","arc":"3030","arpc":")" +
+         to_hex(mac(code, in)) + "\"}";
+}
+
 /// The JSON line otac-terminal prints last, after its human line.
 inline boost::json::object last_json(const std::string& out) {
   const auto pos = out.rfind("\n{");

@@ -8,23 +8,16 @@
 #include <fstream>
 
 #include "terminal/relay.hpp"
+#include "test_support.hpp"
 
 using namespace otac;
 using namespace otac::terminal;
 namespace fs = std::filesystem;
 
 namespace {
-struct Dir {
-  fs::path p;
-  Dir() {
-    std::string t = (fs::temp_directory_path() / "otac-relay-XXXXXX").string();
-    REQUIRE(::mkdtemp(t.data()) != nullptr);
-    p = t;
-  }
-  ~Dir() { std::error_code ec; fs::remove_all(p, ec); }
-};
+using Dir = otac::test::TempDir;  // tests/test_support.hpp
 fs::path script(const Dir& d, const std::string& name, const std::string& body) {
-  const auto p = d.p / name;
+  const auto p = d.path / name;
   std::ofstream(p) << "#!/bin/sh\n" << body << "\n";
   fs::permissions(p, fs::perms::owner_all);
   return p;
@@ -36,7 +29,7 @@ TEST_CASE("relay command: run with open DOOR PULSE_MS, exit status decides", "[t
   Config c;
   c.relay = RelayKind::command;
   c.relay_pulse_ms = 120;
-  const auto log = d.p / "log";
+  const auto log = d.path / "log";
   c.relay_command = script(d, "ok.sh", "echo \"$@\" > " + log.string()).string();
   REQUIRE(pulse_relay(c, "FRONT").ok());
   std::ifstream in(log);
@@ -49,7 +42,7 @@ TEST_CASE("relay command: run with open DOOR PULSE_MS, exit status decides", "[t
   REQUIRE_FALSE(f.ok());
   CHECK(f.error().message.find("door stays shut") != std::string::npos);
 
-  c.relay_command = (d.p / "missing").string();
+  c.relay_command = (d.path / "missing").string();
   CHECK_FALSE(pulse_relay(c, "FRONT").ok());
 
   c.relay_pulse_ms = 50;

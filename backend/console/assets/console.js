@@ -205,14 +205,20 @@
     for (const [k, v] of pairs) dl.append(el("dt", {}, k), el("dd", {}, v === undefined || v === "" ? "—" : String(v)));
   }
 
+  // The two ASCII characters of an ARC, which the API gives in hex ("3030" is "00").
+  function arcText(hex) {
+    if (!hex || !/^([0-9a-f]{2})+$/i.test(hex)) return hex;
+    return hex.match(/../g).map((b) => String.fromCharCode(parseInt(b, 16))).join("");
+  }
+
   async function showTransaction(id) {
     let t;
     try { t = await call("GET", "transactions/" + encodeURIComponent(id)); } catch (e) { flash(e.message, true); return; }
     $("d-txn").textContent = t.txn_id;
     fill($("d-fields"), [
       ["Decision", t.decision], ["Reason", t.reason], ["Amount", money(t.amount_minor, t.currency)],
-      ["Terminal", t.terminal], ["Door", t.door], ["Card", t.card], ["List / index", t.list_id + " / " + t.index],
-      ["Auth code", t.auth_code], ["Response code (ARC)", t.arc], ["Received", when(t.created_at)],
+      ["Terminal", t.terminal], ["Door", t.door], ["Card", t.card], ["List / index", t.list + " / " + t.index],
+      ["Auth code", t.auth_code], ["Response code (ARC)", arcText(t.arc)], ["Received", when(t.created_at)],
       ["Decided", t.decided_at ? when(t.decided_at) : "pending"], ["Decided by", t.decided_by],
       ["Outcome", t.outcome], ["Refund", t.refund],
     ]);
@@ -252,8 +258,9 @@
     currentCard = n;
     $("card-id").value = n;
     fill($("card-fields"), [
-      ["Card", c.card], ["Status", c.status], ["Phone", c.msisdn], ["Algorithm", c.algorithm],
-      ["Codes left", c.codes_left], ["Current list", c.current_list], ["Key version", c.key_version + (c.rotation_pending ? " (rotation pending)" : "")],
+      ["Card", c.n], ["Status", c.status], ["Phone", c.msisdn], ["Algorithm", c.algorithm],
+      ["Codes left", c.unused], ["Current list", c.lists.length ? c.lists[c.lists.length - 1].id : 0],
+      ["Key version", c.key_version + (c.key_rotation_pending ? " (rotation pending)" : "")],
       ["List in flight", c.list_push_in_flight ? "yes" : "no"],
       ["SMS waiting for the gateway", c.sms_queued === undefined ? undefined : c.sms_queued +
         (c.sms_last ? " (last: " + c.sms_last.attempts + " attempts" + (c.sms_last.gateway_reply ? ", gateway said: " + c.sms_last.gateway_reply : "") + ")" : "")], ["Bad cryptograms", c.fail_count + " of " + c.fail_limit],
@@ -332,9 +339,9 @@
     const body = $("cards-table").tBodies[0];
     clear(body);
     for (const c of data.cards) {
-      const masked = c.card.includes("*");  // viewers get masked ids: nothing to look up
-      body.append(el("tr", masked ? { "data-card": c.card } : { class: "clickable", "data-card": c.card, onclick: () => lookupCard(c.card) },
-        el("td", {}, el("code", {}, c.card)), el("td", { class: c.status === "blocked" ? "d-declined" : "d-approved" }, c.status),
+      const masked = c.n.includes("*");  // viewers get masked ids: nothing to look up
+      body.append(el("tr", masked ? { "data-card": c.n } : { class: "clickable", "data-card": c.n, onclick: () => lookupCard(c.n) },
+        el("td", {}, el("code", {}, c.n)), el("td", { class: c.status === "blocked" ? "d-declined" : "d-approved" }, c.status),
         el("td", {}, c.msisdn), el("td", {}, "v" + c.key_version), el("td", {}, when(c.created_at))));
     }
   }
@@ -383,12 +390,12 @@
     for (const t of data.terminals) {
       const actions = el("div", { class: "actions" });
       if (can.admin()) {
-        actions.append(el("button", { type: "button", class: "plain", "data-terminal": t.id, onclick: () => terminalAction(t.id, "cert") }, t.has_cert ? "New certificate" : "Issue certificate"));
+        actions.append(el("button", { type: "button", class: "plain", "data-terminal": t.id, onclick: () => terminalAction(t.id, "cert") }, t.fingerprint ? "New certificate" : "Issue certificate"));
         if (t.enabled) actions.append(el("button", { type: "button", class: "danger revoke", "data-terminal": t.id, onclick: () => terminalAction(t.id, "revoke") }, "Revoke"));
       }
       body.append(el("tr", { "data-terminal": t.id },
         el("td", {}, t.id), el("td", {}, t.enabled === false ? "no" : "yes"),
-        el("td", {}, t.has_cert ? el("code", {}, String(t.cert_fingerprint).slice(0, 16) + "…") : "none"),
+        el("td", {}, t.fingerprint ? el("code", {}, String(t.fingerprint).slice(0, 16) + "…") : "none"),
         el("td", { class: "num" }, t.limit_minor ? money(t.limit_minor) : "none"), el("td", {}, when(t.last_seen)), el("td", {}, actions)));
     }
     if (!data.terminals.length) body.append(el("tr", {}, el("td", { colSpan: 6, class: "empty" }, "No terminals registered yet.")));

@@ -1,6 +1,7 @@
 #include "otac/net/http_client.hpp"
 
 #include <netdb.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <boost/asio/connect.hpp>
@@ -154,6 +155,14 @@ struct HttpClient::Impl {
     secure.reset();
     buffer.clear();
     connected = false;
+  }
+
+  // True when the server has closed the idle connection (its FIN or a reset is pending). Bytes
+  // it may have sent meanwhile (a TLS session ticket) do not count; only the hang-up does.
+  bool peer_closed() {
+    if (!plain && !secure) return true;
+    pollfd p{tcp_layer().socket().native_handle(), POLLIN | POLLRDHUP, 0};
+    return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
   }
 
   // SNI and the name (or address) the server certificate must carry; every call checked.
@@ -391,6 +400,14 @@ Result<Response> HttpClient::request(http::verb method, std::string_view target,
     if (r || !(stale && reused)) return r;
   }
   return make_error(Errc::io, "the connection to " + d.where() + " keeps closing");
+}
+
+Result<void> HttpClient::warm() {
+  auto& d = *impl_;
+  if (!d.opt.keep_alive) return {};
+  if (d.connected && d.peer_closed()) d.close();
+  if (d.connected) return {};
+  return d.connect();
 }
 
 Result<Response> request_once(ClientOptions options, http::verb method, std::string_view target, std::string_view body) {

@@ -1,7 +1,8 @@
 // The few SMS and SIM-toolkit encodings the card and its host need (3GPP TS 23.040
 // SMS-DELIVER/SMS-SUBMIT, TS 24.008 BCD addresses, TS 31.111 ENVELOPE SMS-PP download and
 // proactive SEND SHORT MESSAGE), as thin adapters over common/sms and common/envelope:
-// phone numbers as "+digits" strings, 8-bit data only.
+// phone numbers as "+digits" strings, 8-bit data only. A UDH is parsed and encoded by
+// common/sms (otac::sms::parse_udh, encode_udh) itself.
 #pragma once
 
 #include <cstdint>
@@ -12,19 +13,9 @@
 
 #include "otac/common/bytes.hpp"
 #include "otac/common/result.hpp"
+#include "otac/common/sms.hpp"
 
 namespace otac::applet::sms {
-
-/// One UDH information element.
-struct Ie {
-  std::uint8_t iei = 0;
-  Bytes data;
-};
-
-/// Parses a UDH without its UDHL byte. At most 16 elements.
-Result<std::vector<Ie>> parse_udh(ByteView udh);
-/// Encodes elements as a UDH without the UDHL byte.
-Bytes encode_udh(const std::vector<Ie>& ies);
 
 /// TS 24.008 address as in TLV tag 06: TON/NPI byte then BCD digits (F-filled). A leading
 /// '+' gives 0x91 (international), otherwise 0x81. Digits 0-9 only, 1..20 of them.
@@ -37,7 +28,7 @@ struct Deliver {
   std::string from;  ///< digits ('+' if international), or '@' and hex octets when alphanumeric
   std::uint8_t pid = 0;
   std::uint8_t dcs = 0;
-  std::vector<Ie> udh;  ///< empty when TP-UDHI is clear
+  std::vector<otac::sms::UdhElement> udh;  ///< empty when TP-UDHI is clear (common/sms's element type)
   Bytes payload;        ///< user data after the UDH
 };
 /// Parses an SMS-DELIVER TPDU with 8-bit data (DCS with 8-bit alphabet); the whole input

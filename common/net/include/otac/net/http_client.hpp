@@ -61,6 +61,11 @@ class HttpClient {
   Result<Response> request(boost::beast::http::verb method, std::string_view target, std::string_view body = {},
                            std::chrono::milliseconds io_timeout = std::chrono::milliseconds(0));
 
+  /// Makes sure a keep-alive connection is open, between requests: one the server closed
+  /// while idle (its idle timeout) is reopened now, resuming the TLS session, so that the
+  /// next request does not pay for connecting and the handshake. Errors as for request.
+  Result<void> warm();
+
   /// Number of TCP connections opened so far (keep-alive shows as 1).
   int connections_opened() const noexcept;
   /// Number of TLS handshakes that resumed an earlier session.

@@ -1,4 +1,6 @@
-// otac-backend: the OTAC transaction backend (HTTPS API, Kannel SMS gateway link).
+// otac-backend: the OTAC transaction backend (HTTPS API, Kannel SMS gateway link). This file
+// wires the layers together: store and key custody, Service, the outbox pump with the Kannel
+// gateway, the HTTPS router with the operator API and the console, and the MO listener.
 #include <signal.h>
 #include <sys/stat.h>
 
@@ -25,6 +27,7 @@
 #include "router.hpp"
 #include "server.hpp"
 #include "service.hpp"
+#include "sms_outbox.hpp"
 #include "sqlite_store.hpp"
 #include "console.hpp"
 
@@ -212,6 +215,23 @@ int run_ceremony(std::string_view sub, const Config& c, CeremonyOptions o) {
   return 0;
 }
 
+// The outbox pump's events in the log (never the payload, never the sendsms URL).
+void log_pump_event(const PumpEvent& e) {
+  switch (e.kind) {
+    case PumpEvent::Kind::sent:
+      log::info("sms_sent", {{"id", std::to_string(e.id)}, {"to", e.to}, {"attempt", std::to_string(e.attempt)},
+                             {"bytes", std::to_string(e.bytes)}, {"reply", e.reply}});
+      break;
+    case PumpEvent::Kind::retry:
+      log::warn("sms_retry", {{"id", std::to_string(e.id)}, {"to", e.to}, {"attempt", std::to_string(e.attempt)},
+                              {"retry_in_s", std::to_string(e.retry_in.count())}, {"reply", e.reply}});
+      break;
+    case PumpEvent::Kind::store_failed:
+      log::error("sms_outbox_failed", {{"id", std::to_string(e.id)}, {"reason", e.reply}});
+      break;
+  }
+}
+
 std::string trim_line(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
   return s;
@@ -375,17 +395,16 @@ int main(int argc, char** argv) {
   api.stopping = [&stopping] { return stopping.load(); };
   http::Router router;
   http::install_api(router, api);
-  http::Extension ext;
-  ext.service = &service;
-  ext.data_dir = c.data_dir;
-  ext.authenticate = [&service](std::string_view t) { return service.authenticate_operator(t); };
-  ext.gate = &gate;
-  console::install(router, ext);
-  std::atomic<sms::KannelSender*> sender_ptr{nullptr};
+  // The console's views read through this Service; its actions go through this router.
+  console::ConsoleOptions console_options;
+  console_options.gate = &gate;
+  console::Console console(service, router, console_options);
+  console.install(router);
+  std::atomic<OutboxPump*> pump_ptr{nullptr};
   http::Router mo_router;
-  // An MO message may queue an answer (a list): wake the sender instead of waiting for its poll.
-  sms::install_mo_routes(mo_router, service, trim_line(*mo_secret), [&sender_ptr] {
-    if (auto* s = sender_ptr.load()) s->wake();
+  // An MO message may queue an answer (a list): wake the pump instead of waiting for its poll.
+  sms::install_mo_routes(mo_router, service, trim_line(*mo_secret), [&pump_ptr] {
+    if (auto* p = pump_ptr.load()) p->wake();
   });
 
   // Block the stop signals in every thread; the main thread waits for them below.
@@ -427,7 +446,8 @@ int main(int argc, char** argv) {
   std::int64_t cert_checked_at = unix_now();
   std::int64_t pruned_at = 0;  // retention runs at start, then hourly (at once again while a backlog is left)
 
-  std::unique_ptr<sms::KannelSender> sender;
+  std::unique_ptr<sms::KannelGateway> gateway;
+  std::unique_ptr<OutboxPump> pump;
   if (!c.kannel_sendsms_url.empty()) {
     sms::KannelConfig kc;
     if (auto u = sms::set_sendsms_url(kc, c.kannel_sendsms_url); !u)
@@ -440,11 +460,13 @@ int main(int argc, char** argv) {
       kc.dlr_url_prefix = "http://" + join_host_port(mo_host, *mo_bound) +
                           "/v1/sms/dlr?secret=" + trim_line(*mo_secret);
     }
-    kc.retry_base = std::chrono::seconds(c.sms_retry_base_seconds);
-    kc.retry_max = std::chrono::seconds(c.sms_retry_max_seconds);
-    sender = std::make_unique<sms::KannelSender>(service, kc);
-    sender_ptr = sender.get();
-    sender->start();
+    gateway = std::make_unique<sms::KannelGateway>(kc);
+    OutboxPumpConfig pc;
+    pc.retry_base = std::chrono::seconds(c.sms_retry_base_seconds);
+    pc.retry_max = std::chrono::seconds(c.sms_retry_max_seconds);
+    pump = std::make_unique<OutboxPump>(service, *gateway, pc, unix_now, log_pump_event);
+    pump_ptr = pump.get();
+    pump->start();
   } else {
     log::warn("sms_disabled", {{"why", "kannel_sendsms_url is empty; MT messages stay queued"}});
   }
@@ -486,9 +508,9 @@ int main(int argc, char** argv) {
   }
   log::info("stopping", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
   stopping = true;
-  server.stop();  // first: no MO handler may touch the sender afterwards
-  sender_ptr = nullptr;
-  if (sender) sender->stop();
+  server.stop();  // first: no MO handler may touch the pump afterwards
+  pump_ptr = nullptr;
+  if (pump) pump->stop();
   http::report_suppressed(service, declines, true);  // the last minute's count
   log::info("stopped");
   return 0;
