@@ -187,6 +187,14 @@ Result<Config> parse_config(std::string_view text, std::string_view base_dir) {
       r = num(c.backend_timeout_ms, 10, 120000);
     } else if (key == "backend_attempts") {
       r = num(c.backend_attempts, 1, 10);
+    } else if (key == "data_dir") {
+      c.data_dir = path_in(base_dir, v);
+    } else if (key == "dispenser_socket") {
+      c.dispenser_socket = path_in(base_dir, v);
+    } else if (key == "dispenser_take_s") {
+      r = num(c.dispenser_take_s, 1, 600);
+    } else if (key == "outcome_retry_s") {
+      r = num(c.outcome_retry_s, 0, 3600);
     } else {
       return make_error(Errc::bad_value, where + ": unknown key \"" + k.substr(0, 40) + "\" (see otac-terminal --help)");
     }
@@ -203,6 +211,7 @@ Result<Config> parse_config(std::string_view text, std::string_view base_dir) {
   if (c.door_mode && c.door_id.empty()) return make_error(Errc::not_found, "config: mode = door needs door_id");
   if (c.relay == RelayKind::command && c.relay_command.empty())
     return make_error(Errc::not_found, "config: relay = command needs relay_command");
+  if (c.data_dir.empty()) c.data_dir = std::string(base_dir);
   return c;
 }
 
@@ -258,6 +267,13 @@ const char* config_keys() {
     connect_timeout_ms = 3000   TCP connect + TLS handshake limit.
     backend_timeout_ms = 5000   limit for one request/answer with the backend.
     backend_attempts = 3    POSTs of the same transaction on network errors (same txn_id).
+    data_dir = DIR          where unacknowledged outcomes wait (DIR/outcomes/, one fsync'd file
+                            each, replayed on the next run); default: the config file's folder.
+    dispenser_socket = PATH atm mode: the cash dispenser's Unix socket (otac-dispenser-emu, or a
+                            driver speaking docs/protocol.md section 8).
+    dispenser_take_s = 30   atm mode: seconds the customer has to take the notes (then retracted).
+    outcome_retry_s = 5     how long a run retries outcomes the backend has not acknowledged
+                            (bounded backoff, 0.5 s doubling to 8 s); the rest stays queued.
 )";
 }
 

@@ -43,6 +43,10 @@ struct Config {
   unsigned connect_timeout_ms = 3000;
   unsigned backend_timeout_ms = 5000;
   unsigned backend_attempts = 3;
+  std::string data_dir;          ///< the outcome queue (outcomes/); empty = the config file's folder
+  std::string dispenser_socket;  ///< atm mode: the dispenser driver's Unix socket
+  unsigned dispenser_take_s = 30;   ///< atm mode: the customer's time to take the notes
+  unsigned outcome_retry_s = 5;     ///< how long one run keeps retrying unacknowledged outcomes
 };
 
 /// Parses the text of a config file. Relative file names are taken relative to base_dir

@@ -49,6 +49,11 @@ Outcome run_flow(Flow& flow, const DriverIo& io, const DriverLimits& lim, TapTim
         a = pin ? flow.on_pin(*pin) : flow.on_pin_cancelled();
         break;
       }
+      case Action::ask_amount: {
+        auto amount = io.amount ? io.amount(a.display) : std::nullopt;
+        a = amount ? flow.on_amount(*amount) : flow.on_amount_cancelled();
+        break;
+      }
       case Action::post_auth: {
         sent_at = now();
         auto answer = io.post(a.body);

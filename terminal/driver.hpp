@@ -24,6 +24,9 @@ struct DriverIo {
   std::function<Result<std::string>(const std::string& txn)> cancel;
   /// Reads a PIN after showing the prompt; nullopt when cancelled, timed out or unavailable.
   std::function<std::optional<SecretBytes>(const std::string& prompt)> pin;
+  /// ATM: the amount the customer picks, already checked against the cassettes; nullopt when
+  /// cancelled, timed out or not payable.
+  std::function<std::optional<std::uint64_t>(const std::string& prompt)> amount;
   /// Shows a line on the terminal's display.
   std::function<void(const std::string& line)> display;
   /// The clock of the held wait's deadlines and latency, and the pause between polls; unset:

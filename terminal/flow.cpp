@@ -158,8 +158,12 @@ Action Flow::on_response(const apdu::Response& r) {
         return decline("card_error", "unsupported applet version " + to_hex(Bytes{fci->version}) + " (this terminal speaks 02)", true);
       if (fci->state == 0x03) return decline("card_blocked", "the card is blocked", true);
       if (fci->state != 0x02) return decline("card_not_activated", "the card is not activated", true);
+      if (p_.atm) return send_verify({});  // the PIN's tries left (or blocked) first
       return send_authenticate({});
     }
+    case State::pin_status:
+    case State::verifying:
+      return on_verify_response(r);
     case State::authenticating: {
       if (r.sw == sw::security_not_satisfied || (sw::is_tries_left(r.sw) && pin_sent_)) {
         std::string msg = "Enter PIN";
@@ -171,11 +175,7 @@ Action Flow::on_response(const apdu::Response& r) {
         }
         if (pin_attempts_ >= p_.max_pin_attempts)
           return decline("pin_required", "no correct PIN after " + std::to_string(pin_attempts_) + " entries", true);
-        state_ = State::pin_entry;
-        Action a;
-        a.kind = Action::ask_pin;
-        a.display = msg;
-        return a;
+        return ask_pin(std::move(msg));
       }
       if (r.sw != sw::ok) return card_refused("AUTHENTICATE", r.sw);
       auto answer = protocol::CardAnswer::parse(r.data);
@@ -215,7 +215,8 @@ Action Flow::on_reader_error(const Error& why) {
     }
     return finish_to_removal({}, false);
   }
-  if (state_ != State::selecting && state_ != State::authenticating) return unexpected("reader error");
+  if (state_ != State::selecting && state_ != State::authenticating && state_ != State::pin_status && state_ != State::verifying)
+    return unexpected("reader error");
   auto [reason, in_field] = reader_reason(why);
   return decline(reason, why.message, in_field);
 }
@@ -226,12 +227,66 @@ Action Flow::on_pin(const SecretBytes& pin) {
   auto block = pin_block(std::string_view(reinterpret_cast<const char*>(pin.data()), pin.size()));
   if (!block) {
     if (pin_attempts_ >= p_.max_pin_attempts) return decline("pin_required", block.error().message, true);
+    return ask_pin("PIN must be 4 to 8 digits. Enter PIN");
+  }
+  if (p_.atm) return send_verify(block->view());
+  return send_authenticate(block->view());
+}
+
+Action Flow::ask_pin(std::string prompt) {
+  state_ = State::pin_entry;
+  Action a;
+  a.kind = Action::ask_pin;
+  a.display = std::move(prompt);
+  return a;
+}
+
+// ATM: VERIFY (ISO 7816-4, P2 80 = the card's PIN). With no data it asks the tries left.
+Action Flow::send_verify(ByteView pin) {
+  state_ = pin.empty() ? State::pin_status : State::verifying;
+  Action a;
+  a.kind = Action::transmit;
+  a.command.cla = protocol::cla_iso;
+  a.command.ins = protocol::ins(protocol::Ins::verify);
+  a.command.p1 = 0x00;
+  a.command.p2 = 0x80;
+  a.command.data.assign(pin.begin(), pin.end());
+  ++out_.apdu_exchanges;
+  return a;
+}
+
+Action Flow::on_verify_response(const apdu::Response& r) {
+  const bool asked_status = state_ == State::pin_status;
+  // A blocked PIN never goes online: there is nothing the backend could approve.
+  if (r.sw == sw::auth_method_blocked || (sw::is_tries_left(r.sw) && sw::tries_left(r.sw) == 0))
+    return decline("pin_blocked", asked_status ? "the card's PIN is blocked" : "wrong PIN; the PIN is now blocked", true);
+  if (r.sw == sw::ok && !asked_status) {
+    state_ = State::amount_entry;
     Action a;
-    a.kind = Action::ask_pin;
-    a.display = "PIN must be 4 to 8 digits. Enter PIN";
+    a.kind = Action::ask_amount;
+    a.display = "Enter amount";
     return a;
   }
-  return send_authenticate(block->view());
+  if (!sw::is_tries_left(r.sw) && !(asked_status && r.sw == sw::ok)) return card_refused("VERIFY", r.sw);
+  if (pin_attempts_ >= p_.max_pin_attempts)
+    return decline("pin_required", "no correct PIN after " + std::to_string(pin_attempts_) + " entries", true);
+  if (asked_status) {
+    const std::string left = sw::is_tries_left(r.sw) ? " (" + sw::tries_left_text(sw::tries_left(r.sw)) + ")" : "";
+    return ask_pin("Enter PIN" + left);
+  }
+  return ask_pin("Wrong PIN, " + sw::tries_left_text(sw::tries_left(r.sw)) + ". Enter PIN");
+}
+
+Action Flow::on_amount(std::uint64_t amount) {
+  if (state_ != State::amount_entry) return unexpected("amount");
+  if (amount == 0 || amount > 999999999999ULL) return decline("bad_amount", "the amount must be 1 to 12 digits of minor units", true);
+  p_.amount = amount;
+  return send_authenticate({});
+}
+
+Action Flow::on_amount_cancelled() {
+  if (state_ != State::amount_entry) return unexpected("amount cancelled");
+  return decline("amount_cancelled", "no amount picked, or none the dispenser can pay", true);
 }
 
 Action Flow::on_pin_cancelled() {

@@ -38,6 +38,10 @@ struct TxnParams {
   int year = 2000, month = 1, day = 1, hour = 0, minute = 0, second = 0;
   int max_backend_attempts = 3; ///< POSTs of the same body on transport errors
   int max_pin_attempts = 3;     ///< PIN entries per tap
+  /// ATM (protocol.md §5.4): after SELECT the card checks the PIN keyed at the keypad (VERIFY;
+  /// 63Cx tries left are shown, a blocked PIN declines without going online), then the
+  /// customer picks the amount (ask_amount), then AUTHENTICATE. amount is set by on_amount.
+  bool atm = false;
 };
 
 /// Checks the parameters (lengths, digits, mode-specific fields); errors say which one.
@@ -70,6 +74,7 @@ struct Action {
     wait_card,       ///< wait for a card in the field
     transmit,        ///< send command, answer with on_response / on_reader_error
     ask_pin,         ///< prompt the keypad, answer with on_pin / on_pin_cancelled
+    ask_amount,      ///< ATM: the customer picks an amount the cassettes can pay; on_amount / on_amount_cancelled
     post_auth,       ///< POST body to /v1/authorizations, answer with on_backend
     poll_held,       ///< GET /v1/authorizations/{txn_id}?wait=, answer with on_backend / on_held_expired
     cancel_held,     ///< POST /v1/authorizations/{txn_id}/cancel, answer with on_backend
@@ -105,6 +110,10 @@ class Flow {
   Action on_pin(const SecretBytes& pin);
   /// The user cancelled PIN entry or the keypad timed out.
   Action on_pin_cancelled();
+  /// ATM: the amount picked, in minor units (the driver checked it against the cassettes).
+  Action on_amount(std::uint64_t amount);
+  /// ATM: no amount picked (cancelled, timed out, or none the cassettes can pay).
+  Action on_amount_cancelled();
   /// The backend's answer body (HTTP 200), or a transport/HTTP error.
   Action on_backend(const Result<std::string>& body);
   /// The wait for an operator's decision ended (the backend's deadline or the terminal's own
@@ -118,10 +127,13 @@ class Flow {
   bool finished() const { return state_ == State::done; }
 
  private:
-  enum class State { idle, waiting_card, selecting, authenticating, pin_entry, authorizing, held,
-                     cancelling, confirming, removing, done };
+  enum class State { idle, waiting_card, selecting, pin_status, verifying, amount_entry, authenticating, pin_entry,
+                     authorizing, held, cancelling, confirming, removing, done };
 
   Action send_authenticate(ByteView pin_block);
+  Action send_verify(ByteView pin_block);
+  Action on_verify_response(const apdu::Response& r);
+  Action ask_pin(std::string prompt);
   Action decide(const BackendAnswer& a);
   Action decline(std::string reason, std::string detail, bool card_in_field);
   Action card_refused(const char* command, std::uint16_t status);

@@ -25,7 +25,9 @@
 #include "terminal/backend_json.hpp"
 #include "terminal/backend_link.hpp"
 #include "terminal/config.hpp"
+#include "terminal/dispenser.hpp"
 #include "terminal/driver.hpp"
+#include "terminal/outcome_queue.hpp"
 #include "terminal/reader.hpp"
 #include "terminal/relay.hpp"
 
@@ -40,6 +42,10 @@ const char* kUsageText = R"(Usage:
   otac-terminal --config FILE pos [--amount 12.50] [--currency EUR] [--loop] [--txn-id ID]
   otac-terminal --config FILE door [--door ID] [--loop] [--txn-id ID]
   otac-terminal --config FILE code CODE [--door ID] [--card N] [--txn-id ID]
+  otac-terminal --config FILE atm [--amount 50.00] [--loop] [--txn-id ID]
+  otac-terminal --config FILE void --txn-id ID
+  otac-terminal --config FILE refund --txn-id ID --amount AMOUNT
+  otac-terminal --config FILE outcomes
   otac-terminal --help
 )";
 
@@ -70,6 +76,18 @@ COMMANDS
   door     Door entry for --door ID or the config's door_id. On approval the relay is pulsed
            (relay = gpiod or command); if the relay fails the door stays shut and the exit
            status is 1 (fail secure).
+  atm      A cash withdrawal (9C 01): tap, the PIN keyed at the keypad and checked by the card
+           (VERIFY: tries left shown from 63Cx; a blocked PIN declines without going online),
+           the amount (--amount, or a prompt) checked against the dispenser's cassettes before
+           going online, the cryptogram, the backend's decision, the payout through the
+           dispenser (dispenser_socket), and the outcome report: completed, or reversed with
+           the amount actually handed over (jam, partial dispense, shutter, notes retracted).
+           The report is queued on disk (data_dir/outcomes/) before the payout and retried
+           until the backend acknowledges it; a run killed mid-payout reverses on the next.
+  void     Voids this terminal's last approved purchase --txn-id ID before the day closes.
+  refund   Asks the backend to refund --amount of the purchase --txn-id ID; an operator
+           approves or declines it (otac-admin refunds). Prints the request's state.
+  outcomes Delivers the queued outcome reports (also done before and after every transaction).
   code     Checks a code typed from the card's display (8 digits) with the backend
            (POST /v1/codes/verify). The card id comes from --card N (16 hex digits) or, without
            it, from a tap (GET STATUS, no PIN needed). With --door ID (or mode = door in the
@@ -137,18 +155,21 @@ std::optional<Args> parse_args(int argc, char** argv, std::string& err) {
     else pos.push_back(s);
   }
   if (a.help) return a;
-  if (pos.empty()) { err = "missing command (pos, door or code)"; return std::nullopt; }
+  if (pos.empty()) { err = "missing command (pos, door, code, atm, void, refund or outcomes)"; return std::nullopt; }
   a.command = pos[0];
   if (a.command == "code") {
     if (pos.size() != 2) { err = "code needs exactly one CODE (8 digits)"; return std::nullopt; }
     a.code = pos[1];
-  } else if (a.command == "pos" || a.command == "door") {
+  } else if (a.command == "pos" || a.command == "door" || a.command == "atm" || a.command == "void" || a.command == "refund" ||
+             a.command == "outcomes") {
     if (pos.size() != 1) { err = "unexpected argument " + pos[1]; return std::nullopt; }
   } else {
     err = "unknown command " + a.command;
     return std::nullopt;
   }
   if (a.config.empty()) { err = "--config FILE is required"; return std::nullopt; }
+  if ((a.command == "void" || a.command == "refund") && a.txn_id.empty()) { err = a.command + " needs --txn-id ID"; return std::nullopt; }
+  if (a.command == "refund" && a.amount.empty()) { err = "refund needs --amount AMOUNT"; return std::nullopt; }
   return a;
 }
 
@@ -230,14 +251,21 @@ struct Report {
   std::string mode, txn_id, time, amount, currency, door;
   Outcome out;
   bool door_opened = false;
+  std::string dispense;          // atm: how the payout ended ("dispensed", "jam", ...), empty if none
+  std::int64_t handed_minor = 0; // atm: what the customer got
+  std::string outcome;           // the outcome reported after the decision, empty if none
+  bool outcome_delivered = false;
   double latency_ms = -1;
 };
 
 int print_report(const Report& r) {
   const bool approved = r.out.decision == Decision::approved;
-  std::string human = r.time + " " + (r.mode == "pos" ? "POS" : r.mode == "door" ? "DOOR" : "CODE") + " " +
-                      (approved ? "APPROVED" : "DECLINED");
+  std::string label = r.mode.empty() ? std::string("CODE") : r.mode;  // POS, DOOR, CODE, ATM, VOID, REFUND
+  for (char& c : label) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  std::string human = r.time + " " + label + " " + (approved ? "APPROVED" : "DECLINED");
   if (!r.amount.empty()) human += " " + r.amount + " " + r.currency;
+  if (!r.dispense.empty()) human += " dispense " + r.dispense + " handed " + std::to_string(r.handed_minor);
+  if (!r.outcome.empty()) human += " outcome " + r.outcome + (r.outcome_delivered ? "" : " (queued)");
   if (!r.door.empty()) human += " door " + r.door + (r.door_opened ? " opened" : "");
   human += " card " + mask(r.out.card_hex);
   if (approved) human += " auth " + r.out.auth_code;
@@ -262,8 +290,13 @@ int print_report(const Report& r) {
   o["backend_attempts"] = r.out.backend_attempts;
   o["latency_ms"] = r.latency_ms;
   o["time"] = r.time;
+  o["dispense"] = r.dispense;
+  o["handed_minor"] = r.handed_minor;
+  o["outcome"] = r.outcome;
+  o["outcome_delivered"] = r.outcome_delivered;
   std::cout << human << "\n" << boost::json::serialize(o) << std::endl;
   if (r.mode == "door" || (r.mode == "code" && !r.door.empty())) return approved && r.door_opened ? kOk : kFail;
+  if (r.mode == "atm") return approved && r.dispense == "dispensed" ? kOk : kFail;
   return approved ? kOk : kFail;
 }
 
@@ -276,18 +309,72 @@ void save_request(const std::string& path, const std::string& body) {
     log("cannot write the request to " + path + ": " + w.error().message);
 }
 
-// One tap in pos or door mode.
+// The outcome queue's delivery through the backend link, within the config's retry time.
+OutcomeQueue::Delivery deliver_outcomes(OutcomeQueue& q, Backend& be, const Config& cfg, std::chrono::milliseconds budget) {
+  auto d = q.deliver([&](const std::string& body) { return be.post("/v1/outcomes", body); },
+                     std::min<std::chrono::milliseconds>(budget, std::chrono::seconds(cfg.outcome_retry_s)), log);
+  if (d.delivered + d.refused + d.left > 0)
+    log("outcomes: " + std::to_string(d.delivered) + " delivered, " + std::to_string(d.refused) + " refused, " +
+        std::to_string(d.left) + " still queued");
+  return d;
+}
+
+// Queues an outcome (durably) and tries to deliver the queue; fills the report's fields.
+void report_outcome(Report& r, OutcomeQueue& q, Backend& be, const Config& cfg, const OutcomeReport& o) {
+  r.outcome = o.outcome;
+  if (auto w = q.put(o); !w) {
+    log("cannot queue the outcome of " + o.txn_id + ": " + w.error().message);
+    return;
+  }
+  deliver_outcomes(q, be, cfg, std::chrono::seconds(cfg.outcome_retry_s));
+  auto left = q.pending();
+  r.outcome_delivered = left && std::none_of(left->begin(), left->end(), [&](const OutcomeReport& x) { return x.txn_id == o.txn_id; });
+}
+
+// The terminal gave up on the backend's answer (unreachable, or an answer it could not use):
+// the backend may have approved, so the transaction is reversed (protocol.md §5.4).
+bool gave_up_waiting(const Outcome& o) {
+  return o.backend_attempts > 0 && (o.reason == "backend_unreachable" || o.reason == "backend_error" || o.reason == "malformed_answer");
+}
+
+// ATM: the amount from --amount or the keypad (standard input), checked against the cassettes
+// before anything goes online; three tries at most.
+std::optional<std::uint64_t> atm_amount(const Args& a, const Config& cfg, Dispenser& disp, const std::string& prompt) {
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    std::string text = a.amount;
+    if (text.empty()) {
+      std::cerr << prompt << " (" << cfg.currency_alpha << "): " << std::flush;
+      auto line = read_line(0, 120, 20);
+      if (!line) return std::nullopt;
+      text = *line;
+    }
+    auto v = parse_amount(text, cfg.currency_exponent);
+    auto cassettes = disp.cassettes();
+    if (!cassettes) {
+      log("the dispenser cannot be read: " + cassettes.error().message);
+      return std::nullopt;
+    }
+    if (v && *v > 0 && payable(*cassettes, static_cast<std::int64_t>(*v))) return *v;
+    std::cerr << "[display] " << (v ? "Amount not available from the notes loaded (" + dispenser::encode_cassettes(*cassettes) + ")"
+                                    : v.error().message) << std::endl;
+    if (!a.amount.empty()) return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+// One tap in pos, door or atm mode.
 int run_tap(const Args& a, Config& cfg, Reader& reader, Backend& be, std::uint64_t amount, const std::string& door,
-            const std::string& txn_override) {
+            const std::string& txn_override, OutcomeQueue& queue, Dispenser* disp) {
   const Now n = now_utc();
   TxnParams p;
   p.mode = a.command == "door" ? Mode::door : Mode::pos;
+  p.atm = a.command == "atm";
   p.txn_id = txn_override.empty() ? fresh_txn_id(cfg.terminal_id, n) : txn_override;
   p.terminal_id = cfg.terminal_id;
   p.amount = amount;
   p.currency = cfg.currency;
   p.door_id = door;
-  p.txn_type = p.mode == Mode::door ? 0x90 : 0x00;
+  p.txn_type = p.mode == Mode::door ? 0x90 : p.atm ? 0x01 : 0x00;
   p.year = n.tm.tm_year + 1900; p.month = n.tm.tm_mon + 1; p.day = n.tm.tm_mday;
   p.hour = n.tm.tm_hour; p.minute = n.tm.tm_min; p.second = n.tm.tm_sec;
   p.max_backend_attempts = static_cast<int>(cfg.backend_attempts);
@@ -302,6 +389,12 @@ int run_tap(const Args& a, Config& cfg, Reader& reader, Backend& be, std::uint64
   io.cancel = [&](const std::string& txn) { return be.post("/v1/authorizations/" + txn + "/cancel", ""); };
   io.pin = [&](const std::string& prompt) { return read_pin(cfg, prompt); };
   io.display = [](const std::string& line) { std::cerr << "[display] " << line << std::endl; };
+  std::uint64_t picked = amount;
+  if (disp) io.amount = [&](const std::string& prompt) {
+    auto v = atm_amount(a, cfg, *disp, prompt);
+    if (v) picked = *v;
+    return v;
+  };
   DriverLimits lim;
   lim.card_wait = Millis(cfg.card_wait_ms);
   lim.apdu_timeout = Millis(cfg.apdu_timeout_ms);
@@ -314,17 +407,88 @@ int run_tap(const Args& a, Config& cfg, Reader& reader, Backend& be, std::uint64
   r.txn_id = p.txn_id;
   r.time = n.iso;
   r.latency_ms = times.tap_to_decision_ms;
+  const bool approved = r.out.decision == Decision::approved;
   if (p.mode == Mode::pos) {
-    r.amount = format_amount(amount, cfg.currency_exponent);
+    r.amount = format_amount(picked, cfg.currency_exponent);
     r.currency = cfg.currency_alpha;
   } else {
     r.door = door;
-    if (r.out.decision == Decision::approved) {
+    if (approved) {
       auto pulse = pulse_relay(cfg, door);
       r.door_opened = pulse.ok();
       if (!pulse) log(pulse.error().message);
     }
   }
+  if (approved && disp) {
+    // The reversal of a payout that never finishes is on disk before the payout starts.
+    if (auto w = queue.put({p.txn_id, "reversed", 0}); !w) {
+      log("cannot queue the reversal before the payout, not paying out: " + w.error().message);
+      r.dispense = "not_started";
+      report_outcome(r, queue, be, cfg, {p.txn_id, "reversed", 0});
+      return print_report(r);
+    }
+    auto paid = disp->dispense(static_cast<std::int64_t>(picked), std::chrono::seconds(cfg.dispenser_take_s));
+    if (!paid) log("the dispenser gave no result: " + paid.error().message);
+    r.dispense = paid ? dispenser::status_name(paid->status) : "unknown";
+    r.handed_minor = paid ? paid->handed_minor : 0;
+    const bool full = paid && paid->status == dispenser::Status::dispensed && paid->handed_minor == static_cast<std::int64_t>(picked);
+    report_outcome(r, queue, be, cfg, {p.txn_id, full ? "completed" : "reversed", r.handed_minor});
+  } else if (approved && p.mode == Mode::door) {
+    report_outcome(r, queue, be, cfg, {p.txn_id, r.door_opened ? "completed" : "not_opened", 0});
+  } else if (approved) {
+    report_outcome(r, queue, be, cfg, {p.txn_id, "completed", static_cast<std::int64_t>(picked)});
+  } else if (gave_up_waiting(r.out)) {
+    report_outcome(r, queue, be, cfg, {p.txn_id, "reversed", 0});
+  }
+  return print_report(r);
+}
+
+// void: the terminal's last purchase, before the day closes (the backend checks both).
+int run_void(const Args& a, Config& cfg, Backend& be, OutcomeQueue& queue) {
+  Report r;
+  r.mode = "void";
+  r.time = now_utc().iso;
+  r.txn_id = a.txn_id;
+  auto ans = be.post("/v1/outcomes", outcome_body({a.txn_id, "voided", 0}));
+  if (ans && ans->find("\"voided\"") != std::string::npos) {
+    r.out.decision = Decision::approved;
+    r.out.reason = "voided";
+    r.outcome = "voided";
+    r.outcome_delivered = true;
+  } else if (!ans && (ans.error().code == Errc::io || ans.error().code == Errc::timeout)) {
+    report_outcome(r, queue, be, cfg, {a.txn_id, "voided", 0});  // retried until acknowledged
+    r.out.reason = "void_queued";
+    r.out.detail = ans.error().message;
+  } else {
+    r.out.reason = "void_refused";
+    r.out.detail = ans ? *ans : ans.error().message;
+  }
+  return print_report(r);
+}
+
+// refund: asks the backend; an operator decides (GET /v1/refunds/TXN shows the state).
+int run_refund(const Args& a, Config& cfg, Backend& be) {
+  Report r;
+  r.mode = "refund";
+  r.time = now_utc().iso;
+  r.txn_id = a.txn_id;
+  auto amount = parse_amount(a.amount, cfg.currency_exponent);
+  if (!amount) { log(amount.error().message); return kUsage; }
+  r.amount = format_amount(*amount, cfg.currency_exponent);
+  r.currency = cfg.currency_alpha;
+  boost::json::object body;
+  body["txn_id"] = a.txn_id;
+  body["amount_minor"] = *amount;
+  auto ans = be.post("/v1/refunds", boost::json::serialize(body));
+  if (!ans) {
+    r.out.reason = "refund_refused";
+    r.out.detail = ans.error().message;
+    return print_report(r);
+  }
+  r.out.reason = ans->find("\"approved\"") != std::string::npos ? "refund_approved"
+               : ans->find("\"declined\"") != std::string::npos ? "refund_declined" : "refund_pending";
+  r.out.decision = r.out.reason == "refund_approved" ? Decision::approved : Decision::declined;
+  r.out.detail = *ans;
   return print_report(r);
 }
 
@@ -449,6 +613,18 @@ int main(int argc, char** argv) {
   auto link = BackendLink::create(*cfg);
   if (!link) { log(link.error().message); return kFail; }
   Backend& be = **link;
+  OutcomeQueue queue(cfg->data_dir);
+  // Reports a run before this one left (backend down, or killed mid-payout) go first.
+  const auto replay = deliver_outcomes(queue, be, *cfg, std::chrono::seconds(cfg->outcome_retry_s));
+  if (args->command == "outcomes") return replay.left == 0 && replay.refused == 0 ? kOk : kFail;
+  if (args->command == "void") return run_void(*args, *cfg, be, queue);
+  if (args->command == "refund") return run_refund(*args, *cfg, be);
+  std::unique_ptr<Dispenser> disp;
+  if (args->command == "atm") {
+    auto d = open_socket_dispenser(cfg->dispenser_socket, std::chrono::milliseconds(5000));
+    if (!d) { log(d.error().message); return kUsage; }
+    disp = std::move(*d);
+  }
 
   std::unique_ptr<Reader> reader;
   if (!(args->command == "code" && !args->card.empty())) {
@@ -491,7 +667,7 @@ int main(int argc, char** argv) {
     if (args->loop) {
       if (auto w = be.warm(); !w) log("backend not reachable yet: " + w.error().message);
     }
-    status = run_tap(*args, *cfg, *reader, be, amt, door, args->loop ? std::string() : args->txn_id);
+    status = run_tap(*args, *cfg, *reader, be, amt, door, args->loop ? std::string() : args->txn_id, queue, disp.get());
   }
   return status;
 }

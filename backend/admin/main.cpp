@@ -73,6 +73,12 @@ COMMANDS
                                  decided, or expired because its terminal stopped waiting
     transactions [--card N] [--terminal ID] [--decision approved|declined|held]
                  [--since UNIX] [--until UNIX] [--limit L]
+    transaction TXN              shows a transaction with its outcome (completed, reversed
+                                 and the amount handed over, not_opened, voided) and refund
+    refunds [--state pending|approved|declined] [--limit L]
+                                 lists refund requests (default: pending ones)
+    refund-approve TXN | refund-decline TXN
+                                 decides a merchant's pending refund of purchase TXN
     audit [--after SEQ] [--limit L] | audit --verify
     create-operator NAME --role viewer|operator|admin
                                  prints the new operator's token (shown once)
@@ -152,6 +158,10 @@ const std::vector<CommandSpec>& command_specs() {
       {"approve", "approve a held transaction", {}, {}},
       {"decline", "decline a held transaction", {}, {}},
       {"transactions", "list transactions", {"card", "terminal", "decision", "since", "until", "limit"}, {}},
+      {"transaction", "show a transaction with its outcome and refund", {}, {}},
+      {"refunds", "list refund requests (default: pending)", {"state", "limit"}, {}},
+      {"refund-approve", "approve a merchant's pending refund", {}, {}},
+      {"refund-decline", "decline a merchant's pending refund", {}, {}},
       {"audit", "read or verify the audit log", {"after", "limit"}, {"verify"}},
       {"create-operator", "create an operator; prints its token once", {"role"}, {}},
       {"whoami", "show the operator owning the token", {}, {}},
@@ -424,6 +434,27 @@ int run(int argc, char** argv) {
   } else if (cmd == "approve" || cmd == "decline") {
     method = Verb::post;
     target = "/v1/admin/transactions/" + otac::percent_encode(one_pos(a, "TXN")) + "/" + cmd;
+  } else if (cmd == "transaction") {
+    target = "/v1/admin/transactions/" + otac::percent_encode(one_pos(a, "TXN"));
+  } else if (cmd == "refunds") {
+    if (!a.pos.empty()) usage("refunds takes only options");
+    target = "/v1/admin/refunds";
+    char sep = '?';
+    for (const char* k : {"state", "limit"}) {
+      if (a.has(k)) { target += sep + std::string(k) + "=" + otac::percent_encode(a.one(k)); sep = '&'; }
+    }
+    print = [](const json::value& v) {
+      std::printf("%-24s %-8s %12s %-9s %s\n", "TXN", "TERMINAL", "AMOUNT", "STATE", "DECIDED_BY");
+      for (const auto& r : v.as_object().at("refunds").as_array()) {
+        const auto& o = r.as_object();
+        std::printf("%-24s %-8s %12s %-9s %s\n", str(o.at("txn_id")).c_str(), str(o.at("terminal")).c_str(),
+                    str(o.at("amount_minor")).c_str(), str(o.at("state")).c_str(),
+                    o.contains("decided_by") ? str(o.at("decided_by")).c_str() : "-");
+      }
+    };
+  } else if (cmd == "refund-approve" || cmd == "refund-decline") {
+    method = Verb::post;
+    target = "/v1/admin/refunds/" + otac::percent_encode(one_pos(a, "TXN")) + (cmd == "refund-approve" ? "/approve" : "/decline");
   } else if (cmd == "transactions") {
     if (!a.pos.empty()) usage("transactions takes only options");
     target = "/v1/admin/transactions";

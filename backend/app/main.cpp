@@ -335,6 +335,9 @@ int main(int argc, char** argv) {
   sc.max_wait = std::chrono::seconds(c.max_wait_seconds);
   sc.hold_limit = std::chrono::seconds(c.hold_limit_seconds);
   sc.list_repair_after = std::chrono::seconds(c.list_repair_seconds);
+  sc.cash_card_daily_minor = c.cash_card_daily_minor;
+  sc.cash_terminal_daily_minor = c.cash_terminal_daily_minor;
+  sc.cash_complete_within = std::chrono::seconds(c.cash_complete_seconds);
   // Declines beyond a terminal's or a card's budget are answered but not stored.
   DeclineLimits dl;
   dl.source_burst = c.decline_source_burst;
@@ -482,6 +485,8 @@ int main(int argc, char** argv) {
     sig = sigtimedwait(&stop_set, nullptr, &second);
     if (sig == SIGTERM || sig == SIGINT) break;
     if (auto e = service.expire_held(256); !e) log::warn("expire_held_failed", {{"error", e.error().message}});
+    if (auto e = service.reverse_stale_cash(256); !e) log::warn("auto_reverse_failed", {{"error", e.error().message}});
+    else if (*e != 0) log::info("cash_auto_reversed", {{"count", std::to_string(*e)}});
     if (++ticks % 10 == 0) {  // unanswered list packets (protocol.md 6.4): every 10 s is plenty
       if (auto e = service.repair_lists(256); !e) log::warn("repair_lists_failed", {{"error", e.error().message}});
       else if (*e != 0) log::info("lists_resent", {{"count", std::to_string(*e)}});

@@ -387,7 +387,17 @@ http::Response Console::transactions(Call& c) {
 http::Response Console::transaction(Call& c) {
   auto t = service_.transaction(c.ctx.params.at(0));
   if (!t) return service_answer(c.req, t.error());
-  return json_answer(c.req, Status::ok, transaction_view(*t, c.now, c.full_card));
+  json::object o = transaction_view(*t, c.now, c.full_card);
+  // What happened after the decision (protocol.md 5.4), as one line each.
+  auto outcome = service_.outcome(t->txn_id);
+  if (!outcome) return service_answer(c.req, outcome.error());
+  if (*outcome)
+    o["outcome"] = std::string(outcome_name((*outcome)->outcome)) + ", handed over " + std::to_string((*outcome)->handed_minor) +
+                   " (minor units), reported by " + (*outcome)->reported_by;
+  if (auto refund = service_.refund(t->txn_id))
+    o["refund"] = std::to_string(refund->amount_minor) + " (minor units), " + refund_state_name(refund->state) +
+                  (refund->decided_by.empty() ? std::string() : " by " + refund->decided_by);
+  return json_answer(c.req, Status::ok, o);
 }
 
 // ---- cards ----

@@ -6,6 +6,7 @@
 
 #include "json_input.hpp"
 #include "log.hpp"
+#include "settlement_input.hpp"
 #include "views.hpp"
 
 namespace otac::backend::http {
@@ -63,6 +64,29 @@ json::object answer_json(const AuthAnswer& a) {
     o["expires_at"] = a.expires_at;
     o["expires_in"] = a.expires_in;
   }
+  return o;
+}
+
+json::object outcome_json(const OutcomeAnswer& a) {
+  json::object o;
+  o["txn_id"] = a.record.txn_id;
+  o["outcome"] = outcome_name(a.record.outcome);
+  o["handed_minor"] = a.record.handed_minor;
+  o["reported_by"] = a.record.reported_by;
+  o["at"] = a.record.at;
+  o["applied"] = a.applied;
+  return o;
+}
+
+json::object refund_json(const RefundRecord& r) {
+  json::object o;
+  o["txn_id"] = r.txn_id;
+  o["terminal"] = r.terminal_id;
+  o["amount_minor"] = r.amount_minor;
+  o["state"] = refund_state_name(r.state);
+  o["requested_at"] = r.requested_at;
+  if (!r.decided_by.empty()) o["decided_by"] = r.decided_by;
+  if (r.decided_at != 0) o["decided_at"] = r.decided_at;
   return o;
 }
 
@@ -301,6 +325,43 @@ class Api {
     ctx.log["decision"] = decision_name(r->decision);
     ctx.log["reason"] = r->reason;
     return json_response(req, Status::ok, answer_json(*r));
+  }
+
+  // What happened after the decision (protocol.md §5.4): completed, reversed with the amount
+  // handed over, not_opened, voided. Idempotent by txn_id.
+  Response report_outcome(const Request& req, RequestContext& ctx) {
+    if (auto e = require_terminal(req, ctx)) return *e;
+    auto r = parse_outcome_report(req.body());
+    if (!r) return bad_request(req, r.error().message);
+    if (!valid_txn_id(r->txn_id)) return bad_request(req, "field \"txn_id\" must be 1 to 64 characters of A-Z a-z 0-9 - _ . :");
+    ctx.log["txn"] = r->txn_id;
+    ctx.log["outcome"] = outcome_name(r->outcome);
+    auto a = c_.service->report_outcome(*r, *ctx.client_cn);
+    if (!a) return service_error(req, a.error());
+    return json_response(req, Status::ok, outcome_json(*a));
+  }
+
+  // A merchant asks for a refund of its own approved purchase; an operator decides it.
+  Response request_refund(const Request& req, RequestContext& ctx) {
+    if (auto e = require_terminal(req, ctx)) return *e;
+    auto ask = parse_refund_request(req.body());
+    if (!ask) return bad_request(req, ask.error().message);
+    if (!valid_txn_id(ask->txn_id)) return bad_request(req, "field \"txn_id\" must be 1 to 64 characters of A-Z a-z 0-9 - _ . :");
+    ctx.log["txn"] = ask->txn_id;
+    auto r = c_.service->request_refund(ask->txn_id, ask->amount_minor, *ctx.client_cn);
+    if (!r) return service_error(req, r.error());
+    return json_response(req, Status::ok, refund_json(*r));
+  }
+
+  Response get_refund(const Request& req, RequestContext& ctx) {
+    if (auto e = require_terminal(req, ctx)) return *e;
+    const std::string& txn = ctx.params.at(0);
+    if (!valid_txn_id(txn)) return bad_request(req, "malformed transaction id");
+    auto r = c_.service->refund(txn);
+    if (!r) return service_error(req, r.error());
+    if (r->terminal_id != *ctx.client_cn)
+      return error_response(req, Status::not_found, "not_found", "no refund of " + txn + " for this terminal");
+    return json_response(req, Status::ok, refund_json(*r));
   }
 
   // ---- operator endpoints ----
@@ -567,19 +628,67 @@ class Api {
     if (!valid_txn_id(txn)) return bad_request(req, "malformed transaction id");
     auto t = c_.service->transaction(txn);
     if (!t) return service_error(req, t.error());
-    return json_response(req, Status::ok, transaction_json(*t));
+    json::object o = transaction_json(*t);
+    auto outcome = c_.service->outcome(txn);
+    if (!outcome) return service_error(req, outcome.error());
+    if (*outcome) o["outcome"] = outcome_json(OutcomeAnswer{**outcome, false});
+    if (auto refund = c_.service->refund(txn)) o["refund"] = refund_json(*refund);
+    return json_response(req, Status::ok, o);
   }
 
-  Response decide(const Request& req, RequestContext& ctx, bool approve) {
+  // An operator's decision on the transaction named in the path: decide(txn, operator) runs
+  // the service call, to_json shapes its answer.
+  template <class Decide, class ToJson>
+  Response operator_decides(const Request& req, RequestContext& ctx, Decide decide, ToJson to_json) {
     OperatorRecord op;
     if (auto e = require_operator(req, ctx, Role::operator_, op)) return *e;
     if (auto e = expect_empty_body(req)) return *e;
     const std::string& txn = ctx.params.at(0);
     if (!valid_txn_id(txn)) return bad_request(req, "malformed transaction id");
     ctx.log["txn"] = txn;
-    auto r = c_.service->decide_held(txn, approve, op.name);
+    auto r = decide(txn, op.name);
     if (!r) return service_error(req, r.error());
-    return json_response(req, Status::ok, answer_json(*r));
+    return json_response(req, Status::ok, to_json(*r));
+  }
+
+  Response decide(const Request& req, RequestContext& ctx, bool approve) {
+    return operator_decides(
+        req, ctx, [&](const std::string& txn, const std::string& op) { return c_.service->decide_held(txn, approve, op); },
+        answer_json);
+  }
+
+  Response refunds(const Request& req, RequestContext& ctx) {
+    OperatorRecord op;
+    if (auto e = require_operator(req, ctx, Role::viewer, op)) return *e;
+    RefundState state = RefundState::pending;
+    std::uint32_t limit = 100;
+    for (const auto& [k, v] : ctx.query) {
+      if (k == "state") {
+        if (v == "pending") state = RefundState::pending;
+        else if (v == "approved") state = RefundState::approved;
+        else if (v == "declined") state = RefundState::declined;
+        else return bad_request(req, "state must be pending, approved or declined");
+      } else if (k == "limit") {
+        auto l = parse_int(v, 1, 1000);
+        if (!l) return bad_request(req, "limit must be from 1 to 1000");
+        limit = static_cast<std::uint32_t>(*l);
+      } else {
+        return bad_request(req, "unknown query parameter \"" + k + "\" (allowed: state, limit)");
+      }
+    }
+    auto r = c_.service->list_refunds(state, limit);
+    if (!r) return service_error(req, r.error());
+    json::array a;
+    for (const auto& x : *r) a.push_back(refund_json(x));
+    json::object o;
+    o["refunds"] = std::move(a);
+    return json_response(req, Status::ok, o);
+  }
+
+  Response decide_refund(const Request& req, RequestContext& ctx, bool approve) {
+    return operator_decides(
+        req, ctx, [&](const std::string& txn, const std::string& op) { return c_.service->decide_refund(txn, approve, op); },
+        refund_json);
   }
 
   Response audit(const Request& req, RequestContext& ctx) {
@@ -736,6 +845,14 @@ void install_api(Router& router, ApiContext& ctx) {
   router.add(Verb::get, "/v1/authorizations/*", bind(&Api::get_authorization), RouteOptions{true});
   router.add(Verb::post, "/v1/authorizations/*/cancel", bind(&Api::cancel_authorization));
   router.add(Verb::post, "/v1/codes/verify", bind(&Api::verify_code));
+  router.add(Verb::post, "/v1/outcomes", bind(&Api::report_outcome));
+  router.add(Verb::post, "/v1/refunds", bind(&Api::request_refund));
+  router.add(Verb::get, "/v1/refunds/*", bind(&Api::get_refund));
+  router.add(Verb::get, "/v1/admin/refunds", bind(&Api::refunds));
+  router.add(Verb::post, "/v1/admin/refunds/*/approve",
+             [api](const Request& req, RequestContext& c) { return api->decide_refund(req, c, true); });
+  router.add(Verb::post, "/v1/admin/refunds/*/decline",
+             [api](const Request& req, RequestContext& c) { return api->decide_refund(req, c, false); });
   router.add(Verb::post, "/v1/admin/cards", bind(&Api::enroll));
   router.add(Verb::get, "/v1/admin/cards/*", bind(&Api::card_get));
   router.add(Verb::get, "/v1/admin/card-ca", bind(&Api::card_ca));

@@ -95,6 +95,9 @@ Result<Config> parse_config(std::string_view text, Config c) {
       {"default_currency", str(c.default_currency)},
       {"max_amount_minor", num(c.max_amount_minor, 0, 2'000'000'000)},
       {"iso4217_file", path(c.iso4217_file)},
+      {"cash_card_daily_minor", num(c.cash_card_daily_minor, 0, 2'000'000'000)},
+      {"cash_terminal_daily_minor", num(c.cash_terminal_daily_minor, 0, 2'000'000'000)},
+      {"cash_complete_seconds", num(c.cash_complete_seconds, 10, 86400)},
       {"kannel_sendsms_url", str(c.kannel_sendsms_url)},
       {"kannel_user", str(c.kannel_user)},
       {"kannel_pass", str(c.kannel_pass)},
@@ -220,6 +223,15 @@ default_currency = EUR
 # No purchase above this many minor units is approved (0 = no global maximum).
 max_amount_minor = 10000000
 iso4217_file = /usr/share/iso-codes/json/iso_4217.json
+
+# Cash withdrawals (9C 01) at ATMs (protocol.md §5.4). A card may withdraw at most
+# cash_card_daily_minor per UTC day (0: no withdrawal is approved) and one terminal may pay out
+# at most cash_terminal_daily_minor (0: no terminal limit); a reversal gives back what was not
+# handed over. An approved withdrawal whose terminal reports no outcome within
+# cash_complete_seconds is reversed in full.
+cash_card_daily_minor = 0
+cash_terminal_daily_minor = 0
+cash_complete_seconds = 300
 
 # Declines (operations.md "Declines and retention"). Each stored decline is a transaction
 # row and an audit entry. A terminal may have `decline_source_burst` declines stored back to

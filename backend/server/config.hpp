@@ -40,6 +40,9 @@ struct Config {
   std::string default_currency = "EUR";       ///< ISO 4217 alphabetic or numeric; checked at start
   std::uint32_t max_amount_minor = 10'000'000;  ///< global POS maximum, 0 = none
   std::filesystem::path iso4217_file = "/usr/share/iso-codes/json/iso_4217.json";
+  std::uint32_t cash_card_daily_minor = 0;      ///< cash one card may withdraw per UTC day, 0 = no cash
+  std::uint32_t cash_terminal_daily_minor = 0;  ///< cash one terminal may pay out per UTC day, 0 = no limit
+  std::uint32_t cash_complete_seconds = 300;    ///< an approved withdrawal with no outcome is reversed after this
   std::string kannel_sendsms_url;  ///< empty = SMS sending disabled (queued only)
   std::string kannel_user;
   std::string kannel_pass;

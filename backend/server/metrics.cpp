@@ -97,6 +97,13 @@ std::string RequestMetrics::render(const Metrics& service) const {
     const std::string r = slash == std::string::npos ? std::string() : k.substr(slash + 1);
     out += "otac_decisions_total{decision=\"" + label(d) + "\",reason=\"" + label(r) + "\"} " + std::to_string(v) + "\n";
   }
+  out += "# HELP otac_settlements_total What happened after decisions since start: outcomes reported or automatic, refund requests and decisions.\n";
+  out += "# TYPE otac_settlements_total counter\n";
+  for (const auto& [k, v] : service.settlements) {
+    const std::size_t slash = k.find('/');
+    out += "otac_settlements_total{kind=\"" + label(k.substr(0, slash)) + "\",state=\"" +
+           label(slash == std::string::npos ? std::string() : k.substr(slash + 1)) + "\"} " + std::to_string(v) + "\n";
+  }
   out += "# HELP otac_sms_queue_depth MT SMS queued and not yet accepted by the gateway.\n";
   out += "# TYPE otac_sms_queue_depth gauge\n";
   out += "otac_sms_queue_depth " + std::to_string(service.outbox_depth) + "\n";

@@ -195,7 +195,9 @@ Result<std::optional<AuthAnswer>> earlier_answer(Tx& tx, const std::string& txn_
   auto expired = expire_if_due(tx, *prev, now);
   if (!expired) return expired.error();
   fresh = *expired;
-  return std::optional<AuthAnswer>{answer_of(*prev, now)};
+  AuthAnswer a = answer_of(*prev, now);
+  if (auto o = apply_outcome(tx, a); !o) return o.error();
+  return std::optional<AuthAnswer>{std::move(a)};
 }
 
 
@@ -226,6 +228,7 @@ std::function<Result<void>(Tx&)> Service::decide_tx(DecideJob& job) {
     auto c = tx.card(card);
     if (c) {
       if (auto x = job.rules(tx, rec, *term, &*c); !x) return x;
+      if (auto x = decline_if_reversed_first(tx, rec); !x) return x;
     } else if (c.error().code == Errc::not_found) {
       rec.reason = "unknown_card";
     } else {
@@ -343,9 +346,25 @@ Result<std::shared_ptr<Service::DecideJob>> Service::authorize_job(const AuthReq
       else if (door_allowed(*doors, rec.door, t, why)) { rec.decision = Decision::approved; rec.reason = "ok"; }
       else rec.reason = why;
     } else if (auto no = pos_decline({ch->type, ch->currency_code, ch->amount_minor}, *card, term,
-                                     {&config_.currencies, config_.default_currency, config_.max_amount_minor})) {
+                                     {&config_.currencies, config_.default_currency, config_.max_amount_minor,
+                                      config_.cash_card_daily_minor > 0})) {
       rec.reason = no->reason;
       if (no->limit) rec.arc = kArcLimit;
+    } else if (ch->type == kTypeCash) {
+      // A withdrawal: the PIN checked by the card, then the daily limits, read and recorded
+      // in this store transaction so that two ATMs cannot both pass them (protocol.md §5.4).
+      const CashRecord cash{req.txn_id, req.card, term.id, ch->amount_minor, t};
+      auto no_cash = (req.pin_state & protocol::pin_state_verified) == 0 ? std::optional<PosDecline>{PosDecline{"pin_required", false}}
+                                                                         : cash_decline(tx, cash, config_);
+      if (!no_cash) return no_cash.error();
+      if (*no_cash) {
+        rec.reason = (*no_cash)->reason;
+        if ((*no_cash)->limit) rec.arc = kArcLimit;
+      } else {
+        if (auto x = tx.insert_cash(cash); !x) return x;
+        rec.decision = Decision::approved;
+        rec.reason = "ok";
+      }
     } else if (card->review_minor > 0 && ch->amount_minor > card->review_minor) {
       rec.decision = Decision::held;
       rec.reason = "review";
@@ -393,7 +412,7 @@ Result<AuthAnswer> Service::get_authorization(std::string_view txn_id, std::chro
       auto rec = transaction_now(tx, txn_id, t, expired);
       if (!rec) return rec.error();
       ans = answer_of(*rec, t);
-      return {};
+      return apply_outcome(tx, ans);
     });
     if (!r) return r.error();
     if (expired) count(ans);

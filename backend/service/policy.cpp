@@ -84,10 +84,11 @@ Result<CurrencyTable> load_iso4217(const std::filesystem::path& path) {
 
 std::optional<PosDecline> pos_decline(const PosFacts& f, const CardRecord& card, const TerminalRecord& term,
                                       const PosLimits& limits) {
-  // Only purchases are approvable here: cash (01) waits for an ATM flow with dispense
-  // reports and reversals, and a refund (20) moves money to the card, which a one-time
-  // code of the payer must not authorize (DESIGN.md §6; protocol.md §3.2).
-  if (f.type != kTypePurchase) return PosDecline{"type_not_allowed", false};
+  // Purchases, and cash withdrawals where the backend has cash limits (protocol.md §5.4). A
+  // refund (20) moves money to the card, which a one-time code of the payer must not
+  // authorize: refunds are requested by the merchant and decided by an operator (DESIGN.md §6;
+  // protocol.md §3.2).
+  if (f.type != kTypePurchase && !(f.type == kTypeCash && limits.cash)) return PosDecline{"type_not_allowed", false};
   if (!limits.currencies || !limits.currencies->contains(f.currency)) return PosDecline{"invalid_currency", false};
   const std::uint16_t card_currency = card.currency != 0 ? card.currency : limits.default_currency;
   if (f.currency != card_currency) return PosDecline{"currency_not_allowed", false};

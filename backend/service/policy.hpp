@@ -57,6 +57,7 @@ struct PosLimits {
   const CurrencyTable* currencies = nullptr;  ///< valid ISO 4217 codes; null or empty refuses all
   std::uint16_t default_currency = 978;       ///< a card's currency when it has none (0), and the terminals' limit currency
   std::int64_t max_amount_minor = 0;          ///< global maximum, 0 = none
+  bool cash = false;                          ///< cash withdrawals (01) are approvable (their daily limits are the caller's)
 };
 
 /// A POS decline: reason for the transaction record and whether it is a limit decline (ARC 51).

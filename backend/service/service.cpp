@@ -89,6 +89,11 @@ void Service::count(const AuthAnswer& a) {
   ++decisions_[std::string(decision_name(a.decision)) + "/" + a.reason];
 }
 
+void Service::count_settlement(const std::string& key) {
+  std::lock_guard lock(metrics_mu_);
+  ++settlements_[key];
+}
+
 // ---- terminals, operators --------------------------------------------------------------
 
 Result<void> Service::register_terminal(const TerminalRecord& term, std::string_view actor) {
@@ -244,6 +249,7 @@ Result<Metrics> Service::metrics() {
   if (!r) return r.error();
   std::lock_guard lock(metrics_mu_);
   m.decisions = decisions_;
+  m.settlements = settlements_;
   return m;
 }
 

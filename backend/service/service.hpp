@@ -44,6 +44,13 @@ struct ServiceConfig {
   /// Asked for each new decline that used up no code (decline_limit.hpp): false = answer it
   /// but store neither a row nor an audit entry (AuthAnswer::recorded = false). Unset: store all.
   std::function<bool(std::string_view terminal_id, ByteView card)> record_decline;
+  /// Cash withdrawals (9C 01, protocol.md §5.4): the most one card may take per UTC day; 0 =
+  /// no withdrawal is approved (declined type_not_allowed).
+  std::int64_t cash_card_daily_minor = 0;
+  /// The most one terminal may pay out per UTC day, 0 = no terminal limit.
+  std::int64_t cash_terminal_daily_minor = 0;
+  /// An approved withdrawal with no outcome reported this long after is reversed in full.
+  std::chrono::seconds cash_complete_within{300};
 };
 
 /// What to enroll.
@@ -140,6 +147,21 @@ struct CodeRequest {
   std::string door;                   ///< may be empty
 };
 
+/// A terminal's report of what happened after a decision (protocol.md §5.4).
+struct OutcomeReport {
+  std::string txn_id;
+  Outcome outcome = Outcome::completed;
+  /// reversed: what was handed over all the same (unset = nothing); completed: unset or the
+  /// full amount; not_opened and voided: unset or 0.
+  std::optional<std::int64_t> handed_minor;
+};
+
+/// The backend's acknowledgement of an outcome report.
+struct OutcomeAnswer {
+  OutcomeRecord record;   ///< the outcome now recorded
+  bool applied = false;   ///< this report recorded it (false: a repeat of the recorded one)
+};
+
 /// An MO SMS as Kannel's get-url delivers it.
 struct MoSms {
   std::string from;
@@ -152,11 +174,16 @@ struct MoSms {
 struct Metrics {
   std::map<std::string, std::uint64_t> decisions;  ///< "approved/ok", "declined/code_used", ...
   std::uint32_t outbox_depth = 0;
+  std::map<std::string, std::uint64_t> settlements;  ///< "outcome/reversed", "outcome/auto_reversed", "refund/approved", ...
 };
 
 /// Short names, as used in JSON.
 const char* decision_name(Decision d) noexcept;
 const char* role_name(Role r) noexcept;
+const char* outcome_name(Outcome o) noexcept;
+const char* refund_state_name(RefundState s) noexcept;
+/// "completed", "reversed", "not_opened" or "voided"; nullopt otherwise.
+std::optional<Outcome> parse_outcome(std::string_view s) noexcept;
 
 /// The service. One object per process; each call opens its own store transaction.
 /// Thread-safe: a Store connection is taken from an internal pool per call.
@@ -254,6 +281,29 @@ class Service {
   /// Verifies a typed display code against the codes the card can be at (protocol.md 4).
   Result<AuthAnswer> verify_display_code(const CodeRequest& req, std::string_view terminal_id);
 
+  // ---- after the decision (settlement.cpp, protocol.md §5.4) ----
+  /// Records what happened after a decision, exactly once per txn_id: a repeat of the
+  /// recorded outcome is acknowledged again (applied = false), a different one is a conflict.
+  /// A reversal may come before its authorization (the terminal gave up waiting): the
+  /// authorization, when it arrives, is then declined "reversed". Retries of a reversed or
+  /// voided transaction answer declined with that reason, never approved. A void is for the
+  /// terminal's last approved purchase, on the UTC day it was approved. Audited.
+  Result<OutcomeAnswer> report_outcome(const OutcomeReport& r, std::string_view terminal_id);
+  /// The recorded outcome of txn_id, nullopt if none.
+  Result<std::optional<OutcomeRecord>> outcome(std::string_view txn_id);
+  /// Reverses in full (reported by "system", audited) up to `limit` cash withdrawals that no
+  /// outcome followed within ServiceConfig::cash_complete_within; returns how many.
+  Result<std::uint32_t> reverse_stale_cash(std::uint32_t limit);
+  /// A terminal asks to refund (part of) its own approved purchase txn_id; pending until an
+  /// operator decides. A repeat with the same amount returns the request. Audited.
+  Result<RefundRecord> request_refund(std::string_view txn_id, std::int64_t amount_minor, std::string_view terminal_id);
+  /// An operator approves or declines a pending refund; conflict once decided. Audited.
+  Result<RefundRecord> decide_refund(std::string_view txn_id, bool approve, std::string_view actor);
+  /// The refund request of txn_id; not_found if none.
+  Result<RefundRecord> refund(std::string_view txn_id);
+  /// Refund requests in `state`, oldest first.
+  Result<std::vector<RefundRecord>> list_refunds(RefundState state, std::uint32_t limit);
+
   // ---- terminals, operators ----
   /// Registers (or replaces) a terminal.
   Result<void> register_terminal(const TerminalRecord& t, std::string_view actor);
@@ -292,6 +342,7 @@ class Service {
   void run_async(std::function<Result<void>(Tx&)> fn, Store::Done done);
   UnixTime now() const;
   void count(const AuthAnswer& a);
+  void count_settlement(const std::string& key);
   /// Fills in a new transaction's fields and decision inside the store transaction, for a
   /// card the store knows (never null).
   using Rules = std::function<Result<void>(Tx&, TransactionRecord&, const TerminalRecord&, CardRecord*)>;
@@ -326,6 +377,7 @@ class Service {
   std::function<UnixTime()> clock_;
   std::mutex metrics_mu_;
   std::map<std::string, std::uint64_t> decisions_;
+  std::map<std::string, std::uint64_t> settlements_;
   std::mutex held_mu_;
   std::condition_variable held_cv_;  // wakes in-process waiters early; polling covers other processes
 };

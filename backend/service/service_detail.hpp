@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "ota_push.hpp"
+#include "policy.hpp"
 #include "service.hpp"
 
 namespace otac::backend::detail {
@@ -43,6 +44,16 @@ Result<bool> expire_if_due(Tx& tx, TransactionRecord& rec, UnixTime now);
 /// (`expired` says this call did it).
 Result<TransactionRecord> transaction_now(Tx& tx, std::string_view txn_id, UnixTime now, bool& expired);
 Result<std::optional<AuthAnswer>> earlier_answer(Tx& tx, const std::string& txn_id, ByteView hash, UnixTime now, bool& fresh);
+
+// settlement.cpp
+/// 00:00 UTC of t's day: the day of the daily cash limits and of the void's day close.
+UnixTime utc_day_start(UnixTime t);
+/// An answer to a reversed, voided or not-opened transaction reads declined with that reason.
+Result<void> apply_outcome(Tx& tx, AuthAnswer& a);
+/// A new transaction whose reversal its terminal sent first is declined "reversed".
+Result<void> decline_if_reversed_first(Tx& tx, TransactionRecord& rec);
+/// The daily cash limit the withdrawal c would pass (cash_limit, terminal_cash_limit), if any.
+Result<std::optional<PosDecline>> cash_decline(Tx& tx, const CashRecord& c, const ServiceConfig& config);
 
 Result<void> promote_pending_key(Tx& tx, CardRecord& card, bool keep_retired, UnixTime now);
 Result<ServerKeyRecord> ensure_server_key(Tx& tx, std::string_view name, UnixTime now);

@@ -654,6 +654,22 @@ CREATE TABLE card_security(
   pending_sig_counter BIGINT NOT NULL DEFAULT 0, pending_sig_sent BIGINT NOT NULL DEFAULT 0,
   sig_since BIGINT NOT NULL DEFAULT 0, server_point BYTEA);
 )sql",
+    // 2: outcomes, cash withdrawals and refunds (protocol.md 5.4; SQLite's version 9).
+    R"sql(
+CREATE TABLE outcomes(
+  txn_id TEXT PRIMARY KEY, outcome BIGINT NOT NULL, handed_minor BIGINT NOT NULL,
+  reported_by TEXT NOT NULL, at BIGINT NOT NULL);
+CREATE TABLE cash(
+  txn_id TEXT PRIMARY KEY, card BYTEA NOT NULL, terminal_id TEXT NOT NULL, amount_minor BIGINT NOT NULL,
+  approved_at BIGINT NOT NULL, settled BIGINT NOT NULL DEFAULT 0);
+CREATE INDEX cash_card ON cash(card, approved_at);
+CREATE INDEX cash_terminal ON cash(terminal_id, approved_at);
+CREATE INDEX cash_open ON cash(approved_at) WHERE settled = 0;
+CREATE TABLE refunds(
+  txn_id TEXT PRIMARY KEY, terminal_id TEXT NOT NULL, amount_minor BIGINT NOT NULL, state BIGINT NOT NULL,
+  requested_at BIGINT NOT NULL, decided_by TEXT NOT NULL DEFAULT '', decided_at BIGINT NOT NULL DEFAULT 0);
+CREATE INDEX refunds_state ON refunds(state, requested_at);
+)sql",
 };
 
 }  // namespace

@@ -43,6 +43,16 @@ class PgTx final : public Tx {
   Result<std::int64_t> enqueue_sms(const OutboxMessage& m) override;
   Result<std::vector<OutboxMessage>> due_sms(UnixTime now, std::uint32_t limit) override;
   Result<std::vector<OutboxMessage>> lease_due_sms(UnixTime now, UnixTime lease_until, std::uint32_t limit) override;
+  // pg_settlement.cpp: outcomes, cash withdrawals, refunds
+  Result<std::optional<OutcomeRecord>> outcome(std::string_view txn_id) override;
+  Result<bool> set_outcome(const OutcomeRecord& o, std::optional<Outcome> from) override;
+  Result<void> insert_cash(const CashRecord& c) override;
+  Result<std::optional<CashRecord>> cash(std::string_view txn_id) override;
+  Result<CashTotals> cash_totals(ByteView card, std::string_view terminal_id, UnixTime since) override;
+  Result<std::vector<CashRecord>> cash_unsettled(UnixTime before, std::uint32_t limit) override;
+  Result<std::optional<RefundRecord>> refund(std::string_view txn_id) override;
+  Result<bool> put_refund(const RefundRecord& r, std::optional<RefundState> from) override;
+  Result<std::vector<RefundRecord>> refunds(RefundState state, std::uint32_t limit) override;
   Result<std::vector<Bytes>> card_ids(std::uint32_t limit) override;
   Result<std::vector<TerminalRecord>> terminals(std::uint32_t limit) override;
   Result<std::vector<OutboxMessage>> queued_sms(ByteView n, std::uint32_t limit) override;

@@ -1,6 +1,7 @@
 // The SQLite schema: versions applied in order, PRAGMA user_version recording how many ran.
 // New versions are appended at the end of kMigrations, never edited once released.
 #include "sqlite_db.hpp"
+#include "sqlite_settlement.hpp"
 
 #include <iterator>
 
@@ -91,6 +92,8 @@ ALTER TABLE doors ADD COLUMN tz TEXT NOT NULL DEFAULT 'UTC';
 ALTER TABLE cards ADD COLUMN retired_k_sealed BLOB;
 ALTER TABLE cards ADD COLUMN retired_version INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // 9: outcomes, cash withdrawals and refunds (sqlite_settlement.cpp).
+    sqlite_settlement::kMigration,
 };
 
 }  // namespace

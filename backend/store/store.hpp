@@ -193,6 +193,52 @@ struct CardSecurity {
 /// How long lease_due_sms leases a message to the node that sends it, in seconds.
 inline constexpr std::int64_t kSmsLeaseSeconds = 60;
 
+/// What happened after an approval (protocol.md §5.4). Stored as these numbers.
+enum class Outcome : std::uint8_t {
+  completed = 0,   ///< goods, cash or entry handed over in full
+  reversed = 1,    ///< undone; handed_minor says what was handed over all the same (partial dispense)
+  not_opened = 2,  ///< door mode: the relay failed, nobody entered
+  voided = 3,      ///< the merchant voided the terminal's last purchase before the day closed
+};
+
+/// The outcome of one transaction, or a reversal that arrived before its authorization.
+struct OutcomeRecord {
+  std::string txn_id;
+  Outcome outcome = Outcome::completed;
+  std::int64_t handed_minor = 0;      ///< amount actually handed over (reversed: what stays charged)
+  std::string reported_by;            ///< terminal id, or "system" for an automatic reversal
+  UnixTime at = 0;
+};
+
+/// An approved cash withdrawal, kept for the daily cash limits and the automatic reversal.
+struct CashRecord {
+  std::string txn_id;
+  Bytes card;
+  std::string terminal_id;
+  std::int64_t amount_minor = 0;      ///< amount approved
+  UnixTime approved_at = 0;
+};
+
+/// Net cash taken since a point in time: approvals, less what reversals gave back.
+struct CashTotals {
+  std::int64_t card_minor = 0;
+  std::int64_t terminal_minor = 0;
+};
+
+/// Where a refund request stands. Stored as these numbers.
+enum class RefundState : std::uint8_t { pending = 0, approved = 1, declined = 2 };
+
+/// A merchant's request to refund (part of) an approved purchase; an operator decides it.
+struct RefundRecord {
+  std::string txn_id;                 ///< the purchase refunded (one refund per purchase)
+  std::string terminal_id;            ///< the terminal that asked (the purchase's own)
+  std::int64_t amount_minor = 0;
+  RefundState state = RefundState::pending;
+  UnixTime requested_at = 0;
+  std::string decided_by;             ///< operator, empty while pending
+  UnixTime decided_at = 0;
+};
+
 /// Filter for listing transactions; unset fields match everything.
 struct TransactionFilter {
   std::optional<Bytes> card;
@@ -274,6 +320,33 @@ class Tx {
   /// Deletes up to limit declined transactions created and decided before `before`, oldest
   /// first (retention); returns how many. Their audit entries stay (the chain needs them).
   virtual Result<std::uint32_t> prune_declined(UnixTime before, std::uint32_t limit) = 0;
+
+  // after the decision (protocol.md §5.4): outcomes, cash withdrawals, refunds
+  /// The outcome recorded for txn_id, nullopt if none.
+  virtual Result<std::optional<OutcomeRecord>> outcome(std::string_view txn_id) = 0;
+  /// Writes o iff the recorded outcome of o.txn_id is still `from` (nullopt: none yet): true
+  /// when this call wrote it, false when another outcome got there first. A cash withdrawal
+  /// with an outcome is settled: cash_unsettled no longer lists it.
+  virtual Result<bool> set_outcome(const OutcomeRecord& o, std::optional<Outcome> from) = 0;
+  /// Records an approved cash withdrawal; conflict if its txn_id has one. One whose txn_id
+  /// already has an outcome (a reversal that came first) is stored settled.
+  virtual Result<void> insert_cash(const CashRecord& c) = 0;
+  /// The cash withdrawal approved as txn_id, nullopt if it is none.
+  virtual Result<std::optional<CashRecord>> cash(std::string_view txn_id) = 0;
+  /// Net cash of the card and of the terminal approved at or after `since`: the amount of each
+  /// withdrawal, or what was handed over when it was reversed. Read in the caller's
+  /// transaction, so a limit checked with it and the insert_cash after it are one step
+  /// (a PostgreSQL store must lock the card's and terminal's rows for it).
+  virtual Result<CashTotals> cash_totals(ByteView card, std::string_view terminal_id, UnixTime since) = 0;
+  /// Cash withdrawals without an outcome approved at or before `before`, oldest first.
+  virtual Result<std::vector<CashRecord>> cash_unsettled(UnixTime before, std::uint32_t limit) = 0;
+  /// The refund request for the purchase txn_id, nullopt if none.
+  virtual Result<std::optional<RefundRecord>> refund(std::string_view txn_id) = 0;
+  /// Writes r iff the refund of r.txn_id is still in state `from` (nullopt: none yet): true
+  /// when this call wrote it.
+  virtual Result<bool> put_refund(const RefundRecord& r, std::optional<RefundState> from) = 0;
+  /// Refund requests in `state`, oldest first, at most limit.
+  virtual Result<std::vector<RefundRecord>> refunds(RefundState state, std::uint32_t limit) = 0;
 
   // terminals and operators
   /// Inserts or replaces a terminal.

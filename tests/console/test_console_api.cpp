@@ -351,6 +351,11 @@ TEST_CASE("console roles: a viewer sees the queue but cannot approve, an operato
   CHECK(viewer_audit.find(hex_n) == std::string::npos);
   CHECK(viewer_audit.find("card=************" + hex_n.substr(12)) != std::string::npos);
   CHECK(f.as(op, "GET", "/console/api/audit").body.find("card=" + hex_n) != std::string::npos);
+  CHECK_FALSE(body_of(detail).as_object().contains("outcome"));
+  // The terminal paid out part of it and reversed the rest: the detail shows the outcome.
+  REQUIRE(f.env.svc->report_outcome(OutcomeReport{held.txn, Outcome::reversed, 500}, "TERM0001"));
+  CHECK(body_of(f.as(op, "GET", "/console/api/transactions/" + held.txn)).at("outcome") ==
+        "reversed, handed over 500 (minor units), reported by TERM0001");
 }
 
 TEST_CASE("console cards and terminals: enroll once, status, block, refresh, rotate, register, certificate, revoke") {

@@ -6,7 +6,8 @@
 # Kannel (bearerbox + smsbox) with its fake SMSC on loopback, otac-backend on SQLite, a card
 # enrolled with otac-admin and activated with otac-card, its first list delivered by SMS, the
 # PN532 emulator with the card in its field, and otac-terminal through the stock libnfc
-# pn532_uart driver. Each step says what it does and checks the outcome; the demo exits 1 at
+# pn532_uart driver; then otac-dispenser-emu and otac-terminal atm for a withdrawal and a
+# reversal after a jam. Each step says what it does and checks the outcome; the demo exits 1 at
 # the first step that does not go as it should. Every process it starts is stopped by PID
 # on exit. Logs stay in RUN_DIR (default: a fresh directory under /tmp).
 set -euo pipefail
@@ -44,6 +45,7 @@ expect() {  # expect DECISION [REASON]
 printf 'OTAC end-to-end demo (logs in %s)\n' "$OTAC_RUN"
 
 step "Start Kannel and the backend, enroll a card, activate it; its first list comes by SMS"
+export E2E_BACKEND_CONF="cash_card_daily_minor = 50000"  # ATMs: at most 500.00 a card a day
 stack_up 10 3 || fail "the system did not come up"
 say "backend: https://127.0.0.1:$BACKEND_PORT (data in $BACKEND_DIR)"
 say "Kannel: fake SMSC on 127.0.0.1:$KANNEL_SMSC_PORT, sendsms on 127.0.0.1:$KANNEL_SENDSMS_PORT"
@@ -124,6 +126,43 @@ for i in $(seq 1 8); do
 done
 [ "$list_seen" != 1 ] || fail "every purchase still used list 1"
 say "the card answered from list $list_seen"
+
+step "An ATM: PIN checked by the card, 70.00 paid out by the dispenser, completion reported"
+proc_start dispenser "$OTAC_BUILD/hw/otac-dispenser-emu" --socket "$OTAC_RUN/dispenser.sock" --cassettes 2000x20,5000x10 \
+  --ready-file "$OTAC_RUN/dispenser.ready" --verbose
+proc_wait_file "$OTAC_RUN/dispenser.ready" 10 dispenser || fail "the dispenser emulator did not start"
+sed 's/^pin_source = .*/pin_source = stdin/' "$TERM_CONF" >"$TERM_DIR/atm.conf"
+printf 'dispenser_socket = %s\ndispenser_take_s = 2\n' "$OTAC_RUN/dispenser.sock" >>"$TERM_DIR/atm.conf"
+atm() {  # atm NAME AMOUNT: a withdrawal with the card's PIN keyed in
+  local name=$1
+  printf '%s\n' "$CARD_PIN" | "$BIN_TERM" --config "$TERM_DIR/atm.conf" atm --amount "$2" \
+    >"$OTAC_RUN/$name.out" 2>"$OTAC_RUN/$name.err" || true
+  sed -n 1p "$OTAC_RUN/$name.out" | sed 's/^/    terminal: /'
+  LINE=$(sed -n 2p "$OTAC_RUN/$name.out")
+  [ -n "$LINE" ] || { cat "$OTAC_RUN/$name.err" >&2; fail "the terminal printed no decision"; }
+  DECISION=$(json_field decision <<<"$LINE"); REASON=$(json_field reason <<<"$LINE"); TXN=$(json_field txn_id <<<"$LINE")
+}
+atm atm1 70.00
+expect approved ok
+[ "$(json_field dispense <<<"$LINE")" = dispensed ] && [ "$(json_field outcome <<<"$LINE")" = completed ] ||
+  fail "expected the notes paid out and the completion reported: $LINE"
+admin transaction "$TXN" | grep -E '^(decision|outcome):' | sed 's/^/    backend: /'
+
+step "The dispenser jams before any note: the withdrawal is reversed, the daily limit given back"
+python3 - "$OTAC_RUN/dispenser.sock" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1]); s.sendall(b"FAULT jam\n")
+print("    dispenser: " + s.makefile().readline().strip())
+PY
+atm atm2 100.00
+expect approved ok
+[ "$(json_field dispense <<<"$LINE")" = jam ] && [ "$(json_field outcome <<<"$LINE")" = reversed ] ||
+  fail "expected a jam and a reversal: $LINE"
+admin --json transaction "$TXN" | python3 -c 'import json,sys; o=json.loads(sys.stdin.readline())["outcome"]; print("    backend: outcome %s, handed over %s" % (o["outcome"], o["handed_minor"])); sys.exit(0 if o["outcome"]=="reversed" else 1)' ||
+  fail "the backend did not record the reversal"
+atm atm3 430.00
+expect approved ok
+say "430.00 more approved: 70.00 + 430.00 is the day's 500.00, the jammed 100.00 did not count"
 
 step "The audit log is intact"
 admin audit --verify | sed 's/^/    /' || fail "the audit chain does not verify"

@@ -220,6 +220,7 @@
       ["Terminal", t.terminal], ["Door", t.door], ["Card", t.card], ["List / index", t.list + " / " + t.index],
       ["Auth code", t.auth_code], ["Response code (ARC)", arcText(t.arc)], ["Received", when(t.created_at)],
       ["Decided", t.decided_at ? when(t.decided_at) : "pending"], ["Decided by", t.decided_by],
+      ["Outcome", t.outcome], ["Refund", t.refund],
     ]);
     $("txn-detail").classList.remove("hidden");
   }
