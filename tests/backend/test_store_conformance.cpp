@@ -698,3 +698,146 @@ TEMPLATE_TEST_CASE("store race: leased outbox messages go to one sender each", "
     return {};
   });
 }
+
+TEMPLATE_TEST_CASE("store: outcomes, cash withdrawals and refunds are written once, and totals follow reversals",
+                   "[store]", SqliteBackend, PgBackend) {
+  TestType b;
+  auto s = must_open(b);
+  run_ok(*s, [&](Tx& tx) -> Result<void> {
+    if (auto e = tx.insert_card(card()); !e) return e;
+    if (auto e = tx.put_terminal({"ATM00001", "aa", 0, true}); !e) return e;
+    // A reversal that arrives before its authorization: the withdrawal is stored settled.
+    CHECK(tx.set_outcome({"W0", Outcome::reversed, 0, "ATM00001", 90}, std::nullopt).value());
+    if (auto e = tx.insert_cash({"W0", kN, "ATM00001", 5000, 100}); !e) return e;
+    if (auto e = tx.insert_cash({"W1", kN, "ATM00001", 30000, 100}); !e) return e;
+    if (auto e = tx.insert_cash({"W2", kN, "ATM00002", 20000, 100}); !e) return e;
+    if (auto e = tx.insert_cash({"W3", kN, "ATM00001", 1000, 10}); !e) return e;  // before `since`
+    CHECK(tx.insert_cash({"W1", kN, "ATM00001", 1, 100}).error().code == Errc::conflict);
+    auto w1 = tx.cash("W1");
+    REQUIRE(w1);
+    REQUIRE(w1->has_value());
+    CHECK((*w1)->amount_minor == 30000);
+    CHECK((*w1)->terminal_id == "ATM00001");
+    CHECK_FALSE(tx.cash("NONE").value().has_value());
+    auto totals = tx.cash_totals(kN, "ATM00001", 50);
+    REQUIRE(totals);
+    CHECK(totals->card_minor == 0 + 30000 + 20000);  // W0 reversed with nothing handed over
+    CHECK(totals->terminal_minor == 30000);
+    // Open withdrawals: W1, W2 and W3 have no outcome; W0 has one.
+    auto open = tx.cash_unsettled(200, 10);
+    REQUIRE(open);
+    std::set<std::string> ids;
+    for (const auto& c : *open) ids.insert(c.txn_id);
+    CHECK(ids == std::set<std::string>{"W1", "W2", "W3"});
+    // W1 partly dispensed: reversed with 100.00 handed over; a second first outcome loses.
+    CHECK(tx.set_outcome({"W1", Outcome::reversed, 10000, "ATM00001", 150}, std::nullopt).value());
+    CHECK_FALSE(tx.set_outcome({"W1", Outcome::completed, 30000, "ATM00001", 151}, std::nullopt).value());
+    CHECK_FALSE(tx.set_outcome({"W1", Outcome::completed, 30000, "ATM00001", 151}, Outcome::completed).value());
+    auto o = tx.outcome("W1");
+    REQUIRE(o);
+    REQUIRE(o->has_value());
+    CHECK((*o)->outcome == Outcome::reversed);
+    CHECK((*o)->handed_minor == 10000);
+    totals = tx.cash_totals(kN, "ATM00001", 50);
+    REQUIRE(totals);
+    CHECK(totals->card_minor == 10000 + 20000);
+    CHECK(totals->terminal_minor == 10000);
+    ids.clear();
+    auto still_open = tx.cash_unsettled(200, 10);
+    REQUIRE(still_open);
+    for (const auto& c : *still_open) ids.insert(c.txn_id);
+    CHECK(ids == std::set<std::string>{"W2", "W3"});
+    // Refunds: one per purchase, decided once.
+    CHECK(tx.put_refund({"P1", "TERM0001", 500, RefundState::pending, 300, "", 0}, std::nullopt).value());
+    CHECK_FALSE(tx.put_refund({"P1", "TERM0001", 900, RefundState::pending, 301, "", 0}, std::nullopt).value());
+    CHECK(tx.put_refund({"P1", "TERM0001", 500, RefundState::approved, 300, "alice", 310}, RefundState::pending).value());
+    CHECK_FALSE(tx.put_refund({"P1", "TERM0001", 500, RefundState::declined, 300, "bob", 311}, RefundState::pending).value());
+    auto r = tx.refund("P1");
+    REQUIRE(r);
+    REQUIRE(r->has_value());
+    CHECK((*r)->state == RefundState::approved);
+    CHECK((*r)->decided_by == "alice");
+    CHECK((*r)->amount_minor == 500);
+    CHECK(tx.refunds(RefundState::approved, 10).value().size() == 1);
+    CHECK(tx.refunds(RefundState::pending, 10).value().empty());
+    return {};
+  });
+}
+
+TEMPLATE_TEST_CASE("store race: a daily cash limit raced from several connections and terminals is passed once", "[store]",
+                   SqliteBackend, PgBackend) {
+  TestType b;
+  constexpr int kThreads = 6;
+  std::vector<std::unique_ptr<Store>> stores;
+  for (int i = 0; i < kThreads; ++i) stores.push_back(must_open(b));
+  run_ok(*stores[0], [&](Tx& tx) -> Result<void> {
+    if (auto e = tx.insert_card(card()); !e) return e;
+    for (int t = 0; t < kThreads; ++t)
+      if (auto e = tx.put_terminal({"ATM0000" + std::to_string(t), "aa", 0, true}); !e) return e;
+    return {};
+  });
+  // Each ATM withdraws 300.00 against a 500.00 daily card limit, as the Service does: the card
+  // read first (the row every authorization of the card reads), then the totals, then the insert.
+  std::atomic<int> approved{0}, failures{0};
+  race(kThreads, [&](int t) {
+    bool passed = false;
+    auto r = stores[static_cast<std::size_t>(t)]->run([&](Tx& tx) -> Result<void> {
+      passed = false;
+      if (auto c = tx.card(kN); !c) return c.error();
+      const std::string terminal = "ATM0000" + std::to_string(t);
+      auto totals = tx.cash_totals(kN, terminal, 0);
+      if (!totals) return totals.error();
+      if (totals->card_minor + 30000 > 50000) return {};
+      passed = true;
+      return tx.insert_cash({"R" + std::to_string(t), kN, terminal, 30000, 100});
+    });
+    if (!r) ++failures;
+    else if (passed) ++approved;
+  });
+  CHECK(failures == 0);
+  CHECK(approved == 1);
+  run_ok(*stores[0], [&](Tx& tx) -> Result<void> {
+    CHECK(tx.cash_totals(kN, "ATM00000", 0).value().card_minor == 30000);
+    return {};
+  });
+}
+
+TEMPLATE_TEST_CASE("store: the operator listings: cards newest first, terminals by id, a card's queued messages",
+                   "[store]", SqliteBackend, PgBackend) {
+  TestType b;
+  auto s = must_open(b);
+  const Bytes n2 = hex("99AABBCCDDEEFF00");
+  run_ok(*s, [&](Tx& tx) -> Result<void> {
+    if (auto e = tx.insert_card(card()); !e) return e;
+    auto later = card(n2, "+4915550002");
+    later.created_at = 2000;
+    if (auto e = tx.insert_card(later); !e) return e;
+    if (auto e = tx.put_terminal({"TERMB", "bb", 0, true}); !e) return e;
+    if (auto e = tx.put_terminal({"TERMA", "aa", 0, false}); !e) return e;
+    OutboxMessage m;
+    m.card = kN;
+    m.to = "+4915550001";
+    m.payload = Bytes{1, 2, 3};
+    m.next_attempt_at = 5;
+    m.created_at = 5;
+    if (auto e = tx.enqueue_sms(m); !e) return e.error();
+    return {};
+  });
+  run_ok(*s, [&](Tx& tx) -> Result<void> {
+    auto ids = tx.card_ids(10);
+    REQUIRE(ids);
+    REQUIRE(ids->size() == 2);
+    CHECK((*ids)[0] == n2);
+    CHECK((*ids)[1] == kN);
+    CHECK(tx.card_ids(1).value().size() == 1);
+    auto ts = tx.terminals(10);
+    REQUIRE(ts);
+    REQUIRE(ts->size() == 2);
+    CHECK((*ts)[0].id == "TERMA");
+    CHECK_FALSE((*ts)[0].enabled);
+    CHECK((*ts)[1].id == "TERMB");
+    CHECK(tx.queued_sms(kN, 10).value().size() == 1);
+    CHECK(tx.queued_sms(n2, 10).value().empty());
+    return {};
+  });
+}
