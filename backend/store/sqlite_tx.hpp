@@ -68,25 +68,15 @@ class SqliteTx final : public Tx {
   Result<std::vector<TerminalRecord>> terminals(std::uint32_t limit) override;
   Result<std::vector<OutboxMessage>> queued_sms(ByteView n, std::uint32_t limit) override;
   // After the decision: rows in sqlite_settlement.cpp.
-  Result<std::optional<OutcomeRecord>> outcome(std::string_view id) override { return sqlite_settlement::outcome(s_.db(), id); }
-  Result<bool> set_outcome(const OutcomeRecord& o, std::optional<Outcome> from) override {
-    return sqlite_settlement::set_outcome(s_.db(), o, from);
-  }
-  Result<void> insert_cash(const CashRecord& c) override { return sqlite_settlement::insert_cash(s_.db(), c); }
-  Result<std::optional<CashRecord>> cash(std::string_view id) override { return sqlite_settlement::cash(s_.db(), id); }
-  Result<CashTotals> cash_totals(ByteView card, std::string_view terminal_id, UnixTime since) override {
-    return sqlite_settlement::cash_totals(s_.db(), card, terminal_id, since);
-  }
-  Result<std::vector<CashRecord>> cash_unsettled(UnixTime before, std::uint32_t limit) override {
-    return sqlite_settlement::cash_unsettled(s_.db(), before, limit);
-  }
-  Result<std::optional<RefundRecord>> refund(std::string_view id) override { return sqlite_settlement::refund(s_.db(), id); }
-  Result<bool> put_refund(const RefundRecord& r, std::optional<RefundState> from) override {
-    return sqlite_settlement::put_refund(s_.db(), r, from);
-  }
-  Result<std::vector<RefundRecord>> refunds(RefundState state, std::uint32_t limit) override {
-    return sqlite_settlement::refunds(s_.db(), state, limit);
-  }
+  Result<std::optional<OutcomeRecord>> outcome(std::string_view txn_id) override;
+  Result<bool> set_outcome(const OutcomeRecord& o, std::optional<Outcome> from) override;
+  Result<void> insert_cash(const CashRecord& c) override;
+  Result<std::optional<CashRecord>> cash(std::string_view txn_id) override;
+  Result<CashTotals> cash_totals(ByteView card, std::string_view terminal_id, UnixTime since) override;
+  Result<std::vector<CashRecord>> cash_unsettled(UnixTime before, std::uint32_t limit) override;
+  Result<std::optional<RefundRecord>> refund(std::string_view txn_id) override;
+  Result<bool> put_refund(const RefundRecord& r, std::optional<RefundState> from) override;
+  Result<std::vector<RefundRecord>> refunds(RefundState state, std::uint32_t limit) override;
 
  private:
   Query q(const char* sql);
