@@ -209,8 +209,10 @@ Result<std::string> hsm_migrate(const Config& c, const CeremonyOptions& o) {
     for (const auto& [name, label] : {std::pair{std::string("server"), op->labels.server}, std::pair{std::string("card-ca"), op->labels.card_ca}}) {
       ServerKeyRecord rec;
       bool stored = false;
+      // A named copy: clang 14 cannot capture a structured binding in a lambda.
+      const std::string& key_name = name;
       auto r = (*store)->run([&](Tx& tx) -> Result<void> {
-        auto k = tx.server_key(name);
+        auto k = tx.server_key(key_name);
         if (!k) return k.error();
         rec = std::move(*k);
         stored = true;
