@@ -239,4 +239,12 @@ inline std::string auth_body(const AuthRequest& a) {
   return boost::json::serialize(o);
 }
 
+/// The field `key` of a JSON answer: a string as is, anything else serialized; empty if absent.
+inline std::string field(const std::string& body, const char* key) {
+  auto v = boost::json::parse(body);
+  const auto* f = v.as_object().if_contains(key);
+  if (!f) return {};
+  return f->is_string() ? std::string(f->as_string()) : boost::json::serialize(*f);
+}
+
 }  // namespace otac::backend::test

@@ -22,13 +22,6 @@ using Verb = boost::beast::http::verb;
 
 namespace {
 
-std::string field(const std::string& body, const char* key) {
-  auto v = json::parse(body);
-  const auto* f = v.as_object().if_contains(key);
-  if (!f) return {};
-  return f->is_string() ? std::string(f->as_string()) : json::serialize(*f);
-}
-
 // Runs otac-admin against b with the admin token: {exit status, standard output}.
 std::pair<int, std::string> run_admin(const Backend& b, std::vector<std::string> args) {
   const auto out = b.tmp.path / "admin.out";

@@ -20,13 +20,6 @@ using Verb = boost::beast::http::verb;
 
 namespace {
 
-std::string field(const std::string& body, const char* key) {
-  auto v = json::parse(body);
-  const auto* f = v.as_object().if_contains(key);
-  if (!f) return {};
-  return f->is_string() ? std::string(f->as_string()) : json::serialize(*f);
-}
-
 // Three nodes: the first creates the data directory (CA, certificates, KEK, tokens); the
 // others start from a copy of it, as a deployment copies them to each machine.
 struct Cluster {
