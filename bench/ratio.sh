@@ -54,8 +54,8 @@ stop_all() {
 }
 trap stop_all EXIT
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+free_port() {  # reserved outside the ephemeral range, shared with the tests
+  "$(dirname "${BASH_SOURCE[0]}")/../tests/support/freeport.sh" 1
 }
 wait_for() {  # FILE SECONDS: bounded wait for a file to appear
   for _ in $(seq $(($2 * 20))); do [ -s "$1" ] && return 0; sleep 0.05; done

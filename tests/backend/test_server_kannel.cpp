@@ -7,6 +7,8 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <set>
 
@@ -24,17 +26,19 @@ using Verb = boost::beast::http::verb;
 
 namespace {
 
+// A port reserved by tests/support/freeport.sh: outside the kernel's ephemeral range and
+// reserved against parallel tests, so it is still free when Kannel's get-url points at it.
 std::uint16_t free_port() {
-  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(s);
-  return ntohs(a.sin_port);
+  std::FILE* p = ::popen("/bin/bash " OTAC_FREEPORT_SH " 1", "r");
+  REQUIRE(p != nullptr);
+  char line[16] = {};
+  const bool got = std::fgets(line, sizeof line, p) != nullptr;
+  REQUIRE(::pclose(p) == 0);
+  REQUIRE(got);
+  const long port = std::strtol(line, nullptr, 10);
+  REQUIRE(port > 0);
+  REQUIRE(port < 65536);
+  return static_cast<std::uint16_t>(port);
 }
 
 std::map<std::string, std::string> read_env(const std::filesystem::path& p) {

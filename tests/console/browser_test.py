@@ -67,9 +67,12 @@ def wait_for(fn, what, timeout=15.0, interval=0.1):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port reserved by tests/support/freeport.sh (outside the ephemeral range, so nothing
+    else binds it between this choice and chromedriver's listen)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run(["/bin/bash", os.path.join(here, "..", "support", "freeport.sh"), "1"],
+                         check=True, capture_output=True, text=True, timeout=30)
+    return int(out.stdout.split()[0])
 
 
 class WebDriver:
