@@ -1,13 +1,16 @@
 #include "otac/sys/secret_input.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -16,12 +19,40 @@
 namespace otac::sys {
 namespace {
 
+// The terminal settings to put back if a signal ends the program while echo is off (Ctrl-C at
+// the PIN prompt would otherwise leave the user's shell without echo). Only what a signal
+// handler may touch: plain data, written before the handlers are installed.
+struct EchoRestore {
+  int fd = -1;
+  termios settings{};
+  volatile std::sig_atomic_t armed = 0;
+};
+EchoRestore g_echo_restore;
+constexpr int kEchoSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+struct sigaction g_echo_prev[std::size(kEchoSignals)];
+
+extern "C" void echo_restore_and_reraise(int sig) {
+  if (g_echo_restore.armed) (void)::tcsetattr(g_echo_restore.fd, TCSANOW, &g_echo_restore.settings);
+  g_echo_restore.armed = 0;
+  for (std::size_t i = 0; i < std::size(kEchoSignals); ++i)
+    if (kEchoSignals[i] == sig) (void)::sigaction(sig, &g_echo_prev[i], nullptr);
+  (void)::raise(sig);  // the previous disposition (by default: terminate) now runs
+}
+
 // Echo off on a terminal for the lifetime of the object (ECHONL keeps the newline visible).
-// The old settings come back on every path out, error paths included.
+// The old settings come back on every path out: error paths, and SIGINT, SIGTERM, SIGHUP or
+// SIGQUIT while the prompt waits.
 class EchoOff {
  public:
   explicit EchoOff(int fd) : fd_(fd) {
     if (::tcgetattr(fd_, &old_) != 0) return;
+    g_echo_restore.fd = fd_;
+    g_echo_restore.settings = old_;
+    g_echo_restore.armed = 1;
+    struct sigaction sa {};
+    sa.sa_handler = echo_restore_and_reraise;
+    sigemptyset(&sa.sa_mask);
+    for (std::size_t i = 0; i < std::size(kEchoSignals); ++i) (void)::sigaction(kEchoSignals[i], &sa, &g_echo_prev[i]);
     termios t = old_;
     t.c_lflag &= ~static_cast<tcflag_t>(ECHO);
     t.c_lflag |= ECHONL;
@@ -29,6 +60,10 @@ class EchoOff {
   }
   ~EchoOff() {
     if (active_) (void)::tcsetattr(fd_, TCSAFLUSH, &old_);
+    if (g_echo_restore.armed) {
+      g_echo_restore.armed = 0;
+      for (std::size_t i = 0; i < std::size(kEchoSignals); ++i) (void)::sigaction(kEchoSignals[i], &g_echo_prev[i], nullptr);
+    }
   }
   EchoOff(const EchoOff&) = delete;
   EchoOff& operator=(const EchoOff&) = delete;
