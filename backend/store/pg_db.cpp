@@ -75,11 +75,17 @@ Result<void> Query::run() {
   if (!name) return name.error();
   std::vector<const char*> values;
   std::vector<int> lengths;
+  binary_.resize(values_.size(), 0);
+  for (std::size_t i = 0; i < values_.size(); ++i) {
+    // libpq passes text parameters as C strings: a NUL would cut the value short without an
+    // error (an id "T1\0x" stored as "T1"). Refuse it instead; SQLite keeps such text whole.
+    if (values_[i] && binary_[i] == 0 && values_[i]->find('\0') != std::string::npos)
+      return make_error(Errc::bad_value, "a text value holds a NUL byte (parameter " + std::to_string(i + 1) + ")");
+  }
   for (const auto& v : values_) {
     values.push_back(v ? v->data() : nullptr);
     lengths.push_back(v ? static_cast<int>(v->size()) : 0);
   }
-  binary_.resize(values_.size(), 0);
   res_.reset(PQexecPrepared(c_.get(), name->c_str(), static_cast<int>(values.size()), values.data(), lengths.data(),
                             binary_.data(), 1));
   const auto st = res_ ? PQresultStatus(res_.get()) : PGRES_FATAL_ERROR;

@@ -346,6 +346,11 @@ TEMPLATE_TEST_CASE("store: terminals and operators are replaced by id and found 
     CHECK(t->cert_fingerprint == "bb");
     CHECK_FALSE(t->enabled);
     CHECK(tx.terminal("NONE0000").error().code == Errc::not_found);
+    // An id with a NUL inside is never cut short to another id (libpq passes text parameters
+    // as C strings), and the transaction goes on usable afterwards.
+    const std::string with_nul("TERM0001\0XY", 11);
+    CHECK_FALSE(tx.terminal(with_nul));
+    CHECK(tx.terminal("TERM0001"));
     if (auto e = tx.put_operator({"alice", Role::admin, Bytes(32, 1)}); !e) return e;
     if (auto e = tx.put_operator({"alice", Role::viewer, Bytes(32, 2)}); !e) return e;
     CHECK(tx.operator_by_token_hash(Bytes(32, 1)).error().code == Errc::not_found);
