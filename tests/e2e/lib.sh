@@ -92,8 +92,13 @@ stack_up() {
   rm -rf "$BACKEND_DIR" "$OTAC_RUN/term" "$OTAC_RUN/kannel"
   mkdir -m 700 "$BACKEND_DIR"
 
-  # Kannel first: its get-url names the backend's MO port and shared secret, chosen here.
-  mo=$("$E2E_SUPPORT/freeport.sh" 1)
+  # Kannel first: its get-url names the backend's MO port and shared secret, chosen here. The
+  # backend's own port is reserved too (not port 0): the soak and the fault tests restart it
+  # on the same port after kill -9, and a port the kernel handed out once may meanwhile be the
+  # source port of some other connection.
+  local ports listen
+  mapfile -t ports < <("$E2E_SUPPORT/freeport.sh" 2)
+  mo=${ports[0]} listen=${ports[1]}
   secret=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
   (umask 077; printf '%s\n' "$secret" >"$BACKEND_DIR/mo.secret")
   bash "$E2E_SUPPORT/kannel.sh" start "$OTAC_RUN/kannel" \
@@ -104,7 +109,7 @@ stack_up() {
 
   cat >"$BACKEND_DIR/otac-backend.conf" <<EOF
 # written by tests/e2e/lib.sh; every other key keeps its default
-listen = 127.0.0.1:0
+listen = 127.0.0.1:$listen
 mo_listen = 127.0.0.1:$mo
 server_msisdn = $SERVER_MSISDN
 list_size = $list_size
