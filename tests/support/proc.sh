@@ -2,7 +2,10 @@
 # their PIDs, wait for them to be ready, and stop every one of them by PID on exit.
 #
 #   OTAC_RUN=DIR             where pid files and logs go (set before sourcing)
-#   proc_start NAME CMD...   start CMD in the background; log in $OTAC_RUN/NAME.log
+#   proc_start NAME CMD...   start CMD in the background; log in $OTAC_RUN/NAME.log. CMD gets
+#                            SIGTERM when this script dies, even by SIGKILL (a ctest
+#                            timeout), so that no daemon outlives its test holding ports,
+#                            files or a lock descriptor inherited from flock(1).
 #   proc_wait_file FILE SECS [NAME]   wait until FILE exists and is non-empty; fail early if
 #                            the process NAME died
 #   proc_wait_log NAME REGEX SECS     wait until NAME's log matches REGEX
@@ -14,7 +17,7 @@ _proc_order=()
 
 proc_start() {
   local name=$1; shift
-  setsid "$@" >"$OTAC_RUN/$name.log" 2>&1 </dev/null &
+  setsid setpriv --pdeathsig TERM "$@" >"$OTAC_RUN/$name.log" 2>&1 </dev/null &
   echo $! >"$OTAC_RUN/pids/$name"
   _proc_order+=("$name")
 }
