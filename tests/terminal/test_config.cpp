@@ -150,6 +150,30 @@ TEST_CASE("config: each error is one line naming the file, the line and the key"
   CHECK_FALSE(parse_config(tid));
 }
 
+TEST_CASE("config: non-ASCII where toml++ 3.3.0 checks for whitespace gets an error, not undefined behaviour",
+          "[terminal][config]") {
+  // marzer/tomlplusplus issues 190 and 295, and what fuzz_terminal_config_toml found: toml++
+  // reached TOML_UNREACHABLE for these (common/sys/src/config_file.cpp). An OTAC_SANITIZE
+  // build reports it if it comes back.
+  const std::string inputs[] = {
+      "s = \"\"\"\\\n\xc2\xa7\"\"\"\n",
+      "\xcc\xaa",
+      "reader = \"pcsc\"\nbackend_url = -r[\"https://[::\xd0\xab:8443\",)\"https\xff\xff c = 1\n",
+      kMinimal + "\xc3\xa9 = 1\n",
+      kMinimal + "mode =\xe3\x80\x81\"pos\"\n",
+  };
+  for (const auto& text : inputs) {
+    INFO(text);
+    auto r = parse_config(text, ".", "t.conf");
+    REQUIRE_FALSE(r);
+    CHECK_THAT(r.error().message, Catch::StartsWith("t.conf:"));
+  }
+  // Non-ASCII in strings and comments is fine.
+  auto ok = parse_config(kMinimal + "door_id = \"Tür 1\"  # Eingang, café\n", ".", "t.conf");
+  REQUIRE(ok);
+  CHECK(ok->door_id == "Tür 1");
+}
+
 TEST_CASE("config: load_config names the file", "[terminal][config]") {
   auto r = load_config("/nonexistent/otac-terminal.conf");
   REQUIRE_FALSE(r);
