@@ -23,8 +23,8 @@ packages=(
   build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
   # common/: crypto; backend: TLS, HTTP, JSON, store
   libssl-dev openssl libboost1.81-dev libboost-json1.81-dev libsqlite3-dev sqlite3
-  # every program's command line
-  libcli11-dev
+  # every program's command line; the backend's and the terminal's config files (TOML)
+  libcli11-dev libtomlplusplus-dev
   # the PostgreSQL store (libpq) and the throw-away clusters of its tests (initdb, pg_ctl)
   libpq-dev postgresql postgresql-client
   # backend policy: IANA time zones for door windows, the ISO 4217 currency list

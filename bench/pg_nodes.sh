@@ -39,8 +39,8 @@ measure() {
 }
 
 echo "fixed rate $rate/s for $secs s; $(nproc) CPUs; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}')"
-measure sqlite 1 "store = sqlite"
+measure sqlite 1 'store = "sqlite"'
 for n in 1 2 3; do
-  measure "postgresql-$n" "$n" "store = postgresql
-postgres_conninfo = $(pg_createdb "bench$n")"
+  measure "postgresql-$n" "$n" "store = \"postgresql\"
+postgres_conninfo = \"$(pg_createdb "bench$n")\""
 done

@@ -37,6 +37,7 @@ dicts_for() {
     fuzz_backend_http_framing|fuzz_backend_mo_query|fuzz_url) echo http ;;
     fuzz_backend_request) echo http json ;;
     fuzz_console|fuzz_console_api) echo http json console ;;
+    fuzz_backend_config_toml|fuzz_terminal_config_toml) echo toml ;;
     *) ;;
   esac
 }

@@ -1,11 +1,11 @@
 #include "terminal/config.hpp"
 
-#include "otac/common/number.hpp"
 #include "otac/common/url.hpp"
 
-#include <fstream>
-#include <set>
-#include <sstream>
+#include <utility>
+#include <vector>
+
+#include "otac/sys/config_file.hpp"
 
 namespace otac::terminal {
 
@@ -19,27 +19,9 @@ constexpr Currency kCurrencies[] = {
     {"HUF", 348, 2}, {"CAD", 124, 2}, {"AUD", 36, 2},  {"KWD", 414, 3}, {"BHD", 48, 3},
 };
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
-  return s;
-}
-
-Result<bool> parse_bool(std::string_view v) {
-  if (v == "true" || v == "yes" || v == "1") return true;
-  if (v == "false" || v == "no" || v == "0") return false;
-  return make_error(Errc::bad_value, "must be true or false");
-}
-
 std::string path_in(std::string_view base, std::string_view v) {
   if (!v.empty() && v.front() == '/') return std::string(v);
   return std::string(base) + "/" + std::string(v);
-}
-
-bool printable(std::string_view s) {
-  for (const char c : s)
-    if (c < 0x20 || c > 0x7E) return false;
-  return true;
 }
 
 }  // namespace
@@ -93,172 +75,197 @@ std::string format_amount(std::uint64_t minor, int exponent) {
   return s;
 }
 
-Result<Config> parse_config(std::string_view text, std::string_view base_dir) {
-  Config c;
-  std::set<std::string, std::less<>> seen;
-  std::string url;
-  std::size_t line_no = 0;
-  while (!text.empty()) {
-    ++line_no;
-    if (line_no > 2000) return make_error(Errc::bad_length, "config: more than 2000 lines");
-    const auto nl = text.find('\n');
-    std::string_view line = text.substr(0, nl);
-    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
-    if (const auto hash = line.find('#'); hash != std::string_view::npos) line = line.substr(0, hash);
-    line = trim(line);
-    if (line.empty()) continue;
-    const std::string where = "config line " + std::to_string(line_no);
-    const auto eq = line.find('=');
-    if (eq == std::string_view::npos) return make_error(Errc::bad_value, where + ": expected \"key = value\"");
-    const std::string_view key = trim(line.substr(0, eq));
-    const std::string_view v = trim(line.substr(eq + 1));
-    const std::string k(key);
-    if (!printable(v)) return make_error(Errc::bad_value, where + ": " + k + ": control characters in the value");
-    if (!seen.insert(k).second) return make_error(Errc::conflict, where + ": " + k + " is set twice");
-    auto fail = [&](const std::string& why) { return make_error(Errc::bad_value, where + ": " + k + " " + why); };
-    auto num = [&](unsigned& out, unsigned lo, unsigned hi) -> Result<void> {
-      auto r = parse_uint(v, lo, hi);
-      if (!r) return fail(r.error().message);
-      out = static_cast<unsigned>(*r);
+namespace {
+
+namespace cfg = sys::config;
+
+const cfg::Format kFormat{.keys_help = "otac-terminal --help",
+                          .convert_command = "otac-terminal --convert-config",
+                          .old_comment_anywhere = true,
+                          .old_strip_quotes = false,
+                          .old_last_wins = false};
+
+// Every key, its type and its checks, writing into c; backend_url goes to urls.
+cfg::Keys keys_of(Config& c, std::vector<std::string>& urls, std::string_view base_dir) {
+  using cfg::Type;
+  using cfg::Value;
+  using cfg::whole;
+  const std::string base(base_dir);
+  auto str = [](auto check) { return cfg::text_to(check); };
+  auto file = [&base](std::string& dst) {
+    return cfg::text_to([&dst, base](const std::string& v) -> Result<void> {
+      dst = path_in(base, v);
       return {};
-    };
-    Result<void> r;
-    if (key == "reader") {
-      if (v.empty()) return fail("must not be empty (e.g. pn532_uart:/dev/ttyUSB0 or pcsc)");
-      c.reader = v;
-    } else if (key == "backend_url") {
-      url = v;
-    } else if (key == "ca_file") {
-      c.ca_file = path_in(base_dir, v);
-    } else if (key == "cert_file") {
-      c.cert_file = path_in(base_dir, v);
-    } else if (key == "key_file") {
-      c.key_file = path_in(base_dir, v);
-    } else if (key == "terminal_id") {
-      if (v.size() != 8) return fail("must be exactly 8 characters (the CN of the client certificate)");
-      c.terminal_id = v;
-    } else if (key == "mode") {
-      if (v == "pos") c.door_mode = false;
-      else if (v == "door") c.door_mode = true;
-      else return fail("must be pos or door");
-    } else if (key == "currency") {
-      if (auto cur = lookup_currency(v, c.currency, c.currency_alpha, c.currency_exponent); !cur)
-        return fail(cur.error().message);
-    } else if (key == "door_id") {
-      if (v.empty() || v.size() > 16) return fail("must be 1 to 16 characters");
-      c.door_id = v;
-    } else if (key == "relay") {
-      if (v == "none") c.relay = RelayKind::none;
-      else if (v == "gpiod") c.relay = RelayKind::gpiod;
-      else if (v == "command") c.relay = RelayKind::command;
-      else return fail("must be none, gpiod or command");
-    } else if (key == "relay_chip") {
-      if (v.empty()) return fail("must name a GPIO chip (gpiochip0 or /dev/gpiochip0)");
-      c.relay_chip = v;
-    } else if (key == "relay_line") {
-      r = num(c.relay_line, 0, 1023);
-    } else if (key == "relay_active_low") {
-      auto b = parse_bool(v);
-      if (!b) return fail(b.error().message);
-      c.relay_active_low = *b;
-    } else if (key == "relay_pulse_ms") {
-      r = num(c.relay_pulse_ms, 50, 30000);
-    } else if (key == "relay_command") {
-      if (v.empty()) return fail("must not be empty");
-      c.relay_command = path_in(base_dir, v);
-    } else if (key == "pin_source") {
-      if (v == "none") c.pin_source = PinSource::none;
-      else if (v == "tty") c.pin_source = PinSource::tty;
-      else if (v == "stdin") c.pin_source = PinSource::stdin_lines;
-      else return fail("must be none, tty or stdin");
-    } else if (key == "pin_timeout_s") {
-      r = num(c.pin_timeout_s, 1, 300);
-    } else if (key == "held_wait_limit_s") {
-      r = num(c.held_wait_limit_s, 0, 3600);
-    } else if (key == "card_wait_ms") {
-      r = num(c.card_wait_ms, 10, 3600000);
-    } else if (key == "apdu_timeout_ms") {
-      r = num(c.apdu_timeout_ms, 10, 60000);
-    } else if (key == "removal_wait_ms") {
-      r = num(c.removal_wait_ms, 0, 600000);
-    } else if (key == "connect_timeout_ms") {
-      r = num(c.connect_timeout_ms, 10, 60000);
-    } else if (key == "backend_timeout_ms") {
-      r = num(c.backend_timeout_ms, 10, 120000);
-    } else if (key == "backend_attempts") {
-      r = num(c.backend_attempts, 1, 10);
-    } else if (key == "data_dir") {
-      c.data_dir = path_in(base_dir, v);
-    } else if (key == "dispenser_socket") {
-      c.dispenser_socket = path_in(base_dir, v);
-    } else if (key == "dispenser_take_s") {
-      r = num(c.dispenser_take_s, 1, 600);
-    } else if (key == "outcome_retry_s") {
-      r = num(c.outcome_retry_s, 0, 3600);
-    } else {
-      return make_error(Errc::bad_value, where + ": unknown key \"" + k.substr(0, 40) + "\" (see otac-terminal --help)");
-    }
-    if (!r) return r.error();
-  }
-  // Required keys.
+    });
+  };
+  auto bad = [](const char* why) { return make_error(Errc::bad_value, why); };
+  return {
+      {"reader", str([&c, bad](const std::string& v) -> Result<void> {
+         if (v.empty()) return bad("must not be empty (e.g. \"pn532_uart:/dev/ttyUSB0\" or \"pcsc\")");
+         c.reader = v;
+         return {};
+       })},
+      {"backend_url", {Type::strings, [&urls](const Value& v) -> Result<void> {
+                         urls = std::get<std::vector<std::string>>(v);
+                         return {};
+                       }}},
+      {"ca_file", file(c.ca_file)},
+      {"cert_file", file(c.cert_file)},
+      {"key_file", file(c.key_file)},
+      {"terminal_id", str([&c, bad](const std::string& v) -> Result<void> {
+         if (v.size() != 8) return bad("must be exactly 8 characters (the CN of the client certificate)");
+         c.terminal_id = v;
+         return {};
+       })},
+      {"mode", str([&c, bad](const std::string& v) -> Result<void> {
+         if (v != "pos" && v != "door") return bad("must be \"pos\" or \"door\"");
+         c.door_mode = v == "door";
+         return {};
+       })},
+      {"currency", str([&c](const std::string& v) { return lookup_currency(v, c.currency, c.currency_alpha, c.currency_exponent); })},
+      {"door_id", str([&c, bad](const std::string& v) -> Result<void> {
+         if (v.empty() || v.size() > 16) return bad("must be 1 to 16 characters");
+         c.door_id = v;
+         return {};
+       })},
+      {"relay", str([&c, bad](const std::string& v) -> Result<void> {
+         if (v == "none") c.relay = RelayKind::none;
+         else if (v == "gpiod") c.relay = RelayKind::gpiod;
+         else if (v == "command") c.relay = RelayKind::command;
+         else return bad("must be \"none\", \"gpiod\" or \"command\"");
+         return {};
+       })},
+      {"relay_chip", str([&c, bad](const std::string& v) -> Result<void> {
+         if (v.empty()) return bad("must name a GPIO chip (\"gpiochip0\" or \"/dev/gpiochip0\")");
+         c.relay_chip = v;
+         return {};
+       })},
+      {"relay_line", whole(c.relay_line, 0, 1023)},
+      {"relay_active_low", cfg::flag(c.relay_active_low)},
+      {"relay_pulse_ms", whole(c.relay_pulse_ms, 50, 30000)},
+      {"relay_command", str([&c, bad, base](const std::string& v) -> Result<void> {
+         if (v.empty()) return bad("must not be empty");
+         c.relay_command = path_in(base, v);
+         return {};
+       })},
+      {"pin_source", str([&c, bad](const std::string& v) -> Result<void> {
+         if (v == "none") c.pin_source = PinSource::none;
+         else if (v == "tty") c.pin_source = PinSource::tty;
+         else if (v == "stdin") c.pin_source = PinSource::stdin_lines;
+         else return bad("must be \"none\", \"tty\" or \"stdin\"");
+         return {};
+       })},
+      {"pin_timeout_s", whole(c.pin_timeout_s, 1, 300)},
+      {"held_wait_limit_s", whole(c.held_wait_limit_s, 0, 3600)},
+      {"card_wait_ms", whole(c.card_wait_ms, 10, 3600000)},
+      {"apdu_timeout_ms", whole(c.apdu_timeout_ms, 10, 60000)},
+      {"removal_wait_ms", whole(c.removal_wait_ms, 0, 600000)},
+      {"connect_timeout_ms", whole(c.connect_timeout_ms, 10, 60000)},
+      {"backend_timeout_ms", whole(c.backend_timeout_ms, 10, 120000)},
+      {"backend_attempts", whole(c.backend_attempts, 1, 10)},
+      {"data_dir", file(c.data_dir)},
+      {"dispenser_socket", file(c.dispenser_socket)},
+      {"dispenser_take_s", whole(c.dispenser_take_s, 1, 600)},
+      {"outcome_retry_s", whole(c.outcome_retry_s, 0, 3600)},
+  };
+}
+
+std::string folder_of(const std::string& path) {
+  const auto slash = path.rfind('/');
+  return slash == std::string::npos ? std::string(".") : path.substr(0, slash == 0 ? 1 : slash);
+}
+
+}  // namespace
+
+Result<Config> parse_config(std::string_view text, std::string_view base_dir, std::string_view source) {
+  Config c;
+  std::vector<std::string> urls;
+  const cfg::Keys keys = keys_of(c, urls, base_dir);
+  auto applied = cfg::apply(text, source, keys, kFormat);
+  if (!applied) return std::move(applied).error();
+  auto& lines = *applied;
   for (const char* req : {"reader", "backend_url", "ca_file", "cert_file", "key_file", "terminal_id"})
-    if (!seen.count(req)) return make_error(Errc::not_found, std::string("config: missing required key ") + req);
-  // backend_url = https://HOST[:PORT][/]; HOST a name, an IPv4 or a bracketed IPv6 address.
-  auto origin = parse_https_origin(url);
-  if (!origin) return make_error(Errc::bad_value, "config: backend_url: " + origin.error().message + " (the backend only speaks TLS)");
-  c.backend_host = origin->host;
-  c.backend_port = origin->port;
-  if (c.door_mode && c.door_id.empty()) return make_error(Errc::not_found, "config: mode = door needs door_id");
+    if (!lines.count(req)) return cfg::error(source, 0, req, "missing (a required key)", Errc::not_found);
+  // backend_url = "https://HOST[:PORT][/]" (HOST a name, an IPv4 or a bracketed IPv6 address),
+  // or an array of them. The first is the backend; the others are checked but not used yet:
+  // the failover to further backends gives Config a field for them.
+  std::vector<std::pair<std::string, std::uint16_t>> further_backends;
+  for (const auto& url : urls) {
+    auto origin = parse_https_origin(url);
+    if (!origin)
+      return cfg::error(source, lines["backend_url"], "backend_url",
+                        origin.error().message + " (the backend only speaks TLS)");
+    if (c.backend_host.empty()) {
+      c.backend_host = origin->host;
+      c.backend_port = origin->port;
+    } else {
+      further_backends.emplace_back(origin->host, origin->port);
+    }
+  }
+  if (c.door_mode && c.door_id.empty())
+    return cfg::error(source, lines["mode"], "mode", "\"door\" needs door_id", Errc::not_found);
   if (c.relay == RelayKind::command && c.relay_command.empty())
-    return make_error(Errc::not_found, "config: relay = command needs relay_command");
+    return cfg::error(source, lines["relay"], "relay", "\"command\" needs relay_command", Errc::not_found);
   if (c.data_dir.empty()) c.data_dir = std::string(base_dir);
   return c;
 }
 
 Result<Config> load_config(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return make_error(Errc::io, "cannot open config file " + path + " (check the path and permissions)");
-  std::string text(64 * 1024 + 1, '\0');
-  in.read(text.data(), static_cast<std::streamsize>(text.size()));
-  text.resize(static_cast<std::size_t>(in.gcount()));
-  if (text.size() > 64 * 1024) return make_error(Errc::bad_length, "config file " + path + " is larger than 64 KiB");
-  const auto slash = path.rfind('/');
-  auto c = parse_config(text, slash == std::string::npos ? std::string(".") : path.substr(0, slash == 0 ? 1 : slash));
-  if (!c) return make_error(c.error().code, path + ": " + c.error().message);
-  return c;
+  auto text = cfg::read(path);
+  if (!text) return std::move(text).error();
+  return parse_config(*text, folder_of(path), path);
+}
+
+Result<std::string> convert_config_text(std::string_view text, std::string_view source) {
+  Config scratch;
+  std::vector<std::string> urls;
+  auto toml = cfg::convert(text, source, keys_of(scratch, urls, "."), kFormat);
+  if (!toml) return toml;
+  // The result must load: a value the old reader would have refused is an error here too.
+  if (auto c = parse_config(*toml, ".", source); !c) return std::move(c).error();
+  return toml;
+}
+
+Result<std::string> convert_config(const std::string& path) {
+  auto text = cfg::read(path);
+  if (!text) return std::move(text).error();
+  return convert_config_text(*text, path);
 }
 
 const char* config_keys() {
   return R"(CONFIG FILE
-  One "key = value" per line; '#' starts a comment; every key at most once. Relative file
-  names are relative to the config file's folder.
+  TOML (https://toml.io), one key = value per line: strings in double quotes, numbers and
+  true/false without; '#' starts a comment; every key at most once; an unknown key is an
+  error. Relative file names are relative to the config file's folder. A file in the old
+  format (values without quotes) is converted by otac-terminal --convert-config OLD > NEW.
 
   Required:
-    reader = CONNSTRING     libnfc connstring, e.g. pn532_uart:/dev/ttyUSB0 (PN532 on a UART),
+    reader = "CONNSTRING"   libnfc connstring, e.g. pn532_uart:/dev/ttyUSB0 (PN532 on a UART),
                             pn532_i2c:/dev/i2c-1, acr122_usb; or pcsc (first PC/SC reader) or
                             pcsc:NAME (the PC/SC reader whose name starts with NAME).
                             LIBNFC_DEFAULT_DEVICE overrides a libnfc reader when reader = libnfc.
-    backend_url = https://HOST:PORT   the OTAC backend (TLS only). The server certificate
+    backend_url = "https://HOST:PORT"   the OTAC backend (TLS only). The server certificate
                             must name HOST (DNS name or IP address; IPv6 in brackets,
-                            https://[::1]:8443) and chain to ca_file.
-    ca_file = FILE          the only CA trusted for the backend (PEM).
-    cert_file = FILE        this terminal's client certificate (PEM), CN = terminal_id.
-    key_file = FILE         its private key (PEM); keep it mode 0600.
-    terminal_id = ID        exactly 8 characters; sent to the card in tag 9F1C.
+                            "https://[::1]:8443") and chain to ca_file. An array of such URLs
+                            is accepted and each is checked; this version uses the first.
+    ca_file = "FILE"        the only CA trusted for the backend (PEM).
+    cert_file = "FILE"      this terminal's client certificate (PEM), CN = terminal_id.
+    key_file = "FILE"       its private key (PEM); keep it mode 0600.
+    terminal_id = "ID"      exactly 8 characters; sent to the card in tag 9F1C.
 
-  Optional (default):
-    mode = pos|door (pos)   what the plain "run" does; pos and door subcommands override.
-    currency = EUR          ISO 4217 alphabetic or numeric code.
-    door_id = ID            1..16 characters; required for door mode.
-    relay = none|gpiod|command (none)   how the door opens on an approval.
-    relay_chip = gpiochip0  GPIO chip (name or /dev path) for relay = gpiod.
-    relay_line = N (0)      line offset on that chip.
+  Optional (the value shown is the default):
+    mode = "pos"|"door"     what the plain "run" does (default pos); the subcommands override.
+    currency = "EUR"        ISO 4217 alphabetic or numeric code.
+    door_id = "ID"          1..16 characters; required for door mode.
+    relay = "none"|"gpiod"|"command"   how the door opens on an approval (default none).
+    relay_chip = "gpiochip0"   GPIO chip (name or /dev path) for relay = gpiod.
+    relay_line = 0          line offset on that chip.
     relay_active_low = false   true when the relay closes on a low level.
     relay_pulse_ms = 1000   how long the relay stays energized (50..30000).
-    relay_command = PROG    for relay = command: run as PROG open DOOR_ID PULSE_MS; exit 0 = opened.
-    pin_source = tty|stdin|none (tty)   where a PIN comes from when the card asks for one:
+    relay_command = "PROG"  for relay = command: run as PROG open DOOR_ID PULSE_MS; exit 0 = opened.
+    pin_source = "tty"|"stdin"|"none"   where a PIN comes from when the card asks for one:
                             the controlling terminal without echo, one line of standard input,
-                            or none (such transactions are declined).
+                            or none (such transactions are declined). Default tty.
     pin_timeout_s = 30      time to enter a PIN.
     held_wait_limit_s = 60  how long to wait for an operator on a held transaction (0: do not wait).
     card_wait_ms = 15000    how long to wait for a card.
@@ -267,9 +274,9 @@ const char* config_keys() {
     connect_timeout_ms = 3000   TCP connect + TLS handshake limit.
     backend_timeout_ms = 5000   limit for one request/answer with the backend.
     backend_attempts = 3    POSTs of the same transaction on network errors (same txn_id).
-    data_dir = DIR          where unacknowledged outcomes wait (DIR/outcomes/, one fsync'd file
+    data_dir = "DIR"        where unacknowledged outcomes wait (DIR/outcomes/, one fsync'd file
                             each, replayed on the next run); default: the config file's folder.
-    dispenser_socket = PATH atm mode: the cash dispenser's Unix socket (otac-dispenser-emu, or a
+    dispenser_socket = "PATH"   atm mode: the cash dispenser's Unix socket (otac-dispenser-emu, or a
                             driver speaking docs/protocol.md section 8).
     dispenser_take_s = 30   atm mode: seconds the customer has to take the notes (then retracted).
     outcome_retry_s = 5     how long a run retries outcomes the backend has not acknowledged

@@ -1,5 +1,6 @@
-// The otac-terminal configuration file: "key = value" lines, '#' starts a comment. Every
-// key is documented in `otac-terminal --help` (terminal/main.cpp) and in config_keys().
+// The otac-terminal configuration file: TOML (toml++, otac/sys/config_file.hpp), one flat
+// table. Every key is documented in config_keys() (part of `otac-terminal --help`); every
+// error is one line, "FILE:LINE: KEY: what is wrong".
 #pragma once
 
 #include <cstdint>
@@ -50,11 +51,16 @@ struct Config {
 };
 
 /// Parses the text of a config file. Relative file names are taken relative to base_dir
-/// (the config file's folder). Errors name the line and the key.
-Result<Config> parse_config(std::string_view text, std::string_view base_dir = ".");
+/// (the config file's folder). Errors name source (the file), the line and the key.
+Result<Config> parse_config(std::string_view text, std::string_view base_dir = ".", std::string_view source = "config");
 
 /// Reads and parses a config file (at most 64 KiB).
 Result<Config> load_config(const std::string& path);
+
+/// A file in the old "key = value" format (before TOML) as TOML with the same lines and values.
+Result<std::string> convert_config(const std::string& path);
+/// The same for text; source names it in errors.
+Result<std::string> convert_config_text(std::string_view text, std::string_view source);
 
 /// One paragraph per key, for --help.
 const char* config_keys();

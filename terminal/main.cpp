@@ -46,6 +46,7 @@ const char* kUsageText = R"(Usage:
   otac-terminal --config FILE void --txn-id ID
   otac-terminal --config FILE refund --txn-id ID --amount AMOUNT
   otac-terminal --config FILE outcomes
+  otac-terminal --convert-config OLD-FILE > NEW-FILE
   otac-terminal --help
 )";
 
@@ -574,6 +575,13 @@ int run_code(const Args& a, Config& cfg, Reader* reader, Backend& be) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::string_view(argv[1]) == "--convert-config") {  // docs/operations.md "Config files"
+    if (argc != 3) { std::cerr << "otac-terminal: --convert-config needs the old config file\n"; return kUsage; }
+    auto toml = convert_config(argv[2]);
+    if (!toml) { log(toml.error().message); return kFail; }
+    std::cout << *toml;
+    return kOk;
+  }
   std::string err;
   auto args = parse_args(argc, argv, err);
   if (!args) {

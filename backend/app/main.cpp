@@ -43,6 +43,7 @@ constexpr const char* kHelp = R"(NAME
 SYNOPSIS
     otac-backend --data-dir DIR [--config FILE] [--listen HOST:PORT] [--mo-listen HOST:PORT]
     otac-backend --default-config
+    otac-backend --convert-config OLD-FILE > NEW-FILE
     otac-backend renew-certificate --data-dir DIR [--config FILE]
     otac-backend hsm-init --data-dir DIR [--config FILE]
     otac-backend hsm-migrate --data-dir DIR [--config FILE] [--batch N]
@@ -96,11 +97,14 @@ KEY CEREMONY (keys in a PKCS#11 token; kek_uri and friends in the config)
 
 OPTIONS
     --data-dir DIR        data directory (created 0700 if absent). Required.
-    --config FILE         configuration file (key = value). Default DIR/otac-backend.conf.
+    --config FILE         configuration file (TOML; --default-config shows every key).
+                          Default DIR/otac-backend.conf.
     --listen HOST:PORT    HTTPS listener; overrides "listen" in the config.
     --mo-listen HOST:PORT Kannel listener; overrides "mo_listen"; must be a loopback address.
     --default-config      print the commented default configuration and exit (the text a
                           first start writes; the Debian package installs it in /etc/otac).
+    --convert-config OLD  print a config file of the old "key = value" format as TOML, same
+                          lines and values (docs/operations.md, "Config files").
     --help                this text.
 
 KANNEL
@@ -254,6 +258,13 @@ int main(int argc, char** argv) {
     };
     if (a == "--help" || a == "-h") { std::fputs(kHelp, stdout); return 0; }
     if (a == "--default-config") { std::fputs(default_config_text().c_str(), stdout); return 0; }
+    if (a == "--convert-config") {  // an old key = value file as TOML (docs/operations.md "Config files")
+      if (i + 1 >= argc) return usage("--convert-config needs the old config file");
+      auto toml = convert_config(argv[i + 1]);
+      if (!toml) return fail(toml.error().message);
+      std::fputs(toml->c_str(), stdout);
+      return 0;
+    }
     if (a == "--data-dir") { if (!value(data_dir)) return usage("--data-dir needs a directory"); }
     else if (a == "--config") { if (!value(config_file)) return usage("--config needs a file"); }
     else if (a == "--listen") { if (!value(listen_override)) return usage("--listen needs HOST:PORT"); }
@@ -275,10 +286,8 @@ int main(int argc, char** argv) {
     const fs::path cfg_path = config_file.empty() ? base.data_dir / "otac-backend.conf" : fs::path(config_file);
     Config c = base;
     if (fs::exists(cfg_path)) {
-      auto text = sys::read_file(cfg_path);
-      if (!text) return fail(text.error().message);
-      auto cfg = parse_config(*text, base);
-      if (!cfg) return fail(cfg_path.string() + ": " + cfg.error().message);
+      auto cfg = load_config(cfg_path, base);
+      if (!cfg) return fail(cfg.error().message);
       c = std::move(*cfg);
     }
     if (renew) return renew_certificate(c);
@@ -297,10 +306,8 @@ int main(int argc, char** argv) {
     if (auto w = sys::write_file_atomic(cfg_path, default_config_text(), {.mode = 0600}); !w) return fail(w.error().message);
     first_start = true;
   }
-  auto text = sys::read_file(cfg_path);
-  if (!text) return fail(text.error().message);
-  auto cfg = parse_config(*text, base);
-  if (!cfg) return fail(cfg_path.string() + ": " + cfg.error().message);
+  auto cfg = load_config(cfg_path, base);
+  if (!cfg) return fail(cfg.error().message);
   Config c = std::move(*cfg);
   if (!listen_override.empty()) c.listen = listen_override;
   if (!mo_override.empty()) c.mo_listen = mo_override;

@@ -282,10 +282,8 @@ Result<std::unique_ptr<Store>> loadgen_store(const std::string& dir) {
   c.data_dir = std::filesystem::absolute(dir);
   const auto conf = c.data_dir / "otac-backend.conf";
   if (std::filesystem::exists(conf)) {
-    auto text = sys::read_file(conf);
-    if (!text) return text.error();
-    auto parsed = parse_config(*text, c);
-    if (!parsed) return make_error(parsed.error().code, conf.string() + ": " + parsed.error().message);
+    auto parsed = load_config(conf, c);
+    if (!parsed) return parsed.error();
     c = std::move(*parsed);
   }
   auto kek = open_custody(c, nullptr);

@@ -1,64 +1,44 @@
 #include "config.hpp"
 
-#include "otac/common/number.hpp"
+#include "otac/sys/config_file.hpp"
 #include "pg_store.hpp"
 #include "pkcs11.hpp"
-
-#include <functional>
-#include <map>
 
 namespace otac::backend {
 namespace {
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
-  return s;
-}
+namespace cfg = sys::config;
 
-}  // namespace
+const cfg::Format kFormat{.keys_help = "otac-backend --default-config",
+                          .convert_command = "otac-backend --convert-config",
+                          .old_comment_anywhere = false,
+                          .old_strip_quotes = true,
+                          .old_last_wins = true};
 
-Result<Config> parse_config(std::string_view text, Config c) {
-  using Setter = std::function<Result<void>(std::string_view)>;
-  auto str = [](std::string& dst) -> Setter {
-    return [&dst](std::string_view v) -> Result<void> { dst = std::string(v); return {}; };
-  };
-  auto path = [](std::filesystem::path& dst) -> Setter {
-    return [&dst](std::string_view v) -> Result<void> {
-      if (v.empty()) return make_error(Errc::bad_value, "empty path");
-      dst = std::string(v);
+// Every key, its type and its checks, writing into c.
+cfg::Keys keys_of(Config& c) {
+  using cfg::whole;
+  auto str = [](std::string& dst) { return cfg::text(dst); };
+  auto path = [](std::filesystem::path& dst) {
+    return cfg::text_to([&dst](const std::string& s) -> Result<void> {
+      if (s.empty()) return make_error(Errc::bad_value, "empty path");
+      dst = s;
       return {};
-    };
+    });
   };
   // Empty, or a PKCS#11 URI without a PIN (parsed again, with the token, at start).
-  auto pkcs11_uri = [](std::string& dst) -> Setter {
-    return [&dst](std::string_view v) -> Result<void> {
-      if (!v.empty()) {
-        auto u = p11::parse_uri(v);
+  auto pkcs11_uri = [](std::string& dst) {
+    return cfg::text_to([&dst](const std::string& s) -> Result<void> {
+      if (!s.empty()) {
+        auto u = p11::parse_uri(s);
         if (!u) return u.error();
         if (u->object.empty()) return make_error(Errc::bad_value, "must name the key with object=LABEL");
       }
-      dst = std::string(v);
+      dst = s;
       return {};
-    };
+    });
   };
-  auto num = [](std::uint32_t& dst, std::uint32_t lo, std::uint32_t hi) -> Setter {
-    return [&dst, lo, hi](std::string_view v) -> Result<void> {
-      auto x = parse_uint(v, lo, hi);
-      if (!x) return x.error();
-      dst = static_cast<std::uint32_t>(*x);
-      return {};
-    };
-  };
-  auto boolean = [](bool& dst) -> Setter {
-    return [&dst](std::string_view v) -> Result<void> {
-      if (v == "true" || v == "yes" || v == "1") dst = true;
-      else if (v == "false" || v == "no" || v == "0") dst = false;
-      else return make_error(Errc::bad_value, "must be true or false");
-      return {};
-    };
-  };
-  const std::map<std::string, Setter, std::less<>> keys = {
+  return {
       {"listen", str(c.listen)},
       {"mo_listen", str(c.mo_listen)},
       {"ca_cert", path(c.ca_cert)},
@@ -67,17 +47,17 @@ Result<Config> parse_config(std::string_view text, Config c) {
       {"tls_key", path(c.tls_key)},
       {"kek_file", path(c.kek_file)},
       {"database", path(c.database)},
-      {"store", [&c](std::string_view v) -> Result<void> {
-         if (v != "sqlite" && v != "postgresql") return make_error(Errc::bad_value, "must be sqlite or postgresql");
-         c.store = std::string(v);
+      {"store", cfg::text_to([&c](const std::string& s) -> Result<void> {
+         if (s != "sqlite" && s != "postgresql") return make_error(Errc::bad_value, "must be sqlite or postgresql");
+         c.store = s;
          return {};
-       }},
-      {"postgres_conninfo", [&c](std::string_view v) -> Result<void> {
-         if (auto ok = check_pg_conninfo(v); !ok) return ok;
-         c.postgres_conninfo = std::string(v);
+       })},
+      {"postgres_conninfo", cfg::text_to([&c](const std::string& s) -> Result<void> {
+         if (auto ok = check_pg_conninfo(s); !ok) return ok;
+         c.postgres_conninfo = s;
          return {};
-       }},
-      {"postgres_start_timeout_seconds", num(c.postgres_start_timeout_seconds, 0, 86400)},
+       })},
+      {"postgres_start_timeout_seconds", whole(c.postgres_start_timeout_seconds, 0, 86400)},
       {"kek_uri", pkcs11_uri(c.kek_uri)},
       {"server_key_uri", pkcs11_uri(c.server_key_uri)},
       {"card_ca_key_uri", pkcs11_uri(c.card_ca_key_uri)},
@@ -86,97 +66,106 @@ Result<Config> parse_config(std::string_view text, Config c) {
       {"mo_secret_file", path(c.mo_secret_file)},
       {"admin_token_file", path(c.admin_token_file)},
       {"server_msisdn", str(c.server_msisdn)},
-      {"list_size", num(c.list_size, 1, 120)},
-      {"threshold", num(c.threshold, 0, 1000)},
-      {"fail_limit", num(c.fail_limit, 1, 1000)},
-      {"max_wait_seconds", num(c.max_wait_seconds, 0, 300)},
-      {"hold_limit_seconds", num(c.hold_limit_seconds, 1, 86400)},
-      {"list_repair_seconds", num(c.list_repair_seconds, 60, 86400)},
+      {"list_size", whole(c.list_size, 1, 120)},
+      {"threshold", whole(c.threshold, 0, 1000)},
+      {"fail_limit", whole(c.fail_limit, 1, 1000)},
+      {"max_wait_seconds", whole(c.max_wait_seconds, 0, 300)},
+      {"hold_limit_seconds", whole(c.hold_limit_seconds, 1, 86400)},
+      {"list_repair_seconds", whole(c.list_repair_seconds, 60, 86400)},
       {"default_currency", str(c.default_currency)},
-      {"max_amount_minor", num(c.max_amount_minor, 0, 2'000'000'000)},
+      {"max_amount_minor", whole(c.max_amount_minor, 0, 2'000'000'000)},
       {"iso4217_file", path(c.iso4217_file)},
-      {"cash_card_daily_minor", num(c.cash_card_daily_minor, 0, 2'000'000'000)},
-      {"cash_terminal_daily_minor", num(c.cash_terminal_daily_minor, 0, 2'000'000'000)},
-      {"cash_complete_seconds", num(c.cash_complete_seconds, 10, 86400)},
+      {"cash_card_daily_minor", whole(c.cash_card_daily_minor, 0, 2'000'000'000)},
+      {"cash_terminal_daily_minor", whole(c.cash_terminal_daily_minor, 0, 2'000'000'000)},
+      {"cash_complete_seconds", whole(c.cash_complete_seconds, 10, 86400)},
       {"kannel_sendsms_url", str(c.kannel_sendsms_url)},
       {"kannel_user", str(c.kannel_user)},
       {"kannel_pass", str(c.kannel_pass)},
       {"kannel_smsc_id", str(c.kannel_smsc_id)},
-      {"kannel_dlr", boolean(c.kannel_dlr)},
-      {"sms_retry_base_seconds", num(c.sms_retry_base_seconds, 1, 3600)},
-      {"sms_retry_max_seconds", num(c.sms_retry_max_seconds, 1, 86400)},
-      {"max_body_bytes", num(c.max_body_bytes, 1024, 16u << 20)},
-      {"max_connections", num(c.max_connections, 1, 100000)},
-      {"request_timeout_seconds", num(c.request_timeout_seconds, 1, 3600)},
-      {"handshake_timeout_seconds", num(c.handshake_timeout_seconds, 1, 60)},
-      {"max_connections_per_source", num(c.max_connections_per_source, 1, 100000)},
-      {"max_unauthenticated_connections", num(c.max_unauthenticated_connections, 0, 100000)},
-      {"io_threads", num(c.io_threads, 1, 64)},
-      {"worker_threads", num(c.worker_threads, 1, 256)},
-      {"slow_threads", num(c.slow_threads, 1, 1024)},
-      {"client_cert_days", num(c.client_cert_days, 1, 3650)},
-      {"decline_source_burst", num(c.decline_source_burst, 1, 1'000'000)},
-      {"decline_source_interval_ms", num(c.decline_source_interval_ms, 1, 86'400'000)},
-      {"decline_card_burst", num(c.decline_card_burst, 1, 1'000'000)},
-      {"decline_card_interval_ms", num(c.decline_card_interval_ms, 1, 86'400'000)},
-      {"decline_retention_days", num(c.decline_retention_days, 0, 36500)},
+      {"kannel_dlr", cfg::flag(c.kannel_dlr)},
+      {"sms_retry_base_seconds", whole(c.sms_retry_base_seconds, 1, 3600)},
+      {"sms_retry_max_seconds", whole(c.sms_retry_max_seconds, 1, 86400)},
+      {"max_body_bytes", whole(c.max_body_bytes, 1024, 16u << 20)},
+      {"max_connections", whole(c.max_connections, 1, 100000)},
+      {"request_timeout_seconds", whole(c.request_timeout_seconds, 1, 3600)},
+      {"handshake_timeout_seconds", whole(c.handshake_timeout_seconds, 1, 60)},
+      {"max_connections_per_source", whole(c.max_connections_per_source, 1, 100000)},
+      {"max_unauthenticated_connections", whole(c.max_unauthenticated_connections, 0, 100000)},
+      {"io_threads", whole(c.io_threads, 1, 64)},
+      {"worker_threads", whole(c.worker_threads, 1, 256)},
+      {"slow_threads", whole(c.slow_threads, 1, 1024)},
+      {"client_cert_days", whole(c.client_cert_days, 1, 3650)},
+      {"decline_source_burst", whole(c.decline_source_burst, 1, 1'000'000)},
+      {"decline_source_interval_ms", whole(c.decline_source_interval_ms, 1, 86'400'000)},
+      {"decline_card_burst", whole(c.decline_card_burst, 1, 1'000'000)},
+      {"decline_card_interval_ms", whole(c.decline_card_interval_ms, 1, 86'400'000)},
+      {"decline_retention_days", whole(c.decline_retention_days, 0, 36500)},
   };
-  std::size_t line_no = 0;
-  std::size_t pos = 0;
-  while (pos <= text.size()) {
-    const std::size_t nl = text.find('\n', pos);
-    std::string_view line = text.substr(pos, nl == std::string_view::npos ? std::string_view::npos : nl - pos);
-    pos = nl == std::string_view::npos ? text.size() + 1 : nl + 1;
-    ++line_no;
-    line = trim(line);
-    if (line.empty() || line.front() == '#') continue;
-    const std::size_t eq = line.find('=');
-    if (eq == std::string_view::npos)
-      return make_error(Errc::bad_value, "config line " + std::to_string(line_no) + ": expected 'key = value'");
-    const std::string_view key = trim(line.substr(0, eq));
-    std::string_view value = trim(line.substr(eq + 1));
-    if (value.size() >= 2 && value.front() == '"' && value.back() == '"') value = value.substr(1, value.size() - 2);
-    auto it = keys.find(key);
-    if (it == keys.end())
-      return make_error(Errc::bad_value, "config line " + std::to_string(line_no) + ": unknown key '" + std::string(key) +
-                                             "' (see the commented default config for the known keys)");
-    if (auto r = it->second(value); !r)
-      return make_error(Errc::bad_value, "config line " + std::to_string(line_no) + ": " + std::string(key) + " " + r.error().message);
-  }
+}
+
+}  // namespace
+
+Result<Config> parse_config(std::string_view text, Config c, std::string_view source) {
+  const cfg::Keys keys = keys_of(c);
+  auto lines = cfg::apply(text, source, keys, kFormat);
+  if (!lines) return std::move(lines).error();
   if (c.store == "postgresql" && c.postgres_conninfo.empty())
-    return make_error(Errc::bad_value, "store = postgresql needs postgres_conninfo (a libpq connection string or URI)");
+    return cfg::error(source, (*lines)["store"], "store",
+                      "postgresql needs postgres_conninfo (a libpq connection string or URI)");
   return c;
 }
 
+Result<Config> load_config(const std::filesystem::path& file, Config base) {
+  auto text = cfg::read(file);
+  if (!text) return std::move(text).error();
+  return parse_config(*text, std::move(base), file.string());
+}
+
+Result<std::string> convert_config_text(std::string_view text, std::string_view source) {
+  Config scratch;
+  auto toml = cfg::convert(text, source, keys_of(scratch), kFormat);
+  if (!toml) return toml;
+  // The result must load: a value the old reader would have refused is an error here too.
+  if (auto c = parse_config(*toml, Config{}, source); !c) return std::move(c).error();
+  return toml;
+}
+
+Result<std::string> convert_config(const std::filesystem::path& file) {
+  auto text = cfg::read(file);
+  if (!text) return std::move(text).error();
+  return convert_config_text(*text, file.string());
+}
+
 std::string default_config_text() {
-  return R"(# otac-backend configuration. "key = value"; '#' starts a comment.
+  return R"(# otac-backend configuration, in TOML (https://toml.io): key = value, strings in double
+# quotes, numbers and true/false without; '#' starts a comment. Unknown keys are errors.
 # Relative paths are relative to the data directory (--data-dir).
 # Written on a first start without it (or installed by the package); edit it and restart.
 
 # HTTPS listener for terminals (client certificates) and operators (bearer tokens).
 # "--listen" on the command line overrides it. Port 0 picks a free port (see backend.port).
-listen = 127.0.0.1:8443
+listen = "127.0.0.1:8443"
 # Plain-HTTP listener for Kannel (MO get-url and delivery reports). Loopback only; requests
 # must carry the secret from mo_secret_file. The bound port is written to mo.port.
-mo_listen = 127.0.0.1:0
+mo_listen = "127.0.0.1:0"
 
 # Private CA (ECDSA P-256) that signs the server certificate and terminal client certificates.
-ca_cert = ca.pem
-ca_key = ca.key
-tls_cert = server.pem
-tls_key = server.key
+ca_cert = "ca.pem"
+ca_key = "ca.key"
+tls_cert = "server.pem"
+tls_key = "server.key"
 # Key-encryption key for card keys and codes at rest (32 bytes, mode 0600).
-kek_file = kek.bin
-database = otac.db
+kek_file = "kek.bin"
+database = "otac.db"
 # The store: sqlite (the file above; one node) or postgresql (several nodes on one database,
 # docs/operations.md "Several nodes on PostgreSQL"). postgres_conninfo is a libpq connection
 # string or URI; sslmode and the other libpq keywords apply. The password never goes here:
 # libpq reads it from a passfile (passfile=PATH in the string, or PGPASSFILE), mode 0600.
 # A node that cannot reach PostgreSQL at start retries with backoff for
 # postgres_start_timeout_seconds, then exits with the reason.
-# Example: postgres_conninfo = host=db.example sslmode=verify-full dbname=otac user=otac
-store = sqlite
-postgres_conninfo =
+# Example: postgres_conninfo = "host=db.example sslmode=verify-full dbname=otac user=otac"
+store = "sqlite"
+postgres_conninfo = ""
 postgres_start_timeout_seconds = 300
 
 # Keys in a PKCS#11 token (an HSM; SoftHSM2 for tests). Empty kek_uri: the file KEK above.
@@ -185,21 +174,21 @@ postgres_start_timeout_seconds = 300
 # server_key_uri and card_ca_key_uri, ECDSA signatures (E4, E5) are made inside the token.
 # Set up with "otac-backend hsm-init" (new store) or "hsm-migrate" (existing store); rotate
 # with "hsm-rotate". The PIN is read from pkcs11_pin_file (mode 0600), never from here.
-# Example: kek_uri = pkcs11:token=otac;object=kek
-kek_uri =
-server_key_uri =
-card_ca_key_uri =
-pkcs11_module = /usr/lib/softhsm/libsofthsm2.so
-pkcs11_pin_file = hsm.pin
-mo_secret_file = mo.secret
+# Example: kek_uri = "pkcs11:token=otac;object=kek"
+kek_uri = ""
+server_key_uri = ""
+card_ca_key_uri = ""
+pkcs11_module = "/usr/lib/softhsm/libsofthsm2.so"
+pkcs11_pin_file = "hsm.pin"
+mo_secret_file = "mo.secret"
 # Token of the first operator ("admin", role admin), written on first start (mode 0600).
-admin_token_file = admin.token
+admin_token_file = "admin.token"
 # Validity of issued terminal certificates, days (at most 397, counted from the 5-minute
 # backdated start; a larger value, as older versions wrote here, is lowered to 397).
 client_cert_days = 397
 
 # The SMS number cards send to (printed in initialization letters).
-server_msisdn = +15550100
+server_msisdn = "+15550100"
 # Codes per list (at most 120: a list must fit one concatenated OTA packet).
 list_size = 100
 # Unused codes at or below which a new list is pushed to the card.
@@ -219,10 +208,10 @@ list_repair_seconds = 900
 # Transactions. Cards are enrolled in default_currency unless the operator names another;
 # a purchase in any other currency declines currency_not_allowed. Terminal limits are in
 # this currency. The ISO 4217 list comes from Debian's iso-codes package.
-default_currency = EUR
+default_currency = "EUR"
 # No purchase above this many minor units is approved (0 = no global maximum).
 max_amount_minor = 10000000
-iso4217_file = /usr/share/iso-codes/json/iso_4217.json
+iso4217_file = "/usr/share/iso-codes/json/iso_4217.json"
 
 # Cash withdrawals (9C 01) at ATMs (protocol.md §5.4). A card may withdraw at most
 # cash_card_daily_minor per UTC day (0: no withdrawal is approved) and one terminal may pay out
@@ -248,12 +237,12 @@ decline_card_interval_ms = 60000
 decline_retention_days = 90
 
 # Kannel smsbox sendsms interface. Empty URL: messages are only queued.
-# Example: kannel_sendsms_url = http://127.0.0.1:13013/cgi-bin/sendsms
-kannel_sendsms_url =
-kannel_user =
-kannel_pass =
+# Example: kannel_sendsms_url = "http://127.0.0.1:13013/cgi-bin/sendsms"
+kannel_sendsms_url = ""
+kannel_user = ""
+kannel_pass = ""
 # Optional: route MT messages to this Kannel smsc-id.
-kannel_smsc_id =
+kannel_smsc_id = ""
 # Ask Kannel for delivery reports (dlr-url to the mo_listen port).
 kannel_dlr = true
 # Retry delay after a failed hand-over: base * 2^attempts seconds, at most max.

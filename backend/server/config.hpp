@@ -1,5 +1,6 @@
-// otac-backend's configuration file: "key = value" lines, '#' comments. Relative paths are
-// relative to the data directory. Unknown keys are errors (a typo must not be ignored).
+// otac-backend's configuration file: TOML (toml++, otac/sys/config_file.hpp), one flat table.
+// Relative paths are relative to the data directory. Unknown keys are errors (a typo must not
+// be ignored); every error is one line, "FILE:LINE: KEY: what is wrong".
 #pragma once
 
 #include <cstdint>
@@ -70,8 +71,14 @@ struct Config {
   std::filesystem::path resolve(const std::filesystem::path& p) const { return p.is_absolute() ? p : data_dir / p; }
 };
 
-/// Parses config text (data_dir already set in base).
-Result<Config> parse_config(std::string_view text, Config base);
+/// Parses config text (data_dir already set in base); source names the file in errors.
+Result<Config> parse_config(std::string_view text, Config base, std::string_view source = "otac-backend.conf");
+/// Reads and parses a config file (at most 64 KiB).
+Result<Config> load_config(const std::filesystem::path& file, Config base);
+/// A file in the old "key = value" format (before TOML) as TOML with the same lines and values.
+Result<std::string> convert_config(const std::filesystem::path& file);
+/// The same for text; source names it in errors.
+Result<std::string> convert_config_text(std::string_view text, std::string_view source);
 /// The commented default configuration written on first start.
 std::string default_config_text();
 

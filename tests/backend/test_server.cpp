@@ -622,11 +622,11 @@ TEST_CASE("otac-backend command line: --help 0, usage errors 2, a bad config 1 w
   CHECK(run_program({OTAC_BACKEND_BIN, "--data-dir", (d.path / "x").string(), "--bogus"}, out) == 2);
   CHECK(run_program({OTAC_BACKEND_BIN, "--data-dir", (d.path / "x").string(), "--mo-listen", "0.0.0.0:0"}, out) == 2);
   std::filesystem::create_directories(d.path / "y");
-  std::ofstream(d.path / "y" / "otac-backend.conf") << "listen = 127.0.0.1:0\nlist_size = 500\n";
+  std::ofstream(d.path / "y" / "otac-backend.conf") << "listen = \"127.0.0.1:0\"\nlist_size = 500\n";
   std::filesystem::remove(out);
   CHECK(run_program({OTAC_BACKEND_BIN, "--data-dir", (d.path / "y").string()}, out) == 1);
-  CHECK(slurp(out).find("line 2") != std::string::npos);
-  std::ofstream(d.path / "y" / "otac-backend.conf") << "colour = red\n";
+  CHECK(slurp(out).find("otac-backend.conf:2: list_size: ") != std::string::npos);
+  std::ofstream(d.path / "y" / "otac-backend.conf") << "colour = \"red\"\n";
   CHECK(run_program({OTAC_BACKEND_BIN, "--data-dir", (d.path / "y").string()}, out) == 1);
 }
 

@@ -287,7 +287,7 @@ TEST_CASE("hostile framing: unbounded chunk extensions are cut off and memory st
 TEST_CASE("idle connections: unauthenticated ones are evicted for new ones, and a terminal gets in while they hold every slot",
           "[server][hostile]") {
   Backend b;
-  b.start("listen = 127.0.0.1:0\nmax_connections = 6\nmax_unauthenticated_connections = 3\nhandshake_timeout_seconds = 30\n");
+  b.start("listen = \"127.0.0.1:0\"\nmax_connections = 6\nmax_unauthenticated_connections = 3\nhandshake_timeout_seconds = 30\n");
   const auto [cert, key] = b.register_terminal("TERM0001");
   const auto terminal = b.terminal(cert, key);
   // Peers that connect and never start TLS, from another source address.
@@ -311,7 +311,7 @@ TEST_CASE("idle connections: unauthenticated ones are evicted for new ones, and 
 TEST_CASE("one source cannot take the connection table, and silent peers are closed after the handshake timeout",
           "[server][hostile]") {
   Backend b;
-  b.start("listen = 127.0.0.1:0\nmax_connections_per_source = 4\nhandshake_timeout_seconds = 1\n");
+  b.start("listen = \"127.0.0.1:0\"\nmax_connections_per_source = 4\nhandshake_timeout_seconds = 1\n");
   std::vector<std::unique_ptr<Tcp>> from3;
   for (int i = 0; i < 6; ++i) from3.push_back(std::make_unique<Tcp>(b.port, "127.0.0.3"));
   CHECK(from3[4]->closed_by_peer(std::chrono::milliseconds(500)));

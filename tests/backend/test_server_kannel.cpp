@@ -217,12 +217,12 @@ struct KannelEnv {
     kannel = std::make_unique<Kannel>(b.tmp.path / "kannel", "http://127.0.0.1:" + std::to_string(mo) + "/v1/sms/mo?secret=" +
                                                                  secret + "&from=%p&to=%P&udh=%u&data=%b");
     std::ostringstream cfg;
-    cfg << "mo_listen = 127.0.0.1:" << mo << "\n"
-        << "server_msisdn = +15550100\n"
+    cfg << "mo_listen = \"127.0.0.1:" << mo << "\"\n"
+        << "server_msisdn = \"+15550100\"\n"
         << "list_size = 100\n"
-        << "kannel_sendsms_url = http://127.0.0.1:" << kannel->env.at("KANNEL_SENDSMS_PORT") << "/cgi-bin/sendsms\n"
-        << "kannel_user = " << kannel->env.at("KANNEL_SENDSMS_USER") << "\n"
-        << "kannel_pass = " << kannel->env.at("KANNEL_SENDSMS_PASS") << "\n"
+        << "kannel_sendsms_url = \"http://127.0.0.1:" << kannel->env.at("KANNEL_SENDSMS_PORT") << "/cgi-bin/sendsms\"\n"
+        << "kannel_user = \"" << kannel->env.at("KANNEL_SENDSMS_USER") << "\"\n"
+        << "kannel_pass = \"" << kannel->env.at("KANNEL_SENDSMS_PASS") << "\"\n"
         << "sms_retry_base_seconds = 1\n"
         << "sms_retry_max_seconds = 2\n";
     b.start(cfg.str());

@@ -31,7 +31,7 @@ struct Cluster {
     auto* pg = otac::pgtest::PgCluster::shared(&why);
     if (!pg) FAIL("no PostgreSQL cluster: " << why);
     conninfo = pg->create_database();
-    const std::string config = "store = postgresql\npostgres_conninfo = " + conninfo + "\nworker_threads = 32\n"
+    const std::string config = "store = \"postgresql\"\npostgres_conninfo = \"" + conninfo + "\"\nworker_threads = 32\n"
                                "decline_source_burst = 1000000\ndecline_card_burst = 1000000\n";
     for (int i = 0; i < count; ++i) {
       nodes.push_back(std::make_unique<Backend>());

@@ -576,7 +576,7 @@ def main():
         with open(args.terminal_config) as f:
             conf = f.read()
         for key, value in (("terminal_id", "TERM0002"), ("cert_file", "TERM0002.pem"), ("key_file", "TERM0002.key")):
-            conf, n = re.subn(r"(?m)^%s\s*=.*$" % key, "%s = %s" % (key, value), conf)
+            conf, n = re.subn(r"(?m)^%s\s*=.*$" % key, '%s = "%s"' % (key, value), conf)
             check(n == 1, "the terminal config has one %s to replace" % key)
         conf2 = os.path.join(conf_dir, "terminal-TERM0002.conf")
         with open(conf2, "w") as f:

@@ -111,9 +111,9 @@ DISP_SOCK=$OTAC_RUN/dispenser.sock
 proc_start dispenser "$BIN_DISP" --socket "$DISP_SOCK" --cassettes 2000x20,5000x10 --delay-ms "$DELAY" \
   --ready-file "$OTAC_RUN/dispenser.ready" --verbose
 proc_wait_file "$OTAC_RUN/dispenser.ready" 10 dispenser || fail "the dispenser emulator did not start"
-sed -i 's/^pin_source = .*/pin_source = stdin/' "$TERM_CONF"
+sed -i 's/^pin_source = .*/pin_source = "stdin"/' "$TERM_CONF"
 cat >>"$TERM_CONF" <<EOF
-dispenser_socket = $DISP_SOCK
+dispenser_socket = "$DISP_SOCK"
 dispenser_take_s = 1
 outcome_retry_s = 2
 EOF
@@ -223,8 +223,8 @@ PY
       set -- $t
       mkdir -p "$OTAC_RUN/off-$1"
       cp "$2/ca.pem" "$2/$1.pem" "$2/$1.key" "$OTAC_RUN/off-$1/"
-      sed "s|^backend_url = .*|backend_url = https://127.0.0.1:$dead|; s|^terminal_id = .*|terminal_id = $1|;
-           s|^cert_file = .*|cert_file = $1.pem|; s|^key_file = .*|key_file = $1.key|" "$TERM_CONF" >"$OTAC_RUN/off-$1/terminal.conf"
+      sed "s|^backend_url = .*|backend_url = \"https://127.0.0.1:$dead\"|; s|^terminal_id = .*|terminal_id = \"$1\"|;
+           s|^cert_file = .*|cert_file = \"$1.pem\"|; s|^key_file = .*|key_file = \"$1.key\"|" "$TERM_CONF" >"$OTAC_RUN/off-$1/terminal.conf"
       printf '%s\n' "$CARD_PIN" | "$BIN_TERM" --config "$OTAC_RUN/off-$1/terminal.conf" atm --amount 300.00 \
         --save-request "$OTAC_RUN/race-$1.json" >"$OTAC_RUN/save-$1.out" 2>"$OTAC_RUN/save-$1.err" || true
       [ -s "$OTAC_RUN/race-$1.json" ] || { cat "$OTAC_RUN/save-$1.err" >&2; fail "no saved answer for $1"; }

@@ -131,8 +131,8 @@ step "An ATM: PIN checked by the card, 70.00 paid out by the dispenser, completi
 proc_start dispenser "$OTAC_BUILD/hw/otac-dispenser-emu" --socket "$OTAC_RUN/dispenser.sock" --cassettes 2000x20,5000x10 \
   --ready-file "$OTAC_RUN/dispenser.ready" --verbose
 proc_wait_file "$OTAC_RUN/dispenser.ready" 10 dispenser || fail "the dispenser emulator did not start"
-sed 's/^pin_source = .*/pin_source = stdin/' "$TERM_CONF" >"$TERM_DIR/atm.conf"
-printf 'dispenser_socket = %s\ndispenser_take_s = 2\n' "$OTAC_RUN/dispenser.sock" >>"$TERM_DIR/atm.conf"
+sed 's/^pin_source = .*/pin_source = "stdin"/' "$TERM_CONF" >"$TERM_DIR/atm.conf"
+printf 'dispenser_socket = "%s"\ndispenser_take_s = 2\n' "$OTAC_RUN/dispenser.sock" >>"$TERM_DIR/atm.conf"
 atm() {  # atm NAME AMOUNT: a withdrawal with the card's PIN keyed in
   local name=$1
   printf '%s\n' "$CARD_PIN" | "$BIN_TERM" --config "$TERM_DIR/atm.conf" atm --amount "$2" \

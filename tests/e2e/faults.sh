@@ -105,7 +105,7 @@ case "$case_name" in
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj "/CN=$TERMINAL_ID" \
       -keyout "$d/$TERMINAL_ID.key" -out "$d/$TERMINAL_ID.pem" 2>/dev/null
     cp "$TERM_DIR/ca.pem" "$d/ca.pem"
-    sed "s|^cert_file = .*|cert_file = $d/$TERMINAL_ID.pem|; s|^key_file = .*|key_file = $d/$TERMINAL_ID.key|" \
+    sed "s|^cert_file = .*|cert_file = \"$d/$TERMINAL_ID.pem\"|; s|^key_file = .*|key_file = \"$d/$TERMINAL_ID.key\"|" \
       "$TERM_CONF" >"$d/terminal.conf"
     TERM_CONF=$d/terminal.conf
     tap rogue pos --amount 3.00
@@ -123,7 +123,7 @@ case "$case_name" in
     # A genuine answer that never reached the backend: the terminal is pointed at a closed port
     # (so it declines), and --save-request keeps the body it tried to send.
     dead=$("$E2E_SUPPORT/freeport.sh" 1)
-    sed "s|^backend_url = .*|backend_url = https://127.0.0.1:$dead|; s|^backend_attempts = .*||" "$TERM_CONF" \
+    sed "s|^backend_url = .*|backend_url = \"https://127.0.0.1:$dead\"|; s|^backend_attempts = .*||" "$TERM_CONF" \
       >"$OTAC_RUN/offline.conf"
     cp "$TERM_DIR"/*.pem "$TERM_DIR"/*.key "$OTAC_RUN/"
     TERM_CONF_SAVED=$TERM_CONF

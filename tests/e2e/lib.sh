@@ -2,7 +2,7 @@
 # loopback from the built programs, and down again by PID.
 #
 #   OTAC_BUILD=DIR OTAC_RUN=DIR; source lib.sh
-#   stack_up [LIST_SIZE [THRESHOLD [CARD_THRESHOLD]]]   (E2E_BACKEND_CONF: extra backend config lines;
+#   stack_up [LIST_SIZE [THRESHOLD [CARD_THRESHOLD]]]   (E2E_BACKEND_CONF: extra backend config lines, TOML;
 #                                      E2E_CARD_ACTIVATE_ARGS: extra otac-card activate options)
 #                                      Kannel, otac-backend, a card enrolled and activated
 #                                      whose first list arrives by SMS, the PN532 emulator
@@ -108,15 +108,15 @@ stack_up() {
   . "$OTAC_RUN/kannel/kannel.env"
 
   cat >"$BACKEND_DIR/otac-backend.conf" <<EOF
-# written by tests/e2e/lib.sh; every other key keeps its default
-listen = 127.0.0.1:$listen
-mo_listen = 127.0.0.1:$mo
-server_msisdn = $SERVER_MSISDN
+# written by tests/e2e/lib.sh (TOML); every other key keeps its default
+listen = "127.0.0.1:$listen"
+mo_listen = "127.0.0.1:$mo"
+server_msisdn = "$SERVER_MSISDN"
 list_size = $list_size
 threshold = $threshold
-kannel_sendsms_url = http://127.0.0.1:$KANNEL_SENDSMS_PORT/cgi-bin/sendsms
-kannel_user = $KANNEL_SENDSMS_USER
-kannel_pass = $KANNEL_SENDSMS_PASS
+kannel_sendsms_url = "http://127.0.0.1:$KANNEL_SENDSMS_PORT/cgi-bin/sendsms"
+kannel_user = "$KANNEL_SENDSMS_USER"
+kannel_pass = "$KANNEL_SENDSMS_PASS"
 sms_retry_base_seconds = 1
 sms_retry_max_seconds = 2
 ${E2E_BACKEND_CONF:-}
@@ -163,18 +163,18 @@ echo "relay: door $2 unlocked for $3 ms" >&2
 EOF
   chmod +x "$OTAC_RUN/relay.sh"
   cat >"$TERM_CONF" <<EOF
-reader = pn532_uart:$OTAC_RUN/pn532
-backend_url = https://127.0.0.1:$BACKEND_PORT
-ca_file = ca.pem
-cert_file = $TERMINAL_ID.pem
-key_file = $TERMINAL_ID.key
-terminal_id = $TERMINAL_ID
-currency = EUR
-door_id = $DOOR_OK
-relay = command
-relay_command = $OTAC_RUN/relay.sh
+reader = "pn532_uart:$OTAC_RUN/pn532"
+backend_url = "https://127.0.0.1:$BACKEND_PORT"
+ca_file = "ca.pem"
+cert_file = "$TERMINAL_ID.pem"
+key_file = "$TERMINAL_ID.key"
+terminal_id = "$TERMINAL_ID"
+currency = "EUR"
+door_id = "$DOOR_OK"
+relay = "command"
+relay_command = "$OTAC_RUN/relay.sh"
 relay_pulse_ms = 500
-pin_source = none
+pin_source = "none"
 held_wait_limit_s = 20
 card_wait_ms = 5000
 removal_wait_ms = 100

@@ -80,7 +80,7 @@ stack_up 10 3 2 || { echo "FAIL: the system did not come up (logs: $OTAC_RUN)" >
 # soak.py kills and restarts the backend itself (the PID file stays current for stack_down);
 # without its job entries this shell does not report the killed process.
 disown -a
-sed -i 's/^pin_source = .*/pin_source = stdin/; s/^held_wait_limit_s = .*/held_wait_limit_s = 3/' "$TERM_CONF"
+sed -i 's/^pin_source = .*/pin_source = "stdin"/; s/^held_wait_limit_s = .*/held_wait_limit_s = 3/' "$TERM_CONF"
 # The soak checks the lifecycle, not the card's speed (faults.sh tests the reader timeout): a card
 # process starved of CPU on a loaded CI machine once took over the default 1 s for an APDU.
 printf 'backend_timeout_ms = 3000\npin_timeout_s = 5\napdu_timeout_ms = 5000\n' >>"$TERM_CONF"

@@ -66,10 +66,10 @@ TEST_CASE("otac-terminal pos, door and code through libnfc, the PN532 emulator a
   const auto conf = dir.path / "t.conf";
   {
     std::ofstream f(conf);
-    f << "reader = pn532_uart:" << link.string() << "\nbackend_url = https://127.0.0.1:" << port
-      << "\nca_file = data/ca.pem\ncert_file = term/TERM0001.pem\nkey_file = term/TERM0001.key\nterminal_id = TERM0001\n"
-         "removal_wait_ms = 0\ncard_wait_ms = 5000\npin_source = none\ndoor_id = FRONT\nrelay = command\n"
-         "relay_command = relay.sh\nrelay_pulse_ms = 100\n";
+    f << "reader = \"pn532_uart:" << link.string() << "\"\nbackend_url = \"https://127.0.0.1:" << port
+      << "\"\nca_file = \"data/ca.pem\"\ncert_file = \"term/TERM0001.pem\"\nkey_file = \"term/TERM0001.key\"\n"
+         "terminal_id = \"TERM0001\"\nremoval_wait_ms = 0\ncard_wait_ms = 5000\npin_source = \"none\"\n"
+         "door_id = \"FRONT\"\nrelay = \"command\"\nrelay_command = \"relay.sh\"\nrelay_pulse_ms = 100\n";
   }
   const std::string term = std::string(OTAC_TERMINAL_BIN) + " --config " + conf.string();
 
@@ -107,7 +107,8 @@ TEST_CASE("otac-terminal pos, door and code through libnfc, the PN532 emulator a
     std::ofstream out(broken);
     std::string line;
     for (int i = 0; i < 100 && std::getline(in, line); ++i)
-      out << (line.rfind("reader = ", 0) == 0 ? "reader = pn532_uart:" + (dir.path / "no-such-tty").string() : line) << "\n";
+      out << (line.rfind("reader = ", 0) == 0 ? "reader = \"pn532_uart:" + (dir.path / "no-such-tty").string() + "\"" : line)
+          << "\n";
   }
   auto failed = run(std::string(OTAC_TERMINAL_BIN) + " --config " + broken.string() + " pos --amount 1.00");
   INFO(failed.out);

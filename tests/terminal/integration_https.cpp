@@ -57,9 +57,10 @@ struct Backend {
   std::filesystem::path config(const std::string& extra = "", const std::string& ca = "") const {
     const auto p = dir.path / ("terminal" + std::to_string(std::hash<std::string>{}(extra + ca)) + ".conf");
     std::ofstream f(p);
-    f << "reader = pcsc\nbackend_url = https://127.0.0.1:" << port << "\nca_file = " << (ca.empty() ? (data / "ca.pem").string() : ca)
-      << "\ncert_file = " << (term / "TERM0001.pem").string() << "\nkey_file = " << (term / "TERM0001.key").string()
-      << "\nterminal_id = TERM0001\nbackend_timeout_ms = 3000\nconnect_timeout_ms = 1000\n" << extra;
+    f << "reader = \"pcsc\"\nbackend_url = \"https://127.0.0.1:" << port << "\"\nca_file = \""
+      << (ca.empty() ? (data / "ca.pem").string() : ca) << "\"\ncert_file = \"" << (term / "TERM0001.pem").string()
+      << "\"\nkey_file = \"" << (term / "TERM0001.key").string()
+      << "\"\nterminal_id = \"TERM0001\"\nbackend_timeout_ms = 3000\nconnect_timeout_ms = 1000\n" << extra;
     return p;
   }
 };
