@@ -7,6 +7,7 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <cerrno>
@@ -21,7 +22,9 @@
 #include "otac/common/crypto.hpp"
 #include "otac/common/cursor.hpp"
 #include "otac/common/tlv.hpp"
+#include "otac/sys/cli.hpp"
 #include "otac/sys/file.hpp"
+#include "otac/sys/log.hpp"
 #include "terminal/backend_json.hpp"
 #include "terminal/backend_link.hpp"
 #include "terminal/config.hpp"
@@ -38,20 +41,20 @@ using namespace otac::terminal;
 
 constexpr int kOk = 0, kFail = 1, kUsage = 2;
 
-const char* kUsageText = R"(Usage:
+// The text of --help after CLI11's list of the options and commands; config_keys() follows.
+const char* kHelp = R"(
+SYNOPSIS
   otac-terminal --config FILE pos [--amount 12.50] [--currency EUR] [--loop] [--txn-id ID]
   otac-terminal --config FILE door [--door ID] [--loop] [--txn-id ID]
   otac-terminal --config FILE code CODE [--door ID] [--card N] [--txn-id ID]
-  otac-terminal --config FILE atm [--amount 50.00] [--loop] [--txn-id ID]
+  otac-terminal --config FILE atm [--amount 50.00] [--currency EUR] [--loop] [--txn-id ID]
   otac-terminal --config FILE void --txn-id ID
   otac-terminal --config FILE refund --txn-id ID --amount AMOUNT
   otac-terminal --config FILE outcomes
+  otac-terminal COMMAND --help
   otac-terminal --convert-config OLD-FILE > NEW-FILE
-  otac-terminal --help
-)";
-
-const char* kHelp = R"(
-otac-terminal - the OTAC payment and door terminal
+  pos, door and atm also take --save-request FILE. Each command takes its own options after
+  its name; --config may come before or after it.
 
 DESCRIPTION
   Reads an OTAC card through a contactless reader, asks the OTAC backend over mutually
@@ -96,26 +99,38 @@ COMMANDS
 
 OPTIONS
   --config FILE  the configuration file (required; keys below).
-  --loop         run transactions until SIGINT/SIGTERM (a service) instead of one.
+  --amount AMOUNT
+                 pos, atm: the amount in the currency's units (12.50); refund: the amount
+                 to refund. Checked against the currency's decimals.
+  --currency CODE
+                 pos, atm: ISO 4217 code (EUR) or number (978) instead of the config's.
+  --door ID      door, code: the door instead of the config's door_id.
+  --card N       code: the card id, 16 hex digits, instead of a tap.
+  --loop         pos, door, atm: run transactions until SIGINT/SIGTERM (a service).
   --txn-id ID    use this transaction id (1..64 of A-Z a-z 0-9 - _ . :) instead of a fresh
-                 one; repeating an id replays the backend's stored answer.
+                 one; repeating an id replays the backend's stored answer. Required by void
+                 and refund.
   --save-request FILE
-                 write the JSON body of the last authorization request sent to the backend
-                 to FILE (mode 0600), for incident reports and for replay tests. It holds no
-                 secret: the cryptogram's code is burned on the card before it is sent.
-  --help         this text.
+                 pos, door, atm: write the JSON body of the last authorization request sent
+                 to the backend to FILE (mode 0600), for incident reports and for replay
+                 tests. It holds no secret: the cryptogram's code is burned on the card
+                 before it is sent.
+  --help         this text; COMMAND --help: that command's options.
+  --version      the program's version.
 
 OUTPUT
   Standard output gets two lines per transaction: one for people, e.g.
     2026-11-22T19:30:01Z POS APPROVED 12.50 EUR card ************0708 auth 123456 txn TERM0001-...
   and one JSON object for programs with the members txn_id, mode, decision, reason, detail,
   auth_code, card, card_masked, amount, currency, door, held, card_confirmed, door_opened,
-  apdu_exchanges, backend_attempts, latency_ms, time. Display lines and logs go to standard
-  error.
+  apdu_exchanges, backend_attempts, latency_ms, time, dispense, handed_minor, outcome,
+  outcome_delivered. Display lines ("[display] ...") and prompts go to standard error, and so
+  do logs, one key=value line per event (the format of every OTAC program):
+    ts=2026-11-22T19:30:01.123Z level=info event=reader name=...
 
 EXIT STATUS
   0 approved (and, for doors, the relay pulsed); 1 declined, held without a decision, or a
-  device/network failure; 2 usage or configuration error.
+  device/network failure; 2 usage or configuration error (one line naming the option).
 
 ENVIRONMENT
   LIBNFC_DEFAULT_DEVICE  the libnfc connstring when reader = libnfc.
@@ -126,53 +141,15 @@ ENVIRONMENT
 std::atomic<bool> g_stop{false};
 void on_signal(int) { g_stop = true; }
 
-void log(const std::string& s) { std::cerr << "otac-terminal: " << s << "\n"; }
+namespace slog = otac::sys::log;
+
+// A failure or a notice in the log (otac/sys/log.hpp): never a secret.
+void log_error(std::string_view event, const std::string& error) { slog::error(event, {{"error", error}}); }
 
 struct Args {
   std::string config, command, amount, currency, door, card, code, txn_id, save_request;
-  bool loop = false, help = false;
+  bool loop = false;
 };
-
-std::optional<Args> parse_args(int argc, char** argv, std::string& err) {
-  Args a;
-  std::vector<std::string> pos;
-  for (int i = 1; i < argc; ++i) {
-    const std::string s = argv[i];
-    auto value = [&](std::string& out) {
-      if (i + 1 >= argc) { err = s + " needs a value"; return false; }
-      out = argv[++i];
-      return true;
-    };
-    if (s == "--help" || s == "-h") a.help = true;
-    else if (s == "--loop") a.loop = true;
-    else if (s == "--config") { if (!value(a.config)) return std::nullopt; }
-    else if (s == "--amount") { if (!value(a.amount)) return std::nullopt; }
-    else if (s == "--currency") { if (!value(a.currency)) return std::nullopt; }
-    else if (s == "--door") { if (!value(a.door)) return std::nullopt; }
-    else if (s == "--card") { if (!value(a.card)) return std::nullopt; }
-    else if (s == "--txn-id") { if (!value(a.txn_id)) return std::nullopt; }
-    else if (s == "--save-request") { if (!value(a.save_request)) return std::nullopt; }
-    else if (s.size() > 1 && s[0] == '-') { err = "unknown option " + s; return std::nullopt; }
-    else pos.push_back(s);
-  }
-  if (a.help) return a;
-  if (pos.empty()) { err = "missing command (pos, door, code, atm, void, refund or outcomes)"; return std::nullopt; }
-  a.command = pos[0];
-  if (a.command == "code") {
-    if (pos.size() != 2) { err = "code needs exactly one CODE (8 digits)"; return std::nullopt; }
-    a.code = pos[1];
-  } else if (a.command == "pos" || a.command == "door" || a.command == "atm" || a.command == "void" || a.command == "refund" ||
-             a.command == "outcomes") {
-    if (pos.size() != 1) { err = "unexpected argument " + pos[1]; return std::nullopt; }
-  } else {
-    err = "unknown command " + a.command;
-    return std::nullopt;
-  }
-  if (a.config.empty()) { err = "--config FILE is required"; return std::nullopt; }
-  if ((a.command == "void" || a.command == "refund") && a.txn_id.empty()) { err = a.command + " needs --txn-id ID"; return std::nullopt; }
-  if (a.command == "refund" && a.amount.empty()) { err = "refund needs --amount AMOUNT"; return std::nullopt; }
-  return a;
-}
 
 // Reads one line from fd within the timeout (byte by byte, so nothing beyond the line is consumed).
 std::optional<std::string> read_line(int fd, unsigned timeout_s, std::size_t max_len) {
@@ -194,13 +171,16 @@ std::optional<std::string> read_line(int fd, unsigned timeout_s, std::size_t max
 
 std::optional<SecretBytes> read_pin(const Config& c, const std::string& prompt) {
   if (c.pin_source == PinSource::none) {
-    log("the card asks for a PIN but pin_source = none");
+    log_error("pin_unavailable", "the card asks for a PIN but pin_source = none");
     return std::nullopt;
   }
   std::optional<std::string> line;
   if (c.pin_source == PinSource::tty) {
     const int fd = ::open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
-    if (fd < 0) { log("no terminal to read the PIN from (/dev/tty); set pin_source = stdin"); return std::nullopt; }
+    if (fd < 0) {
+      log_error("pin_unavailable", "no terminal to read the PIN from (/dev/tty); set pin_source = stdin");
+      return std::nullopt;
+    }
     const std::string p = prompt + ": ";
     (void)!::write(fd, p.data(), p.size());
     termios old{};
@@ -307,16 +287,17 @@ using Backend = BackendLink;
 // does not affect the transaction.
 void save_request(const std::string& path, const std::string& body) {
   if (auto w = sys::write_file_atomic(path, body + "\n", {.mode = 0600}); !w)
-    log("cannot write the request to " + path + ": " + w.error().message);
+    slog::warn("save_request_failed", {{"file", path}, {"error", w.error().message}});
 }
 
 // The outcome queue's delivery through the backend link, within the config's retry time.
 OutcomeQueue::Delivery deliver_outcomes(OutcomeQueue& q, Backend& be, const Config& cfg, std::chrono::milliseconds budget) {
   auto d = q.deliver([&](const std::string& body) { return be.post("/v1/outcomes", body); },
-                     std::min<std::chrono::milliseconds>(budget, std::chrono::seconds(cfg.outcome_retry_s)), log);
+                     std::min<std::chrono::milliseconds>(budget, std::chrono::seconds(cfg.outcome_retry_s)),
+                     [](const std::string& what) { slog::warn("outcome_queue", {{"detail", what}}); });
   if (d.delivered + d.refused + d.left > 0)
-    log("outcomes: " + std::to_string(d.delivered) + " delivered, " + std::to_string(d.refused) + " refused, " +
-        std::to_string(d.left) + " still queued");
+    slog::info("outcomes", {{"delivered", std::to_string(d.delivered)}, {"refused", std::to_string(d.refused)},
+                            {"queued", std::to_string(d.left)}});
   return d;
 }
 
@@ -324,7 +305,7 @@ OutcomeQueue::Delivery deliver_outcomes(OutcomeQueue& q, Backend& be, const Conf
 void report_outcome(Report& r, OutcomeQueue& q, Backend& be, const Config& cfg, const OutcomeReport& o) {
   r.outcome = o.outcome;
   if (auto w = q.put(o); !w) {
-    log("cannot queue the outcome of " + o.txn_id + ": " + w.error().message);
+    slog::error("outcome_not_queued", {{"txn", o.txn_id}, {"error", w.error().message}});
     return;
   }
   deliver_outcomes(q, be, cfg, std::chrono::seconds(cfg.outcome_retry_s));
@@ -352,7 +333,7 @@ std::optional<std::uint64_t> atm_amount(const Args& a, const Config& cfg, Dispen
     auto v = parse_amount(text, cfg.currency_exponent);
     auto cassettes = disp.cassettes();
     if (!cassettes) {
-      log("the dispenser cannot be read: " + cassettes.error().message);
+      log_error("dispenser_error", "the dispenser cannot be read: " + cassettes.error().message);
       return std::nullopt;
     }
     if (v && *v > 0 && payable(*cassettes, static_cast<std::int64_t>(*v))) return *v;
@@ -417,19 +398,19 @@ int run_tap(const Args& a, Config& cfg, Reader& reader, Backend& be, std::uint64
     if (approved) {
       auto pulse = pulse_relay(cfg, door);
       r.door_opened = pulse.ok();
-      if (!pulse) log(pulse.error().message);
+      if (!pulse) log_error("relay_failed", pulse.error().message);
     }
   }
   if (approved && disp) {
     // The reversal of a payout that never finishes is on disk before the payout starts.
     if (auto w = queue.put({p.txn_id, "reversed", 0}); !w) {
-      log("cannot queue the reversal before the payout, not paying out: " + w.error().message);
+      log_error("payout_refused", "cannot queue the reversal before the payout, not paying out: " + w.error().message);
       r.dispense = "not_started";
       report_outcome(r, queue, be, cfg, {p.txn_id, "reversed", 0});
       return print_report(r);
     }
     auto paid = disp->dispense(static_cast<std::int64_t>(picked), std::chrono::seconds(cfg.dispenser_take_s));
-    if (!paid) log("the dispenser gave no result: " + paid.error().message);
+    if (!paid) log_error("dispenser_error", "the dispenser gave no result: " + paid.error().message);
     r.dispense = paid ? dispenser::status_name(paid->status) : "unknown";
     r.handed_minor = paid ? paid->handed_minor : 0;
     const bool full = paid && paid->status == dispenser::Status::dispensed && paid->handed_minor == static_cast<std::int64_t>(picked);
@@ -473,8 +454,8 @@ int run_refund(const Args& a, Config& cfg, Backend& be) {
   r.mode = "refund";
   r.time = now_utc().iso;
   r.txn_id = a.txn_id;
-  auto amount = parse_amount(a.amount, cfg.currency_exponent);
-  if (!amount) { log(amount.error().message); return kUsage; }
+  auto amount = parse_amount(a.amount, cfg.currency_exponent);  // checked in main
+  if (!amount) return kUsage;
   r.amount = format_amount(*amount, cfg.currency_exponent);
   r.currency = cfg.currency_alpha;
   boost::json::object body;
@@ -523,14 +504,10 @@ int run_code(const Args& a, Config& cfg, Reader* reader, Backend& be) {
   r.time = n.iso;
   r.txn_id = a.txn_id.empty() ? fresh_txn_id(cfg.terminal_id, n) : a.txn_id;
   r.door = !a.door.empty() ? a.door : (cfg.door_mode ? cfg.door_id : "");
-  if (a.code.size() != 8 || a.code.find_first_not_of("0123456789") != std::string::npos) {
-    log("the code must be 8 digits");
-    return kUsage;
-  }
   Bytes card;
   if (!a.card.empty()) {
-    auto c = from_hex(a.card);
-    if (!c || c->size() != 8) { log("--card must be 16 hex digits"); return kUsage; }
+    auto c = from_hex(a.card);  // 16 hex digits: checked as the command line was parsed
+    if (!c || c->size() != 8) return kUsage;
     card = *c;
   } else {
     auto c = read_card_id(*reader, cfg);
@@ -567,51 +544,134 @@ int run_code(const Args& a, Config& cfg, Reader* reader, Backend& be) {
   if (r.out.decision == Decision::approved && !r.door.empty()) {
     auto pulse = pulse_relay(cfg, r.door);
     r.door_opened = pulse.ok();
-    if (!pulse) log(pulse.error().message);
+    if (!pulse) log_error("relay_failed", pulse.error().message);
   }
   return print_report(r);
 }
 
+// The command line through CLI11 (otac/sys/cli.hpp): each command with its own options,
+// checked as far as they can be without the configuration.
+struct CommandLine {
+  CLI::App app{"The OTAC payment and door terminal: one transaction per run, or a service with --loop.",
+               "otac-terminal"};
+  Args a;
+  std::vector<CLI::App*> commands;
+
+  CommandLine() {
+    otac::sys::cli_defaults(app);
+    app.require_subcommand(1);
+    app.footer(std::string(kHelp) + config_keys());
+    app.add_option("--config", a.config, "the configuration file (keys below)")->type_name("FILE")->required();
+    paying("pos", "a purchase");
+    auto* door = command("door", "door entry; the relay is pulsed on approval");
+    door_id(door);
+    loop(door);
+    txn_id(door, false);
+    save_request(door);
+    auto* code = command("code", "checks a code typed from the card's display");
+    code->add_option("CODE", a.code, "the 8 digits the card shows")->required()->check([](const std::string& v) {
+      return v.size() == 8 && v.find_first_not_of("0123456789") == std::string::npos ? std::string()
+                                                                                     : std::string("needs 8 digits");
+    });
+    door_id(code);
+    code->add_option("--card", a.card, "the card id (16 hex digits) instead of a tap")
+        ->type_name("N")
+        ->check([](const std::string& v) {
+          auto c = from_hex(v);
+          return c && c->size() == 8 ? std::string() : std::string("needs 16 hex digits");
+        });
+    txn_id(code, false);
+    paying("atm", "a cash withdrawal through the dispenser");
+    txn_id(command("void", "voids this terminal's last purchase, --txn-id, before the day closes"), true);
+    auto* refund = command("refund", "asks the backend to refund --amount of the purchase --txn-id");
+    txn_id(refund, true);
+    amount(refund, true);
+    command("outcomes", "delivers the queued outcome reports");
+  }
+
+  CLI::App* command(const char* name, const char* summary) {
+    CLI::App* c = app.add_subcommand(name, summary);
+    c->fallthrough();  // --config also after the command
+    c->footer("otac-terminal --help describes every command, option and configuration key.");
+    commands.push_back(c);
+    return c;
+  }
+  // pos and atm: an amount in a currency, one tap or a service.
+  void paying(const char* name, const char* summary) {
+    CLI::App* c = command(name, summary);
+    amount(c, false);
+    currency(c);
+    loop(c);
+    txn_id(c, false);
+    save_request(c);
+  }
+  void amount(CLI::App* c, bool required) {
+    auto* o = c->add_option("--amount", a.amount, "in the currency's units, e.g. 12.50")->type_name("AMOUNT");
+    o->check([](const std::string& v) {  // the decimals are checked against the currency later
+      return !v.empty() && v.find_first_not_of("0123456789.") == std::string::npos ? std::string()
+                                                                                     : std::string("needs an amount such as 12.50");
+    });
+    if (required) o->required();
+  }
+  void currency(CLI::App* c) {
+    c->add_option("--currency", a.currency, "ISO 4217 code or number instead of the config's")->type_name("CODE");
+  }
+  void door_id(CLI::App* c) { c->add_option("--door", a.door, "the door instead of the config's door_id")->type_name("ID"); }
+  void loop(CLI::App* c) { c->add_flag("--loop", a.loop, "run transactions until SIGINT or SIGTERM"); }
+  void txn_id(CLI::App* c, bool required) {
+    auto* o = c->add_option("--txn-id", a.txn_id, "this transaction id instead of a fresh one")->type_name("ID");
+    o->check([](const std::string& v) {
+      const bool ok = !v.empty() && v.size() <= 64 &&
+                      std::all_of(v.begin(), v.end(), [](char ch) {
+                        return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.' || ch == ':';
+                      });
+      return ok ? std::string() : std::string("needs 1..64 of A-Z a-z 0-9 - _ . :");
+    });
+    if (required) o->required();
+  }
+  void save_request(CLI::App* c) {
+    c->add_option("--save-request", a.save_request, "write the last authorization request here (0600)")->type_name("FILE");
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc >= 2 && std::string_view(argv[1]) == "--convert-config") {  // docs/operations.md "Config files"
+  // Before CLI11, which requires a command: docs/operations.md "Config files".
+  if (argc >= 2 && std::string_view(argv[1]) == "--convert-config") {
     if (argc != 3) { std::cerr << "otac-terminal: --convert-config needs the old config file\n"; return kUsage; }
     auto toml = convert_config(argv[2]);
-    if (!toml) { log(toml.error().message); return kFail; }
+    if (!toml) { log_error("config_error", toml.error().message); return kFail; }
     std::cout << *toml;
     return kOk;
   }
-  std::string err;
-  auto args = parse_args(argc, argv, err);
-  if (!args) {
-    std::cerr << "otac-terminal: " << err << "\n" << kUsageText << "Try otac-terminal --help.\n";
-    return kUsage;
+  CommandLine cl;
+  try {
+    cl.app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return otac::sys::cli_exit(cl.app, e);
   }
-  if (args->help) {
-    std::cout << kUsageText << kHelp << config_keys();
-    return kOk;
-  }
+  const CLI::App& app = cl.app;
+  Args* args = &cl.a;
+  for (const CLI::App* c : cl.commands)
+    if (c->parsed()) args->command = c->get_name();
   auto cfg = load_config(args->config);
-  if (!cfg) { log(cfg.error().message); return kUsage; }
-  if (!args->currency.empty()) {
-    if (auto c = lookup_currency(args->currency, cfg->currency, cfg->currency_alpha, cfg->currency_exponent); !c) {
-      log(c.error().message);
-      return kUsage;
-    }
-  }
-  if (args->command == "code" &&
-      (args->code.size() != 8 || args->code.find_first_not_of("0123456789") != std::string::npos)) {
-    log("the code must be 8 digits");
+  if (!cfg) {
+    log_error("config_error", cfg.error().message);
     return kUsage;
+  }
+  if (!args->currency.empty()) {
+    if (auto c = lookup_currency(args->currency, cfg->currency, cfg->currency_alpha, cfg->currency_exponent); !c)
+      return otac::sys::cli_usage_error(app, "--currency: " + c.error().message);
   }
   std::string door = args->door.empty() ? cfg->door_id : args->door;
-  if (args->command == "door" && door.empty()) { log("door mode needs --door ID or door_id in the config"); return kUsage; }
+  if (args->command == "door" && door.empty())
+    return otac::sys::cli_usage_error(app, "--door: door mode needs --door ID or door_id in the config");
   if (args->command != "door" && args->command != "code") door.clear();
   std::optional<std::uint64_t> amount;
-  if (args->command == "pos" && !args->amount.empty()) {
+  if (!args->amount.empty()) {  // pos, atm, refund: the decimals the currency has
     auto v = parse_amount(args->amount, cfg->currency_exponent);
-    if (!v) { log(v.error().message); return kUsage; }
+    if (!v) return otac::sys::cli_usage_error(app, "--amount: " + v.error().message);
     amount = *v;
   }
   ::signal(SIGINT, on_signal);
@@ -619,7 +679,7 @@ int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
 
   auto link = BackendLink::create(*cfg);
-  if (!link) { log(link.error().message); return kFail; }
+  if (!link) { log_error("backend_link_failed", link.error().message); return kFail; }
   Backend& be = **link;
   OutcomeQueue queue(cfg->data_dir);
   // Reports a run before this one left (backend down, or killed mid-payout) go first.
@@ -630,7 +690,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<Dispenser> disp;
   if (args->command == "atm") {
     auto d = open_socket_dispenser(cfg->dispenser_socket, std::chrono::milliseconds(5000));
-    if (!d) { log(d.error().message); return kUsage; }
+    if (!d) { log_error("dispenser_error", d.error().message); return kUsage; }
     disp = std::move(*d);
   }
 
@@ -639,7 +699,7 @@ int main(int argc, char** argv) {
     auto r = open_reader(cfg->reader);
     if (!r) {
       // No transaction can start; still one report, so that scripts see why.
-      log(r.error().message);
+      log_error("reader_error", r.error().message);
       Report rep;
       rep.mode = args->command;
       rep.time = now_utc().iso;
@@ -650,7 +710,7 @@ int main(int argc, char** argv) {
       return kFail;
     }
     reader = std::move(*r);
-    log("reader: " + reader->name());
+    slog::info("reader", {{"name", reader->name()}});
   }
   if (args->command == "code") return run_code(*args, *cfg, reader.get(), be);
 
@@ -664,16 +724,16 @@ int main(int argc, char** argv) {
       } else {
         std::cerr << "Amount (" << cfg->currency_alpha << "): " << std::flush;
         auto line = read_line(0, 300, 20);
-        if (!line) { log("no amount entered"); return args->loop ? status : kUsage; }
+        if (!line) { log_error("no_amount", "no amount entered"); return args->loop ? status : kUsage; }
         auto v = parse_amount(*line, cfg->currency_exponent);
-        if (!v) { log(v.error().message); if (args->loop) continue; return kUsage; }
+        if (!v) { log_error("bad_amount", v.error().message); if (args->loop) continue; return kUsage; }
         amt = *v;
       }
     }
     // The service keeps its connection warm: one the backend closed while idle (30 s) is
     // reopened, with TLS session resumption, before the card arrives rather than during the tap.
     if (args->loop) {
-      if (auto w = be.warm(); !w) log("backend not reachable yet: " + w.error().message);
+      if (auto w = be.warm(); !w) slog::warn("backend_not_reachable", {{"error", w.error().message}});
     }
     status = run_tap(*args, *cfg, *reader, be, amt, door, args->loop ? std::string() : args->txn_id, queue, disp.get());
   }

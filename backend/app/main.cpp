@@ -22,6 +22,7 @@
 #include "otac/common/crypto.hpp"
 #include "otac/common/number.hpp"
 #include "otac/common/url.hpp"
+#include "otac/sys/cli.hpp"
 #include "otac/sys/file.hpp"
 #include "pki.hpp"
 #include "router.hpp"
@@ -37,9 +38,8 @@ using namespace otac::backend;  // NOLINT
 
 namespace {
 
-constexpr const char* kHelp = R"(NAME
-    otac-backend - OTAC transaction backend: authorizations, card lists over SMS, operators
-
+// The text of --help after CLI11's list of the options and commands.
+constexpr const char* kHelp = R"(
 SYNOPSIS
     otac-backend --data-dir DIR [--config FILE] [--listen HOST:PORT] [--mo-listen HOST:PORT]
     otac-backend --default-config
@@ -48,7 +48,8 @@ SYNOPSIS
     otac-backend hsm-init --data-dir DIR [--config FILE]
     otac-backend hsm-migrate --data-dir DIR [--config FILE] [--batch N]
     otac-backend hsm-rotate --data-dir DIR [--config FILE] [--batch N] [--keep-old]
-    otac-backend --help
+    otac-backend [COMMAND] --help
+    otac-backend --version
 
 DESCRIPTION
     Serves the HTTPS API of docs/protocol.md section 5: terminals authenticate with client
@@ -67,8 +68,9 @@ DESCRIPTION
     server's list-signing key live in otac.db, sealed under kek.bin).
 
     Once listening, DIR/backend.port holds the HTTPS port and DIR/mo.port the MO port (useful
-    with port 0). Logs go to standard error, one key=value line per request or event; secrets
-    (keys, tokens, codes) are never logged.
+    with port 0). Logs go to standard error, one key=value line per request or event (the
+    format of every OTAC program: ts=... level=... event=... key=value ...); secrets (keys,
+    tokens, codes) are never logged.
 
     Certificates: the server certificate and terminal certificates are valid for 397 days
     (client_cert_days), counted from a start backdated 5 minutes. From 30 days before the
@@ -93,7 +95,8 @@ KEY CEREMONY (keys in a PKCS#11 token; kek_uri and friends in the config)
                  re-wraps every value in batches while they serve (they open both versions),
                  then destroys the old versions (--keep-old keeps them). Run again to
                  resume an interrupted rotation.
-    Each writes an audit entry. The PIN is read from pkcs11_pin_file (0600).
+    Each writes an audit entry. The PIN is read from pkcs11_pin_file (0600). Each command
+    takes --data-dir and --config after its name (or before it).
 
 OPTIONS
     --data-dir DIR        data directory (created 0700 if absent). Required.
@@ -105,7 +108,11 @@ OPTIONS
                           first start writes; the Debian package installs it in /etc/otac).
     --convert-config OLD  print a config file of the old "key = value" format as TOML, same
                           lines and values (docs/operations.md, "Config files").
-    --help                this text.
+    --batch N             hsm-migrate, hsm-rotate: rows per transaction, 1 to 100000
+                          (default 200).
+    --keep-old            hsm-rotate: keep the old KEK versions in the token.
+    --help                this text; COMMAND --help: that command's options.
+    --version             the program's version.
 
 KANNEL
     get-url = "http://127.0.0.1:MOPORT/v1/sms/mo?secret=SECRET&from=%p&to=%P&udh=%u&data=%b"
@@ -115,16 +122,12 @@ SIGNALS
     SIGTERM, SIGINT: stop accepting, finish requests in progress, exit 0.
 
 EXIT STATUS
-    0 clean shutdown, 1 failure (message on standard error), 2 usage error.
+    0 clean shutdown, 1 failure (logged on standard error), 2 usage error (one line naming
+    the option).
 )";
 
-int usage(const std::string& msg) {
-  std::fprintf(stderr, "otac-backend: %s\nTry 'otac-backend --help'.\n", msg.c_str());
-  return 2;
-}
-
 int fail(const std::string& msg) {
-  std::fprintf(stderr, "otac-backend: %s\n", msg.c_str());
+  log::error("failed", {{"error", msg}});
   return 1;
 }
 
@@ -212,7 +215,7 @@ int renew_certificate(const Config& c) {
 
 // otac-backend hsm-init | hsm-migrate | hsm-rotate: prints the summary (also in the audit log).
 int run_ceremony(std::string_view sub, const Config& c, CeremonyOptions o) {
-  o.rewrap.progress = [](std::uint64_t n) { std::fprintf(stderr, "otac-backend: %llu keys re-wrapped\n", static_cast<unsigned long long>(n)); };
+  o.rewrap.progress = [](std::uint64_t n) { log::info("rewrapped", {{"keys", std::to_string(n)}}); };
   auto r = sub == "hsm-init" ? hsm_init(c, o) : sub == "hsm-migrate" ? hsm_migrate(c, o) : hsm_rotate(c, o);
   if (!r) return fail(std::string(sub) + ": " + r.error().message);
   std::printf("%s\n", r->c_str());
@@ -245,42 +248,72 @@ std::string trim_line(std::string s) {
 
 int main(int argc, char** argv) {
   std::string data_dir, config_file, listen_override, mo_override;
-  const std::string_view sub = argc > 1 ? std::string_view(argv[1]) : std::string_view();
-  const bool renew = sub == "renew-certificate";
-  const bool ceremony = sub == "hsm-init" || sub == "hsm-migrate" || sub == "hsm-rotate";
   CeremonyOptions ceremony_options;
-  for (int i = renew || ceremony ? 2 : 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&](std::string& dst) -> bool {
-      if (i + 1 >= argc) return false;
-      dst = argv[++i];
-      return true;
-    };
-    if (a == "--help" || a == "-h") { std::fputs(kHelp, stdout); return 0; }
-    if (a == "--default-config") { std::fputs(default_config_text().c_str(), stdout); return 0; }
-    if (a == "--convert-config") {  // an old key = value file as TOML (docs/operations.md "Config files")
-      if (i + 1 >= argc) return usage("--convert-config needs the old config file");
-      auto toml = convert_config(argv[i + 1]);
-      if (!toml) return fail(toml.error().message);
-      std::fputs(toml->c_str(), stdout);
-      return 0;
-    }
-    if (a == "--data-dir") { if (!value(data_dir)) return usage("--data-dir needs a directory"); }
-    else if (a == "--config") { if (!value(config_file)) return usage("--config needs a file"); }
-    else if (a == "--listen") { if (!value(listen_override)) return usage("--listen needs HOST:PORT"); }
-    else if (a == "--mo-listen") { if (!value(mo_override)) return usage("--mo-listen needs HOST:PORT"); }
-    else if (ceremony && a == "--batch") {
-      std::string v;
-      auto n = value(v) ? parse_uint(v, 1, 100000) : Result<std::uint64_t>(make_error(Errc::bad_value, "missing"));
-      if (!n) return usage("--batch needs a number of rows, 1 to 100000");
-      ceremony_options.rewrap.batch = static_cast<std::uint32_t>(*n);
-    }
-    else if (sub == "hsm-rotate" && a == "--keep-old") ceremony_options.keep_old = true;
-    else return usage("unknown argument '" + a + "'");
+  // The command line through CLI11 (otac/sys/cli.hpp).
+  CLI::App app{"The OTAC transaction backend: authorizations, card lists over SMS, operators.", "otac-backend"};
+  otac::sys::cli_defaults(app);
+  app.footer(kHelp);
+  app.add_flag_callback(
+      "--default-config",
+      [] {
+        std::fputs(default_config_text().c_str(), stdout);
+        throw CLI::Success();
+      },
+      "print the commented default configuration and exit");
+  // An old key = value file as TOML, same lines and values (docs/operations.md "Config files").
+  int convert_status = -1;
+  app.add_option_function<std::string>(
+         "--convert-config",
+         [&convert_status](const std::string& old) {
+           auto toml = convert_config(old);
+           if (!toml) {
+             convert_status = fail(toml.error().message);
+           } else {
+             std::fputs(toml->c_str(), stdout);
+             convert_status = 0;
+           }
+           throw CLI::Success();
+         },
+         "print the old key = value config file OLD as TOML and exit")
+      ->type_name("OLD");
+  // --data-dir and --config: before a command or after it (the commands' own options).
+  const auto dirs = [&](CLI::App* a) {
+    a->add_option("--data-dir", data_dir, "data directory, created 0700 if absent (required)")->type_name("DIR");
+    a->add_option("--config", config_file, "configuration file (default DIR/otac-backend.conf)")->type_name("FILE");
+  };
+  const auto batch = [&](CLI::App* a) {
+    a->add_option("--batch", ceremony_options.rewrap.batch, "rows per transaction (default 200)")
+        ->type_name("N")
+        ->check(CLI::Range(1u, 100000u));
+  };
+  dirs(&app);
+  app.add_option("--listen", listen_override, "HTTPS listener; overrides listen in the config")->type_name("HOST:PORT");
+  app.add_option("--mo-listen", mo_override, "Kannel listener on loopback; overrides mo_listen")->type_name("HOST:PORT");
+  CLI::App* renew_cmd = app.add_subcommand("renew-certificate", "a new server certificate for the same key, names and CA");
+  CLI::App* init_cmd = app.add_subcommand("hsm-init", "makes the keys a new store needs in the PKCS#11 token");
+  CLI::App* migrate_cmd = app.add_subcommand("hsm-migrate", "moves a file-KEK store into the PKCS#11 token");
+  CLI::App* rotate_cmd = app.add_subcommand("hsm-rotate", "re-wraps every key under a new KEK version");
+  for (CLI::App* c : {renew_cmd, init_cmd, migrate_cmd, rotate_cmd}) {
+    c->footer("otac-backend --help describes every command and option.");
+    dirs(c);
   }
-  if (data_dir.empty()) return usage("--data-dir is required");
+  batch(migrate_cmd);
+  batch(rotate_cmd);
+  rotate_cmd->add_flag("--keep-old", ceremony_options.keep_old, "keep the old KEK versions in the token");
+  app.require_subcommand(0, 1);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (convert_status >= 0) return convert_status;
+    return otac::sys::cli_exit(app, e);
+  }
+  const std::string_view sub = app.get_subcommands().empty() ? std::string_view() : app.get_subcommands().front()->get_name();
+  const bool renew = renew_cmd->parsed();
+  const bool ceremony = !sub.empty() && !renew;
+  const auto usage = [&app](const std::string& msg) { return otac::sys::cli_usage_error(app, msg); };
+  if (data_dir.empty()) return usage("--data-dir DIR is required");
   if (renew || ceremony) {
-    if (!listen_override.empty() || !mo_override.empty()) return usage(std::string(sub) + " takes no listen address");
+    if (!listen_override.empty() || !mo_override.empty()) return usage("--listen, --mo-listen: " + std::string(sub) + " takes no listen address");
     Config base;
     base.data_dir = fs::absolute(data_dir);
     const fs::path cfg_path = config_file.empty() ? base.data_dir / "otac-backend.conf" : fs::path(config_file);
@@ -312,12 +345,14 @@ int main(int argc, char** argv) {
   if (!listen_override.empty()) c.listen = listen_override;
   if (!mo_override.empty()) c.mo_listen = mo_override;
   auto listen = parse_host_port(c.listen);
-  if (!listen) return usage("listen address: " + listen.error().message);
+  if (!listen) return usage((listen_override.empty() ? "listen in " + cfg_path.string() : std::string("--listen")) + ": " + listen.error().message);
   auto mo_listen = parse_host_port(c.mo_listen);
-  if (!mo_listen) return usage("MO listen address: " + mo_listen.error().message);
+  if (!mo_listen) return usage((mo_override.empty() ? "mo_listen in " + cfg_path.string() : std::string("--mo-listen")) + ": " + mo_listen.error().message);
   const std::string host = listen->host, mo_host = mo_listen->host;
   const std::uint16_t port = listen->port, mo_port = mo_listen->port;
-  if (!is_loopback(mo_host)) return usage("the MO listener is plain HTTP and must be on 127.0.0.1 or ::1");
+  if (!is_loopback(mo_host))
+    return usage((mo_override.empty() ? "mo_listen in " + cfg_path.string() : std::string("--mo-listen")) +
+                 ": the MO listener is plain HTTP and must be on 127.0.0.1 or ::1");
 
   auto created = bootstrap(c);
   if (!created) return fail(created.error().message);
@@ -368,8 +403,12 @@ int main(int argc, char** argv) {
   if (!fs::exists(c.data_dir / "card-ca.pub")) created->push_back((c.data_dir / "card-ca.pub").string() + " (card CA public point, hex)");
   if (auto w = sys::write_file_atomic(c.data_dir / "card-ca.pub", to_hex(*card_ca) + "\n", {.mode = 0644}); !w) return fail(w.error().message);
   if (!created->empty()) {
-    std::fprintf(stderr, "otac-backend: first start in %s; created:\n", c.data_dir.c_str());
-    for (const auto& f : *created) std::fprintf(stderr, "  %s\n", f.c_str());
+    log::info("first_start", {{"data_dir", c.data_dir.string()}, {"created", std::to_string(created->size())}});
+    for (const auto& f : *created) {  // "PATH (what it is)"
+      const auto paren = f.find(" (");
+      log::info("created", {{"file", f.substr(0, paren)},
+                            {"what", paren == std::string::npos ? std::string() : f.substr(paren + 2, f.size() - paren - 3)}});
+    }
   }
 
   auto ca_cert = sys::read_file(c.resolve(c.ca_cert));

@@ -41,6 +41,8 @@
 #include "otac/common/protocol.hpp"
 #include "otac/common/url.hpp"
 #include "otac/net/http_client.hpp"
+#include "otac/sys/cli.hpp"
+#include "otac/sys/log.hpp"
 #include "store_open.hpp"
 
 namespace beast = boost::beast;
@@ -48,13 +50,14 @@ namespace bhttp = boost::beast::http;
 namespace json = boost::json;
 using namespace otac;           // NOLINT: a program's main file
 using namespace otac::backend;  // NOLINT
+namespace slog = otac::sys::log;
 using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr const char* kUsage = R"(otac-loadgen - load generator for otac-backend (a benchmark, not a test)
-
-USAGE
+// The text of --help after CLI11's list of the options.
+constexpr const char* kHelp = R"(
+SYNOPSIS
   otac-loadgen --data-dir DIR --url https://127.0.0.1:PORT [--url ...] [--connections N] [--seconds S]
                [--rate R] [--codes C] [--reference URL] [--no-healthz]
 
@@ -76,18 +79,23 @@ DESCRIPTION
     phase=NAME rps=R p50_ms=A p99_ms=B ok=N errors=E
 
 OPTIONS
-  --connections N   concurrent keep-alive connections (default 16)
-  --seconds S       length of each phase (default 10)
+  --data-dir DIR    the backend's data directory (required)
+  --url URL         the backend, https://127.0.0.1:PORT (required); give it once per node
+  --connections N   concurrent keep-alive connections, 1..4096 (default 16)
+  --seconds S       length of each phase, 0.1..86400 (default 10)
   --rate R          0: as fast as the connections allow (throughput, the default);
                     R > 0: paced at R requests/s in total (latency at a fixed rate)
-  --codes C         authorizations to prepare (default 60000); a phase ends early when
+  --codes C         authorizations to prepare, 1..20000000 (default 60000); a phase ends early when
                     they are used up
   --reference URL   before the authorizations, send GET URL (https, same CA, same client
                     certificate) the same way: the reference for bench/ratio.sh
   --no-healthz      skip the GET /healthz phase
 
+Progress and results go to standard output; logs (connection failures, set-up errors) to
+standard error, one key=value line per event.
+
 EXIT STATUS
-  0 done, 1 the backend refused the set-up, 2 usage error.
+  0 done, 1 the backend refused the set-up or a phase had errors, 2 usage error.
 )";
 
 
@@ -190,7 +198,7 @@ Result_ run(const Phase& ph, const std::string& ca, const std::string& cert, con
       o.user_agent = "otac-loadgen";
       auto client = otac::net::HttpClient::create(o);
       if (!client) {
-        std::fprintf(stderr, "otac-loadgen: connection %u: %s\n", c, client.error().message.c_str());
+        slog::warn("connection_failed", {{"connection", std::to_string(c)}, {"error", client.error().message}});
         ++mine.errors;
       }
       for (std::uint64_t k = 0; client && k < 10'000'000; ++k) {
@@ -206,7 +214,7 @@ Result_ run(const Phase& ph, const std::string& ca, const std::string& cert, con
         auto res = ph.bodies ? (*client)->request(bhttp::verb::post, ph.target, (*ph.bodies)[i])
                              : (*client)->request(bhttp::verb::get, ph.target);
         if (!res) {
-          std::fprintf(stderr, "otac-loadgen: connection %u: %s\n", c, res.error().message.c_str());
+          slog::warn("request_failed", {{"connection", std::to_string(c)}, {"error", res.error().message}});
           ++mine.errors;
           break;
         }
@@ -218,8 +226,8 @@ Result_ run(const Phase& ph, const std::string& ca, const std::string& cert, con
           ++mine.ok;
         } else {
           if (mine.errors < 3) {
-            std::fprintf(stderr, "otac-loadgen: connection %u: unexpected answer %u: %.200s\n", c, res->status,
-                         res->body.c_str());
+            slog::warn("unexpected_answer", {{"connection", std::to_string(c)}, {"status", std::to_string(res->status)},
+                                             {"body", res->body.substr(0, 200)}});
           }
           ++mine.errors;
         }
@@ -248,7 +256,7 @@ double pct(const std::vector<double>& v, double p) {
 void fsync_probe(const std::string& dir) {
   const std::string path = dir + "/loadgen-fsync-probe.tmp";
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  if (fd < 0) { std::fprintf(stderr, "otac-loadgen: cannot create %s\n", path.c_str()); return; }
+  if (fd < 0) { slog::warn("fsync_probe_skipped", {{"file", path}, {"error", std::strerror(errno)}}); return; }
   std::vector<double> lat;
   const std::vector<char> page(4096, 'x');
   for (int i = 0; i < 200; ++i) {
@@ -301,38 +309,35 @@ int main(int argc, char** argv) {
   unsigned connections = 16;
   double seconds = 10, rate = 0;
   std::size_t codes = 60000;  // enough for 10 s at 6,000/s
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto v = [&]() -> std::string {
-      if (i + 1 >= argc) { std::fprintf(stderr, "otac-loadgen: %s needs a value\n", a.c_str()); std::exit(2); }
-      return argv[++i];
-    };
-    if (a == "--data-dir") dir = v();
-    else if (a == "--url") urls.push_back(v());
-    else if (a == "--reference") reference = v();
-    else if (a == "--no-healthz") healthz = false;
-    else if (a == "--connections" || a == "--seconds" || a == "--rate" || a == "--codes") {
-      const std::string value = v();
-      try {
-        if (a == "--connections") connections = static_cast<unsigned>(std::stoul(value));
-        else if (a == "--seconds") seconds = std::stod(value);
-        else if (a == "--rate") rate = std::stod(value);
-        else codes = std::stoul(value);
-      } catch (const std::exception&) {
-        std::fprintf(stderr, "otac-loadgen: %s needs a number, not '%s'\n", a.c_str(), value.c_str());
-        return 2;
-      }
-    }
-    else if (a == "--help") { std::fputs(kUsage, stdout); return 0; }
-    else { std::fprintf(stderr, "otac-loadgen: unknown argument %s\n", a.c_str()); return 2; }
+  // The command line through CLI11 (otac/sys/cli.hpp).
+  CLI::App app{"Load generator for otac-backend (a benchmark, not a test).", "otac-loadgen"};
+  otac::sys::cli_defaults(app);
+  app.footer(kHelp);
+  app.add_option("--data-dir", dir, "the backend's data directory")->type_name("DIR")->required();
+  app.add_option("--url", urls, "the backend, https://127.0.0.1:PORT; once per node")
+      ->type_name("URL")
+      ->required()
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  app.add_option("--connections", connections, "keep-alive connections (default 16)")->check(CLI::Range(1u, 4096u));
+  app.add_option("--seconds", seconds, "length of each phase (default 10)")->check(CLI::Range(0.1, 86400.0));
+  app.add_option("--rate", rate, "0: as fast as possible, or requests/s in total")->check(CLI::Range(0.0, 1e7));
+  app.add_option("--codes", codes, "authorizations to prepare (default 60000)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{20'000'000}));
+  app.add_option("--reference", reference, "first drive GET URL the same way")->type_name("URL");
+  bool no_healthz = false;
+  app.add_flag("--no-healthz", no_healthz, "skip the GET /healthz phase");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return otac::sys::cli_exit(app, e);
   }
-  if (dir.empty() || urls.empty()) { std::fprintf(stderr, "otac-loadgen: --data-dir and --url are required\n"); return 2; }
+  healthz = !no_healthz;
   std::vector<std::uint16_t> ports;
   std::string host;
   for (const auto& url : urls) {
     auto o = otac::parse_https_origin(url);
-    if (!o) { std::fprintf(stderr, "otac-loadgen: --url: %s\n", o.error().message.c_str()); return 2; }
-    if (!host.empty() && o->host != host) { std::fprintf(stderr, "otac-loadgen: every --url must name the same host\n"); return 2; }
+    if (!o) return otac::sys::cli_usage_error(app, "--url: " + o.error().message);
+    if (!host.empty() && o->host != host) return otac::sys::cli_usage_error(app, "--url: every --url must name the same host");
     host = o->host;
     ports.push_back(o->port);
   }
@@ -342,7 +347,7 @@ int main(int argc, char** argv) {
     // "https://host:port/path": the origin through the same parser, the path kept as is.
     const auto slash = reference.find('/', reference.find("://") == std::string::npos ? 0 : reference.find("://") + 3);
     auto ro = otac::parse_https_origin(reference.substr(0, slash));
-    if (!ro) { std::fprintf(stderr, "otac-loadgen: --reference: %s\n", ro.error().message.c_str()); return 2; }
+    if (!ro) return otac::sys::cli_usage_error(app, "--reference: " + ro.error().message);
     ref = Phase{ro->host, {ro->port}, slash == std::string::npos ? "/" : reference.substr(slash), nullptr};
   }
   otac::net::ClientOptions admin;
@@ -354,27 +359,35 @@ int main(int argc, char** argv) {
   // Terminal.
   const std::string term = "BENCH" + std::to_string(100 + (std::time(nullptr) % 900));
   auto reg = otac::net::request_once(admin, bhttp::verb::post, "/v1/admin/terminals", R"({"id":")" + term + R"("})");
-  if (!reg || reg->status != 201) { std::fprintf(stderr, "otac-loadgen: cannot register a terminal\n"); return 1; }
+  if (!reg || reg->status != 201) {
+    slog::error("failed", {{"error", "cannot register a terminal"},
+                           {"detail", reg ? std::to_string(reg->status) + " " + reg->body : reg.error().message}});
+    return 1;
+  }
   auto ro = json::parse(reg->body).as_object();
   // Next to the backend's own keys in its (0700) data directory, the key itself 0600.
   const std::string cert = dir + "/loadgen-" + term + ".pem", key = dir + "/loadgen-" + term + ".key";
   std::ofstream(cert) << std::string(ro.at("cert").as_string());
   if (!write_private(key, std::string(ro.at("key").as_string()))) {
-    std::fprintf(stderr, "otac-loadgen: cannot write %s: %s\n", key.c_str(), std::strerror(errno));
+    slog::error("failed", {{"error", "cannot write " + key + ": " + std::strerror(errno)}});
     return 1;
   }
 
   // Cards and lists; read the codes from the store (a card would hold them).
   // The backend's own custody (its config in DIR): the file KEK, or its PKCS#11 token.
   auto store = loadgen_store(dir);
-  if (!store) { std::fprintf(stderr, "otac-loadgen: %s\n", store.error().message.c_str()); return 1; }
+  if (!store) { slog::error("failed", {{"error", store.error().message}}); return 1; }
   std::vector<std::string> bodies;
   std::size_t card_no = 0;
   while (bodies.size() < codes && card_no < 10000) {
     ++card_no;
     auto en = otac::net::request_once(admin, bhttp::verb::post, "/v1/admin/cards",
                               R"({"msisdn":"+49155)" + std::to_string(1000000 + card_no) + R"(","threshold":0})");
-    if (!en || en->status != 201) { std::fprintf(stderr, "otac-loadgen: enroll failed\n"); return 1; }
+    if (!en || en->status != 201) {
+      slog::error("failed", {{"error", "enroll failed"},
+                             {"detail", en ? std::to_string(en->status) + " " + en->body : en.error().message}});
+      return 1;
+    }
     const Bytes n = hex(std::string(json::parse(en->body).as_object().at("n").as_string()));
     // Two lists per card: a card holds two (protocol.md 6.1.1), and the backend refuses a
     // third refresh (409) while it waits for the card's Proof of Receipt.
@@ -382,8 +395,8 @@ int main(int argc, char** argv) {
       auto rf = otac::net::request_once(admin, bhttp::verb::post, "/v1/admin/cards/" + to_hex(n) + "/refresh");
       if (rf && rf->status == 409 && l > 0) break;
       if (!rf || rf->status != 200) {
-        std::fprintf(stderr, "otac-loadgen: refresh failed: %s\n",
-                     rf ? (std::to_string(rf->status) + " " + rf->body).c_str() : rf.error().message.c_str());
+        slog::error("failed", {{"error", "refresh failed"},
+                               {"detail", rf ? std::to_string(rf->status) + " " + rf->body : rf.error().message}});
         return 1;
       }
       const auto list = static_cast<std::uint16_t>(json::parse(rf->body).as_object().at("list").as_int64());
@@ -395,7 +408,7 @@ int main(int argc, char** argv) {
         }
         return {};
       });
-      if (!r) { std::fprintf(stderr, "otac-loadgen: %s\n", r.error().message.c_str()); return 1; }
+      if (!r) { slog::error("failed", {{"error", r.error().message}}); return 1; }
     }
   }
   std::printf("prepared %zu authorizations over %zu cards; %u connections, %.0f s, rate %s\n", bodies.size(), card_no,

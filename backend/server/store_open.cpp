@@ -1,8 +1,9 @@
 #include "store_open.hpp"
 
 #include <algorithm>
-#include <cstdio>
+#include <string>
 
+#include "log.hpp"
 #include "pg_store.hpp"
 #include "sqlite_store.hpp"
 
@@ -29,7 +30,7 @@ Result<StoreFactory> store_opener(const Config& c, std::shared_ptr<const Kek> ke
     start.conninfo = c.postgres_conninfo;
     start.start_attempts = attempts_within(std::chrono::seconds(c.postgres_start_timeout_seconds), start.first_backoff);
     start.on_retry = [](const std::string& why, std::chrono::milliseconds next) {
-      std::fprintf(stderr, "otac-backend: %s; retrying in %lld ms\n", why.c_str(), static_cast<long long>(next.count()));
+      log::warn("store_retry", {{"error", why}, {"retry_in_ms", std::to_string(next.count())}});
     };
     auto first = open_pg_store(start, kek);  // connects and migrates under an advisory lock
     if (!first) return make_error(first.error().code, "cannot open the PostgreSQL store: " + first.error().message);

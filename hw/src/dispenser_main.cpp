@@ -18,12 +18,15 @@
 #include <vector>
 
 #include "otac/hw/dispenser_model.hpp"
+#include "otac/sys/cli.hpp"
 #include "otac/sys/fd.hpp"
 #include "otac/sys/file.hpp"
+#include "otac/sys/log.hpp"
 
 namespace {
 
 namespace d = otac::dispenser;
+namespace log = otac::sys::log;
 using otac::hw::dispenser::Model;
 using otac::sys::Fd;
 
@@ -33,36 +36,32 @@ extern "C" void on_signal(int /*sig*/) { g_stop.store(true); }
 
 constexpr std::size_t kMaxClients = 8;
 
-void print_help() {
-  std::printf(
-      "Usage: otac-dispenser-emu --socket PATH --cassettes D1xN1[,D2xN2...] [OPTIONS]\n"
-      "\n"
-      "Emulates a cash dispenser on a Unix stream socket. Each request is one line, each reply\n"
-      "one line (docs/protocol.md section 8):\n"
-      "  STATUS                    -> OK STATUS ready|empty D1xN1,...\n"
-      "  DISPENSE AMOUNT SECONDS   -> OK DISPENSED AMOUNT, or ERR JAM|PARTIAL|SHUTTER|RETRACTED|EMPTY HANDED\n"
-      "  FAULT KIND                -> OK FAULT KIND: the next DISPENSE suffers KIND\n"
-      "Amounts and denominations are minor units; SECONDS is the customer's time to take the\n"
-      "notes. Faults: jam (before any note), partial (the largest note comes out, then a jam),\n"
-      "shutter (the shutter does not open; notes retracted), not_taken (presented, not taken,\n"
-      "retracted after SECONDS), empty (answers EMPTY), none.\n"
-      "\n"
-      "Options:\n"
-      "  --socket PATH        the socket to listen on; an existing socket there is replaced,\n"
-      "                       any other file is refused\n"
-      "  --cassettes LIST     denominations and note counts, e.g. 2000x50,5000x20 (at most 8)\n"
-      "  --fault KIND         the first DISPENSE suffers KIND\n"
-      "  --delay-ms MS        each DISPENSE takes MS milliseconds to count the notes (default 0)\n"
-      "  --ready-file FILE    written once the socket listens (the readiness signal); removed on exit\n"
-      "  --verbose            one line per request on standard error\n"
-      "  --help               this text\n"
-      "Stops on SIGTERM or SIGINT. Exit status: 0 stopped, 1 failed, 2 usage error.\n");
-}
+// The text of --help after CLI11's list of the options.
+constexpr const char* kHelp = R"(
+Emulates a cash dispenser on a Unix stream socket. Each request is one line, each reply one
+line (docs/protocol.md section 8):
+  STATUS                    -> OK STATUS ready|empty D1xN1,...
+  DISPENSE AMOUNT SECONDS   -> OK DISPENSED AMOUNT, or ERR JAM|PARTIAL|SHUTTER|RETRACTED|EMPTY HANDED
+  FAULT KIND                -> OK FAULT KIND: the next DISPENSE suffers KIND
+Amounts and denominations are minor units; SECONDS is the customer's time to take the notes.
 
-int usage(const std::string& msg) {
-  std::fprintf(stderr, "otac-dispenser-emu: %s (see --help)\n", msg.c_str());
-  return 2;
-}
+Required:
+  --socket PATH        the socket to listen on; an existing socket there is replaced, any
+                       other file is refused
+  --cassettes LIST     denominations and note counts, e.g. 2000x50,5000x20 (at most 8)
+Options:
+  --fault KIND         the first DISPENSE suffers KIND: jam (before any note), partial (the
+                       largest note comes out, then a jam), shutter (the shutter does not
+                       open; notes retracted), not_taken (presented, not taken, retracted after
+                       SECONDS), empty (answers EMPTY), none
+  --delay-ms MS        each DISPENSE takes MS milliseconds (0..600000) to count the notes
+                       (default 0)
+  --ready-file FILE    written once the socket listens (the readiness signal); removed on exit
+  --verbose            one log line per request and reply on standard error
+
+Logs go to standard error, one key=value line per event (ready, request, stopped, failed).
+Stops on SIGTERM or SIGINT. Exit status: 0 stopped, 1 failed, 2 usage error.
+)";
 
 struct Options {
   std::string socket_path;
@@ -139,8 +138,8 @@ bool serve_lines(Model& model, Client& c, const Options& opt) {
     if (opt.delay_ms > 0 && line.rfind("DISPENSE ", 0) == 0) wait_for(std::chrono::milliseconds(opt.delay_ms));
     auto a = model.handle(line);
     if (a.delay_seconds > 0) wait_for(std::chrono::seconds(a.delay_seconds));
-    if (opt.verbose) std::fprintf(stderr, "otac-dispenser-emu: %s -> %.*s\n", line.substr(0, 64).c_str(),
-                              static_cast<int>(a.line.size() - 1), a.line.c_str());
+    if (opt.verbose)
+      log::info("request", {{"request", line.substr(0, 64)}, {"reply", a.line.substr(0, a.line.size() - 1)}});
     if (!send_all(c.fd.get(), a.line)) return false;
   }
   return true;
@@ -150,26 +149,25 @@ int run(const Options& opt) {
   std::string err;
   Fd listener = listen_on(opt.socket_path, err);
   if (!listener) {
-    std::fprintf(stderr, "otac-dispenser-emu: %s\n", err.c_str());
+    log::error("failed", {{"error", err}});
     return 1;
   }
   Model model(opt.cassettes);
   model.set_fault(opt.fault);
   if (!opt.ready_file.empty()) {
     if (auto w = otac::sys::write_file_atomic(opt.ready_file, opt.socket_path + "\n", {.mode = 0644}); !w) {
-      std::fprintf(stderr, "otac-dispenser-emu: %s\n", w.error().message.c_str());
+      log::error("failed", {{"error", w.error().message}});
       return 1;
     }
   }
-  std::fprintf(stderr, "otac-dispenser-emu: ready on %s with %s\n", opt.socket_path.c_str(),
-               d::encode_cassettes(model.cassettes()).c_str());
+  log::info("ready", {{"socket", opt.socket_path}, {"cassettes", d::encode_cassettes(model.cassettes())}});
   std::vector<Client> clients;
   while (!g_stop.load()) {
     std::vector<pollfd> fds{{listener.get(), POLLIN, 0}};
     for (const auto& c : clients) fds.push_back({c.fd.get(), POLLIN, 0});
     const int n = ::poll(fds.data(), fds.size(), 200);
     if (n < 0 && errno != EINTR) {
-      std::fprintf(stderr, "otac-dispenser-emu: poll: %s\n", std::strerror(errno));
+      log::error("failed", {{"error", std::string("poll: ") + std::strerror(errno)}});
       return 1;
     }
     if (n <= 0) continue;
@@ -192,8 +190,7 @@ int run(const Options& opt) {
   }
   ::unlink(opt.socket_path.c_str());
   if (!opt.ready_file.empty()) ::unlink(opt.ready_file.c_str());
-  std::fprintf(stderr, "otac-dispenser-emu: stopped; cassettes %s, retracted %lld\n", d::encode_cassettes(model.cassettes()).c_str(),
-               static_cast<long long>(model.retracted()));
+  log::info("stopped", {{"cassettes", d::encode_cassettes(model.cassettes())}, {"retracted", std::to_string(model.retracted())}});
   return 0;
 }
 
@@ -201,48 +198,42 @@ int run(const Options& opt) {
 
 int main(int argc, char** argv) {
   Options opt;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view a = argv[i];
-    auto value = [&](std::string_view& v) {
-      if (i + 1 >= argc) return false;
-      v = argv[++i];
-      return true;
-    };
-    std::string_view v;
-    if (a == "--help" || a == "-h") {
-      print_help();
-      return 0;
-    } else if (a == "--socket") {
-      if (!value(v) || v.empty()) return usage("--socket needs a path");
-      opt.socket_path = std::string(v);
-    } else if (a == "--cassettes") {
-      if (!value(v)) return usage("--cassettes needs a list such as 2000x50,5000x20");
-      auto c = d::parse_cassettes(v);
-      if (!c) return usage("--cassettes: " + c.error().message);
-      opt.cassettes = std::move(*c);
-    } else if (a == "--fault") {
-      if (!value(v)) return usage("--fault needs a kind");
-      auto r = d::parse_request("FAULT " + std::string(v));
-      if (!r) return usage("--fault: " + r.error().message);
-      opt.fault = r->fault;
-    } else if (a == "--ready-file") {
-      if (!value(v) || v.empty()) return usage("--ready-file needs a path");
-      opt.ready_file = std::string(v);
-    } else if (a == "--delay-ms") {
-      if (!value(v)) return usage("--delay-ms needs milliseconds");
-      std::uint32_t ms = 0;
-      const bool digits = !v.empty() && v.size() <= 6 && v.find_first_not_of("0123456789") == std::string_view::npos;
-      if (digits) ms = static_cast<std::uint32_t>(std::stoul(std::string(v)));
-      if (!digits || ms > 600000) return usage("--delay-ms needs milliseconds 0..600000");
-      opt.delay_ms = ms;
-    } else if (a == "--verbose" || a == "-v") {
-      opt.verbose = true;
-    } else {
-      return usage("unknown argument '" + std::string(a) + "'");
-    }
+  // The command line through CLI11 (otac/sys/cli.hpp): the values are checked as they are
+  // parsed, so a bad one is a one-line usage error that names its option.
+  CLI::App app{"Emulates a cash dispenser on a Unix stream socket (docs/protocol.md section 8).", "otac-dispenser-emu"};
+  otac::sys::cli_defaults(app);
+  app.footer(kHelp);
+  const auto not_empty = [](const std::string& v) { return v.empty() ? std::string("needs a path") : std::string(); };
+  app.add_option("--socket", opt.socket_path, "the Unix socket to listen on")->type_name("PATH")->required()->check(not_empty);
+  app.add_option_function<std::string>(
+         "--cassettes",
+         [&opt](const std::string& v) {
+           auto c = d::parse_cassettes(v);
+           if (!c) throw CLI::ValidationError("--cassettes", c.error().message);
+           opt.cassettes = std::move(*c);
+         },
+         "denominations and note counts, e.g. 2000x50,5000x20")
+      ->type_name("LIST")
+      ->required();
+  app.add_option_function<std::string>(
+         "--fault",
+         [&opt](const std::string& v) {
+           auto r = d::parse_request("FAULT " + v);
+           if (!r) throw CLI::ValidationError("--fault", r.error().message);
+           opt.fault = r->fault;
+         },
+         "the first DISPENSE suffers KIND")
+      ->type_name("KIND");
+  app.add_option("--delay-ms", opt.delay_ms, "milliseconds each DISPENSE takes (default 0)")
+      ->type_name("MS")
+      ->check(CLI::Range(0u, 600000u));
+  app.add_option("--ready-file", opt.ready_file, "written once the socket listens")->type_name("FILE")->check(not_empty);
+  app.add_flag("-v,--verbose", opt.verbose, "one log line per request");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return otac::sys::cli_exit(app, e);
   }
-  if (opt.socket_path.empty()) return usage("--socket PATH is required");
-  if (opt.cassettes.empty()) return usage("--cassettes is required");
   std::signal(SIGPIPE, SIG_IGN);
   struct sigaction sa {};
   sa.sa_handler = on_signal;

@@ -68,7 +68,8 @@ TEST_CASE("first start creates CA, certificates, token, KEK and config, healthz 
     const auto perms = std::filesystem::status(b.dir / f).permissions();
     CHECK((perms & (std::filesystem::perms::group_all | std::filesystem::perms::others_all)) == std::filesystem::perms::none);
   }
-  CHECK(b.log().find("first start") != std::string::npos);
+  CHECK(b.log().find("event=first_start") != std::string::npos);
+  CHECK(b.log().find("event=created file=") != std::string::npos);
   auto h = Backend::call(b.client(), Verb::get, "/healthz");
   CHECK(h.status == 200);
   CHECK(field(h.body, "status") == "ok");

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <iostream>
 #include <string>
+#include <vector>
 
 namespace otac::sys {
 
@@ -64,11 +65,11 @@ inline void cli_defaults(CLI::App& app) {
       ->group("");
 }
 
-/// The exit status for a parse result: --help and --version print to stdout and give 0; any
-/// other error prints one line to stderr, "PROGRAM [SUBCOMMAND]: what was wrong (PROGRAM
-/// [SUBCOMMAND] --help lists the options)", and gives 2, every OTAC program's usage status.
-inline int cli_exit(const CLI::App& app, const CLI::ParseError& e) {
-  if (e.get_exit_code() == 0) return app.exit(e);  // the help of the subcommand asked, or the version
+/// A usage error found after parsing (a value only the configuration can check, options that
+/// do not go together), printed as cli_exit prints CLI11's own: one line on stderr, "PROGRAM
+/// [SUBCOMMAND]: what (PROGRAM [SUBCOMMAND] --help lists the options)"; gives 2, every OTAC
+/// program's usage status. `what` should name the option ("--amount: ...").
+inline int cli_usage_error(const CLI::App& app, std::string what) {
   // "otac-tool ota-open": the program and the subcommand the error belongs to, when one was given.
   std::string name = app.get_name();
   const CLI::App* at = &app;
@@ -76,10 +77,31 @@ inline int cli_exit(const CLI::App& app, const CLI::ParseError& e) {
     at = at->get_subcommands().front();
     name += " " + at->get_name();
   }
-  std::string what = e.what();
-  if (!what.empty()) what[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(what[0])));
+  // CLI11's sentences start with a capital ("The following ..."); a name such as CODE stays.
+  if (what.size() > 1 && std::isupper(static_cast<unsigned char>(what[1])) == 0)
+    what[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(what[0])));
   std::fprintf(stderr, "%s: %s (%s --help lists the options)\n", name.c_str(), what.c_str(), name.c_str());
   return 2;
+}
+
+/// The exit status for a parse result: --help and --version print to stdout and give 0; any
+/// other error is one line on stderr (cli_usage_error) and gives 2.
+inline int cli_exit(const CLI::App& app, const CLI::ParseError& e) {
+  if (e.get_exit_code() == 0) return app.exit(e);  // the help of the subcommand asked, or the version
+  // CLI11 checks what is required before it complains about what it did not recognise, so a
+  // mistyped option or command would be reported as "--config is required" or "A subcommand
+  // is required": name the words it did not recognise instead, the likelier cause.
+  if (dynamic_cast<const CLI::RequiredError*>(&e) != nullptr) {
+    const std::vector<std::string> extra = app.remaining(true);
+    if (!extra.empty()) {
+      std::string words;
+      for (const auto& w : extra) words += (words.empty() ? "" : " ") + w;
+      return cli_usage_error(app, std::string(extra.size() == 1 ? "the following argument was not expected: "
+                                                                : "the following arguments were not expected: ") +
+                                      words);
+    }
+  }
+  return cli_usage_error(app, e.what());
 }
 
 }  // namespace otac::sys
