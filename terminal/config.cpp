@@ -93,6 +93,27 @@ std::string format_amount(std::uint64_t minor, int exponent) {
   return s;
 }
 
+Result<std::vector<BackendOrigin>> parse_backend_urls(std::string_view text) {
+  std::vector<BackendOrigin> out;
+  constexpr std::size_t kMaxBackends = 8;
+  for (std::size_t i = 0; i <= kMaxBackends; ++i) {
+    const auto comma = text.find(',');
+    const std::string_view one = trim(text.substr(0, comma));
+    const std::string which = "entry " + std::to_string(i + 1);
+    if (one.empty()) return make_error(Errc::bad_value, which + " is empty (separate https URLs with commas)");
+    if (i == kMaxBackends) return make_error(Errc::bad_length, "more than 8 backend URLs");
+    // https://HOST[:PORT][/]; HOST a name, an IPv4 or a bracketed IPv6 address.
+    auto origin = parse_https_origin(one);
+    if (!origin) return make_error(Errc::bad_value, which + ": " + origin.error().message + " (the backend only speaks TLS)");
+    for (const auto& b : out)
+      if (b.host == origin->host && b.port == origin->port) return make_error(Errc::conflict, which + " repeats an earlier one");
+    out.push_back({origin->host, origin->port});
+    if (comma == std::string_view::npos) break;
+    text.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
 Result<Config> parse_config(std::string_view text, std::string_view base_dir) {
   Config c;
   std::set<std::string, std::less<>> seen;
@@ -203,11 +224,9 @@ Result<Config> parse_config(std::string_view text, std::string_view base_dir) {
   // Required keys.
   for (const char* req : {"reader", "backend_url", "ca_file", "cert_file", "key_file", "terminal_id"})
     if (!seen.count(req)) return make_error(Errc::not_found, std::string("config: missing required key ") + req);
-  // backend_url = https://HOST[:PORT][/]; HOST a name, an IPv4 or a bracketed IPv6 address.
-  auto origin = parse_https_origin(url);
-  if (!origin) return make_error(Errc::bad_value, "config: backend_url: " + origin.error().message + " (the backend only speaks TLS)");
-  c.backend_host = origin->host;
-  c.backend_port = origin->port;
+  auto backends = parse_backend_urls(url);
+  if (!backends) return make_error(Errc::bad_value, "config: backend_url: " + backends.error().message);
+  c.backends = std::move(*backends);
   if (c.door_mode && c.door_id.empty()) return make_error(Errc::not_found, "config: mode = door needs door_id");
   if (c.relay == RelayKind::command && c.relay_command.empty())
     return make_error(Errc::not_found, "config: relay = command needs relay_command");
@@ -238,9 +257,14 @@ const char* config_keys() {
                             pn532_i2c:/dev/i2c-1, acr122_usb; or pcsc (first PC/SC reader) or
                             pcsc:NAME (the PC/SC reader whose name starts with NAME).
                             LIBNFC_DEFAULT_DEVICE overrides a libnfc reader when reader = libnfc.
-    backend_url = https://HOST:PORT   the OTAC backend (TLS only). The server certificate
-                            must name HOST (DNS name or IP address; IPv6 in brackets,
-                            https://[::1]:8443) and chain to ca_file.
+    backend_url = https://HOST:PORT[, https://HOST2:PORT ...]   the OTAC backend (TLS
+                            only): one node, or up to 8 nodes of one deployment separated by
+                            commas. Each server certificate must name its HOST (DNS name or
+                            IP address; IPv6 in brackets, https://[::1]:8443) and chain to
+                            ca_file. A request that gets no answer from a node (cannot connect,
+                            TLS refused, timeout, connection lost) or an HTTP 5xx goes to the
+                            next node with the same transaction id, each node at most once per
+                            request; the node that last answered is tried first.
     ca_file = FILE          the only CA trusted for the backend (PEM).
     cert_file = FILE        this terminal's client certificate (PEM), CN = terminal_id.
     key_file = FILE         its private key (PEM); keep it mode 0600.
@@ -266,7 +290,8 @@ const char* config_keys() {
     removal_wait_ms = 10000 how long to wait for the card to leave after the decision.
     connect_timeout_ms = 3000   TCP connect + TLS handshake limit.
     backend_timeout_ms = 5000   limit for one request/answer with the backend.
-    backend_attempts = 3    POSTs of the same transaction on network errors (same txn_id).
+    backend_attempts = 3    POSTs of the same transaction on network errors (same txn_id);
+                            each of them tries the nodes of backend_url in turn.
     data_dir = DIR          where unacknowledged outcomes wait (DIR/outcomes/, one fsync'd file
                             each, replayed on the next run); default: the config file's folder.
     dispenser_socket = PATH atm mode: the cash dispenser's Unix socket (otac-dispenser-emu, or a

@@ -3,6 +3,10 @@
 // and the failure paths: wrong CA, client certificate the backend does not know, backend down.
 #include <catch2/catch.hpp>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <fstream>
 
@@ -24,6 +28,28 @@ using otac::terminal::test::last_json;
 
 // otac-terminal; its stderr (the display) is not read.
 ShellResult run(const std::string& cmd) { return run_shell(cmd + " 2>/dev/null"); }
+
+// A loopback listener that completes TCP handshakes (the kernel's backlog) and never says a
+// word: a node that hangs. Its port stays bound for the listener's lifetime.
+struct SilentNode {
+  int fd = -1;
+  std::uint16_t port = 0;
+  SilentNode() {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(::listen(fd, 16) == 0);
+    socklen_t len = sizeof a;
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+    port = ntohs(a.sin_port);
+  }
+  ~SilentNode() { ::close(fd); }
+  SilentNode(const SilentNode&) = delete;
+  SilentNode& operator=(const SilentNode&) = delete;
+};
 
 // A running otac-backend with a registered terminal TERM0001.
 struct Backend {
@@ -54,10 +80,10 @@ struct Backend {
     o.key_file = (term / "TERM0001.key").string();
     return o;
   }
-  std::filesystem::path config(const std::string& extra = "", const std::string& ca = "") const {
-    const auto p = dir.path / ("terminal" + std::to_string(std::hash<std::string>{}(extra + ca)) + ".conf");
+  std::filesystem::path config(const std::string& extra = "", const std::string& ca = "", const std::string& url = "") const {
+    const auto p = dir.path / ("terminal" + std::to_string(std::hash<std::string>{}(extra + ca + url)) + ".conf");
     std::ofstream f(p);
-    f << "reader = pcsc\nbackend_url = https://127.0.0.1:" << port << "\nca_file = " << (ca.empty() ? (data / "ca.pem").string() : ca)
+    f << "reader = pcsc\nbackend_url = " << (url.empty() ? "https://127.0.0.1:" + port : url) << "\nca_file = " << (ca.empty() ? (data / "ca.pem").string() : ca)
       << "\ncert_file = " << (term / "TERM0001.pem").string() << "\nkey_file = " << (term / "TERM0001.key").string()
       << "\nterminal_id = TERM0001\nbackend_timeout_ms = 3000\nconnect_timeout_ms = 1000\n" << extra;
     return p;
@@ -165,4 +191,61 @@ TEST_CASE("otac-terminal code: JSON line, exit status, backend down", "[terminal
   CHECK(run(std::string(OTAC_TERMINAL_BIN) + " --config " + conf.string() + " code 1234").status == 2);
   CHECK(run(std::string(OTAC_TERMINAL_BIN) + " --config " + conf.string() + " fly").status == 2);
   CHECK(run(std::string(OTAC_TERMINAL_BIN) + " --config " + conf.string() + " pos --amount 1.234").status == 2);
+}
+
+TEST_CASE("backend link: a node that hangs or is gone hands over to the next, which is then tried first",
+          "[terminal][https][integration]") {
+  Backend b;
+  SilentNode hung;
+  // The hung node first: the TLS handshake times out (connect_timeout_ms = 1000), the live node
+  // answers the same request.
+  const std::string urls = "https://127.0.0.1:" + std::to_string(hung.port) + ", https://127.0.0.1:" + b.port;
+  auto cfg = term::load_config(b.config("", "", urls).string());
+  REQUIRE(cfg);
+  REQUIRE(cfg->backends.size() == 2);
+  std::vector<std::string> logged;
+  auto link = term::BackendLink::create(*cfg, [&](const std::string& l) { logged.push_back(l); });
+  REQUIRE(link);
+  const std::string body = term::code_request_body("T-FO-1", hex("0102030405060708"), "12345678", "");
+  auto a1 = (*link)->post("/v1/codes/verify", body);
+  INFO((a1 ? *a1 : a1.error().message));
+  REQUIRE(a1);
+  CHECK(term::parse_answer(*a1, false)->reason == "unknown_card");
+  CHECK((*link)->failovers() == 1);
+  CHECK((*link)->current() == 1);
+  REQUIRE(logged.size() == 1);
+  CHECK(logged[0].find("127.0.0.1:" + std::to_string(hung.port) + " failed") != std::string::npos);
+  // The node that answered is remembered: the next request goes straight to it.
+  const auto t0 = std::chrono::steady_clock::now();
+  auto a2 = (*link)->post("/v1/codes/verify", body);
+  REQUIRE(a2);
+  CHECK(*a2 == *a1);  // the same txn_id: the stored answer
+  CHECK((*link)->failovers() == 1);
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(900));
+  // An answer the backend gives (HTTP 4xx) is not a reason to ask another node.
+  auto g = (*link)->poll("NOPE-1", 0);
+  REQUIRE_FALSE(g);
+  CHECK(g.error().message.find("HTTP 404") != std::string::npos);
+  CHECK((*link)->failovers() == 1);
+  // Every node gone: a network error after each node was tried once, and the flow's own
+  // retries (backend_attempts) decide what happens next.
+  CHECK(b.proc->stop() == 0);
+  auto a3 = (*link)->post("/v1/codes/verify", body);
+  REQUIRE_FALSE(a3);
+  CHECK((a3.error().code == Errc::io || a3.error().code == Errc::timeout));
+  CHECK((*link)->failovers() == 2);  // live node (remembered) -> hung node, which ends the round
+}
+
+TEST_CASE("otac-terminal: backend_url with several nodes, the first one down", "[terminal][https][integration]") {
+  Backend b;
+  SilentNode hung;
+  const std::string urls = "https://127.0.0.1:" + std::to_string(hung.port) + ",https://127.0.0.1:" + b.port + "/";
+  auto r = run_shell(std::string(OTAC_TERMINAL_BIN) + " --config " + b.config("", "", urls).string() +
+                     " code 12345678 --card 0102030405060708 --txn-id T-CLI-FO 2>&1");
+  INFO(r.out);
+  CHECK(r.status == 1);
+  auto j = last_json(r.out);
+  CHECK(j.at("reason").as_string() == "unknown_card");  // the backend's answer, from the second node
+  CHECK(j.at("backend_attempts").as_int64() == 1);       // one attempt of the flow, two nodes within it
+  CHECK(r.out.find("127.0.0.1:" + std::to_string(hung.port) + " failed") != std::string::npos);
 }
