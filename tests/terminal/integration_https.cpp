@@ -236,16 +236,19 @@ TEST_CASE("backend link: a node that hangs or is gone hands over to the next, wh
   CHECK((*link)->failovers() == 2);  // live node (remembered) -> hung node, which ends the round
 }
 
-TEST_CASE("otac-terminal: backend_url with several nodes, the first one down", "[terminal][https][integration]") {
+TEST_CASE("otac-terminal: backend_url with several nodes, the first two failing", "[terminal][https][integration]") {
   Backend b;
+  Backend stranger;  // a backend with a CA of its own: the terminal's TLS check refuses it
   SilentNode hung;
-  const std::string urls = "https://127.0.0.1:" + std::to_string(hung.port) + ",https://127.0.0.1:" + b.port + "/";
+  const std::string urls = "https://127.0.0.1:" + std::to_string(hung.port) + ", https://127.0.0.1:" + stranger.port +
+                           ",https://127.0.0.1:" + b.port + "/";
   auto r = run_shell(std::string(OTAC_TERMINAL_BIN) + " --config " + b.config("", "", urls).string() +
                      " code 12345678 --card 0102030405060708 --txn-id T-CLI-FO 2>&1");
   INFO(r.out);
   CHECK(r.status == 1);
   auto j = last_json(r.out);
-  CHECK(j.at("reason").as_string() == "unknown_card");  // the backend's answer, from the second node
-  CHECK(j.at("backend_attempts").as_int64() == 1);       // one attempt of the flow, two nodes within it
-  CHECK(r.out.find("127.0.0.1:" + std::to_string(hung.port) + " failed") != std::string::npos);
+  CHECK(j.at("reason").as_string() == "unknown_card");  // the backend's answer, from the third node
+  CHECK(j.at("backend_attempts").as_int64() == 1);       // one attempt of the flow, three nodes within it
+  CHECK(r.out.find("127.0.0.1:" + std::to_string(hung.port) + " failed (TLS handshake") != std::string::npos);
+  CHECK(r.out.find("127.0.0.1:" + stranger.port + " failed (TLS handshake") != std::string::npos);
 }
