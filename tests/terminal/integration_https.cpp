@@ -51,6 +51,53 @@ struct SilentNode {
   SilentNode& operator=(const SilentNode&) = delete;
 };
 
+// A node that answers every request with HTTP 503, as a node whose database is away does:
+// python3's http.server over TLS, with a certificate for 127.0.0.1 from `ca` (PEM files).
+struct UnavailableNode {
+  std::unique_ptr<Child> proc;
+  std::string port;
+  UnavailableNode(const TempDir& dir, const std::filesystem::path& ca_cert, const std::filesystem::path& ca_key) {
+    const auto p = [&](const char* name) { return (dir.path / name).string(); };
+    const std::string quiet = " >/dev/null 2>&1";
+    REQUIRE(sh("openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 -keyout " + p("u.key") +
+               " -out " + p("u.csr") + quiet) == 0);
+    std::ofstream(p("u.ext")) << "subjectAltName = IP:127.0.0.1\n";
+    REQUIRE(sh("openssl x509 -req -in " + p("u.csr") + " -CA " + ca_cert.string() + " -CAkey " + ca_key.string() +
+               " -CAcreateserial -CAserial " + p("u.srl") + " -days 1 -extfile " + p("u.ext") + " -out " + p("u.pem") + quiet) == 0);
+    std::ofstream(p("u.py")) << R"(import http.server, os, ssl, sys
+class Unavailable(http.server.BaseHTTPRequestHandler):
+    def answer(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        if n:
+            self.rfile.read(n)
+        body = b'{"error":"unavailable","message":"the database is not usable"}'
+        self.send_response(503)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    do_GET = do_POST = answer
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Unavailable)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+server.socket = ctx.wrap_socket(server.socket, server_side=True)
+with open(sys.argv[3] + ".tmp", "w") as f:
+    f.write(str(server.server_address[1]))
+os.rename(sys.argv[3] + ".tmp", sys.argv[3])
+server.serve_forever()
+)";
+    proc = std::make_unique<Child>(std::vector<std::string>{"/usr/bin/python3", p("u.py"), p("u.pem"), p("u.key"), p("u.port")},
+                                   dir.path / "unavailable.log");
+    for (int i = 0; i < 200 && port.empty(); ++i) {  // up to 10 s
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (std::filesystem::exists(p("u.port"))) port = first_line(p("u.port"));
+    }
+    REQUIRE_FALSE(port.empty());
+  }
+};
+
 // A running otac-backend with a registered terminal TERM0001.
 struct Backend {
   TempDir dir;
@@ -251,4 +298,35 @@ TEST_CASE("otac-terminal: backend_url with several nodes, the first two failing"
   CHECK(j.at("backend_attempts").as_int64() == 1);       // one attempt of the flow, three nodes within it
   CHECK(r.out.find("127.0.0.1:" + std::to_string(hung.port) + " failed (TLS handshake") != std::string::npos);
   CHECK(r.out.find("127.0.0.1:" + stranger.port + " failed (TLS handshake") != std::string::npos);
+}
+
+TEST_CASE("backend link: a node that answers 503 hands over to the next", "[terminal][https][integration]") {
+  Backend b;
+  TempDir d;
+  UnavailableNode unavailable(d, b.data / "ca.pem", b.data / "ca.key");
+  const std::string urls = "https://127.0.0.1:" + unavailable.port + ", https://127.0.0.1:" + b.port;
+  auto cfg = term::load_config(b.config("", "", urls).string());
+  REQUIRE(cfg);
+  std::vector<std::string> logged;
+  auto link = term::BackendLink::create(*cfg, [&](const std::string& l) { logged.push_back(l); });
+  REQUIRE(link);
+  // The 503 node alone is an HTTP error the flow may retry (Errc::io), not an answer.
+  auto only_cfg = term::load_config(b.config("", "", "https://127.0.0.1:" + unavailable.port).string());
+  REQUIRE(only_cfg);
+  auto only = term::BackendLink::create(*only_cfg);
+  REQUIRE(only);
+  const std::string body = term::code_request_body("T-503-1", hex("0102030405060708"), "12345678", "");
+  auto alone = (*only)->post("/v1/codes/verify", body);
+  REQUIRE_FALSE(alone);
+  CHECK(alone.error().code == Errc::io);
+  CHECK(alone.error().message.find("HTTP 503") != std::string::npos);
+  // With the live node second, the same request is answered there.
+  auto a = (*link)->post("/v1/codes/verify", body);
+  INFO((a ? *a : a.error().message));
+  REQUIRE(a);
+  CHECK(term::parse_answer(*a, false)->reason == "unknown_card");
+  CHECK((*link)->failovers() == 1);
+  CHECK((*link)->current() == 1);
+  REQUIRE(logged.size() == 1);
+  CHECK(logged[0].find("failed (HTTP 503)") != std::string::npos);
 }
