@@ -2,6 +2,7 @@
 
 #include <iostream>
 
+#include "otac/sys/file.hpp"
 #include "terminal/backend_json.hpp"
 
 namespace otac::terminal {
@@ -46,8 +47,27 @@ Result<std::unique_ptr<BackendLink>> BackendLink::create(const Config& cfg, Log 
     nodes.push_back(std::move(*http));
   }
   if (!log) log = [](const std::string& line) { std::cerr << "otac-terminal: " << line << std::endl; };
-  return std::unique_ptr<BackendLink>(  // private constructor
+  std::unique_ptr<BackendLink> link(  // private constructor
       new BackendLink(std::move(nodes), std::chrono::milliseconds(cfg.backend_timeout_ms), std::move(log)));
+  if (cfg.backends.size() > 1 && !cfg.data_dir.empty()) {
+    // The node that answered the last run, if it is still one of backend_url's.
+    link->state_file_ = std::filesystem::path(cfg.data_dir) / "backend.node";
+    if (auto last = sys::read_file(link->state_file_, 1024)) {
+      while (!last->empty() && (last->back() == '\n' || last->back() == ' ')) last->pop_back();
+      for (std::size_t k = 0; k < link->nodes_.size(); ++k)
+        if (link->nodes_[k]->where() == *last) link->current_ = k;
+    }
+  }
+  return link;
+}
+
+void BackendLink::answered_by(std::size_t k) {
+  if (k == current_) return;
+  current_ = k;
+  if (state_file_.empty()) return;
+  // Best effort: a file that cannot be written only costs the next run a failover.
+  if (auto w = sys::write_file_atomic(state_file_, nodes_[k]->where() + "\n", {.mode = 0644}); !w)
+    log_("cannot remember the backend node in " + state_file_.string() + ": " + w.error().message);
 }
 
 Result<std::string> BackendLink::exchange(Verb method, const std::string& target, const std::string& body,
@@ -58,7 +78,7 @@ Result<std::string> BackendLink::exchange(Verb method, const std::string& target
     const std::size_t k = (first + i) % nodes_.size();
     a = nodes_[k]->request(method, target, body, timeout);
     if (!worth_another_node(a)) {
-      current_ = k;
+      answered_by(k);
       return backend_body(a);
     }
     if (i + 1 < nodes_.size()) {
@@ -85,7 +105,7 @@ Result<void> BackendLink::warm() {
     const std::size_t k = (current_ + i) % nodes_.size();
     w = nodes_[k]->warm();
     if (w) {
-      current_ = k;
+      answered_by(k);
       return w;
     }
   }

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <string>
@@ -36,7 +37,9 @@ bool worth_another_node(const Result<net::Response>& a);
 /// Failover: a request goes to the node that answered last (at first, the first of
 /// backend_url); when worth_another_node says so it goes, unchanged, to the next node, each
 /// node at most once per request, and the node that answers becomes the one tried first from
-/// then on. Worst case per request: nodes x (connect_timeout_ms + backend_timeout_ms).
+/// then on. Worst case per request: nodes x (connect_timeout_ms + backend_timeout_ms). With
+/// several nodes, the one that answered last is also kept in data_dir/backend.node
+/// ("HOST:PORT"), so that the next run starts with it instead of a node that is down.
 class BackendLink {
  public:
   using Log = std::function<void(const std::string&)>;
@@ -60,6 +63,8 @@ class BackendLink {
  private:
   BackendLink(std::vector<std::unique_ptr<net::HttpClient>> nodes, std::chrono::milliseconds timeout, Log log)
       : nodes_(std::move(nodes)), timeout_(timeout), log_(std::move(log)) {}
+  /// Makes node k the one tried first, and keeps it in the state file when it changed.
+  void answered_by(std::size_t k);
   Result<std::string> exchange(boost::beast::http::verb method, const std::string& target, const std::string& body,
                                std::chrono::milliseconds timeout);
   std::vector<std::unique_ptr<net::HttpClient>> nodes_;
@@ -67,6 +72,7 @@ class BackendLink {
   Log log_;
   std::size_t current_ = 0;
   int failovers_ = 0;
+  std::filesystem::path state_file_;  ///< data_dir/backend.node; empty with one node
 };
 
 }  // namespace otac::terminal

@@ -264,7 +264,8 @@ const char* config_keys() {
                             ca_file. A request that gets no answer from a node (cannot connect,
                             TLS refused, timeout, connection lost) or an HTTP 5xx goes to the
                             next node with the same transaction id, each node at most once per
-                            request; the node that last answered is tried first.
+                            request; the node that last answered is tried first (kept in
+                            data_dir/backend.node across runs).
     ca_file = FILE          the only CA trusted for the backend (PEM).
     cert_file = FILE        this terminal's client certificate (PEM), CN = terminal_id.
     key_file = FILE         its private key (PEM); keep it mode 0600.
@@ -293,7 +294,9 @@ const char* config_keys() {
     backend_attempts = 3    POSTs of the same transaction on network errors (same txn_id);
                             each of them tries the nodes of backend_url in turn.
     data_dir = DIR          where unacknowledged outcomes wait (DIR/outcomes/, one fsync'd file
-                            each, replayed on the next run); default: the config file's folder.
+                            each, replayed on the next run) and, with several backend nodes, the
+                            one that answered last (DIR/backend.node); default: the config
+                            file's folder.
     dispenser_socket = PATH atm mode: the cash dispenser's Unix socket (otac-dispenser-emu, or a
                             driver speaking docs/protocol.md section 8).
     dispenser_take_s = 30   atm mode: seconds the customer has to take the notes (then retracted).

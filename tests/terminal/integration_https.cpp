@@ -298,6 +298,19 @@ TEST_CASE("otac-terminal: backend_url with several nodes, the first two failing"
   CHECK(j.at("backend_attempts").as_int64() == 1);       // one attempt of the flow, three nodes within it
   CHECK(r.out.find("127.0.0.1:" + std::to_string(hung.port) + " failed (TLS handshake") != std::string::npos);
   CHECK(r.out.find("127.0.0.1:" + stranger.port + " failed (TLS handshake") != std::string::npos);
+  // The node that answered is kept in data_dir (the config's folder): the next run starts there.
+  CHECK(first_line(b.dir.path / "backend.node") == "127.0.0.1:" + b.port);
+  auto again = run_shell(std::string(OTAC_TERMINAL_BIN) + " --config " + b.config("", "", urls).string() +
+                         " code 12345678 --card 0102030405060708 --txn-id T-CLI-FO-2 2>&1");
+  INFO(again.out);
+  CHECK(last_json(again.out).at("reason").as_string() == "unknown_card");
+  CHECK(again.out.find(" failed (") == std::string::npos);
+  // A remembered node that is no longer listed is ignored: the first listed is tried first.
+  std::ofstream(b.dir.path / "backend.node") << "127.0.0.1:1\n";
+  auto listed = run_shell(std::string(OTAC_TERMINAL_BIN) + " --config " + b.config("", "", urls).string() +
+                          " code 12345678 --card 0102030405060708 --txn-id T-CLI-FO-3 2>&1");
+  INFO(listed.out);
+  CHECK(listed.out.find("127.0.0.1:" + std::to_string(hung.port) + " failed") != std::string::npos);
 }
 
 TEST_CASE("backend link: a node that answers 503 hands over to the next", "[terminal][https][integration]") {
