@@ -2,6 +2,7 @@
 # setup.sh — one entry point for a newcomer on a fresh Debian 12 machine (run as root).
 #
 #   bash setup.sh demo    install dependencies, build, run the end-to-end demo
+#   bash setup.sh demo --postgres   the same demo on two backend nodes sharing one PostgreSQL
 #   bash setup.sh test    install dependencies, build, run the whole test suite (ctest)
 #   bash setup.sh deps    only install the Debian packages the project needs
 #   bash setup.sh build   install dependencies and build into ./build
@@ -102,7 +103,7 @@ configure_and_build() {
 case "${1:-}" in
   deps) deps; localhost_resolves ;;
   build) deps; localhost_resolves; configure_and_build ;;
-  demo) deps; localhost_resolves; configure_and_build; exec "$root/tests/e2e/demo.sh" "$build" ;;
+  demo) shift; deps; localhost_resolves; configure_and_build; exec "$root/tests/e2e/demo.sh" "$build" "$@" ;;
   test)
     deps; localhost_resolves; configure_and_build
     log "running the test suite"
@@ -114,7 +115,7 @@ case "${1:-}" in
     log "lintian (errors fail this step)"
     lintian --fail-on error "$build"/packages/*.deb
     ;;
-  -h|--help|help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' ;;
-  "") sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  -h|--help|help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' ;;
+  "") sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
   *) printf 'setup.sh: unknown command %s (one of: demo, test, deps, build, package)\n' "'$1'" >&2; exit 2 ;;
 esac

@@ -19,6 +19,12 @@ constexpr Currency kCurrencies[] = {
     {"HUF", 348, 2}, {"CAD", 124, 2}, {"AUD", 36, 2},  {"KWD", 414, 3}, {"BHD", 48, 3},
 };
 
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
 std::string path_in(std::string_view base, std::string_view v) {
   if (!v.empty() && v.front() == '/') return std::string(v);
   return std::string(base) + "/" + std::string(v);
@@ -73,6 +79,27 @@ std::string format_amount(std::uint64_t minor, int exponent) {
   if (s.size() <= e) s.insert(0, e + 1 - s.size(), '0');
   s.insert(s.size() - e, ".");
   return s;
+}
+
+Result<std::vector<BackendOrigin>> parse_backend_urls(std::string_view text) {
+  std::vector<BackendOrigin> out;
+  constexpr std::size_t kMaxBackends = 8;
+  for (std::size_t i = 0; i <= kMaxBackends; ++i) {
+    const auto comma = text.find(',');
+    const std::string_view one = trim(text.substr(0, comma));
+    const std::string which = "entry " + std::to_string(i + 1);
+    if (one.empty()) return make_error(Errc::bad_value, which + " is empty (separate https URLs with commas)");
+    if (i == kMaxBackends) return make_error(Errc::bad_length, "more than 8 backend URLs");
+    // https://HOST[:PORT][/]; HOST a name, an IPv4 or a bracketed IPv6 address.
+    auto origin = parse_https_origin(one);
+    if (!origin) return make_error(Errc::bad_value, which + ": " + origin.error().message + " (the backend only speaks TLS)");
+    for (const auto& b : out)
+      if (b.host == origin->host && b.port == origin->port) return make_error(Errc::conflict, which + " repeats an earlier one");
+    out.push_back({origin->host, origin->port});
+    if (comma == std::string_view::npos) break;
+    text.remove_prefix(comma + 1);
+  }
+  return out;
 }
 
 namespace {
@@ -187,21 +214,13 @@ Result<Config> parse_config(std::string_view text, std::string_view base_dir, st
   for (const char* req : {"reader", "backend_url", "ca_file", "cert_file", "key_file", "terminal_id"})
     if (!lines.count(req)) return cfg::error(source, 0, req, "missing (a required key)", Errc::not_found);
   // backend_url = "https://HOST[:PORT][/]" (HOST a name, an IPv4 or a bracketed IPv6 address),
-  // or an array of them. The first is the backend; the others are checked but not used yet:
-  // the failover to further backends gives Config a field for them.
-  std::vector<std::pair<std::string, std::uint16_t>> further_backends;
-  for (const auto& url : urls) {
-    auto origin = parse_https_origin(url);
-    if (!origin)
-      return cfg::error(source, lines["backend_url"], "backend_url",
-                        origin.error().message + " (the backend only speaks TLS)");
-    if (c.backend_host.empty()) {
-      c.backend_host = origin->host;
-      c.backend_port = origin->port;
-    } else {
-      further_backends.emplace_back(origin->host, origin->port);
-    }
-  }
+  // an array of them, or one string of several separated by commas: the nodes of one
+  // deployment, tried in turn (backend_link.cpp).
+  std::string joined;
+  for (const auto& url : urls) joined += (joined.empty() ? "" : ",") + url;
+  auto backends = parse_backend_urls(joined);
+  if (!backends) return cfg::error(source, lines["backend_url"], "backend_url", backends.error().message);
+  c.backends = std::move(*backends);
   if (c.door_mode && c.door_id.empty())
     return cfg::error(source, lines["mode"], "mode", "\"door\" needs door_id", Errc::not_found);
   if (c.relay == RelayKind::command && c.relay_command.empty())
@@ -244,10 +263,15 @@ const char* config_keys() {
                             pn532_i2c:/dev/i2c-1, acr122_usb; or pcsc (first PC/SC reader) or
                             pcsc:NAME (the PC/SC reader whose name starts with NAME).
                             LIBNFC_DEFAULT_DEVICE overrides a libnfc reader when reader = libnfc.
-    backend_url = "https://HOST:PORT"   the OTAC backend (TLS only). The server certificate
-                            must name HOST (DNS name or IP address; IPv6 in brackets,
-                            "https://[::1]:8443") and chain to ca_file. An array of such URLs
-                            is accepted and each is checked; this version uses the first.
+    backend_url = "https://HOST:PORT"   the OTAC backend (TLS only): one node, or up to 8
+                            nodes of one deployment as an array ["https://a:8443",
+                            "https://b:8443"]. Each server certificate must name its HOST (DNS
+                            name or IP address; IPv6 in brackets, "https://[::1]:8443") and
+                            chain to ca_file. A request that gets no answer from a node (cannot
+                            connect, TLS refused, timeout, connection lost) or an HTTP 5xx goes
+                            to the next node with the same transaction id, each node at most
+                            once per request; the node that last answered is tried first (kept
+                            in data_dir/backend.node across runs).
     ca_file = "FILE"        the only CA trusted for the backend (PEM).
     cert_file = "FILE"      this terminal's client certificate (PEM), CN = terminal_id.
     key_file = "FILE"       its private key (PEM); keep it mode 0600.
@@ -273,9 +297,12 @@ const char* config_keys() {
     removal_wait_ms = 10000 how long to wait for the card to leave after the decision.
     connect_timeout_ms = 3000   TCP connect + TLS handshake limit.
     backend_timeout_ms = 5000   limit for one request/answer with the backend.
-    backend_attempts = 3    POSTs of the same transaction on network errors (same txn_id).
+    backend_attempts = 3    POSTs of the same transaction on network errors (same txn_id);
+                            each of them tries the nodes of backend_url in turn.
     data_dir = "DIR"        where unacknowledged outcomes wait (DIR/outcomes/, one fsync'd file
-                            each, replayed on the next run); default: the config file's folder.
+                            each, replayed on the next run) and, with several backend nodes, the
+                            one that answered last (DIR/backend.node); default: the config
+                            file's folder.
     dispenser_socket = "PATH"   atm mode: the cash dispenser's Unix socket (otac-dispenser-emu, or a
                             driver speaking docs/protocol.md section 8).
     dispenser_take_s = 30   atm mode: seconds the customer has to take the notes (then retracted).

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "otac/common/result.hpp"
 
@@ -17,11 +18,18 @@ enum class RelayKind { none, gpiod, command };
 /// Where the PIN comes from when a card asks for one.
 enum class PinSource { none, tty, stdin_lines };
 
+/// One backend node the terminal may talk to (an https origin of backend_url).
+struct BackendOrigin {
+  std::string host;              ///< DNS name or IP literal, without brackets
+  std::uint16_t port = 443;
+};
+
 /// The parsed configuration, with defaults for optional keys.
 struct Config {
   std::string reader;            ///< libnfc connstring (pn532_uart:/dev/ttyS0) or pcsc[:READER NAME]
-  std::string backend_host;      ///< from backend_url
-  std::uint16_t backend_port = 443;
+  /// From backend_url, in the order given (at least one): the first is tried first, the next
+  /// when one fails (terminal/backend_link.hpp).
+  std::vector<BackendOrigin> backends;
   std::string ca_file, cert_file, key_file;
   std::string terminal_id;       ///< 8 characters, the client certificate's CN
   bool door_mode = false;        ///< mode = pos | door
@@ -53,6 +61,10 @@ struct Config {
 /// Parses the text of a config file. Relative file names are taken relative to base_dir
 /// (the config file's folder). Errors name source (the file), the line and the key.
 Result<Config> parse_config(std::string_view text, std::string_view base_dir = ".", std::string_view source = "config");
+
+/// Parses backend_url's value: one https origin (https://HOST[:PORT][/]) or several separated
+/// by commas, at most 8, none twice. Errors name the entry.
+Result<std::vector<BackendOrigin>> parse_backend_urls(std::string_view text);
 
 /// Reads and parses a config file (at most 64 KiB).
 Result<Config> load_config(const std::string& path);

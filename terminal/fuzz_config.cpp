@@ -22,7 +22,11 @@ void one_line(const otac::Error& e) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);
   auto c = otac::terminal::parse_config(text, "/etc/otac", "fuzz.conf");
-  if (c && c->backend_host.empty()) __builtin_trap();  // a parsed config always has a host
+  // A parsed config has 1 to 8 backends, each with a host.
+  if (c && (c->backends.empty() || c->backends.size() > 8)) __builtin_trap();
+  if (c)
+    for (const auto& b : c->backends)
+      if (b.host.empty()) __builtin_trap();
   if (!c) one_line(c.error());
   auto toml = otac::terminal::convert_config_text(text, "fuzz.conf");
   if (toml) {

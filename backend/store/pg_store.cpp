@@ -30,6 +30,8 @@ Result<ConnPtr> connect(const PgOptions& o) {
   if (PQstatus(c.get()) != CONNECTION_OK) {
     std::string why = PQerrorMessage(c.get());
     while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
+    // One line: libpq puts one line per address or sslmode it tried.
+    for (auto nl = why.find('\n'); nl != std::string::npos; nl = why.find('\n', nl)) why.replace(nl, 1, "; ");
     return make_error(Errc::io, "cannot reach PostgreSQL: " + why);
   }
   const std::string limit = "SET lock_timeout = " + std::to_string(o.lock_timeout.count());

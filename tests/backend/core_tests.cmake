@@ -4,6 +4,9 @@ file(GLOB OTAC_BACKEND_CORE_TESTS CONFIGURE_DEPENDS
 # test_store_conformance.cpp runs against PostgreSQL too: a throw-away cluster (tests/support).
 add_executable(test_backend_core ${OTAC_BACKEND_CORE_TESTS} ${PROJECT_SOURCE_DIR}/tests/support/pg_cluster.cpp)
 target_include_directories(test_backend_core PRIVATE ${PROJECT_SOURCE_DIR}/tests/support)
+# test_store_pg.cpp's TLS test listens on a loopback port from freeport.sh.
+set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/test_store_pg.cpp PROPERTIES
+  COMPILE_DEFINITIONS OTAC_FREEPORT_SH="${PROJECT_SOURCE_DIR}/tests/support/freeport.sh")
 find_package(PostgreSQL REQUIRED)
 target_link_libraries(test_backend_core PRIVATE PostgreSQL::PostgreSQL)
 # otac_applet: test_service_keys feeds the service's packets through the real applet core.

@@ -8,53 +8,13 @@
 #include <mutex>
 #include <set>
 
-#include "pg_cluster.hpp"
-#include "pg_store.hpp"
-#include "server_fixture.hpp"
+#include "multinode_fixture.hpp"
 
 using namespace otac;
 using namespace otac::backend;
 using namespace otac::backend::test;
 namespace json = boost::json;
 using Verb = boost::beast::http::verb;
-
-namespace {
-
-// Three nodes: the first creates the data directory (CA, certificates, KEK, tokens); the
-// others start from a copy of it, as a deployment copies them to each machine.
-struct Cluster {
-  std::string conninfo;
-  std::vector<std::unique_ptr<Backend>> nodes;
-
-  explicit Cluster(int count) {
-    std::string why;
-    auto* pg = otac::pgtest::PgCluster::shared(&why);
-    if (!pg) FAIL("no PostgreSQL cluster: " << why);
-    conninfo = pg->create_database();
-    const std::string config = "store = \"postgresql\"\npostgres_conninfo = \"" + conninfo + "\"\nworker_threads = 32\n"
-                               "decline_source_burst = 1000000\ndecline_card_burst = 1000000\n";
-    for (int i = 0; i < count; ++i) {
-      nodes.push_back(std::make_unique<Backend>());
-      if (i > 0) std::filesystem::copy(nodes[0]->dir, nodes.back()->dir, std::filesystem::copy_options::recursive);
-      nodes.back()->start(config);
-    }
-  }
-  Backend& operator[](std::size_t i) { return *nodes[i]; }
-
-  // A store on the shared database, with the nodes' KEK (as an operator would hold it).
-  std::unique_ptr<Store> store() {
-    auto kek = Kek::load_or_create(nodes[0]->dir / "kek.bin");
-    REQUIRE(kek);
-    PgOptions o;
-    o.conninfo = conninfo;
-    o.start_attempts = 1;
-    auto s = open_pg_store(o, std::make_shared<const Kek>(std::move(*kek)));
-    REQUIRE(s);
-    return std::move(*s);
-  }
-};
-
-}  // namespace
 
 TEST_CASE("multi-node: one card answer raced through three nodes, each code approved exactly once", "[server][pg]") {
   Cluster c(3);
@@ -124,18 +84,8 @@ TEST_CASE("multi-node: a transaction held on one node is approved by an operator
   Cluster c(2);
   const auto [cert, key] = c[0].register_terminal("TERM0001");
   const auto [n, k] = c[0].enroll(R"({"msisdn":"+4915550001","review_minor":100})");
-  auto refresh = Backend::call(c[0].admin(), Verb::post, "/v1/admin/cards/" + to_hex(n) + "/refresh");
-  REQUIRE(refresh.status == 200);
-  const auto list = static_cast<std::uint16_t>(std::stoi(field(refresh.body, "list")));
-  auto store = c.store();
-  SecretBytes otac;
-  REQUIRE(store->run([&](Tx& tx) -> Result<void> {
-    auto o = tx.otac(n, list, 0);
-    if (!o) return o.error();
-    otac = std::move(o->key);
-    return {};
-  }));
-  auto a = card_request("HELD-1", n, Algorithm::des3, list, 0, otac, Ch{});  // 12.34 > 1.00: held
+  const auto list = c.refresh(0, n);
+  auto a = card_request("HELD-1", n, Algorithm::des3, list, 0, c.otac(n, list, 0), Ch{});  // 12.34 > 1.00: held
   auto held = Backend::call(c[0].terminal(cert, key), Verb::post, "/v1/authorizations", auth_body(a));
   REQUIRE(held.status == 200);
   REQUIRE(field(held.body, "decision") == "held");
@@ -334,4 +284,188 @@ TEST_CASE("multi-node: a terminal revoked on one node is refused by the others w
   }
   CHECK(status == 403U);
   CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(4));
+}
+
+TEST_CASE("multi-node: a threshold push raced on two nodes queues one list", "[server][pg]") {
+  // Lists of 20 and a threshold of 10: the 10th code used crosses it. Each card is taken to
+  // one code above the threshold, then codes 9..16 are spent at the same moment through both
+  // nodes: several approvals see the threshold crossed, one push may follow.
+  Cluster c(2, "list_size = 20\n");
+  const auto [cert, key] = c[0].register_terminal("TERM0001");
+  auto store = c.store();
+  constexpr int kCards = 6, kRacers = 8, kBefore = 9;
+  struct Card {
+    Bytes n;
+    std::uint16_t list = 0;
+    std::vector<AuthRequest> requests;
+  };
+  std::vector<Card> cards(kCards);
+  for (int i = 0; i < kCards; ++i) {
+    Card& cd = cards[static_cast<std::size_t>(i)];
+    cd.n = c[static_cast<std::size_t>(i % 2)].enroll(R"({"msisdn":"+491555001)" + std::to_string(i) + R"(","threshold":10})").first;
+    cd.list = c.refresh(0, cd.n);
+    REQUIRE(store->run([&](Tx& tx) -> Result<void> {
+      for (std::uint16_t j = 0; j < kBefore + kRacers; ++j) {
+        auto o = tx.otac(cd.n, cd.list, j);
+        if (!o) return o.error();
+        cd.requests.push_back(card_request("TH-" + std::to_string(i) + "-" + std::to_string(j), cd.n, Algorithm::des3, cd.list, j,
+                                           o->key, Ch{}));
+      }
+      // The first list's PoR, as the MO path records it: nothing in flight any more.
+      auto card = tx.card(cd.n);
+      if (!card) return card.error();
+      card->list_push_in_flight = false;
+      return tx.update_card(*card);
+    }));
+    for (int j = 0; j < kBefore; ++j) {  // 11 unused: still above the threshold
+      auto r = Backend::call(c[static_cast<std::size_t>(j % 2)].terminal(cert, key), Verb::post, "/v1/authorizations",
+                             auth_body(cd.requests[static_cast<std::size_t>(j)]));
+      REQUIRE(r.status == 200);
+      REQUIRE(field(r.body, "decision") == "approved");
+    }
+    REQUIRE(store->run([&](Tx& tx) -> Result<void> {
+      CHECK(tx.lists(cd.n)->size() == 1);  // no push yet
+      return {};
+    }));
+  }
+  // The race: every card's remaining codes at once, alternating between the nodes.
+  std::vector<std::string> answers(kCards * kRacers);
+  std::atomic<int> ready{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kCards * kRacers; ++i) {
+    threads.emplace_back([&, i] {
+      const Card& cd = cards[static_cast<std::size_t>(i / kRacers)];
+      const auto& req = cd.requests[static_cast<std::size_t>(kBefore + i % kRacers)];
+      const auto tc = c[static_cast<std::size_t>(i % 2)].terminal(cert, key);
+      ready.fetch_add(1);
+      for (int spin = 0; spin < 4000 && ready.load() < kCards * kRacers; ++spin) std::this_thread::sleep_for(std::chrono::microseconds(500));
+      auto r = net::request_once(tc, Verb::post, "/v1/authorizations", auth_body(req));
+      answers[static_cast<std::size_t>(i)] = !r ? r.error().message : r->status != 200 ? std::to_string(r->status) + " " + r->body
+                                                                                        : field(r->body, "decision");
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const auto& a : answers) CHECK(a == "approved");
+  // One new list per card, one list's packet in the outbox for it, one audit chain.
+  REQUIRE(store->run([&](Tx& tx) -> Result<void> {
+    for (const auto& cd : cards) {
+      auto lists = tx.lists(cd.n);
+      REQUIRE(lists);
+      CHECK(lists->size() == 2);
+      auto card = tx.card(cd.n);
+      REQUIRE(card);
+      CHECK(card->list_push_in_flight);
+      auto queued = tx.queued_sms(cd.n, 1000);
+      REQUIRE(queued);
+      std::set<Bytes> packets;  // the concatenation reference (00 03 REF ...) names the packet
+      for (const auto& m : *queued) packets.insert(m.udh.size() >= 5 && m.udh[0] == 0x00 ? Bytes{m.udh[2]} : m.payload);
+      CHECK(packets.size() == 2);  // the first list's packet and the push's, nothing sent without Kannel
+    }
+    auto chain = tx.verify_audit_chain();
+    CHECK(chain);
+    return {};
+  }));
+}
+
+namespace {
+
+// The operator console of one node, through curl (a real HTTPS client with a cookie jar):
+// the session cookie stays in the jar, the token and the CSRF token go through files, never
+// on a command line.
+class ConsoleClient {
+ public:
+  explicit ConsoleClient(Backend& node, const std::string& name) : node_(node), base_(node.tmp.path / ("console-" + name)) {
+    const auto body = base_.string() + ".signin";
+    std::ofstream(body) << R"({"token":")" << node.admin_token() << R"("})";
+    std::filesystem::permissions(body, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    auto r = call("POST", "/console/api/session", {"-H", "Content-Type: application/json", "--data-binary", "@" + body});
+    std::filesystem::remove(body);
+    REQUIRE(r.first == 200);
+    const auto csrf = base_.string() + ".csrf";
+    std::ofstream(csrf) << "X-CSRF-Token: " << field(r.second, "csrf") << "\n";
+    std::filesystem::permissions(csrf, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  }
+  /// GET path: {status, body}.
+  std::pair<int, std::string> get(const std::string& path) { return call("GET", path, {}); }
+  /// POST path with the session's CSRF token.
+  std::pair<int, std::string> post(const std::string& path) { return call("POST", path, {"-H", "@" + base_.string() + ".csrf"}); }
+
+ private:
+  std::pair<int, std::string> call(const std::string& method, const std::string& path, const std::vector<std::string>& extra) {
+    const auto out = base_.string() + ".out", body = base_.string() + ".body";
+    std::filesystem::remove(out);
+    std::filesystem::remove(body);
+    std::vector<std::string> argv = {"/usr/bin/curl", "-sS", "--max-time", "20", "--cacert", (node_.dir / "ca.pem").string(),
+                                     "-c", base_.string() + ".jar", "-b", base_.string() + ".jar", "-X", method,
+                                     "-o", body, "-w", "%{http_code}"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    argv.push_back("https://127.0.0.1:" + std::to_string(node_.port) + path);
+    const int rc = run_program(argv, out);
+    INFO("curl " << method << " " << path << ": " << slurp(out));
+    REQUIRE(rc == 0);
+    return {std::stoi(slurp(out)), slurp(body)};
+  }
+  Backend& node_;
+  std::filesystem::path base_;
+};
+
+// otac-admin against one node; its output.
+std::string admin(Backend& node, const std::vector<std::string>& args, int expect = 0) {
+  const auto out = node.tmp.path / "admin.out";
+  std::filesystem::remove(out);
+  std::vector<std::string> argv = {OTAC_ADMIN_BIN, "--url", "https://127.0.0.1:" + std::to_string(node.port), "--ca",
+                                   (node.dir / "ca.pem").string(), "--token-file", (node.dir / "admin.token").string()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const int rc = run_program(argv, out);
+  INFO(slurp(out));
+  CHECK(rc == expect);
+  return slurp(out);
+}
+
+}  // namespace
+
+TEST_CASE("multi-node: otac-admin and the console on either node see the decisions made on the other", "[server][pg]") {
+  Cluster c(2);
+  const auto [cert, key] = c[0].register_terminal("TERM0001");
+  const auto [n, k] = c[0].enroll(R"({"msisdn":"+4915550001","review_minor":100})");
+  const auto list = c.refresh(0, n);
+  for (std::uint16_t i = 0; i < 2; ++i) {  // 12.34 > 1.00: both held, on node 0
+    const auto a = card_request(i == 0 ? "VIEW-A" : "VIEW-B", n, Algorithm::des3, list, i, c.otac(n, list, i), Ch{});
+    auto held = Backend::call(c[0].terminal(cert, key), Verb::post, "/v1/authorizations", auth_body(a));
+    REQUIRE(held.status == 200);
+    REQUIRE(field(held.body, "decision") == "held");
+  }
+  ConsoleClient console0(c[0], "0"), console1(c[1], "1");
+  // Node 1's console queue shows what node 0 holds.
+  auto q = console1.get("/console/api/held");
+  REQUIRE(q.first == 200);
+  CHECK(q.second.find("VIEW-A") != std::string::npos);
+  CHECK(q.second.find("VIEW-B") != std::string::npos);
+
+  // otac-admin approves VIEW-A on node 0: node 1's console sees it approved and out of the queue.
+  admin(c[0], {"approve", "VIEW-A"});
+  auto t = console1.get("/console/api/transactions/VIEW-A");
+  REQUIRE(t.first == 200);
+  INFO(t.second);
+  CHECK(t.second.find(R"("decision":"approved")") != std::string::npos);
+  q = console1.get("/console/api/held");
+  CHECK(q.second.find("VIEW-A") == std::string::npos);
+  CHECK(q.second.find("VIEW-B") != std::string::npos);
+
+  // Node 1's console declines VIEW-B: otac-admin and the console on node 0 see it.
+  auto d = console1.post("/console/api/held/VIEW-B/decline");
+  INFO(d.second);
+  CHECK(d.first == 200);
+  const auto declined = admin(c[0], {"transactions", "--decision", "declined"});
+  CHECK(declined.find("VIEW-B") != std::string::npos);
+  CHECK(admin(c[0], {"transactions", "--decision", "held"}).find("VIEW-") == std::string::npos);
+  auto t0 = console0.get("/console/api/transactions/VIEW-B");
+  REQUIRE(t0.first == 200);
+  CHECK(t0.second.find(R"("decision":"declined")") != std::string::npos);
+  CHECK(console0.get("/console/api/held").second.find("VIEW-") == std::string::npos);
+  // A second decision, on the other node, is refused: decided once.
+  admin(c[0], {"approve", "VIEW-B"}, 1);
+  CHECK(console0.post("/console/api/held/VIEW-A/decline").first == 409);
+  // One audit chain, checked through node 1.
+  admin(c[1], {"audit", "--verify"});
 }

@@ -1,7 +1,7 @@
 // What only the PostgreSQL store has to show (the shared contract is in
 // test_store_conformance.cpp): keys sealed at rest in the database, migrations run once when
 // nodes start together, start-up retries against an unreachable server, reconnection after
-// a server restart, and connection strings that must not carry a password.
+// a server restart, connection strings that must not carry a password, and sslmode over TCP.
 #include <catch2/catch.hpp>
 
 #include <libpq-fe.h>
@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "freeport.hpp"
 #include "pg_cluster.hpp"
 #include "pg_store.hpp"
 #include "test_service_support.hpp"
@@ -263,4 +264,71 @@ TEST_CASE("pg store: the password comes from a passfile (passfile= or PGPASSFILE
   ::unsetenv("PGPASSFILE");
   INFO((with_env ? "" : with_env.error().message));
   CHECK(with_env);
+}
+
+TEST_CASE("pg store: sslmode=verify-full over TCP, password from a passfile: the right CA passes, a wrong CA or name fails clearly",
+          "[store][pg]") {
+  // A CA and a server certificate for localhost and 127.0.0.1 made here, and another CA that
+  // signed nothing of this server's.
+  otac::backend::test::TempDir d;
+  const auto p = [&](const char* name) { return (d.path / name).string(); };
+  const std::string quiet = " >/dev/null 2>&1";
+  REQUIRE(std::system(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=otac-test-ca"
+                       " -keyout " + p("ca.key") + " -out " + p("ca.pem") + quiet).c_str()) == 0);
+  REQUIRE(std::system(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=otac-other-ca"
+                       " -keyout " + p("other.key") + " -out " + p("other.pem") + quiet).c_str()) == 0);
+  REQUIRE(std::system(("openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost -keyout " +
+                       p("server.key") + " -out " + p("server.csr") + quiet).c_str()) == 0);
+  std::ofstream(p("san.ext")) << "subjectAltName = DNS:localhost, IP:127.0.0.1\n";
+  REQUIRE(std::system(("openssl x509 -req -in " + p("server.csr") + " -CA " + p("ca.pem") + " -CAkey " + p("ca.key") +
+                       " -CAcreateserial -days 2 -extfile " + p("san.ext") + " -out " + p("server.pem") + quiet).c_str()) == 0);
+
+  otac::pgtest::PgClusterOptions po;
+  po.tcp_port = otac::test::free_port();
+  po.ssl_cert = p("server.pem");
+  po.ssl_key = p("server.key");
+  PgCluster cluster(po);  // its own: TCP, TLS and its pg_hba.conf
+  const std::string plain = cluster.create_database();
+  const std::string db = plain.substr(plain.rfind('=') + 1);
+  cluster.psql("postgres", "CREATE ROLE otac_pw LOGIN PASSWORD 'from-the-passfile'");
+  cluster.psql("postgres", "ALTER DATABASE " + db + " OWNER TO otac_pw");
+  cluster.require_password_for("otac_pw", true);
+  const auto passfile = d.path / "pgpass";
+  std::ofstream(passfile) << "*:" << cluster.port() << ":*:otac_pw:from-the-passfile\n";
+  std::filesystem::permissions(passfile, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  const std::string tcp = "hostaddr=127.0.0.1 port=" + std::to_string(cluster.port()) + " dbname=" + db + " user=otac_pw";
+  const std::string good = "host=localhost " + tcp + " passfile=" + passfile.string() + " sslmode=verify-full sslrootcert=" + p("ca.pem");
+  const auto open_error = [](const std::string& conninfo) -> std::string {
+    REQUIRE(check_pg_conninfo(conninfo));
+    PgOptions o;
+    o.conninfo = conninfo;
+    o.start_attempts = 1;
+    auto s = open_pg_store(o, otac::backend::test::test_kek());
+    return s ? std::string() : s.error().message;
+  };
+
+  // The right CA and name: connected, over TLS, with the password from the passfile.
+  const auto ok = open_error(good);
+  INFO(ok);
+  CHECK(ok.empty());
+  CHECK(scalar(good, "SELECT CASE WHEN ssl THEN 1 ELSE 0 END FROM pg_stat_ssl WHERE pid = pg_backend_pid()") == 1);
+  // A CA that did not sign the server's certificate: refused, and the error says why, on one line.
+  const auto wrong_ca = open_error("host=localhost " + tcp + " passfile=" + passfile.string() +
+                                   " sslmode=verify-full sslrootcert=" + p("other.pem"));
+  INFO(wrong_ca);
+  CHECK(wrong_ca.find("certificate verify failed") != std::string::npos);
+  CHECK(wrong_ca.find('\n') == std::string::npos);
+  // The right CA, but a name the certificate does not carry: verify-full checks it.
+  const auto wrong_name = open_error("host=otac-db.invalid " + tcp + " passfile=" + passfile.string() +
+                                     " sslmode=verify-full sslrootcert=" + p("ca.pem"));
+  INFO(wrong_name);
+  CHECK(wrong_name.find("does not match host name") != std::string::npos);
+  // Without TLS the server refuses this user; without the passfile there is no password.
+  const auto no_tls = open_error("host=localhost " + tcp + " passfile=" + passfile.string() + " sslmode=disable");
+  INFO(no_tls);
+  CHECK(no_tls.find("no encryption") != std::string::npos);
+  const auto no_password = open_error("host=localhost " + tcp + " passfile=" + (d.path / "absent").string() +
+                                      " sslmode=verify-full sslrootcert=" + p("ca.pem"));
+  INFO(no_password);
+  CHECK(no_password.find("password") != std::string::npos);
 }

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The end-to-end demo: the whole system on this machine, through the real programs.
 #
-#   demo.sh BUILD_DIR [RUN_DIR]
+#   demo.sh BUILD_DIR [RUN_DIR] [--postgres]
 #
-# Kannel (bearerbox + smsbox) with its fake SMSC on loopback, otac-backend on SQLite, a card
+# Kannel (bearerbox + smsbox) with its fake SMSC on loopback, otac-backend on SQLite (with
+# --postgres: two otac-backend nodes on one throw-away PostgreSQL cluster, the terminal
+# configured with both, an operator on the other node, and the first node killed at the end), a card
 # enrolled with otac-admin and activated with otac-card, its first list delivered by SMS, the
 # PN532 emulator with the card in its field, and otac-terminal through the stock libnfc
 # pn532_uart driver; then otac-dispenser-emu and otac-terminal atm for a withdrawal and a
@@ -11,8 +13,17 @@
 # the first step that does not go as it should. Every process it starts is stopped by PID
 # on exit. Logs stay in RUN_DIR (default: a fresh directory under /tmp).
 set -euo pipefail
-OTAC_BUILD=$(cd "${1:?usage: demo.sh BUILD_DIR [RUN_DIR]}" && pwd)
-OTAC_RUN=${2:-$(mktemp -d /tmp/otac-demo.XXXXXX)}
+OTAC_BUILD=$(cd "${1:?usage: demo.sh BUILD_DIR [RUN_DIR] [--postgres]}" && pwd)
+shift
+OTAC_RUN=""
+for arg in "$@"; do
+  case $arg in
+    --postgres) export E2E_POSTGRES=1 ;;
+    -*) printf 'demo.sh: unknown option %s (usage: demo.sh BUILD_DIR [RUN_DIR] [--postgres])\n' "$arg" >&2; exit 2 ;;
+    *) OTAC_RUN=$arg ;;
+  esac
+done
+OTAC_RUN=${OTAC_RUN:-$(mktemp -d /tmp/otac-demo.XXXXXX)}
 export OTAC_BUILD OTAC_RUN
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -44,10 +55,21 @@ expect() {  # expect DECISION [REASON]
 
 printf 'OTAC end-to-end demo (logs in %s)\n' "$OTAC_RUN"
 
-step "Start Kannel and the backend, enroll a card, activate it; its first list comes by SMS"
+if [ -n "${E2E_POSTGRES:-}" ]; then
+  step "Start Kannel, PostgreSQL and two backend nodes on it, enroll a card, activate it; its first list comes by SMS"
+else
+  step "Start Kannel and the backend, enroll a card, activate it; its first list comes by SMS"
+fi
 export E2E_BACKEND_CONF="cash_card_daily_minor = 50000"  # ATMs: at most 500.00 a card a day
 stack_up 10 3 || fail "the system did not come up"
 say "backend: https://127.0.0.1:$BACKEND_PORT (data in $BACKEND_DIR)"
+# With two nodes, the operator works on the second one; the terminal starts with the first.
+other=""
+if [ -n "${E2E_POSTGRES:-}" ]; then
+  say "backend node 2: https://127.0.0.1:$BACKEND2_PORT (data in $BACKEND2_DIR), both on PostgreSQL ($OTAC_RUN/pg-sock)"
+  say "terminal: backend_url = $(sed -n 's/^backend_url = //p' "$TERM_CONF")"
+  other=$BACKEND2_PORT
+fi
 say "Kannel: fake SMSC on 127.0.0.1:$KANNEL_SMSC_PORT, sendsms on 127.0.0.1:$KANNEL_SENDSMS_PORT"
 say "card $CARD_N enrolled (letter: $OTAC_RUN/letter.txt), PIN set, activated"
 grep -E 'sms: ' "$OTAC_RUN/card.log" | sed -E 's/.* msg="?(.*[^"])"?$/    card: \1/'
@@ -74,12 +96,12 @@ tap held pos --amount 80.00 --txn-id "$held_txn" &
 tap_pid=$!
 decided=0
 for _ in $(seq 1 100); do
-  if admin --json approve "$held_txn" >"$OTAC_RUN/approve.out" 2>&1; then decided=1; break; fi
+  if ADMIN_PORT=${other:-$BACKEND_PORT} admin --json approve "$held_txn" >"$OTAC_RUN/approve.out" 2>&1; then decided=1; break; fi
   sleep 0.1
 done
 wait $tap_pid || fail "the held purchase did not end as expected"
 [ $decided = 1 ] || fail "otac-admin approve failed: $(cat "$OTAC_RUN/approve.out")"
-say "operator: otac-admin approve $held_txn -> $(json_field decision <"$OTAC_RUN/approve.out") ($(json_field reason <"$OTAC_RUN/approve.out"), auth code $(json_field auth_code <"$OTAC_RUN/approve.out"))"
+say "operator${other:+ on node 2}: otac-admin approve $held_txn -> $(json_field decision <"$OTAC_RUN/approve.out") ($(json_field reason <"$OTAC_RUN/approve.out"), auth code $(json_field auth_code <"$OTAC_RUN/approve.out"))"
 grep -h '^\[display\]' "$OTAC_RUN/held.err" | sed 's/^\[display\] /    terminal display: /' || true
 DECISION=$(sed -n 2p "$OTAC_RUN/held.out" | json_field decision)
 expect approved
@@ -163,6 +185,19 @@ admin --json transaction "$TXN" | python3 -c 'import json,sys; o=json.loads(sys.
 atm atm3 430.00
 expect approved ok
 say "430.00 more approved: 70.00 + 430.00 is the day's 500.00, the jammed 100.00 did not count"
+
+if [ -n "${E2E_POSTGRES:-}" ]; then
+  step "Node 1 is killed with kill -9: the terminal's next purchase is decided by node 2"
+  node1=$(cat "$OTAC_RUN/pids/backend")
+  kill -KILL "$node1"
+  wait "$node1" 2>/dev/null || true
+  tap failover pos --amount 4.00
+  expect approved
+  grep -h ' failed (' "$OTAC_RUN/failover.err" | sed 's/^otac-terminal: /    terminal: /' ||
+    fail "the terminal did not fail over to node 2"
+  export ADMIN_PORT=$BACKEND2_PORT
+  say "otac-admin talks to node 2 from now on"
+fi
 
 step "The audit log is intact"
 admin audit --verify | sed 's/^/    /' || fail "the audit chain does not verify"

@@ -7,10 +7,14 @@
 #                                      Kannel, otac-backend, a card enrolled and activated
 #                                      whose first list arrives by SMS, the PN532 emulator
 #                                      with the card in its field, a registered terminal
+#                                      (E2E_POSTGRES=1: two backend nodes on one throw-away
+#                                      PostgreSQL cluster instead of one on SQLite)
 #   stack_down                         stop everything started (also the EXIT trap)
 #
 # After stack_up: BACKEND_PORT, BACKEND_DIR, CARD_N, CARD_STATE, TERM_DIR, TERM_CONF, EMU_SOCK,
-# and the helpers admin, card, term, emu_ctl, card_codes, wait_card_codes, post_json.
+# and the helpers admin, card, term, emu_ctl, card_codes, wait_card_codes, post_json. With
+# E2E_POSTGRES=1 also BACKEND2_PORT and BACKEND2_DIR (the second node; the terminal's
+# backend_url names both, and ADMIN_PORT, default BACKEND_PORT, picks the node admin talks to).
 # Every wait is bounded; every process is stopped by PID (tests/support/proc.sh).
 : "${OTAC_BUILD:?lib.sh: set OTAC_BUILD to the build directory}"
 : "${OTAC_RUN:?lib.sh: set OTAC_RUN to a scratch directory}"
@@ -36,10 +40,11 @@ DOOR_OK=FRONT01
 stack_down() {
   proc_stop_all
   [ -f "$OTAC_RUN/kannel/kannel.env" ] && bash "$E2E_SUPPORT/kannel.sh" stop "$OTAC_RUN/kannel" >/dev/null 2>&1
+  [ -n "${E2E_POSTGRES:-}" ] && pg_down
   return 0
 }
 
-admin() { "$BIN_ADMIN" --url "https://127.0.0.1:$BACKEND_PORT" --ca "$BACKEND_DIR/ca.pem" \
+admin() { "$BIN_ADMIN" --url "https://127.0.0.1:${ADMIN_PORT:-$BACKEND_PORT}" --ca "$BACKEND_DIR/ca.pem" \
             --token-file "$BACKEND_DIR/admin.token" "$@"; }
 card() { local sub=$1; shift; "$BIN_CARD" "$sub" --state "$CARD_STATE" "$@"; }
 term() { "$BIN_TERM" --config "$TERM_CONF" "$@"; }
@@ -89,8 +94,17 @@ stack_up() {
   local card_threshold=${3:-$((threshold > 1 ? threshold - 1 : 1))}
   trap stack_down EXIT
   BACKEND_DIR=$OTAC_RUN/backend
-  rm -rf "$BACKEND_DIR" "$OTAC_RUN/term" "$OTAC_RUN/kannel"
+  rm -rf "$BACKEND_DIR" "$OTAC_RUN/backend2" "$OTAC_RUN/term" "$OTAC_RUN/kannel"
   mkdir -m 700 "$BACKEND_DIR"
+  local store_conf=""
+  if [ -n "${E2E_POSTGRES:-}" ]; then
+    # shellcheck source=../support/pg.sh
+    source "$E2E_SUPPORT/pg.sh"
+    rm -rf "$OTAC_RUN/pg-data" "$OTAC_RUN/pg-sock"
+    pg_up || { echo "PostgreSQL did not start" >&2; return 1; }
+    store_conf="store = \"postgresql\"
+postgres_conninfo = \"$(pg_createdb otac)\""
+  fi
 
   # Kannel first: its get-url names the backend's MO port and shared secret, chosen here. The
   # backend's own port is reserved too (not port 0): the soak and the fault tests restart it
@@ -119,11 +133,28 @@ kannel_user = "$KANNEL_SENDSMS_USER"
 kannel_pass = "$KANNEL_SENDSMS_PASS"
 sms_retry_base_seconds = 1
 sms_retry_max_seconds = 2
+$store_conf
 ${E2E_BACKEND_CONF:-}
 EOF
   proc_start backend "$BIN_BACKEND" --data-dir "$BACKEND_DIR"
   proc_wait_file "$BACKEND_DIR/backend.port" 15 backend || return 1
   BACKEND_PORT=$(cat "$BACKEND_DIR/backend.port")
+  local urls="\"https://127.0.0.1:$BACKEND_PORT\""
+  if [ -n "${E2E_POSTGRES:-}" ]; then
+    # The second node: a copy of the first one's data directory (CA, server certificate, KEK,
+    # tokens, MO secret), as a deployment copies it to each machine, with its own ports.
+    BACKEND2_DIR=$OTAC_RUN/backend2
+    cp -a "$BACKEND_DIR" "$BACKEND2_DIR"
+    rm -f "$BACKEND2_DIR/backend.port" "$BACKEND2_DIR/mo.port"
+    local ports2
+    mapfile -t ports2 < <("$E2E_SUPPORT/freeport.sh" 2)
+    sed -i "s/^mo_listen = .*/mo_listen = \"127.0.0.1:${ports2[0]}\"/; s/^listen = .*/listen = \"127.0.0.1:${ports2[1]}\"/" \
+      "$BACKEND2_DIR/otac-backend.conf"
+    proc_start backend2 "$BIN_BACKEND" --data-dir "$BACKEND2_DIR"
+    proc_wait_file "$BACKEND2_DIR/backend.port" 15 backend2 || return 1
+    BACKEND2_PORT=$(cat "$BACKEND2_DIR/backend.port")
+    urls="$urls, \"https://127.0.0.1:$BACKEND2_PORT\""
+  fi
 
   # The card: enrolled (letter), a blank card activated with it, its first list by SMS.
   # With E2E_CARD_KEYPAIR=rsa|p256 the card first generates its key pair and is enrolled
@@ -164,7 +195,7 @@ EOF
   chmod +x "$OTAC_RUN/relay.sh"
   cat >"$TERM_CONF" <<EOF
 reader = "pn532_uart:$OTAC_RUN/pn532"
-backend_url = "https://127.0.0.1:$BACKEND_PORT"
+backend_url = [$urls]
 ca_file = "ca.pem"
 cert_file = "$TERMINAL_ID.pem"
 key_file = "$TERMINAL_ID.key"

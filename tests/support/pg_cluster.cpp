@@ -17,8 +17,6 @@
 namespace otac::pgtest {
 namespace {
 
-constexpr int kPort = 5432;  // only names the socket file; nothing listens on TCP
-
 // Runs argv (optionally through runuser as `user`), waits at most `seconds`; returns the exit
 // status, or -1 when it had to be killed.
 int run(const std::vector<std::string>& args, const std::string& user, int seconds, const std::string& output) {
@@ -70,7 +68,8 @@ void give_to(const std::filesystem::path& p, const std::string& user) {
 
 }  // namespace
 
-PgCluster::PgCluster() {
+PgCluster::PgCluster(PgClusterOptions options) : options_(std::move(options)) {
+  if (options_.tcp_port != 0) port_ = options_.tcp_port;
   std::string tmpl = (std::filesystem::temp_directory_path() / "otac-pg-XXXXXX").string();
   if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
   dir_ = tmpl;
@@ -87,6 +86,14 @@ PgCluster::PgCluster() {
                       "-E", "UTF8", "--locale=C"},
                      run_as_, 120, log);
   if (rc != 0) throw std::runtime_error("initdb failed (exit " + std::to_string(rc) + "):\n" + tail(log));
+  if (!options_.ssl_key.empty()) {
+    // PostgreSQL wants its key owned by the server's user and closed to others.
+    std::filesystem::copy_file(options_.ssl_cert, data_ / "server.crt", std::filesystem::copy_options::overwrite_existing);
+    std::filesystem::copy_file(options_.ssl_key, data_ / "server.key", std::filesystem::copy_options::overwrite_existing);
+    std::filesystem::permissions(data_ / "server.key", std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    give_to(data_ / "server.crt", run_as_);
+    give_to(data_ / "server.key", run_as_);
+  }
   start();
 }
 
@@ -102,8 +109,10 @@ PgCluster::~PgCluster() {
 void PgCluster::start() {
   const auto log = dir_ / "server.log";
   // fsync stays on: the tests that kill nodes rely on what PostgreSQL acknowledged.
-  const std::string opts = "-c listen_addresses='' -k " + sockets_.string() + " -p " + std::to_string(kPort) +
-                           " -c max_connections=400 -c shared_buffers=32MB";
+  std::string opts = "-c listen_addresses='" + std::string(options_.tcp_port ? "127.0.0.1" : "") + "' -k " +
+                     sockets_.string() + " -p " + std::to_string(port_) + " -c max_connections=400 -c shared_buffers=32MB";
+  if (!options_.ssl_key.empty())
+    opts += " -c ssl=on -c ssl_cert_file=" + (data_ / "server.crt").string() + " -c ssl_key_file=" + (data_ / "server.key").string();
   const int rc = run({std::string(kBinDir) + "/pg_ctl", "-D", data_.string(), "-l", log.string(), "-o", opts, "-w", "-t",
                       "60", "start"},
                      run_as_, 90, (dir_ / "pg_ctl.log").string());
@@ -132,7 +141,7 @@ void PgCluster::restart() {
 }
 
 std::string PgCluster::conninfo(const std::string& db) const {
-  return "host=" + sockets_.string() + " port=" + std::to_string(kPort) + " user=otac dbname=" + db;
+  return "host=" + sockets_.string() + " port=" + std::to_string(port_) + " user=otac dbname=" + db;
 }
 
 void PgCluster::psql(const std::string& db, const std::string& sql) const {
@@ -142,7 +151,7 @@ void PgCluster::psql(const std::string& db, const std::string& sql) const {
   if (rc != 0) throw std::runtime_error("psql failed on `" + sql + "`:\n" + tail(log));
 }
 
-void PgCluster::require_password_for(const std::string& user) {
+void PgCluster::require_password_for(const std::string& user, bool over_tls) {
   const auto hba = data_ / "pg_hba.conf";
   std::ifstream in(hba);
   std::stringstream rest;
@@ -150,7 +159,11 @@ void PgCluster::require_password_for(const std::string& user) {
   in.close();
   {
     std::ofstream out(hba, std::ios::trunc);  // rewritten in place: the owner stays
-    out << "local all " << user << " scram-sha-256\n" << rest.str();
+    if (over_tls)  // the first matching line decides: TLS with a password, or nothing
+      out << "hostssl all " << user << " 127.0.0.1/32 scram-sha-256\nhostnossl all " << user << " 127.0.0.1/32 reject\n";
+    else
+      out << "local all " << user << " scram-sha-256\n";
+    out << rest.str();
   }
   const int rc = run({std::string(kBinDir) + "/pg_ctl", "-D", data_.string(), "reload"}, run_as_, 30,
                      (dir_ / "pg_ctl.log").string());

@@ -29,8 +29,9 @@ TEST_CASE("config: a minimal file parses with defaults", "[terminal][config]") {
   auto c = parse_config(kMinimal, "/etc/otac");
   REQUIRE(c);
   CHECK(c->reader == "pn532_uart:/tmp/pn532");
-  CHECK(c->backend_host == "127.0.0.1");
-  CHECK(c->backend_port == 8443);
+  REQUIRE(c->backends.size() == 1);
+  CHECK(c->backends[0].host == "127.0.0.1");
+  CHECK(c->backends[0].port == 8443);
   CHECK(c->ca_file == "/etc/otac/ca.pem");
   CHECK(c->cert_file == "/etc/otac/t.pem");
   CHECK(c->key_file == "/etc/otac/t.key");
@@ -133,18 +134,50 @@ TEST_CASE("config: each error is one line naming the file, the line and the key"
   }
   auto ok = parse_config(replace_url("\"https://backend.example/\""));
   REQUIRE(ok);
-  CHECK(ok->backend_host == "backend.example");
-  CHECK(ok->backend_port == 443);
+  REQUIRE(ok->backends.size() == 1);
+  CHECK(ok->backends[0].host == "backend.example");
+  CHECK(ok->backends[0].port == 443);
   // An IPv6 literal: the host without its brackets (as the TLS address check wants it).
   auto v6 = parse_config(replace_url("\"https://[::1]:8443\""));
   REQUIRE(v6);
-  CHECK(v6->backend_host == "::1");
-  CHECK(v6->backend_port == 8443);
-  // An array of backends: the first is the backend.
+  REQUIRE(v6->backends.size() == 1);
+  CHECK(v6->backends[0].host == "::1");
+  CHECK(v6->backends[0].port == 8443);
+  // An array of nodes, kept in order, the first tried first.
   auto two = parse_config(replace_url("[\"https://a.example:8443\", \"https://b.example\"]"));
   REQUIRE(two);
-  CHECK(two->backend_host == "a.example");
-  CHECK(two->backend_port == 8443);
+  REQUIRE(two->backends.size() == 2);
+  CHECK(two->backends[0].host == "a.example");
+  CHECK(two->backends[0].port == 8443);
+  CHECK(two->backends[1].host == "b.example");
+  CHECK(two->backends[1].port == 443);
+  auto dup = parse_config(replace_url("[\"https://a:1\", \"https://a:1/\"]"), ".", "t.conf");
+  REQUIRE_FALSE(dup);
+  CHECK_THAT(dup.error().message, Catch::StartsWith("t.conf:3: backend_url: ") && Catch::Contains("repeats"));
+  // Or one string with several, separated by commas: kept in order, the first tried first.
+  auto three = parse_config(replace_url("\"https://a.example:8443, https://[::1]:8444/,https://10.0.0.3\""));
+  REQUIRE(three);
+  REQUIRE(three->backends.size() == 3);
+  CHECK(three->backends[0].host == "a.example");
+  CHECK(three->backends[0].port == 8443);
+  CHECK(three->backends[1].host == "::1");
+  CHECK(three->backends[1].port == 8444);
+  CHECK(three->backends[2].host == "10.0.0.3");
+  CHECK(three->backends[2].port == 443);
+  const std::vector<std::pair<std::string, const char*>> bad_lists = {
+      {"https://a:1,", "entry 2 is empty"},
+      {",https://a:1", "entry 1 is empty"},
+      {"https://a:1, http://b:2", "entry 2: "},
+      {"https://a:1, https://a:1/", "entry 2 repeats an earlier one"},
+      {"https://a:1,https://a:2,https://a:3,https://a:4,https://a:5,https://a:6,https://a:7,https://a:8,https://a:9",
+       "more than 8 backend URLs"},
+  };
+  for (const auto& [list, needle] : bad_lists) {
+    INFO(list);
+    auto r = parse_config(replace_url("\"" + list + "\""));
+    REQUIRE_FALSE(r);
+    CHECK_THAT(r.error().message, Catch::Contains("backend_url") && Catch::Contains(needle));
+  }
   auto tid = kMinimal;
   tid.replace(tid.find("TERM0001"), 8, "T1");
   CHECK_FALSE(parse_config(tid));
