@@ -197,7 +197,13 @@ TEST_CASE("SoftHSM2: hsm-migrate moves a file-KEK store into the token, resumabl
       auto k = tx.server_key("card-ca");  // "server" is made only for a card with a public key
       REQUIRE(k);
       secrets.push_back(raw(k->private_der));
-      return {};
+      // The second card is mid key-rotation: its previous K is kept (retired_k_sealed).
+      auto card = tx.card(cards[1].n);
+      REQUIRE(card);
+      card->retired_k = crypto::random_secret(16);
+      card->retired_version = 1;
+      secrets.push_back(raw(*card->retired_k));
+      return tx.update_card(*card);
     }));
   }
   for (const auto& card : cards) {
@@ -209,20 +215,7 @@ TEST_CASE("SoftHSM2: hsm-migrate moves a file-KEK store into the token, resumabl
   const std::uint64_t before = count_not_under(db, kSealedToken, 1).value();
   REQUIRE(before >= 40);
   // kill -9 in the middle: a child migrates in batches of 3 and is killed after its 4th.
-  const pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    CeremonyOptions o;
-    o.rewrap.batch = 3;
-    int batches = 0;
-    o.rewrap.progress = [&batches](std::uint64_t) {
-      if (++batches == 4) ::raise(SIGKILL);
-    };
-    (void)hsm_migrate(c, o);
-    ::_exit(0);
-  }
-  int st = 0;
-  REQUIRE(::waitpid(pid, &st, 0) == pid);
+  const int st = backend::test::migrate_killed_midway(c, 3, 4);
   REQUIRE(WIFSIGNALED(st));
   CHECK(WTERMSIG(st) == SIGKILL);
   const std::uint64_t midway = count_not_under(db, kSealedToken, 1).value();
