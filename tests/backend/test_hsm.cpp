@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 #include <thread>
 
+#include "ceremony_fixture.hpp"
 #include "custody.hpp"
 #include "rewrap.hpp"
 #include "softhsm_fixture.hpp"
@@ -132,7 +133,20 @@ TEST_CASE("SoftHSM2: a wrong PIN, a missing token and a PIN file others can read
   CHECK_FALSE(p11::parse_uri("pkcs11:token=otac;object=kek?pin-value=1234"));
 }
 
-TEST_CASE("SoftHSM2: the token's directory gone while serving: errors, no approval, nothing corrupted", "[softhsm]") {
+// The outcome of one authorization that may fail: approved, or the error.
+std::string try_authorize(Backend& b, const backend::test::IssuedCard& card, std::uint16_t index, const std::string& txn) {
+  Ch ch;
+  ch.un = be_bytes(index, 8);
+  try {
+    auto r = b.env.svc->authorize(backend::test::card_request(txn, card.n, card.alg, card.list, index, card.codes[index], ch), "TERM0001");
+    if (!r) return r.error().message;
+    return r->decision == Decision::approved ? "approved" : "decision " + std::to_string(static_cast<int>(r->decision));
+  } catch (const std::exception& e) {  // the store's transaction rolled back
+    return e.what();
+  }
+}
+
+TEST_CASE("SoftHSM2: the token's directory gone while serving: errors, no approval, then recovery without a restart", "[softhsm]") {
   backend::test::SoftHsm hsm;
   backend::test::TempDir data;
   const Config c = config_for(data.path, &hsm);
@@ -146,31 +160,67 @@ TEST_CASE("SoftHSM2: the token's directory gone while serving: errors, no approv
     const fs::path hidden = hsm.dir.path / "tokens.away";
     ::chmod(hsm.tokens.c_str(), 0);
     fs::rename(hsm.tokens, hidden);
+    std::string last;
     for (std::uint16_t i = 1; i <= 3; ++i) {
-      Ch ch;
-      ch.un = be_bytes(i, 8);
-      const std::string txn = "T-gone-" + std::to_string(i);
-      bool approved = false;
-      std::string error;
-      try {
-        auto r = b.env.svc->authorize(backend::test::card_request(txn, card.n, card.alg, card.list, i, card.codes[i], ch), "TERM0001");
-        if (r) approved = r->decision == Decision::approved;
-        else error = r.error().message;
-      } catch (const std::exception& e) {  // the store's transaction rolled back
-        error = e.what();
-      }
-      INFO(error);
-      CHECK_FALSE(approved);
-      CHECK(error.find("PKCS#11") != std::string::npos);
+      last = try_authorize(b, card, i, "T-gone-" + std::to_string(i));
+      INFO(last);
+      CHECK(last != "approved");
+      CHECK(last.find("PKCS#11") != std::string::npos);
     }
+    // After the first failure the token is lost: the next fail at once and say so.
+    CHECK(last.find("is unavailable since") != std::string::npos);
     fs::rename(hidden, hsm.tokens);
     ::chmod(hsm.tokens.c_str(), 0700);
+    // Back: the same backend re-opens the token by itself once its backoff allows (the
+    // second re-open attempt is due 250 ms after the first failed one).
+    std::string back;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int attempt = 0; attempt < 100 && back != "approved"; ++attempt) {  // bounded: 100 x 100 ms
+      back = try_authorize(b, card, 4, "T-back-" + std::to_string(attempt));
+      if (back != "approved") std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    INFO(back);
+    CHECK(back == "approved");
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+    // The codes tried while the token was away are unused, and now approved.
+    for (std::uint16_t i = 1; i <= 3; ++i) CHECK(try_authorize(b, card, i, "T-after-" + std::to_string(i)) == "approved");
   }
-  // A restarted backend finds everything as it was: the codes tried meanwhile are unused and
-  // now approved, and the audit chain is whole.
+  // A restarted backend finds everything as it was: the audit chain is whole.
   Backend b(c);
-  for (std::uint16_t i = 1; i <= 3; ++i) CHECK(authorize(b, card, i, "T-after-" + std::to_string(i)).decision == Decision::approved);
+  CHECK(authorize(b, card, 5, "T-restarted").decision == Decision::approved);
   CHECK(has(audit_actions(b), "enroll"));
+}
+
+TEST_CASE("SoftHSM2: a token back with a PIN it refuses: the PIN is tried once, then again only after the PIN file changes",
+          "[softhsm]") {
+  backend::test::SoftHsm hsm;
+  backend::test::TempDir data;
+  const Config c = config_for(data.path, &hsm);
+  REQUIRE(hsm_init(c, {}));
+  Backend b(c);
+  auto card = backend::test::enroll_issued(b.env);
+  CHECK(try_authorize(b, card, 0, "P-0") == "approved");
+  const fs::path hidden = hsm.dir.path / "tokens.away";
+  fs::rename(hsm.tokens, hidden);
+  CHECK(try_authorize(b, card, 1, "P-gone").find("PKCS#11") != std::string::npos);
+  hsm.write_pin("9999");  // the PIN file edited wrongly while the token was away
+  fs::rename(hidden, hsm.tokens);
+  // Bounded polling (100 x 100 ms): the re-open is refused with the token's answer, and then
+  // not tried again while the file is unchanged.
+  std::string answer;
+  for (int i = 0; i < 100 && answer.find("not tried again") == std::string::npos; ++i) {
+    answer = try_authorize(b, card, 1, "P-wrong-" + std::to_string(i));
+    REQUIRE(answer != "approved");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  INFO(answer);
+  CHECK(answer.find("refused the PIN in " + hsm.pin.string()) != std::string::npos);
+  hsm.write_pin("1234");
+  for (int i = 0; i < 100 && answer != "approved"; ++i) {
+    answer = try_authorize(b, card, 1, "P-fixed-" + std::to_string(i));
+    if (answer != "approved") std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(answer == "approved");
 }
 
 TEST_CASE("SoftHSM2: hsm-migrate moves a file-KEK store into the token, resumable after kill -9", "[softhsm]") {

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <mutex>
 
+#include "ceremony_fixture.hpp"
 #include "custody.hpp"
 #include "pg_cluster.hpp"
 #include "pg_store.hpp"
