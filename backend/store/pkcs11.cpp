@@ -140,7 +140,7 @@ struct Module {
   CK_FUNCTION_LIST_PTR f = nullptr;
   bool initialized = false;
   std::mutex mu;                 // serializes reinitialize()
-  std::uint64_t epoch = 0;       // how many times it was initialized again (under mu)
+  std::atomic<std::uint64_t> epoch{0};  // how many times it was initialized again (changed under mu)
   std::atomic<int> in_flight{0};  // calls into the module now, from every Token
   ~Module() {
     if (f && initialized) f->C_Finalize(nullptr);
@@ -154,7 +154,7 @@ struct Module {
   // once no call is in flight (waits at most kQuiesceSteps * kQuiesceStep).
   Result<std::uint64_t> reinitialize(std::uint64_t seen_epoch) {
     std::lock_guard lk(mu);
-    if (epoch != seen_epoch || !initialized) return epoch;
+    if (epoch.load() != seen_epoch || !initialized) return epoch.load();
     for (int i = 0; i < kQuiesceSteps && in_flight.load() > 0; ++i) std::this_thread::sleep_for(kQuiesceStep);
     if (in_flight.load() > 0) return make_error(Errc::io, "calls into the PKCS#11 module are still in flight; not re-initialized");
     f->C_Finalize(nullptr);
@@ -214,7 +214,7 @@ struct Token::Impl {
   std::string label;
   std::string uri;                      // to find the token again after a loss
   std::filesystem::path module_path, pin_file;
-  std::uint64_t module_epoch = 0;       // the module initialization our sessions belong to
+  std::atomic<std::uint64_t> module_epoch{0};  // the module initialization our sessions belong to
   std::atomic<std::uint64_t> generation{0};
   std::mutex mu;
   std::condition_variable freed;
@@ -233,7 +233,7 @@ struct Token::Impl {
 
   ~Impl() {
     std::lock_guard lk(module->mu);
-    if (module_epoch == module->epoch)  // else the module was initialized again: nothing to close
+    if (module_epoch.load() == module->epoch.load())  // else the module was initialized again: nothing to close
       for (CK_SESSION_HANDLE s : idle) f->C_CloseSession(s);
   }
 
@@ -358,9 +358,9 @@ struct Token::Impl {
       idle.clear();
       ++generation;  // sessions borrowed before now are not given back to the pool
     }
-    auto e = module->reinitialize(module_epoch);
+    auto e = module->reinitialize(module_epoch.load());
     if (!e) return e.error();
-    module_epoch = *e;
+    module_epoch.store(*e);
     if (auto s = find_slot(); !s) return s;
     return login();
   }
@@ -394,6 +394,9 @@ struct Token::Impl {
   }
 
   Result<std::unique_ptr<Session>> session() {
+    // Another Token of this process re-initialized the module: our sessions are gone too (and
+    // their handle numbers may now name its sessions), so re-open before using any.
+    if (module_epoch.load() != module->epoch.load()) mark_lost("the PKCS#11 module was initialized again in this process");
     if (auto r = recover_if_lost(); !r) return r.error();
     std::unique_lock lk(mu);
     freed.wait(lk, [this] { return !idle.empty() || open_sessions < kMaxSessions; });
@@ -526,7 +529,7 @@ Result<std::shared_ptr<Token>> Token::open(const std::filesystem::path& module_p
   impl->pin_file = pin_file;
   {
     std::lock_guard lk(impl->module->mu);
-    impl->module_epoch = impl->module->epoch;
+    impl->module_epoch.store(impl->module->epoch.load());
   }
   if (auto s = impl->find_slot(); !s) return s.error();
   if (auto l = impl->login(); !l) return l.error();

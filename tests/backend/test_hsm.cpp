@@ -223,6 +223,35 @@ TEST_CASE("SoftHSM2: a token back with a PIN it refuses: the PIN is tried once, 
   CHECK(answer == "approved");
 }
 
+TEST_CASE("SoftHSM2: two users of the token in one process: the one that re-opens it brings the other back", "[softhsm]") {
+  backend::test::SoftHsm hsm;
+  backend::test::TempDir data;
+  const Config c = config_for(data.path, &hsm);
+  REQUIRE(hsm_init(c, {}));
+  Backend b(c);
+  auto other = open_custody(c, nullptr);  // a second Token on the same module (as a ceremony holds)
+  REQUIRE(other);
+  auto card = backend::test::enroll_issued(b.env);
+  const Bytes probe = to_bytes("audit probe");
+  const Bytes mac = b.kek->audit_mac(probe);
+  CHECK((*other)->audit_mac(probe) == mac);
+  const fs::path hidden = hsm.dir.path / "tokens.away";
+  fs::rename(hsm.tokens, hidden);
+  CHECK(try_authorize(b, card, 0, "U-gone") != "approved");  // the second is not used meanwhile
+  fs::rename(hidden, hsm.tokens);
+  std::string answer;
+  for (int i = 0; i < 100 && answer != "approved"; ++i) {  // bounded: 100 x 100 ms
+    answer = try_authorize(b, card, 0, "U-back-" + std::to_string(i));
+    if (answer != "approved") std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(answer == "approved");
+  // The module was initialized again by the first, which ended the second's sessions too; the
+  // second sees that at its next call and re-opens its own session before using any.
+  Bytes again;
+  CHECK_NOTHROW(again = (*other)->audit_mac(probe));
+  CHECK(again == mac);
+}
+
 TEST_CASE("SoftHSM2: hsm-migrate moves a file-KEK store into the token, resumable after kill -9", "[softhsm]") {
   backend::test::SoftHsm hsm;
   backend::test::TempDir data;

@@ -92,6 +92,15 @@ struct HsmNodes {
     }
   }
 
+  // A new deployment on the token: hsm-init, then `count` nodes. Returns hsm-init's summary.
+  std::string start_on_token(std::size_t count) {
+    write_config(true);
+    auto init = hsm_init(config(true), {});
+    REQUIRE(init);
+    start(count);
+    return *init;
+  }
+
   // A store connection with the custody the config names (the test holds the token too).
   std::unique_ptr<Store> store(bool token) const {
     auto kek = open_custody(config(token), nullptr);
@@ -168,16 +177,22 @@ std::string scan_copy(HsmNodes& h, const std::vector<Bytes>& keys) {
   return found;
 }
 
+// One audit chain in the database, every entry's MAC verified (in the token).
+void check_audit_chain(Store& store) {
+  REQUIRE(store.run([&](Tx& tx) -> Result<void> {
+    auto chain = tx.verify_audit_chain();
+    INFO((chain ? "" : chain.error().message));
+    CHECK(chain);
+    return {};
+  }));
+}
+
 }  // namespace
 
 TEST_CASE("SoftHSM2 on PostgreSQL: two nodes with their own token sessions, enrolled on one, authorized on the other",
           "[server][pg][softhsm]") {
   HsmNodes h;
-  h.write_config(true);
-  auto init = hsm_init(h.config(true), {});
-  REQUIRE(init);
-  CHECK(init->find("kek_version=1") != std::string::npos);
-  h.start(2);
+  CHECK(h.start_on_token(2).find("kek_version=1") != std::string::npos);
   CHECK_FALSE(fs::exists(h[0].dir / "kek.bin"));  // no file KEK is made in token mode
   const auto [cert, key] = h[0].register_terminal("TERM0001");
   auto store = h.store(true);
@@ -194,12 +209,7 @@ TEST_CASE("SoftHSM2 on PostgreSQL: two nodes with their own token sessions, enro
   CHECK(count_not_under(db, kSealedToken, 1).value() == 0);
   CHECK(count_not_under(db, kSealedToken, 2).value() > 200);
   // One audit chain, written by both nodes and the ceremony.
-  REQUIRE(store->run([&](Tx& tx) -> Result<void> {
-    auto chain = tx.verify_audit_chain();
-    INFO((chain ? "" : chain.error().message));
-    CHECK(chain);
-    return {};
-  }));
+  check_audit_chain(*store);
   // The data directories and a pg_dump, without the token, reveal no key.
   CHECK(scan_copy(h, known_keys({&a, &b})).empty());
 }
@@ -273,9 +283,7 @@ TEST_CASE("SoftHSM2 on PostgreSQL: hsm-migrate from the file KEK, resumable afte
 TEST_CASE("SoftHSM2 on PostgreSQL: hsm-rotate re-wraps under a new KEK version while two nodes serve",
           "[server][pg][softhsm]") {
   HsmNodes h;
-  h.write_config(true);
-  REQUIRE(hsm_init(h.config(true), {}));
-  h.start(2);
+  h.start_on_token(2);
   const auto [cert, key] = h[0].register_terminal("TERM0001");
   auto store = h.store(true);
   const Card a = enroll(h[0], *store, "+4915550001");
@@ -325,11 +333,49 @@ TEST_CASE("SoftHSM2 on PostgreSQL: hsm-rotate re-wraps under a new KEK version w
   // Version 1 is gone from the token: both nodes go on with version 2 alone.
   CHECK(authorize(h[1], cert, key, c3, 0, "RC-1") == "approved/ok");
   CHECK(authorize(h[0], cert, key, c3, 1, "RC-2") == "approved/ok");
-  REQUIRE(store->run([&](Tx& tx) -> Result<void> {
-    auto chain = tx.verify_audit_chain();
-    INFO((chain ? "" : chain.error().message));
-    CHECK(chain);
-    return {};
-  }));
+  check_audit_chain(*store);
   CHECK(scan_copy(h, known_keys({&a, &b, &c3})).empty());
+}
+
+TEST_CASE("SoftHSM2 on PostgreSQL: the token gone and back while two nodes serve: refusals, then each node recovers by itself",
+          "[server][pg][softhsm]") {
+  HsmNodes h;
+  h.start_on_token(2);
+  const auto [cert, key] = h[0].register_terminal("TERM0001");
+  Card a;
+  {
+    auto store = h.store(true);  // closed before the token goes: this process holds no session then
+    a = enroll(h[0], *store, "+4915550001");
+  }
+  CHECK(authorize(h[1], cert, key, a, 0, "TL-0") == "approved/ok");
+  // Root ignores mode 000, so the directory is also moved away: the token's files vanish.
+  const fs::path hidden = h.hsm.dir.path / "tokens.away";
+  ::chmod(h.hsm.tokens.c_str(), 0);
+  fs::rename(h.hsm.tokens, hidden);
+  for (std::size_t node = 0; node < 2; ++node) {
+    for (int i = 0; i < 2; ++i) {  // the first finds the token gone, the second is refused at once
+      const std::string answer = authorize(h[node], cert, key, a, 1, "TL-gone-" + std::to_string(node) + std::to_string(i));
+      INFO("node " << node << ": " << answer);
+      CHECK(answer.rfind("status 5", 0) == 0);  // a server error: no decision, nothing stored
+    }
+    CHECK(h[node].log().find("event=hsm_token_lost") != std::string::npos);
+  }
+  fs::rename(hidden, h.hsm.tokens);
+  ::chmod(h.hsm.tokens.c_str(), 0700);
+  // Each node re-opens its own session once its backoff allows; bounded polling.
+  for (std::size_t node = 0; node < 2; ++node) {
+    std::string answer;
+    const auto code = static_cast<std::uint16_t>(2 + node);
+    for (int i = 0; i < 100 && answer != "approved/ok"; ++i) {
+      answer = authorize(h[node], cert, key, a, code, "TL-back-" + std::to_string(node) + "-" + std::to_string(i));
+      if (answer != "approved/ok") std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    INFO("node " << node << ": " << answer);
+    CHECK(answer == "approved/ok");
+    CHECK(h[node].log().find("event=hsm_token_recovered") != std::string::npos);
+  }
+  // The code tried while the token was away is unused; the audit chain is whole.
+  CHECK(authorize(h[0], cert, key, a, 1, "TL-after") == "approved/ok");
+  auto store = h.store(true);
+  check_audit_chain(*store);
 }
