@@ -251,6 +251,10 @@ TEST_CASE("SoftHSM2 on PostgreSQL: hsm-migrate from the file KEK, resumable afte
   const std::uint64_t midway = count_not_under(db, kSealedToken, 1).value();
   CHECK(midway <= before - 15);  // four whole batches committed (a batch ends at a column's end)
   CHECK(midway >= before - 20);
+  // hsm-init is refused on a database the file KEK sealed values in (even half migrated).
+  auto init = hsm_init(c, {});
+  REQUIRE_FALSE(init);
+  CHECK(init.error().message.find("use hsm-migrate") != std::string::npos);
   auto m = hsm_migrate(c, {});
   REQUIRE(m);
   CHECK(m->find("rewrapped=" + std::to_string(midway)) != std::string::npos);
