@@ -248,6 +248,8 @@ struct Token::Impl {
     Session(const Session&) = delete;
     Session& operator=(const Session&) = delete;
     CK_SESSION_HANDLE get() const { return h_; }
+    /// The re-open this session belongs to (Impl::generation when it was borrowed).
+    std::uint64_t generation() const { return generation_; }
     /// After an error that may leave the session unusable (device removed, handle invalid).
     void mark_broken() { broken_ = true; }
 
@@ -437,7 +439,8 @@ struct Token::Impl {
     if (!s) return s.error();
     const CK_RV rv = fn((*s)->get());
     if (rv != CKR_OK && rv != CKR_ENCRYPTED_DATA_INVALID && rv != CKR_SIGNATURE_INVALID) (*s)->mark_broken();
-    if (token_lost(rv)) mark_lost(rv_name(rv));
+    // A session from before a re-open failing says nothing about the token now.
+    if (token_lost(rv) && (*s)->generation() == generation.load()) mark_lost(rv_name(rv));
     return rv;
   }
 

@@ -36,6 +36,14 @@ Config config_for(const fs::path& data_dir, const backend::test::SoftHsm* hsm) {
   return c;
 }
 
+// A token after hsm-init, a data directory and the configuration naming both.
+struct Initialized {
+  backend::test::SoftHsm hsm;
+  backend::test::TempDir data;
+  Config c = config_for(data.path, &hsm);
+  Initialized() { REQUIRE(hsm_init(c, {})); }
+};
+
 // A service over the config's database with the custody the config names.
 struct Backend {
   std::shared_ptr<const Kek> kek;
@@ -147,10 +155,8 @@ std::string try_authorize(Backend& b, const backend::test::IssuedCard& card, std
 }
 
 TEST_CASE("SoftHSM2: the token's directory gone while serving: errors, no approval, then recovery without a restart", "[softhsm]") {
-  backend::test::SoftHsm hsm;
-  backend::test::TempDir data;
-  const Config c = config_for(data.path, &hsm);
-  REQUIRE(hsm_init(c, {}));
+  Initialized init;
+  auto& [hsm, data, c] = init;
   backend::test::IssuedCard card;
   {
     Backend b(c);
@@ -191,12 +197,69 @@ TEST_CASE("SoftHSM2: the token's directory gone while serving: errors, no approv
   CHECK(has(audit_actions(b), "enroll"));
 }
 
+TEST_CASE("SoftHSM2: the token gone and back under concurrent authorizations: approvals or clean refusals, then approvals again",
+          "[softhsm]") {
+  Initialized init;
+  auto& [hsm, data, c] = init;
+  Backend b(c, 100);
+  auto card = backend::test::enroll_issued(b.env);
+  constexpr int kThreads = 4, kRounds = 25;
+  std::vector<std::vector<std::string>> answers(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int r = 0; r < kRounds; ++r) {  // thread t uses codes t, t+4, t+8, ...: each code once
+        const auto code = static_cast<std::uint16_t>(t + kThreads * r);
+        answers[static_cast<std::size_t>(t)].push_back(try_authorize(b, card, code, "C-" + std::to_string(code)));
+        // 25 rounds of at least 100 ms: the token is away from 0.25 s to 0.65 s, and its
+        // re-open attempts are due 0, 0.25 and 0.75 s after the loss.
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  const fs::path hidden = hsm.dir.path / "tokens.away";
+  fs::rename(hsm.tokens, hidden);
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  fs::rename(hidden, hsm.tokens);
+  for (auto& th : threads) th.join();
+  int approved = 0, refused = 0;
+  std::vector<std::uint16_t> refused_codes;
+  for (int t = 0; t < kThreads; ++t) {
+    const auto& mine = answers[static_cast<std::size_t>(t)];
+    for (std::size_t r = 0; r < mine.size(); ++r) {
+      INFO("thread " << t << " round " << r << ": " << mine[r]);
+      if (mine[r] == "approved") {
+        ++approved;
+      } else {
+        ++refused;
+        CHECK(mine[r].find("PKCS#11") != std::string::npos);  // a clean refusal naming the token
+        refused_codes.push_back(static_cast<std::uint16_t>(t + kThreads * static_cast<int>(r)));
+      }
+    }
+    CHECK(mine.back() == "approved");  // each thread is served again by the end
+  }
+  CHECK(refused > 0);
+  CHECK(approved > kThreads * 4);
+  // Nothing was half done: each approved code is used, each refused one is not (and is
+  // approved now), and the audit chain is whole.
+  std::uint32_t unused = 0;
+  auto s = b.env.store();
+  REQUIRE(s->run([&](Tx& tx) -> Result<void> {
+    auto n = tx.unused_count(card.n);
+    if (!n) return n.error();
+    unused = *n;
+    return {};
+  }));
+  CHECK(unused == 100 - static_cast<std::uint32_t>(approved));
+  for (std::uint16_t code : refused_codes) CHECK(try_authorize(b, card, code, "C-again-" + std::to_string(code)) == "approved");
+  CHECK(has(audit_actions(b), "enroll"));
+}
+
 TEST_CASE("SoftHSM2: a token back with a PIN it refuses: the PIN is tried once, then again only after the PIN file changes",
           "[softhsm]") {
-  backend::test::SoftHsm hsm;
-  backend::test::TempDir data;
-  const Config c = config_for(data.path, &hsm);
-  REQUIRE(hsm_init(c, {}));
+  Initialized init;
+  auto& [hsm, data, c] = init;
   Backend b(c);
   auto card = backend::test::enroll_issued(b.env);
   CHECK(try_authorize(b, card, 0, "P-0") == "approved");
@@ -224,10 +287,8 @@ TEST_CASE("SoftHSM2: a token back with a PIN it refuses: the PIN is tried once, 
 }
 
 TEST_CASE("SoftHSM2: two users of the token in one process: the one that re-opens it brings the other back", "[softhsm]") {
-  backend::test::SoftHsm hsm;
-  backend::test::TempDir data;
-  const Config c = config_for(data.path, &hsm);
-  REQUIRE(hsm_init(c, {}));
+  Initialized init;
+  auto& [hsm, data, c] = init;
   Backend b(c);
   auto other = open_custody(c, nullptr);  // a second Token on the same module (as a ceremony holds)
   REQUIRE(other);
@@ -322,10 +383,8 @@ TEST_CASE("SoftHSM2: hsm-migrate moves a file-KEK store into the token, resumabl
 }
 
 TEST_CASE("SoftHSM2: hsm-rotate re-wraps under a new KEK version while authorizations go on", "[softhsm]") {
-  backend::test::SoftHsm hsm;
-  backend::test::TempDir data;
-  const Config c = config_for(data.path, &hsm);
-  REQUIRE(hsm_init(c, {}));
+  Initialized init;
+  auto& [hsm, data, c] = init;
   Backend b(c, 100);
   auto card = backend::test::enroll_issued(b.env);
   std::vector<backend::test::IssuedCard> more;

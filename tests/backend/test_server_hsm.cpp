@@ -288,7 +288,8 @@ TEST_CASE("SoftHSM2 on PostgreSQL: hsm-rotate re-wraps under a new KEK version w
           "[server][pg][softhsm]") {
   HsmNodes h;
   h.start_on_token(2);
-  const auto [cert, key] = h[0].register_terminal("TERM0001");
+  const auto terminal = h[0].register_terminal("TERM0001");
+  const fs::path cert = terminal.first, key = terminal.second;  // named: clang 14 cannot capture a binding
   auto store = h.store(true);
   const Card a = enroll(h[0], *store, "+4915550001");
   const Card b = enroll(h[1], *store, "+4915550002");
