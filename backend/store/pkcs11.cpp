@@ -260,8 +260,8 @@ struct Token::Impl {
     bool broken_ = false;
   };
 
-  // The one slot whose token matches the URI's token attributes.
-  Result<void> find_slot() {
+  // The one slot whose token matches the URI's token attributes, and the token's label.
+  Result<std::pair<CK_SLOT_ID, std::string>> find_slot() const {
     std::unique_ptr<P11KitUri, void (*)(P11KitUri*)> u(p11_kit_uri_new(), p11_kit_uri_free);
     if (p11_kit_uri_parse(uri.c_str(), P11_KIT_URI_FOR_ANY, u.get()) != P11_KIT_URI_OK)
       return make_error(Errc::bad_value, "PKCS#11 URI " + uri + " does not parse");
@@ -271,7 +271,7 @@ struct Token::Impl {
     if (CK_RV rv = f->C_GetSlotList(CK_TRUE, slots.data(), &count); rv != CKR_OK) return p11_error("C_GetSlotList", rv);
     slots.resize(count);
     std::vector<std::string> seen;
-    bool found = false;
+    std::optional<std::pair<CK_SLOT_ID, std::string>> found;
     for (CK_SLOT_ID s : slots) {
       CK_TOKEN_INFO info{};
       if (f->C_GetTokenInfo(s, &info) != CKR_OK) continue;
@@ -279,9 +279,7 @@ struct Token::Impl {
       seen.push_back(field(info.label, sizeof info.label));
       if (p11_kit_uri_match_token_info(u.get(), &info) != 1) continue;
       if (found) return make_error(Errc::state, "PKCS#11 URI " + uri + " matches more than one token; add serial= to it");
-      slot = s;
-      label = seen.back();
-      found = true;
+      found.emplace(s, seen.back());
     }
     if (!found) {
       std::string names;
@@ -289,7 +287,7 @@ struct Token::Impl {
       return make_error(Errc::not_found, "no PKCS#11 token matches " + uri + " in " + module_path.string() +
                                              (names.empty() ? " (the module shows no initialized token)" : " (tokens present: " + names + ")"));
     }
-    return {};
+    return *found;
   }
 
   // The PIN file's modification time (s, ns); empty when it cannot be read.
@@ -363,7 +361,12 @@ struct Token::Impl {
     auto e = module->reinitialize(module_epoch.load());
     if (!e) return e.error();
     module_epoch.store(*e);
-    if (auto s = find_slot(); !s) return s;
+    auto found = find_slot();  // the slot may have changed; the label stays (read by others meanwhile)
+    if (!found) return found.error();
+    {
+      std::lock_guard lk(mu);
+      slot = found->first;
+    }
     return login();
   }
 
@@ -534,7 +537,10 @@ Result<std::shared_ptr<Token>> Token::open(const std::filesystem::path& module_p
     std::lock_guard lk(impl->module->mu);
     impl->module_epoch.store(impl->module->epoch.load());
   }
-  if (auto s = impl->find_slot(); !s) return s.error();
+  auto found = impl->find_slot();
+  if (!found) return found.error();
+  impl->slot = found->first;
+  impl->label = found->second;
   if (auto l = impl->login(); !l) return l.error();
   return std::shared_ptr<Token>(new Token(std::move(impl)));
 }
