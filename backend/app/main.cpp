@@ -86,7 +86,8 @@ RENEW-CERTIFICATE
 KEY CEREMONY (keys in a PKCS#11 token; kek_uri and friends in the config)
     hsm-init     makes what the token lacks: KEK version 1, the audit-log key and, with
                  server_key_uri and card_ca_key_uri, the two ECDSA P-256 key pairs. For a
-                 new store (refused when kek_file and the database both exist).
+                 new store (refused when kek_file exists beside the SQLite database, or
+                 the PostgreSQL database holds values the file KEK sealed).
     hsm-migrate  moves a file-KEK store into the token: imports the audit-log key and the
                  server and card CA keys (cards trust them), re-wraps every card key and code
                  under the token's KEK in transactions of --batch rows (default 200), then
@@ -95,8 +96,9 @@ KEY CEREMONY (keys in a PKCS#11 token; kek_uri and friends in the config)
                  re-wraps every value in batches while they serve (they open both versions),
                  then destroys the old versions (--keep-old keeps them). Run again to
                  resume an interrupted rotation.
-    Each writes an audit entry. The PIN is read from pkcs11_pin_file (0600). Each command
-    takes --data-dir and --config after its name (or before it).
+    Each works on the configured store (SQLite or PostgreSQL) and writes an audit entry.
+    The PIN is read from pkcs11_pin_file (0600). Each command takes --data-dir and --config
+    after its name (or before it).
 
 OPTIONS
     --data-dir DIR        data directory (created 0700 if absent). Required.

@@ -12,8 +12,8 @@
 #include "log.hpp"
 #include "otac/common/crypto.hpp"
 #include "pkcs11.hpp"
-#include "sqlite_store.hpp"
 #include "store.hpp"
+#include "store_open.hpp"
 
 namespace otac::backend {
 namespace {
@@ -61,9 +61,22 @@ std::int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-Result<void> write_audit(const fs::path& db, std::shared_ptr<const Kek> kek, const std::string& actor,
+// The store the config names (SQLite file or PostgreSQL database), for the re-wrap.
+StoreAddress address_of(const Config& c) {
+  if (c.store == "postgresql") return StoreAddress::postgresql(c.postgres_conninfo);
+  return StoreAddress(c.resolve(c.database));
+}
+
+// One connection to the store the config names, opened (and migrated) as the backend does.
+Result<std::unique_ptr<Store>> open_store(const Config& c, std::shared_ptr<const Kek> kek) {
+  auto factory = store_opener(c, std::move(kek));
+  if (!factory) return factory.error();
+  return (*factory)();
+}
+
+Result<void> write_audit(const Config& c, std::shared_ptr<const Kek> kek, const std::string& actor,
                          const std::string& action, const std::string& detail) {
-  auto store = open_sqlite_store(db, std::move(kek));
+  auto store = open_store(c, std::move(kek));
   if (!store) return store.error();
   return (*store)->run([&](Tx& tx) -> Result<void> {
     auto a = tx.audit(unix_now(), actor, action, detail);
@@ -165,9 +178,21 @@ Result<std::shared_ptr<const Kek>> open_custody(const Config& c, std::vector<std
 Result<std::string> hsm_init(const Config& c, const CeremonyOptions& o) {
   auto op = open_for_ceremony(c);
   if (!op) return op.error();
-  const fs::path db = c.resolve(c.database), kek_file = c.resolve(c.kek_file);
-  if (fs::exists(kek_file) && fs::exists(db))
-    return make_error(Errc::state, "this store was made with the file KEK " + kek_file.string() + "; use hsm-migrate, not hsm-init");
+  const fs::path kek_file = c.resolve(c.kek_file);
+  if (fs::exists(kek_file)) {
+    // SQLite: a database beside the file KEK was made with it. PostgreSQL: the database is
+    // shared, so what tells is a value the file KEK sealed.
+    bool file_store = false;
+    if (c.store == "postgresql") {
+      auto n = count_not_token_sealed(address_of(c));
+      if (!n) return n.error();
+      file_store = *n > 0;
+    } else {
+      file_store = fs::exists(c.resolve(c.database));
+    }
+    if (file_store)
+      return make_error(Errc::state, "this store was made with the file KEK " + kek_file.string() + "; use hsm-migrate, not hsm-init");
+  }
   p11::Token& t = *op->token;
   auto v = ensure_kek(t, op->labels.kek);
   if (!v) return v.error();
@@ -182,14 +207,14 @@ Result<std::string> hsm_init(const Config& c, const CeremonyOptions& o) {
   }
   auto kek = open_custody(c, nullptr);
   if (!kek) return kek.error();
-  if (auto a = write_audit(db, *kek, o.actor, "hsm_init", detail); !a) return a.error();
+  if (auto a = write_audit(c, *kek, o.actor, "hsm_init", detail); !a) return a.error();
   return "hsm-init: " + detail;
 }
 
 Result<std::string> hsm_migrate(const Config& c, const CeremonyOptions& o) {
   auto op = open_for_ceremony(c);
   if (!op) return op.error();
-  const fs::path db = c.resolve(c.database);
+  const StoreAddress db = address_of(c);
   auto file = FileKek::load(c.resolve(c.kek_file));
   if (!file) return make_error(file.error().code, "hsm-migrate needs the file KEK: " + file.error().message);
   p11::Token& t = *op->token;
@@ -204,7 +229,7 @@ Result<std::string> hsm_migrate(const Config& c, const CeremonyOptions& o) {
   if (!c.server_key_uri.empty()) {
     auto reading_file = FileKek::load(c.resolve(c.kek_file));
     if (!reading_file) return reading_file.error();
-    auto store = open_sqlite_store(db, std::make_shared<const Kek>(Kek::with_token(*tk, std::move(*reading_file), false)));
+    auto store = open_store(c, std::make_shared<const Kek>(Kek::with_token(*tk, std::move(*reading_file), false)));
     if (!store) return store.error();
     for (const auto& [name, label] : {std::pair{std::string("server"), op->labels.server}, std::pair{std::string("card-ca"), op->labels.card_ca}}) {
       ServerKeyRecord rec;
@@ -248,7 +273,7 @@ Result<std::string> hsm_migrate(const Config& c, const CeremonyOptions& o) {
   if (!custody) return custody.error();
   const std::string detail = "token=" + t.label() + " kek_version=" + std::to_string(*v) + " rewrapped=" +
                              std::to_string(report->rewrapped) + " server_keys=" + (held.empty() ? "store" : "token");
-  if (auto a = write_audit(db, *custody, o.actor, "hsm_migrate", detail); !a) return a.error();
+  if (auto a = write_audit(c, *custody, o.actor, "hsm_migrate", detail); !a) return a.error();
   return "hsm-migrate: " + detail + "; every key is now wrapped by the token: destroy " + c.resolve(c.kek_file).string() +
          " (and its backups) once a backup of the database has been checked";
 }
@@ -256,7 +281,7 @@ Result<std::string> hsm_migrate(const Config& c, const CeremonyOptions& o) {
 Result<std::string> hsm_rotate(const Config& c, const CeremonyOptions& o) {
   auto op = open_for_ceremony(c);
   if (!op) return op.error();
-  const fs::path db = c.resolve(c.database);
+  const StoreAddress db = address_of(c);
   p11::Token& t = *op->token;
   auto versions = kek_versions(t, op->labels.kek);
   if (!versions) return versions.error();
@@ -270,7 +295,7 @@ Result<std::string> hsm_rotate(const Config& c, const CeremonyOptions& o) {
   if (!resume) {
     ++target;
     if (auto g = t.generate_aes(op->labels.kek, be_bytes(target, 4)); !g) return g.error();
-    if (auto a = write_audit(db, *start_custody, o.actor, "kek_rotation_started",
+    if (auto a = write_audit(c, *start_custody, o.actor, "kek_rotation_started",
                              "token=" + t.label() + " from=" + std::to_string(target - 1) + " to=" + std::to_string(target));
         !a)
       return a.error();
@@ -296,7 +321,7 @@ Result<std::string> hsm_rotate(const Config& c, const CeremonyOptions& o) {
   const std::string detail = "token=" + t.label() + " version=" + std::to_string(target) + " rewrapped=" +
                              std::to_string(report->rewrapped) + (resume ? " resumed" : "") +
                              " destroyed=" + (destroyed.empty() ? "none" : destroyed);
-  if (auto a = write_audit(db, *custody, o.actor, "kek_rotation_finished", detail); !a) return a.error();
+  if (auto a = write_audit(c, *custody, o.actor, "kek_rotation_finished", detail); !a) return a.error();
   return "hsm-rotate: " + detail;
 }
 

@@ -1,6 +1,7 @@
 // Key custody as the configuration names it (kek_file, or kek_uri and the key URIs of a
 // PKCS#11 token), and the key ceremony commands of otac-backend: hsm-init, hsm-migrate,
-// hsm-rotate. docs/operations.md, "Keys in an HSM", is the operator's guide.
+// hsm-rotate, on the store the configuration names (SQLite or PostgreSQL). docs/operations.md,
+// "Keys in an HSM", is the operator's guide.
 #pragma once
 
 #include <chrono>

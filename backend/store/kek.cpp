@@ -137,6 +137,16 @@ struct TokenKek::Versions {
   std::map<std::uint32_t, p11::Handle> handles;
   p11::Handle audit = 0;
   std::chrono::steady_clock::time_point read_at{};
+  std::uint64_t generation = 0;  // the token's generation the handles belong to
+
+  // Handles from before the token was re-opened are stale: look again (caller holds mu).
+  void follow(const p11::Token& t) {
+    if (t.generation() == generation) return;
+    handles.clear();
+    audit = 0;
+    read_at = {};
+    generation = t.generation();
+  }
 };
 
 TokenKek::TokenKek(std::shared_ptr<p11::Token> token, TokenLabels labels)
@@ -176,6 +186,7 @@ Result<std::shared_ptr<TokenKek>> TokenKek::open(std::shared_ptr<p11::Token> tok
   k->versions_->handles = std::move(*v);
   k->versions_->audit = audit->front().second;
   k->versions_->read_at = std::chrono::steady_clock::now();
+  k->versions_->generation = k->token_->generation();
   return k;
 }
 
@@ -187,11 +198,18 @@ Result<std::uint32_t> TokenKek::current_version() const {
 
 Result<std::pair<std::uint32_t, p11::Handle>> TokenKek::current_key() const {
   std::lock_guard lk(versions_->mu);
+  versions_->follow(*token_);
   const auto now = std::chrono::steady_clock::now();
-  if (now - versions_->read_at >= kVersionRefresh) {
+  if (now - versions_->read_at >= kVersionRefresh || versions_->handles.empty()) {
     auto v = read_versions(*token_, labels_.kek);
     if (!v) return v.error();
-    if (v->empty()) return make_error(Errc::not_found, "token '" + token_->label() + "' no longer holds a key-encryption key");
+    if (v->empty()) {
+      // Every version gone at once: the token's objects are not there (a token removed, its
+      // storage gone). Treated as a lost token, which is re-opened when it is back.
+      const std::string why = "token '" + token_->label() + "' shows no key-encryption key '" + labels_.kek + "'";
+      token_->mark_lost(why);
+      return make_error(Errc::io, "PKCS#11 " + why);
+    }
     versions_->handles = std::move(*v);
     versions_->read_at = now;
   }
@@ -208,28 +226,32 @@ Result<std::uint32_t> TokenKek::version_of(ByteView sealed) {
 void TokenKek::forget_handles() const {
   std::lock_guard lk(versions_->mu);
   versions_->read_at = {};
+  versions_->handles.clear();
   versions_->audit = 0;
 }
 
-Result<Bytes> TokenKek::seal(ByteView plain, ByteView ad) const {
-  auto r = seal_once(plain, ad);
+// A call with a key handle; a handle the token no longer knows is looked up again once, and
+// if the handle just found is refused too, the token is treated as lost.
+template <class T, class Fn>
+Result<T> with_handle_retry(const TokenKek& k, p11::Token& t, Fn&& once, void (TokenKek::*forget)() const) {
+  auto r = once();
   if (r || r.error().code != Errc::unknown_key) return r;
-  forget_handles();  // the token's objects were re-read (e.g. its files came back): look again
-  return seal_once(plain, ad);
+  (k.*forget)();  // the token's objects were re-read (e.g. its files came back): look again
+  r = once();
+  if (!r && r.error().code == Errc::unknown_key && r.error().message.rfind("PKCS#11", 0) == 0) t.mark_lost(r.error().message);
+  return r;
+}
+
+Result<Bytes> TokenKek::seal(ByteView plain, ByteView ad) const {
+  return with_handle_retry<Bytes>(*this, *token_, [&] { return seal_once(plain, ad); }, &TokenKek::forget_handles);
 }
 
 Result<SecretBytes> TokenKek::open(ByteView sealed, ByteView ad) const {
-  auto r = open_once(sealed, ad);
-  if (r || r.error().code != Errc::unknown_key) return r;
-  forget_handles();
-  return open_once(sealed, ad);
+  return with_handle_retry<SecretBytes>(*this, *token_, [&] { return open_once(sealed, ad); }, &TokenKek::forget_handles);
 }
 
 Result<Bytes> TokenKek::audit_mac(ByteView data) const {
-  auto r = audit_mac_once(data);
-  if (r || r.error().code != Errc::unknown_key) return r;
-  forget_handles();
-  return audit_mac_once(data);
+  return with_handle_retry<Bytes>(*this, *token_, [&] { return audit_mac_once(data); }, &TokenKek::forget_handles);
 }
 
 Result<Bytes> TokenKek::seal_once(ByteView plain, ByteView ad) const {
@@ -254,6 +276,7 @@ Result<SecretBytes> TokenKek::open_once(ByteView sealed, ByteView ad) const {
   for (int attempt = 0; attempt < 2 && h == 0; ++attempt) {
     {
       std::lock_guard lk(versions_->mu);
+      versions_->follow(*token_);
       auto it = versions_->handles.find(*v);
       if (it != versions_->handles.end()) h = it->second;
       else if (attempt == 0) versions_->read_at = {};  // made by a newer version: look again
@@ -272,12 +295,18 @@ Result<Bytes> TokenKek::audit_mac_once(ByteView data) const {
   p11::Handle h = 0;
   {
     std::lock_guard lk(versions_->mu);
+    versions_->follow(*token_);
     h = versions_->audit;
   }
   if (h == 0) {
     auto audit = token_->find_secret_keys(labels_.audit);
     if (!audit) return audit.error();
-    if (audit->size() != 1) return make_error(Errc::not_found, "token '" + token_->label() + "' no longer holds its audit key '" + labels_.audit + "'");
+    if (audit->empty()) {  // as for the KEK: the token's objects are not there
+      const std::string why = "token '" + token_->label() + "' shows no audit key '" + labels_.audit + "'";
+      token_->mark_lost(why);
+      return make_error(Errc::io, "PKCS#11 " + why);
+    }
+    if (audit->size() != 1) return make_error(Errc::state, "token '" + token_->label() + "' holds more than one audit key '" + labels_.audit + "'");
     h = audit->front().second;
     std::lock_guard lk(versions_->mu);
     versions_->audit = h;
@@ -349,9 +378,15 @@ Result<HeldServerKey> Kek::held_server_key(std::string_view name) const {
   if (!priv) return make_error(priv.error().code, "server key " + std::string(name) + ": " + priv.error().message);
   HeldServerKey k;
   k.public_point = std::move(*point);
-  const p11::Handle h = *priv;
-  k.sign = [tk = token_, h](ByteView message) -> Result<Bytes> {
-    auto rs = tk->token().ecdsa_sign_digest(h, crypto::sha256(message));
+  // The private key is looked up at each signature (E4 and E5 signatures are rare), so a
+  // token re-opened since holds no stale handle here.
+  k.sign = [tk = token_, label](ByteView message) -> Result<Bytes> {
+    auto h = tk->token().find_ec_key(label, true);
+    if (!h) {
+      if (h.error().code == Errc::not_found) tk->token().mark_lost(h.error().message);
+      return make_error(h.error().code, "PKCS#11 " + h.error().message);
+    }
+    auto rs = tk->token().ecdsa_sign_digest(*h, crypto::sha256(message));
     if (!rs) return rs.error();
     if (rs->size() != 64) return make_error(Errc::crypto, "token ECDSA signature is not 64 bytes (r || s)");
     return crypto::ecdsa_sig_from_rs(ByteView(*rs).first(32), ByteView(*rs).subspan(32));

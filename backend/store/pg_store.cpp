@@ -10,13 +10,10 @@
 #include "pg_tx.hpp"
 
 namespace otac::backend {
-namespace {
 
-using pg::Connection;
-using pg::ConnPtr;
+namespace pg {
 
-// Connects once; the error names the server's answer (never the password: libpq's messages
-// do not contain it).
+// The error names the server's answer (never the password: libpq's messages do not contain it).
 Result<ConnPtr> connect(const PgOptions& o) {
   // Our defaults first: with expand_dbname, the caller's string (dbname, expanded) comes
   // later and its values win.
@@ -40,6 +37,14 @@ Result<ConnPtr> connect(const PgOptions& o) {
     return make_error(Errc::io, std::string("cannot set lock_timeout: ") + PQerrorMessage(c.get()));
   return c;
 }
+
+}  // namespace pg
+
+namespace {
+
+using pg::Connection;
+using pg::ConnPtr;
+using pg::connect;
 
 // States after which running the whole transaction again can succeed.
 bool worth_rerun(const Connection& c) {

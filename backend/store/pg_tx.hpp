@@ -4,6 +4,7 @@
 
 #include "kek.hpp"
 #include "pg_db.hpp"
+#include "pg_store.hpp"
 #include "store.hpp"
 
 namespace otac::backend::pg {
@@ -87,6 +88,9 @@ class PgTx final : public Tx {
   Connection& c_;
   const Kek& kek_;
 };
+
+/// Connects once, with the options' timeout and lock_timeout (no retry).
+Result<ConnPtr> connect(const PgOptions& o);
 
 /// Runs the schema migrations this database lacks, under a session advisory lock.
 Result<void> migrate(Connection& c);

@@ -5,8 +5,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <thread>
 #include <map>
 #include <mutex>
 
@@ -19,12 +22,18 @@
 
 #include "otac/common/crypto.hpp"
 #include "otac/sys/fd.hpp"
+#include "otac/sys/log.hpp"
 
 namespace otac::backend::p11 {
 namespace {
 
 // Sessions kept open for reuse; more concurrent operations wait for one (bounded pool).
 constexpr std::size_t kMaxSessions = 16;
+// A lost token is re-opened by the first operation after the backoff: 250 ms doubling to 30 s.
+constexpr std::chrono::milliseconds kFirstReopenWait{250}, kMaxReopenWait{30000};
+// How long a re-initialization of the module waits for calls in flight to return.
+constexpr int kQuiesceSteps = 200;
+constexpr std::chrono::milliseconds kQuiesceStep{10};
 // DER OID of P-256 (prime256v1), the CKA_EC_PARAMS of every EC key we make or import.
 const Bytes kP256Params = {0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07};
 
@@ -49,6 +58,19 @@ std::string rv_name(CK_RV rv) {
       std::snprintf(b, sizeof b, "CKR 0x%lX", static_cast<unsigned long>(rv));
       return b;
     }
+  }
+}
+
+// Return values after which the session or the login is gone: the token was removed, reset or
+// cannot be reached. The token is then re-opened (Token::Impl::session).
+bool token_lost(CK_RV rv) {
+  switch (rv) {
+    case CKR_DEVICE_REMOVED: case CKR_DEVICE_ERROR: case CKR_TOKEN_NOT_PRESENT: case CKR_TOKEN_NOT_RECOGNIZED:
+    case CKR_SESSION_HANDLE_INVALID: case CKR_SESSION_CLOSED: case CKR_USER_NOT_LOGGED_IN:
+    case CKR_CRYPTOKI_NOT_INITIALIZED: case CKR_SLOT_ID_INVALID: case CKR_GENERAL_ERROR:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -105,15 +127,40 @@ Result<SecretBytes> p256_scalar(const SecretBytes& pkcs8) {
   return out;
 }
 
+CK_RV initialize(CK_FUNCTION_LIST_PTR f) {
+  CK_C_INITIALIZE_ARGS args{};
+  args.flags = CKF_OS_LOCKING_OK;  // the module locks with the OS's primitives: we call it from many threads
+  return f->C_Initialize(&args);
+}
+
 // A loaded, initialized module, shared by every Token of the process: C_Initialize and
 // C_Finalize are per process, so the last Token to go finalizes it.
 struct Module {
   void* lib = nullptr;
   CK_FUNCTION_LIST_PTR f = nullptr;
   bool initialized = false;
+  std::mutex mu;                 // serializes reinitialize()
+  std::atomic<std::uint64_t> epoch{0};  // how many times it was initialized again (changed under mu)
+  std::atomic<int> in_flight{0};  // calls into the module now, from every Token
   ~Module() {
     if (f && initialized) f->C_Finalize(nullptr);
     if (lib) ::dlclose(lib);
+  }
+
+  // C_Finalize and C_Initialize again: a module may see a token that went away and came back
+  // only then (SoftHSM2 stops reading a token directory that vanished). Done once per loss
+  // even when several Tokens of the process lost their sessions (seen_epoch: the epoch the
+  // caller's sessions belong to), only when this process initialized the module, and only
+  // once no call is in flight (waits at most kQuiesceSteps * kQuiesceStep).
+  Result<std::uint64_t> reinitialize(std::uint64_t seen_epoch) {
+    std::lock_guard lk(mu);
+    if (epoch.load() != seen_epoch || !initialized) return epoch.load();
+    for (int i = 0; i < kQuiesceSteps && in_flight.load() > 0; ++i) std::this_thread::sleep_for(kQuiesceStep);
+    if (in_flight.load() > 0) return make_error(Errc::io, "calls into the PKCS#11 module are still in flight; not re-initialized");
+    f->C_Finalize(nullptr);
+    const CK_RV rv = initialize(f);
+    if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) return p11_error("C_Initialize", rv);
+    return ++epoch;
   }
 };
 
@@ -128,9 +175,7 @@ Result<std::shared_ptr<Module>> load_module(const std::filesystem::path& path) {
   auto get_list = reinterpret_cast<CK_C_GetFunctionList>(::dlsym(m->lib, "C_GetFunctionList"));
   if (!get_list) return make_error(Errc::io, path.string() + " is not a PKCS#11 module (no C_GetFunctionList)");
   if (CK_RV rv = get_list(&m->f); rv != CKR_OK || !m->f) return p11_error("C_GetFunctionList", rv);
-  CK_C_INITIALIZE_ARGS args{};
-  args.flags = CKF_OS_LOCKING_OK;  // the module locks with the OS's primitives: we call it from many threads
-  const CK_RV rv = m->f->C_Initialize(&args);
+  const CK_RV rv = initialize(m->f);
   if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) return p11_error("C_Initialize", rv);
   m->initialized = rv == CKR_OK;  // someone else's initialization is theirs to finalize
   loaded[path.string()] = m;
@@ -167,33 +212,197 @@ struct Token::Impl {
   CK_FUNCTION_LIST_PTR f = nullptr;
   CK_SLOT_ID slot = 0;
   std::string label;
+  std::string uri;                      // to find the token again after a loss
+  std::filesystem::path module_path, pin_file;
+  std::atomic<std::uint64_t> module_epoch{0};  // the module initialization our sessions belong to
+  std::atomic<std::uint64_t> generation{0};
   std::mutex mu;
   std::condition_variable freed;
   std::vector<CK_SESSION_HANDLE> idle;
   std::size_t open_sessions = 0;
+  // A lost token (under mu): operations fail at once with unavailable() until the next
+  // re-open attempt is due; the first operation after that makes one attempt.
+  bool lost = false, reopening = false;
+  std::string lost_why, last_failure;
+  std::chrono::steady_clock::time_point lost_at, next_attempt;
+  std::chrono::milliseconds wait = kFirstReopenWait;
+  unsigned attempts = 0;
+  // The PIN file as it was when the token refused its PIN at a re-open: that PIN is not
+  // tried again (a token locks its PIN after a few wrong tries) until the file changes.
+  std::optional<std::pair<std::int64_t, std::int64_t>> refused_pin_file;
 
   ~Impl() {
-    for (CK_SESSION_HANDLE s : idle) f->C_CloseSession(s);
+    std::lock_guard lk(module->mu);
+    if (module_epoch.load() == module->epoch.load())  // else the module was initialized again: nothing to close
+      for (CK_SESSION_HANDLE s : idle) f->C_CloseSession(s);
   }
 
   // Borrows a session (opening one if the pool is not full); returns it on destruction.
   class Session {
    public:
-    Session(Impl& t, CK_SESSION_HANDLE h) : t_(t), h_(h) {}
-    ~Session() { t_.give_back(h_, broken_); }
+    Session(Impl& t, CK_SESSION_HANDLE h) : t_(t), h_(h), generation_(t.generation.load()) { ++t_.module->in_flight; }
+    ~Session() {
+      --t_.module->in_flight;
+      t_.give_back(h_, broken_, generation_);
+    }
     Session(const Session&) = delete;
     Session& operator=(const Session&) = delete;
     CK_SESSION_HANDLE get() const { return h_; }
+    /// The re-open this session belongs to (Impl::generation when it was borrowed).
+    std::uint64_t generation() const { return generation_; }
     /// After an error that may leave the session unusable (device removed, handle invalid).
     void mark_broken() { broken_ = true; }
 
    private:
     Impl& t_;
     CK_SESSION_HANDLE h_;
+    std::uint64_t generation_;
     bool broken_ = false;
   };
 
+  // The one slot whose token matches the URI's token attributes, and the token's label.
+  Result<std::pair<CK_SLOT_ID, std::string>> find_slot() const {
+    std::unique_ptr<P11KitUri, void (*)(P11KitUri*)> u(p11_kit_uri_new(), p11_kit_uri_free);
+    if (p11_kit_uri_parse(uri.c_str(), P11_KIT_URI_FOR_ANY, u.get()) != P11_KIT_URI_OK)
+      return make_error(Errc::bad_value, "PKCS#11 URI " + uri + " does not parse");
+    CK_ULONG count = 0;
+    if (CK_RV rv = f->C_GetSlotList(CK_TRUE, nullptr, &count); rv != CKR_OK) return p11_error("C_GetSlotList", rv);
+    std::vector<CK_SLOT_ID> slots(count);
+    if (CK_RV rv = f->C_GetSlotList(CK_TRUE, slots.data(), &count); rv != CKR_OK) return p11_error("C_GetSlotList", rv);
+    slots.resize(count);
+    std::vector<std::string> seen;
+    std::optional<std::pair<CK_SLOT_ID, std::string>> found;
+    for (CK_SLOT_ID s : slots) {
+      CK_TOKEN_INFO info{};
+      if (f->C_GetTokenInfo(s, &info) != CKR_OK) continue;
+      if (!(info.flags & CKF_TOKEN_INITIALIZED)) continue;
+      seen.push_back(field(info.label, sizeof info.label));
+      if (p11_kit_uri_match_token_info(u.get(), &info) != 1) continue;
+      if (found) return make_error(Errc::state, "PKCS#11 URI " + uri + " matches more than one token; add serial= to it");
+      found.emplace(s, seen.back());
+    }
+    if (!found) {
+      std::string names;
+      for (const auto& n : seen) names += (names.empty() ? "'" : ", '") + n + "'";
+      return make_error(Errc::not_found, "no PKCS#11 token matches " + uri + " in " + module_path.string() +
+                                             (names.empty() ? " (the module shows no initialized token)" : " (tokens present: " + names + ")"));
+    }
+    return *found;
+  }
+
+  // The PIN file's modification time (s, ns); empty when it cannot be read.
+  std::optional<std::pair<std::int64_t, std::int64_t>> pin_file_version() const {
+    struct stat st {};
+    if (::stat(pin_file.c_str(), &st) != 0) return std::nullopt;
+    return std::pair<std::int64_t, std::int64_t>(st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+  }
+
+  // Opens a session and logs in with the PIN read from the file now (the PIN is not kept).
+  Result<void> login() {
+    const auto version = pin_file_version();
+    if (refused_pin_file && version == refused_pin_file)
+      return make_error(Errc::state, "token '" + label + "' refused the PIN in " + pin_file.string() +
+                                         "; it is not tried again (that would lock the token's PIN) until the file changes");
+    auto pin = read_pin(pin_file);
+    if (!pin) return pin.error();
+    CK_SESSION_HANDLE h = 0;
+    if (CK_RV rv = f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr, &h); rv != CKR_OK)
+      return p11_error("C_OpenSession", rv);
+    const CK_RV rv = f->C_Login(h, CKU_USER, pin->data(), static_cast<CK_ULONG>(pin->size()));
+    if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
+      f->C_CloseSession(h);
+      if (rv == CKR_PIN_INCORRECT) refused_pin_file = version;
+      return make_error(rv == CKR_PIN_INCORRECT ? Errc::state : Errc::io,
+                        "cannot log in to PKCS#11 token '" + label + "': " + rv_name(rv));
+    }
+    refused_pin_file.reset();
+    std::lock_guard lk(mu);
+    idle.push_back(h);
+    ++open_sessions;
+    return {};
+  }
+
+  // The token is gone (a call failed with one of token_lost's codes, or its keys vanished):
+  // said once in the log; operations fail until a re-open succeeds.
+  void mark_lost(const std::string& why) {
+    std::lock_guard lk(mu);
+    if (lost) return;
+    lost = true;
+    lost_why = why;
+    lost_at = std::chrono::steady_clock::now();
+    next_attempt = lost_at;  // the next operation tries at once
+    wait = kFirstReopenWait;
+    attempts = 0;
+    last_failure.clear();
+    sys::log::error("hsm_token_lost", {{"token", label}, {"why", why},
+                                       {"action", "operations needing a key fail until the token is back; otac-backend re-opens it by itself"}});
+  }
+
+  Error unavailable(std::chrono::steady_clock::time_point now) const {
+    using std::chrono::duration_cast;
+    using std::chrono::milliseconds;
+    const auto next = std::max<long long>(0, duration_cast<milliseconds>(next_attempt - now).count());
+    return make_error(Errc::io, "PKCS#11 token '" + label + "' is unavailable since " +
+                                    std::to_string(duration_cast<milliseconds>(now - lost_at).count()) + " ms (" + lost_why + "); " +
+                                    std::to_string(attempts) + " re-open attempts" +
+                                    (last_failure.empty() ? std::string() : ", the last: " + last_failure) + "; next in " +
+                                    std::to_string(next) + " ms");
+  }
+
+  // One re-open attempt: the old sessions are forgotten (never closed: their handles may be
+  // reused), the module initialized again, the token found by its URI, a session logged in.
+  Result<void> reopen() {
+    {
+      std::lock_guard lk(mu);
+      open_sessions -= idle.size();
+      idle.clear();
+      ++generation;  // sessions borrowed before now are not given back to the pool
+    }
+    auto e = module->reinitialize(module_epoch.load());
+    if (!e) return e.error();
+    module_epoch.store(*e);
+    auto found = find_slot();  // the slot may have changed; the label stays (read by others meanwhile)
+    if (!found) return found.error();
+    {
+      std::lock_guard lk(mu);
+      slot = found->first;
+    }
+    return login();
+  }
+
+  // A lost token's sessions are re-opened here, by one caller at a time, when due.
+  Result<void> recover_if_lost() {
+    std::unique_lock lk(mu);
+    if (!lost) return {};
+    auto now = std::chrono::steady_clock::now();
+    if (reopening || now < next_attempt) return unavailable(now);
+    reopening = true;
+    lk.unlock();
+    auto r = reopen();
+    lk.lock();
+    reopening = false;
+    now = std::chrono::steady_clock::now();
+    ++attempts;
+    if (!r) {
+      last_failure = r.error().message;
+      next_attempt = now + wait;
+      sys::log::warn("hsm_token_reopen_failed", {{"token", label}, {"attempt", std::to_string(attempts)}, {"why", last_failure},
+                                                  {"next_in_ms", std::to_string(wait.count())}});
+      wait = std::min(wait * 2, kMaxReopenWait);
+      return unavailable(now);
+    }
+    sys::log::info("hsm_token_recovered",
+                   {{"token", label}, {"attempts", std::to_string(attempts)},
+                    {"down_ms", std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now - lost_at).count())}});
+    lost = false;
+    return {};
+  }
+
   Result<std::unique_ptr<Session>> session() {
+    // Another Token of this process re-initialized the module: our sessions are gone too (and
+    // their handle numbers may now name its sessions), so re-open before using any.
+    if (module_epoch.load() != module->epoch.load()) mark_lost("the PKCS#11 module was initialized again in this process");
+    if (auto r = recover_if_lost(); !r) return r.error();
     std::unique_lock lk(mu);
     freed.wait(lk, [this] { return !idle.empty() || open_sessions < kMaxSessions; });
     if (!idle.empty()) {
@@ -203,14 +412,20 @@ struct Token::Impl {
     }
     CK_SESSION_HANDLE h = 0;
     const CK_RV rv = f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr, &h);
-    if (rv != CKR_OK) return p11_error("C_OpenSession", rv);
+    if (rv != CKR_OK) {
+      lk.unlock();
+      if (token_lost(rv)) mark_lost("C_OpenSession: " + rv_name(rv));
+      return p11_error("C_OpenSession", rv);
+    }
     ++open_sessions;
     return std::make_unique<Session>(*this, h);
   }
 
-  void give_back(CK_SESSION_HANDLE h, bool broken) {
+  void give_back(CK_SESSION_HANDLE h, bool broken, std::uint64_t borrowed_at) {
     std::lock_guard lk(mu);
-    if (broken) {
+    if (borrowed_at != generation.load()) {
+      --open_sessions;  // from before a re-open: its handle means nothing now
+    } else if (broken) {
       f->C_CloseSession(h);
       --open_sessions;
     } else {
@@ -219,13 +434,16 @@ struct Token::Impl {
     freed.notify_one();
   }
 
-  // Runs one call with a borrowed session; a failure that is not about the data marks it.
+  // Runs one call with a borrowed session; a failure that is not about the data marks it,
+  // and one that says the token is gone marks the token.
   template <class Fn>
   Result<CK_RV> with_session(Fn&& fn) {
     auto s = session();
     if (!s) return s.error();
     const CK_RV rv = fn((*s)->get());
     if (rv != CKR_OK && rv != CKR_ENCRYPTED_DATA_INVALID && rv != CKR_SIGNATURE_INVALID) (*s)->mark_broken();
+    // A session from before a re-open failing says nothing about the token now.
+    if (token_lost(rv) && (*s)->generation() == generation.load()) mark_lost(rv_name(rv));
     return rv;
   }
 
@@ -306,54 +524,30 @@ const std::string& Token::label() const { return impl_->label; }
 
 Result<std::shared_ptr<Token>> Token::open(const std::filesystem::path& module_path, const Uri& uri,
                                            const std::filesystem::path& pin_file) {
-  auto pin = read_pin(pin_file);  // first: a missing PIN file is the commonest mistake
-  if (!pin) return pin.error();
+  if (auto pin = read_pin(pin_file); !pin) return pin.error();  // first: a missing PIN file is the commonest mistake
   auto module = load_module(module_path);
   if (!module) return module.error();
   auto impl = std::make_unique<Impl>();
   impl->module = std::move(*module);
   impl->f = impl->module->f;
-
-  // The one slot whose token matches the URI's token attributes.
-  std::unique_ptr<P11KitUri, void (*)(P11KitUri*)> u(p11_kit_uri_new(), p11_kit_uri_free);
-  if (p11_kit_uri_parse(uri.text.c_str(), P11_KIT_URI_FOR_ANY, u.get()) != P11_KIT_URI_OK)
-    return make_error(Errc::bad_value, "PKCS#11 URI " + uri.text + " does not parse");
-  CK_ULONG count = 0;
-  if (CK_RV rv = impl->f->C_GetSlotList(CK_TRUE, nullptr, &count); rv != CKR_OK) return p11_error("C_GetSlotList", rv);
-  std::vector<CK_SLOT_ID> slots(count);
-  if (CK_RV rv = impl->f->C_GetSlotList(CK_TRUE, slots.data(), &count); rv != CKR_OK) return p11_error("C_GetSlotList", rv);
-  slots.resize(count);
-  std::vector<std::string> seen;
-  bool found = false;
-  for (CK_SLOT_ID slot : slots) {
-    CK_TOKEN_INFO info{};
-    if (impl->f->C_GetTokenInfo(slot, &info) != CKR_OK) continue;
-    if (!(info.flags & CKF_TOKEN_INITIALIZED)) continue;
-    seen.push_back(field(info.label, sizeof info.label));
-    if (p11_kit_uri_match_token_info(u.get(), &info) != 1) continue;
-    if (found)
-      return make_error(Errc::state, "PKCS#11 URI " + uri.text + " matches more than one token; add serial= to it");
-    impl->slot = slot;
-    impl->label = seen.back();
-    found = true;
+  impl->uri = uri.text;
+  impl->module_path = module_path;
+  impl->pin_file = pin_file;
+  {
+    std::lock_guard lk(impl->module->mu);
+    impl->module_epoch.store(impl->module->epoch.load());
   }
-  if (!found) {
-    std::string names;
-    for (const auto& s : seen) names += (names.empty() ? "'" : ", '") + s + "'";
-    return make_error(Errc::not_found, "no PKCS#11 token matches " + uri.text + " in " + module_path.string() +
-                                           (names.empty() ? " (the module shows no initialized token)" : " (tokens present: " + names + ")"));
-  }
-  auto s = impl->session();
-  if (!s) return s.error();
-  const CK_RV rv = impl->f->C_Login((*s)->get(), CKU_USER, pin->data(), static_cast<CK_ULONG>(pin->size()));
-  if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
-    (*s)->mark_broken();
-    return make_error(rv == CKR_PIN_INCORRECT ? Errc::state : Errc::io,
-                      "cannot log in to PKCS#11 token '" + impl->label + "': " + rv_name(rv));
-  }
-  s->reset();
+  auto found = impl->find_slot();
+  if (!found) return found.error();
+  impl->slot = found->first;
+  impl->label = found->second;
+  if (auto l = impl->login(); !l) return l.error();
   return std::shared_ptr<Token>(new Token(std::move(impl)));
 }
+
+std::uint64_t Token::generation() const { return impl_->generation.load(); }
+
+void Token::mark_lost(const std::string& why) { impl_->mark_lost(why); }
 
 Result<std::vector<std::pair<Bytes, Handle>>> Token::find_secret_keys(std::string_view label) {
   const CK_OBJECT_CLASS cls = CKO_SECRET_KEY;

@@ -5,6 +5,7 @@
 //
 // Thread safety: a Token is shared by every worker; each operation borrows a session from a
 // small pool (a PKCS#11 session holds one operation at a time), and the login is per token.
+// A token that goes away and comes back is re-opened without a restart (Token::mark_lost).
 #pragma once
 
 #include <cstdint>
@@ -49,6 +50,17 @@ class Token {
 
   /// Label of the token that was selected.
   const std::string& label() const;
+
+  /// Token loss and return. When a call fails in a way that says the session or the login is
+  /// gone (CKR_DEVICE_REMOVED, CKR_SESSION_HANDLE_INVALID, CKR_USER_NOT_LOGGED_IN, ...), or a
+  /// caller finds the token's keys vanished (mark_lost), the token is lost: every operation
+  /// fails at once with an io error saying so, and the first operation after a backoff (250 ms
+  /// doubling to 30 s) makes one attempt to re-open it (module initialized again, token found
+  /// by its URI, a session logged in with the PIN read from the file again). Each step is
+  /// logged: hsm_token_lost, hsm_token_reopen_failed, hsm_token_recovered.
+  void mark_lost(const std::string& why);
+  /// Changes at each re-open attempt: object handles from before are stale.
+  std::uint64_t generation() const;
 
   /// The AES secret keys with this label, as (CKA_ID, handle) pairs.
   Result<std::vector<std::pair<Bytes, Handle>>> find_secret_keys(std::string_view label);

@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 #include <thread>
 
+#include "ceremony_fixture.hpp"
 #include "custody.hpp"
 #include "rewrap.hpp"
 #include "softhsm_fixture.hpp"
@@ -34,6 +35,14 @@ Config config_for(const fs::path& data_dir, const backend::test::SoftHsm* hsm) {
   }
   return c;
 }
+
+// A token after hsm-init, a data directory and the configuration naming both.
+struct Initialized {
+  backend::test::SoftHsm hsm;
+  backend::test::TempDir data;
+  Config c = config_for(data.path, &hsm);
+  Initialized() { REQUIRE(hsm_init(c, {})); }
+};
 
 // A service over the config's database with the custody the config names.
 struct Backend {
@@ -132,11 +141,22 @@ TEST_CASE("SoftHSM2: a wrong PIN, a missing token and a PIN file others can read
   CHECK_FALSE(p11::parse_uri("pkcs11:token=otac;object=kek?pin-value=1234"));
 }
 
-TEST_CASE("SoftHSM2: the token's directory gone while serving: errors, no approval, nothing corrupted", "[softhsm]") {
-  backend::test::SoftHsm hsm;
-  backend::test::TempDir data;
-  const Config c = config_for(data.path, &hsm);
-  REQUIRE(hsm_init(c, {}));
+// The outcome of one authorization that may fail: approved, or the error.
+std::string try_authorize(Backend& b, const backend::test::IssuedCard& card, std::uint16_t index, const std::string& txn) {
+  Ch ch;
+  ch.un = be_bytes(index, 8);
+  try {
+    auto r = b.env.svc->authorize(backend::test::card_request(txn, card.n, card.alg, card.list, index, card.codes[index], ch), "TERM0001");
+    if (!r) return r.error().message;
+    return r->decision == Decision::approved ? "approved" : "decision " + std::to_string(static_cast<int>(r->decision));
+  } catch (const std::exception& e) {  // the store's transaction rolled back
+    return e.what();
+  }
+}
+
+TEST_CASE("SoftHSM2: the token's directory gone while serving: errors, no approval, then recovery without a restart", "[softhsm]") {
+  Initialized init;
+  auto& [hsm, data, c] = init;
   backend::test::IssuedCard card;
   {
     Backend b(c);
@@ -146,31 +166,151 @@ TEST_CASE("SoftHSM2: the token's directory gone while serving: errors, no approv
     const fs::path hidden = hsm.dir.path / "tokens.away";
     ::chmod(hsm.tokens.c_str(), 0);
     fs::rename(hsm.tokens, hidden);
+    std::string last;
     for (std::uint16_t i = 1; i <= 3; ++i) {
-      Ch ch;
-      ch.un = be_bytes(i, 8);
-      const std::string txn = "T-gone-" + std::to_string(i);
-      bool approved = false;
-      std::string error;
-      try {
-        auto r = b.env.svc->authorize(backend::test::card_request(txn, card.n, card.alg, card.list, i, card.codes[i], ch), "TERM0001");
-        if (r) approved = r->decision == Decision::approved;
-        else error = r.error().message;
-      } catch (const std::exception& e) {  // the store's transaction rolled back
-        error = e.what();
-      }
-      INFO(error);
-      CHECK_FALSE(approved);
-      CHECK(error.find("PKCS#11") != std::string::npos);
+      last = try_authorize(b, card, i, "T-gone-" + std::to_string(i));
+      INFO(last);
+      CHECK(last != "approved");
+      CHECK(last.find("PKCS#11") != std::string::npos);
     }
+    // After the first failure the token is lost: the next fail at once and say so.
+    CHECK(last.find("is unavailable since") != std::string::npos);
     fs::rename(hidden, hsm.tokens);
     ::chmod(hsm.tokens.c_str(), 0700);
+    // Back: the same backend re-opens the token by itself once its backoff allows (the
+    // second re-open attempt is due 250 ms after the first failed one).
+    std::string back;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int attempt = 0; attempt < 100 && back != "approved"; ++attempt) {  // bounded: 100 x 100 ms
+      back = try_authorize(b, card, 4, "T-back-" + std::to_string(attempt));
+      if (back != "approved") std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    INFO(back);
+    CHECK(back == "approved");
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+    // The codes tried while the token was away are unused, and now approved.
+    for (std::uint16_t i = 1; i <= 3; ++i) CHECK(try_authorize(b, card, i, "T-after-" + std::to_string(i)) == "approved");
   }
-  // A restarted backend finds everything as it was: the codes tried meanwhile are unused and
-  // now approved, and the audit chain is whole.
+  // A restarted backend finds everything as it was: the audit chain is whole.
   Backend b(c);
-  for (std::uint16_t i = 1; i <= 3; ++i) CHECK(authorize(b, card, i, "T-after-" + std::to_string(i)).decision == Decision::approved);
+  CHECK(authorize(b, card, 5, "T-restarted").decision == Decision::approved);
   CHECK(has(audit_actions(b), "enroll"));
+}
+
+TEST_CASE("SoftHSM2: the token gone and back under concurrent authorizations: approvals or clean refusals, then approvals again",
+          "[softhsm]") {
+  Initialized init;
+  auto& [hsm, data, c] = init;
+  Backend b(c, 100);
+  auto card = backend::test::enroll_issued(b.env);
+  constexpr int kThreads = 4, kRounds = 25;
+  std::vector<std::vector<std::string>> answers(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int r = 0; r < kRounds; ++r) {  // thread t uses codes t, t+4, t+8, ...: each code once
+        const auto code = static_cast<std::uint16_t>(t + kThreads * r);
+        answers[static_cast<std::size_t>(t)].push_back(try_authorize(b, card, code, "C-" + std::to_string(code)));
+        // 25 rounds of at least 100 ms: the token is away from 0.25 s to 0.65 s, and its
+        // re-open attempts are due 0, 0.25 and 0.75 s after the loss.
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  const fs::path hidden = hsm.dir.path / "tokens.away";
+  fs::rename(hsm.tokens, hidden);
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  fs::rename(hidden, hsm.tokens);
+  for (auto& th : threads) th.join();
+  int approved = 0, refused = 0;
+  std::vector<std::uint16_t> refused_codes;
+  for (int t = 0; t < kThreads; ++t) {
+    const auto& mine = answers[static_cast<std::size_t>(t)];
+    for (std::size_t r = 0; r < mine.size(); ++r) {
+      INFO("thread " << t << " round " << r << ": " << mine[r]);
+      if (mine[r] == "approved") {
+        ++approved;
+      } else {
+        ++refused;
+        CHECK(mine[r].find("PKCS#11") != std::string::npos);  // a clean refusal naming the token
+        refused_codes.push_back(static_cast<std::uint16_t>(t + kThreads * static_cast<int>(r)));
+      }
+    }
+    CHECK(mine.back() == "approved");  // each thread is served again by the end
+  }
+  CHECK(refused > 0);
+  CHECK(approved > kThreads * 4);
+  // Nothing was half done: each approved code is used, each refused one is not (and is
+  // approved now), and the audit chain is whole.
+  std::uint32_t unused = 0;
+  auto s = b.env.store();
+  REQUIRE(s->run([&](Tx& tx) -> Result<void> {
+    auto n = tx.unused_count(card.n);
+    if (!n) return n.error();
+    unused = *n;
+    return {};
+  }));
+  CHECK(unused == 100 - static_cast<std::uint32_t>(approved));
+  for (std::uint16_t code : refused_codes) CHECK(try_authorize(b, card, code, "C-again-" + std::to_string(code)) == "approved");
+  CHECK(has(audit_actions(b), "enroll"));
+}
+
+TEST_CASE("SoftHSM2: a token back with a PIN it refuses: the PIN is tried once, then again only after the PIN file changes",
+          "[softhsm]") {
+  Initialized init;
+  auto& [hsm, data, c] = init;
+  Backend b(c);
+  auto card = backend::test::enroll_issued(b.env);
+  CHECK(try_authorize(b, card, 0, "P-0") == "approved");
+  const fs::path hidden = hsm.dir.path / "tokens.away";
+  fs::rename(hsm.tokens, hidden);
+  CHECK(try_authorize(b, card, 1, "P-gone").find("PKCS#11") != std::string::npos);
+  hsm.write_pin("9999");  // the PIN file edited wrongly while the token was away
+  fs::rename(hidden, hsm.tokens);
+  // Bounded polling (100 x 100 ms): the re-open is refused with the token's answer, and then
+  // not tried again while the file is unchanged.
+  std::string answer;
+  for (int i = 0; i < 100 && answer.find("not tried again") == std::string::npos; ++i) {
+    answer = try_authorize(b, card, 1, "P-wrong-" + std::to_string(i));
+    REQUIRE(answer != "approved");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  INFO(answer);
+  CHECK(answer.find("refused the PIN in " + hsm.pin.string()) != std::string::npos);
+  hsm.write_pin("1234");
+  for (int i = 0; i < 100 && answer != "approved"; ++i) {
+    answer = try_authorize(b, card, 1, "P-fixed-" + std::to_string(i));
+    if (answer != "approved") std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(answer == "approved");
+}
+
+TEST_CASE("SoftHSM2: two users of the token in one process: the one that re-opens it brings the other back", "[softhsm]") {
+  Initialized init;
+  auto& [hsm, data, c] = init;
+  Backend b(c);
+  auto other = open_custody(c, nullptr);  // a second Token on the same module (as a ceremony holds)
+  REQUIRE(other);
+  auto card = backend::test::enroll_issued(b.env);
+  const Bytes probe = to_bytes("audit probe");
+  const Bytes mac = b.kek->audit_mac(probe);
+  CHECK((*other)->audit_mac(probe) == mac);
+  const fs::path hidden = hsm.dir.path / "tokens.away";
+  fs::rename(hsm.tokens, hidden);
+  CHECK(try_authorize(b, card, 0, "U-gone") != "approved");  // the second is not used meanwhile
+  fs::rename(hidden, hsm.tokens);
+  std::string answer;
+  for (int i = 0; i < 100 && answer != "approved"; ++i) {  // bounded: 100 x 100 ms
+    answer = try_authorize(b, card, 0, "U-back-" + std::to_string(i));
+    if (answer != "approved") std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(answer == "approved");
+  // The module was initialized again by the first, which ended the second's sessions too; the
+  // second sees that at its next call and re-opens its own session before using any.
+  Bytes again;
+  CHECK_NOTHROW(again = (*other)->audit_mac(probe));
+  CHECK(again == mac);
 }
 
 TEST_CASE("SoftHSM2: hsm-migrate moves a file-KEK store into the token, resumable after kill -9", "[softhsm]") {
@@ -197,7 +337,13 @@ TEST_CASE("SoftHSM2: hsm-migrate moves a file-KEK store into the token, resumabl
       auto k = tx.server_key("card-ca");  // "server" is made only for a card with a public key
       REQUIRE(k);
       secrets.push_back(raw(k->private_der));
-      return {};
+      // The second card is mid key-rotation: its previous K is kept (retired_k_sealed).
+      auto card = tx.card(cards[1].n);
+      REQUIRE(card);
+      card->retired_k = crypto::random_secret(16);
+      card->retired_version = 1;
+      secrets.push_back(raw(*card->retired_k));
+      return tx.update_card(*card);
     }));
   }
   for (const auto& card : cards) {
@@ -209,20 +355,7 @@ TEST_CASE("SoftHSM2: hsm-migrate moves a file-KEK store into the token, resumabl
   const std::uint64_t before = count_not_under(db, kSealedToken, 1).value();
   REQUIRE(before >= 40);
   // kill -9 in the middle: a child migrates in batches of 3 and is killed after its 4th.
-  const pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    CeremonyOptions o;
-    o.rewrap.batch = 3;
-    int batches = 0;
-    o.rewrap.progress = [&batches](std::uint64_t) {
-      if (++batches == 4) ::raise(SIGKILL);
-    };
-    (void)hsm_migrate(c, o);
-    ::_exit(0);
-  }
-  int st = 0;
-  REQUIRE(::waitpid(pid, &st, 0) == pid);
+  const int st = backend::test::migrate_killed_midway(c, 3, 4);
   REQUIRE(WIFSIGNALED(st));
   CHECK(WTERMSIG(st) == SIGKILL);
   const std::uint64_t midway = count_not_under(db, kSealedToken, 1).value();
@@ -250,10 +383,8 @@ TEST_CASE("SoftHSM2: hsm-migrate moves a file-KEK store into the token, resumabl
 }
 
 TEST_CASE("SoftHSM2: hsm-rotate re-wraps under a new KEK version while authorizations go on", "[softhsm]") {
-  backend::test::SoftHsm hsm;
-  backend::test::TempDir data;
-  const Config c = config_for(data.path, &hsm);
-  REQUIRE(hsm_init(c, {}));
+  Initialized init;
+  auto& [hsm, data, c] = init;
   Backend b(c, 100);
   auto card = backend::test::enroll_issued(b.env);
   std::vector<backend::test::IssuedCard> more;
