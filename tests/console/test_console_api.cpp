@@ -495,4 +495,23 @@ TEST_CASE("console card settings: shown, changed by an operator through the oper
   CHECK(json::serialize(after.at("doors")) == R"([{"door":"LAB","from_minute":1320,"to_minute":360,"tz":"Europe/Zurich"}])");
   CHECK(after.at("events").at(0).at("action") == "card_settings");
   CHECK(after.at("events").at(0).at("actor") == "otto");
+
+  // The card's own daily cash limit: unset (the backend's), a value, 0, and null back to unset.
+  CHECK(after.at("cash_daily_minor").is_null());
+  CHECK(after.at("cash_daily_effective_minor").as_int64() == f.env.config.cash_card_daily_minor);
+  CHECK(f.as(viewer, "POST", path + "/settings", R"({"cash_daily_minor":20000})").status == 403);
+  CHECK(f.as(op, "POST", path + "/settings", R"({"cash_daily_minor":-1})").status == 400);
+  REQUIRE(f.as(op, "POST", path + "/settings", R"({"cash_daily_minor":20000})").status == 200);
+  auto cash = body_of(f.as(op, "GET", path)).as_object();
+  CHECK(cash.at("cash_daily_minor").as_int64() == 20000);
+  CHECK(cash.at("cash_daily_effective_minor").as_int64() == 20000);
+  CHECK(cash.at("events").at(0).at("detail").as_string().find("cash_daily_minor=default->20000") != json::string::npos);
+  REQUIRE(f.as(op, "POST", path + "/settings", R"({"cash_daily_minor":null})").status == 200);
+  CHECK(body_of(f.as(op, "GET", path)).at("cash_daily_minor").is_null());
+  // Set at enrollment, 0 included (this card takes no cash, whatever the backend allows).
+  auto e0 = f.as(op, "POST", "/console/api/cards", R"({"msisdn":"+4915550003","cash_daily_minor":0})");
+  REQUIRE(e0.status == 201);
+  auto none = body_of(f.as(op, "GET", "/console/api/cards/" + std::string(body_of(e0).at("n").as_string()))).as_object();
+  CHECK(none.at("cash_daily_minor").as_int64() == 0);
+  CHECK(none.at("cash_daily_effective_minor").as_int64() == 0);
 }

@@ -235,6 +235,7 @@
       limit_minor: Number($("enroll-limit").value || 0),
       review_minor: Number($("enroll-review").value || 0),
     };
+    if ($("enroll-cash").value !== "") req.cash_daily_minor = Number($("enroll-cash").value);
     try {
       const e = await call("POST", "cards", req);
       $("letter").textContent = e.letter;
@@ -265,14 +266,17 @@
       ["SMS waiting for the gateway", c.sms_queued === undefined ? undefined : c.sms_queued +
         (c.sms_last ? " (last: " + c.sms_last.attempts + " attempts" + (c.sms_last.gateway_reply ? ", gateway said: " + c.sms_last.gateway_reply : "") + ")" : "")], ["Bad cryptograms", c.fail_count + " of " + c.fail_limit],
       ["Refresh threshold", c.threshold], ["Limit", c.limit_minor ? money(c.limit_minor) : "none"],
-      ["Review above", c.review_minor ? money(c.review_minor) : "never"], ["Enrolled", when(c.created_at)],
+      ["Review above", c.review_minor ? money(c.review_minor) : "never"],
+      ["Cash per day", (c.cash_daily_effective_minor ? money(c.cash_daily_effective_minor) : "none") +
+        (c.cash_daily_minor === null ? " (the backend's default)" : "")], ["Enrolled", when(c.created_at)],
     ]);
     const hhmm = (m) => String(Math.floor(m / 60)).padStart(2, "0") + ":" + String(m % 60).padStart(2, "0");
     const doors = (c.doors || []).map((d) => d.door + " " + hhmm(d.from_minute) + "-" + hhmm(d.to_minute) + " " + d.tz);
     fill($("card-fields"), [["Currency", c.currency], ["Doors", doors.length ? doors.join(", ") : "none"]], true);
     // defaultValue remembers what the card has, so that saving sends only the changes.
     for (const [id, v] of [["set-limit", c.limit_minor], ["set-review", c.review_minor], ["set-threshold", c.threshold],
-                           ["set-currency", c.currency], ["set-doors", doors.join("\n")]]) {
+                           ["set-currency", c.currency], ["set-doors", doors.join("\n")],
+                           ["set-cash", c.cash_daily_minor === null ? "" : c.cash_daily_minor]]) {
       $(id).defaultValue = String(v);
       $(id).value = String(v);
     }
@@ -304,6 +308,8 @@
       if ($(id).value !== "" && $(id).value !== $(id).defaultValue) body[key] = Number($(id).value);
     }
     if ($("set-currency").value.trim() !== $("set-currency").defaultValue) body.currency = $("set-currency").value.trim();
+    // Emptied: the backend's cash_card_daily_minor applies again.
+    if ($("set-cash").value !== $("set-cash").defaultValue) body.cash_daily_minor = $("set-cash").value === "" ? null : Number($("set-cash").value);
     if ($("set-doors").value !== $("set-doors").defaultValue) {
       body.doors = [];
       for (const line of $("set-doors").value.split("\n").map((l) => l.trim()).filter((l) => l)) {
