@@ -142,20 +142,26 @@
   for (const b of document.querySelectorAll(".tabs button")) b.addEventListener("click", () => show(b.dataset.view));
 
   // ---- held queue ----
+  // Approve and decline buttons (attribute ATTR = id) for those who may decide; a hint for viewers.
+  function decisionButtons(attr, id, decideFn, what) {
+    const actions = el("div", { class: "actions" });
+    if (!can.decide()) {
+      actions.append(el("span", { class: "hint" }, "operators decide"));
+      return actions;
+    }
+    actions.append(
+      el("button", { type: "button", class: "approve", [attr]: id, onclick: () => decideFn(id, true) }, "Approve" + what),
+      el("button", { type: "button", class: "decline", [attr]: id, onclick: () => decideFn(id, false) }, "Decline" + what));
+    return actions;
+  }
+
   async function loadHeld(ev, background) {
     let data;
     try { data = await call("GET", "held", undefined, background); } catch (e) { return; }
     const body = $("held-table").tBodies[0];
     clear(body);
     for (const t of data.held) {
-      const actions = el("div", { class: "actions" });
-      if (can.decide()) {
-        actions.append(
-          el("button", { type: "button", class: "approve", "data-txn": t.txn_id, onclick: () => decide(t.txn_id, true) }, "Approve"),
-          el("button", { type: "button", class: "decline", "data-txn": t.txn_id, onclick: () => decide(t.txn_id, false) }, "Decline"));
-      } else {
-        actions.append(el("span", { class: "hint" }, "operators decide"));
-      }
+      const actions = decisionButtons("data-txn", t.txn_id, decide, "");
       body.append(el("tr", { "data-txn": t.txn_id },
         el("td", {}, t.txn_id), el("td", { class: "num" }, money(t.amount_minor, t.currency)),
         el("td", {}, t.terminal + (t.door ? " / " + t.door : "")), el("td", {}, el("code", {}, t.card_masked)),
@@ -163,6 +169,33 @@
     }
     $("held-count").textContent = String(data.held.length);
     $("held-empty").classList.toggle("hidden", data.held.length > 0);
+    loadRefunds(background);
+  }
+
+  // ---- refunds asked by terminals (otac-admin refunds, refund-approve, refund-decline) ----
+  async function loadRefunds(background) {
+    let data;
+    try { data = await call("GET", "refunds", undefined, background); } catch (e) { return; }
+    const body = $("refund-table").tBodies[0];
+    clear(body);
+    for (const r of data.refunds) {
+      const actions = decisionButtons("data-refund", r.txn_id, decideRefund, " refund");
+      body.append(el("tr", { "data-refund": r.txn_id },
+        el("td", {}, r.txn_id), el("td", { class: "num" }, money(r.amount_minor)), el("td", {}, r.terminal),
+        el("td", {}, when(r.requested_at)), el("td", {}, actions)));
+    }
+    $("refund-count").textContent = String(data.refunds.length);
+    $("refund-empty").classList.toggle("hidden", data.refunds.length > 0);
+  }
+
+  async function decideRefund(txn, approve) {
+    try {
+      const r = await call("POST", "refunds/" + encodeURIComponent(txn) + "/" + (approve ? "approve" : "decline"));
+      flash("Refund of " + txn + ": " + r.state + ".");
+    } catch (e) {
+      flash("Could not decide the refund of " + txn + ": " + e.message, true);
+    }
+    loadRefunds();
   }
 
   async function decide(txn, approve) {
