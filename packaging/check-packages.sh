@@ -17,10 +17,10 @@ version=$(dpkg-parsechangelog -l "$here/debian/changelog" -S Version 2>/dev/null
           sed -n '1s/.*(\(.*\)).*/\1/p' "$here/debian/changelog")
 
 declare -A bins=([backend]="otac-backend" [terminal]="otac-terminal" [tools]="otac-admin otac-tool"
-                 [card]="otac-card" [testbed]="otac-pn532-emu otac-loadgen")
+                 [card]="otac-card" [testbed]="otac-pn532-emu otac-dispenser-emu otac-loadgen")
 declare -A mans=([backend]="man8/otac-backend.8" [terminal]="man8/otac-terminal.8"
                  [tools]="man1/otac-admin.1 man1/otac-tool.1" [card]="man1/otac-card.1"
-                 [testbed]="man1/otac-pn532-emu.1 man1/otac-loadgen.1")
+                 [testbed]="man1/otac-pn532-emu.1 man1/otac-dispenser-emu.1 man1/otac-loadgen.1")
 declare -A confs=([backend]="/etc/otac/otac-backend.conf" [terminal]="/etc/otac/terminal.conf")
 declare -A units=([backend]="otac-backend.service" [terminal]="otac-terminal.service")
 declare -A datadirs=([backend]="/var/lib/otac-backend" [terminal]="/var/lib/otac-terminal")

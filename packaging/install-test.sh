@@ -94,11 +94,11 @@ for p in "${pkgs[@]}"; do
   st=$(in_root "dpkg-query -W -f='\${Status}' $p" 2>/dev/null)
   [ "$st" = "install ok installed" ] && ok "$p installed" || fail "$p status '$st'"
 done
-for b in otac-backend otac-terminal otac-admin otac-tool otac-card otac-pn532-emu otac-loadgen; do
+for b in otac-backend otac-terminal otac-admin otac-tool otac-card otac-pn532-emu otac-dispenser-emu otac-loadgen; do
   in_root "$b --help >/dev/null 2>&1" || fail "/usr/bin/$b --help fails in the fresh root (missing library?)"
 done
 ok "every program answers --help"
-for b in otac-backend otac-terminal otac-admin otac-tool otac-card otac-pn532-emu otac-loadgen; do
+for b in otac-backend otac-terminal otac-admin otac-tool otac-card otac-pn532-emu otac-dispenser-emu otac-loadgen; do
   in_root "test -f /usr/share/bash-completion/completions/$b" || fail "no bash completion for $b"
 done
 ok "every program has its bash completion"
