@@ -316,16 +316,21 @@ Action Flow::on_backend(const Result<std::string>& body) {
       return a;
     }
     if (state_ == State::cancelling) return cancel_unconfirmed(body.error().message);
+    // A conflict (HTTP 409: this txn_id was used with another request) decided nothing for
+    // this request, and a reversal would undo the other one.
+    out_.undecided = body.error().code != Errc::conflict;
     return decline(transport ? "backend_unreachable" : "backend_error", body.error().message, true);
   }
   auto ans = parse_answer(*body);
   if (!ans) {
     if (state_ == State::cancelling) return cancel_unconfirmed(ans.error().message);
+    out_.undecided = true;
     return decline("malformed_answer", ans.error().message, true);
   }
   if (ans->txn_id != p_.txn_id) {
     const std::string why = "the backend answered for another transaction (" + ans->txn_id.substr(0, 64) + ")";
     if (state_ == State::cancelling) return cancel_unconfirmed(why);
+    out_.undecided = true;
     return decline("malformed_answer", why, true);
   }
   out_.backend_attempts = 0;  // a good answer resets the transport-error budget (held polling)
@@ -378,7 +383,9 @@ Action Flow::on_held_expired() {
 
 Action Flow::cancel_unconfirmed(const std::string& why) {
   // No answer to the cancel: declined all the same. The terminal stopped waiting no later
-  // than the backend's deadline, and the backend expires the transaction then.
+  // than the backend's deadline, and the backend expires the transaction then; until then an
+  // operator could still approve it, so the terminal also reverses it (undecided).
+  out_.undecided = true;
   return decline("held_timeout", "no operator decision within the limit; the backend did not confirm the cancel (" + why +
                                      "), it declines the transaction at its deadline", true);
 }

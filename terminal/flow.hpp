@@ -66,6 +66,10 @@ struct Outcome {
   bool card_confirmed = false;  ///< the card accepted the ARPC (CONFIRM 9000)
   int apdu_exchanges = 0;       ///< command/response pairs sent to the card
   int backend_attempts = 0;
+  /// The terminal stopped waiting without a decision from the backend (unreachable, an answer
+  /// it could not use, a cancel of a held transaction not confirmed): the backend may have
+  /// approved or may still approve, so the driver's caller reverses txn_id (protocol.md §5.4).
+  bool undecided = false;
 };
 
 /// What the driver must do next.

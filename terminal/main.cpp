@@ -313,11 +313,6 @@ void report_outcome(Report& r, OutcomeQueue& q, Backend& be, const Config& cfg, 
   r.outcome_delivered = left && std::none_of(left->begin(), left->end(), [&](const OutcomeReport& x) { return x.txn_id == o.txn_id; });
 }
 
-// The terminal gave up on the backend's answer (unreachable, or an answer it could not use):
-// the backend may have approved, so the transaction is reversed (protocol.md §5.4).
-bool gave_up_waiting(const Outcome& o) {
-  return o.backend_attempts > 0 && (o.reason == "backend_unreachable" || o.reason == "backend_error" || o.reason == "malformed_answer");
-}
 
 // ATM: the amount from --amount or the keypad (standard input), checked against the cassettes
 // before anything goes online; three tries at most.
@@ -419,7 +414,10 @@ int run_tap(const Args& a, Config& cfg, Reader& reader, Backend& be, std::uint64
     report_outcome(r, queue, be, cfg, {p.txn_id, r.door_opened ? "completed" : "not_opened", 0});
   } else if (approved) {
     report_outcome(r, queue, be, cfg, {p.txn_id, "completed", static_cast<std::int64_t>(picked)});
-  } else if (gave_up_waiting(r.out)) {
+  } else if (r.out.undecided) {
+    // The terminal gave up on the backend's decision (Outcome::undecided): the backend may
+    // have approved, or an operator may still approve, so the transaction is reversed
+    // (protocol.md §5.4); a retry of the same txn_id then reads declined "reversed".
     report_outcome(r, queue, be, cfg, {p.txn_id, "reversed", 0});
   }
   return print_report(r);
@@ -497,7 +495,7 @@ Result<Bytes> read_card_id(Reader& reader, const Config& cfg) {
   return id->value;
 }
 
-int run_code(const Args& a, Config& cfg, Reader* reader, Backend& be) {
+int run_code(const Args& a, Config& cfg, Reader* reader, Backend& be, OutcomeQueue& queue) {
   const Now n = now_utc();
   Report r;
   r.mode = "code";
@@ -530,12 +528,15 @@ int run_code(const Args& a, Config& cfg, Reader* reader, Backend& be) {
     const bool net = ans.error().code == Errc::io || ans.error().code == Errc::timeout;
     r.out.reason = net ? "backend_unreachable" : "backend_error";
     r.out.detail = ans.error().message;
+    // The code may have been accepted: undone, unless the txn_id belongs to another request (409).
+    if (ans.error().code != Errc::conflict) report_outcome(r, queue, be, cfg, {r.txn_id, "reversed", 0});
     return print_report(r);
   }
   auto parsed = parse_answer(*ans, false);
   if (!parsed || parsed->txn_id != r.txn_id) {
     r.out.reason = "malformed_answer";
     r.out.detail = parsed ? "answer for another transaction" : parsed.error().message;
+    report_outcome(r, queue, be, cfg, {r.txn_id, "reversed", 0});
     return print_report(r);
   }
   r.out.decision = parsed->decision == Decision::approved ? Decision::approved : Decision::declined;
@@ -712,7 +713,7 @@ int main(int argc, char** argv) {
     reader = std::move(*r);
     slog::info("reader", {{"name", reader->name()}});
   }
-  if (args->command == "code") return run_code(*args, *cfg, reader.get(), be);
+  if (args->command == "code") return run_code(*args, *cfg, reader.get(), be, queue);
 
   int status = kFail;
   // --loop: bounded by signals; each tap is bounded by the config's limits.

@@ -37,6 +37,7 @@ SYNOPSIS
 COMMANDS
     enroll [--alg des3|aes] [--msisdn M] [--limit MINOR] [--review MINOR] [--threshold N]
            [--currency CODE] [--door ID[@HH:MM-HH:MM[@ZONE]]]... [--public-key HEX]
+           [--cash-daily MINOR|default]
         Enrolls a card; prints the initialization letter (N, K, server number, card CA key).
         --currency: ISO 4217 (EUR or 978) of the card's limits and purchases (default: the
         backend's default_currency). --door: a door the card opens, all day or in a daily
@@ -44,12 +45,15 @@ COMMANDS
         With --json, one JSON line {"n","algorithm","k","ca_point","letter"} instead.
         --public-key: the card's DER SubjectPublicKeyInfo in hex (GENERATE KEY PAIR, RSA-2048
         or P-256); its lists then go as E5, encrypted to that key and signed by the server.
+        --cash-daily: the most the card may withdraw at ATMs per UTC day (0: no cash);
+        default (or absent): the backend's cash_card_daily_minor.
     card N                       shows a card (never its keys)
     card-set N [--limit MINOR] [--review MINOR] [--threshold N] [--currency CODE]
-               [--door ID[@HH:MM-HH:MM[@ZONE]]]... | [--no-doors]
+               [--cash-daily MINOR|default] [--door ID[@HH:MM-HH:MM[@ZONE]]]... | [--no-doors]
         Changes an enrolled card's settings; what is not named stays. --door replaces all
-        door permissions with the ones given, --no-doors removes them. Audited with the old
-        and new values.
+        door permissions with the ones given, --no-doors removes them. --cash-daily default
+        gives the card the backend's cash_card_daily_minor again. Audited with the old and
+        new values.
     block N | unblock N | rotate-key N
                                  card actions
     refresh N [--wait S]         queues a new list for the card by SMS and prints its id. The
@@ -142,9 +146,10 @@ struct CommandSpec {
 const std::vector<CommandSpec>& command_specs() {
   static const std::vector<CommandSpec> specs = {
       {"enroll", "enroll a card; prints its initialization letter",
-       {"alg", "msisdn", "limit", "review", "threshold", "currency", "door", "public-key"}, {}},
+       {"alg", "msisdn", "limit", "review", "threshold", "currency", "door", "public-key", "cash-daily"}, {}},
       {"card", "show a card (never its keys)", {}, {}},
-      {"card-set", "change an enrolled card's settings", {"limit", "review", "threshold", "currency", "door"}, {"no-doors"}},
+      {"card-set", "change an enrolled card's settings", {"limit", "review", "threshold", "currency", "door", "cash-daily"},
+       {"no-doors"}},
       {"block", "block a card", {}, {}},
       {"unblock", "unblock a card", {}, {}},
       {"rotate-key", "rotate a card's key K", {}, {}},
@@ -179,6 +184,12 @@ std::int64_t to_int(const std::string& s, const std::string& what) {
   auto v = otac::parse_uint(s, 0, static_cast<std::uint64_t>(INT64_MAX));
   if (!v) usage(what + ": " + v.error().message);
   return static_cast<std::int64_t>(*v);
+}
+
+// --cash-daily: minor units, or "default" (JSON null: the backend's cash_card_daily_minor).
+json::value cash_daily(const std::string& s) {
+  if (s == "default") return nullptr;
+  return to_int(s, "--cash-daily");
 }
 
 // "HH:MM" (00:00..24:00) as minutes; a usage error otherwise. The backend checks the window.
@@ -352,6 +363,7 @@ int run(int argc, char** argv) {
     if (a.has("threshold")) body["threshold"] = to_int(a.one("threshold"), "--threshold");
     if (a.has("public-key")) body["public_key"] = a.one("public-key");
     if (a.has("currency")) body["currency"] = a.one("currency");
+    if (a.has("cash-daily")) body["cash_daily_minor"] = cash_daily(a.one("cash-daily"));
     json::array doors = door_options(a);
     if (!doors.empty()) body["doors"] = std::move(doors);
     print = [](const json::value& v) {
@@ -366,10 +378,11 @@ int run(int argc, char** argv) {
     if (a.has("review")) body["review_minor"] = to_int(a.one("review"), "--review");
     if (a.has("threshold")) body["threshold"] = to_int(a.one("threshold"), "--threshold");
     if (a.has("currency")) body["currency"] = a.one("currency");
+    if (a.has("cash-daily")) body["cash_daily_minor"] = cash_daily(a.one("cash-daily"));
     json::array doors = door_options(a);
     if (a.flag("no-doors") && !doors.empty()) usage("card-set takes --door or --no-doors, not both");
     if (a.flag("no-doors") || !doors.empty()) body["doors"] = std::move(doors);
-    if (body.empty()) usage("card-set needs at least one of --limit --review --threshold --currency --door --no-doors");
+    if (body.empty()) usage("card-set needs at least one of --limit --review --threshold --currency --cash-daily --door --no-doors");
   } else if (cmd == "card") {
     target = "/v1/admin/cards/" + otac::percent_encode(one_pos(a, "N"));
   } else if (cmd == "card-ca") {

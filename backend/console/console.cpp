@@ -193,6 +193,8 @@ void Console::install(http::Router& router) {
   api(router, Verb::post, "held/*/*", &Console::held_decide);
   api(router, Verb::get, "transactions", &Console::transactions);
   api(router, Verb::get, "transactions/*", &Console::transaction);
+  api(router, Verb::get, "refunds", &Console::refunds);
+  api(router, Verb::post, "refunds/*/*", &Console::refund_decide);
   api(router, Verb::get, "cards", &Console::cards);
   api(router, Verb::post, "cards", &Console::card_enroll);
   api(router, Verb::get, "cards/*", &Console::card);
@@ -398,6 +400,21 @@ http::Response Console::transaction(Call& c) {
     o["refund"] = std::to_string(refund->amount_minor) + " (minor units), " + refund_state_name(refund->state) +
                   (refund->decided_by.empty() ? std::string() : " by " + refund->decided_by);
   return json_answer(c.req, Status::ok, o);
+}
+
+// ---- refunds (protocol.md 5.4): asked by a terminal, decided by an operator ----
+
+http::Response Console::refunds(Call& c) {
+  // The pending requests, as otac-admin refunds lists them (no card numbers in them).
+  return forward(c, http::Verb::get, "/v1/admin/refunds?state=pending&limit=500", {});
+}
+
+http::Response Console::refund_decide(Call& c) {
+  const std::string& verb = c.ctx.params.at(1);
+  if (verb != "approve" && verb != "decline")
+    return error_answer(c.req, Status::not_found, "not_found", "a refund is approved or declined");
+  // The operator API checks the role, decides once (409 after) and audits it.
+  return forward(c, http::Verb::post, "/v1/admin/refunds/" + percent_encode(c.ctx.params.at(0)) + "/" + verb, {});
 }
 
 // ---- cards ----

@@ -70,6 +70,8 @@ class Console {
   http::Response held_decide(Call& c);
   http::Response transactions(Call& c);
   http::Response transaction(Call& c);
+  http::Response refunds(Call& c);
+  http::Response refund_decide(Call& c);
   http::Response cards(Call& c);
   http::Response card_enroll(Call& c);
   http::Response card(Call& c);

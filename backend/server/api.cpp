@@ -369,7 +369,7 @@ class Api {
     OperatorRecord op;
     if (auto e = require_operator(req, ctx, Role::operator_, op)) return *e;
     auto o = parse_object(req.body(), {"algorithm", "msisdn", "limit_minor", "review_minor", "threshold", "currency", "doors",
-                                       "public_key"});
+                                       "public_key", "cash_daily_minor"});
     if (!o) return bad_request(req, o.error().message);
     Fields f(*o);
     EnrollRequest e;
@@ -386,6 +386,7 @@ class Api {
     e.limit_minor = f.integer("limit_minor", false, 0, 999'999'999'999);
     e.review_minor = f.integer("review_minor", false, 0, 999'999'999'999);
     if (f.has("threshold")) e.threshold = static_cast<std::uint32_t>(f.integer("threshold", true, 0, 1000));
+    if (f.has("cash_daily_minor")) e.cash_daily_minor = f.integer("cash_daily_minor", true, 0, kMaxCashDaily);  // null: the default
     if (auto cur = currency_field(f)) e.currency = *cur;
     if (auto doors = doors_field(f)) e.doors = std::move(*doors);
     e.public_key = f.hexbytes("public_key", false, 1, 1024);
@@ -470,13 +471,16 @@ class Api {
     if (auto e = require_operator(req, ctx, Role::operator_, op)) return *e;
     auto n = card_param(ctx);
     if (!n) return bad_request(req, "card id must be 16 hex digits");
-    auto o = parse_object(req.body(), {"limit_minor", "review_minor", "threshold", "currency", "doors"});
+    auto o = parse_object(req.body(), {"limit_minor", "review_minor", "threshold", "currency", "doors", "cash_daily_minor"});
     if (!o) return bad_request(req, o.error().message);
     Fields f(*o);
     CardSettings s;
     if (f.has("limit_minor")) s.limit_minor = f.integer("limit_minor", true, 0, 999'999'999'999);
     if (f.has("review_minor")) s.review_minor = f.integer("review_minor", true, 0, 999'999'999'999);
     if (f.has("threshold")) s.threshold = static_cast<std::uint32_t>(f.integer("threshold", true, 0, 1000));
+    // The card's own daily cash limit; null gives the card the backend's cash_card_daily_minor again.
+    if (o->contains("cash_daily_minor"))
+      s.cash_daily_minor = f.has("cash_daily_minor") ? f.integer("cash_daily_minor", true, 0, kMaxCashDaily) : CardSettings::kCashDefault;
     s.currency = currency_field(f);
     s.doors = doors_field(f);
     if (f.error) return bad_request(req, *f.error);

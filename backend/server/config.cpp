@@ -214,7 +214,8 @@ max_amount_minor = 10000000
 iso4217_file = "/usr/share/iso-codes/json/iso_4217.json"
 
 # Cash withdrawals (9C 01) at ATMs (protocol.md §5.4). A card may withdraw at most
-# cash_card_daily_minor per UTC day (0: no withdrawal is approved) and one terminal may pay out
+# cash_card_daily_minor per UTC day (0: no withdrawal is approved) unless it has its own limit
+# (otac-admin card-set --cash-daily), and one terminal may pay out
 # at most cash_terminal_daily_minor (0: no terminal limit); a reversal gives back what was not
 # handed over. An approved withdrawal whose terminal reports no outcome within
 # cash_complete_seconds is reversed in full.

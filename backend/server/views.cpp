@@ -55,6 +55,9 @@ json::object card_json(const CardSummary& c) {
   o["threshold"] = c.threshold;
   o["limit_minor"] = c.limit_minor;
   o["review_minor"] = c.review_minor;
+  if (c.cash_daily_minor) o["cash_daily_minor"] = *c.cash_daily_minor;
+  else o["cash_daily_minor"] = nullptr;  // the backend's cash_card_daily_minor
+  o["cash_daily_effective_minor"] = c.cash_daily_effective_minor;
   o["currency"] = c.currency;
   o["doors"] = doors_json(c.doors);
   o["key_version"] = c.key_version;

@@ -347,15 +347,16 @@ Result<std::shared_ptr<Service::DecideJob>> Service::authorize_job(const AuthReq
       else rec.reason = why;
     } else if (auto no = pos_decline({ch->type, ch->currency_code, ch->amount_minor}, *card, term,
                                      {&config_.currencies, config_.default_currency, config_.max_amount_minor,
-                                      config_.cash_card_daily_minor > 0})) {
+                                      card_cash_limit(*card, config_) > 0})) {
       rec.reason = no->reason;
       if (no->limit) rec.arc = kArcLimit;
     } else if (ch->type == kTypeCash) {
-      // A withdrawal: the PIN checked by the card, then the daily limits, read and recorded
-      // in this store transaction so that two ATMs cannot both pass them (protocol.md §5.4).
+      // A withdrawal: the PIN checked by the card, then the daily limits (the card's own, read
+      // from its row here), read and recorded in this store transaction so that two ATMs
+      // cannot both pass them (protocol.md §5.4).
       const CashRecord cash{req.txn_id, req.card, term.id, ch->amount_minor, t};
       auto no_cash = (req.pin_state & protocol::pin_state_verified) == 0 ? std::optional<PosDecline>{PosDecline{"pin_required", false}}
-                                                                         : cash_decline(tx, cash, config_);
+                                                                         : cash_decline(tx, cash, card_cash_limit(*card, config_), config_);
       if (!no_cash) return no_cash.error();
       if (*no_cash) {
         rec.reason = (*no_cash)->reason;

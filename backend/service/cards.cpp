@@ -47,6 +47,8 @@ Result<Enrollment> Service::enroll_card(const EnrollRequest& req, std::string_vi
   if (req.currency != 0 && !config_.currencies.contains(req.currency))
     return make_error(Errc::bad_value, "currency " + std::to_string(req.currency) + " is not an ISO 4217 currency");
   if (req.limit_minor < 0 || req.review_minor < 0) return make_error(Errc::bad_value, "limit and review amounts must not be negative");
+  if (req.cash_daily_minor && (*req.cash_daily_minor < 0 || *req.cash_daily_minor > kMaxCashDaily))
+    return make_error(Errc::bad_value, "the daily cash limit must be 0 to " + std::to_string(kMaxCashDaily));
   // K is issued to asymmetric cards too: E5 travels in OTA packets under K (protocol.md 6.1.2).
   e.k = new_key(req.algorithm);
   const UnixTime t = now();
@@ -62,6 +64,7 @@ Result<Enrollment> Service::enroll_card(const EnrollRequest& req, std::string_vi
       c.threshold = req.threshold.value_or(config_.default_threshold);
       c.limit_minor = req.limit_minor;
       c.review_minor = req.review_minor;
+      c.cash_daily_minor = req.cash_daily_minor;
       c.currency = req.currency != 0 ? req.currency : config_.default_currency;
       c.k = e.k.clone();
       c.public_key = req.public_key;
@@ -311,6 +314,7 @@ Result<CardSummary> read_summary(Tx& tx, ByteView n, const ServerKeyRecord& serv
   s.threshold = c->threshold;
   s.limit_minor = c->limit_minor;
   s.review_minor = c->review_minor;
+  s.cash_daily_minor = c->cash_daily_minor;
   s.currency = c->currency;
   s.key_version = c->key_version;
   s.key_rotation_pending = c->pending_k.has_value();
@@ -345,6 +349,7 @@ Result<CardSummary> Service::card_summary(ByteView n) {
     auto s = read_summary(tx, n, *server);
     if (!s) return s.error();
     out = std::move(*s);
+    out.cash_daily_effective_minor = out.cash_daily_minor.value_or(config_.cash_card_daily_minor);
     return {};
   });
   if (!r) return r.error();
@@ -364,6 +369,7 @@ Result<std::vector<CardSummary>> Service::list_cards(std::uint32_t limit) {
     for (const auto& n : *ids) {
       auto s = read_summary(tx, n, *server);
       if (!s) return s.error();
+      s->cash_daily_effective_minor = s->cash_daily_minor.value_or(config_.cash_card_daily_minor);
       out.push_back(std::move(*s));
     }
     return {};
@@ -373,10 +379,12 @@ Result<std::vector<CardSummary>> Service::list_cards(std::uint32_t limit) {
 }
 
 Result<CardRecord> Service::update_card_settings(ByteView n, CardSettings s, std::string_view actor) {
-  if (!s.limit_minor && !s.review_minor && !s.threshold && !s.currency && !s.doors)
-    return make_error(Errc::bad_value, "no setting to change (limit, review, threshold, currency or doors)");
+  if (!s.limit_minor && !s.review_minor && !s.threshold && !s.currency && !s.doors && !s.cash_daily_minor)
+    return make_error(Errc::bad_value, "no setting to change (limit, review, threshold, currency, doors or daily cash limit)");
   if ((s.limit_minor && *s.limit_minor < 0) || (s.review_minor && *s.review_minor < 0))
     return make_error(Errc::bad_value, "limit and review amounts must not be negative");
+  if (s.cash_daily_minor && (*s.cash_daily_minor < CardSettings::kCashDefault || *s.cash_daily_minor > kMaxCashDaily))
+    return make_error(Errc::bad_value, "the daily cash limit must be 0 to " + std::to_string(kMaxCashDaily) + ", or the backend's default");
   if (s.currency && !config_.currencies.contains(*s.currency))
     return make_error(Errc::bad_value, "currency " + std::to_string(*s.currency) + " is not an ISO 4217 currency");
   if (s.doors) {
@@ -394,6 +402,13 @@ Result<CardRecord> Service::update_card_settings(ByteView n, CardSettings s, std
     if (s.limit_minor) { note("limit_minor", std::to_string(c->limit_minor), std::to_string(*s.limit_minor)); c->limit_minor = *s.limit_minor; }
     if (s.review_minor) { note("review_minor", std::to_string(c->review_minor), std::to_string(*s.review_minor)); c->review_minor = *s.review_minor; }
     if (s.threshold) { note("threshold", std::to_string(c->threshold), std::to_string(*s.threshold)); c->threshold = *s.threshold; }
+    if (s.cash_daily_minor) {
+      auto text = [](const std::optional<std::int64_t>& v) { return v ? std::to_string(*v) : std::string("default"); };
+      std::optional<std::int64_t> next;
+      if (*s.cash_daily_minor != CardSettings::kCashDefault) next = *s.cash_daily_minor;
+      note("cash_daily_minor", text(c->cash_daily_minor), text(next));
+      c->cash_daily_minor = next;
+    }
     if (s.currency) {
       const std::uint16_t before = c->currency != 0 ? c->currency : config_.default_currency;
       note("currency", std::to_string(before), std::to_string(*s.currency));

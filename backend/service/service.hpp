@@ -53,6 +53,9 @@ struct ServiceConfig {
   std::chrono::seconds cash_complete_within{300};
 };
 
+/// The largest daily cash limit a card may be given (as the config's cash_card_daily_minor).
+inline constexpr std::int64_t kMaxCashDaily = 2'000'000'000;
+
 /// What to enroll.
 struct EnrollRequest {
   Algorithm algorithm = Algorithm::des3;
@@ -61,6 +64,8 @@ struct EnrollRequest {
   std::int64_t review_minor = 0;      ///< hold above this amount, 0 = never
   std::uint16_t currency = 0;         ///< ISO 4217 numeric, 0 = ServiceConfig::default_currency
   std::optional<std::uint32_t> threshold;
+  /// The card's own daily cash limit (0 = no withdrawals); unset = ServiceConfig::cash_card_daily_minor.
+  std::optional<std::int64_t> cash_daily_minor;
   std::vector<DoorPermission> doors;
   Bytes public_key;                   ///< DER SPKI (RSA-2048 or P-256): lists go as E5 (K still carries OTA)
 };
@@ -72,6 +77,10 @@ struct CardSettings {
   std::optional<std::uint32_t> threshold{};
   std::optional<std::uint16_t> currency{};           ///< ISO 4217 numeric
   std::optional<std::vector<DoorPermission>> doors{};  ///< replaces all door permissions
+  /// The card's own daily cash limit (0 = no withdrawals); kCashDefault = back to the
+  /// backend's cash_card_daily_minor.
+  std::optional<std::int64_t> cash_daily_minor{};
+  static constexpr std::int64_t kCashDefault = -1;
 };
 
 /// The result of an enrollment: what goes into the initialization letter.
@@ -101,6 +110,8 @@ struct CardSummary {
   std::uint32_t threshold = 0;
   std::int64_t limit_minor = 0;
   std::int64_t review_minor = 0;
+  std::optional<std::int64_t> cash_daily_minor;  ///< the card's own daily cash limit; unset = the backend's
+  std::int64_t cash_daily_effective_minor = 0;   ///< the daily cash limit that applies (0 = no withdrawals)
   std::uint16_t currency = 0;         ///< 0: enrolled before currencies, the backend's default applies
   std::uint8_t key_version = 1;
   bool key_rotation_pending = false;  ///< K' sent, not yet proven by the card

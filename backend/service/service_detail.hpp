@@ -52,8 +52,11 @@ UnixTime utc_day_start(UnixTime t);
 Result<void> apply_outcome(Tx& tx, AuthAnswer& a);
 /// A new transaction whose reversal its terminal sent first is declined "reversed".
 Result<void> decline_if_reversed_first(Tx& tx, TransactionRecord& rec);
-/// The daily cash limit the withdrawal c would pass (cash_limit, terminal_cash_limit), if any.
-Result<std::optional<PosDecline>> cash_decline(Tx& tx, const CashRecord& c, const ServiceConfig& config);
+/// The daily cash limit that applies to card: its own, else the config's (0 = no withdrawals).
+std::int64_t card_cash_limit(const CardRecord& card, const ServiceConfig& config);
+/// The daily cash limit the withdrawal c would pass (cash_limit: the card's card_limit;
+/// terminal_cash_limit), if any.
+Result<std::optional<PosDecline>> cash_decline(Tx& tx, const CashRecord& c, std::int64_t card_limit, const ServiceConfig& config);
 
 Result<void> promote_pending_key(Tx& tx, CardRecord& card, bool keep_retired, UnixTime now);
 Result<ServerKeyRecord> ensure_server_key(Tx& tx, std::string_view name, UnixTime now);

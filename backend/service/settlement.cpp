@@ -68,11 +68,15 @@ Result<void> decline_if_reversed_first(Tx& tx, TransactionRecord& rec) {
   return {};
 }
 
-Result<std::optional<PosDecline>> cash_decline(Tx& tx, const CashRecord& c, const ServiceConfig& config) {
-  if (config.cash_card_daily_minor <= 0 && config.cash_terminal_daily_minor <= 0) return std::optional<PosDecline>{};
+std::int64_t card_cash_limit(const CardRecord& card, const ServiceConfig& config) {
+  return card.cash_daily_minor.value_or(config.cash_card_daily_minor);
+}
+
+Result<std::optional<PosDecline>> cash_decline(Tx& tx, const CashRecord& c, std::int64_t card_limit, const ServiceConfig& config) {
+  if (card_limit <= 0 && config.cash_terminal_daily_minor <= 0) return std::optional<PosDecline>{};
   auto totals = tx.cash_totals(c.card, c.terminal_id, utc_day_start(c.approved_at));
   if (!totals) return totals.error();
-  if (config.cash_card_daily_minor > 0 && totals->card_minor + c.amount_minor > config.cash_card_daily_minor)
+  if (card_limit > 0 && totals->card_minor + c.amount_minor > card_limit)
     return std::optional<PosDecline>{PosDecline{"cash_limit", true}};
   if (config.cash_terminal_daily_minor > 0 && totals->terminal_minor + c.amount_minor > config.cash_terminal_daily_minor)
     return std::optional<PosDecline>{PosDecline{"terminal_cash_limit", true}};

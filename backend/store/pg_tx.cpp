@@ -71,7 +71,7 @@ Result<CardRecord> PgTx::card(ByteView n) {
 Result<void> PgTx::update_card(const CardRecord& c) {
   auto r = q("UPDATE cards SET msisdn=$1,status=$2,fail_count=$3,fail_limit=$4,threshold=$5,limit_minor=$6,review_minor=$7,"
              "currency=$8,key_version=$9,k_sealed=$10,pending_k_sealed=$11,pending_version=$12,list_push_in_flight=$13,"
-             "retired_k_sealed=$14,retired_version=$15 WHERE n=$16");
+             "retired_k_sealed=$14,retired_version=$15,cash_daily_minor=$16 WHERE n=$17");
   rows::bind_card_update(r, c, kek_);
   r.b(c.n);
   if (auto e = r.run(); !e) return e;
@@ -669,6 +669,10 @@ CREATE TABLE refunds(
   txn_id TEXT PRIMARY KEY, terminal_id TEXT NOT NULL, amount_minor BIGINT NOT NULL, state BIGINT NOT NULL,
   requested_at BIGINT NOT NULL, decided_by TEXT NOT NULL DEFAULT '', decided_at BIGINT NOT NULL DEFAULT 0);
 CREATE INDEX refunds_state ON refunds(state, requested_at);
+)sql",
+    // 3: a card's own daily cash limit (NULL = the backend's cash_card_daily_minor).
+    R"sql(
+ALTER TABLE cards ADD COLUMN cash_daily_minor BIGINT;
 )sql",
 };
 

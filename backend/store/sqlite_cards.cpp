@@ -33,7 +33,7 @@ Result<CardRecord> SqliteTx::card(ByteView n) {
 Result<void> SqliteTx::update_card(const CardRecord& c) {
   auto r = q("UPDATE cards SET msisdn=?,status=?,fail_count=?,fail_limit=?,threshold=?,limit_minor=?,review_minor=?,"
              "currency=?,key_version=?,k_sealed=?,pending_k_sealed=?,pending_version=?,list_push_in_flight=?,"
-             "retired_k_sealed=?,retired_version=? WHERE n=?");
+             "retired_k_sealed=?,retired_version=?,cash_daily_minor=? WHERE n=?");
   rows::bind_card_update(r, c, kek_);
   r.b(c.n);
   auto e = r.exec();

@@ -94,6 +94,10 @@ ALTER TABLE cards ADD COLUMN retired_version INTEGER NOT NULL DEFAULT 0;
 )sql",
     // 9: outcomes, cash withdrawals and refunds (sqlite_settlement.cpp).
     sqlite_settlement::kMigration,
+    // 10: a card's own daily cash limit (NULL = the backend's cash_card_daily_minor).
+    R"sql(
+ALTER TABLE cards ADD COLUMN cash_daily_minor INTEGER;
+)sql",
 };
 
 }  // namespace

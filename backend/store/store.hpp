@@ -45,6 +45,9 @@ struct CardRecord {
   std::int64_t limit_minor = 0;       ///< per-transaction amount limit, minor units; 0 = none
   std::int64_t review_minor = 0;      ///< amounts above this are held for review; 0 = never
   std::uint16_t currency = 0;         ///< ISO 4217 numeric of limits and transactions; 0 = the backend's default
+  /// Cash withdrawals: the most this card may take per UTC day, 0 = none; unset = the
+  /// backend's cash_card_daily_minor.
+  std::optional<std::int64_t> cash_daily_minor;
   std::uint8_t key_version = 1;       ///< version of K
   SecretBytes k;                      ///< current card key K
   std::optional<SecretBytes> pending_k;  ///< K' sent but not yet proven by the card

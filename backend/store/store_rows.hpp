@@ -39,7 +39,7 @@ Result<OtacRecord> open_otac(const Kek& kek, ByteView n, std::int64_t list_id, s
 #define OTAC_STORE_CARD_COLUMNS                                                                            \
   "algorithm,msisdn,status,fail_count,fail_limit,threshold,limit_minor,review_minor,key_version,k_sealed," \
   "pending_k_sealed,pending_version,public_key,list_push_in_flight,created_at,currency,retired_k_sealed,"  \
-  "retired_version"
+  "retired_version,cash_daily_minor"
 
 /// A card from a row of OTAC_STORE_CARD_COLUMNS, its keys opened under the KEK.
 template <class Row>
@@ -70,12 +70,14 @@ Result<CardRecord> card_from_row(const Row& r, ByteView n, const Kek& kek) {
   if (!rk) return rk.error();
   c.retired_k = std::move(*rk);
   c.retired_version = static_cast<std::uint8_t>(r.col_i(17));
+  if (!r.col_null(18)) c.cash_daily_minor = r.col_i(18);
   return c;
 }
 
 /// Binds what update_card writes, keys sealed under the KEK: msisdn, status, fail_count,
 /// fail_limit, threshold, limit_minor, review_minor, currency, key_version, k_sealed,
-/// pending_k_sealed, pending_version, list_push_in_flight, retired_k_sealed, retired_version.
+/// pending_k_sealed, pending_version, list_push_in_flight, retired_k_sealed, retired_version,
+/// cash_daily_minor (NULL when unset).
 template <class Binder>
 void bind_card_update(Binder& q, const CardRecord& c, const Kek& kek) {
   q.t(c.msisdn).i(static_cast<int>(c.status)).i(c.fail_count).i(c.fail_limit).i(c.threshold).i(c.limit_minor)
@@ -85,6 +87,7 @@ void bind_card_update(Binder& q, const CardRecord& c, const Kek& kek) {
   q.i(c.pending_version).i(c.list_push_in_flight ? 1 : 0);
   if (!c.retired_k) q.null(); else q.b(kek.seal(c.retired_k->view(), ad("card-rk", c.n)));
   q.i(c.retired_version);
+  if (c.cash_daily_minor) q.i(*c.cash_daily_minor); else q.null();
 }
 
 // ---- transactions ----------------------------------------------------------------------------

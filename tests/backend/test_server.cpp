@@ -716,4 +716,14 @@ TEST_CASE("card settings: the API and otac-admin card-set change an enrolled car
                           " limit_minor=0->1000 doors=[NIGHT 22:00-06:00 Europe/Berlin]->"
                           "[HALL 00:00-24:00 UTC, LAB 08:00-17:30 America/New_York]");
   CHECK(details[2] == "card=" + to_hex(env.n) + " limit_minor=1000->0 doors=[HALL 00:00-24:00 UTC, LAB 08:00-17:30 America/New_York]->[]");
+
+  // --cash-daily: the card's own daily cash limit; "default" gives it the backend's again.
+  std::tie(rc, text) = admin({"--json", "card-set", to_hex(env.n), "--cash-daily", "25000"});
+  CHECK(rc == 0);
+  CHECK(field(text, "cash_daily_minor") == "25000");
+  CHECK(field(text, "cash_daily_effective_minor") == "25000");
+  std::tie(rc, text) = admin({"--json", "card-set", to_hex(env.n), "--cash-daily", "default"});
+  CHECK(rc == 0);
+  CHECK(field(text, "cash_daily_minor") == "null");
+  CHECK(admin({"card-set", to_hex(env.n), "--cash-daily", "much"}).first == 2);
 }

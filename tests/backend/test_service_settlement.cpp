@@ -115,6 +115,53 @@ TEST_CASE("cash: the daily card limit counts approvals, gives back reversals, an
   CHECK(authorize(env, request(c, "W6", cash(10'000))).decision == Decision::approved);
 }
 
+TEST_CASE("cash: a card's own daily limit, set at enrollment or later, replaces the backend's until reset") {
+  Env env;
+  env.config.cash_card_daily_minor = 10'000;
+  env.restart();
+  EnrollRequest er;
+  er.cash_daily_minor = 3000;  // below the backend's 10,000
+  Card c{backend::test::enroll_issued(env, er)};
+  auto summary = env.svc->card_summary(c.n);
+  REQUIRE(summary);
+  CHECK(summary->cash_daily_minor == std::optional<std::int64_t>(3000));
+  CHECK(summary->cash_daily_effective_minor == 3000);
+  CHECK(authorize(env, request(c, "W1", cash(2000))).decision == Decision::approved);
+  CHECK(authorize(env, request(c, "W2", cash(2000))).reason == "cash_limit");
+  // Raised above the backend's limit: the card's own applies.
+  CardSettings raise;
+  raise.cash_daily_minor = 20'000;
+  REQUIRE(env.svc->update_card_settings(c.n, raise, "admin"));
+  CHECK(audited(env, "card_settings", "cash_daily_minor=3000->20000"));
+  CHECK(authorize(env, request(c, "W3", cash(15'000))).decision == Decision::approved);  // 17,000 today
+  // 0: no withdrawals at all for this card, whatever the backend allows.
+  CardSettings none;
+  none.cash_daily_minor = 0;
+  REQUIRE(env.svc->update_card_settings(c.n, none, "admin"));
+  CHECK(authorize(env, request(c, "W4", cash(100))).reason == "type_not_allowed");
+  // Back to the backend's 10,000, of which 17,000 are taken today.
+  CardSettings reset;
+  reset.cash_daily_minor = CardSettings::kCashDefault;
+  REQUIRE(env.svc->update_card_settings(c.n, reset, "admin"));
+  CHECK(audited(env, "card_settings", "cash_daily_minor=0->default"));
+  summary = env.svc->card_summary(c.n);
+  REQUIRE(summary);
+  CHECK_FALSE(summary->cash_daily_minor);
+  CHECK(summary->cash_daily_effective_minor == 10'000);
+  CHECK(authorize(env, request(c, "W5", cash(100))).reason == "cash_limit");
+  env.clock += 86400;
+  CHECK(authorize(env, request(c, "W6", cash(10'000))).decision == Decision::approved);
+  CHECK(authorize(env, request(c, "W7", cash(100))).reason == "cash_limit");
+  // Out of range, at enrollment and later: refused, nothing changes.
+  CardSettings bad;
+  bad.cash_daily_minor = -2;
+  CHECK(env.svc->update_card_settings(c.n, bad, "admin").error().code == Errc::bad_value);
+  EnrollRequest too_much;
+  too_much.msisdn = "+4915550009";
+  too_much.cash_daily_minor = kMaxCashDaily + 1;
+  CHECK(env.svc->enroll_card(too_much, "admin").error().code == Errc::bad_value);
+}
+
 TEST_CASE("cash: the per-terminal daily limit spans cards") {
   Env env;
   Card a = setup(env, 10'000, 8000);

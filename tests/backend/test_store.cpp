@@ -181,7 +181,7 @@ TEST_CASE("reopening migrates nothing twice and refuses a newer schema") {
   Env env;
   { auto s = env.store(); }
   { auto s = env.store(); }
-  CHECK(raw_query_text(env.db, "PRAGMA user_version") == "9");
+  CHECK(raw_query_text(env.db, "PRAGMA user_version") == "10");
   CHECK(raw_query_text(env.db, "PRAGMA journal_mode") == "wal");
   raw_sql(env.db, "PRAGMA user_version=99");
   auto s = open_sqlite_store(env.db, env.kek);

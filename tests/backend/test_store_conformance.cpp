@@ -55,6 +55,14 @@ std::unique_ptr<Store> must_open(B& b) {
   return std::move(*s);
 }
 
+// n connections to the same store (n nodes, for PostgreSQL).
+template <class B>
+std::vector<std::unique_ptr<Store>> open_stores(B& b, int n) {
+  std::vector<std::unique_ptr<Store>> stores;
+  for (int i = 0; i < n; ++i) stores.push_back(must_open(b));
+  return stores;
+}
+
 const Bytes kN = hex("1122334455667788");
 
 CardRecord card(ByteView n = kN, std::string msisdn = "+4915550001") {
@@ -803,6 +811,71 @@ TEMPLATE_TEST_CASE("store race: a daily cash limit raced from several connection
   CHECK(approved == 1);
   run_ok(*stores[0], [&](Tx& tx) -> Result<void> {
     CHECK(tx.cash_totals(kN, "ATM00000", 0).value().card_minor == 30000);
+    return {};
+  });
+}
+
+TEMPLATE_TEST_CASE("store race: a card's own daily cash limit is read with the card in the transaction that records the cash",
+                   "[store]", SqliteBackend, PgBackend) {
+  TestType b;
+  constexpr int kThreads = 6;
+  auto stores = open_stores(b, kThreads);
+  // Unset (the backend's default), 0 (no cash) and a value are three different things.
+  run_ok(*stores[0], [&](Tx& tx) -> Result<void> {
+    if (auto e = tx.insert_card(card()); !e) return e;
+    CHECK_FALSE(tx.card(kN).value().cash_daily_minor);
+    auto c = tx.card(kN).value();
+    c.cash_daily_minor = 0;
+    if (auto e = tx.update_card(c); !e) return e;
+    CHECK(tx.card(kN).value().cash_daily_minor == std::optional<std::int64_t>(0));
+    c.cash_daily_minor = 70000;
+    if (auto e = tx.update_card(c); !e) return e;
+    for (int t = 0; t < kThreads; ++t)
+      if (auto e = tx.put_terminal({"ATM0000" + std::to_string(t), "aa", 0, true}); !e) return e;
+    return {};
+  });
+  run_ok(*stores[1], [&](Tx& tx) -> Result<void> {
+    CHECK(tx.card(kN).value().cash_daily_minor == std::optional<std::int64_t>(70000));
+    return {};
+  });
+  // Each ATM withdraws 300.00 against the card's own 700.00, as the Service does: the limit
+  // read from the card's row in the same transaction that reads the totals and records the
+  // cash. Two pass, never three.
+  auto withdraw = [&](Store& s, const std::string& id, const std::string& terminal, bool& passed) {
+    return s.run([&](Tx& tx) -> Result<void> {
+      passed = false;
+      auto c = tx.card(kN);
+      if (!c) return c.error();
+      auto totals = tx.cash_totals(kN, terminal, 0);
+      if (!totals) return totals.error();
+      if (totals->card_minor + 30000 > c->cash_daily_minor.value_or(0)) return {};
+      passed = true;
+      return tx.insert_cash({id, kN, terminal, 30000, 100});
+    });
+  };
+  std::atomic<int> approved{0}, failures{0};
+  race(kThreads, [&](int t) {
+    bool passed = false;
+    auto r = withdraw(*stores[static_cast<std::size_t>(t)], "R" + std::to_string(t), "ATM0000" + std::to_string(t), passed);
+    if (!r) ++failures;
+    else if (passed) ++approved;
+  });
+  CHECK(failures == 0);
+  CHECK(approved == 2);
+  // Raised by an operator on one connection: the next withdrawal on another sees it.
+  run_ok(*stores[0], [&](Tx& tx) -> Result<void> {
+    auto c = tx.card(kN);
+    if (!c) return c.error();
+    c->cash_daily_minor = 90000;
+    return tx.update_card(*c);
+  });
+  bool passed = false;
+  REQUIRE(withdraw(*stores[2], "R-after", "ATM00002", passed));
+  CHECK(passed);
+  REQUIRE(withdraw(*stores[3], "R-over", "ATM00003", passed));
+  CHECK_FALSE(passed);
+  run_ok(*stores[0], [&](Tx& tx) -> Result<void> {
+    CHECK(tx.cash_totals(kN, "ATM00000", 0).value().card_minor == 90000);
     return {};
   });
 }

@@ -8,7 +8,9 @@ the real otac-terminal reading it through libnfc. browser_e2e.sh brings that sys
 Covers: sign-in; the held queue shows a purchase while the terminal waits for an operator
 (without a page reload), the operator approves it and the waiting terminal reports the
 approval; enroll a card (letter shown once, printable); block the system's card and see the
-terminal's next tap declined card_blocked, unblock it and see a tap approved; a forged request
+terminal's next tap declined card_blocked, unblock it and see a tap approved; two refunds asked
+at the terminal appear in the queue, the operator approves one and declines the other, the
+backend records both and the terminal then reads the approval; a forged request
 without the CSRF token is refused; a viewer sees the queue but has no approve button and is
 refused (403), an admin then declines in the console and the terminal reports it; a terminal
 registered in the console works at once and stops working when revoked there; the overview's
@@ -474,6 +476,29 @@ def main():
         wait_for(lambda: card_status() == "active", "the card to show as active")
         rc, res = tap("unblocked", "pos", "--amount", "5.00")
         check(rc == 0 and res["decision"] == "approved", "after unblocking, a tap is approved: %s" % json.dumps(res))
+        unblocked = res["txn_id"]
+
+        # ---- refunds the merchant asks at the terminal are decided in the queue ----
+        for name, txn, amount in (("refund1", held1, "30.00"), ("refund2", unblocked, "5.00")):
+            rc, res = tap(name, "refund", "--txn-id", txn, "--amount", amount)
+            check(rc == 1 and res.get("reason") == "refund_pending",
+                  "the terminal's refund of %s waits for an operator: %s" % (txn, json.dumps(res)))
+        tab("queue")
+        for txn in (held1, unblocked):
+            wait_for(lambda: wd.visible('button.approve[data-refund="%s"]' % txn), "the refund of %s in the queue" % txn)
+        check(wd.text("#refund-count") == "2", "the queue counts two refunds asked")
+        wd.screenshot(os.path.join(args.out, "05-refunds.png"))
+        wd.click('button.approve[data-refund="%s"]' % held1)
+        wait_for(lambda: ("Refund of %s: approved" % held1) in flash_text(), "the console to confirm the refund's approval")
+        wd.click('button.decline[data-refund="%s"]' % unblocked)
+        wait_for(lambda: ("Refund of %s: declined" % unblocked) in flash_text(), "the console to confirm the refund's decline")
+        wait_for(lambda: not wd.find_all("tr[data-refund]"), "the decided refunds to leave the queue")
+        r1, r2 = backend.transaction(held1).get("refund", {}), backend.transaction(unblocked).get("refund", {})
+        check(r1.get("state") == "approved" and r1.get("amount_minor") == 3000 and r1.get("decided_by") == "olga",
+              "the backend records the approval by olga: %r" % r1)
+        check(r2.get("state") == "declined" and r2.get("decided_by") == "olga", "the backend records the decline: %r" % r2)
+        rc, res = tap("refund1-again", "refund", "--txn-id", held1, "--amount", "30.00")
+        check(rc == 0 and res.get("reason") == "refund_approved", "the terminal then reads the refund approved: %s" % json.dumps(res))
 
         # ---- transaction search and detail, audit ----
         tab("transactions")

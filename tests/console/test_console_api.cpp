@@ -495,4 +495,87 @@ TEST_CASE("console card settings: shown, changed by an operator through the oper
   CHECK(json::serialize(after.at("doors")) == R"([{"door":"LAB","from_minute":1320,"to_minute":360,"tz":"Europe/Zurich"}])");
   CHECK(after.at("events").at(0).at("action") == "card_settings");
   CHECK(after.at("events").at(0).at("actor") == "otto");
+
+  // The card's own daily cash limit: unset (the backend's), a value, 0, and null back to unset.
+  CHECK(after.at("cash_daily_minor").is_null());
+  CHECK(after.at("cash_daily_effective_minor").as_int64() == f.env.config.cash_card_daily_minor);
+  CHECK(f.as(viewer, "POST", path + "/settings", R"({"cash_daily_minor":20000})").status == 403);
+  CHECK(f.as(op, "POST", path + "/settings", R"({"cash_daily_minor":-1})").status == 400);
+  REQUIRE(f.as(op, "POST", path + "/settings", R"({"cash_daily_minor":20000})").status == 200);
+  auto cash = body_of(f.as(op, "GET", path)).as_object();
+  CHECK(cash.at("cash_daily_minor").as_int64() == 20000);
+  CHECK(cash.at("cash_daily_effective_minor").as_int64() == 20000);
+  CHECK(cash.at("events").at(0).at("detail").as_string().find("cash_daily_minor=default->20000") != json::string::npos);
+  REQUIRE(f.as(op, "POST", path + "/settings", R"({"cash_daily_minor":null})").status == 200);
+  CHECK(body_of(f.as(op, "GET", path)).at("cash_daily_minor").is_null());
+  // Set at enrollment, 0 included (this card takes no cash, whatever the backend allows).
+  auto e0 = f.as(op, "POST", "/console/api/cards", R"({"msisdn":"+4915550003","cash_daily_minor":0})");
+  REQUIRE(e0.status == 201);
+  auto none = body_of(f.as(op, "GET", "/console/api/cards/" + std::string(body_of(e0).at("n").as_string()))).as_object();
+  CHECK(none.at("cash_daily_minor").as_int64() == 0);
+  CHECK(none.at("cash_daily_effective_minor").as_int64() == 0);
+}
+
+TEST_CASE("console refunds: listed for everyone, approved or declined once by an operator, refused for a viewer") {
+  Fixture f;
+  auto held = f.make_held();
+  auto viewer = f.sign_in(f.viewer_token);
+  auto op = f.sign_in(f.operator_token);
+  // Two approved purchases of TERM0001 (held, then approved by the operator).
+  auto l = f.env.svc->issue_list(held.n, "setup");
+  REQUIRE(l);
+  auto second = backend::test::card_request("TXN-HELD-2", held.n, Algorithm::des3, l->first, 0, l->second[0], Ch{});
+  REQUIRE(f.env.svc->authorize(second, "TERM0001"));
+  for (const char* txn : {"TXN-HELD-1", "TXN-HELD-2"})
+    REQUIRE(f.as(op, "POST", std::string("/console/api/held/") + txn + "/approve").status == 200);
+  REQUIRE(f.env.svc->request_refund("TXN-HELD-1", 500, "TERM0001"));
+  REQUIRE(f.env.svc->request_refund("TXN-HELD-2", 1234, "TERM0001"));
+
+  auto listed = f.as(viewer, "GET", "/console/api/refunds");
+  INFO(listed.body);
+  REQUIRE(listed.status == 200);
+  auto list = body_of(listed).at("refunds").as_array();
+  REQUIRE(list.size() == 2);
+  CHECK(list[0].at("state") == "pending");
+  CHECK(list[0].at("terminal") == "TERM0001");
+
+  // A viewer may look but not decide; nothing changes.
+  auto denied = f.as(viewer, "POST", "/console/api/refunds/TXN-HELD-1/approve");
+  CHECK(denied.status == 403);
+  CHECK(body_of(denied).at("error") == "forbidden");
+  CHECK(f.env.svc->refund("TXN-HELD-1")->state == RefundState::pending);
+  // Without the session's CSRF token an operator is refused too.
+  CHECK(f.as(op, "POST", "/console/api/refunds/TXN-HELD-1/approve", {}, false).status == 403);
+  CHECK(f.as(op, "POST", "/console/api/refunds/TXN-HELD-1/refund").status == 404);
+
+  auto approved = f.as(op, "POST", "/console/api/refunds/TXN-HELD-1/approve");
+  REQUIRE(approved.status == 200);
+  CHECK(body_of(approved).at("state") == "approved");
+  CHECK(body_of(approved).at("decided_by") == "otto");
+  auto declined = f.as(op, "POST", "/console/api/refunds/TXN-HELD-2/decline");
+  REQUIRE(declined.status == 200);
+  CHECK(body_of(declined).at("state") == "declined");
+  CHECK(f.env.svc->refund("TXN-HELD-1")->state == RefundState::approved);
+  CHECK(f.env.svc->refund("TXN-HELD-2")->state == RefundState::declined);
+  // Decided once: a second decision either way is refused, and the first one stands.
+  CHECK(f.as(op, "POST", "/console/api/refunds/TXN-HELD-1/decline").status == 409);
+  CHECK(f.as(op, "POST", "/console/api/refunds/TXN-HELD-2/approve").status == 409);
+  CHECK(f.as(op, "POST", "/console/api/refunds/NOPE/approve").status == 404);
+  CHECK(f.env.svc->refund("TXN-HELD-1")->state == RefundState::approved);
+  CHECK(body_of(f.as(viewer, "GET", "/console/api/refunds")).at("refunds").as_array().empty());
+
+  // The transaction's detail and the audit log show both decisions.
+  CHECK(body_of(f.as(op, "GET", "/console/api/transactions/TXN-HELD-1")).at("refund") == "500 (minor units), approved by otto");
+  CHECK(body_of(f.as(op, "GET", "/console/api/transactions/TXN-HELD-2")).at("refund") == "1234 (minor units), declined by otto");
+  auto audit = body_of(f.as(viewer, "GET", "/console/api/audit?limit=2")).at("entries").as_array();
+  REQUIRE(audit.size() == 2);
+  CHECK(audit[0].at("action") == "refund_decline");
+  CHECK(audit[1].at("action") == "refund_approve");
+  CHECK(audit[0].at("actor") == "otto");
+  // /metrics counts them (otac_settlements_total{kind="refund",state=...}).
+  auto m = f.env.svc->metrics();
+  REQUIRE(m);
+  CHECK(m->settlements["refund/requested"] == 2);
+  CHECK(m->settlements["refund/approved"] == 1);
+  CHECK(m->settlements["refund/declined"] == 1);
 }

@@ -26,6 +26,19 @@
 #   void-refund    a purchase voided at the terminal (its retry then reads declined voided; an
 #                  older one cannot be voided); a refund asked at the terminal, pending in
 #                  otac-admin until an operator approves it; /metrics and the audit log show both
+#   late-answer    the terminal gives up waiting and reverses; the backend decides afterwards.
+#                  A held purchase: the backend is frozen (SIGSTOP) while the terminal waits
+#                  for an operator, so its cancel is lost; it shows declined, and an operator
+#                  approves once the backend runs again. A withdrawal: the backend is frozen
+#                  after the request reached it, past backend_timeout_ms; the terminal shows
+#                  declined, and the backend approves once continued. Both reversals wait on the
+#                  terminal's disk until the backend is back and are then applied; a retry of
+#                  either transaction id reads declined reversed; the card's daily cash total
+#                  gives the withdrawal back (a withdrawal of the whole limit then passes)
+#   auto-reverse   the terminal is killed (SIGKILL) during the payout and never runs again: the
+#                  backend reverses the withdrawal itself after cash_complete_seconds (10 s);
+#                  otac-admin, the audit log and /metrics show it; the card's daily total is
+#                  given back (a second ATM's withdrawal of the whole limit passes)
 set -euo pipefail
 OTAC_BUILD=$(cd "${1:?usage: atm.sh BUILD_DIR RUN_DIR CASE}" && pwd)
 OTAC_RUN=${2:?usage: atm.sh BUILD_DIR RUN_DIR CASE}
@@ -99,14 +112,49 @@ wait_new_approval() {
 }
 approvals() { admin --json transactions --card "$CARD_N" --decision approved --limit 1000 |
               python3 -c 'import json,sys; print(len(json.loads(sys.stdin.readline())["transactions"]))'; }
+# backend_field TXN NAME: a top-level field of the backend's record of TXN.
+backend_field() { admin --json transaction "$1" | json_field "$2"; }
+# atm_conf ID DIR URL: DIR/terminal.conf for the registered terminal ID (ca.pem, its
+# certificate and key in DIR), TERM_CONF's settings otherwise, its backend at URL.
+atm_conf() {
+  sed "s|^backend_url = .*|backend_url = \"$3\"|; s|^terminal_id = .*|terminal_id = \"$1\"|;
+       s|^cert_file = .*|cert_file = \"$1.pem\"|; s|^key_file = .*|key_file = \"$1.key\"|" "$TERM_CONF" >"$2/terminal.conf"
+}
+# wait_grep PATTERN FILE SECS: until FILE has a line matching PATTERN.
+wait_grep() {
+  local i
+  for ((i = 0; i < $3 * 10; i++)); do
+    grep -q "$1" "$2" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  fail "no '$1' in $2 within $3 s"
+}
+backend_pid() { cat "$OTAC_RUN/pids/backend"; }
+# kill_mid_payout AMOUNT: a withdrawal of AMOUNT whose terminal is killed (SIGKILL) once the
+# backend approved it, during the payout (DELAY); sets txn to its transaction id.
+kill_mid_payout() {
+  local before term_pid
+  before=$(approvals)
+  printf '%s\n' "$CARD_PIN" >"$OTAC_RUN/pin.txt"
+  "$BIN_TERM" --config "$TERM_CONF" atm --amount "$1" <"$OTAC_RUN/pin.txt" >"$OTAC_RUN/w1.out" 2>"$OTAC_RUN/w1.err" &
+  term_pid=$!
+  wait_new_approval "$before"
+  sleep 0.5   # the payout has started (it takes 4 s)
+  kill -0 "$term_pid" 2>/dev/null || fail "the terminal is not running"
+  kill -9 "$term_pid"
+  wait "$term_pid" || true
+  txn=$(admin --json transactions --card "$CARD_N" --decision approved --limit 1 | python3 -c '
+import json,sys; print(json.loads(sys.stdin.readline())["transactions"][0]["txn_id"])')
+}
 
 export E2E_BACKEND_CONF="cash_card_daily_minor = 50000
 cash_terminal_daily_minor = 100000"
+[ "$case_name" != auto-reverse ] || E2E_BACKEND_CONF+=$'\ncash_complete_seconds = 10'
 stack_up 20 3
 
 # The dispenser: 20.00 x 20 and 50.00 x 10; payouts take DELAY ms (a window for the faults).
 DELAY=0
-case "$case_name" in backend-down|kill9) DELAY=4000 ;; esac
+case "$case_name" in backend-down|kill9|auto-reverse) DELAY=4000 ;; esac
 DISP_SOCK=$OTAC_RUN/dispenser.sock
 proc_start dispenser "$BIN_DISP" --socket "$DISP_SOCK" --cassettes 2000x20,5000x10 --delay-ms "$DELAY" \
   --ready-file "$OTAC_RUN/dispenser.ready" --verbose
@@ -171,17 +219,7 @@ case "$case_name" in
     [ ! -f "$TERM_DIR/outcomes/$TXN.json" ] || fail "the delivered completion is still queued"
     ;;
   kill9)
-    before=$(approvals)
-    printf '%s\n' "$CARD_PIN" >"$OTAC_RUN/pin.txt"
-    "$BIN_TERM" --config "$TERM_CONF" atm --amount 70.00 <"$OTAC_RUN/pin.txt" >"$OTAC_RUN/w1.out" 2>"$OTAC_RUN/w1.err" &
-    term_pid=$!
-    wait_new_approval "$before"
-    sleep 0.5   # the payout has started (it takes 4 s)
-    kill -0 "$term_pid" 2>/dev/null || fail "the terminal is not running"
-    kill -9 "$term_pid"
-    wait "$term_pid" || true
-    txn=$(admin --json transactions --card "$CARD_N" --decision approved --limit 1 | python3 -c '
-import json,sys; print(json.loads(sys.stdin.readline())["transactions"][0]["txn_id"])')
+    kill_mid_payout 70.00
     [ -f "$TERM_DIR/outcomes/$txn.json" ] || fail "no reversal queued on disk before the payout"
     expect_backend "$txn" none
     term outcomes >"$OTAC_RUN/flush.out" 2>&1 || fail "the reversal was not delivered: $(cat "$OTAC_RUN/flush.out")"
@@ -223,8 +261,7 @@ PY
       set -- $t
       mkdir -p "$OTAC_RUN/off-$1"
       cp "$2/ca.pem" "$2/$1.pem" "$2/$1.key" "$OTAC_RUN/off-$1/"
-      sed "s|^backend_url = .*|backend_url = \"https://127.0.0.1:$dead\"|; s|^terminal_id = .*|terminal_id = \"$1\"|;
-           s|^cert_file = .*|cert_file = \"$1.pem\"|; s|^key_file = .*|key_file = \"$1.key\"|" "$TERM_CONF" >"$OTAC_RUN/off-$1/terminal.conf"
+      atm_conf "$1" "$OTAC_RUN/off-$1" "https://127.0.0.1:$dead"
       printf '%s\n' "$CARD_PIN" | "$BIN_TERM" --config "$OTAC_RUN/off-$1/terminal.conf" atm --amount 300.00 \
         --save-request "$OTAC_RUN/race-$1.json" >"$OTAC_RUN/save-$1.out" 2>"$OTAC_RUN/save-$1.err" || true
       [ -s "$OTAC_RUN/race-$1.json" ] || { cat "$OTAC_RUN/save-$1.err" >&2; fail "no saved answer for $1"; }
@@ -264,6 +301,118 @@ PY
     done
     admin audit --limit 1000 | grep -q "refund_approve txn=$p1 amount=500" || fail "the refund approval is not audited"
     admin audit --limit 1000 | grep -q "outcome txn=$p2 outcome=voided" || fail "the void is not audited"
+    ;;
+  late-answer)
+    sed -i 's/^held_wait_limit_s = .*/held_wait_limit_s = 2/' "$TERM_CONF"
+    printf 'backend_timeout_ms = 1000\nconnect_timeout_ms = 1000\n' >>"$TERM_CONF"
+    # 1. A purchase of 80.00 is held for review (the card's review amount is 50.00). The
+    #    backend freezes while the terminal waits: the terminal's own limit (2 s) ends the
+    #    wait, its cancel gets no answer, it shows declined and queues a reversal.
+    term pos --amount 80.00 --save-request "$OTAC_RUN/held.json" </dev/null >"$OTAC_RUN/p1.out" 2>"$OTAC_RUN/p1.err" &
+    term_pid=$!
+    wait_grep 'Waiting for operator' "$OTAC_RUN/p1.err" 20
+    kill -STOP "$(backend_pid)"
+    wait "$term_pid" || true
+    kill -CONT "$(backend_pid)"
+    LINE=$(sed -n 2p "$OTAC_RUN/p1.out"); read_line
+    p1=$TXN
+    echo "p1: $DECISION ($REASON) outcome=$OUTCOME delivered=$(json_field outcome_delivered <<<"$LINE")"
+    expect declined held_timeout
+    grep -q 'DECLINED (held_timeout)' "$OTAC_RUN/p1.err" || fail "the display did not show DECLINED (held_timeout)"
+    [ "$OUTCOME" = reversed ] && [ "$(json_field outcome_delivered <<<"$LINE")" = False ] ||
+      fail "expected a reversal not yet delivered: $LINE"
+    [ -f "$TERM_DIR/outcomes/$p1.json" ] || fail "the reversal of $p1 is not queued on disk"
+    # The operator decides after the terminal gave up: the backend still holds it, so it is approved.
+    admin approve "$p1" >"$OTAC_RUN/approve.out" 2>&1 || fail "the late approval was refused: $(cat "$OTAC_RUN/approve.out")"
+    [ "$(backend_field "$p1" decision)" = approved ] || fail "the backend did not record the late approval of $p1"
+
+    # 2. A withdrawal of 300.00 (the card may take 500.00 a day). This run first delivers the
+    #    queued reversal of the purchase, which opens its connection to the backend; the
+    #    withdrawal's request then goes over that connection while the backend is frozen, so
+    #    the backend has it and decides it once it runs again, after the terminal gave up.
+    mkfifo "$OTAC_RUN/pin.fifo"
+    exec 7<>"$OTAC_RUN/pin.fifo"
+    term atm --amount 300.00 --save-request "$OTAC_RUN/w1.json" <"$OTAC_RUN/pin.fifo" >"$OTAC_RUN/w1.out" 2>"$OTAC_RUN/w1.err" &
+    term_pid=$!
+    wait_grep 'Enter PIN' "$OTAC_RUN/w1.err" 20
+    expect_backend "$p1" "reversed 0"
+    before=$(approvals)
+    kill -STOP "$(backend_pid)"
+    printf '%s\n' "$CARD_PIN" >&7
+    wait "$term_pid" || true
+    exec 7>&-
+    LINE=$(sed -n 2p "$OTAC_RUN/w1.out"); read_line
+    w1=$TXN
+    echo "w1: $DECISION ($REASON) outcome=$OUTCOME delivered=$(json_field outcome_delivered <<<"$LINE")"
+    expect declined backend_unreachable
+    [ -z "$DISPENSE" ] || [ "$DISPENSE" = None ] || fail "a declined withdrawal reached the dispenser: $LINE"
+    [ "$OUTCOME" = reversed ] && [ "$(json_field outcome_delivered <<<"$LINE")" = False ] ||
+      fail "expected a reversal not yet delivered: $LINE"
+    [ -f "$TERM_DIR/outcomes/$w1.json" ] || fail "the reversal of $w1 is not queued on disk"
+    kill -CONT "$(backend_pid)"
+    wait_new_approval "$before"   # the backend approves the request it had, too late
+    [ "$(backend_field "$w1" decision)" = approved ] || fail "the backend did not approve $w1 after it was continued"
+    expect_backend "$w1" none
+    [ "$(dispenser STATUS)" = "OK STATUS ready 2000x20,5000x10" ] || fail "notes left the cassettes: $(dispenser STATUS)"
+
+    # 3. The backend is back: the queued reversal is delivered and applied; a retry of either
+    #    transaction id reads declined reversed, never approved.
+    term outcomes >"$OTAC_RUN/flush.out" 2>&1 || fail "the queued reversal was not delivered: $(cat "$OTAC_RUN/flush.out")"
+    expect_backend "$w1" "reversed 0"
+    [ ! -f "$TERM_DIR/outcomes/$w1.json" ] || fail "the delivered reversal is still queued"
+    for t in "$w1 w1.json" "$p1 held.json"; do
+      set -- $t
+      ans=$(post_json /v1/authorizations "$OTAC_RUN/$2")
+      echo "retry of $1: $ans"
+      [ "$(json_field txn_id <<<"$ans")" = "$1" ] && [ "$(json_field decision <<<"$ans")" = declined ] &&
+        [ "$(json_field reason <<<"$ans")" = reversed ] && [ -z "$(json_field auth_code <<<"$ans")" ] ||
+        fail "the retry of $1 did not read declined reversed: $ans"
+    done
+    # The daily cash total gave the 300.00 back: the whole 500.00 passes.
+    atm w2 "$CARD_PIN\n" --amount 500.00
+    expect approved ok
+    [ "$OUTCOME" = completed ] || fail "the 500.00 withdrawal was not completed: $LINE"
+    for t in "$p1" "$w1"; do
+      admin audit --limit 1000 | grep -q "outcome txn=$t outcome=reversed" || fail "the reversal of $t is not audited"
+      admin transaction "$t" | grep -q reversed || fail "otac-admin transaction $t does not show the reversal"
+    done
+    curl -sk --max-time 5 "https://127.0.0.1:$BACKEND_PORT/metrics" | grep -qF 'kind="outcome",state="reversed"} 2' ||
+      fail "/metrics does not count the two reversals"
+    ;;
+  auto-reverse)
+    kill_mid_payout 200.00
+    expect_backend "$txn" none
+    # The terminal never runs again; the backend reverses the withdrawal on its own.
+    for _ in $(seq 1 300); do
+      [ "$(backend_outcome "$txn")" = none ] || break
+      sleep 0.1
+    done
+    expect_backend "$txn" "reversed 0"
+    # By the backend's own clock: the approval, then the reversal (by "system") at least
+    # cash_complete_seconds (10 s) later; its sweep runs once a second.
+    took=$(admin --json transaction "$txn" | python3 -c '
+import json, sys
+t = json.loads(sys.stdin.readline())
+o = t["outcome"]
+print(o["at"] - t["created_at"] if o["reported_by"] == "system" else "not-system")')
+    echo "auto-reversed $took s after the approval"
+    [ "$took" != not-system ] || fail "the reversal of $txn is not the backend's own"
+    [ "$took" -ge 10 ] && [ "$took" -le 30 ] || fail "reversed $took s after the approval, not after cash_complete_seconds (10 s)"
+    admin transaction "$txn" | grep -q reversed || fail "otac-admin transaction does not show the reversal"
+    admin audit --limit 1000 | grep -q "auto_reverse txn=$txn" || fail "the automatic reversal is not audited"
+    curl -sk --max-time 5 "https://127.0.0.1:$BACKEND_PORT/metrics" | grep -qF 'kind="outcome",state="auto_reversed"} 1' ||
+      fail "/metrics does not count the automatic reversal"
+    [ -f "$TERM_DIR/outcomes/$txn.json" ] || fail "the killed terminal's queued reversal is gone"
+    # Another ATM: the card's daily total gave the 200.00 back, so the whole 500.00 passes.
+    quiet admin register-terminal ATM00002 --out "$OTAC_RUN/term2" || fail "cannot register ATM00002"
+    atm_conf ATM00002 "$OTAC_RUN/term2" "https://127.0.0.1:$BACKEND_PORT"
+    printf '%s\n' "$CARD_PIN" | "$BIN_TERM" --config "$OTAC_RUN/term2/terminal.conf" atm --amount 500.00 \
+      >"$OTAC_RUN/w2.out" 2>"$OTAC_RUN/w2.err" || true
+    LINE=$(sed -n 2p "$OTAC_RUN/w2.out")
+    [ -n "$LINE" ] || { cat "$OTAC_RUN/w2.err" >&2; fail "w2: no JSON line from the terminal"; }
+    read_line
+    echo "w2 (ATM00002): $DECISION ($REASON) dispense=$DISPENSE outcome=$OUTCOME"
+    expect approved ok
     ;;
   *)
     fail "unknown case"

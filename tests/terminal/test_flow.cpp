@@ -274,6 +274,7 @@ TEST_CASE("backend unreachable: same body retried, then declined", "[terminal][f
   CHECK(f.outcome().decision == Decision::declined);
   CHECK(f.outcome().reason == "backend_unreachable");
   CHECK(f.outcome().backend_attempts == 3);
+  CHECK(f.outcome().undecided);  // the backend may have approved: the terminal reverses
 }
 
 TEST_CASE("a retry that gets through is approved with the same txn", "[terminal][flow]") {
@@ -291,6 +292,12 @@ TEST_CASE("HTTP errors are not retried and decline", "[terminal][flow]") {
   auto a = f.on_backend(Error{Errc::conflict, "HTTP 409"});
   CHECK(a.kind == Action::wait_removal);
   CHECK(f.outcome().reason == "backend_error");
+  CHECK_FALSE(f.outcome().undecided);  // the txn_id is another request's: nothing to reverse
+  Flow g(pos_params(), CountingRng{});
+  to_backend(g);
+  g.on_backend(Error{Errc::bad_value, "HTTP 500"});
+  CHECK(g.outcome().reason == "backend_error");
+  CHECK(g.outcome().undecided);
 }
 
 TEST_CASE("malformed or doubtful answers decline", "[terminal][flow]") {
@@ -378,6 +385,7 @@ TEST_CASE("held: waiting for operator, then the operator's decision", "[terminal
       auto a = f.on_backend(R"({"txn_id":"TERM0001-42","decision":"held","reason":"review",)" + std::string(bad) + "}");
       CHECK(a.kind == Action::wait_removal);
       CHECK(f.outcome().reason == "malformed_answer");
+      CHECK(f.outcome().undecided);
     }
   }
   SECTION("limit passes: the cancel's answer is what the customer sees") {
@@ -395,6 +403,7 @@ TEST_CASE("held: waiting for operator, then the operator's decision", "[terminal
     f.on_removed();
     CHECK(f.outcome().decision == Decision::declined);
     CHECK(f.outcome().reason == "held_timeout");
+    CHECK_FALSE(f.outcome().undecided);  // the backend's own decline: nothing to reverse
   }
   SECTION("limit passes, but the operator approved just before the cancel") {
     Flow f(pos_params(), CountingRng{});
@@ -422,6 +431,7 @@ TEST_CASE("held: waiting for operator, then the operator's decision", "[terminal
     CHECK(f.outcome().decision == Decision::declined);
     CHECK(f.outcome().reason == "held_timeout");
     CHECK(f.outcome().detail.find("did not confirm the cancel") != std::string::npos);
+    CHECK(f.outcome().undecided);  // an operator could still approve it: the terminal reverses
   }
   SECTION("limit passes and the cancel answers still held or garbage: declined") {
     for (const std::string& answer : {held, std::string("not json")}) {
@@ -433,6 +443,7 @@ TEST_CASE("held: waiting for operator, then the operator's decision", "[terminal
       CHECK(a.kind == Action::wait_removal);
       CHECK(f.outcome().decision == Decision::declined);
       CHECK(f.outcome().reason == "held_timeout");
+      CHECK(f.outcome().undecided);
     }
   }
 }

@@ -142,20 +142,26 @@
   for (const b of document.querySelectorAll(".tabs button")) b.addEventListener("click", () => show(b.dataset.view));
 
   // ---- held queue ----
+  // Approve and decline buttons (attribute ATTR = id) for those who may decide; a hint for viewers.
+  function decisionButtons(attr, id, decideFn, what) {
+    const actions = el("div", { class: "actions" });
+    if (!can.decide()) {
+      actions.append(el("span", { class: "hint" }, "operators decide"));
+      return actions;
+    }
+    actions.append(
+      el("button", { type: "button", class: "approve", [attr]: id, onclick: () => decideFn(id, true) }, "Approve" + what),
+      el("button", { type: "button", class: "decline", [attr]: id, onclick: () => decideFn(id, false) }, "Decline" + what));
+    return actions;
+  }
+
   async function loadHeld(ev, background) {
     let data;
     try { data = await call("GET", "held", undefined, background); } catch (e) { return; }
     const body = $("held-table").tBodies[0];
     clear(body);
     for (const t of data.held) {
-      const actions = el("div", { class: "actions" });
-      if (can.decide()) {
-        actions.append(
-          el("button", { type: "button", class: "approve", "data-txn": t.txn_id, onclick: () => decide(t.txn_id, true) }, "Approve"),
-          el("button", { type: "button", class: "decline", "data-txn": t.txn_id, onclick: () => decide(t.txn_id, false) }, "Decline"));
-      } else {
-        actions.append(el("span", { class: "hint" }, "operators decide"));
-      }
+      const actions = decisionButtons("data-txn", t.txn_id, decide, "");
       body.append(el("tr", { "data-txn": t.txn_id },
         el("td", {}, t.txn_id), el("td", { class: "num" }, money(t.amount_minor, t.currency)),
         el("td", {}, t.terminal + (t.door ? " / " + t.door : "")), el("td", {}, el("code", {}, t.card_masked)),
@@ -163,6 +169,33 @@
     }
     $("held-count").textContent = String(data.held.length);
     $("held-empty").classList.toggle("hidden", data.held.length > 0);
+    loadRefunds(background);
+  }
+
+  // ---- refunds asked by terminals (otac-admin refunds, refund-approve, refund-decline) ----
+  async function loadRefunds(background) {
+    let data;
+    try { data = await call("GET", "refunds", undefined, background); } catch (e) { return; }
+    const body = $("refund-table").tBodies[0];
+    clear(body);
+    for (const r of data.refunds) {
+      const actions = decisionButtons("data-refund", r.txn_id, decideRefund, " refund");
+      body.append(el("tr", { "data-refund": r.txn_id },
+        el("td", {}, r.txn_id), el("td", { class: "num" }, money(r.amount_minor)), el("td", {}, r.terminal),
+        el("td", {}, when(r.requested_at)), el("td", {}, actions)));
+    }
+    $("refund-count").textContent = String(data.refunds.length);
+    $("refund-empty").classList.toggle("hidden", data.refunds.length > 0);
+  }
+
+  async function decideRefund(txn, approve) {
+    try {
+      const r = await call("POST", "refunds/" + encodeURIComponent(txn) + "/" + (approve ? "approve" : "decline"));
+      flash("Refund of " + txn + ": " + r.state + ".");
+    } catch (e) {
+      flash("Could not decide the refund of " + txn + ": " + e.message, true);
+    }
+    loadRefunds();
   }
 
   async function decide(txn, approve) {
@@ -235,6 +268,7 @@
       limit_minor: Number($("enroll-limit").value || 0),
       review_minor: Number($("enroll-review").value || 0),
     };
+    if ($("enroll-cash").value !== "") req.cash_daily_minor = Number($("enroll-cash").value);
     try {
       const e = await call("POST", "cards", req);
       $("letter").textContent = e.letter;
@@ -265,14 +299,17 @@
       ["SMS waiting for the gateway", c.sms_queued === undefined ? undefined : c.sms_queued +
         (c.sms_last ? " (last: " + c.sms_last.attempts + " attempts" + (c.sms_last.gateway_reply ? ", gateway said: " + c.sms_last.gateway_reply : "") + ")" : "")], ["Bad cryptograms", c.fail_count + " of " + c.fail_limit],
       ["Refresh threshold", c.threshold], ["Limit", c.limit_minor ? money(c.limit_minor) : "none"],
-      ["Review above", c.review_minor ? money(c.review_minor) : "never"], ["Enrolled", when(c.created_at)],
+      ["Review above", c.review_minor ? money(c.review_minor) : "never"],
+      ["Cash per day", (c.cash_daily_effective_minor ? money(c.cash_daily_effective_minor) : "none") +
+        (c.cash_daily_minor === null ? " (the backend's default)" : "")], ["Enrolled", when(c.created_at)],
     ]);
     const hhmm = (m) => String(Math.floor(m / 60)).padStart(2, "0") + ":" + String(m % 60).padStart(2, "0");
     const doors = (c.doors || []).map((d) => d.door + " " + hhmm(d.from_minute) + "-" + hhmm(d.to_minute) + " " + d.tz);
     fill($("card-fields"), [["Currency", c.currency], ["Doors", doors.length ? doors.join(", ") : "none"]], true);
     // defaultValue remembers what the card has, so that saving sends only the changes.
     for (const [id, v] of [["set-limit", c.limit_minor], ["set-review", c.review_minor], ["set-threshold", c.threshold],
-                           ["set-currency", c.currency], ["set-doors", doors.join("\n")]]) {
+                           ["set-currency", c.currency], ["set-doors", doors.join("\n")],
+                           ["set-cash", c.cash_daily_minor === null ? "" : c.cash_daily_minor]]) {
       $(id).defaultValue = String(v);
       $(id).value = String(v);
     }
@@ -304,6 +341,8 @@
       if ($(id).value !== "" && $(id).value !== $(id).defaultValue) body[key] = Number($(id).value);
     }
     if ($("set-currency").value.trim() !== $("set-currency").defaultValue) body.currency = $("set-currency").value.trim();
+    // Emptied: the backend's cash_card_daily_minor applies again.
+    if ($("set-cash").value !== $("set-cash").defaultValue) body.cash_daily_minor = $("set-cash").value === "" ? null : Number($("set-cash").value);
     if ($("set-doors").value !== $("set-doors").defaultValue) {
       body.doors = [];
       for (const line of $("set-doors").value.split("\n").map((l) => l.trim()).filter((l) => l)) {
