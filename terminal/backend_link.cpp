@@ -29,6 +29,9 @@ Result<std::string> backend_body(const Result<net::Response>& a) {
   const std::string msg = "backend answered HTTP " + std::to_string(a->status) + ": " + error_summary(a->body);
   if (a->status == 502 || a->status == 503 || a->status == 504) return make_error(Errc::io, msg);
   if (a->status == 409) return make_error(Errc::conflict, msg);
+  // 429: the backend declined without storing anything (too many declines from this terminal
+  // or for this card); it approved nothing, so there is nothing to reverse.
+  if (a->status == 429) return make_error(Errc::state, msg);
   return make_error(Errc::bad_value, msg);
 }
 

@@ -316,6 +316,8 @@ Action Flow::on_backend(const Result<std::string>& body) {
       return a;
     }
     if (state_ == State::cancelling) return cancel_unconfirmed(body.error().message);
+    // HTTP 429 (backend_body): declined and not stored, over the backend's decline budget.
+    if (body.error().code == Errc::state) return decline("too_many_declines", body.error().message, true);
     // A conflict (HTTP 409: this txn_id was used with another request) decided nothing for
     // this request, and a reversal would undo the other one.
     out_.undecided = body.error().code != Errc::conflict;

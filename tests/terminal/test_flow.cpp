@@ -286,6 +286,17 @@ TEST_CASE("a retry that gets through is approved with the same txn", "[terminal]
   CHECK(f.outcome().decision == Decision::approved);
 }
 
+TEST_CASE("an HTTP 429 declines as too_many_declines, with nothing to reverse", "[terminal][flow]") {
+  Flow f(pos_params(), CountingRng{});
+  to_backend(f);
+  const auto a = f.on_backend(Error{Errc::state, "backend answered HTTP 429: too_many_declines"});
+  CHECK(a.kind == Action::wait_removal);
+  CHECK(f.outcome().decision == Decision::declined);
+  CHECK(f.outcome().reason == "too_many_declines");
+  CHECK(f.outcome().backend_attempts == 1);  // not retried
+  CHECK_FALSE(f.outcome().undecided);
+}
+
 TEST_CASE("HTTP errors are not retried and decline", "[terminal][flow]") {
   Flow f(pos_params(), CountingRng{});
   to_backend(f);
