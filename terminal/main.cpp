@@ -2,7 +2,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <termios.h>
 #include <unistd.h>
 
 #include <boost/json.hpp>
@@ -25,6 +24,7 @@
 #include "otac/sys/cli.hpp"
 #include "otac/sys/file.hpp"
 #include "otac/sys/log.hpp"
+#include "otac/sys/secret_input.hpp"
 #include "terminal/backend_json.hpp"
 #include "terminal/backend_link.hpp"
 #include "terminal/config.hpp"
@@ -183,16 +183,11 @@ std::optional<SecretBytes> read_pin(const Config& c, const std::string& prompt) 
     }
     const std::string p = prompt + ": ";
     (void)!::write(fd, p.data(), p.size());
-    termios old{};
-    const bool have = ::tcgetattr(fd, &old) == 0;
-    if (have) {
-      termios quiet = old;
-      quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
-      ::tcsetattr(fd, TCSAFLUSH, &quiet);
+    {
+      const otac::sys::EchoOff quiet(fd);  // ECHONL: the newline shows, the digits do not
+      line = read_line(fd, c.pin_timeout_s, 16);
     }
-    line = read_line(fd, c.pin_timeout_s, 16);
-    if (have) ::tcsetattr(fd, TCSAFLUSH, &old);
-    (void)!::write(fd, "\n", 1);
+    if (!line) (void)!::write(fd, "\n", 1);  // timed out: end the prompt's line
     ::close(fd);
   } else {
     std::cerr << prompt << ": " << std::flush;

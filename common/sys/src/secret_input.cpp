@@ -31,48 +31,56 @@ EchoRestore g_echo_restore;
 constexpr int kEchoSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
 struct sigaction g_echo_prev[std::size(kEchoSignals)];
 
-extern "C" void echo_restore_and_reraise(int sig) {
+// While echo is off: a signal whose previous disposition was to end the program puts the
+// terminal settings back first and then ends it as before; a program's own handler (a service
+// that stops after the current transaction) is called and echo stays off until EchoOff goes.
+extern "C" void echo_signal(int sig, siginfo_t* info, void* context) {
+  std::size_t i = 0;
+  while (i < std::size(kEchoSignals) && kEchoSignals[i] != sig) ++i;
+  if (i == std::size(kEchoSignals)) return;
+  const struct sigaction& prev = g_echo_prev[i];
+  if ((prev.sa_flags & SA_SIGINFO) != 0) {
+    if (prev.sa_sigaction != nullptr) prev.sa_sigaction(sig, info, context);
+    return;
+  }
+  if (prev.sa_handler == SIG_IGN) return;
+  if (prev.sa_handler != SIG_DFL) {
+    prev.sa_handler(sig);
+    return;
+  }
   if (g_echo_restore.armed) (void)::tcsetattr(g_echo_restore.fd, TCSANOW, &g_echo_restore.settings);
   g_echo_restore.armed = 0;
-  for (std::size_t i = 0; i < std::size(kEchoSignals); ++i)
-    if (kEchoSignals[i] == sig) (void)::sigaction(sig, &g_echo_prev[i], nullptr);
-  (void)::raise(sig);  // the previous disposition (by default: terminate) now runs
+  (void)::sigaction(sig, &prev, nullptr);
+  (void)::raise(sig);  // the default disposition (terminate) now runs
 }
 
-// Echo off on a terminal for the lifetime of the object (ECHONL keeps the newline visible).
-// The old settings come back on every path out: error paths, and SIGINT, SIGTERM, SIGHUP or
-// SIGQUIT while the prompt waits.
-class EchoOff {
- public:
-  explicit EchoOff(int fd) : fd_(fd) {
-    if (::tcgetattr(fd_, &old_) != 0) return;
-    g_echo_restore.fd = fd_;
-    g_echo_restore.settings = old_;
-    g_echo_restore.armed = 1;
-    struct sigaction sa {};
-    sa.sa_handler = echo_restore_and_reraise;
-    sigemptyset(&sa.sa_mask);
-    for (std::size_t i = 0; i < std::size(kEchoSignals); ++i) (void)::sigaction(kEchoSignals[i], &sa, &g_echo_prev[i]);
-    termios t = old_;
-    t.c_lflag &= ~static_cast<tcflag_t>(ECHO);
-    t.c_lflag |= ECHONL;
-    active_ = ::tcsetattr(fd_, TCSAFLUSH, &t) == 0;
-  }
-  ~EchoOff() {
-    if (active_) (void)::tcsetattr(fd_, TCSAFLUSH, &old_);
-    if (g_echo_restore.armed) {
-      g_echo_restore.armed = 0;
-      for (std::size_t i = 0; i < std::size(kEchoSignals); ++i) (void)::sigaction(kEchoSignals[i], &g_echo_prev[i], nullptr);
-    }
-  }
-  EchoOff(const EchoOff&) = delete;
-  EchoOff& operator=(const EchoOff&) = delete;
+}  // namespace
 
- private:
-  int fd_;
-  termios old_{};
-  bool active_ = false;
-};
+EchoOff::EchoOff(int fd) : fd_(fd) {
+  if (::tcgetattr(fd_, &old_) != 0) return;
+  g_echo_restore.fd = fd_;
+  g_echo_restore.settings = old_;
+  g_echo_restore.armed = 1;
+  struct sigaction sa {};
+  sa.sa_sigaction = echo_signal;
+  sa.sa_flags = SA_SIGINFO;
+  sigemptyset(&sa.sa_mask);
+  for (std::size_t i = 0; i < std::size(kEchoSignals); ++i) (void)::sigaction(kEchoSignals[i], &sa, &g_echo_prev[i]);
+  termios t = old_;
+  t.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+  t.c_lflag |= ECHONL;
+  active_ = ::tcsetattr(fd_, TCSAFLUSH, &t) == 0;
+}
+
+EchoOff::~EchoOff() {
+  if (active_) (void)::tcsetattr(fd_, TCSAFLUSH, &old_);
+  if (g_echo_restore.armed) {
+    g_echo_restore.armed = 0;
+    for (std::size_t i = 0; i < std::size(kEchoSignals); ++i) (void)::sigaction(kEchoSignals[i], &g_echo_prev[i], nullptr);
+  }
+}
+
+namespace {
 
 // One line from fd, one byte per read(2) so nothing after the newline is consumed. At most
 // max_len bytes are kept; the rest of an overlong line is read and dropped (bounded too).

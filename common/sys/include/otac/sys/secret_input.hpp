@@ -3,6 +3,8 @@
 // when scripted, tokens and keys from files that only their owner may read.
 #pragma once
 
+#include <termios.h>
+
 #include <cstddef>
 #include <filesystem>
 #include <string_view>
@@ -11,6 +13,24 @@
 #include "otac/common/secret.hpp"
 
 namespace otac::sys {
+
+/// Echo off on a terminal for the lifetime of the object (ECHONL keeps the newline visible).
+/// The old settings come back on every way out: scope exit, error paths, and SIGINT, SIGTERM,
+/// SIGHUP or SIGQUIT while a prompt waits (a signal that would end the program restores them
+/// first; a program's own handler for it is called and echo stays off until the object goes).
+/// One at a time per process.
+class EchoOff {
+ public:
+  explicit EchoOff(int fd);
+  ~EchoOff();
+  EchoOff(const EchoOff&) = delete;
+  EchoOff& operator=(const EchoOff&) = delete;
+
+ private:
+  int fd_;
+  termios old_{};
+  bool active_ = false;
+};
 
 /// Reads the successive secrets of one command (PIN, then PUK, ...), one line each.
 /// From a descriptor (a pipe, a here-document, a file opened by the shell) it reads exactly one
