@@ -140,6 +140,25 @@ struct Backend {
 
 }  // namespace
 
+TEST_CASE("HTTPS client: past the terminal's decline budget the backend's 429 is an error the flow declines on, not a decision", "[terminal][https][integration]") {
+  Backend b;  // the default budgets: 100 stored declines per terminal, 50 per card
+  auto client = net::HttpClient::create(b.options());
+  REQUIRE(client.ok());
+  Result<std::string> last = std::string();
+  int declined = 0;
+  for (int i = 0; i < 150 && last.ok(); ++i) {
+    const std::string body = term::code_request_body("T-429-" + std::to_string(i), hex("0102030405060708"), "12345678", "");
+    last = term::backend_body((*client)->request(Verb::post, "/v1/codes/verify", body, std::chrono::milliseconds(3000)));
+    if (last.ok()) ++declined;
+  }
+  INFO(declined << " declines stored before the first refusal");
+  REQUIRE_FALSE(last.ok());
+  CHECK(declined >= 50);  // the one card's budget (decline_card_burst) runs out first
+  CHECK(last.error().code == Errc::state);  // terminal/flow.cpp: too_many_declines, nothing to reverse
+  CHECK(last.error().message.find("HTTP 429") != std::string::npos);
+  CHECK(last.error().message.find("too_many_declines") != std::string::npos);
+}
+
 TEST_CASE("HTTPS client: mutual TLS to otac-backend, keep-alive, strict answers", "[terminal][https][integration]") {
   Backend b;
   auto client = net::HttpClient::create(b.options());
