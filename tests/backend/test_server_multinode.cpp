@@ -1,6 +1,8 @@
 // Several otac-backend nodes on one PostgreSQL database (docs/operations.md, "Several nodes on
 // PostgreSQL"): three real processes sharing a throw-away cluster (tests/support/pg_cluster),
 // reached by real HTTPS clients with client certificates.
+// The fixtures' pairs are unpacked by name, not by structured bindings: the lambdas capture
+// them, and clang 14 cannot capture a structured binding.
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -18,8 +20,11 @@ using Verb = boost::beast::http::verb;
 
 TEST_CASE("multi-node: one card answer raced through three nodes, each code approved exactly once", "[server][pg]") {
   Cluster c(3);
-  const auto [cert, key] = c[0].register_terminal("TERM0001");
-  const auto [n, k] = c[1].enroll(R"({"msisdn":"+4915550001"})");  // enrolled on another node
+  const auto term_files = c[0].register_terminal("TERM0001");
+  const auto& cert = term_files.first;
+  const auto& key = term_files.second;
+  const auto card = c[1].enroll(R"({"msisdn":"+4915550001"})");  // enrolled on another node
+  const auto& n = card.first;
   auto refresh = Backend::call(c[2].admin(), Verb::post, "/v1/admin/cards/" + to_hex(n) + "/refresh");
   REQUIRE(refresh.status == 200);
   const auto list = static_cast<std::uint16_t>(std::stoi(field(refresh.body, "list")));
@@ -82,8 +87,11 @@ TEST_CASE("multi-node: one card answer raced through three nodes, each code appr
 
 TEST_CASE("multi-node: a transaction held on one node is approved by an operator on another", "[server][pg]") {
   Cluster c(2);
-  const auto [cert, key] = c[0].register_terminal("TERM0001");
-  const auto [n, k] = c[0].enroll(R"({"msisdn":"+4915550001","review_minor":100})");
+  const auto term_files = c[0].register_terminal("TERM0001");
+  const auto& cert = term_files.first;
+  const auto& key = term_files.second;
+  const auto card = c[0].enroll(R"({"msisdn":"+4915550001","review_minor":100})");
+  const auto& n = card.first;
   const auto list = c.refresh(0, n);
   auto a = card_request("HELD-1", n, Algorithm::des3, list, 0, c.otac(n, list, 0), Ch{});  // 12.34 > 1.00: held
   auto held = Backend::call(c[0].terminal(cert, key), Verb::post, "/v1/authorizations", auth_body(a));
@@ -124,8 +132,11 @@ TEST_CASE("multi-node: a transaction held on one node is approved by an operator
 
 TEST_CASE("multi-node: a node killed with kill -9 under load loses no approval and approves no code twice", "[server][pg]") {
   Cluster c(3);
-  const auto [cert, key] = c[0].register_terminal("TERM0001");
-  const auto [n, k] = c[0].enroll(R"({"msisdn":"+4915550001"})");
+  const auto term_files = c[0].register_terminal("TERM0001");
+  const auto& cert = term_files.first;
+  const auto& key = term_files.second;
+  const auto card = c[0].enroll(R"({"msisdn":"+4915550001"})");
+  const auto& n = card.first;
   auto refresh = Backend::call(c[0].admin(), Verb::post, "/v1/admin/cards/" + to_hex(n) + "/refresh");
   REQUIRE(refresh.status == 200);
   const auto list = static_cast<std::uint16_t>(std::stoi(field(refresh.body, "list")));
@@ -200,8 +211,11 @@ TEST_CASE("multi-node: a node killed with kill -9 under load loses no approval a
 
 TEST_CASE("multi-node: PostgreSQL restarted under load: nodes reconnect, nothing acknowledged is lost", "[server][pg]") {
   Cluster c(2);
-  const auto [cert, key] = c[0].register_terminal("TERM0001");
-  const auto [n, k] = c[0].enroll(R"({"msisdn":"+4915550001"})");
+  const auto term_files = c[0].register_terminal("TERM0001");
+  const auto& cert = term_files.first;
+  const auto& key = term_files.second;
+  const auto card = c[0].enroll(R"({"msisdn":"+4915550001"})");
+  const auto& n = card.first;
   auto refresh = Backend::call(c[0].admin(), Verb::post, "/v1/admin/cards/" + to_hex(n) + "/refresh");
   REQUIRE(refresh.status == 200);
   const auto list = static_cast<std::uint16_t>(std::stoi(field(refresh.body, "list")));
@@ -269,7 +283,9 @@ TEST_CASE("multi-node: PostgreSQL restarted under load: nodes reconnect, nothing
 
 TEST_CASE("multi-node: a terminal revoked on one node is refused by the others within seconds", "[server][pg]") {
   Cluster c(2);
-  const auto [cert, key] = c[0].register_terminal("TERM0001");
+  const auto term_files = c[0].register_terminal("TERM0001");
+  const auto& cert = term_files.first;
+  const auto& key = term_files.second;
   const auto poll = [&] {
     return Backend::call(c[1].terminal(cert, key), Verb::get, "/v1/authorizations/NONE-1").status;
   };
@@ -291,7 +307,9 @@ TEST_CASE("multi-node: a threshold push raced on two nodes queues one list", "[s
   // one code above the threshold, then codes 9..16 are spent at the same moment through both
   // nodes: several approvals see the threshold crossed, one push may follow.
   Cluster c(2, "list_size = 20\n");
-  const auto [cert, key] = c[0].register_terminal("TERM0001");
+  const auto term_files = c[0].register_terminal("TERM0001");
+  const auto& cert = term_files.first;
+  const auto& key = term_files.second;
   auto store = c.store();
   constexpr int kCards = 6, kRacers = 8, kBefore = 9;
   struct Card {
@@ -426,8 +444,11 @@ std::string admin(Backend& node, const std::vector<std::string>& args, int expec
 
 TEST_CASE("multi-node: otac-admin and the console on either node see the decisions made on the other", "[server][pg]") {
   Cluster c(2);
-  const auto [cert, key] = c[0].register_terminal("TERM0001");
-  const auto [n, k] = c[0].enroll(R"({"msisdn":"+4915550001","review_minor":100})");
+  const auto term_files = c[0].register_terminal("TERM0001");
+  const auto& cert = term_files.first;
+  const auto& key = term_files.second;
+  const auto card = c[0].enroll(R"({"msisdn":"+4915550001","review_minor":100})");
+  const auto& n = card.first;
   const auto list = c.refresh(0, n);
   for (std::uint16_t i = 0; i < 2; ++i) {  // 12.34 > 1.00: both held, on node 0
     const auto a = card_request(i == 0 ? "VIEW-A" : "VIEW-B", n, Algorithm::des3, list, i, c.otac(n, list, i), Ch{});

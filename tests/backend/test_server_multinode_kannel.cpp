@@ -320,7 +320,10 @@ TEST_CASE("kannel: multi-node, a card's PoR and request reach another node than 
   KannelCluster kc(3, 1, "list_size = 20\n");
   PhoneLog phone(kc.kannel->port("KANNEL_SMSC_PORT"));
   auto store = kc.c->store();
-  const auto [n, k] = kc[0].enroll(R"({"msisdn":"+4915550001"})");
+  // Unpacked by name: the lambdas below capture n, and clang 14 cannot capture a structured binding.
+  const auto card = kc[0].enroll(R"({"msisdn":"+4915550001"})");
+  const auto& n = card.first;
+  const auto& k = card.second;
   const auto list1 = kc.c->refresh(0, n);
   REQUIRE(all_sent(wait_all_sent(*store, std::chrono::seconds(30))));
   std::uint64_t counter = 0;
