@@ -382,7 +382,17 @@ http::Response Console::transactions(Call& c) {
   auto list = service_.list_transactions(f);
   if (!list) return service_answer(c.req, list.error());
   json::array a;
-  for (const auto& tr : *list) a.push_back(transaction_view(tr, c.now, c.full_card));
+  for (const auto& tr : *list) {
+    json::object o = transaction_view(tr, c.now, c.full_card);
+    // What became of an approval (completed, reversed, voided, ...), one short read each: the
+    // list is at most 1000 rows, and only approvals can have an outcome.
+    if (tr.decision == Decision::approved) {
+      auto outcome = service_.outcome(tr.txn_id);
+      if (!outcome) return service_answer(c.req, outcome.error());
+      if (*outcome) o["outcome"] = outcome_name((*outcome)->outcome);
+    }
+    a.push_back(std::move(o));
+  }
   return json_answer(c.req, Status::ok, json::object{{"transactions", std::move(a)}});
 }
 

@@ -356,6 +356,16 @@ TEST_CASE("console roles: a viewer sees the queue but cannot approve, an operato
   REQUIRE(f.env.svc->report_outcome(OutcomeReport{held.txn, Outcome::reversed, 500}, "TERM0001"));
   CHECK(body_of(f.as(op, "GET", "/console/api/transactions/" + held.txn)).at("outcome") ==
         "reversed, handed over 500 (minor units), reported by TERM0001");
+  // The list shows it too, on that row only.
+  int with_outcome = 0;
+  const auto listed = body_of(f.as(viewer, "GET", "/console/api/transactions"));
+  for (const auto& row : listed.at("transactions").as_array()) {
+    if (!row.as_object().contains("outcome")) continue;
+    ++with_outcome;
+    CHECK(row.at("txn_id") == held.txn.c_str());
+    CHECK(row.at("outcome") == "reversed");
+  }
+  CHECK(with_outcome == 1);
 }
 
 TEST_CASE("console cards and terminals: enroll once, status, block, refresh, rotate, register, certificate, revoke") {

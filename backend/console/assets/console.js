@@ -227,9 +227,10 @@
     for (const t of data.transactions) {
       body.append(el("tr", { class: "clickable", "data-txn": t.txn_id, onclick: () => showTransaction(t.txn_id) },
         el("td", {}, when(t.created_at)), el("td", {}, t.txn_id), el("td", { class: "num" }, money(t.amount_minor, t.currency)),
-        el("td", {}, t.terminal), el("td", {}, el("code", {}, t.card)), decisionCell(t.decision), el("td", {}, t.reason)));
+        el("td", {}, t.terminal), el("td", {}, el("code", {}, t.card)), decisionCell(t.decision), el("td", {}, t.reason),
+        el("td", {}, t.outcome || "")));
     }
-    if (!data.transactions.length) body.append(el("tr", {}, el("td", { colSpan: 7, class: "empty" }, "No transactions match.")));
+    if (!data.transactions.length) body.append(el("tr", {}, el("td", { colSpan: 8, class: "empty" }, "No transactions match.")));
   }
   $("txn-filter").addEventListener("submit", (ev) => { ev.preventDefault(); loadTransactions(); });
 
