@@ -53,8 +53,9 @@ struct Cluster {
 
   /// One OTAC, read from the shared database.
   SecretBytes otac(const Bytes& n, std::uint16_t list, std::uint16_t index) {
+    if (!reader_) reader_ = store();  // one connection for all the codes a test reads
     SecretBytes out;
-    REQUIRE(store()->run([&](Tx& tx) -> Result<void> {
+    REQUIRE(reader_->run([&](Tx& tx) -> Result<void> {
       auto o = tx.otac(n, list, index);
       if (!o) return o.error();
       out = std::move(o->key);
@@ -74,6 +75,9 @@ struct Cluster {
     REQUIRE(s);
     return std::move(*s);
   }
+
+ private:
+  std::unique_ptr<Store> reader_;
 };
 
 }  // namespace otac::backend::test

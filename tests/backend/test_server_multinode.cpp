@@ -25,21 +25,13 @@ TEST_CASE("multi-node: one card answer raced through three nodes, each code appr
   const auto& key = term_files.second;
   const auto card = c[1].enroll(R"({"msisdn":"+4915550001"})");  // enrolled on another node
   const auto& n = card.first;
-  auto refresh = Backend::call(c[2].admin(), Verb::post, "/v1/admin/cards/" + to_hex(n) + "/refresh");
-  REQUIRE(refresh.status == 200);
-  const auto list = static_cast<std::uint16_t>(std::stoi(field(refresh.body, "list")));
+  const auto list = c.refresh(2, n);
   auto store = c.store();
 
   constexpr int kCodes = 12, kPerCode = 18;  // 216 concurrent requests
   std::vector<AuthRequest> bases;
   for (int code = 0; code < kCodes; ++code) {
-    SecretBytes otac;
-    REQUIRE(store->run([&](Tx& tx) -> Result<void> {
-      auto o = tx.otac(n, list, static_cast<std::uint16_t>(code));
-      if (!o) return o.error();
-      otac = std::move(o->key);
-      return {};
-    }));
+    const SecretBytes otac = c.otac(n, list, static_cast<std::uint16_t>(code));
     bases.push_back(card_request("unused", n, Algorithm::des3, list, static_cast<std::uint16_t>(code), otac, Ch{}));
   }
   constexpr int kThreads = kCodes * kPerCode;
@@ -137,20 +129,12 @@ TEST_CASE("multi-node: a node killed with kill -9 under load loses no approval a
   const auto& key = term_files.second;
   const auto card = c[0].enroll(R"({"msisdn":"+4915550001"})");
   const auto& n = card.first;
-  auto refresh = Backend::call(c[0].admin(), Verb::post, "/v1/admin/cards/" + to_hex(n) + "/refresh");
-  REQUIRE(refresh.status == 200);
-  const auto list = static_cast<std::uint16_t>(std::stoi(field(refresh.body, "list")));
+  const auto list = c.refresh(0, n);
   auto store = c.store();
   constexpr int kTerminals = 9, kEach = 8;
   std::vector<AuthRequest> requests;
   for (int code = 0; code < kTerminals * kEach; ++code) {
-    SecretBytes otac;
-    REQUIRE(store->run([&](Tx& tx) -> Result<void> {
-      auto o = tx.otac(n, list, static_cast<std::uint16_t>(code));
-      if (!o) return o.error();
-      otac = std::move(o->key);
-      return {};
-    }));
+    const SecretBytes otac = c.otac(n, list, static_cast<std::uint16_t>(code));
     requests.push_back(card_request("KILL-" + std::to_string(code), n, Algorithm::des3, list, static_cast<std::uint16_t>(code), otac, Ch{}));
   }
   // Each terminal knows the three nodes and fails over to the next when one does not answer,
@@ -216,20 +200,11 @@ TEST_CASE("multi-node: PostgreSQL restarted under load: nodes reconnect, nothing
   const auto& key = term_files.second;
   const auto card = c[0].enroll(R"({"msisdn":"+4915550001"})");
   const auto& n = card.first;
-  auto refresh = Backend::call(c[0].admin(), Verb::post, "/v1/admin/cards/" + to_hex(n) + "/refresh");
-  REQUIRE(refresh.status == 200);
-  const auto list = static_cast<std::uint16_t>(std::stoi(field(refresh.body, "list")));
-  auto store = c.store();
+  const auto list = c.refresh(0, n);
   constexpr int kTerminals = 4, kEach = 10;
   std::vector<AuthRequest> requests;
   for (int code = 0; code < kTerminals * kEach; ++code) {
-    SecretBytes otac;
-    REQUIRE(store->run([&](Tx& tx) -> Result<void> {
-      auto o = tx.otac(n, list, static_cast<std::uint16_t>(code));
-      if (!o) return o.error();
-      otac = std::move(o->key);
-      return {};
-    }));
+    const SecretBytes otac = c.otac(n, list, static_cast<std::uint16_t>(code));
     requests.push_back(card_request("PGR-" + std::to_string(code), n, Algorithm::des3, list, static_cast<std::uint16_t>(code), otac, Ch{}));
   }
   std::mutex mu;
