@@ -19,7 +19,6 @@ namespace {
 
 // Each OpenSSL handle type is wrapped once here.
 struct CipherCtxFree { void operator()(EVP_CIPHER_CTX* p) const { EVP_CIPHER_CTX_free(p); } };
-struct MacFree { void operator()(EVP_MAC* p) const { EVP_MAC_free(p); } };
 struct MacCtxFree { void operator()(EVP_MAC_CTX* p) const { EVP_MAC_CTX_free(p); } };
 struct PkeyCtxFree { void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); } };
 struct MdCtxFree { void operator()(EVP_MD_CTX* p) const { EVP_MD_CTX_free(p); } };
@@ -50,12 +49,38 @@ Error ossl_error(const std::string& what) {
 
 int to_int(std::size_t n) { return static_cast<int>(n); }
 
+// The algorithms this file uses, fetched from OpenSSL's default library context once per
+// process. A legacy object such as EVP_des_ede3_cbc() makes OpenSSL 3 look the algorithm up by
+// name on every init (an implicit fetch: a global lock and string compares, OpenSSL's
+// migration guide, "Performance"); an authorization inits half a dozen ciphers and MACs, and
+// those lookups were a tenth of the committing thread's time. The objects are kept for the
+// life of the process (reachable through this static, never freed). A failed fetch leaves a
+// null pointer, which each caller reports as the OpenSSL error it is.
+struct Fetched {
+  EVP_CIPHER* des_ede3_cbc = EVP_CIPHER_fetch(nullptr, "DES-EDE3-CBC", nullptr);
+  EVP_CIPHER* des_ede3_ecb = EVP_CIPHER_fetch(nullptr, "DES-EDE3-ECB", nullptr);
+  EVP_CIPHER* aes128_cbc = EVP_CIPHER_fetch(nullptr, "AES-128-CBC", nullptr);
+  EVP_CIPHER* aes192_cbc = EVP_CIPHER_fetch(nullptr, "AES-192-CBC", nullptr);
+  EVP_CIPHER* aes256_cbc = EVP_CIPHER_fetch(nullptr, "AES-256-CBC", nullptr);
+  EVP_CIPHER* aes128_ecb = EVP_CIPHER_fetch(nullptr, "AES-128-ECB", nullptr);
+  EVP_CIPHER* aes192_ecb = EVP_CIPHER_fetch(nullptr, "AES-192-ECB", nullptr);
+  EVP_CIPHER* aes256_ecb = EVP_CIPHER_fetch(nullptr, "AES-256-ECB", nullptr);
+  EVP_MAC* hmac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  EVP_MAC* cmac = EVP_MAC_fetch(nullptr, "CMAC", nullptr);
+  EVP_MD* sha256 = EVP_MD_fetch(nullptr, "SHA2-256", nullptr);
+};
+const Fetched& fetched() {
+  static const Fetched f;  // initialized once, thread-safe (C++11 static initialization)
+  return f;
+}
+
 // Runs one block cipher operation without padding.
 Result<Bytes> block_op(const EVP_CIPHER* cipher, ByteView key, ByteView iv, ByteView data, bool enc,
                        std::size_t block, const char* name) {
   if (data.size() % block != 0)
     return make_error(Errc::bad_length, std::string(name) + ": data length " + std::to_string(data.size()) +
                                             " is not a multiple of " + std::to_string(block));
+  if (cipher == nullptr) return ossl_error(name);
   CipherCtx ctx(EVP_CIPHER_CTX_new());
   if (!ctx) return ossl_error(name);
   if (EVP_CipherInit_ex2(ctx.get(), cipher, key.data(), iv.empty() ? nullptr : iv.data(), enc ? 1 : 0, nullptr) != 1)
@@ -91,26 +116,25 @@ Result<Bytes> des3(const SecretBytes& key, ByteView iv, ByteView data, bool enc,
   auto k = expand_des_key(key, name);
   if (!k) return std::move(k).error();
   if (cbc && iv.size() != 8) return make_error(Errc::bad_length, std::string(name) + ": IV must be 8 bytes");
-  const EVP_CIPHER* c = cbc ? EVP_des_ede3_cbc() : EVP_des_ede3_ecb();
+  const EVP_CIPHER* c = cbc ? fetched().des_ede3_cbc : fetched().des_ede3_ecb;
   return block_op(c, k->view(), cbc ? iv : ByteView{}, data, enc, 8, name);
 }
 
 const EVP_CIPHER* aes_cipher(std::size_t keylen, bool cbc) {
   switch (keylen) {
-    case 16: return cbc ? EVP_aes_128_cbc() : EVP_aes_128_ecb();
-    case 24: return cbc ? EVP_aes_192_cbc() : EVP_aes_192_ecb();
-    case 32: return cbc ? EVP_aes_256_cbc() : EVP_aes_256_ecb();
+    case 16: return cbc ? fetched().aes128_cbc : fetched().aes128_ecb;
+    case 24: return cbc ? fetched().aes192_cbc : fetched().aes192_ecb;
+    case 32: return cbc ? fetched().aes256_cbc : fetched().aes256_ecb;
     default: return nullptr;
   }
 }
 
 Result<Bytes> aes(const SecretBytes& key, ByteView iv, ByteView data, bool enc, bool cbc, const char* name) {
-  const EVP_CIPHER* c = aes_cipher(key.size(), cbc);
-  if (c == nullptr)
+  if (key.size() != 16 && key.size() != 24 && key.size() != 32)
     return make_error(Errc::bad_length, std::string(name) + ": AES key must be 16, 24 or 32 bytes, got " +
                                             std::to_string(key.size()));
   if (cbc && iv.size() != 16) return make_error(Errc::bad_length, std::string(name) + ": IV must be 16 bytes");
-  return block_op(c, key.view(), cbc ? iv : ByteView{}, data, enc, 16, name);
+  return block_op(aes_cipher(key.size(), cbc), key.view(), cbc ? iv : ByteView{}, data, enc, 16, name);
 }
 
 Bytes pad(ByteView data, Padding p) { return p == Padding::method1 ? pad_iso9797_m1(data) : pad_iso9797_m2(data); }
@@ -168,9 +192,8 @@ Result<Bytes> aes_cbc_decrypt(const SecretBytes& key, ByteView iv, ByteView data
 Result<Bytes> aes_cmac(const SecretBytes& key, ByteView data) {
   const char* cipher = key.size() == 16 ? "AES-128-CBC" : key.size() == 24 ? "AES-192-CBC" : key.size() == 32 ? "AES-256-CBC" : nullptr;
   if (cipher == nullptr) return make_error(Errc::bad_length, "AES-CMAC: key must be 16, 24 or 32 bytes");
-  std::unique_ptr<EVP_MAC, MacFree> mac(EVP_MAC_fetch(nullptr, "CMAC", nullptr));
-  if (!mac) return ossl_error("AES-CMAC");
-  std::unique_ptr<EVP_MAC_CTX, MacCtxFree> ctx(EVP_MAC_CTX_new(mac.get()));
+  if (fetched().cmac == nullptr) return ossl_error("AES-CMAC");
+  std::unique_ptr<EVP_MAC_CTX, MacCtxFree> ctx(EVP_MAC_CTX_new(fetched().cmac));
   OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_CIPHER, const_cast<char*>(cipher), 0),
                          OSSL_PARAM_construct_end()};
   if (!ctx || EVP_MAC_init(ctx.get(), key.data(), key.size(), params) != 1) return ossl_error("AES-CMAC");
@@ -234,14 +257,13 @@ Result<Bytes> mac_alg3(const SecretBytes& key, ByteView data, Padding p, std::si
 Bytes sha256(ByteView data) {
   Bytes out(32);
   unsigned n = 0;
-  if (EVP_Digest(data.data(), data.size(), out.data(), &n, EVP_sha256(), nullptr) != 1)
+  if (fetched().sha256 == nullptr || EVP_Digest(data.data(), data.size(), out.data(), &n, fetched().sha256, nullptr) != 1)
     throw std::runtime_error("SHA-256 failed");
   return out;
 }
 
 Bytes hmac_sha256(ByteView key, ByteView data) {
-  std::unique_ptr<EVP_MAC, MacFree> mac(EVP_MAC_fetch(nullptr, "HMAC", nullptr));
-  std::unique_ptr<EVP_MAC_CTX, MacCtxFree> ctx(mac ? EVP_MAC_CTX_new(mac.get()) : nullptr);
+  std::unique_ptr<EVP_MAC_CTX, MacCtxFree> ctx(fetched().hmac ? EVP_MAC_CTX_new(fetched().hmac) : nullptr);
   char digest[] = "SHA256";
   OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_construct_end()};
   static const std::uint8_t empty_key = 0;
