@@ -238,16 +238,19 @@ Result<Bytes> mac_alg1(const SecretBytes& key, ByteView data, Padding p, std::si
 
 Result<Bytes> mac_alg3(const SecretBytes& key, ByteView data, Padding p, std::size_t mac_len) {
   if (key.size() != 16) return make_error(Errc::bad_length, "MAC algorithm 3: key must be 16 bytes (K1||K2)");
-  const SecretBytes k1(key.view().first(8));
-  const SecretBytes k2(key.view().subspan(8, 8));
+  // H_q = E_K1(D_q xor H_(q-1)), then output transformation 3: E_K1(D_K2(H_q)). The last
+  // block's three steps together are one two-key TDEA encryption (K1, K2, K1) of
+  // D_q xor H_(q-1), so the chain runs single DES under K1 over the blocks before the last only.
   const Bytes padded = pad(data, p);
-  const Bytes iv(8, 0);
-  auto c = des3_cbc_encrypt(k1, iv, padded);  // single DES CBC under K1
-  if (!c) return std::move(c).error();
-  const Bytes last(c->end() - 8, c->end());
-  auto d = des3_ecb_decrypt(k2, last);
-  if (!d) return std::move(d).error();
-  auto e = des3_ecb_encrypt(k1, *d);
+  Bytes last(padded.end() - 8, padded.end());
+  if (padded.size() > 8) {
+    const SecretBytes k1(key.view().first(8));
+    const Bytes iv(8, 0);
+    auto c = des3_cbc_encrypt(k1, iv, ByteView(padded).first(padded.size() - 8));  // single DES CBC under K1
+    if (!c) return std::move(c).error();
+    for (std::size_t i = 0; i < 8; ++i) last[i] ^= (*c)[c->size() - 8 + i];
+  }
+  auto e = des3_ecb_encrypt(key, last);  // a 16-byte key is TDEA keying option 2: K1, K2, K1
   if (!e) return std::move(e).error();
   return truncate_mac(std::move(e).value(), mac_len, "MAC algorithm 3");
 }
