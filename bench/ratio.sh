@@ -18,7 +18,9 @@
 # authorizations; default 25,000 per second of the run), RATIO_RATE (0: as fast as possible;
 # N: paced at N/s, for latency at a fixed rate), RATIO_BACKEND_CONF (extra lines for the
 # backend's otac-backend.conf), RATIO_PERF (a command run with the backend's PID as its last
-# argument during the authorization phase, e.g. "perf record -g -o /tmp/auth.data -p").
+# argument during the authorization phase, e.g. "perf record -g -o /tmp/auth.data -p"),
+# RATIO_BACKEND (another otac-backend binary to measure, e.g. a copy built from an older
+# commit, for back-to-back comparisons; the load generator stays the build directory's).
 # Measurements share the machine: the script holds /tmp/otac-bench.lock while it runs and
 # prints the load average beside the figures.
 set -euo pipefail
@@ -27,7 +29,7 @@ connections=${RATIO_CONNECTIONS:-32}
 seconds=${RATIO_SECONDS:-10}
 codes=${RATIO_CODES:-$((25000 * seconds))}
 rate=${RATIO_RATE:-0}
-backend=$build/backend/server/otac-backend
+backend=${RATIO_BACKEND:-$build/backend/server/otac-backend}
 loadgen=$build/backend/bench/otac-loadgen
 for b in "$backend" "$loadgen"; do
   [ -x "$b" ] || { echo "ratio.sh: $b not built (bash setup.sh build, or cmake --build $build)" >&2; exit 2; }
