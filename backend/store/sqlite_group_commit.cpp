@@ -1,19 +1,25 @@
 // Group commit of the SQLite store: concurrent Store::run and Store::run_async calls in one
 // process share one connection, one committing thread and one durable commit (the comment
 // below says how and why).
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <exception>
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <stop_token>
 #include <thread>
 #include <utility>
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "otac/sys/log.hpp"
 #include "sqlite_db.hpp"
 #include "sqlite_store.hpp"
 #include "sqlite_tx.hpp"
@@ -27,9 +33,14 @@ namespace otac::backend::sqlite {
 // committing thread. Store::run and Store::run_async queue their function there; the
 // committer takes every queued call (up to kMaxBatch), runs them one after another inside ONE
 // SQLite transaction, each within its own SAVEPOINT (calls that queue meanwhile join it), and
-// commits once. Only then is any call of the batch answered: run returns, run_async's
-// completion is called. So "durable when answered" holds exactly as with one transaction
-// each, and a caller of run_async (a network thread) never blocks. The functions run strictly
+// commits once. The commit only writes the WAL (synchronous=NORMAL on this connection); the
+// committer hands the batch to a syncing thread and goes on with the next batch at once. The
+// syncer runs fdatasync on the WAL file, once for every batch committed since its last round,
+// and only then answers the calls of those batches: run returns, run_async's completion is
+// called. So "durable when answered" holds exactly as with synchronous=FULL, while the
+// committer never waits for the disk, and a caller of run_async (a network thread) never
+// blocks. Readers in other processes (otac-admin) may see a commit up to one fdatasync before
+// it is durable; no answer depends on such a read. The functions run strictly
 // one after another (a batch is a serial schedule), so the conditional update in
 // consume_otac, the idempotency lookup by txn_id and the audit chain see the same states as
 // with one transaction each. A function that fails (or throws) is rolled back to its
@@ -54,7 +65,7 @@ struct Pending {
   std::condition_variable cv;
   bool answered = false;  // guarded by mu
 
-  /// Called once, by the committer, when the batch holding this call is durable or failed.
+  /// Called once, by the syncer, when the batch holding this call is durable or failed.
   void answer() noexcept {
     if (done) {
       Result<void> r = std::move(result);
@@ -69,7 +80,7 @@ struct Pending {
       std::lock_guard lock(mu);
       answered = true;
     }
-    cv.notify_one();  // the committer holds a shared_ptr: the Pending outlives this call
+    cv.notify_one();  // the syncer holds a shared_ptr: the Pending outlives this call
   }
   void wait() {
     std::unique_lock lock(mu);
@@ -224,13 +235,106 @@ class Checkpointer {
   std::jthread thread_;  // declared last: started after, and joined before, the members it uses
 };
 
-// The calls queued for one database file in this process, its connections and its committer.
+// Makes committed batches durable and then answers their calls, on a thread of its own (see
+// the comment at the top). The committing connection runs with synchronous=NORMAL, so its
+// COMMIT writes the WAL without syncing it; here one fdatasync of the WAL file covers every
+// batch handed over since the last one (fdatasync flushes the file, whichever descriptor it is
+// called on). The WAL is never deleted while this process holds its connections open; the
+// file is reopened if its inode ever changes all the same.
+class Syncer {
+ public:
+  using Batch = std::vector<std::shared_ptr<Pending>>;
+
+  explicit Syncer(std::string wal_path) : wal_path_(std::move(wal_path)), thread_([this](std::stop_token st) { loop(st); }) {}
+  ~Syncer() {  // thread_ (destroyed first) answers what is handed over, then stops
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Syncer(const Syncer&) = delete;
+  Syncer& operator=(const Syncer&) = delete;
+
+  /// Hands over a committed (or failed) batch; its calls are answered once the WAL is synced.
+  void hand_over(Batch batch) {
+    {
+      std::lock_guard lock(mu_);
+      queue_.push_back(std::move(batch));
+    }
+    cv_.notify_one();
+  }
+  /// The error every later call gets after an fdatasync failed (empty while none has).
+  std::optional<Error> failure() const {
+    std::lock_guard lock(mu_);
+    return failure_;
+  }
+
+ private:
+  // Ends when stop is requested and nothing is left handed over.
+  void loop(const std::stop_token& stop) {
+    for (;;) {
+      std::deque<Batch> round;
+      {
+        std::unique_lock lock(mu_);
+        if (!cv_.wait(lock, stop, [this] { return !queue_.empty(); })) return;
+        round.swap(queue_);
+      }
+      auto synced = sync();
+      if (!synced) {
+        std::lock_guard lock(mu_);
+        if (!failure_) {
+          failure_ = synced.error();
+          sys::log::error("database_sync_failed", {{"wal", wal_path_}, {"error", synced.error().message},
+                                                   {"effect", "every store transaction is refused until the backend is restarted"}});
+        }
+      }
+      for (Batch& b : round) {
+        for (const auto& p : b) {
+          // After a failed sync nothing of the round may be reported as done: Linux may have
+          // dropped the unwritten pages, and a later fdatasync would not report it again.
+          if (!synced && p->result && !p->exception) p->result = synced.error();
+          p->answer();
+        }
+      }
+    }
+  }
+
+  Result<void> sync() {
+    struct stat now{};
+    if (::stat(wal_path_.c_str(), &now) != 0) {
+      return make_error(Errc::io, "cannot find the database's write-ahead log " + wal_path_ + ": " + std::strerror(errno));
+    }
+    if (fd_ < 0 || now.st_ino != ino_ || now.st_dev != dev_) {
+      if (fd_ >= 0) ::close(fd_);
+      fd_ = ::open(wal_path_.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd_ < 0) return make_error(Errc::io, "cannot open the database's write-ahead log " + wal_path_ + ": " + std::strerror(errno));
+      ino_ = now.st_ino;
+      dev_ = now.st_dev;
+    }
+    if (::fdatasync(fd_) != 0) {
+      return make_error(Errc::io, "the database's write-ahead log " + wal_path_ + " could not be synced to disk (" +
+                                      std::strerror(errno) + "); the last changes may be lost. Check the disk, then restart");
+    }
+    return {};
+  }
+
+  const std::string wal_path_;
+  int fd_ = -1;
+  ino_t ino_ = 0;
+  dev_t dev_ = 0;
+  mutable std::mutex mu_;
+  std::condition_variable_any cv_;  // a batch was handed over; its wait also ends on thread_'s stop
+  std::deque<Batch> queue_;
+  std::optional<Error> failure_;  // guarded by mu_
+  std::jthread thread_;  // declared last: started after, and joined before, the members it uses
+};
+
+// The calls queued for one database file in this process, its connections, its committer and
+// its syncer.
 class CommitGroup {
  public:
-  CommitGroup(DbPtr db, DbPtr checkpoint_db)
-      : checkpointer_(std::move(checkpoint_db)), conn_(std::move(db)),
+  CommitGroup(DbPtr db, DbPtr checkpoint_db, std::string wal_path)
+      : checkpointer_(std::move(checkpoint_db)), conn_(std::move(db)), syncer_(std::move(wal_path)),
         committer_([this](std::stop_token st) { commit_loop(st); }) {}
-  ~CommitGroup() = default;  // committer_ (destroyed first) answers what is queued, then stops
+  // committer_ (destroyed first) commits what is queued and stops; then syncer_ answers it.
+  ~CommitGroup() = default;
   CommitGroup(const CommitGroup&) = delete;
   CommitGroup& operator=(const CommitGroup&) = delete;
 
@@ -265,8 +369,12 @@ class CommitGroup {
       };
       std::vector<Pending*> raw;
       take(raw);
-      conn_.execute(raw, take);
-      for (const auto& p : batch) p->answer();
+      if (auto failed = syncer_.failure()) {
+        for (Pending* p : raw) p->result = *failed;  // nothing more is run after a failed sync
+      } else {
+        conn_.execute(raw, take);
+      }
+      syncer_.hand_over(std::move(batch));
     }
   }
 
@@ -275,7 +383,8 @@ class CommitGroup {
   std::deque<std::shared_ptr<Pending>> queue_;  // calls not yet taken into a batch
   // conn_ is declared after checkpointer_, so it closes first: its WAL hook points there.
   Checkpointer checkpointer_;
-  Connection conn_;         // only the committer touches it (and set-up, before it starts)
+  Connection conn_;  // only the committer touches it (and set-up, before it starts)
+  Syncer syncer_;    // joined after committer_, so it answers the last batches
   std::jthread committer_;  // declared last: started after, and joined before, what it uses
 };
 
@@ -335,7 +444,13 @@ Result<std::shared_ptr<CommitGroup>> commit_group(const std::filesystem::path& d
   if (!cp) return cp.error();
   if (sqlite3_exec(cp->get(), "PRAGMA synchronous=FULL", nullptr, nullptr, nullptr) != SQLITE_OK)
     return db_error(cp->get(), "cannot set PRAGMA synchronous=FULL");
-  auto g = std::make_shared<CommitGroup>(setup.release(), std::move(*cp));
+  // The committing connection only writes the WAL at COMMIT; its Syncer makes each batch
+  // durable before answering it (see the comment at the top).
+  if (sqlite3_exec(setup.db(), "PRAGMA synchronous=NORMAL", nullptr, nullptr, nullptr) != SQLITE_OK)
+    return db_error(setup.db(), "cannot set PRAGMA synchronous=NORMAL");
+  const char* wal = sqlite3_filename_wal(sqlite3_db_filename(setup.db(), "main"));
+  if (wal == nullptr || *wal == '\0') return make_error(Errc::internal, "the database " + db_file.string() + " has no write-ahead log name");
+  auto g = std::make_shared<CommitGroup>(setup.release(), std::move(*cp), std::string(wal));
   // Replaces the automatic checkpoint. Set before any call is queued (submit's mutex orders it
   // before the committer's first use of the connection).
   sqlite3_wal_hook(g->db(), &Checkpointer::on_commit, &g->checkpointer());

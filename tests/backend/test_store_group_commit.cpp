@@ -283,3 +283,31 @@ TEST_CASE("group commit: a run_async function that throws completes once with an
   lock.unlock();
   CHECK(s->run([](Tx& tx) -> Result<void> { return tx.put_terminal(term("AFTER000")); }));
 }
+
+// The committer only writes the WAL; the syncer's fdatasync makes a batch durable before it is
+// answered. When that sync cannot be done (here: the WAL file is gone from the directory, so
+// the syncer cannot reach it), no call may be reported as done, and later calls are refused
+// without running: after a failed fsync the kernel may have dropped the unwritten pages.
+TEST_CASE("group commit: when the write-ahead log cannot be synced, nothing is reported done and later calls are refused") {
+  Env env;
+  env.svc.reset();  // only this test's store uses the file
+  auto s = env.store();
+  REQUIRE(s->run([](Tx& tx) { return tx.put_terminal(term("BEFORE00")); }));
+  const auto wal = std::filesystem::path(env.db.string() + "-wal");
+  REQUIRE(std::filesystem::exists(wal));
+  std::filesystem::remove(wal);  // SQLite keeps writing to the open file; the syncer cannot find it
+
+  auto r = s->run([](Tx& tx) { return tx.put_terminal(term("AFTER000")); });
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == Errc::io);
+  CHECK_THAT(r.error().message, Catch::Contains("write-ahead log"));
+
+  bool ran = false;
+  auto later = s->run([&](Tx& tx) {
+    ran = true;
+    return tx.put_terminal(term("LATER000"));
+  });
+  REQUIRE_FALSE(later);
+  CHECK(later.error().code == Errc::io);
+  CHECK_FALSE(ran);
+}
