@@ -3,12 +3,14 @@
 //
 //   otac-loadgen --data-dir DIR --url https://127.0.0.1:PORT [--url ...] [--connections 16]
 //                [--seconds 10] [--rate 0|N] [--codes 60000] [--reference URL] [--no-healthz]
+//                [--fill-cards N] [--fill-per-run 2000]
 //
 // It needs the backend's data directory (admin token, CA, and - as a bench shortcut - the KEK
 // and database, to read the codes a real card would hold): it enrolls cards, registers a
 // terminal, issues lists, precomputes valid authorization requests, then sends them.
 // --rate 0 sends as fast as the connections allow (throughput); --rate N paces the total at N
-// requests/s (latency at a fixed rate). Each run also measures GET /healthz (a trivial
+// requests/s (latency at a fixed rate). --fill-cards N first adds N enrolled cards with one
+// used code each straight through the store (fill.hpp), to measure a store as it fills. Each run also measures GET /healthz (a trivial
 // handler over the same TLS settings) the same way and prints the ratio. --reference URL first
 // drives GET URL (bench/ratio.sh: nginx's static 200 over the same certificate) the same way.
 // Only 2xx answers with the expected content count as throughput: an authorization must be
@@ -35,6 +37,7 @@
 #include <unistd.h>
 
 #include "custody.hpp"
+#include "fill.hpp"
 #include "kek.hpp"
 #include "otac/sys/file.hpp"
 #include "otac/common/crypto.hpp"
@@ -59,7 +62,8 @@ namespace {
 constexpr const char* kHelp = R"(
 SYNOPSIS
   otac-loadgen --data-dir DIR --url https://127.0.0.1:PORT [--url ...] [--connections N] [--seconds S]
-               [--rate R] [--codes C] [--reference URL] [--no-healthz]
+               [--rate R] [--codes C] [--reference URL] [--no-healthz] [--fill-cards N]
+               [--fill-per-run K]
 
 DESCRIPTION
   Acts as a fleet of terminals: registers a terminal, enrolls cards and issues them lists
@@ -90,6 +94,16 @@ OPTIONS
   --reference URL   before the authorizations, send GET URL (https, same CA, same client
                     certificate) the same way: the reference for bench/ratio.sh
   --no-healthz      skip the GET /healthz phase
+  --fill-cards N    before preparing the authorizations, add N cards (0..10000000, default 0)
+                    straight through the store, K per database transaction, as the backend
+                    leaves a card enrolled by an operator that loaded one list of 4 codes
+                    (OTA packet, SMS sent, OK Proof of Receipt) and used its first code in an
+                    approved purchase at the loadgen's terminal: N enrolled cards and N used
+                    codes, with their transactions and audit entries. Codes and keys are
+                    sealed under the backend's KEK as the backend seals them. Prints its
+                    progress and then "fill: N cards in S s". A bench shortcut: throwaway
+                    data directories only
+  --fill-per-run K  cards per database transaction of the fill, 1..100000 (default 2000)
 
 Progress and results go to standard output; logs (connection failures, set-up errors) to
 standard error, one key=value line per event.
@@ -124,21 +138,11 @@ std::string slurp(const std::string& p) {
   return s;
 }
 
-// The challenge and MAC input of protocol.md section 3 for a POS purchase of 12.34 EUR.
+// A POS purchase of 12.34 EUR with code (list, index), as a card answers it (fill.hpp).
 std::string request_body(const std::string& txn, const Bytes& n, std::uint16_t list, std::uint16_t index,
                          const SecretBytes& otac, const std::string& terminal) {
-  protocol::Challenge ch;
-  const Bytes un = crypto::random_bytes(8);
-  std::copy(un.begin(), un.end(), ch.un.begin());
-  ch.amount_minor = 1234;
-  ch.currency_code = 978;
-  ch.date = {0x26, 0x11, 0x22};
-  ch.time = {0x12, 0x00, 0x00};
-  ch.type = 0x00;
-  ch.terminal = terminal;
-  // PIN state 03: three tries left, no PIN entered.
-  const Bytes m = protocol::mac_input(ch, protocol::CardAnswer{n, list, index, 1, {}, 0x03});
-  const Bytes mac = crypto::mac_alg3(otac, m, crypto::Padding::method2, 8).value();
+  const protocol::Challenge ch = bench::purchase_challenge(terminal);
+  const Bytes mac = bench::purchase_cryptogram(ch, n, list, index, otac);
   json::object o;
   o["txn_id"] = txn;
   o["card"] = to_hex(n);
@@ -326,6 +330,11 @@ int main(int argc, char** argv) {
   app.add_option("--reference", reference, "first drive GET URL the same way")->type_name("URL");
   bool no_healthz = false;
   app.add_flag("--no-healthz", no_healthz, "skip the GET /healthz phase");
+  std::size_t fill_cards = 0, fill_per_run = 2000;
+  app.add_option("--fill-cards", fill_cards, "first add N cards with a used code each through the store (default 0)")
+      ->check(CLI::Range(std::size_t{0}, std::size_t{10'000'000}));
+  app.add_option("--fill-per-run", fill_per_run, "cards per database transaction of the fill (default 2000)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{100'000}));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -377,6 +386,24 @@ int main(int argc, char** argv) {
   // The backend's own custody (its config in DIR): the file KEK, or its PKCS#11 token.
   auto store = loadgen_store(dir);
   if (!store) { slog::error("failed", {{"error", store.error().message}}); return 1; }
+  if (fill_cards > 0) {
+    bench::FillOptions fo;
+    fo.cards = fill_cards;
+    fo.per_run = fill_per_run;
+    fo.terminal = term;
+    const std::size_t step = std::max<std::size_t>(fill_cards / 10, fill_per_run);
+    std::size_t next_report = step;
+    fo.progress = [&](std::size_t done, double s) {
+      if (done < next_report && done < fill_cards) return;
+      next_report = done + step;
+      std::printf("fill: %zu of %zu cards, %.1f s\n", done, fill_cards, s);
+    };
+    auto filled = bench::fill_store(**store, fo);
+    if (!filled) { slog::error("failed", {{"error", filled.error().message}}); return 1; }
+    // The load average here is the fill's own (it ran on the same cores), not the benchmark's.
+    std::printf("fill: %zu cards in %.1f s (%.0f cards/s); load after the fill %s\n", fill_cards, *filled,
+                static_cast<double>(fill_cards) / *filled, slurp("/proc/loadavg").substr(0, 14).c_str());
+  }
   std::vector<std::string> bodies;
   std::size_t card_no = 0;
   while (bodies.size() < codes && card_no < 10000) {
