@@ -8,8 +8,11 @@
 #include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <memory>
 #include <string_view>
 #include <vector>
+
+#include <sqlite3.h>
 
 #include "otac/common/crypto.hpp"
 #include "service_detail.hpp"
@@ -145,9 +148,31 @@ Result<double> fill_store(Store& store, const FillOptions& opts) {
     });
     if (!r) return make_error(r.error().code, "fill: after " + std::to_string(done) + " cards: " + r.error().message);
     done += n;
+    if (opts.checkpoint && (done == opts.cards || (opts.checkpoint_every > 0 && (round + 1) % opts.checkpoint_every == 0))) {
+      if (auto c = opts.checkpoint(); !c) return make_error(c.error().code, "fill: after " + std::to_string(done) + " cards: " + c.error().message);
+    }
     if (opts.progress) opts.progress(done, seconds());
   }
   return seconds();
+}
+
+Result<void> checkpoint_sqlite(const std::filesystem::path& db) {
+  sqlite3* raw = nullptr;
+  const int open = sqlite3_open_v2(db.c_str(), &raw, SQLITE_OPEN_READWRITE, nullptr);
+  std::unique_ptr<sqlite3, int (*)(sqlite3*)> conn(raw, sqlite3_close);
+  if (open != SQLITE_OK) return make_error(Errc::io, "cannot open " + db.string() + " for a checkpoint: " + sqlite3_errstr(open));
+  sqlite3_busy_timeout(conn.get(), 60000);
+  // A connection opens the WAL at its first read; a checkpoint before that is a no-op that
+  // returns SQLITE_OK (SQLite 3.40).
+  if (sqlite3_exec(conn.get(), "SELECT count(*) FROM sqlite_master", nullptr, nullptr, nullptr) != SQLITE_OK)
+    return make_error(Errc::io, "cannot read " + db.string() + " for a checkpoint: " + sqlite3_errmsg(conn.get()));
+  int log = -1, copied = -1;
+  const int rc = sqlite3_wal_checkpoint_v2(conn.get(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, &log, &copied);
+  if (rc != SQLITE_OK)
+    return make_error(Errc::io, "checkpoint of " + db.string() + " failed: " + sqlite3_errmsg(conn.get()));
+  if (log != 0 || copied != 0)  // TRUNCATE leaves an empty WAL: 0 and 0
+    return make_error(Errc::io, "checkpoint of " + db.string() + " left " + std::to_string(log) + " WAL frames");
+  return {};
 }
 
 }  // namespace otac::backend::bench

@@ -27,6 +27,7 @@
 #include <cstring>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -289,7 +290,7 @@ void report(const char* what, const Result_& r) {
 
 // The store otac-backend uses with DIR/otac-backend.conf (defaults without one): its key
 // custody (the file KEK, or its PKCS#11 token) and its store (SQLite or PostgreSQL).
-Result<std::unique_ptr<Store>> loadgen_store(const std::string& dir) {
+Result<std::unique_ptr<Store>> loadgen_store(const std::string& dir, std::optional<std::filesystem::path>* sqlite_file) {
   Config c;
   c.data_dir = std::filesystem::absolute(dir);
   const auto conf = c.data_dir / "otac-backend.conf";
@@ -298,6 +299,7 @@ Result<std::unique_ptr<Store>> loadgen_store(const std::string& dir) {
     if (!parsed) return parsed.error();
     c = std::move(*parsed);
   }
+  if (c.store == "sqlite") *sqlite_file = c.resolve(c.database);
   auto kek = open_custody(c, nullptr);
   if (!kek) return kek.error();
   auto open = store_opener(c, std::move(*kek));
@@ -384,13 +386,15 @@ int main(int argc, char** argv) {
 
   // Cards and lists; read the codes from the store (a card would hold them).
   // The backend's own custody (its config in DIR): the file KEK, or its PKCS#11 token.
-  auto store = loadgen_store(dir);
+  std::optional<std::filesystem::path> sqlite_file;
+  auto store = loadgen_store(dir, &sqlite_file);
   if (!store) { slog::error("failed", {{"error", store.error().message}}); return 1; }
   if (fill_cards > 0) {
     bench::FillOptions fo;
     fo.cards = fill_cards;
     fo.per_run = fill_per_run;
     fo.terminal = term;
+    if (sqlite_file) fo.checkpoint = [&] { return bench::checkpoint_sqlite(*sqlite_file); };
     const std::size_t step = std::max<std::size_t>(fill_cards / 10, fill_per_run);
     std::size_t next_report = step;
     fo.progress = [&](std::size_t done, double s) {
