@@ -21,7 +21,9 @@
 # argument during the authorization phase, e.g. "perf record -g -o /tmp/auth.data -p"),
 # RATIO_FILL_CARDS (0; N: otac-loadgen --fill-cards N first adds N enrolled cards with one
 # used code each straight through the store, to measure the store as it fills; the fill's
-# time and the database's size are printed).
+# time and the database's size are printed; the prepared authorizations then use the fill
+# cards' unused codes first, spread over the store: RATIO_FILL_TRAFFIC=0 keeps them on the
+# cards the loadgen enrolls through the API).
 # Measurements share the machine: the script holds /tmp/otac-bench.lock while it runs and
 # prints the load average beside the figures.
 set -euo pipefail
@@ -31,6 +33,8 @@ seconds=${RATIO_SECONDS:-10}
 codes=${RATIO_CODES:-$((25000 * seconds))}
 rate=${RATIO_RATE:-0}
 fill=${RATIO_FILL_CARDS:-0}
+fill_traffic=()
+if [ "${RATIO_FILL_TRAFFIC:-1}" != 0 ] && [ "$fill" != 0 ]; then fill_traffic=(--fill-traffic); fi
 case "$fill" in ''|*[!0-9]*) echo "ratio.sh: RATIO_FILL_CARDS must be a number of cards, not '$fill'" >&2; exit 2 ;; esac
 backend=$build/backend/server/otac-backend
 loadgen=$build/backend/bench/otac-loadgen
@@ -110,7 +114,7 @@ nginx_pid=$(cat "$run/nginx/nginx.pid")
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 load_before=$(load)
 echo "ratio.sh: backend pid $backend_pid on :$backend_port, nginx pid $nginx_pid on :$nginx_port;" \
-     "$connections connections, $seconds s per target, rate ${rate/#0/max}, fill $fill cards;" \
+     "$connections connections, $seconds s per target, rate ${rate/#0/max}, fill $fill cards${fill_traffic:+ (requests to fill cards)};" \
      "$(nproc) cores, load $(load)"
 
 if [ -n "${RATIO_PERF:-}" ]; then
@@ -124,7 +128,7 @@ if [ -n "${RATIO_PERF:-}" ]; then
 fi
 set +e
 "$loadgen" --data-dir "$data" --url "https://127.0.0.1:$backend_port" --reference "https://127.0.0.1:$nginx_port/static" \
-  --connections "$connections" --seconds "$seconds" --codes "$codes" --rate "$rate" --fill-cards "$fill" --no-healthz \
+  --connections "$connections" --seconds "$seconds" --codes "$codes" --rate "$rate" --fill-cards "$fill" "${fill_traffic[@]}" --no-healthz \
   >"$run/loadgen.out" 2>"$run/loadgen.err"
 status=$?
 set -e

@@ -10,6 +10,7 @@
 #include <ctime>
 #include <memory>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include <sqlite3.h>
@@ -129,8 +130,10 @@ Result<double> fill_store(Store& store, const FillOptions& opts) {
                                            std::to_string(static_cast<long>(opts.max_seconds)) + " s)");
     const std::size_t n = std::min(opts.per_run, opts.cards - done);
     const UnixTime t = unix_now();
+    std::vector<std::pair<Bytes, std::uint16_t>> added;
     // run may call this again if the database aborts the commit: it only writes new rows.
     auto r = store.run([&](Tx& tx) -> Result<void> {
+      added.clear();
       for (std::size_t i = 0; i < n; ++i) {
         const std::size_t serial = done + i;
         auto card = enroll(tx, serial, opts.actor, t);
@@ -143,11 +146,13 @@ Result<double> fill_store(Store& store, const FillOptions& opts) {
                              opts.terminal, t);
             !x)
           return x;
+        added.emplace_back(card->n, *list);
       }
       return {};
     });
     if (!r) return make_error(r.error().code, "fill: after " + std::to_string(done) + " cards: " + r.error().message);
     done += n;
+    if (opts.added) opts.added->insert(opts.added->end(), added.begin(), added.end());
     if (opts.checkpoint && (done == opts.cards || (opts.checkpoint_every > 0 && (round + 1) % opts.checkpoint_every == 0))) {
       if (auto c = opts.checkpoint(); !c) return make_error(c.error().code, "fill: after " + std::to_string(done) + " cards: " + c.error().message);
     }
@@ -167,7 +172,14 @@ Result<void> checkpoint_sqlite(const std::filesystem::path& db) {
   if (sqlite3_exec(conn.get(), "SELECT count(*) FROM sqlite_master", nullptr, nullptr, nullptr) != SQLITE_OK)
     return make_error(Errc::io, "cannot read " + db.string() + " for a checkpoint: " + sqlite3_errmsg(conn.get()));
   int log = -1, copied = -1;
-  const int rc = sqlite3_wal_checkpoint_v2(conn.get(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, &log, &copied);
+  // Another connection's checkpoint (the store's own, PASSIVE) holds the checkpoint lock, for
+  // which SQLite does not wait: try again, up to 60 s.
+  int rc = SQLITE_BUSY;
+  for (int attempt = 0; attempt < 600; ++attempt) {
+    rc = sqlite3_wal_checkpoint_v2(conn.get(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, &log, &copied);
+    if (rc != SQLITE_BUSY) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
   if (rc != SQLITE_OK)
     return make_error(Errc::io, "checkpoint of " + db.string() + " failed: " + sqlite3_errmsg(conn.get()));
   if (log != 0 || copied != 0)  // TRUNCATE leaves an empty WAL: 0 and 0

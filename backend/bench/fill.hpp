@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "otac/common/bytes.hpp"
 #include "otac/common/protocol.hpp"
@@ -39,6 +41,8 @@ struct FillOptions {
   /// SQLite store, checkpoint_sqlite. Empty: none.
   std::function<Result<void>()> checkpoint;
   std::size_t checkpoint_every = 25;
+  /// When set, receives each added card's N and list id (its codes 1 to 3 are unused).
+  std::vector<std::pair<Bytes, std::uint16_t>>* added = nullptr;
 };
 
 /// Copies the WAL of the SQLite database at `db` into the database file and truncates it

@@ -28,6 +28,7 @@
 #include <fstream>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -101,10 +102,16 @@ OPTIONS
                     (OTA packet, SMS sent, OK Proof of Receipt) and used its first code in an
                     approved purchase at the loadgen's terminal: N enrolled cards and N used
                     codes, with their transactions and audit entries. Codes and keys are
-                    sealed under the backend's KEK as the backend seals them. Prints its
-                    progress and then "fill: N cards in S s". A bench shortcut: throwaway
-                    data directories only
+                    sealed under the backend's KEK as the backend seals them. A SQLite
+                    store's WAL is checkpointed into the database (TRUNCATE) every 25
+                    transactions and at the end, so the measurement starts from a store as
+                    months of use leave it. Prints its progress and then "fill: N cards in
+                    S s". A bench shortcut: throwaway data directories only
   --fill-per-run K  cards per database transaction of the fill, 1..100000 (default 2000)
+  --fill-traffic    prepare the authorizations from the fill cards' unused codes first (3 a
+                    card, the cards in random order, the requests shuffled), so that they
+                    reach cards spread over the whole store as a large fleet's would; the
+                    rest, if --codes asks for more, from cards enrolled through the API
 
 Progress and results go to standard output; logs (connection failures, set-up errors) to
 standard error, one key=value line per event.
@@ -335,6 +342,8 @@ int main(int argc, char** argv) {
   std::size_t fill_cards = 0, fill_per_run = 2000;
   app.add_option("--fill-cards", fill_cards, "first add N cards with a used code each through the store (default 0)")
       ->check(CLI::Range(std::size_t{0}, std::size_t{10'000'000}));
+  bool fill_traffic = false;
+  app.add_flag("--fill-traffic", fill_traffic, "prepare the authorizations from the fill cards' unused codes first");
   app.add_option("--fill-per-run", fill_per_run, "cards per database transaction of the fill (default 2000)")
       ->check(CLI::Range(std::size_t{1}, std::size_t{100'000}));
   try {
@@ -389,11 +398,13 @@ int main(int argc, char** argv) {
   std::optional<std::filesystem::path> sqlite_file;
   auto store = loadgen_store(dir, &sqlite_file);
   if (!store) { slog::error("failed", {{"error", store.error().message}}); return 1; }
+  std::vector<std::pair<Bytes, std::uint16_t>> fill_added;
   if (fill_cards > 0) {
     bench::FillOptions fo;
     fo.cards = fill_cards;
     fo.per_run = fill_per_run;
     fo.terminal = term;
+    fo.added = &fill_added;
     if (sqlite_file) fo.checkpoint = [&] { return bench::checkpoint_sqlite(*sqlite_file); };
     const std::size_t step = std::max<std::size_t>(fill_cards / 10, fill_per_run);
     std::size_t next_report = step;
@@ -410,6 +421,33 @@ int main(int argc, char** argv) {
   }
   std::vector<std::string> bodies;
   std::size_t card_no = 0;
+  if (fill_traffic) {
+    // Codes 1..3 of fill cards in random order, read 1,000 cards per store transaction.
+    std::mt19937_64 rng(std::random_device{}());
+    std::shuffle(fill_added.begin(), fill_added.end(), rng);
+    std::size_t used_cards = 0;
+    for (std::size_t at = 0; at < fill_added.size() && bodies.size() < codes; at += 1000) {
+      std::vector<std::string> some;
+      auto r = (*store)->run([&](Tx& tx) -> Result<void> {
+        some.clear();
+        for (std::size_t c = at; c < std::min(at + 1000, fill_added.size()) && bodies.size() + some.size() < codes; ++c) {
+          const auto& [n, list] = fill_added[c];
+          for (std::uint16_t i = 1; i <= 3 && bodies.size() + some.size() < codes; ++i) {
+            auto o = tx.otac(n, list, i);
+            if (!o) return o.error();
+            some.push_back(request_body("B-" + term + "-" + std::to_string(bodies.size() + some.size()), n, list, i, o->key, term));
+          }
+        }
+        return {};
+      });
+      if (!r) { slog::error("failed", {{"error", r.error().message}}); return 1; }
+      used_cards += std::min<std::size_t>(1000, fill_added.size() - at);
+      bodies.insert(bodies.end(), std::make_move_iterator(some.begin()), std::make_move_iterator(some.end()));
+    }
+    std::shuffle(bodies.begin(), bodies.end(), rng);
+    std::printf("prepared %zu authorizations from the codes of %zu fill cards\n", bodies.size(),
+                std::min(used_cards, fill_added.size()));
+  }
   while (bodies.size() < codes && card_no < 10000) {
     ++card_no;
     auto en = otac::net::request_once(admin, bhttp::verb::post, "/v1/admin/cards",
