@@ -24,6 +24,8 @@ TEST_CASE("the bench fill leaves each card enrolled, with a loaded list of 4 and
   fo.per_run = 7;
   fo.terminal = "TERM0001";
   fo.progress = [&](std::size_t done, double) { progress.push_back(done); };
+  std::vector<std::pair<Bytes, std::uint16_t>> added;
+  fo.added = &added;
   int checkpoints = 0;
   fo.checkpoint_every = 2;
   fo.checkpoint = [&] {
@@ -83,6 +85,17 @@ TEST_CASE("the bench fill leaves each card enrolled, with a loaded list of 4 and
     return {};
   }));
   REQUIRE(ids.size() == 30);
+  // What the fill reports having added (otac-loadgen --fill-traffic sends requests to them).
+  REQUIRE(added.size() == 30);
+  REQUIRE(store->run([&](Tx& tx) -> Result<void> {
+    for (const auto& [n, list] : added) {
+      auto lists = tx.lists(n);
+      REQUIRE(lists);
+      REQUIRE(lists->size() == 1);
+      CHECK(lists->front().id == list);
+    }
+    return {};
+  }));
 
   // The Service approves the card's next code (its sealed key opens) and refuses the used one.
   const Bytes& n = ids.front();
