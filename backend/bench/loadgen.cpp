@@ -3,15 +3,16 @@
 //
 //   otac-loadgen --data-dir DIR --url https://127.0.0.1:PORT [--url ...] [--connections 16]
 //                [--seconds 10] [--rate 0|N] [--codes 60000] [--reference URL] [--no-healthz]
-//                [--fill-cards N] [--fill-per-run 2000]
+//                [--fill-cards N] [--fill-per-run 2000] [--fill-traffic]
 //
 // It needs the backend's data directory (admin token, CA, and - as a bench shortcut - the KEK
 // and database, to read the codes a real card would hold): it enrolls cards, registers a
 // terminal, issues lists, precomputes valid authorization requests, then sends them.
 // --rate 0 sends as fast as the connections allow (throughput); --rate N paces the total at N
 // requests/s (latency at a fixed rate). --fill-cards N first adds N enrolled cards with one
-// used code each straight through the store (fill.hpp), to measure a store as it fills. Each run also measures GET /healthz (a trivial
-// handler over the same TLS settings) the same way and prints the ratio. --reference URL first
+// used code each straight through the store (fill.hpp), to measure a store as it fills;
+// --fill-traffic sends the authorizations to those cards. Each run also measures GET /healthz
+// (a trivial handler over the same TLS settings) the same way and prints the ratio. --reference URL first
 // drives GET URL (bench/ratio.sh: nginx's static 200 over the same certificate) the same way.
 // Only 2xx answers with the expected content count as throughput: an authorization must be
 // answered "approved" (every prepared request is valid and fresh); anything else is an error.
@@ -65,7 +66,7 @@ constexpr const char* kHelp = R"(
 SYNOPSIS
   otac-loadgen --data-dir DIR --url https://127.0.0.1:PORT [--url ...] [--connections N] [--seconds S]
                [--rate R] [--codes C] [--reference URL] [--no-healthz] [--fill-cards N]
-               [--fill-per-run K]
+               [--fill-per-run K] [--fill-traffic]
 
 DESCRIPTION
   Acts as a fleet of terminals: registers a terminal, enrolls cards and issues them lists
