@@ -20,7 +20,12 @@
 # backend's otac-backend.conf), RATIO_PERF (a command run with the backend's PID as its last
 # argument during the authorization phase, e.g. "perf record -g -o /tmp/auth.data -p"),
 # RATIO_BACKEND (another otac-backend binary to measure, e.g. a copy built from an older
-# commit, for back-to-back comparisons; the load generator stays the build directory's).
+# commit, for back-to-back comparisons; the load generator stays the build directory's),
+# RATIO_FILL_CARDS (0; N: otac-loadgen --fill-cards N first adds N enrolled cards with one
+# used code each straight through the store, to measure the store as it fills; the fill's
+# time and the database's size are printed; the prepared authorizations then use the fill
+# cards' unused codes first, spread over the store: RATIO_FILL_TRAFFIC=0 keeps them on the
+# cards the loadgen enrolls through the API).
 # Measurements share the machine: the script holds /tmp/otac-bench.lock while it runs and
 # prints the load average beside the figures.
 set -euo pipefail
@@ -29,6 +34,10 @@ connections=${RATIO_CONNECTIONS:-32}
 seconds=${RATIO_SECONDS:-10}
 codes=${RATIO_CODES:-$((25000 * seconds))}
 rate=${RATIO_RATE:-0}
+fill=${RATIO_FILL_CARDS:-0}
+fill_traffic=()
+if [ "${RATIO_FILL_TRAFFIC:-1}" != 0 ] && [ "$fill" != 0 ]; then fill_traffic=(--fill-traffic); fi
+case "$fill" in ''|*[!0-9]*) echo "ratio.sh: RATIO_FILL_CARDS must be a number of cards, not '$fill'" >&2; exit 2 ;; esac
 backend=${RATIO_BACKEND:-$build/backend/server/otac-backend}
 loadgen=$build/backend/bench/otac-loadgen
 for b in "$backend" "$loadgen"; do
@@ -107,7 +116,8 @@ nginx_pid=$(cat "$run/nginx/nginx.pid")
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 load_before=$(load)
 echo "ratio.sh: backend pid $backend_pid on :$backend_port, nginx pid $nginx_pid on :$nginx_port;" \
-     "$connections connections, $seconds s per target, rate ${rate/#0/max}; $(nproc) cores, load $(load)"
+     "$connections connections, $seconds s per target, rate ${rate/#0/max}, fill $fill cards${fill_traffic:+ (requests to fill cards)};" \
+     "$(nproc) cores, load $(load)"
 
 if [ -n "${RATIO_PERF:-}" ]; then
   # Started at the backend's first logged authorization (after the set-up and the nginx
@@ -120,13 +130,14 @@ if [ -n "${RATIO_PERF:-}" ]; then
 fi
 set +e
 "$loadgen" --data-dir "$data" --url "https://127.0.0.1:$backend_port" --reference "https://127.0.0.1:$nginx_port/static" \
-  --connections "$connections" --seconds "$seconds" --codes "$codes" --rate "$rate" --no-healthz >"$run/loadgen.out" 2>"$run/loadgen.err"
+  --connections "$connections" --seconds "$seconds" --codes "$codes" --rate "$rate" --fill-cards "$fill" "${fill_traffic[@]}" --no-healthz \
+  >"$run/loadgen.out" 2>"$run/loadgen.err"
 status=$?
 set -e
 load_after=$(load)
 if [ -n "$perf_pid" ]; then kill -INT "$perf_pid" 2>/dev/null; wait "$perf_pid" 2>/dev/null || true; perf_pid=''; fi
 rss_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$backend_pid/status")
-grep -E '^(disk|prepared)' "$run/loadgen.out" || true
+grep -E '^(disk|prepared|fill: [0-9]+ cards in)' "$run/loadgen.out" || true
 if [ "$status" != 0 ]; then
   echo "ratio.sh: otac-loadgen failed (exit $status):" >&2
   tail -20 "$run/loadgen.err" >&2
@@ -140,5 +151,11 @@ printf '%-28s %10s %9s %9s %8s\n' "nginx static 200" "$(field reference rps)" "$
 printf '%-28s %10s %9s %9s %8s\n' "backend authorizations" "$(field authorize rps)" "$(field authorize p50_ms)" \
   "$(field authorize p99_ms)" "$(field authorize errors)"
 echo "backend peak RSS: $((rss_kb / 1024)) MB (VmHWM)"
+# The SQLite store's size (the default database file; a RATIO_BACKEND_CONF may name another).
+sizes=''
+for f in "$data"/otac.db "$data"/otac.db-wal; do
+  if [ -f "$f" ]; then sizes+=" $(basename "$f") $(($(stat -c %s "$f") / 1048576)) MiB"; fi
+done
+echo "database after the run:${sizes:- none in the data directory}"
 echo "load average before/after: $load_before / $load_after"
 awk -v a="$(field authorize rps)" -v n="$(field reference rps)" 'BEGIN { printf "ratio auth/nginx %.2f\n", (n > 0 ? a / n : 0) }'

@@ -3,13 +3,16 @@
 //
 //   otac-loadgen --data-dir DIR --url https://127.0.0.1:PORT [--url ...] [--connections 16]
 //                [--seconds 10] [--rate 0|N] [--codes 60000] [--reference URL] [--no-healthz]
+//                [--fill-cards N] [--fill-per-run 2000] [--fill-traffic]
 //
 // It needs the backend's data directory (admin token, CA, and - as a bench shortcut - the KEK
 // and database, to read the codes a real card would hold): it enrolls cards, registers a
 // terminal, issues lists, precomputes valid authorization requests, then sends them.
 // --rate 0 sends as fast as the connections allow (throughput); --rate N paces the total at N
-// requests/s (latency at a fixed rate). Each run also measures GET /healthz (a trivial
-// handler over the same TLS settings) the same way and prints the ratio. --reference URL first
+// requests/s (latency at a fixed rate). --fill-cards N first adds N enrolled cards with one
+// used code each straight through the store (fill.hpp), to measure a store as it fills;
+// --fill-traffic sends the authorizations to those cards. Each run also measures GET /healthz
+// (a trivial handler over the same TLS settings) the same way and prints the ratio. --reference URL first
 // drives GET URL (bench/ratio.sh: nginx's static 200 over the same certificate) the same way.
 // Only 2xx answers with the expected content count as throughput: an authorization must be
 // answered "approved" (every prepared request is valid and fresh); anything else is an error.
@@ -25,6 +28,8 @@
 #include <cstring>
 #include <fstream>
 #include <mutex>
+#include <optional>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -35,6 +40,7 @@
 #include <unistd.h>
 
 #include "custody.hpp"
+#include "fill.hpp"
 #include "kek.hpp"
 #include "otac/sys/file.hpp"
 #include "otac/common/crypto.hpp"
@@ -59,7 +65,8 @@ namespace {
 constexpr const char* kHelp = R"(
 SYNOPSIS
   otac-loadgen --data-dir DIR --url https://127.0.0.1:PORT [--url ...] [--connections N] [--seconds S]
-               [--rate R] [--codes C] [--reference URL] [--no-healthz]
+               [--rate R] [--codes C] [--reference URL] [--no-healthz] [--fill-cards N]
+               [--fill-per-run K] [--fill-traffic]
 
 DESCRIPTION
   Acts as a fleet of terminals: registers a terminal, enrolls cards and issues them lists
@@ -90,6 +97,22 @@ OPTIONS
   --reference URL   before the authorizations, send GET URL (https, same CA, same client
                     certificate) the same way: the reference for bench/ratio.sh
   --no-healthz      skip the GET /healthz phase
+  --fill-cards N    before preparing the authorizations, add N cards (0..10000000, default 0)
+                    straight through the store, K per database transaction, as the backend
+                    leaves a card enrolled by an operator that loaded one list of 4 codes
+                    (OTA packet, SMS sent, OK Proof of Receipt) and used its first code in an
+                    approved purchase at the loadgen's terminal: N enrolled cards and N used
+                    codes, with their transactions and audit entries. Codes and keys are
+                    sealed under the backend's KEK as the backend seals them. A SQLite
+                    store's WAL is checkpointed into the database (TRUNCATE) every 25
+                    transactions and at the end, so the measurement starts from a store as
+                    months of use leave it. Prints its progress and then "fill: N cards in
+                    S s". A bench shortcut: throwaway data directories only
+  --fill-per-run K  cards per database transaction of the fill, 1..100000 (default 2000)
+  --fill-traffic    prepare the authorizations from the fill cards' unused codes first (3 a
+                    card, the cards in random order, the requests shuffled), so that they
+                    reach cards spread over the whole store as a large fleet's would; the
+                    rest, if --codes asks for more, from cards enrolled through the API
 
 Progress and results go to standard output; logs (connection failures, set-up errors) to
 standard error, one key=value line per event.
@@ -124,21 +147,11 @@ std::string slurp(const std::string& p) {
   return s;
 }
 
-// The challenge and MAC input of protocol.md section 3 for a POS purchase of 12.34 EUR.
+// A POS purchase of 12.34 EUR with code (list, index), as a card answers it (fill.hpp).
 std::string request_body(const std::string& txn, const Bytes& n, std::uint16_t list, std::uint16_t index,
                          const SecretBytes& otac, const std::string& terminal) {
-  protocol::Challenge ch;
-  const Bytes un = crypto::random_bytes(8);
-  std::copy(un.begin(), un.end(), ch.un.begin());
-  ch.amount_minor = 1234;
-  ch.currency_code = 978;
-  ch.date = {0x26, 0x11, 0x22};
-  ch.time = {0x12, 0x00, 0x00};
-  ch.type = 0x00;
-  ch.terminal = terminal;
-  // PIN state 03: three tries left, no PIN entered.
-  const Bytes m = protocol::mac_input(ch, protocol::CardAnswer{n, list, index, 1, {}, 0x03});
-  const Bytes mac = crypto::mac_alg3(otac, m, crypto::Padding::method2, 8).value();
+  const protocol::Challenge ch = bench::purchase_challenge(terminal);
+  const Bytes mac = bench::purchase_cryptogram(ch, n, list, index, otac);
   json::object o;
   o["txn_id"] = txn;
   o["card"] = to_hex(n);
@@ -285,7 +298,7 @@ void report(const char* what, const Result_& r) {
 
 // The store otac-backend uses with DIR/otac-backend.conf (defaults without one): its key
 // custody (the file KEK, or its PKCS#11 token) and its store (SQLite or PostgreSQL).
-Result<std::unique_ptr<Store>> loadgen_store(const std::string& dir) {
+Result<std::unique_ptr<Store>> loadgen_store(const std::string& dir, std::optional<std::filesystem::path>* sqlite_file) {
   Config c;
   c.data_dir = std::filesystem::absolute(dir);
   const auto conf = c.data_dir / "otac-backend.conf";
@@ -294,6 +307,7 @@ Result<std::unique_ptr<Store>> loadgen_store(const std::string& dir) {
     if (!parsed) return parsed.error();
     c = std::move(*parsed);
   }
+  if (c.store == "sqlite") *sqlite_file = c.resolve(c.database);
   auto kek = open_custody(c, nullptr);
   if (!kek) return kek.error();
   auto open = store_opener(c, std::move(*kek));
@@ -326,6 +340,13 @@ int main(int argc, char** argv) {
   app.add_option("--reference", reference, "first drive GET URL the same way")->type_name("URL");
   bool no_healthz = false;
   app.add_flag("--no-healthz", no_healthz, "skip the GET /healthz phase");
+  std::size_t fill_cards = 0, fill_per_run = 2000;
+  app.add_option("--fill-cards", fill_cards, "first add N cards with a used code each through the store (default 0)")
+      ->check(CLI::Range(std::size_t{0}, std::size_t{10'000'000}));
+  bool fill_traffic = false;
+  app.add_flag("--fill-traffic", fill_traffic, "prepare the authorizations from the fill cards' unused codes first");
+  app.add_option("--fill-per-run", fill_per_run, "cards per database transaction of the fill (default 2000)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{100'000}));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -375,10 +396,59 @@ int main(int argc, char** argv) {
 
   // Cards and lists; read the codes from the store (a card would hold them).
   // The backend's own custody (its config in DIR): the file KEK, or its PKCS#11 token.
-  auto store = loadgen_store(dir);
+  std::optional<std::filesystem::path> sqlite_file;
+  auto store = loadgen_store(dir, &sqlite_file);
   if (!store) { slog::error("failed", {{"error", store.error().message}}); return 1; }
+  std::vector<std::pair<Bytes, std::uint16_t>> fill_added;
+  if (fill_cards > 0) {
+    bench::FillOptions fo;
+    fo.cards = fill_cards;
+    fo.per_run = fill_per_run;
+    fo.terminal = term;
+    fo.added = &fill_added;
+    if (sqlite_file) fo.checkpoint = [&] { return bench::checkpoint_sqlite(*sqlite_file); };
+    const std::size_t step = std::max<std::size_t>(fill_cards / 10, fill_per_run);
+    std::size_t next_report = step;
+    fo.progress = [&](std::size_t done, double s) {
+      if (done < next_report && done < fill_cards) return;
+      next_report = done + step;
+      std::printf("fill: %zu of %zu cards, %.1f s\n", done, fill_cards, s);
+    };
+    auto filled = bench::fill_store(**store, fo);
+    if (!filled) { slog::error("failed", {{"error", filled.error().message}}); return 1; }
+    // The load average here is the fill's own (it ran on the same cores), not the benchmark's.
+    std::printf("fill: %zu cards in %.1f s (%.0f cards/s); load after the fill %s\n", fill_cards, *filled,
+                static_cast<double>(fill_cards) / *filled, slurp("/proc/loadavg").substr(0, 14).c_str());
+  }
   std::vector<std::string> bodies;
   std::size_t card_no = 0;
+  if (fill_traffic) {
+    // Codes 1..3 of fill cards in random order, read 1,000 cards per store transaction.
+    std::mt19937_64 rng(std::random_device{}());
+    std::shuffle(fill_added.begin(), fill_added.end(), rng);
+    std::size_t used_cards = 0;
+    for (std::size_t at = 0; at < fill_added.size() && bodies.size() < codes; at += 1000) {
+      std::vector<std::string> some;
+      auto r = (*store)->run([&](Tx& tx) -> Result<void> {
+        some.clear();
+        for (std::size_t c = at; c < std::min(at + 1000, fill_added.size()) && bodies.size() + some.size() < codes; ++c) {
+          const auto& [n, list] = fill_added[c];
+          for (std::uint16_t i = 1; i <= 3 && bodies.size() + some.size() < codes; ++i) {
+            auto o = tx.otac(n, list, i);
+            if (!o) return o.error();
+            some.push_back(request_body("B-" + term + "-" + std::to_string(bodies.size() + some.size()), n, list, i, o->key, term));
+          }
+        }
+        return {};
+      });
+      if (!r) { slog::error("failed", {{"error", r.error().message}}); return 1; }
+      used_cards += std::min<std::size_t>(1000, fill_added.size() - at);
+      bodies.insert(bodies.end(), std::make_move_iterator(some.begin()), std::make_move_iterator(some.end()));
+    }
+    std::shuffle(bodies.begin(), bodies.end(), rng);
+    std::printf("prepared %zu authorizations from the codes of %zu fill cards\n", bodies.size(),
+                std::min(used_cards, fill_added.size()));
+  }
   while (bodies.size() < codes && card_no < 10000) {
     ++card_no;
     auto en = otac::net::request_once(admin, bhttp::verb::post, "/v1/admin/cards",

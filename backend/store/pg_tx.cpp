@@ -232,14 +232,14 @@ Result<void> PgTx::set_list_state(ByteView n, std::uint16_t list_id, ListState s
 
 Result<std::vector<ListRepair>> PgTx::lists_to_repair(UnixTime now, std::int64_t after, std::uint32_t max_packets,
                                                       std::uint32_t limit) {
-  auto r = q("SELECT c.n, l.list_id, COUNT(o.counter) FROM cards c"
-             " JOIN lists l ON l.n=c.n"
-             " JOIN ota_sent o ON o.n=c.n AND o.kind='list' AND o.ref=l.list_id"
-             " WHERE l.state=0 AND (SELECT rsc FROM ota_sent WHERE n=c.n AND kind='list'"
+  // From the lists still sent (the partial index lists_sent), as in SQLite (sqlite_tx.hpp).
+  auto r = q("SELECT l.n, l.list_id, COUNT(o.counter) FROM lists l"
+             " JOIN ota_sent o ON o.n=l.n AND o.kind='list' AND o.ref=l.list_id"
+             " WHERE l.state=0 AND (SELECT rsc FROM ota_sent WHERE n=l.n AND kind='list'"
              " AND ref=l.list_id ORDER BY counter DESC LIMIT 1)=-1"
-             " GROUP BY c.n, l.list_id"
+             " GROUP BY l.n, l.list_id"
              " HAVING COUNT(o.counter)<$1 AND MAX(o.sent_at) + ($2::bigint << LEAST(COUNT(o.counter)-1, 5)::int) <= $3"
-             " ORDER BY c.n, l.list_id LIMIT $4");
+             " ORDER BY l.n, l.list_id LIMIT $4");
   r.i(max_packets).i(after).i(now).i(limit);
   if (auto e = r.run(); !e) return e.error();
   return collect<ListRepair>(r, [](const Row& row) {
@@ -673,6 +673,11 @@ CREATE INDEX refunds_state ON refunds(state, requested_at);
     // 3: a card's own daily cash limit (NULL = the backend's cash_card_daily_minor).
     R"sql(
 ALTER TABLE cards ADD COLUMN cash_daily_minor BIGINT;
+)sql",
+    // 4: the lists still waiting for their PoR, for lists_to_repair (SQLite's migration 11):
+    // without it the repair round reads every OTA packet ever sent.
+    R"sql(
+CREATE INDEX lists_sent ON lists(n, list_id) WHERE state=0;
 )sql",
 };
 

@@ -199,14 +199,7 @@ Result<void> SqliteTx::set_list_state(ByteView n, std::uint16_t list_id, ListSta
 
 Result<std::vector<ListRepair>> SqliteTx::lists_to_repair(UnixTime now, std::int64_t after, std::uint32_t max_packets,
                                                           std::uint32_t limit) {
-  auto r = q("SELECT c.n, l.list_id, COUNT(o.counter) FROM cards c"
-             " JOIN lists l ON l.n=c.n"
-             " JOIN ota_sent o ON o.n=c.n AND o.kind='list' AND o.ref=l.list_id"
-             " WHERE l.state=0 AND (SELECT rsc FROM ota_sent WHERE n=c.n AND kind='list'"
-             " AND ref=l.list_id ORDER BY counter DESC LIMIT 1)=-1"
-             " GROUP BY c.n, l.list_id"
-             " HAVING COUNT(o.counter)<? AND MAX(o.sent_at) + (? << MIN(COUNT(o.counter)-1, 5)) <= ?"
-             " ORDER BY c.n, l.list_id LIMIT ?");
+  auto r = q(kListsToRepairSql);
   r.i(max_packets).i(after).i(now).i(limit);
   return collect<ListRepair>(r, limit, [](const Query& row) {
     return ListRepair{row.col_b(0), static_cast<std::uint16_t>(row.col_i(1)), static_cast<std::uint32_t>(row.col_i(2))};

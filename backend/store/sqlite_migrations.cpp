@@ -98,6 +98,12 @@ ALTER TABLE cards ADD COLUMN retired_version INTEGER NOT NULL DEFAULT 0;
     R"sql(
 ALTER TABLE cards ADD COLUMN cash_daily_minor INTEGER;
 )sql",
+    // 11: the lists still waiting for their PoR (state 0, sent), for lists_to_repair: the
+    // repair round (every 10 s) scanned every OTA packet ever sent, inside a write
+    // transaction, and stalled every authorization behind it once the store held 10^6 cards.
+    R"sql(
+CREATE INDEX lists_sent ON lists(n, list_id) WHERE state=0;
+)sql",
 };
 
 }  // namespace

@@ -11,6 +11,18 @@
 
 namespace otac::backend::sqlite {
 
+/// lists_to_repair's statement (parameters: max_packets, after, now, limit). Driven by the
+/// partial index lists_sent (migration 11) over the few lists still waiting for a PoR, never
+/// by a scan of every packet sent (the test of its plan reads it from here).
+inline constexpr const char* kListsToRepairSql =
+    "SELECT l.n, l.list_id, COUNT(o.counter) FROM lists l"
+    " JOIN ota_sent o ON o.n=l.n AND o.kind='list' AND o.ref=l.list_id"
+    " WHERE l.state=0 AND (SELECT rsc FROM ota_sent WHERE n=l.n AND kind='list'"
+    " AND ref=l.list_id ORDER BY counter DESC LIMIT 1)=-1"
+    " GROUP BY l.n, l.list_id"
+    " HAVING COUNT(o.counter)<? AND MAX(o.sent_at) + (? << MIN(COUNT(o.counter)-1, 5)) <= ?"
+    " ORDER BY l.n, l.list_id LIMIT ?";
+
 /// The store operations inside one SQLite transaction (or savepoint) of a Connection.
 class SqliteTx final : public Tx {
  public:

@@ -11,6 +11,8 @@ find_package(PostgreSQL REQUIRED)
 target_link_libraries(test_backend_core PRIVATE PostgreSQL::PostgreSQL)
 # otac_applet: test_service_keys feeds the service's packets through the real applet core.
 target_link_libraries(test_backend_core PRIVATE otac_test_main otac_backend_service otac_backend_store otac_applet otac_warnings)
+# otac_bench_fill: test_service_bench_fill checks the rows of otac-loadgen's bulk fill.
+target_link_libraries(test_backend_core PRIVATE otac_bench_fill)
 # date::date: the policy tests name civil dates (date/date.h, header-only).
 target_link_libraries(test_backend_core PRIVATE date::date)
 catch_discover_tests(test_backend_core EXTRA_ARGS --warn NoTests TEST_PREFIX "backend-core: ")
