@@ -246,7 +246,11 @@ class Syncer {
   using Batch = std::vector<std::shared_ptr<Pending>>;
 
   explicit Syncer(std::string wal_path) : wal_path_(std::move(wal_path)), thread_([this](std::stop_token st) { loop(st); }) {}
-  ~Syncer() {  // thread_ (destroyed first) answers what is handed over, then stops
+  ~Syncer() {
+    // The thread answers what is handed over, then stops; only then may the descriptor it
+    // syncs be closed (a destructor's body runs before its members are destroyed).
+    thread_.request_stop();
+    if (thread_.joinable()) thread_.join();
     if (fd_ >= 0) ::close(fd_);
   }
   Syncer(const Syncer&) = delete;
