@@ -138,6 +138,7 @@ TransactionRecord new_transaction(const std::string& txn_id, ByteView hash, Byte
 // when it happens. The code is not burnt: anyone who knows N, list and index could otherwise
 // destroy codes.
 Result<void> count_failure(Tx& tx, CardRecord& card, UnixTime now, std::string_view what) {
+  if (auto k = with_keys(tx, card); !k) return k;
   ++card.fail_count;
   const bool blocks = card.status != CardStatus::blocked && card.fail_count >= card.fail_limit;
   if (blocks) card.status = CardStatus::blocked;
@@ -151,6 +152,7 @@ Result<void> count_failure(Tx& tx, CardRecord& card, UnixTime now, std::string_v
 // A genuine code ends a run of failures.
 Result<void> reset_failures(Tx& tx, CardRecord& card) {
   if (card.fail_count == 0) return {};
+  if (auto k = with_keys(tx, card); !k) return k;
   card.fail_count = 0;
   return tx.update_card(card);
 }
@@ -225,7 +227,9 @@ std::function<Result<void>(Tx&)> Service::decide_tx(DecideJob& job) {
     auto term = enabled_terminal(tx, terminal_id);
     if (!term) return term.error();
     TransactionRecord rec = new_transaction(txn_id, job.hash, card, terminal_id, t);
-    auto c = tx.card(card);
+    // Without its keys: the rules need its status, limits and counters, and open its keys
+    // (with_keys) only on the rare paths that write it back or send it a list.
+    auto c = tx.card_state(card);
     if (c) {
       if (auto x = job.rules(tx, rec, *term, &*c); !x) return x;
       if (auto x = decline_if_reversed_first(tx, rec); !x) return x;

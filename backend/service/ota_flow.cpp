@@ -115,6 +115,7 @@ Result<std::uint64_t> queue_replace_key(Tx& tx, const CardRecord& card, UnixTime
 // A new list for the card: stored (sealed), queued as OTA packets, flagged in flight.
 Result<std::uint16_t> allocate_list(Tx& tx, CardRecord& card, std::uint16_t size, std::string_view actor, UnixTime now,
                                     std::vector<SecretBytes>* keys_out) {
+  if (auto k = with_keys(tx, card); !k) return k.error();
   auto last = tx.last_list_id(card.n);
   if (!last) return last.error();
   if (*last == 0xFFFF) return make_error(Errc::state, "card " + to_hex(card.n) + " has used all list ids; re-enroll it");
@@ -206,6 +207,14 @@ Result<std::vector<ListInfo>> lists_with_codes(Tx& tx, ByteView n) {
 // display code: a new list when the unused codes are at or below the card's threshold, no
 // list is in flight, and the card has a free slot (else it would refuse the list; the push
 // waits for the code that empties a slot).
+Result<void> with_keys(Tx& tx, CardRecord& card) {
+  if (!card.keys_withheld) return {};
+  auto full = tx.card(card.n);
+  if (!full) return full.error();
+  card = std::move(*full);
+  return {};
+}
+
 Result<void> push_if_low(Tx& tx, CardRecord& card, std::uint16_t size, UnixTime now) {
   if (card.list_push_in_flight) return {};
   auto plenty = tx.unused_more_than(card.n, card.threshold);

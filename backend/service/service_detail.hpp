@@ -70,6 +70,10 @@ Result<std::uint16_t> allocate_list(Tx& tx, CardRecord& card, std::uint16_t size
 Result<void> resend_list(Tx& tx, const CardRecord& card, std::uint16_t id, UnixTime now);
 Result<void> promote_and_repair(Tx& tx, CardRecord& card, bool by_request, UnixTime now);
 Result<std::vector<ListInfo>> lists_with_codes(Tx& tx, ByteView n);
+/// Re-reads a card read by Tx::card_state with its keys, before it is written back or sent a
+/// list; nothing when its keys are open already. The record is replaced by the store's
+/// current row, so a caller writes its changes to the card after this, never before.
+Result<void> with_keys(Tx& tx, CardRecord& card);
 Result<void> push_if_low(Tx& tx, CardRecord& card, std::uint16_t size, UnixTime now);
 Result<void> record_list_outcome(Tx& tx, CardRecord& card, const PorResult& p, std::uint16_t id, bool accepted,
                                  std::uint16_t list_size, UnixTime now);

@@ -59,16 +59,20 @@ Result<void> PgTx::insert_card(const CardRecord& c) {
   return update_card(c);
 }
 
-Result<CardRecord> PgTx::card(ByteView n) {
+Result<CardRecord> PgTx::read_card(ByteView n, bool open_keys) {
   auto r = q("SELECT " OTAC_STORE_CARD_COLUMNS " FROM cards WHERE n=$1 FOR UPDATE");
   r.b(n);
   auto row = found(r);
   if (!row) return row.error();
   if (!*row) return make_error(Errc::not_found, "no card " + to_hex(n));
-  return rows::card_from_row(r.row(0), n, kek_);
+  return rows::card_from_row(r.row(0), n, kek_, open_keys);
 }
 
+Result<CardRecord> PgTx::card(ByteView n) { return read_card(n, true); }
+Result<CardRecord> PgTx::card_state(ByteView n) { return read_card(n, false); }
+
 Result<void> PgTx::update_card(const CardRecord& c) {
+  if (auto w = rows::writable(c); !w) return w;
   auto r = q("UPDATE cards SET msisdn=$1,status=$2,fail_count=$3,fail_limit=$4,threshold=$5,limit_minor=$6,review_minor=$7,"
              "currency=$8,key_version=$9,k_sealed=$10,pending_k_sealed=$11,pending_version=$12,list_push_in_flight=$13,"
              "retired_k_sealed=$14,retired_version=$15,cash_daily_minor=$16 WHERE n=$17");

@@ -16,6 +16,7 @@ class PgTx final : public Tx {
 
   Result<void> insert_card(const CardRecord& c) override;
   Result<CardRecord> card(ByteView n) override;
+  Result<CardRecord> card_state(ByteView n) override;
   Result<void> update_card(const CardRecord& c) override;
   Result<void> set_doors(ByteView n, const std::vector<DoorPermission>& doors) override;
   Result<std::vector<DoorPermission>> doors(ByteView n) override;
@@ -79,6 +80,7 @@ class PgTx final : public Tx {
 
  private:
   Query q(const char* sql) { return Query(c_, sql); }
+  Result<CardRecord> read_card(ByteView n, bool open_keys);
   /// Runs an INSERT ... ON CONFLICT DO NOTHING: conflict (the transaction still usable) when
   /// the row exists, naming `what`.
   Result<void> insert(Query& r, const std::string& what);

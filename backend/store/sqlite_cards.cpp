@@ -21,16 +21,20 @@ Result<void> SqliteTx::insert_card(const CardRecord& c) {
   return update_card(c);
 }
 
-Result<CardRecord> SqliteTx::card(ByteView n) {
+Result<CardRecord> SqliteTx::read_card(ByteView n, bool open_keys) {
   auto r = q("SELECT " OTAC_STORE_CARD_COLUMNS " FROM cards WHERE n=?");
   r.b(n);
   auto row = r.step();
   if (!row) return row.error();
   if (!*row) return make_error(Errc::not_found, "no card " + to_hex(n));
-  return rows::card_from_row(r, n, kek_);
+  return rows::card_from_row(r, n, kek_, open_keys);
 }
 
+Result<CardRecord> SqliteTx::card(ByteView n) { return read_card(n, true); }
+Result<CardRecord> SqliteTx::card_state(ByteView n) { return read_card(n, false); }
+
 Result<void> SqliteTx::update_card(const CardRecord& c) {
+  if (auto w = rows::writable(c); !w) return w;
   auto r = q("UPDATE cards SET msisdn=?,status=?,fail_count=?,fail_limit=?,threshold=?,limit_minor=?,review_minor=?,"
              "currency=?,key_version=?,k_sealed=?,pending_k_sealed=?,pending_version=?,list_push_in_flight=?,"
              "retired_k_sealed=?,retired_version=?,cash_daily_minor=? WHERE n=?");

@@ -30,6 +30,7 @@ class SqliteTx final : public Tx {
 
   Result<void> insert_card(const CardRecord& c) override;
   Result<CardRecord> card(ByteView n) override;
+  Result<CardRecord> card_state(ByteView n) override;
   Result<void> update_card(const CardRecord& c) override;
   Result<void> set_doors(ByteView n, const std::vector<DoorPermission>& doors) override;
   Result<std::vector<DoorPermission>> doors(ByteView n) override;
@@ -92,6 +93,7 @@ class SqliteTx final : public Tx {
 
  private:
   Query q(const char* sql);
+  Result<CardRecord> read_card(ByteView n, bool open_keys);
   Result<std::vector<TransactionRecord>> read_txns(Query& r, std::uint32_t limit);
 
   Connection& s_;

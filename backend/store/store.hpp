@@ -57,6 +57,9 @@ struct CardRecord {
   Bytes public_key;                   ///< DER SubjectPublicKeyInfo for asymmetric cards, else empty
   bool list_push_in_flight = false;   ///< a server-initiated list is queued and not yet confirmed
   UnixTime created_at = 0;
+  /// Read by Tx::card_state: k, pending_k and retired_k were left sealed in the store and are
+  /// empty here, so Tx::update_card refuses this record (it would erase the keys).
+  bool keys_withheld = false;
 };
 
 /// One OTAC (one-time key) of a list.
@@ -263,7 +266,12 @@ class Tx {
   virtual Result<void> insert_card(const CardRecord& card) = 0;
   /// The card with identity n, with its keys decrypted; not_found if absent.
   virtual Result<CardRecord> card(ByteView n) = 0;
-  /// Writes status, fail counter, limits, threshold, flags and keys of an existing card.
+  /// The card with identity n without its keys (keys_withheld is set), for paths that read
+  /// its status, limits and counters but neither its keys nor update_card: an authorization
+  /// then opens one sealed key (its code's) instead of up to four.
+  virtual Result<CardRecord> card_state(ByteView n) = 0;
+  /// Writes status, fail counter, limits, threshold, flags and keys of an existing card;
+  /// internal error for a record read by card_state.
   virtual Result<void> update_card(const CardRecord& card) = 0;
   /// Replaces the door permissions of a card.
   virtual Result<void> set_doors(ByteView n, const std::vector<DoorPermission>& doors) = 0;

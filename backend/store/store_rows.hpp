@@ -41,9 +41,10 @@ Result<OtacRecord> open_otac(const Kek& kek, ByteView n, std::int64_t list_id, s
   "pending_k_sealed,pending_version,public_key,list_push_in_flight,created_at,currency,retired_k_sealed,"  \
   "retired_version,cash_daily_minor"
 
-/// A card from a row of OTAC_STORE_CARD_COLUMNS, its keys opened under the KEK.
+/// A card from a row of OTAC_STORE_CARD_COLUMNS, its keys opened under the KEK (or, when
+/// open_keys is false, left sealed and marked withheld: Tx::card_state).
 template <class Row>
-Result<CardRecord> card_from_row(const Row& r, ByteView n, const Kek& kek) {
+Result<CardRecord> card_from_row(const Row& r, ByteView n, const Kek& kek, bool open_keys = true) {
   CardRecord c;
   c.n.assign(n.begin(), n.end());
   c.algorithm = static_cast<Algorithm>(r.col_i(0));
@@ -55,23 +56,34 @@ Result<CardRecord> card_from_row(const Row& r, ByteView n, const Kek& kek) {
   c.limit_minor = r.col_i(6);
   c.review_minor = r.col_i(7);
   c.key_version = static_cast<std::uint8_t>(r.col_i(8));
+  c.pending_version = static_cast<std::uint8_t>(r.col_i(11));
+  c.public_key = r.col_b(12);
+  c.list_push_in_flight = r.col_i(13) != 0;
+  c.created_at = r.col_i(14);
+  c.currency = static_cast<std::uint16_t>(r.col_i(15));
+  c.retired_version = static_cast<std::uint8_t>(r.col_i(17));
+  if (!r.col_null(18)) c.cash_daily_minor = r.col_i(18);
+  if (!open_keys) {
+    c.keys_withheld = true;
+    return c;
+  }
   auto k = open_optional(kek, r.col_null(9), r.col_b(9), ad("card-k", n));
   if (!k) return k.error();
   if (*k) c.k = std::move(**k);
   auto pk = open_optional(kek, r.col_null(10), r.col_b(10), ad("card-pk", n));
   if (!pk) return pk.error();
   c.pending_k = std::move(*pk);
-  c.pending_version = static_cast<std::uint8_t>(r.col_i(11));
-  c.public_key = r.col_b(12);
-  c.list_push_in_flight = r.col_i(13) != 0;
-  c.created_at = r.col_i(14);
-  c.currency = static_cast<std::uint16_t>(r.col_i(15));
   auto rk = open_optional(kek, r.col_null(16), r.col_b(16), ad("card-rk", n));
   if (!rk) return rk.error();
   c.retired_k = std::move(*rk);
-  c.retired_version = static_cast<std::uint8_t>(r.col_i(17));
-  if (!r.col_null(18)) c.cash_daily_minor = r.col_i(18);
   return c;
+}
+
+/// Refuses to write back a card read by Tx::card_state: its empty keys would erase the stored ones.
+inline Result<void> writable(const CardRecord& c) {
+  if (c.keys_withheld)
+    return make_error(Errc::internal, "card " + to_hex(c.n) + " was read without its keys and cannot be written back");
+  return {};
 }
 
 /// Binds what update_card writes, keys sealed under the KEK: msisdn, status, fail_count,

@@ -179,6 +179,70 @@ TEMPLATE_TEST_CASE("store: cards are inserted once, read with their keys, update
   });
 }
 
+TEMPLATE_TEST_CASE("store: a card read without its keys has every other field and cannot be written back", "[store]",
+                   SqliteBackend, PgBackend) {
+  TestType b;
+  auto s = must_open(b);
+  CardRecord c = card();
+  c.pending_k = SecretBytes(Bytes(16, 0x50));
+  c.pending_version = 2;
+  c.retired_k = SecretBytes(Bytes(16, 0x52));
+  c.retired_version = 7;
+  c.public_key = Bytes{0x30, 0x59};
+  c.currency = 978;
+  c.review_minor = 4200;
+  c.cash_daily_minor = 30000;
+  run_ok(*s, [&](Tx& tx) -> Result<void> {
+    if (auto e = tx.insert_card(c); !e) return e;
+    auto full = tx.card(kN);
+    REQUIRE(full);
+    full->fail_count = 3;
+    full->list_push_in_flight = true;
+    return tx.update_card(*full);
+  });
+  run_ok(*s, [&](Tx& tx) -> Result<void> {
+    auto full = tx.card(kN);
+    auto state = tx.card_state(kN);
+    REQUIRE(full);
+    REQUIRE(state);
+    CHECK_FALSE(full->keys_withheld);
+    CHECK(state->keys_withheld);
+    CHECK(state->k.view().empty());
+    CHECK_FALSE(state->pending_k);
+    CHECK_FALSE(state->retired_k);
+    CHECK(state->n == full->n);
+    CHECK(state->algorithm == full->algorithm);
+    CHECK(state->msisdn == full->msisdn);
+    CHECK(state->status == full->status);
+    CHECK(state->fail_count == 3);
+    CHECK(state->fail_limit == full->fail_limit);
+    CHECK(state->threshold == full->threshold);
+    CHECK(state->limit_minor == full->limit_minor);
+    CHECK(state->review_minor == 4200);
+    CHECK(state->currency == 978);
+    CHECK(state->cash_daily_minor == std::optional<std::int64_t>(30000));
+    CHECK(state->key_version == full->key_version);
+    CHECK(state->pending_version == 2);
+    CHECK(state->retired_version == 7);
+    CHECK(state->public_key == full->public_key);
+    CHECK(state->list_push_in_flight);
+    CHECK(state->created_at == full->created_at);
+    // Written back, its empty keys would erase the stored ones: refused, and nothing changes.
+    state->fail_count = 0;
+    auto w = tx.update_card(*state);
+    REQUIRE_FALSE(w);
+    CHECK(w.error().code == Errc::internal);
+    auto after = tx.card(kN);
+    REQUIRE(after);
+    CHECK(after->fail_count == 3);
+    CHECK(ct_equal(after->k.view(), c.k.view()));
+    REQUIRE(after->pending_k);
+    CHECK(ct_equal(after->pending_k->view(), c.pending_k->view()));
+    CHECK(tx.card_state(hex("0000000000000000")).error().code == Errc::not_found);
+    return {};
+  });
+}
+
 TEMPLATE_TEST_CASE("store: door permissions are replaced as a whole", "[store]", SqliteBackend, PgBackend) {
   TestType b;
   auto s = must_open(b);
