@@ -63,8 +63,10 @@ std::uint32_t be32(ByteView b) {
 FileKek FileKek::from_bytes(const SecretBytes& kek) {
   FileKek k;
   k.enc_ = crypto::kdf_sp800_108(kek, "OTAC-KEK-ENC", {}, 32);
-  k.mac_ = crypto::kdf_sp800_108(kek, "OTAC-KEK-MAC", {}, 32);
+  const SecretBytes mac = crypto::kdf_sp800_108(kek, "OTAC-KEK-MAC", {}, 32);
   k.audit_ = crypto::kdf_sp800_108(kek, "OTAC-AUDIT", {}, 32);
+  k.tag_ = std::make_shared<const crypto::HmacSha256Key>(mac.view());
+  k.chain_ = std::make_shared<const crypto::HmacSha256Key>(k.audit_.view());
   return k;
 }
 
@@ -105,7 +107,7 @@ Result<Bytes> FileKek::seal(ByteView plain, ByteView ad) const {
   Bytes out{kSealedFile};
   append(out, iv);
   append(out, *c);
-  Bytes tag = crypto::hmac_sha256(mac_.view(), tag_input(ad, ByteView(out).subspan(1)));
+  Bytes tag = tag_->mac(tag_input(ad, ByteView(out).subspan(1)));
   append(out, tag);
   return out;
 }
@@ -114,7 +116,7 @@ Result<SecretBytes> FileKek::open(ByteView sealed, ByteView ad) const {
   if (sealed.size() < 1 + kIv + 16 + kTag || sealed[0] != kSealedFile || (sealed.size() - 1 - kIv - kTag) % 16)
     return make_error(Errc::bad_value, "sealed key has a wrong format; the database may be damaged");
   ByteView body = sealed.subspan(1, sealed.size() - 1 - kTag);
-  Bytes tag = crypto::hmac_sha256(mac_.view(), tag_input(ad, body));
+  Bytes tag = tag_->mac(tag_input(ad, body));
   if (!ct_equal(tag, sealed.subspan(sealed.size() - kTag)))
     return make_error(Errc::bad_mac, "sealed key does not verify: wrong key-encryption key or a modified database");
   auto p = crypto::aes_cbc_decrypt(enc_, body.subspan(0, kIv), body.subspan(kIv));
@@ -127,7 +129,7 @@ Result<SecretBytes> FileKek::open(ByteView sealed, ByteView ad) const {
   return out;
 }
 
-Result<Bytes> FileKek::audit_mac(ByteView data) const { return crypto::hmac_sha256(audit_.view(), data); }
+Result<Bytes> FileKek::audit_mac(ByteView data) const { return chain_->mac(data); }
 
 // ---- token KEK ----
 

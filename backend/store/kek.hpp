@@ -26,6 +26,10 @@
 #include "otac/common/result.hpp"
 #include "otac/common/secret.hpp"
 
+namespace otac::crypto {
+class HmacSha256Key;
+}
+
 namespace otac::backend {
 
 namespace p11 {
@@ -70,8 +74,10 @@ class FileKek final : public KeyCustody {
 
  private:
   SecretBytes enc_;
-  SecretBytes mac_;
   SecretBytes audit_;
+  // mac_ and audit_ keyed once (HMAC-SHA-256): every open and audit entry uses them.
+  std::shared_ptr<const crypto::HmacSha256Key> tag_;
+  std::shared_ptr<const crypto::HmacSha256Key> chain_;
 };
 
 /// Where the keys live in a token: the PKCS#11 object labels.

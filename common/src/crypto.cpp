@@ -8,6 +8,7 @@
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
 #include <openssl/param_build.h>
+#include <openssl/provider.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 
@@ -56,7 +57,20 @@ int to_int(std::size_t n) { return static_cast<int>(n); }
 // those lookups were a tenth of the committing thread's time. The objects are kept for the
 // life of the process (reachable through this static, never freed). A failed fetch leaves a
 // null pointer, which each caller reports as the OpenSSL error it is.
+// Single DES, for the CBC chain of MAC algorithm 3, is only in OpenSSL 3's legacy provider. It
+// is loaded into a library context of its own, so that nothing else in the process (TLS above
+// all) sees legacy algorithms. Null when the module is missing (Debian ships it in libssl3):
+// the chain then runs as TDEA with K1 = K2 = K3, the same function at three times the cost.
+EVP_CIPHER* fetch_single_des_cbc() {
+  OSSL_LIB_CTX* legacy = OSSL_LIB_CTX_new();  // kept for the life of the process, as the cipher
+  EVP_CIPHER* c = nullptr;
+  if (legacy != nullptr && OSSL_PROVIDER_load(legacy, "legacy") != nullptr) c = EVP_CIPHER_fetch(legacy, "DES-CBC", nullptr);
+  ERR_clear_error();  // a missing module is not an error of whatever OpenSSL call comes next
+  return c;
+}
+
 struct Fetched {
+  EVP_CIPHER* des_cbc = fetch_single_des_cbc();
   EVP_CIPHER* des_ede3_cbc = EVP_CIPHER_fetch(nullptr, "DES-EDE3-CBC", nullptr);
   EVP_CIPHER* des_ede3_ecb = EVP_CIPHER_fetch(nullptr, "DES-EDE3-ECB", nullptr);
   EVP_CIPHER* aes128_cbc = EVP_CIPHER_fetch(nullptr, "AES-128-CBC", nullptr);
@@ -246,7 +260,9 @@ Result<Bytes> mac_alg3(const SecretBytes& key, ByteView data, Padding p, std::si
   if (padded.size() > 8) {
     const SecretBytes k1(key.view().first(8));
     const Bytes iv(8, 0);
-    auto c = des3_cbc_encrypt(k1, iv, ByteView(padded).first(padded.size() - 8));  // single DES CBC under K1
+    const ByteView chain = ByteView(padded).first(padded.size() - 8);
+    auto c = fetched().des_cbc ? block_op(fetched().des_cbc, k1.view(), iv, chain, true, 8, "MAC algorithm 3")
+                               : des3_cbc_encrypt(k1, iv, chain);  // single DES CBC under K1
     if (!c) return std::move(c).error();
     for (std::size_t i = 0; i < 8; ++i) last[i] ^= (*c)[c->size() - 8 + i];
   }
@@ -265,17 +281,27 @@ Bytes sha256(ByteView data) {
   return out;
 }
 
-Bytes hmac_sha256(ByteView key, ByteView data) {
+Bytes hmac_sha256(ByteView key, ByteView data) { return HmacSha256Key(key).mac(data); }
+
+HmacSha256Key::HmacSha256Key(ByteView key) {
   std::unique_ptr<EVP_MAC_CTX, MacCtxFree> ctx(fetched().hmac ? EVP_MAC_CTX_new(fetched().hmac) : nullptr);
   char digest[] = "SHA256";
   OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_construct_end()};
   static const std::uint8_t empty_key = 0;
-  if (!ctx || EVP_MAC_init(ctx.get(), key.empty() ? &empty_key : key.data(), key.size(), params) != 1 ||
-      EVP_MAC_update(ctx.get(), data.data(), data.size()) != 1)
-    throw std::runtime_error("HMAC-SHA-256 failed");
+  if (!ctx || EVP_MAC_init(ctx.get(), key.empty() ? &empty_key : key.data(), key.size(), params) != 1)
+    throw std::runtime_error("HMAC-SHA-256 key set-up failed");
+  keyed_ = ctx.release();
+}
+
+HmacSha256Key::~HmacSha256Key() { EVP_MAC_CTX_free(static_cast<EVP_MAC_CTX*>(keyed_)); }
+
+Bytes HmacSha256Key::mac(ByteView data) const {
+  // EVP_MAC_CTX_dup only reads its source, so threads may share the keyed context.
+  std::unique_ptr<EVP_MAC_CTX, MacCtxFree> ctx(EVP_MAC_CTX_dup(static_cast<const EVP_MAC_CTX*>(keyed_)));
+  if (!ctx || EVP_MAC_update(ctx.get(), data.data(), data.size()) != 1) throw std::runtime_error("HMAC-SHA-256 failed");
   Bytes out(32);
   std::size_t n = 0;
-  if (EVP_MAC_final(ctx.get(), out.data(), &n, out.size()) != 1) throw std::runtime_error("HMAC-SHA-256 failed");
+  if (EVP_MAC_final(ctx.get(), out.data(), &n, out.size()) != 1 || n != out.size()) throw std::runtime_error("HMAC-SHA-256 failed");
   return out;
 }
 

@@ -5,6 +5,10 @@
 #include <openssl/kdf.h>
 #include <openssl/params.h>
 
+#include <atomic>
+#include <thread>
+#include <vector>
+
 #include "otac/common/crypto.hpp"
 #include "test_support.hpp"
 
@@ -104,6 +108,29 @@ TEST_CASE("HMAC-SHA-256 (RFC 4231)", "[crypto][kat]") {
     INFO("line " << v.line);
     CHECK(up(crypto::hmac_sha256(hex(v.at("key")), hex(v.at("data")))) == v.at("mac"));
   }
+}
+
+TEST_CASE("HMAC-SHA-256 under a key set up once (RFC 4231), any number of times and from several threads", "[crypto][kat]") {
+  const auto vecs = load_vectors("hmac_sha256.vec");
+  REQUIRE(vecs.size() == 5);
+  for (const auto& v : vecs) {
+    INFO("line " << v.line);
+    const crypto::HmacSha256Key key(hex(v.at("key")));
+    // The keyed state is copied, never consumed: the second MAC is the first again.
+    CHECK(up(key.mac(hex(v.at("data")))) == v.at("mac"));
+    CHECK(up(key.mac(hex(v.at("data")))) == v.at("mac"));
+  }
+  const auto& v = vecs.back();
+  const crypto::HmacSha256Key key(hex(v.at("key")));
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; ++t)
+    ts.emplace_back([&] {
+      for (int i = 0; i < 200; ++i)
+        if (up(key.mac(hex(v.at("data")))) != v.at("mac")) ++wrong;
+    });
+  for (auto& t : ts) t.join();
+  CHECK(wrong == 0);
 }
 
 TEST_CASE("HKDF-SHA-256 (RFC 5869)", "[crypto][kat]") {

@@ -68,6 +68,22 @@ Result<Bytes> mac_alg3(const SecretBytes& key, ByteView data, Padding pad, std::
 
 Bytes sha256(ByteView data);
 Bytes hmac_sha256(ByteView key, ByteView data);
+
+/// HMAC-SHA-256 under one long-lived key, keyed once: each mac() continues a copy of the
+/// keyed state, so the key is not hashed into the pads again on every call (the store's
+/// sealing and audit keys MAC every authorization). Thread-safe; the keyed state is wiped
+/// by OpenSSL when this object is destroyed. Throws std::runtime_error when OpenSSL fails.
+class HmacSha256Key {
+ public:
+  explicit HmacSha256Key(ByteView key);
+  ~HmacSha256Key();
+  HmacSha256Key(const HmacSha256Key&) = delete;
+  HmacSha256Key& operator=(const HmacSha256Key&) = delete;
+  Bytes mac(ByteView data) const;
+
+ private:
+  void* keyed_ = nullptr;  ///< the EVP_MAC_CTX after EVP_MAC_init, never updated itself
+};
 /// NIST SP 800-108 KDF in counter mode with HMAC-SHA-256 as PRF, r = 32-bit counter before
 /// the fixed input: K(i) = HMAC(key, [i]_32 || label || 0x00 || context || [L]_32),
 /// L = out_len * 8 bits.
