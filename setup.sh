@@ -46,8 +46,9 @@ packages=(
   catch2 procps psmisc curl ca-certificates iproute2 python3 util-linux
   # line coverage of the test suite (.ci/coverage.sh)
   gcovr
-  # benchmarks: nginx as the HTTPS reference (bench/ratio.sh), the profiler
-  nginx linux-perf
+  # benchmarks: nginx as the HTTPS reference (bench/ratio.sh), the profiler, and
+  # instruction counts that do not depend on the machine's load (bench/instructions.sh)
+  nginx linux-perf valgrind
 )
 
 log() { printf 'setup: %s\n' "$*"; }
