@@ -29,6 +29,16 @@ wait_port() {  # wait_port PORT PID: up to 5 s for a listener on 127.0.0.1:PORT
   return 1
 }
 
+listening() {  # listening PORT PID: up to 5 s for a listening socket on PORT, without connecting to it
+  local i
+  for i in $(seq 1 100); do
+    [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ] && return 0
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.05
+  done
+  return 1
+}
+
 launch() {
   # shellcheck disable=SC1091
   . "$dir/kannel.env"
@@ -36,6 +46,12 @@ launch() {
   echo $! >"$dir/bearerbox.pid"
   wait_port "$KANNEL_ADMIN_PORT" "$(cat "$dir/bearerbox.pid")" || {
     echo "kannel.sh: bearerbox did not open port $KANNEL_ADMIN_PORT; see $dir/bearerbox.log" >&2
+    tail -5 "$dir/bearerbox.log" >&2 || true; exit 1; }
+  # The admin port opens before the port for boxes, and an smsbox that finds no bearerbox
+  # there gives up at once ("Couldn't connect to the bearerbox"). A probe connection would be
+  # taken for a box, so this looks for the listening socket instead.
+  listening "$KANNEL_SMSBOX_PORT" "$(cat "$dir/bearerbox.pid")" || {
+    echo "kannel.sh: bearerbox did not listen for boxes on port $KANNEL_SMSBOX_PORT; see $dir/bearerbox.log" >&2
     tail -5 "$dir/bearerbox.log" >&2 || true; exit 1; }
   setsid /usr/sbin/smsbox "$dir/kannel.conf" >"$dir/smsbox.out" 2>&1 </dev/null &
   echo $! >"$dir/smsbox.pid"
