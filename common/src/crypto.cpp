@@ -50,13 +50,6 @@ Error ossl_error(const std::string& what) {
 
 int to_int(std::size_t n) { return static_cast<int>(n); }
 
-// The algorithms this file uses, fetched from OpenSSL's default library context once per
-// process. A legacy object such as EVP_des_ede3_cbc() makes OpenSSL 3 look the algorithm up by
-// name on every init (an implicit fetch: a global lock and string compares, OpenSSL's
-// migration guide, "Performance"); an authorization inits half a dozen ciphers and MACs, and
-// those lookups were a tenth of the committing thread's time. The objects are kept for the
-// life of the process (reachable through this static, never freed). A failed fetch leaves a
-// null pointer, which each caller reports as the OpenSSL error it is.
 // Single DES, for the CBC chain of MAC algorithm 3, is only in OpenSSL 3's legacy provider. It
 // is loaded into a library context of its own, so that nothing else in the process (TLS above
 // all) sees legacy algorithms. Null when the module is missing (Debian ships it in libssl3):
@@ -69,6 +62,13 @@ EVP_CIPHER* fetch_single_des_cbc() {
   return c;
 }
 
+// The algorithms this file uses, fetched from OpenSSL's default library context once per
+// process. A legacy object such as EVP_des_ede3_cbc() makes OpenSSL 3 look the algorithm up by
+// name on every init (an implicit fetch: a global lock and string compares, OpenSSL's
+// migration guide, "Performance"); an authorization inits half a dozen ciphers and MACs, and
+// those lookups were a tenth of the committing thread's time. The objects are kept for the
+// life of the process (reachable through this static, never freed). A failed fetch leaves a
+// null pointer, which each caller reports as the OpenSSL error it is.
 struct Fetched {
   EVP_CIPHER* des_cbc = fetch_single_des_cbc();
   EVP_CIPHER* des_ede3_cbc = EVP_CIPHER_fetch(nullptr, "DES-EDE3-CBC", nullptr);
