@@ -13,7 +13,6 @@ import sys
 
 def read(path):
     names, cur, calls, incl, total = {}, None, {}, {}, 0
-    fn = None
     for line in open(path, errors="replace"):
         if line.startswith(("summary:", "totals:")):
             total = int(line.split()[1])
@@ -23,11 +22,7 @@ def read(path):
             kind, ident, name = m.groups()
             if name:
                 names[ident] = name.strip()
-            if kind == "fn":
-                fn = names.get(ident, "")
-                cur = None
-            else:
-                cur = names.get(ident, "")
+            cur = names.get(ident, "") if kind == "cfn" else None
             continue
         if line.startswith("calls=") and cur is not None:
             calls[cur] = calls.get(cur, 0) + int(line.split()[0][6:])

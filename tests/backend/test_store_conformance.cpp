@@ -74,6 +74,18 @@ CardRecord card(ByteView n = kN, std::string msisdn = "+4915550001") {
   return c;
 }
 
+// A card with K, K' and a retired K, a public key and a currency of its own.
+CardRecord card_with_every_key() {
+  CardRecord c = card();
+  c.pending_k = SecretBytes(Bytes(16, 0x50));
+  c.pending_version = 2;
+  c.retired_k = SecretBytes(Bytes(16, 0x52));
+  c.retired_version = 7;
+  c.public_key = Bytes{0x30, 0x59};
+  c.currency = 978;
+  return c;
+}
+
 std::vector<SecretBytes> codes(int count, std::uint8_t seed) {
   std::vector<SecretBytes> v;
   for (int i = 0; i < count; ++i) v.emplace_back(Bytes(16, static_cast<std::uint8_t>(seed + i)));
@@ -129,13 +141,7 @@ TEMPLATE_TEST_CASE("store: cards are inserted once, read with their keys, update
                    SqliteBackend, PgBackend) {
   TestType b;
   auto s = must_open(b);
-  CardRecord c = card();
-  c.pending_k = SecretBytes(Bytes(16, 0x50));
-  c.pending_version = 2;
-  c.retired_k = SecretBytes(Bytes(16, 0x52));
-  c.retired_version = 7;
-  c.public_key = Bytes{0x30, 0x59};
-  c.currency = 978;
+  CardRecord c = card_with_every_key();
   run_ok(*s, [&](Tx& tx) { return tx.insert_card(c); });
   run_ok(*s, [&](Tx& tx) -> Result<void> {
     auto dup = tx.insert_card(c);
@@ -183,13 +189,7 @@ TEMPLATE_TEST_CASE("store: a card read without its keys has every other field an
                    SqliteBackend, PgBackend) {
   TestType b;
   auto s = must_open(b);
-  CardRecord c = card();
-  c.pending_k = SecretBytes(Bytes(16, 0x50));
-  c.pending_version = 2;
-  c.retired_k = SecretBytes(Bytes(16, 0x52));
-  c.retired_version = 7;
-  c.public_key = Bytes{0x30, 0x59};
-  c.currency = 978;
+  CardRecord c = card_with_every_key();
   c.review_minor = 4200;
   c.cash_daily_minor = 30000;
   run_ok(*s, [&](Tx& tx) -> Result<void> {
