@@ -18,13 +18,30 @@ namespace detail {
 
 
 
-/// The card algorithm's 8-byte MAC (protocol.md §3): ISO 9797-1 alg 3 pad 2, or AES-CMAC/8.
-Result<Bytes> mac8(Algorithm alg, const SecretBytes& key, ByteView data) {
-  if (alg == Algorithm::des3) return crypto::mac_alg3(key, data, crypto::Padding::method2, 8);
-  auto m = crypto::aes_cmac(key, data);
+// The card algorithm's 8-byte MAC (protocol.md §3): ISO 9797-1 alg 3 pad 2, or AES-CMAC/8.
+Result<CardMac> CardMac::make(Algorithm alg, const SecretBytes& key) {
+  if (alg == Algorithm::des3) {
+    auto k = crypto::MacAlg3Key::make(key);
+    if (!k) return std::move(k).error();
+    return CardMac(std::move(*k));
+  }
+  auto k = crypto::AesCmacKey::make(key);
+  if (!k) return std::move(k).error();
+  return CardMac(std::move(*k));
+}
+
+Result<Bytes> CardMac::mac(ByteView data) {
+  if (auto* des = std::get_if<crypto::MacAlg3Key>(&k_)) return des->mac(data, crypto::Padding::method2, 8);
+  auto m = std::get<crypto::AesCmacKey>(k_).mac(data);
   if (!m) return m.error();
   m->resize(8);
   return m;
+}
+
+Result<Bytes> mac8(Algorithm alg, const SecretBytes& key, ByteView data) {
+  auto k = CardMac::make(alg, key);
+  if (!k) return std::move(k).error();
+  return k->mac(data);
 }
 
 SecretBytes new_key(Algorithm alg) {
@@ -317,7 +334,9 @@ Result<std::shared_ptr<Service::DecideJob>> Service::authorize_job(const AuthReq
       rec.reason = "unknown_code";
       return {};
     }
-    auto mac = mac8(card->algorithm, code->key, mac_input(*ch, req.card, req.list_id, req.index, req.atc, req.pin_state));
+    auto card_mac = CardMac::make(card->algorithm, code->key);
+    if (!card_mac) return card_mac.error();
+    auto mac = card_mac->mac(mac_input(*ch, req.card, req.list_id, req.index, req.atc, req.pin_state));
     if (!mac) return mac.error();
     if (!ct_equal(*mac, req.cryptogram)) {
       rec.reason = "bad_cryptogram";
@@ -381,7 +400,7 @@ Result<std::shared_ptr<Service::DecideJob>> Service::authorize_job(const AuthReq
     }
     if (rec.decision == Decision::approved) { rec.arc = kArcApproved; rec.auth_code = random_digits(6); }
     if (rec.decision == Decision::held) rec.arc = kArcHeld;
-    auto arpc = mac8(card->algorithm, code->key, protocol::arpc_input(req.cryptogram, rec.arc));
+    auto arpc = card_mac->mac(protocol::arpc_input(req.cryptogram, rec.arc));
     if (!arpc) return arpc.error();
     rec.arpc = std::move(*arpc);
     if (*consumed) {

@@ -6,7 +6,10 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
+
+#include "otac/common/crypto.hpp"
 
 #include "ota_push.hpp"
 #include "policy.hpp"
@@ -24,6 +27,18 @@ inline const Bytes kSwOk = {0x90, 0x00};
 inline const Bytes kSwSecurity = {0x69, 0x82};
 inline constexpr std::size_t kCardListSlots = 2;
 
+/// The card algorithm's 8-byte MAC (protocol.md §3) under one code's key, set up once: an
+/// authorization makes two MACs under the same code (the cryptogram, then the ARPC).
+class CardMac {
+ public:
+  static Result<CardMac> make(Algorithm alg, const SecretBytes& key);
+  Result<Bytes> mac(ByteView data);
+
+ private:
+  explicit CardMac(std::variant<crypto::MacAlg3Key, crypto::AesCmacKey> k) : k_(std::move(k)) {}
+  std::variant<crypto::MacAlg3Key, crypto::AesCmacKey> k_;
+};
+/// One MAC under a key used once (CardMac for more).
 Result<Bytes> mac8(Algorithm alg, const SecretBytes& key, ByteView data);
 SecretBytes new_key(Algorithm alg);
 std::string random_digits(std::size_t n);

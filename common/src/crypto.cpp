@@ -204,6 +204,12 @@ Result<Bytes> aes_cbc_encrypt(const SecretBytes& key, ByteView iv, ByteView data
 Result<Bytes> aes_cbc_decrypt(const SecretBytes& key, ByteView iv, ByteView data) { return aes(key, iv, data, false, true, "AES-CBC"); }
 
 Result<Bytes> aes_cmac(const SecretBytes& key, ByteView data) {
+  auto k = AesCmacKey::make(key);
+  if (!k) return std::move(k).error();
+  return k->mac(data);
+}
+
+Result<AesCmacKey> AesCmacKey::make(const SecretBytes& key) {
   const char* cipher = key.size() == 16 ? "AES-128-CBC" : key.size() == 24 ? "AES-192-CBC" : key.size() == 32 ? "AES-256-CBC" : nullptr;
   if (cipher == nullptr) return make_error(Errc::bad_length, "AES-CMAC: key must be 16, 24 or 32 bytes");
   if (fetched().cmac == nullptr) return ossl_error("AES-CMAC");
@@ -211,7 +217,26 @@ Result<Bytes> aes_cmac(const SecretBytes& key, ByteView data) {
   OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_CIPHER, const_cast<char*>(cipher), 0),
                          OSSL_PARAM_construct_end()};
   if (!ctx || EVP_MAC_init(ctx.get(), key.data(), key.size(), params) != 1) return ossl_error("AES-CMAC");
-  if (EVP_MAC_update(ctx.get(), data.data(), data.size()) != 1) return ossl_error("AES-CMAC");
+  AesCmacKey k;
+  k.keyed_ = ctx.release();
+  return k;
+}
+
+AesCmacKey::~AesCmacKey() { EVP_MAC_CTX_free(static_cast<EVP_MAC_CTX*>(keyed_)); }
+
+AesCmacKey& AesCmacKey::operator=(AesCmacKey&& o) noexcept {
+  if (this != &o) {
+    EVP_MAC_CTX_free(static_cast<EVP_MAC_CTX*>(keyed_));
+    keyed_ = o.keyed_;
+    o.keyed_ = nullptr;
+  }
+  return *this;
+}
+
+Result<Bytes> AesCmacKey::mac(ByteView data) const {
+  // EVP_MAC_CTX_dup only reads its source (as in HmacSha256Key::mac).
+  std::unique_ptr<EVP_MAC_CTX, MacCtxFree> ctx(keyed_ ? EVP_MAC_CTX_dup(static_cast<const EVP_MAC_CTX*>(keyed_)) : nullptr);
+  if (!ctx || EVP_MAC_update(ctx.get(), data.data(), data.size()) != 1) return ossl_error("AES-CMAC");
   Bytes out(16);
   std::size_t n = 0;
   if (EVP_MAC_final(ctx.get(), out.data(), &n, out.size()) != 1) return ossl_error("AES-CMAC");
@@ -251,24 +276,76 @@ Result<Bytes> mac_alg1(const SecretBytes& key, ByteView data, Padding p, std::si
 }
 
 Result<Bytes> mac_alg3(const SecretBytes& key, ByteView data, Padding p, std::size_t mac_len) {
+  auto k = MacAlg3Key::make(key);
+  if (!k) return std::move(k).error();
+  return k->mac(data, p, mac_len);
+}
+
+Result<MacAlg3Key> MacAlg3Key::make(const SecretBytes& key) {
+  constexpr const char* name = "MAC algorithm 3";
   if (key.size() != 16) return make_error(Errc::bad_length, "MAC algorithm 3: key must be 16 bytes (K1||K2)");
+  const SecretBytes k1(key.view().first(8));
+  auto chain_key = fetched().des_cbc ? Result<SecretBytes>(SecretBytes(k1.view())) : expand_des_key(k1, name);
+  auto last_key = expand_des_key(key, name);  // a 16-byte key is TDEA keying option 2: K1, K2, K1
+  if (!chain_key) return std::move(chain_key).error();
+  if (!last_key) return std::move(last_key).error();
+  const EVP_CIPHER* chain_cipher = fetched().des_cbc ? fetched().des_cbc : fetched().des_ede3_cbc;
+  static constexpr std::uint8_t zero_iv[8] = {};
+  CipherCtx chain(EVP_CIPHER_CTX_new());
+  CipherCtx last(EVP_CIPHER_CTX_new());
+  if (!chain || !last || chain_cipher == nullptr || fetched().des_ede3_ecb == nullptr ||
+      EVP_CipherInit_ex2(chain.get(), chain_cipher, chain_key->data(), zero_iv, 1, nullptr) != 1 ||
+      EVP_CipherInit_ex2(last.get(), fetched().des_ede3_ecb, last_key->data(), nullptr, 1, nullptr) != 1)
+    return ossl_error(name);
+  EVP_CIPHER_CTX_set_padding(chain.get(), 0);
+  EVP_CIPHER_CTX_set_padding(last.get(), 0);
+  MacAlg3Key k;
+  k.chain_ = chain.release();
+  k.last_ = last.release();
+  return k;
+}
+
+MacAlg3Key::~MacAlg3Key() {
+  EVP_CIPHER_CTX_free(static_cast<EVP_CIPHER_CTX*>(chain_));
+  EVP_CIPHER_CTX_free(static_cast<EVP_CIPHER_CTX*>(last_));
+}
+
+MacAlg3Key::MacAlg3Key(MacAlg3Key&& o) noexcept : chain_(o.chain_), last_(o.last_) { o.chain_ = o.last_ = nullptr; }
+
+MacAlg3Key& MacAlg3Key::operator=(MacAlg3Key&& o) noexcept {
+  if (this != &o) {
+    this->~MacAlg3Key();
+    chain_ = o.chain_;
+    last_ = o.last_;
+    o.chain_ = o.last_ = nullptr;
+  }
+  return *this;
+}
+
+Result<Bytes> MacAlg3Key::mac(ByteView data, Padding p, std::size_t mac_len) {
+  constexpr const char* name = "MAC algorithm 3";
+  if (chain_ == nullptr || last_ == nullptr) return make_error(Errc::internal, "MAC algorithm 3: the key was moved away");
   // H_q = E_K1(D_q xor H_(q-1)), then output transformation 3: E_K1(D_K2(H_q)). The last
   // block's three steps together are one two-key TDEA encryption (K1, K2, K1) of
   // D_q xor H_(q-1), so the chain runs single DES under K1 over the blocks before the last only.
   const Bytes padded = pad(data, p);
-  Bytes last(padded.end() - 8, padded.end());
+  std::uint8_t last[8];
+  std::copy(padded.end() - 8, padded.end(), last);
+  int n = 0;
   if (padded.size() > 8) {
-    const SecretBytes k1(key.view().first(8));
-    const Bytes iv(8, 0);
-    const ByteView chain = ByteView(padded).first(padded.size() - 8);
-    auto c = fetched().des_cbc ? block_op(fetched().des_cbc, k1.view(), iv, chain, true, 8, "MAC algorithm 3")
-                               : des3_cbc_encrypt(k1, iv, chain);  // single DES CBC under K1
-    if (!c) return std::move(c).error();
-    for (std::size_t i = 0; i < 8; ++i) last[i] ^= (*c)[c->size() - 8 + i];
+    // A new IV restarts the chain and keeps the key schedule (EVP_CipherInit_ex2 without a
+    // cipher or key); only the chain's last block is needed.
+    static constexpr std::uint8_t zero_iv[8] = {};
+    auto* chain = static_cast<EVP_CIPHER_CTX*>(chain_);
+    Bytes c(padded.size() - 8);
+    if (EVP_CipherInit_ex2(chain, nullptr, nullptr, zero_iv, 1, nullptr) != 1 ||
+        EVP_CipherUpdate(chain, c.data(), &n, padded.data(), to_int(c.size())) != 1 || n != to_int(c.size()))
+      return ossl_error(name);
+    for (std::size_t i = 0; i < 8; ++i) last[i] ^= c[c.size() - 8 + i];
   }
-  auto e = des3_ecb_encrypt(key, last);  // a 16-byte key is TDEA keying option 2: K1, K2, K1
-  if (!e) return std::move(e).error();
-  return truncate_mac(std::move(e).value(), mac_len, "MAC algorithm 3");
+  Bytes out(8);
+  if (EVP_CipherUpdate(static_cast<EVP_CIPHER_CTX*>(last_), out.data(), &n, last, 8) != 1 || n != 8) return ossl_error(name);
+  return truncate_mac(std::move(out), mac_len, name);
 }
 
 // ---- hashes, HMAC, KDF ---------------------------------------------------------------------
