@@ -166,8 +166,10 @@ Result<std::vector<OtacRecord>> PgTx::display_candidates(ByteView n, std::uint32
   };
   std::int64_t current = 0;  // the list holding the highest consumed code; 0: nothing consumed
   {
-    auto r = q("SELECT list_id,MAX(idx) FROM otacs WHERE n=$1 AND used=1 AND "
-               "list_id=(SELECT MAX(list_id) FROM otacs WHERE n=$1 AND used=1) GROUP BY list_id");
+    // Backwards along the primary key from the card's newest code: it stops at the first
+    // consumed one, after at most the unused codes of the lists issued since (no index holds
+    // the consumed codes since migration 5).
+    auto r = q("SELECT list_id,idx FROM otacs WHERE n=$1 AND used=1 ORDER BY list_id DESC, idx DESC LIMIT 1");
     r.b(n);
     auto row = found(r);
     if (!row) return row.error();
@@ -288,8 +290,11 @@ Result<bool> PgTx::decide_held_transaction(const TransactionRecord& t) {
 }
 
 Result<std::vector<TransactionRecord>> PgTx::held_due(UnixTime now, std::uint32_t limit) {
-  auto r = q("SELECT " OTAC_STORE_TXN_COLUMNS " FROM transactions WHERE decision=$1 AND expires_at<=$2 ORDER BY expires_at LIMIT $3");
-  r.i(static_cast<int>(Decision::held)).i(now).i(limit);
+  // decision=2 written out, as in SQLite: a generic plan can use the partial index
+  // transactions_held (migration 5) only when the condition is in the statement's text.
+  static_assert(static_cast<int>(Decision::held) == 2);
+  auto r = q("SELECT " OTAC_STORE_TXN_COLUMNS " FROM transactions WHERE decision=2 AND expires_at<=$1 ORDER BY expires_at LIMIT $2");
+  r.i(now).i(limit);
   if (auto e = r.run(); !e) return e.error();
   return collect<TransactionRecord>(r, rows::txn_from_row<Row>);
 }
@@ -682,6 +687,15 @@ ALTER TABLE cards ADD COLUMN cash_daily_minor BIGINT;
     // without it the repair round reads every OTA packet ever sent.
     R"sql(
 CREATE INDEX lists_sent ON lists(n, list_id) WHERE state=0;
+)sql",
+    // 5: otacs_unused and transactions_held hold only the rows they are read for, as in
+    // SQLite's migration 12: consuming a code deletes one index entry instead of moving it,
+    // and an approval or decline adds none to transactions_held.
+    R"sql(
+DROP INDEX otacs_unused;
+CREATE INDEX otacs_unused ON otacs(n, list_id, idx, used) WHERE used=0;
+DROP INDEX transactions_held;
+CREATE INDEX transactions_held ON transactions(expires_at) WHERE decision=2;
 )sql",
 };
 

@@ -119,9 +119,8 @@ Result<std::vector<OtacRecord>> SqliteTx::display_candidates(ByteView n, std::ui
   };
   std::int64_t current = 0;  // the list holding the highest consumed code; 0: nothing consumed
   {
-    auto r = q("SELECT list_id,MAX(idx) FROM otacs WHERE n=? AND used=1 AND "
-               "list_id=(SELECT MAX(list_id) FROM otacs WHERE n=? AND used=1)");
-    r.b(n).b(n);
+    auto r = q(kHighestConsumedSql);
+    r.b(n);
     auto row = r.step();
     if (!row) return row.error();
     if (*row && !r.col_null(0)) {
@@ -155,7 +154,7 @@ Result<std::uint32_t> SqliteTx::unused_count(ByteView n) {
 }
 
 Result<bool> SqliteTx::unused_more_than(ByteView n, std::uint32_t count) {
-  auto r = q("SELECT 1 FROM otacs WHERE n=? AND used=0 LIMIT 1 OFFSET ?");
+  auto r = q(kUnusedMoreThanSql);
   r.b(n).i(count);
   auto row = r.step();
   if (!row) return row.error();

@@ -30,8 +30,9 @@ Result<bool> SqliteTx::decide_held_transaction(const TransactionRecord& t) {
 }
 
 Result<std::vector<TransactionRecord>> SqliteTx::held_due(UnixTime now, std::uint32_t limit) {
-  auto r = q("SELECT " OTAC_STORE_TXN_COLUMNS " FROM transactions WHERE decision=? AND expires_at<=? ORDER BY expires_at LIMIT ?");
-  r.i(static_cast<int>(Decision::held)).i(now).i(limit);
+  static_assert(static_cast<int>(Decision::held) == 2, "kHeldDueSql writes the held decision out as 2");
+  auto r = q(kHeldDueSql);
+  r.i(now).i(limit);
   return read_txns(r, limit);
 }
 

@@ -184,7 +184,7 @@ TEST_CASE("reopening migrates nothing twice and refuses a newer schema") {
   Env env;
   { auto s = env.store(); }
   { auto s = env.store(); }
-  CHECK(raw_query_text(env.db, "PRAGMA user_version") == "11");
+  CHECK(raw_query_text(env.db, "PRAGMA user_version") == "12");
   CHECK(raw_query_text(env.db, "PRAGMA journal_mode") == "wal");
   raw_sql(env.db, "PRAGMA user_version=99");
   auto s = open_sqlite_store(env.db, env.kek);
@@ -192,29 +192,115 @@ TEST_CASE("reopening migrates nothing twice and refuses a newer schema") {
   CHECK(s.error().message.find("newer") != std::string::npos);
 }
 
-// The backend never runs ANALYZE, so the plan of a fresh database is the plan it runs with.
-TEST_CASE("the list repair round reads only the lists still sent, through their index") {
-  Env env;
-  { auto s = env.store(); }
+namespace {
+
+// The plan SQLite chooses for one statement of the store, one line per step.
+std::vector<std::string> query_plan(const std::filesystem::path& db, const char* sql) {
   sqlite3* h = nullptr;
-  REQUIRE(sqlite3_open(env.db.c_str(), &h) == SQLITE_OK);
+  REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
   sqlite3_stmt* st = nullptr;
-  const std::string sql = std::string("EXPLAIN QUERY PLAN ") + sqlite::kListsToRepairSql;
-  REQUIRE(sqlite3_prepare_v2(h, sql.c_str(), -1, &st, nullptr) == SQLITE_OK);
+  const std::string explain = std::string("EXPLAIN QUERY PLAN ") + sql;
+  REQUIRE(sqlite3_prepare_v2(h, explain.c_str(), -1, &st, nullptr) == SQLITE_OK);
   std::vector<std::string> plan;
   for (int guard = 0; guard < 100 && sqlite3_step(st) == SQLITE_ROW; ++guard)
     plan.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(st, 3)));
   sqlite3_finalize(st);
   sqlite3_close(h);
+  return plan;
+}
+
+bool plan_uses(const std::vector<std::string>& plan, std::string_view index) {
+  return std::any_of(plan.begin(), plan.end(), [&](const std::string& l) { return l.find(index) != std::string::npos; });
+}
+
+}  // namespace
+
+// The backend never runs ANALYZE, so the plan of a fresh database is the plan it runs with.
+TEST_CASE("the list repair round reads only the lists still sent, through their index") {
+  Env env;
+  { auto s = env.store(); }
+  const auto plan = query_plan(env.db, sqlite::kListsToRepairSql);
   std::string text;
   for (const auto& line : plan) text += line + "\n";
   INFO(text);
-  CHECK(std::any_of(plan.begin(), plan.end(), [](const std::string& l) { return l.find("USING INDEX lists_sent") != std::string::npos; }));
+  CHECK(plan_uses(plan, "USING INDEX lists_sent"));
   // No full scan of a table (ota_sent grows by a row per packet ever sent), no sort.
   for (const auto& line : plan) {
     if (line.rfind("SCAN", 0) == 0) CHECK(line.find("lists_sent") != std::string::npos);
     CHECK(line.find("TEMP B-TREE") == std::string::npos);
   }
+}
+
+TEST_CASE("the threshold check and the held-transaction round read partial indexes") {
+  Env env;
+  { auto s = env.store(); }
+  CHECK(raw_query_text(env.db, "SELECT sql FROM sqlite_master WHERE name='otacs_unused'").find("WHERE used=0") != std::string::npos);
+  CHECK(raw_query_text(env.db, "SELECT sql FROM sqlite_master WHERE name='transactions_held'").find("WHERE decision=2") != std::string::npos);
+  const auto unused = query_plan(env.db, sqlite::kUnusedMoreThanSql);
+  const auto held = query_plan(env.db, sqlite::kHeldDueSql);
+  std::string text;
+  for (const auto& l : unused) text += l + "\n";
+  for (const auto& l : held) text += l + "\n";
+  INFO(text);
+  CHECK(plan_uses(unused, "COVERING INDEX otacs_unused"));
+  CHECK(plan_uses(held, "INDEX transactions_held"));
+  for (const auto& l : held) CHECK(l.find("TEMP B-TREE") == std::string::npos);  // no sort: the index is in order
+  // The highest consumed code: the card's codes by primary key, newest first, no sort.
+  const auto highest = query_plan(env.db, sqlite::kHighestConsumedSql);
+  for (const auto& l : highest) {
+    INFO(l);
+    CHECK(l.find("SEARCH otacs USING") != std::string::npos);
+    CHECK(l.find("TEMP B-TREE") == std::string::npos);
+  }
+}
+
+// A database of schema 11 (the two indexes with every row) is migrated in place: the codes
+// consumed before stay consumed, a held transaction stays due, and the file stays sound.
+TEST_CASE("migration 12 rebuilds otacs_unused and transactions_held without losing a row") {
+  Env env;
+  EnrollRequest er;
+  er.msisdn = "+4915550001";
+  auto e = env.svc->enroll_card(er, "admin");
+  REQUIRE(e);
+  auto l = env.svc->issue_list(e->n, "admin");
+  REQUIRE(l);
+  {
+    auto s = env.store();
+    REQUIRE(s->run([&](Tx& tx) -> Result<void> {
+      for (std::uint16_t i = 0; i < 3; ++i) CHECK(*tx.consume_otac(e->n, l->first, i, "T" + std::to_string(i), env.clock));
+      TransactionRecord t;
+      t.txn_id = "HELD0001";
+      t.request_hash = Bytes(32, 1);
+      t.card = e->n;
+      t.decision = Decision::held;
+      t.reason = "review";
+      t.created_at = env.clock;
+      t.expires_at = env.clock + 120;
+      return tx.insert_transaction(t);
+    }));
+  }
+  env.svc.reset();
+  // Back to schema 11's indexes, as a database written by the previous release has them.
+  raw_sql(env.db, "DROP INDEX otacs_unused; CREATE INDEX otacs_unused ON otacs(n, used, list_id, idx);"
+                  "DROP INDEX transactions_held; CREATE INDEX transactions_held ON transactions(decision, expires_at);"
+                  "PRAGMA user_version=11;");
+  auto s = env.store();
+  CHECK(raw_query_text(env.db, "PRAGMA user_version") == "12");
+  CHECK(raw_query_text(env.db, "SELECT sql FROM sqlite_master WHERE name='otacs_unused'").find("WHERE used=0") != std::string::npos);
+  REQUIRE(s->run([&](Tx& tx) -> Result<void> {
+    CHECK(*tx.unused_count(e->n) == 17);
+    CHECK(*tx.unused_more_than(e->n, 16));
+    CHECK_FALSE(*tx.unused_more_than(e->n, 17));
+    CHECK_FALSE(*tx.consume_otac(e->n, l->first, 1, "again", env.clock));  // consumed before: still consumed
+    CHECK(*tx.consume_otac(e->n, l->first, 3, "T3", env.clock));
+    CHECK(*tx.unused_count(e->n) == 16);
+    CHECK(tx.held_due(env.clock + 119, 10)->empty());
+    auto due = tx.held_due(env.clock + 120, 10);
+    REQUIRE(due->size() == 1);
+    CHECK((*due)[0].txn_id == "HELD0001");
+    return {};
+  }));
+  CHECK(raw_query_text(env.db, "PRAGMA integrity_check") == "ok");
 }
 
 TEST_CASE("outbox: queued, due by time, retried, and marked sent") {

@@ -107,9 +107,9 @@ TEST_CASE("pg store: nodes that start together on a new database migrate it once
   for (auto& t : ts) t.join();
   for (const auto& e : errors) CHECK(e.empty());
   CHECK(opened == kNodes);
-  // One row per schema version (four), each written once although six nodes raced to migrate.
-  CHECK(scalar(conninfo, "SELECT COUNT(*) FROM otac_schema") == 4);
-  CHECK(scalar(conninfo, "SELECT COUNT(DISTINCT version) FROM otac_schema") == 4);
+  // One row per schema version (five), each written once although six nodes raced to migrate.
+  CHECK(scalar(conninfo, "SELECT COUNT(*) FROM otac_schema") == 5);
+  CHECK(scalar(conninfo, "SELECT COUNT(DISTINCT version) FROM otac_schema") == 5);
   // A schema newer than the program is refused, naming both versions.
   PGconn* c = PQconnectdb(conninfo.c_str());
   PQclear(PQexec(c, "INSERT INTO otac_schema(version) VALUES(99)"));
@@ -120,6 +120,60 @@ TEST_CASE("pg store: nodes that start together on a new database migrate it once
   auto newer = open_pg_store(o, otac::backend::test::test_kek());
   REQUIRE_FALSE(newer);
   CHECK(newer.error().message.find("schema version 99") != std::string::npos);
+}
+
+// A database of schema 4 (the two indexes with every row) is migrated in place by the next
+// node to start: consumed codes stay consumed and a held transaction stays due.
+TEST_CASE("pg store: migration 5 rebuilds otacs_unused and transactions_held without losing a row", "[store][pg]") {
+  const std::string conninfo = shared_cluster().create_database();
+  const Bytes n = hex("0102030405060708");
+  {
+    auto s = open(conninfo);
+    REQUIRE(s->run([&](Tx& tx) -> Result<void> {
+      CardRecord c;
+      c.n = n;
+      c.msisdn = "+1";
+      c.k = SecretBytes(Bytes(16, 7));
+      if (auto e = tx.insert_card(c); !e) return e;
+      std::vector<SecretBytes> codes;
+      for (int i = 0; i < 5; ++i) codes.emplace_back(Bytes(16, static_cast<std::uint8_t>(i)));
+      if (auto e = tx.insert_list(n, 1, codes, 1); !e) return e;
+      for (std::uint16_t i = 0; i < 2; ++i) CHECK(*tx.consume_otac(n, 1, i, "T" + std::to_string(i), 10));
+      TransactionRecord t;
+      t.txn_id = "HELD0001";
+      t.request_hash = Bytes(32, 1);
+      t.card = n;
+      t.decision = Decision::held;
+      t.reason = "review";
+      t.created_at = 100;
+      t.expires_at = 220;
+      return tx.insert_transaction(t);
+    }));
+  }
+  PGconn* c = PQconnectdb(conninfo.c_str());
+  REQUIRE(PQstatus(c) == CONNECTION_OK);
+  PGresult* r = PQexec(c, "DROP INDEX otacs_unused; CREATE INDEX otacs_unused ON otacs(n, used, list_id, idx);"
+                          "DROP INDEX transactions_held; CREATE INDEX transactions_held ON transactions(decision, expires_at);"
+                          "DELETE FROM otac_schema WHERE version=5;");
+  CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+  PQclear(r);
+  PQfinish(c);
+  REQUIRE(scalar(conninfo, "SELECT MAX(version) FROM otac_schema") == 4);
+  auto s = open(conninfo);
+  CHECK(scalar(conninfo, "SELECT MAX(version) FROM otac_schema") == 5);
+  CHECK(scalar(conninfo, "SELECT COUNT(*) FROM pg_indexes WHERE indexname='otacs_unused' AND indexdef LIKE '%WHERE (used = 0)%'") == 1);
+  CHECK(scalar(conninfo, "SELECT COUNT(*) FROM pg_indexes WHERE indexname='transactions_held' AND indexdef LIKE '%WHERE (decision = 2)%'") == 1);
+  REQUIRE(s->run([&](Tx& tx) -> Result<void> {
+    CHECK(*tx.unused_count(n) == 3);
+    CHECK_FALSE(*tx.consume_otac(n, 1, 1, "again", 20));
+    CHECK(*tx.consume_otac(n, 1, 2, "T2", 20));
+    CHECK(*tx.unused_count(n) == 2);
+    CHECK(tx.held_due(219, 10)->empty());
+    auto due = tx.held_due(220, 10);
+    REQUIRE(due->size() == 1);
+    CHECK((*due)[0].txn_id == "HELD0001");
+    return {};
+  }));
 }
 
 TEST_CASE("pg store: an unreachable server at start is retried with backoff, and named when it stays away", "[store][pg]") {
