@@ -1,6 +1,7 @@
 #include "api.hpp"
 
 #include <charconv>
+#include <cstddef>
 #include <chrono>
 #include <mutex>
 
@@ -236,7 +237,11 @@ class Api {
 
   // The fields of an authorization request; a 400 answer when they are malformed.
   std::optional<Response> read_authorization(const Request& req, AuthRequest& a) {
-    auto o = parse_object(req.body(), {"txn_id", "card", "list", "index", "atc", "pin_state", "challenge", "cryptogram"});
+    // The parsed object lives only in this function, so its memory comes from the stack: a
+    // request of the usual size needs no allocation (a larger one falls back to the heap).
+    alignas(std::max_align_t) unsigned char arena[2048];
+    boost::json::monotonic_resource mr(arena, sizeof arena);
+    auto o = parse_object(req.body(), {"txn_id", "card", "list", "index", "atc", "pin_state", "challenge", "cryptogram"}, &mr);
     if (!o) return bad_request(req, o.error().message);
     Fields f(*o);
     a.txn_id = f.str("txn_id", true, 64);

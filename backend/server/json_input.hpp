@@ -15,8 +15,11 @@
 
 namespace otac::backend::http {
 
-/// Parses body as a JSON object whose keys are all in allowed (depth and size bounded).
-Result<boost::json::object> parse_object(std::string_view body, std::initializer_list<std::string_view> allowed);
+/// Parses body as a JSON object whose keys are all in allowed (depth and size bounded). The
+/// object's memory comes from sp: the heap by default, or an arena of the caller's (a
+/// boost::json::monotonic_resource over a stack buffer) that must outlive the object.
+Result<boost::json::object> parse_object(std::string_view body, std::initializer_list<std::string_view> allowed,
+                                         boost::json::storage_ptr sp = {});
 
 /// Typed access to a parsed object; remembers the first error.
 class Fields {

@@ -3,6 +3,7 @@
 // names the field and what was wrong.
 #include <catch2/catch.hpp>
 
+#include <cstddef>
 #include <functional>
 #include <string>
 
@@ -46,6 +47,28 @@ TEST_CASE("strict JSON: every value type, escaped keys and nested objects pass t
   CHECK(parse_object("{\"k\":", {"k"}).error().message.rfind("request body is not valid JSON", 0) == 0);
   CHECK_FALSE(parse_object(R"({"k":[[[[[[[[[[1]]]]]]]]]]})", {"k"}));
   CHECK(parse_object(R"({"z":1})", {"k", "l"}).error().message == "unknown field \"z\" (allowed: k, l)");
+}
+
+// An object's keys are compared when it closes: thousands of keys (a body at the size limit)
+// are checked in one sort, a repeat among them is still found, and an arena too small for
+// the object (the authorization handler's stack buffer) falls back to the heap.
+TEST_CASE("strict JSON: many keys, a late duplicate, and an arena smaller than the object", "[server][json]") {
+  std::string inner;
+  for (int i = 0; i < 5000; ++i) inner += (i ? ",\"" : "\"") + std::to_string(i) + "\":" + std::to_string(i);
+  const std::string body = "{\"k\":{" + inner + "},\"l\":1}";
+  alignas(std::max_align_t) unsigned char arena[256];
+  boost::json::monotonic_resource mr(arena, sizeof arena);
+  auto ok = parse_object(body, {"k", "l"}, &mr);
+  REQUIRE(ok);
+  CHECK(ok->at("k").as_object().size() == 5000);
+  CHECK(ok->at("k").as_object().at("4999").as_int64() == 4999);
+  auto late = parse_object("{\"k\":{" + inner + ",\"17\":0}}", {"k"});
+  REQUIRE_FALSE(late);
+  CHECK(late.error().message == "duplicate field \"17\" (each field may appear once)");
+  // The outer object's keys are kept while an inner one is checked and dropped.
+  auto outer = parse_object(R"({"a":{"b":1,"c":{"d":2}},"e":3,"a":4})", {"a", "e"});
+  REQUIRE_FALSE(outer);
+  CHECK(outer.error().message == "duplicate field \"a\" (each field may appear once)");
 }
 
 TEST_CASE("strict JSON: each field error names the field and the rule it broke", "[server][json]") {
