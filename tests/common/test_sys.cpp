@@ -7,8 +7,10 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -321,4 +323,14 @@ TEST_CASE("log: one logfmt line per event, time stamp, level, event, quoted valu
   CHECK(line[26] == 'Z');
   CHECK(line.substr(27) ==
         " level=warn event=sms to=+4912345 msg=\"sms: MT \\\"x\\\" = y\" ctl=\"a\\x0ab\\x7f\" e=\"\"\n");
+
+  // The time stamp is this moment's, in UTC (formatted by hand, so checked against the C library).
+  std::tm tm{};
+  REQUIRE(strptime(line.substr(3, 19).c_str(), "%Y-%m-%dT%H:%M:%S", &tm) != nullptr);
+  const std::time_t logged = timegm(&tm);
+  const std::time_t now = std::time(nullptr);
+  CHECK(logged <= now);
+  CHECK(logged >= now - 5);
+  CHECK(std::isdigit(static_cast<unsigned char>(line[23])));
+  CHECK(std::isdigit(static_cast<unsigned char>(line[25])));
 }

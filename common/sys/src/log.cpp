@@ -32,6 +32,11 @@ void append_value(std::string& out, std::string_view v) {
   out.push_back('"');
 }
 
+// Writes n decimal digits of v at p, zero-padded.
+void put_digits(char* p, int v, int n) {
+  for (int i = n - 1; i >= 0; --i, v /= 10) p[i] = static_cast<char>('0' + v % 10);
+}
+
 }  // namespace
 
 void write(std::string_view level, std::string_view event, const Fields& fields) {
@@ -40,10 +45,21 @@ void write(std::string_view level, std::string_view event, const Fields& fields)
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
   std::tm tm{};
   gmtime_r(&t, &tm);
-  char ts[80];
-  std::snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
-  std::string line = "ts=";
+  // 2026-12-07T01:23:45.678Z, formatted by hand: snprintf was a third of a line's cost, and
+  // the backend writes a line per request.
+  char ts[] = "0000-00-00T00:00:00.000Z";
+  put_digits(ts, tm.tm_year + 1900, 4);
+  put_digits(ts + 5, tm.tm_mon + 1, 2);
+  put_digits(ts + 8, tm.tm_mday, 2);
+  put_digits(ts + 11, tm.tm_hour, 2);
+  put_digits(ts + 14, tm.tm_min, 2);
+  put_digits(ts + 17, tm.tm_sec, 2);
+  put_digits(ts + 20, static_cast<int>(ms), 3);
+  std::size_t size = 64 + level.size() + event.size();
+  for (const auto& [k, v] : fields) size += k.size() + v.size() + 4;
+  std::string line;
+  line.reserve(size);
+  line += "ts=";
   line += ts;
   line += " level=";
   line += level;
