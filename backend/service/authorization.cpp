@@ -3,6 +3,7 @@
 #include "service.hpp"
 
 #include <algorithm>
+#include <array>
 #include <ctime>
 
 #include "challenge.hpp"
@@ -67,8 +68,19 @@ bool valid_txn_id(std::string_view id) {
 }
 
 Bytes request_hash(std::string_view kind, std::initializer_list<ByteView> parts) {
-  Bytes in = to_bytes(kind);
-  for (auto p : parts) { append(in, be_bytes(p.size(), 4)); append(in, p); }
+  // kind || (length as 4 bytes big-endian || part)..., built in one allocation.
+  std::size_t size = kind.size();
+  for (auto p : parts) size += 4 + p.size();
+  Bytes in;
+  in.reserve(size);
+  in.assign(kind.begin(), kind.end());
+  for (auto p : parts) {
+    const auto n = static_cast<std::uint32_t>(p.size());
+    const std::uint8_t len[4] = {static_cast<std::uint8_t>(n >> 24), static_cast<std::uint8_t>(n >> 16),
+                                 static_cast<std::uint8_t>(n >> 8), static_cast<std::uint8_t>(n)};
+    in.insert(in.end(), len, len + 4);
+    in.insert(in.end(), p.begin(), p.end());
+  }
   return crypto::sha256(in);
 }
 
@@ -312,9 +324,10 @@ Result<std::shared_ptr<Service::DecideJob>> Service::authorize_job(const AuthReq
   auto job = std::make_shared<DecideJob>();
   job->t = now_t;
   job->txn_id = request.txn_id;
-  job->hash = request_hash("authorize", {as_bytes(request.txn_id), request.card, be_bytes(request.list_id, 2),
-                                         be_bytes(request.index, 2), be_bytes(request.atc, 2), Bytes{request.pin_state},
-                                         request.challenge, request.cryptogram});
+  const auto be16 = [](std::uint16_t v) { return std::array<std::uint8_t, 2>{static_cast<std::uint8_t>(v >> 8), static_cast<std::uint8_t>(v)}; };
+  const auto list_id = be16(request.list_id), index = be16(request.index), atc = be16(request.atc);
+  job->hash = request_hash("authorize", {as_bytes(request.txn_id), request.card, list_id, index, atc,
+                                         ByteView(&request.pin_state, 1), request.challenge, request.cryptogram});
   job->card = request.card;
   job->terminal_id = std::string(terminal_id);
   job->action = "authorize";

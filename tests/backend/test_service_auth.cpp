@@ -232,6 +232,25 @@ TEST_CASE("a retry with the same txn id gets the stored answer, a different body
     CHECK(tx.unused_count(c.n).value() == c.codes.size() - 1);
     return {};
   }));
+  // The stored hash a retry is compared with keeps its layout from release to release (a
+  // retry after an upgrade must still match): SHA-256 of "authorize", then each field as a
+  // 4-byte big-endian length and its bytes, laid out here by hand.
+  Bytes layout = to_bytes("authorize");
+  auto field = [&](ByteView v) {
+    const std::uint8_t len[4] = {0, 0, 0, static_cast<std::uint8_t>(v.size())};
+    layout.insert(layout.end(), len, len + 4);
+    layout.insert(layout.end(), v.begin(), v.end());
+  };
+  field(to_bytes("T1"));
+  field(c.n);
+  field(Bytes{static_cast<std::uint8_t>(c.list >> 8), static_cast<std::uint8_t>(c.list)});
+  field(Bytes{0, 0});     // index 0
+  field(Bytes{0, 7});     // atc 7
+  field(Bytes{0x03});     // pin_state
+  field(req.challenge);
+  field(req.cryptogram);
+  REQUIRE(req.challenge.size() < 256);
+  CHECK(env.svc->transaction("T1")->request_hash == crypto::sha256(layout));
 }
 
 // authorize_async, waited for: its answer or error, and how often the completion ran.
