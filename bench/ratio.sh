@@ -26,6 +26,9 @@
 # time and the database's size are printed; the prepared authorizations then use the fill
 # cards' unused codes first, spread over the store: RATIO_FILL_TRAFFIC=0 keeps them on the
 # cards the loadgen enrolls through the API).
+# RATIO_CLIENT_NICE (0; N: the load generator runs under nice -n N, so that both servers come
+# before it in the CPU queue, as they would on machines of their own; it applies to the
+# nginx and the backend phase alike, and the default measures them as they share the cores).
 # Measurements share the machine: the script holds /tmp/otac-bench.lock while it runs and
 # prints the load average beside the figures.
 set -euo pipefail
@@ -37,6 +40,13 @@ rate=${RATIO_RATE:-0}
 fill=${RATIO_FILL_CARDS:-0}
 fill_traffic=()
 if [ "${RATIO_FILL_TRAFFIC:-1}" != 0 ] && [ "$fill" != 0 ]; then fill_traffic=(--fill-traffic); fi
+client_nice=${RATIO_CLIENT_NICE:-0}
+case "$client_nice" in ''|*[!0-9]*) client_nice=bad ;; esac
+if [ "$client_nice" = bad ] || [ "$client_nice" -gt 19 ]; then
+  echo "ratio.sh: RATIO_CLIENT_NICE must be a niceness from 0 to 19, not '${RATIO_CLIENT_NICE:-}'" >&2; exit 2
+fi
+nice_note=''
+[ "$client_nice" = 0 ] || nice_note=" (load generator at nice $client_nice)"
 case "$fill" in ''|*[!0-9]*) echo "ratio.sh: RATIO_FILL_CARDS must be a number of cards, not '$fill'" >&2; exit 2 ;; esac
 backend=${RATIO_BACKEND:-$build/backend/server/otac-backend}
 loadgen=$build/backend/bench/otac-loadgen
@@ -117,7 +127,7 @@ load() { cut -d' ' -f1-3 /proc/loadavg; }
 load_before=$(load)
 echo "ratio.sh: backend pid $backend_pid on :$backend_port, nginx pid $nginx_pid on :$nginx_port;" \
      "$connections connections, $seconds s per target, rate ${rate/#0/max}, fill $fill cards${fill_traffic:+ (requests to fill cards)};" \
-     "$(nproc) cores, load $(load)"
+     "$(nproc) cores, load $(load)$nice_note"
 
 if [ -n "${RATIO_PERF:-}" ]; then
   # Started at the backend's first logged authorization (after the set-up and the nginx
@@ -129,7 +139,7 @@ if [ -n "${RATIO_PERF:-}" ]; then
   perf_pid=$!
 fi
 set +e
-"$loadgen" --data-dir "$data" --url "https://127.0.0.1:$backend_port" --reference "https://127.0.0.1:$nginx_port/static" \
+nice -n "$client_nice" "$loadgen" --data-dir "$data" --url "https://127.0.0.1:$backend_port" --reference "https://127.0.0.1:$nginx_port/static" \
   --connections "$connections" --seconds "$seconds" --codes "$codes" --rate "$rate" --fill-cards "$fill" "${fill_traffic[@]}" --no-healthz \
   >"$run/loadgen.out" 2>"$run/loadgen.err"
 status=$?
