@@ -314,7 +314,8 @@ MacAlg3Key::MacAlg3Key(MacAlg3Key&& o) noexcept : chain_(o.chain_), last_(o.last
 
 MacAlg3Key& MacAlg3Key::operator=(MacAlg3Key&& o) noexcept {
   if (this != &o) {
-    this->~MacAlg3Key();
+    EVP_CIPHER_CTX_free(static_cast<EVP_CIPHER_CTX*>(chain_));
+    EVP_CIPHER_CTX_free(static_cast<EVP_CIPHER_CTX*>(last_));
     chain_ = o.chain_;
     last_ = o.last_;
     o.chain_ = o.last_ = nullptr;
