@@ -21,6 +21,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   (void)otac::backend::http::split_target(target, path, query);
   (void)otac::percent_decode(target, true);
 
+  // Parsed as the authorization handler parses it, into a small stack arena (a body larger
+  // than the arena falls back to the heap), and once more on the heap.
+  alignas(std::max_align_t) unsigned char arena[512];
+  boost::json::monotonic_resource mr(arena, sizeof arena);
+  (void)otac::backend::http::parse_object(body, {"txn_id", "card", "list", "index", "atc", "challenge", "cryptogram", "doors"}, &mr);
   auto o = otac::backend::http::parse_object(body, {"txn_id", "card", "list", "index", "atc", "challenge", "cryptogram", "doors"});
   if (o) {
     otac::backend::http::Fields f(*o);
