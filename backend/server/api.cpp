@@ -1,8 +1,8 @@
 #include "api.hpp"
 
 #include <charconv>
-#include <cstddef>
 #include <chrono>
+#include <cstddef>
 #include <mutex>
 
 #include "json_input.hpp"

@@ -3,7 +3,6 @@
 #include "service.hpp"
 
 #include <algorithm>
-#include <array>
 #include <ctime>
 
 #include "challenge.hpp"
@@ -75,11 +74,8 @@ Bytes request_hash(std::string_view kind, std::initializer_list<ByteView> parts)
   in.reserve(size);
   in.assign(kind.begin(), kind.end());
   for (auto p : parts) {
-    const auto n = static_cast<std::uint32_t>(p.size());
-    const std::uint8_t len[4] = {static_cast<std::uint8_t>(n >> 24), static_cast<std::uint8_t>(n >> 16),
-                                 static_cast<std::uint8_t>(n >> 8), static_cast<std::uint8_t>(n)};
-    in.insert(in.end(), len, len + 4);
-    in.insert(in.end(), p.begin(), p.end());
+    append_be(in, p.size(), 4);
+    append(in, p);
   }
   return crypto::sha256(in);
 }
@@ -324,8 +320,7 @@ Result<std::shared_ptr<Service::DecideJob>> Service::authorize_job(const AuthReq
   auto job = std::make_shared<DecideJob>();
   job->t = now_t;
   job->txn_id = request.txn_id;
-  const auto be16 = [](std::uint16_t v) { return std::array<std::uint8_t, 2>{static_cast<std::uint8_t>(v >> 8), static_cast<std::uint8_t>(v)}; };
-  const auto list_id = be16(request.list_id), index = be16(request.index), atc = be16(request.atc);
+  const auto list_id = be_array<2>(request.list_id), index = be_array<2>(request.index), atc = be_array<2>(request.atc);
   job->hash = request_hash("authorize", {as_bytes(request.txn_id), request.card, list_id, index, atc,
                                          ByteView(&request.pin_state, 1), request.challenge, request.cryptogram});
   job->card = request.card;

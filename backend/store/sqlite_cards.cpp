@@ -123,7 +123,7 @@ Result<std::vector<OtacRecord>> SqliteTx::display_candidates(ByteView n, std::ui
     r.b(n);
     auto row = r.step();
     if (!row) return row.error();
-    if (*row && !r.col_null(0)) {
+    if (*row) {
       current = r.col_i(0);
       if (auto x = take(current, r.col_i(1)); !x) return x.error();
     }

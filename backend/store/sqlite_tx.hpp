@@ -24,17 +24,17 @@ inline constexpr const char* kListsToRepairSql =
     " HAVING COUNT(o.counter)<? AND MAX(o.sent_at) + (? << MIN(COUNT(o.counter)-1, 5)) <= ?"
     " ORDER BY l.n, l.list_id LIMIT ?";
 
-/// unused_more_than's statement (parameters: n, count), run after every consumed code (the
-/// threshold push), and held_due's (parameters: now, limit). Each is answered from a partial
-/// index of migration 12 (otacs_unused: the unused codes; transactions_held: the held
-/// transactions), whose condition SQLite can only prove when it is written out in the text,
-/// not bound (the test of their plans reads them from here).
 /// display_candidates' highest consumed code of a card (parameter: n). No index holds the
 /// consumed codes since migration 12: it walks the primary key backwards from the card's
 /// newest code and stops at the first consumed one, after at most the unused codes of the
 /// lists issued since.
 inline constexpr const char* kHighestConsumedSql =
     "SELECT list_id,idx FROM otacs WHERE n=? AND used=1 ORDER BY list_id DESC, idx DESC LIMIT 1";
+/// unused_more_than's statement (parameters: n, count), run after every consumed code (the
+/// threshold push), and held_due's (parameters: now, limit). Each is answered from a partial
+/// index of migration 12 (otacs_unused: the unused codes; transactions_held: the held
+/// transactions), whose condition SQLite can only prove when it is written out in the text,
+/// not bound (the test of their plans reads them from here).
 inline constexpr const char* kUnusedMoreThanSql = "SELECT 1 FROM otacs WHERE n=? AND used=0 LIMIT 1 OFFSET ?";
 inline constexpr const char* kHeldDueSql =
     "SELECT " OTAC_STORE_TXN_COLUMNS " FROM transactions WHERE decision=2 AND expires_at<=? ORDER BY expires_at LIMIT ?";

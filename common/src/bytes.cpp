@@ -102,10 +102,14 @@ Bytes concat(std::initializer_list<ByteView> parts) {
 }
 
 Bytes be_bytes(std::uint64_t v, std::size_t n) {
-  if (n == 0 || n > 8) throw std::invalid_argument("be_bytes: width must be 1..8");
-  Bytes out(n);
-  for (std::size_t i = 0; i < n; ++i) out[n - 1 - i] = static_cast<std::uint8_t>(v >> (8 * i));
+  Bytes out;
+  append_be(out, v, n);
   return out;
+}
+
+void append_be(Bytes& dst, std::uint64_t v, std::size_t n) {
+  if (n == 0 || n > 8) throw std::invalid_argument("be_bytes: width must be 1..8");
+  for (std::size_t i = n; i-- > 0;) dst.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
 }
 
 }  // namespace otac

@@ -281,22 +281,25 @@ Result<Bytes> mac_alg3(const SecretBytes& key, ByteView data, Padding p, std::si
   return k->mac(data, p, mac_len);
 }
 
+// MAC algorithm 3's chain starts from a zero IV, at set-up and at every MAC.
+constexpr const char* kMacAlg3 = "MAC algorithm 3";
+constexpr std::uint8_t kZeroIv[8] = {};
+
 Result<MacAlg3Key> MacAlg3Key::make(const SecretBytes& key) {
-  constexpr const char* name = "MAC algorithm 3";
   if (key.size() != 16) return make_error(Errc::bad_length, "MAC algorithm 3: key must be 16 bytes (K1||K2)");
   const SecretBytes k1(key.view().first(8));
-  auto chain_key = fetched().des_cbc ? Result<SecretBytes>(SecretBytes(k1.view())) : expand_des_key(k1, name);
-  auto last_key = expand_des_key(key, name);  // a 16-byte key is TDEA keying option 2: K1, K2, K1
+  // K1, K1, K1: single DES reads its 8-byte key from the front, the TDEA fallback all 24.
+  auto chain_key = expand_des_key(k1, kMacAlg3);
+  auto last_key = expand_des_key(key, kMacAlg3);  // a 16-byte key is TDEA keying option 2: K1, K2, K1
   if (!chain_key) return std::move(chain_key).error();
   if (!last_key) return std::move(last_key).error();
   const EVP_CIPHER* chain_cipher = fetched().des_cbc ? fetched().des_cbc : fetched().des_ede3_cbc;
-  static constexpr std::uint8_t zero_iv[8] = {};
   CipherCtx chain(EVP_CIPHER_CTX_new());
   CipherCtx last(EVP_CIPHER_CTX_new());
   if (!chain || !last || chain_cipher == nullptr || fetched().des_ede3_ecb == nullptr ||
-      EVP_CipherInit_ex2(chain.get(), chain_cipher, chain_key->data(), zero_iv, 1, nullptr) != 1 ||
+      EVP_CipherInit_ex2(chain.get(), chain_cipher, chain_key->data(), kZeroIv, 1, nullptr) != 1 ||
       EVP_CipherInit_ex2(last.get(), fetched().des_ede3_ecb, last_key->data(), nullptr, 1, nullptr) != 1)
-    return ossl_error(name);
+    return ossl_error(kMacAlg3);
   EVP_CIPHER_CTX_set_padding(chain.get(), 0);
   EVP_CIPHER_CTX_set_padding(last.get(), 0);
   MacAlg3Key k;
@@ -324,7 +327,6 @@ MacAlg3Key& MacAlg3Key::operator=(MacAlg3Key&& o) noexcept {
 }
 
 Result<Bytes> MacAlg3Key::mac(ByteView data, Padding p, std::size_t mac_len) {
-  constexpr const char* name = "MAC algorithm 3";
   if (chain_ == nullptr || last_ == nullptr) return make_error(Errc::internal, "MAC algorithm 3: the key was moved away");
   // H_q = E_K1(D_q xor H_(q-1)), then output transformation 3: E_K1(D_K2(H_q)). The last
   // block's three steps together are one two-key TDEA encryption (K1, K2, K1) of
@@ -336,17 +338,16 @@ Result<Bytes> MacAlg3Key::mac(ByteView data, Padding p, std::size_t mac_len) {
   if (padded.size() > 8) {
     // A new IV restarts the chain and keeps the key schedule (EVP_CipherInit_ex2 without a
     // cipher or key); only the chain's last block is needed.
-    static constexpr std::uint8_t zero_iv[8] = {};
     auto* chain = static_cast<EVP_CIPHER_CTX*>(chain_);
     Bytes c(padded.size() - 8);
-    if (EVP_CipherInit_ex2(chain, nullptr, nullptr, zero_iv, 1, nullptr) != 1 ||
+    if (EVP_CipherInit_ex2(chain, nullptr, nullptr, kZeroIv, 1, nullptr) != 1 ||
         EVP_CipherUpdate(chain, c.data(), &n, padded.data(), to_int(c.size())) != 1 || n != to_int(c.size()))
-      return ossl_error(name);
+      return ossl_error(kMacAlg3);
     for (std::size_t i = 0; i < 8; ++i) last[i] ^= c[c.size() - 8 + i];
   }
   Bytes out(8);
-  if (EVP_CipherUpdate(static_cast<EVP_CIPHER_CTX*>(last_), out.data(), &n, last, 8) != 1 || n != 8) return ossl_error(name);
-  return truncate_mac(std::move(out), mac_len, name);
+  if (EVP_CipherUpdate(static_cast<EVP_CIPHER_CTX*>(last_), out.data(), &n, last, 8) != 1 || n != 8) return ossl_error(kMacAlg3);
+  return truncate_mac(std::move(out), mac_len, kMacAlg3);
 }
 
 // ---- hashes, HMAC, KDF ---------------------------------------------------------------------

@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
 
+#include <stdexcept>
+
 #include "otac/common/bytes.hpp"
 #include "otac/common/cursor.hpp"
 #include "otac/common/secret.hpp"
@@ -16,6 +18,20 @@ TEST_CASE("hex round trip and rejection", "[bytes]") {
   REQUIRE_FALSE(bad);
   CHECK(bad.error().code == Errc::bad_value);
   CHECK_FALSE(from_hex("a b"));
+}
+
+TEST_CASE("big-endian encodings: allocated, appended and on the stack give the same bytes", "[bytes]") {
+  CHECK(be_bytes(0x0102030405060708ULL, 8) == hex("0102030405060708"));
+  CHECK(be_bytes(0x1234, 4) == hex("00001234"));
+  Bytes b = hex("aa");
+  append_be(b, 0x0102, 2);
+  append_be(b, 0xff, 1);
+  CHECK(b == hex("aa0102ff"));
+  const auto a = be_array<3>(0x0a0b0c0d);  // only the low three bytes fit
+  CHECK(Bytes(a.begin(), a.end()) == hex("0b0c0d"));
+  CHECK_THROWS_AS(be_bytes(1, 9), std::invalid_argument);
+  CHECK_THROWS_AS(append_be(b, 1, 0), std::invalid_argument);
+  CHECK(b == hex("aa0102ff"));  // a refused width appends nothing
 }
 
 TEST_CASE("percent codec: RFC 3986 unreserved characters stay, everything else is %XX", "[bytes]") {

@@ -1,6 +1,7 @@
 // Byte strings, views and hex.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
@@ -42,6 +43,16 @@ Bytes concat(std::initializer_list<ByteView> parts);
 
 /// Big-endian encoding of v in n bytes (n in 1..8).
 Bytes be_bytes(std::uint64_t v, std::size_t n);
+/// The same appended to dst, for a caller that already has the buffer.
+void append_be(Bytes& dst, std::uint64_t v, std::size_t n);
+/// The same in N bytes on the stack, for a hot path that would otherwise allocate per field.
+template <std::size_t N>
+std::array<std::uint8_t, N> be_array(std::uint64_t v) {
+  static_assert(N >= 1 && N <= 8, "be_array: width must be 1..8");
+  std::array<std::uint8_t, N> out{};
+  for (std::size_t i = 0; i < N; ++i) out[N - 1 - i] = static_cast<std::uint8_t>(v >> (8 * i));
+  return out;
+}
 
 /// A view of a string's bytes.
 inline ByteView as_bytes(std::string_view s) {
