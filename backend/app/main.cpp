@@ -438,6 +438,13 @@ int main(int argc, char** argv) {
   api.max_wait_seconds = c.max_wait_seconds;
   std::atomic<bool> stopping{false};
   api.stopping = [&stopping] { return stopping.load(); };
+  if (const TokenKek* token = kekp->token()) {
+    api.custody_check = [token]() -> Result<void> {
+      static const Bytes probe = to_bytes("OTAC health check");  // public; the MAC is dropped
+      if (auto m = token->audit_mac(probe); !m) return m.error();
+      return {};
+    };
+  }
   http::Router router;
   http::install_api(router, api);
   // The console's views read through this Service; its actions go through this router.

@@ -66,8 +66,8 @@ http::Response error_answer(const http::Request& req, Status status, std::string
   return decorate(http::error_response(req, status, code, message));
 }
 
-http::Response service_answer(const http::Request& req, const Error& e) {
-  return decorate(http::service_error(req, e));
+http::Response service_answer(const http::Request& req, http::RequestContext& ctx, const Error& e) {
+  return decorate(http::service_error(req, ctx, e));
 }
 
 http::Response empty_answer(const http::Request& req, Status status) {
@@ -312,7 +312,7 @@ http::Response Console::sign_in(const http::Request& req, http::RequestContext& 
   if (!op) {
     if (op.error().code == Errc::not_found)
       return error_answer(req, Status::unauthorized, "unauthorized", "the operator token is not valid");
-    return service_answer(req, op.error());
+    return service_answer(req, ctx, op.error());
   }
   auto s = sessions_.create(op->name, op->role, token);
   if (!s) return error_answer(req, Status::service_unavailable, "busy", s.error().message);
@@ -339,7 +339,7 @@ http::Response Console::held(Call& c) {
   f.decision = Decision::held;
   f.limit = 500;
   auto list = service_.list_transactions(f);
-  if (!list) return service_answer(c.req, list.error());
+  if (!list) return service_answer(c.req, c.ctx, list.error());
   json::array a;
   for (const auto& tr : *list) a.push_back(transaction_view(tr, c.now, c.full_card));
   if (auto met = service_.metrics()) sample_outbox(c.now, met->outbox_depth);
@@ -380,7 +380,7 @@ http::Response Console::transactions(Call& c) {
     f.limit = static_cast<std::uint32_t>(*n);
   }
   auto list = service_.list_transactions(f);
-  if (!list) return service_answer(c.req, list.error());
+  if (!list) return service_answer(c.req, c.ctx, list.error());
   json::array a;
   for (const auto& tr : *list) {
     json::object o = transaction_view(tr, c.now, c.full_card);
@@ -388,7 +388,7 @@ http::Response Console::transactions(Call& c) {
     // list is at most 1000 rows, and only approvals can have an outcome.
     if (tr.decision == Decision::approved) {
       auto outcome = service_.outcome(tr.txn_id);
-      if (!outcome) return service_answer(c.req, outcome.error());
+      if (!outcome) return service_answer(c.req, c.ctx, outcome.error());
       if (*outcome) o["outcome"] = outcome_name((*outcome)->outcome);
     }
     a.push_back(std::move(o));
@@ -398,11 +398,11 @@ http::Response Console::transactions(Call& c) {
 
 http::Response Console::transaction(Call& c) {
   auto t = service_.transaction(c.ctx.params.at(0));
-  if (!t) return service_answer(c.req, t.error());
+  if (!t) return service_answer(c.req, c.ctx, t.error());
   json::object o = transaction_view(*t, c.now, c.full_card);
   // What happened after the decision (protocol.md 5.4), as one line each.
   auto outcome = service_.outcome(t->txn_id);
-  if (!outcome) return service_answer(c.req, outcome.error());
+  if (!outcome) return service_answer(c.req, c.ctx, outcome.error());
   if (*outcome)
     o["outcome"] = std::string(outcome_name((*outcome)->outcome)) + ", handed over " + std::to_string((*outcome)->handed_minor) +
                    " (minor units), reported by " + (*outcome)->reported_by;
@@ -431,7 +431,7 @@ http::Response Console::refund_decide(Call& c) {
 
 http::Response Console::cards(Call& c) {
   auto list = service_.list_cards(100);
-  if (!list) return service_answer(c.req, list.error());
+  if (!list) return service_answer(c.req, c.ctx, list.error());
   json::array a;
   for (const auto& card : *list) {
     json::object o = http::card_json(card);
@@ -450,7 +450,7 @@ http::Response Console::card(Call& c) {
   auto n = parse_card(c.ctx.params.at(0));
   if (!n) return error_answer(c.req, Status::bad_request, "bad_request", n.error().message);
   auto card = service_.card_summary(*n);
-  if (!card) return service_answer(c.req, card.error());
+  if (!card) return service_answer(c.req, c.ctx, card.error());
   json::object o = http::card_json(*card);
   if (!c.full_card) o["n"] = mask_card(*n);
   // The card's history (SMS, PoRs, settings), newest first, from the latest 5,000 audit entries.
@@ -484,7 +484,7 @@ http::Response Console::card_action(Call& c) {
 
 http::Response Console::terminals(Call& c) {
   auto list = service_.list_terminals(200);
-  if (!list) return service_answer(c.req, list.error());
+  if (!list) return service_answer(c.req, c.ctx, list.error());
   json::array a;
   for (const auto& t : *list) {
     json::object o = http::terminal_json(t);
@@ -528,7 +528,7 @@ http::Response Console::audit(Call& c) {
     limit = *n;
   }
   auto entries = service_.audit_recent(static_cast<std::uint32_t>(limit));
-  if (!entries) return service_answer(c.req, entries.error());
+  if (!entries) return service_answer(c.req, c.ctx, entries.error());
   json::array a;
   for (auto it = entries->rbegin(); it != entries->rend(); ++it) a.push_back(audit_view(std::move(*it), c.full_card));
   return json_answer(c.req, Status::ok, json::object{{"entries", std::move(a)}});
@@ -537,12 +537,12 @@ http::Response Console::audit(Call& c) {
 http::Response Console::stats(Call& c) {
   const UnixTime t = c.now;
   auto metrics = service_.metrics();
-  if (!metrics) return service_answer(c.req, metrics.error());
+  if (!metrics) return service_answer(c.req, c.ctx, metrics.error());
   TransactionFilter f;
   f.since = t - 3600;
   f.limit = 1000;
   auto list = service_.list_transactions(f);
-  if (!list) return service_answer(c.req, list.error());
+  if (!list) return service_answer(c.req, c.ctx, list.error());
   // Decisions per minute over the last hour, oldest first.
   json::array buckets;
   std::vector<std::array<std::int64_t, 3>> counts(60, {0, 0, 0});

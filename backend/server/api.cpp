@@ -125,7 +125,7 @@ class Api {
     if (!t) {
       if (t.error().code == Errc::not_found)
         return error_response(req, Status::forbidden, "unknown_terminal", "terminal " + *ctx.client_cn + " is not registered");
-      return service_error(req, t.error());
+      return service_error(req, ctx, t.error());
     }
     if (!t->enabled) return error_response(req, Status::forbidden, "terminal_revoked", "terminal " + t->id + " is revoked");
     if (t->cert_fingerprint != ctx.client_fingerprint) {
@@ -179,7 +179,7 @@ class Api {
       op = c_.service->authenticate_operator(h.substr(7));
     }
     if (!op) {
-      if (op.error().code != Errc::not_found) return service_error(req, op.error());
+      if (op.error().code != Errc::not_found) return service_error(req, ctx, op.error());
       Response r = error_response(req, Status::unauthorized, "bad_token", "unknown operator token");
       r.set(boost::beast::http::field::www_authenticate, "Bearer realm=\"otac\", error=\"invalid_token\"");
       return r;
@@ -258,7 +258,7 @@ class Api {
   }
 
   Response authorization_answer(const Request& req, RequestContext& ctx, const Bytes& card, const Result<AuthAnswer>& r) {
-    if (!r) return service_error(req, r.error());
+    if (!r) return service_error(req, ctx, r.error());
     if (!r->recorded) return decline_suppressed(req, ctx, card);
     ctx.log["decision"] = decision_name(r->decision);
     ctx.log["reason"] = r->reason;
@@ -279,7 +279,7 @@ class Api {
     ctx.log["txn"] = txn;
     // A terminal sees only its own transactions (another's id answers as unknown).
     auto rec = c_.service->transaction(txn);
-    if (!rec) return service_error(req, rec.error());
+    if (!rec) return service_error(req, ctx, rec.error());
     if (rec->terminal_id != *ctx.client_cn)
       return error_response(req, Status::not_found, "not_found", "no transaction " + txn + " for this terminal");
     // Wait in slices of at most one second so that a shutdown ends long-polls promptly.
@@ -290,7 +290,7 @@ class Api {
       if (left.count() <= 0 || (c_.stopping && c_.stopping())) break;
       r = c_.service->get_authorization(txn, std::min<std::chrono::milliseconds>(left, std::chrono::milliseconds(1000)));
     }
-    if (!r) return service_error(req, r.error());
+    if (!r) return service_error(req, ctx, r.error());
     return json_response(req, Status::ok, answer_json(*r));
   }
 
@@ -303,7 +303,7 @@ class Api {
     if (!valid_txn_id(txn)) return bad_request(req, "malformed transaction id");
     ctx.log["txn"] = txn;
     auto r = c_.service->cancel_held(txn, *ctx.client_cn);
-    if (!r) return service_error(req, r.error());
+    if (!r) return service_error(req, ctx, r.error());
     ctx.log["decision"] = decision_name(r->decision);
     ctx.log["reason"] = r->reason;
     return json_response(req, Status::ok, answer_json(*r));
@@ -325,7 +325,7 @@ class Api {
     if (f.error) return bad_request(req, *f.error);
     ctx.log["txn"] = c.txn_id;
     auto r = c_.service->verify_display_code(c, *ctx.client_cn);
-    if (!r) return service_error(req, r.error());
+    if (!r) return service_error(req, ctx, r.error());
     if (!r->recorded) return decline_suppressed(req, ctx, c.card);
     ctx.log["decision"] = decision_name(r->decision);
     ctx.log["reason"] = r->reason;
@@ -342,7 +342,7 @@ class Api {
     ctx.log["txn"] = r->txn_id;
     ctx.log["outcome"] = outcome_name(r->outcome);
     auto a = c_.service->report_outcome(*r, *ctx.client_cn);
-    if (!a) return service_error(req, a.error());
+    if (!a) return service_error(req, ctx, a.error());
     return json_response(req, Status::ok, outcome_json(*a));
   }
 
@@ -354,7 +354,7 @@ class Api {
     if (!valid_txn_id(ask->txn_id)) return bad_request(req, "field \"txn_id\" must be 1 to 64 characters of A-Z a-z 0-9 - _ . :");
     ctx.log["txn"] = ask->txn_id;
     auto r = c_.service->request_refund(ask->txn_id, ask->amount_minor, *ctx.client_cn);
-    if (!r) return service_error(req, r.error());
+    if (!r) return service_error(req, ctx, r.error());
     return json_response(req, Status::ok, refund_json(*r));
   }
 
@@ -363,7 +363,7 @@ class Api {
     const std::string& txn = ctx.params.at(0);
     if (!valid_txn_id(txn)) return bad_request(req, "malformed transaction id");
     auto r = c_.service->refund(txn);
-    if (!r) return service_error(req, r.error());
+    if (!r) return service_error(req, ctx, r.error());
     if (r->terminal_id != *ctx.client_cn)
       return error_response(req, Status::not_found, "not_found", "no refund of " + txn + " for this terminal");
     return json_response(req, Status::ok, refund_json(*r));
@@ -397,7 +397,7 @@ class Api {
     e.public_key = f.hexbytes("public_key", false, 1, 1024);
     if (f.error) return bad_request(req, *f.error);
     auto r = c_.service->enroll_card(e, op.name);
-    if (!r) return service_error(req, r.error());
+    if (!r) return service_error(req, ctx, r.error());
     ctx.log["card"] = to_hex(r->n);
     json::object out;
     out["n"] = to_hex(r->n);
@@ -453,9 +453,9 @@ class Api {
   }
 
   // A card for operators (views.hpp): settings and state, never the keys.
-  std::optional<Response> card_json(const Request& req, const Bytes& n, json::object& o) {
+  std::optional<Response> card_json(const Request& req, RequestContext& ctx, const Bytes& n, json::object& o) {
     auto c = c_.service->card_summary(n);
-    if (!c) return service_error(req, c.error());
+    if (!c) return service_error(req, ctx, c.error());
     o = http::card_json(*c);
     return std::nullopt;
   }
@@ -466,7 +466,7 @@ class Api {
     auto n = card_param(ctx);
     if (!n) return bad_request(req, "card id must be 16 hex digits");
     json::object o;
-    if (auto e = card_json(req, *n, o)) return *e;
+    if (auto e = card_json(req, ctx, *n, o)) return *e;
     return json_response(req, Status::ok, o);
   }
 
@@ -491,9 +491,9 @@ class Api {
     if (f.error) return bad_request(req, *f.error);
     ctx.log["card"] = to_hex(*n);
     auto r = c_.service->update_card_settings(*n, std::move(s), op.name);
-    if (!r) return service_error(req, r.error());
+    if (!r) return service_error(req, ctx, r.error());
     json::object out;
-    if (auto e = card_json(req, *n, out)) return *e;
+    if (auto e = card_json(req, ctx, *n, out)) return *e;
     return json_response(req, Status::ok, out);
   }
 
@@ -509,24 +509,24 @@ class Api {
     o["action"] = action;
     if (action == "block") {
       auto r = c_.service->block_card(*n, op.name);
-      if (!r) return service_error(req, r.error());
+      if (!r) return service_error(req, ctx, r.error());
     } else if (action == "unblock") {
       auto r = c_.service->unblock_card(*n, op.name);
-      if (!r) return service_error(req, r.error());
+      if (!r) return service_error(req, ctx, r.error());
     } else if (action == "refresh") {
       auto r = c_.service->refresh_card(*n, op.name);
-      if (!r) return service_error(req, r.error());
+      if (!r) return service_error(req, ctx, r.error());
       o["list"] = *r;
       o["state"] = "sent";
     } else if (action == "install-server-key") {
       auto r = c_.service->install_server_key(*n, op.name);
-      if (!r) return service_error(req, r.error());
+      if (!r) return service_error(req, ctx, r.error());
     } else if (action == "set-signature-key") {
       auto r = c_.service->set_signature_key(*n, op.name);
-      if (!r) return service_error(req, r.error());
+      if (!r) return service_error(req, ctx, r.error());
     } else {
       auto r = c_.service->rotate_key(*n, op.name);
-      if (!r) return service_error(req, r.error());
+      if (!r) return service_error(req, ctx, r.error());
     }
     return json_response(req, Status::ok, o);
   }
@@ -552,14 +552,14 @@ class Api {
       cert = std::move(*c);
     } else {
       auto kc = pki::issue_client(c_.ca, id, c_.client_cert_days);
-      if (!kc) return service_error(req, kc.error());
+      if (!kc) return service_error(req, ctx, kc.error());
       cert = kc->cert_pem;
       out["key"] = kc->key_pem;  // the only copy; the backend keeps no terminal keys
     }
     auto fp = pki::fingerprint(cert);
-    if (!fp) return service_error(req, fp.error());
+    if (!fp) return service_error(req, ctx, fp.error());
     TerminalRecord t{id, *fp, limit, true};
-    if (auto r = c_.service->register_terminal(t, op.name); !r) return service_error(req, r.error());
+    if (auto r = c_.service->register_terminal(t, op.name); !r) return service_error(req, ctx, r.error());
     forget_terminal(id);
     out["fingerprint"] = *fp;
     out["cert"] = cert;
@@ -574,9 +574,9 @@ class Api {
     const std::string& id = ctx.params.at(0);
     if (!valid_terminal_id(id)) return bad_request(req, "terminal id must be 8 characters of A-Z a-z 0-9 - _");
     auto t = c_.service->terminal(id);
-    if (!t) return service_error(req, t.error());
+    if (!t) return service_error(req, ctx, t.error());
     t->enabled = false;
-    if (auto r = c_.service->register_terminal(*t, op.name); !r) return service_error(req, r.error());
+    if (auto r = c_.service->register_terminal(*t, op.name); !r) return service_error(req, ctx, r.error());
     forget_terminal(id);
     json::object o;
     o["id"] = id;
@@ -590,7 +590,7 @@ class Api {
     const std::string& id = ctx.params.at(0);
     if (!valid_terminal_id(id)) return bad_request(req, "terminal id must be 8 characters of A-Z a-z 0-9 - _");
     auto t = c_.service->terminal(id);
-    if (!t) return service_error(req, t.error());
+    if (!t) return service_error(req, ctx, t.error());
     return json_response(req, Status::ok, terminal_json(*t));
   }
 
@@ -622,7 +622,7 @@ class Api {
       }
     }
     auto r = c_.service->list_transactions(f);
-    if (!r) return service_error(req, r.error());
+    if (!r) return service_error(req, ctx, r.error());
     json::array a;
     for (const auto& t : *r) a.push_back(transaction_json(t));
     json::object o;
@@ -636,10 +636,10 @@ class Api {
     const std::string& txn = ctx.params.at(0);
     if (!valid_txn_id(txn)) return bad_request(req, "malformed transaction id");
     auto t = c_.service->transaction(txn);
-    if (!t) return service_error(req, t.error());
+    if (!t) return service_error(req, ctx, t.error());
     json::object o = transaction_json(*t);
     auto outcome = c_.service->outcome(txn);
-    if (!outcome) return service_error(req, outcome.error());
+    if (!outcome) return service_error(req, ctx, outcome.error());
     if (*outcome) o["outcome"] = outcome_json(OutcomeAnswer{**outcome, false});
     if (auto refund = c_.service->refund(txn)) o["refund"] = refund_json(*refund);
     return json_response(req, Status::ok, o);
@@ -656,7 +656,7 @@ class Api {
     if (!valid_txn_id(txn)) return bad_request(req, "malformed transaction id");
     ctx.log["txn"] = txn;
     auto r = decide(txn, op.name);
-    if (!r) return service_error(req, r.error());
+    if (!r) return service_error(req, ctx, r.error());
     return json_response(req, Status::ok, to_json(*r));
   }
 
@@ -686,7 +686,7 @@ class Api {
       }
     }
     auto r = c_.service->list_refunds(state, limit);
-    if (!r) return service_error(req, r.error());
+    if (!r) return service_error(req, ctx, r.error());
     json::array a;
     for (const auto& x : *r) a.push_back(refund_json(x));
     json::object o;
@@ -719,7 +719,7 @@ class Api {
       }
     }
     auto r = c_.service->audit_log(after, limit);
-    if (!r) return service_error(req, r.error());
+    if (!r) return service_error(req, ctx, r.error());
     json::array a;
     for (const auto& e : *r) a.push_back(audit_json(e));
     json::object o;
@@ -733,7 +733,7 @@ class Api {
     auto r = c_.service->verify_audit();
     json::object o;
     if (!r) {
-      if (r.error().code != Errc::bad_mac) return service_error(req, r.error());
+      if (r.error().code != Errc::bad_mac) return service_error(req, ctx, r.error());
       o["ok"] = false;
       o["message"] = r.error().message;
       return json_response(req, Status::ok, o);
@@ -755,7 +755,7 @@ class Api {
     if (!f.error && !role) f.fail("field \"role\" must be viewer, operator or admin");
     if (f.error) return bad_request(req, *f.error);
     auto t = c_.service->create_operator(name, *role, op.name);
-    if (!t) return service_error(req, t.error());
+    if (!t) return service_error(req, ctx, t.error());
     json::object out;
     out["name"] = name;
     out["role"] = role_name(*role);
@@ -768,7 +768,7 @@ class Api {
     OperatorRecord op;
     if (auto e = require_operator(req, ctx, Role::viewer, op)) return *e;
     auto p = c_.service->card_ca_public();
-    if (!p) return service_error(req, p.error());
+    if (!p) return service_error(req, ctx, p.error());
     json::object o;
     o["ca_point"] = to_hex(*p);
     return json_response(req, Status::ok, o);
@@ -787,16 +787,21 @@ class Api {
     // The database check (a store transaction) runs at most once a second; probes in between
     // get its result, so a burst of health checks cannot queue up on the write path.
     const auto now = std::chrono::steady_clock::now();
-    bool healthy = false;
+    bool healthy = false, custody = false;
     {
       std::lock_guard lock(health_mu_);
       if (now - health_checked_ >= std::chrono::seconds(1)) {
         health_ok_ = static_cast<bool>(c_.service->metrics());  // touches the database
+        custody_ok_ = !c_.custody_check || static_cast<bool>(c_.custody_check());
         health_checked_ = now;
       }
       healthy = health_ok_;
+      custody = custody_ok_;
     }
     if (!healthy) return error_response(req, Status::service_unavailable, "unhealthy", "the database is not usable");
+    // A token that is out for now: every authorization would get 503, so a load balancer
+    // should send them to another node (the token's own log lines say why and since when).
+    if (!custody) return error_response(req, Status::service_unavailable, "unhealthy", "the key token does not answer");
     const auto [running, expected] = c_.metrics ? c_.metrics->io_threads() : std::pair<unsigned, unsigned>{0, 0};
     if (running < expected) {
       return error_response(req, Status::service_unavailable, "unhealthy",
@@ -809,9 +814,9 @@ class Api {
     return json_response(req, Status::ok, o);
   }
 
-  Response metrics(const Request& req, RequestContext&) {
+  Response metrics(const Request& req, RequestContext& ctx) {
     auto m = c_.service->metrics();
-    if (!m) return service_error(req, m.error());
+    if (!m) return service_error(req, ctx, m.error());
     return text_response(req, Status::ok, c_.metrics->render(*m), "text/plain; version=0.0.4; charset=utf-8");
   }
 
@@ -820,6 +825,7 @@ class Api {
   std::mutex health_mu_;
   std::chrono::steady_clock::time_point health_checked_{};
   bool health_ok_ = false;
+  bool custody_ok_ = false;
   // Terminals whose certificate was checked against the store. An entry is dropped when this
   // node re-issues or revokes the terminal, and trusted for kTerminalCacheTtl only, so that a
   // revocation made on another node sharing the store (PostgreSQL) takes effect here within it.

@@ -29,6 +29,9 @@ struct ApiContext {
   pki::KeyCert ca;                 ///< the private CA (issues terminal certificates)
   int client_cert_days = pki::max_leaf_days;
   std::uint32_t max_wait_seconds = 30;
+  /// Checks that the key custody answers (a PKCS#11 token: one HMAC in it); /healthz runs it
+  /// with the database check, at most once a second. Empty: nothing to check (a KEK file).
+  std::function<Result<void>()> custody_check;
   /// True once the server is shutting down: long-polls then answer at once.
   std::function<bool()> stopping;
 };

@@ -70,6 +70,8 @@ const Handler* Router::match(Verb method, std::string_view path, RequestContext&
 Response Router::guarded(const Request& req, RequestContext& ctx, const std::function<Response()>& build) {
   try {
     return build();
+  } catch (const Failure& f) {  // an Error thrown through the store: it keeps its status
+    return service_error(req, ctx, f.error());
   } catch (const std::exception& e) {
     ctx.log["exception"] = e.what();
   } catch (...) {
@@ -108,7 +110,7 @@ Response error_response(const Request& req, Status status, std::string_view code
   return json_response(req, status, o);
 }
 
-Response service_error(const Request& req, const Error& e) {
+Response service_error(const Request& req, RequestContext& ctx, const Error& e) {
   Status s = Status::internal_server_error;
   switch (e.code) {
     case Errc::bad_value: case Errc::truncated: case Errc::bad_length: case Errc::trailing_data:
@@ -117,12 +119,17 @@ Response service_error(const Request& req, const Error& e) {
     case Errc::state: s = Status::forbidden; break;
     case Errc::not_found: s = Status::not_found; break;
     case Errc::conflict: s = Status::conflict; break;
-    case Errc::timeout: s = Status::service_unavailable; break;
+    case Errc::timeout: case Errc::unavailable: s = Status::service_unavailable; break;
     default: break;
   }
-  // Internal errors keep their detail in the log only (see the server's log line).
+  if (s != Status::internal_server_error && e.code != Errc::unavailable) return error_response(req, s, errc_name(e.code), e.message);
+  // A failure of the server, not of the request: its detail (a token's label, a path, an
+  // SQLite message) goes to the request's log line only.
+  ctx.log["error"] = e.message;
   if (s == Status::internal_server_error) return error_response(req, s, errc_name(e.code), "internal error; see the server log");
-  return error_response(req, s, errc_name(e.code), e.message);
+  Response r = error_response(req, s, errc_name(e.code), "a service the backend needs (its key token) is out for now; retry later");
+  r.set(boost::beast::http::field::retry_after, "1");
+  return r;
 }
 
 bool split_target(std::string_view target, std::string& path, std::map<std::string, std::string>& query) {

@@ -103,8 +103,10 @@ Response text_response(const Request& req, Status status, std::string body,
                        std::string_view content_type = "text/plain; charset=utf-8");
 /// {"error": code, "message": message} with the status.
 Response error_response(const Request& req, Status status, std::string_view code, std::string_view message);
-/// Maps a service error to its HTTP status (service.hpp's table) and an error response.
-Response service_error(const Request& req, const Error& e);
+/// Maps a service error to its HTTP status (service.hpp's table) and an error response. A 5xx
+/// keeps its detail out of the answer and puts it in the request's log line (ctx.log "error").
+/// `unavailable` is 503 with Retry-After: 1, so that a terminal retries or tries another node.
+Response service_error(const Request& req, RequestContext& ctx, const Error& e);
 
 /// Splits "/a/b?x=1&y=%20" into path and decoded query parameters; false if malformed.
 bool split_target(std::string_view target, std::string& path, std::map<std::string, std::string>& query);

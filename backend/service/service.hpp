@@ -5,7 +5,8 @@
 // Error codes and their HTTP meaning (for the server layer):
 //   bad_value / truncated / bad_length / trailing_data -> 400 (malformed request)
 //   state    -> 403 (e.g. challenge terminal id != client certificate CN, terminal unknown)
-//   not_found -> 404, conflict -> 409 (txn_id reused with a different body), others -> 500.
+//   not_found -> 404, conflict -> 409 (txn_id reused with a different body),
+//   timeout / unavailable (the key token is out for now) -> 503 with Retry-After, others -> 500.
 // Declines are not errors: they are answers with decision = declined and a reason.
 #pragma once
 

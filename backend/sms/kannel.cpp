@@ -128,7 +128,7 @@ void install_mo_routes(http::Router& router, Service& service, std::string secre
     auto r = service.record_delivery_report(id, text, type == 2 || type == 16);
     ctx.log["sms_id"] = std::to_string(id);
     ctx.log["dlr_type"] = std::to_string(type);
-    if (!r) return http::service_error(req, r.error());
+    if (!r) return http::service_error(req, ctx, r.error());
     return http::text_response(req, http::Status::ok, "");
   });
 }

@@ -210,7 +210,7 @@ Result<std::pair<std::uint32_t, p11::Handle>> TokenKek::current_key() const {
       // storage gone). Treated as a lost token, which is re-opened when it is back.
       const std::string why = "token '" + token_->label() + "' shows no key-encryption key '" + labels_.kek + "'";
       token_->mark_lost(why);
-      return make_error(Errc::io, "PKCS#11 " + why);
+      return make_error(Errc::unavailable, "PKCS#11 " + why);
     }
     versions_->handles = std::move(*v);
     versions_->read_at = now;
@@ -306,7 +306,7 @@ Result<Bytes> TokenKek::audit_mac_once(ByteView data) const {
     if (audit->empty()) {  // as for the KEK: the token's objects are not there
       const std::string why = "token '" + token_->label() + "' shows no audit key '" + labels_.audit + "'";
       token_->mark_lost(why);
-      return make_error(Errc::io, "PKCS#11 " + why);
+      return make_error(Errc::unavailable, "PKCS#11 " + why);
     }
     if (audit->size() != 1) return make_error(Errc::state, "token '" + token_->label() + "' holds more than one audit key '" + labels_.audit + "'");
     h = audit->front().second;
@@ -344,7 +344,7 @@ Bytes Kek::seal(ByteView plain, ByteView ad) const {
   const KeyCustody* c = token_ ? static_cast<const KeyCustody*>(token_.get()) : file();
   if (!c) throw std::logic_error("Kek without a custody");  // every constructor sets one
   auto s = c->seal(plain, ad);
-  if (!s) throw std::runtime_error("cannot seal a key: " + s.error().message);
+  if (!s) throw Failure(make_error(s.error().code, "cannot seal a key: " + s.error().message));
   return std::move(*s);
 }
 
@@ -362,7 +362,7 @@ Result<SecretBytes> Kek::open(ByteView sealed, ByteView ad) const {
 
 Bytes Kek::audit_mac(ByteView data) const {
   auto m = token_ ? token_->audit_mac(data) : file_ ? file_->audit_mac(data) : Result<Bytes>(make_error(Errc::internal, "no custody"));
-  if (!m) throw std::runtime_error("cannot compute the audit-log MAC: " + m.error().message);
+  if (!m) throw Failure(make_error(m.error().code, "cannot compute the audit-log MAC: " + m.error().message));
   return std::move(*m);
 }
 

@@ -76,9 +76,11 @@ bool token_lost(CK_RV rv) {
 
 Error p11_error(const char* what, CK_RV rv) {
   // unknown_key: the handle went stale (the token was re-read); a caller may look it up again.
-  const Errc code = rv == CKR_ENCRYPTED_DATA_INVALID   ? Errc::bad_mac
+  // unavailable: the token is gone for now (token_lost); it is re-opened, so a retry may pass.
+  const Errc code = rv == CKR_ENCRYPTED_DATA_INVALID                                   ? Errc::bad_mac
                     : rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID ? Errc::unknown_key
-                                                                                     : Errc::io;
+                    : token_lost(rv)                                                  ? Errc::unavailable
+                                                                                      : Errc::io;
   return make_error(code, std::string("PKCS#11 ") + what + " failed: " + rv_name(rv));
 }
 
@@ -342,7 +344,7 @@ struct Token::Impl {
     using std::chrono::duration_cast;
     using std::chrono::milliseconds;
     const auto next = std::max<long long>(0, duration_cast<milliseconds>(next_attempt - now).count());
-    return make_error(Errc::io, "PKCS#11 token '" + label + "' is unavailable since " +
+    return make_error(Errc::unavailable, "PKCS#11 token '" + label + "' is unavailable since " +
                                     std::to_string(duration_cast<milliseconds>(now - lost_at).count()) + " ms (" + lost_why + "); " +
                                     std::to_string(attempts) + " re-open attempts" +
                                     (last_failure.empty() ? std::string() : ", the last: " + last_failure) + "; next in " +

@@ -69,7 +69,7 @@ struct Pending {
   void answer() noexcept {
     if (done) {
       Result<void> r = std::move(result);
-      if (exception) r = make_error(Errc::internal, "a store transaction failed: " + describe(exception));
+      if (exception) r = failure_of(exception);
       try {
         done(std::move(r));
       } catch (...) {  // a completion must not throw; there is no one left to tell
@@ -87,13 +87,18 @@ struct Pending {
     cv.wait(lock, [this] { return answered; });
   }
 
-  static std::string describe(const std::exception_ptr& e) {
+  // What run_async's completion sees of an exception: a Failure keeps its code (a key token
+  // that is out for now stays `unavailable`), anything else is internal.
+  static Error failure_of(const std::exception_ptr& e) {
+    const std::string prefix = "a store transaction failed: ";
     try {
       std::rethrow_exception(e);
+    } catch (const Failure& f) {
+      return make_error(f.error().code, prefix + f.error().message);
     } catch (const std::exception& x) {
-      return x.what();
+      return make_error(Errc::internal, prefix + x.what());
     } catch (...) {
-      return "unknown exception";
+      return make_error(Errc::internal, prefix + "unknown exception");
     }
   }
 };

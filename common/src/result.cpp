@@ -19,6 +19,7 @@ const char* errc_name(Errc e) noexcept {
     case Errc::not_found: return "not_found";
     case Errc::conflict: return "conflict";
     case Errc::internal: return "internal";
+    case Errc::unavailable: return "unavailable";
   }
   return "unknown";
 }

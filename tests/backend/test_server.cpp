@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 
 #include "pki.hpp"
+#include "router.hpp"
 #include "server_fixture.hpp"
 
 using namespace otac;
@@ -54,6 +55,41 @@ struct Ready {
 };
 
 }  // namespace
+
+TEST_CASE("service errors: a token out for now is 503 with Retry-After and its detail only in the log line", "[server]") {
+  http::Request req{Verb::post, "/v1/authorizations", 11};
+  const std::string detail = "PKCS#11 token 'otac' is unavailable since 12 ms (CKR_DEVICE_REMOVED)";
+  {
+    http::RequestContext ctx;
+    const auto r = http::service_error(req, ctx, make_error(Errc::unavailable, detail));
+    CHECK(r.result() == http::Status::service_unavailable);
+    CHECK(r[boost::beast::http::field::retry_after] == "1");
+    CHECK(field(r.body(), "error") == "unavailable");
+    CHECK(r.body().find("PKCS#11") == std::string::npos);
+    CHECK(ctx.log["error"] == detail);
+  }
+  {  // the same thrown through the store (a key sealed inside a row's binding) keeps its status
+    http::RequestContext ctx;
+    const auto r = http::Router::guarded(req, ctx, [&]() -> http::Response { throw Failure(make_error(Errc::unavailable, detail)); });
+    CHECK(r.result() == http::Status::service_unavailable);
+    CHECK(ctx.log["error"] == detail);
+  }
+  {  // anything else the server failed at: 500, detail in the log line
+    http::RequestContext ctx;
+    const auto r = http::service_error(req, ctx, make_error(Errc::io, "disk I/O error"));
+    CHECK(r.result() == http::Status::internal_server_error);
+    CHECK(r.body().find("disk") == std::string::npos);
+    CHECK(ctx.log["error"] == "disk I/O error");
+  }
+  {  // the caller's own mistakes keep their message, and the log line stays short
+    http::RequestContext ctx;
+    const auto r = http::service_error(req, ctx, make_error(Errc::conflict, "txn_id T-1 was used with a different request"));
+    CHECK(r.result() == http::Status::conflict);
+    CHECK(r.body().find("different request") != std::string::npos);
+    CHECK(ctx.log.count("error") == 0);
+    CHECK(r.count(boost::beast::http::field::retry_after) == 0);
+  }
+}
 
 TEST_CASE("first start creates CA, certificates, token, KEK and config, healthz and metrics over TLS", "[server]") {
   Backend b;

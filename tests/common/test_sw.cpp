@@ -84,6 +84,7 @@ TEST_CASE("errc_name spells every error code as the logs and the API show it", "
       {Errc::replay, "replay"},           {Errc::unknown_key, "unknown_key"},     {Errc::crypto, "crypto"},
       {Errc::io, "io"},                   {Errc::timeout, "timeout"},             {Errc::state, "state"},
       {Errc::not_found, "not_found"},     {Errc::conflict, "conflict"},           {Errc::internal, "internal"},
+      {Errc::unavailable, "unavailable"},
   };
   for (const auto& [e, name] : names) CHECK(errc_name(e) == name);
   CHECK(std::string_view(errc_name(static_cast<Errc>(200))) == "unknown");

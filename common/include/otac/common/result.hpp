@@ -1,6 +1,7 @@
 // Errors as values at module boundaries: Result<T> holds a value or an Error.
 #pragma once
 
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <variant>
@@ -24,6 +25,7 @@ enum class Errc {
   not_found,        ///< the thing asked for does not exist
   conflict,         ///< the thing exists already, or was used already
   internal,         ///< a bug: an invariant did not hold
+  unavailable,      ///< a service this one needs (a key token) is out for now; retry later
 };
 
 /// A short stable name for an error code ("truncated", "bad_mac", ...).
@@ -78,5 +80,17 @@ class [[nodiscard]] Result<void> {
 
 /// Builds an Error; reads well at a return statement.
 inline Error make_error(Errc code, std::string message) { return Error{code, std::move(message)}; }
+
+/// An Error thrown where a Result cannot be returned (a key sealed inside a store row's
+/// binding, say). Whoever catches it keeps the code: a token that is out for now stays
+/// `unavailable` for the client instead of becoming an internal error.
+class Failure : public std::runtime_error {
+ public:
+  explicit Failure(Error e) : std::runtime_error(e.message), error_(std::move(e)) {}
+  const Error& error() const noexcept { return error_; }
+
+ private:
+  Error error_;
+};
 
 }  // namespace otac
