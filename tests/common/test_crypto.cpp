@@ -2,10 +2,13 @@
 #include <catch2/catch.hpp>
 
 #include <openssl/core_names.h>
+#include <openssl/err.h>
 #include <openssl/kdf.h>
 #include <openssl/params.h>
+#include <openssl/provider.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <thread>
 #include <vector>
 
@@ -47,6 +50,22 @@ TEST_CASE("ISO/IEC 9797-1 MAC algorithm 3 over a single block is two-key TDEA of
   auto mac = crypto::mac_alg3(key_of("0123456789ABCDEFFEDCBA9876543210"), hex("4E6F77"), crypto::Padding::method2, 8);
   REQUIRE(mac);
   CHECK(up(*mac) == "4879E6AA9665FAFB");
+}
+
+// Which single-DES chain the algorithm-3 vectors above and below exercise. Normally OpenSSL's
+// legacy provider loads (Debian ships it in libssl3) and the chain is single DES. The ctest
+// entry "... without OpenSSL's legacy provider" runs the [kat] cases again with
+// OPENSSL_MODULES pointing nowhere and OTAC_TEST_NO_LEGACY=1: then the provider must not load,
+// so the same vectors check the fallback, a TDEA chain with K1 = K2 = K3.
+TEST_CASE("ISO/IEC 9797-1 MAC algorithm 3: the legacy provider is there exactly when expected", "[crypto][kat][no-legacy]") {
+  const bool expect_missing = std::getenv("OTAC_TEST_NO_LEGACY") != nullptr;
+  OSSL_LIB_CTX* ctx = OSSL_LIB_CTX_new();
+  REQUIRE(ctx != nullptr);
+  OSSL_PROVIDER* legacy = OSSL_PROVIDER_load(ctx, "legacy");
+  CHECK((legacy == nullptr) == expect_missing);
+  if (legacy) OSSL_PROVIDER_unload(legacy);
+  OSSL_LIB_CTX_free(ctx);
+  ERR_clear_error();
 }
 
 // The four Annex B vectors of algorithm 3 share one key: one keyed object runs them all, in
