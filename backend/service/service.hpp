@@ -6,7 +6,8 @@
 //   bad_value / truncated / bad_length / trailing_data -> 400 (malformed request)
 //   state    -> 403 (e.g. challenge terminal id != client certificate CN, terminal unknown)
 //   not_found -> 404, conflict -> 409 (txn_id reused with a different body),
-//   timeout / unavailable (the key token is out for now) -> 503 with Retry-After, others -> 500.
+//   timeout -> 503, unavailable (the key token is out for now) -> 503 with Retry-After: 1,
+//   others -> 500.
 // Declines are not errors: they are answers with decision = declined and a reason.
 #pragma once
 
