@@ -122,6 +122,11 @@ sendsms-interface = 127.0.0.1
 log-file = "$dir/smsbox.log"
 log-level = 0
 mo-recode = false
+# An MO or delivery report whose fetch fails (the backend restarting, or killed mid-request)
+# is fetched again each second, up to 60 times, instead of dropped: a card's PoR lost that
+# way left a key rotation pending (docs/operations.md, Kannel).
+http-request-retry = 60
+http-queue-delay = 1
 
 group = sendsms-user
 username = otac
