@@ -109,7 +109,11 @@ Bytes be_bytes(std::uint64_t v, std::size_t n) {
 
 void append_be(Bytes& dst, std::uint64_t v, std::size_t n) {
   if (n == 0 || n > 8) throw std::invalid_argument("be_bytes: width must be 1..8");
-  for (std::size_t i = n; i-- > 0;) dst.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+  // One resize, not a push_back per byte: into an empty vector (be_bytes) that was up to
+  // four allocations as the capacity grew 1, 2, 4, 8.
+  const std::size_t at = dst.size();
+  dst.resize(at + n);
+  for (std::size_t i = 0; i < n; ++i) dst[at + n - 1 - i] = static_cast<std::uint8_t>(v >> (8 * i));
 }
 
 }  // namespace otac
