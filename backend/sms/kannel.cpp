@@ -71,6 +71,9 @@ namespace {
 
 Bytes bytes_of(const std::string& s) { return Bytes(s.begin(), s.end()); }
 
+// A failure that may pass: the store (a lock, a lost connection, a full disk) or the key token.
+bool transient(Errc e) { return e == Errc::io || e == Errc::timeout || e == Errc::unavailable; }
+
 }  // namespace
 
 void install_mo_routes(http::Router& router, Service& service, std::string secret, std::function<void()> on_queued) {
@@ -104,7 +107,12 @@ void install_mo_routes(http::Router& router, Service& service, std::string secre
     if (on_queued) on_queued();
     if (!r) {
       ctx.log["mo_error"] = r.error().message;
-      // Kannel only logs our answer; the error is in our log. Never send an SMS reply.
+      // Ours, not the message's (the store or the key token out for now): a 5xx, so smsbox
+      // fetches the message again after http-queue-delay, up to http-request-retry times.
+      // Nothing was committed, and a message that did commit is never answered this way.
+      if (transient(r.error().code)) return http::service_error(req, ctx, r.error());
+      // The message's own fault: fetching it again would fail the same way. Kannel only logs
+      // our answer; the error is in our log. Never send an SMS reply.
       return http::text_response(req, http::Status::ok, "");
     }
     return http::text_response(req, http::Status::ok, "");

@@ -15,6 +15,8 @@
 
 #include "ceremony_fixture.hpp"
 #include "custody.hpp"
+#include "kannel_fixture.hpp"
+#include "otac/common/crypto.hpp"
 #include "pg_cluster.hpp"
 #include "pg_store.hpp"
 #include "rewrap.hpp"
@@ -32,12 +34,19 @@ namespace fs = std::filesystem;
 
 Bytes raw(const SecretBytes& s) { return Bytes(s.view().begin(), s.view().end()); }
 
+std::size_t count(const std::string& hay, const std::string& needle) {
+  std::size_t n = 0;
+  for (std::size_t p = hay.find(needle); p != std::string::npos; p = hay.find(needle, p + 1)) ++n;
+  return n;
+}
+
 // One token, one database, and backend nodes whose data directories are copies of the first.
 struct HsmNodes {
   SoftHsm hsm;  // first: sets SOFTHSM2_CONF, which the nodes inherit
   otac::pgtest::PgCluster* pg = nullptr;
   std::string conninfo;
   std::vector<std::unique_ptr<Backend>> nodes;
+  std::string extra;  // more node configuration (SMS settings)
 
   HsmNodes() {
     std::string why;
@@ -61,7 +70,7 @@ struct HsmNodes {
       s += "kek_uri = \"pkcs11:token=otac;object=kek\"\nserver_key_uri = \"pkcs11:token=otac;object=otac-server\"\n"
            "card_ca_key_uri = \"pkcs11:token=otac;object=otac-card-ca\"\npkcs11_module = \"" + std::string(kSoftHsmModule) +
            "\"\npkcs11_pin_file = \"" + hsm.pin.string() + "\"\n";
-    return s;
+    return s + extra;
   }
   void write_config(bool token) const { std::ofstream(nodes[0]->dir / "otac-backend.conf", std::ios::trunc) << config_text(token); }
 
@@ -405,4 +414,71 @@ TEST_CASE("SoftHSM2 on PostgreSQL: the token gone and back while two nodes serve
   CHECK(authorize(h[0], cert, key, a, 1, "TL-after") == "approved/ok");
   auto store = h.store(true);
   check_audit_chain(*store);
+}
+
+TEST_CASE("SoftHSM2 on PostgreSQL with Kannel: a PoR that arrives while the token is away is answered 503, fetched again by smsbox, and counted once",
+          "[server][pg][softhsm][kannel]") {
+  HsmNodes h;
+  const std::string secret = to_hex(crypto::random_bytes(16));
+  const std::uint16_t mo = free_port();
+  TempDir kannel_dir;
+  Kannel kannel(kannel_dir.path / "kannel", "http://127.0.0.1:" + std::to_string(mo) + "/v1/sms/mo?secret=" + secret +
+                                                "&from=%p&to=%P&udh=%u&data=%b");
+  h.extra = "mo_listen = \"127.0.0.1:" + std::to_string(mo) + "\"\nserver_msisdn = \"+15550100\"\n" +
+            "kannel_sendsms_url = \"http://127.0.0.1:" + kannel.env.at("KANNEL_SENDSMS_PORT") + "/cgi-bin/sendsms\"\n" +
+            "kannel_user = \"" + kannel.env.at("KANNEL_SENDSMS_USER") + "\"\nkannel_pass = \"" +
+            kannel.env.at("KANNEL_SENDSMS_PASS") + "\"\nsms_retry_base_seconds = 1\nsms_retry_max_seconds = 2\n";
+  std::ofstream(h[0].dir / "mo.secret") << secret << "\n";
+  fs::permissions(h[0].dir / "mo.secret", fs::perms::owner_read | fs::perms::owner_write);
+  h.start_on_token(1);
+  FakePhone phone(kannel.port("KANNEL_SMSC_PORT"));
+  Card a;
+  std::uint64_t counter = 0;
+  {
+    auto store = h.store(true);  // closed before the token goes: this process holds no session then
+    a = enroll(h[0], *store, "+4915550001");
+    REQUIRE_FALSE(read_packet(phone, "+4915550001", std::chrono::seconds(30)).empty());  // the list reached the phone
+    REQUIRE(store->run([&](Tx& tx) -> Result<void> {
+      auto c = tx.latest_ota_sent(a.n, "list", a.list);
+      if (!c) return c.error();
+      counter = *c;
+      CHECK(tx.card(a.n)->list_push_in_flight);
+      return {};
+    }));
+  }
+  const auto mo_answers = [&](const char* status) { return count(h[0].log(), std::string("path=/v1/sms/mo status=") + status); };
+  // Root ignores mode 000, so the directory is also moved away: the token's files vanish.
+  const fs::path hidden = h.hsm.dir.path / "tokens.away";
+  ::chmod(h.hsm.tokens.c_str(), 0);
+  fs::rename(h.hsm.tokens, hidden);
+  // The card's PoR for the list: the backend cannot open it without the token. It answers 503
+  // and keeps nothing; smsbox fetches it again every second (http-queue-delay = 1).
+  phone.send_line("+4915550001 +15550100 udh " + percent_encode(as_str(hex("027100"))) + " " +
+                  percent_encode(as_str(por_packet(a.n, a.k, counter))));
+  for (int i = 0; i < 200 && mo_answers("503") < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  INFO(h[0].log());
+  REQUIRE(mo_answers("503") >= 2);
+  CHECK(mo_answers("200") == 0);
+  fs::rename(hidden, h.hsm.tokens);
+  ::chmod(h.hsm.tokens.c_str(), 0700);
+  // Back: the next fetch is answered 200 and the list is loaded, once.
+  for (int i = 0; i < 300 && mo_answers("200") < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  REQUIRE(mo_answers("200") == 1);
+  auto store = h.store(true);
+  REQUIRE(store->run([&](Tx& tx) -> Result<void> {
+    auto lists = tx.lists(a.n);
+    if (!lists) return lists.error();
+    REQUIRE(lists->size() == 1);
+    CHECK(lists->front().state == ListState::loaded);
+    CHECK_FALSE(tx.card(a.n)->list_push_in_flight);
+    auto audit = tx.audit_entries(0, 100000);
+    if (!audit) return audit.error();
+    CHECK(std::count_if(audit->begin(), audit->end(), [](const auto& e) { return e.action == "por"; }) == 1);
+    return {};
+  }));
+  check_audit_chain(*store);
+  // No retry is still pending: nothing more reaches the backend.
+  const std::size_t seen = count(h[0].log(), "path=/v1/sms/mo");
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  CHECK(count(h[0].log(), "path=/v1/sms/mo") == seen);
 }
