@@ -136,7 +136,13 @@ void install_mo_routes(http::Router& router, Service& service, std::string secre
     auto r = service.record_delivery_report(id, text, type == 2 || type == 16);
     ctx.log["sms_id"] = std::to_string(id);
     ctx.log["dlr_type"] = std::to_string(type);
-    if (!r) return http::service_error(req, ctx, r.error());
+    if (!r) {
+      ctx.log["dlr_error"] = r.error().message;
+      if (transient(r.error().code)) return http::service_error(req, ctx, r.error());
+      // A report for a message the outbox no longer has: smsbox would fetch it again in vain.
+      if (r.error().code == Errc::not_found) return http::text_response(req, http::Status::ok, "");
+      return http::service_error(req, ctx, r.error());
+    }
     return http::text_response(req, http::Status::ok, "");
   });
 }

@@ -125,6 +125,11 @@ TEST_CASE("kannel: an MO card request reaches the backend and its list reaches t
   // A wrong secret on the MO listener is refused.
   auto bad = http_get_plain(b.mo_port, "/v1/sms/mo?secret=nope&from=1&to=2&data=x");
   CHECK(bad == 403);
+  // A report for a message the outbox does not have is taken (200, so smsbox does not fetch
+  // it again) and logged; one that names no message is refused.
+  CHECK(http_get_plain(b.mo_port, "/v1/sms/dlr?secret=" + env.secret + "&id=999999&type=1") == 200);
+  CHECK(b.log().find("dlr_error=") != std::string::npos);
+  CHECK(http_get_plain(b.mo_port, "/v1/sms/dlr?secret=" + env.secret + "&id=x&type=1") == 400);
   // The password never reaches the log.
   CHECK(b.log().find(env.kannel->env.at("KANNEL_SENDSMS_PASS")) == std::string::npos);
 }
