@@ -24,6 +24,7 @@
 
 #include "log.hpp"
 #include "otac/common/crypto.hpp"
+#include "otac/sys/thread.hpp"
 
 namespace otac::backend::http {
 
@@ -361,7 +362,9 @@ class Session final : public Evictable, public std::enable_shared_from_this<Sess
       if (start_async(*fast)) return;
     }
     asio::thread_pool& pool = opt.slow ? *sh_.slow : *sh_.workers;
-    asio::post(pool, [self = this->shared_from_this()] {
+    asio::post(pool, [self = this->shared_from_this(), slow = opt.slow] {
+      thread_local const bool named = (sys::name_this_thread(slow ? "otac-slow" : "otac-worker"), true);
+      (void)named;  // a pool thread is named by its first handler (asio::thread_pool has no start hook)
       Response res = self->router_.dispatch(self->req_, self->ctx_);
       auto& st = self->stream_;
       asio::post(st.get_executor(), [self, r = std::move(res)]() mutable { self->write(std::move(r)); });
@@ -675,6 +678,7 @@ void Server::start() {
 // second, and the loop resumes. Only the connection whose handler threw is lost. Bounded by
 // the io_context's life: run() returns normally once stop() stops it.
 void Server::serve(unsigned expected) {
+  sys::name_this_thread("otac-net");
   RequestMetrics& m = *impl_->shared.metrics;
   m.io_thread_started(expected);
   auto last_log = std::chrono::steady_clock::time_point{};

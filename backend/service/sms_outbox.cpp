@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <ctime>
 
+#include "otac/sys/thread.hpp"
+
 namespace otac::backend {
 
 std::chrono::seconds backoff(const OutboxPumpConfig& c, std::uint32_t attempts) {
@@ -71,6 +73,7 @@ std::uint32_t OutboxPump::drain(const std::stop_token& stop) {
 }
 
 void OutboxPump::run(const std::stop_token& stop) {
+  sys::name_this_thread("otac-sms");
   // Bounded by stop(): each round either sends or sleeps up to `poll`.
   while (!stop.stop_requested()) {
     {

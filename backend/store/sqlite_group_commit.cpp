@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "otac/sys/log.hpp"
+#include "otac/sys/thread.hpp"
 #include "sqlite_db.hpp"
 #include "sqlite_store.hpp"
 #include "sqlite_tx.hpp"
@@ -222,6 +223,7 @@ class Checkpointer {
   }
   // Ends at destruction; each round waits for a poke, then checkpoints once.
   void loop(const std::stop_token& stop) {
+    sys::name_this_thread("otac-checkpoint");
     std::unique_lock lock(mu_);
     while (cv_.wait(lock, stop, [this] { return due_; })) {  // false once stop is requested
       due_ = false;
@@ -278,6 +280,7 @@ class Syncer {
  private:
   // Ends when stop is requested and nothing is left handed over.
   void loop(const std::stop_token& stop) {
+    sys::name_this_thread("otac-sync");
     for (;;) {
       std::deque<Batch> round;
       {
@@ -362,6 +365,7 @@ class CommitGroup {
  private:
   // Ends when stop is requested and nothing is left queued; each round commits one batch.
   void commit_loop(const std::stop_token& stop) {
+    sys::name_this_thread("otac-commit");
     for (;;) {
       {
         std::unique_lock lock(mu_);

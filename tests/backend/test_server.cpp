@@ -414,6 +414,29 @@ TEST_CASE("otac-admin refuses a token file that the group or others can read", "
   CHECK(rc == 0);
 }
 
+TEST_CASE("otac-backend names its threads as top -H and perf show them", "[server]") {
+  Backend b;
+  b.start();
+  // A blocking handler runs on a worker thread, which takes its name from its first handler.
+  REQUIRE(Backend::call(b.admin(), Verb::get, "/v1/admin/transactions").status == 200);
+  std::multiset<std::string> names;
+  for (const auto& t : std::filesystem::directory_iterator("/proc/" + std::to_string(b.pid) + "/task")) {
+    std::string comm = slurp(t.path() / "comm");
+    while (!comm.empty() && comm.back() == '\n') comm.pop_back();
+    names.insert(comm);
+  }
+  INFO([&] {
+    std::string all;
+    for (const auto& n : names) all += n + " ";
+    return all;
+  }());
+  CHECK(names.count("otac-commit") == 1);
+  CHECK(names.count("otac-sync") == 1);
+  CHECK(names.count("otac-checkpoint") == 1);
+  CHECK(names.count("otac-net") >= 1);
+  CHECK(names.count("otac-worker") >= 1);
+}
+
 TEST_CASE("otac-loadgen writes its terminal key readable by the owner only", "[server][bench]") {
   Backend b;
   b.start();
