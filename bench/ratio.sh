@@ -133,8 +133,14 @@ if [ -n "${RATIO_PERF:-}" ]; then
   # Started at the backend's first logged authorization (after the set-up and the nginx
   # phase), for the length of the phase.
   (
-    for _ in $(seq 12000); do grep -q 'path=/v1/authorizations ' "$run/backend.log" 2>/dev/null && break; sleep 0.05; done
-    exec timeout -s INT "$seconds" $RATIO_PERF "$backend_pid"
+    # Bounded by the longest fill (10^7 cards take hours): 4 h in 50 ms steps. Without an
+    # authorization by then the hook does not run at all, rather than profile the fill.
+    for _ in $(seq 288000); do
+      if grep -q 'path=/v1/authorizations ' "$run/backend.log" 2>/dev/null; then
+        exec timeout -s INT "$seconds" $RATIO_PERF "$backend_pid"
+      fi
+      sleep 0.05
+    done
   ) &
   perf_pid=$!
 fi
@@ -145,7 +151,13 @@ nice -n "$client_nice" "$loadgen" --data-dir "$data" --url "https://127.0.0.1:$b
 status=$?
 set -e
 load_after=$(load)
-if [ -n "$perf_pid" ]; then kill -INT "$perf_pid" 2>/dev/null; wait "$perf_pid" 2>/dev/null || true; perf_pid=''; fi
+# The hook may have ended by itself already: its kill may fail.
+if [ -n "$perf_pid" ]; then kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" 2>/dev/null || true; perf_pid=''; fi
+if [ ! -r "/proc/$backend_pid/status" ]; then
+  echo "ratio.sh: the backend (pid $backend_pid) exited during the run; the end of its log:" >&2
+  tail -20 "$run/backend.log" >&2
+  exit 1
+fi
 rss_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$backend_pid/status")
 grep -E '^(disk|prepared|fill: [0-9]+ cards in)' "$run/loadgen.out" || true
 if [ "$status" != 0 ]; then
