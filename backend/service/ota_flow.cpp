@@ -374,6 +374,15 @@ Result<void> track_keys(Tx& tx, const CardRecord& card, const PorResult& p, cons
 
 using namespace detail;
 
+namespace {
+
+// What an outbox message's last_reply starts with once a delivery report came: "dlr-failed"
+// marks a failure reported while the message was still queued.
+constexpr std::string_view kDlr = "dlr: ";
+constexpr std::string_view kDlrFailed = "dlr-failed: ";
+
+}  // namespace
+
 // ---- SMS --------------------------------------------------------------------------------
 
 Result<void> Service::handle_mo_sms(const MoSms& sms) {
@@ -499,9 +508,16 @@ Result<void> Service::mark_sent(std::int64_t id, std::string_view reply) {
     if (m->status != OutboxStatus::queued) return make_error(Errc::conflict, "outbox message " + std::to_string(id) + " is not queued");
     m->status = OutboxStatus::sent;
     ++m->attempts;
-    // A delivery report can overtake the gateway's answer to the send itself; keep it.
-    if (m->last_reply.rfind("dlr:", 0) == 0) m->last_reply += " | " + std::string(reply);
-    else m->last_reply = std::string(reply);
+    // A delivery report can overtake the gateway's answer to the send itself; keep it, and
+    // the failure it reported (record_delivery_report could not mark a queued message).
+    if (m->last_reply.rfind(kDlrFailed, 0) == 0) {
+      m->status = OutboxStatus::failed;
+      m->last_reply += " | " + std::string(reply);
+    } else if (m->last_reply.rfind(kDlr, 0) == 0) {
+      m->last_reply += " | " + std::string(reply);
+    } else {
+      m->last_reply = std::string(reply);
+    }
     return tx.update_sms(*m);
   });
 }
@@ -522,7 +538,10 @@ Result<void> Service::record_delivery_report(std::int64_t id, std::string_view r
   return run([&](Tx& tx) -> Result<void> {
     auto m = tx.sms(id);
     if (!m) return m.error();
-    m->last_reply = "dlr: " + std::string(report.substr(0, 200));
+    // Still queued: the report overtook the gateway's answer to the send, and mark_sent
+    // applies the failure when that answer comes.
+    const bool early = m->status == OutboxStatus::queued;
+    m->last_reply = std::string(failed && early ? kDlrFailed : kDlr) + std::string(report.substr(0, 200));
     if (failed && m->status == OutboxStatus::sent) m->status = OutboxStatus::failed;
     return tx.update_sms(*m);
   });

@@ -333,6 +333,62 @@ TEST_CASE("outbox: queued, due by time, retried, and marked sent") {
   CHECK_FALSE(env.svc->mark_sent(id, "again"));
 }
 
+TEST_CASE("outbox: a delivery report that overtakes the gateway's answer to the send keeps its outcome") {
+  Env env;
+  auto s = env.store();
+  const auto queue = [&] {
+    std::int64_t id = 0;
+    REQUIRE(s->run([&](Tx& tx) -> Result<void> {
+      OutboxMessage m;
+      m.to = "+4915550001";
+      m.udh = hex("7000");
+      m.payload = hex("0102");
+      m.next_attempt_at = env.clock;
+      auto r = tx.enqueue_sms(m);
+      REQUIRE(r);
+      id = *r;
+      return {};
+    }));
+    REQUIRE(env.svc->next_due(10)->size() == 1);  // leased by the pump, its send under way
+    return id;
+  };
+  const auto stored = [&](std::int64_t id) {
+    OutboxMessage out;
+    REQUIRE(s->run([&](Tx& tx) -> Result<void> {
+      auto m = tx.sms(id);
+      if (!m) return m.error();
+      out = std::move(*m);
+      return {};
+    }));
+    return out;
+  };
+  SECTION("undelivered, reported before the gateway answered the send") {
+    const auto id = queue();
+    REQUIRE(env.svc->record_delivery_report(id, "type 16", true));
+    CHECK(stored(id).status == OutboxStatus::queued);
+    REQUIRE(env.svc->mark_sent(id, "0: Accepted for delivery"));
+    const auto m = stored(id);
+    CHECK(m.status == OutboxStatus::failed);
+    CHECK(m.last_reply.find("type 16") != std::string::npos);
+    CHECK(m.last_reply.find("Accepted") != std::string::npos);
+  }
+  SECTION("delivered, reported before the gateway answered the send") {
+    const auto id = queue();
+    REQUIRE(env.svc->record_delivery_report(id, "type 1", false));
+    REQUIRE(env.svc->mark_sent(id, "0: Accepted for delivery"));
+    const auto m = stored(id);
+    CHECK(m.status == OutboxStatus::sent);
+    CHECK(m.last_reply.rfind("dlr: type 1", 0) == 0);
+  }
+  SECTION("undelivered, reported after the send was answered") {
+    const auto id = queue();
+    REQUIRE(env.svc->mark_sent(id, "0: Accepted for delivery"));
+    REQUIRE(env.svc->record_delivery_report(id, "type 2", true));
+    CHECK(stored(id).status == OutboxStatus::failed);
+  }
+  CHECK(env.svc->next_due(10)->empty());  // nothing is sent again
+}
+
 TEST_CASE("a process killed with SIGKILL mid-transaction leaves a consistent store") {
   Env env(0);
   EnrollRequest er;
