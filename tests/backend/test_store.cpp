@@ -303,21 +303,31 @@ TEST_CASE("migration 12 rebuilds otacs_unused and transactions_held without losi
   CHECK(raw_query_text(env.db, "PRAGMA integrity_check") == "ok");
 }
 
-TEST_CASE("outbox: queued, due by time, retried, and marked sent") {
-  Env env;
-  auto s = env.store();
+namespace {
+
+// Queues one MT message (payload 01 02), due now; returns its id.
+std::int64_t queue_sms(Store& s, UnixTime now) {
   std::int64_t id = 0;
-  REQUIRE(s->run([&](Tx& tx) -> Result<void> {
+  REQUIRE(s.run([&](Tx& tx) -> Result<void> {
     OutboxMessage m;
     m.to = "+4915550001";
     m.udh = hex("7000");
     m.payload = hex("0102");
-    m.next_attempt_at = env.clock;
+    m.next_attempt_at = now;
     auto r = tx.enqueue_sms(m);
     REQUIRE(r);
     id = *r;
     return {};
   }));
+  return id;
+}
+
+}  // namespace
+
+TEST_CASE("outbox: queued, due by time, retried, and marked sent") {
+  Env env;
+  auto s = env.store();
+  const std::int64_t id = queue_sms(*s, env.clock);
   auto due = env.svc->next_due(10);
   REQUIRE(due);
   REQUIRE(due->size() == 1);
@@ -337,18 +347,7 @@ TEST_CASE("outbox: a delivery report that overtakes the gateway's answer to the 
   Env env;
   auto s = env.store();
   const auto queue = [&] {
-    std::int64_t id = 0;
-    REQUIRE(s->run([&](Tx& tx) -> Result<void> {
-      OutboxMessage m;
-      m.to = "+4915550001";
-      m.udh = hex("7000");
-      m.payload = hex("0102");
-      m.next_attempt_at = env.clock;
-      auto r = tx.enqueue_sms(m);
-      REQUIRE(r);
-      id = *r;
-      return {};
-    }));
+    const std::int64_t id = queue_sms(*s, env.clock);
     REQUIRE(env.svc->next_due(10)->size() == 1);  // leased by the pump, its send under way
     return id;
   };
