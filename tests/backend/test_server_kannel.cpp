@@ -128,6 +128,9 @@ TEST_CASE("kannel: an MO card request reaches the backend and its list reaches t
   // A report for a message the outbox does not have is taken (200, so smsbox does not fetch
   // it again) and logged; one that names no message is refused.
   CHECK(http_get_plain(b.mo_port, "/v1/sms/dlr?secret=" + env.secret + "&id=999999&type=1") == 200);
+  // The request's log line is written after its answer: bounded wait for it.
+  for (int i = 0; i < 50 && b.log().find("dlr_error=") == std::string::npos; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   CHECK(b.log().find("dlr_error=") != std::string::npos);
   CHECK(http_get_plain(b.mo_port, "/v1/sms/dlr?secret=" + env.secret + "&id=x&type=1") == 400);
   // The password never reaches the log.
