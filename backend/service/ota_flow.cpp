@@ -510,14 +510,10 @@ Result<void> Service::mark_sent(std::int64_t id, std::string_view reply) {
     ++m->attempts;
     // A delivery report can overtake the gateway's answer to the send itself; keep it, and
     // the failure it reported (record_delivery_report could not mark a queued message).
-    if (m->last_reply.rfind(kDlrFailed, 0) == 0) {
-      m->status = OutboxStatus::failed;
-      m->last_reply += " | " + std::string(reply);
-    } else if (m->last_reply.rfind(kDlr, 0) == 0) {
-      m->last_reply += " | " + std::string(reply);
-    } else {
-      m->last_reply = std::string(reply);
-    }
+    const bool failed_early = m->last_reply.rfind(kDlrFailed, 0) == 0;
+    if (failed_early) m->status = OutboxStatus::failed;
+    if (failed_early || m->last_reply.rfind(kDlr, 0) == 0) m->last_reply += " | " + std::string(reply);
+    else m->last_reply = std::string(reply);
     return tx.update_sms(*m);
   });
 }

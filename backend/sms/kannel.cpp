@@ -138,8 +138,8 @@ void install_mo_routes(http::Router& router, Service& service, std::string secre
     ctx.log["dlr_type"] = std::to_string(type);
     if (!r) {
       ctx.log["dlr_error"] = r.error().message;
-      if (transient(r.error().code)) return http::service_error(req, ctx, r.error());
       // A report for a message the outbox no longer has: smsbox would fetch it again in vain.
+      // Anything else is a 4xx or 5xx (a transient failure 5xx: fetched again).
       if (r.error().code == Errc::not_found) return http::text_response(req, http::Status::ok, "");
       return http::service_error(req, ctx, r.error());
     }

@@ -35,6 +35,13 @@ inline std::string slurp(const std::filesystem::path& p) {
   return ss.str();
 }
 
+/// How many times `needle` occurs in `hay` (overlapping counted), e.g. a log line's key.
+inline std::size_t occurrences(const std::string& hay, const std::string& needle) {
+  std::size_t n = 0;
+  for (std::size_t p = hay.find(needle); p != std::string::npos; p = hay.find(needle, p + 1)) ++n;
+  return n;
+}
+
 /// Trims trailing whitespace.
 inline std::string chomp(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();

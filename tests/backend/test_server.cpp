@@ -421,9 +421,7 @@ TEST_CASE("otac-backend names its threads as top -H and perf show them", "[serve
   REQUIRE(Backend::call(b.admin(), Verb::get, "/v1/admin/transactions").status == 200);
   std::multiset<std::string> names;
   for (const auto& t : std::filesystem::directory_iterator("/proc/" + std::to_string(b.pid) + "/task")) {
-    std::string comm = slurp(t.path() / "comm");
-    while (!comm.empty() && comm.back() == '\n') comm.pop_back();
-    names.insert(comm);
+    names.insert(chomp(slurp(t.path() / "comm")));
   }
   INFO([&] {
     std::string all;

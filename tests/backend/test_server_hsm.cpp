@@ -34,12 +34,6 @@ namespace fs = std::filesystem;
 
 Bytes raw(const SecretBytes& s) { return Bytes(s.view().begin(), s.view().end()); }
 
-std::size_t count(const std::string& hay, const std::string& needle) {
-  std::size_t n = 0;
-  for (std::size_t p = hay.find(needle); p != std::string::npos; p = hay.find(needle, p + 1)) ++n;
-  return n;
-}
-
 // One token, one database, and backend nodes whose data directories are copies of the first.
 struct HsmNodes {
   SoftHsm hsm;  // first: sets SOFTHSM2_CONF, which the nodes inherit
@@ -446,7 +440,7 @@ TEST_CASE("SoftHSM2 on PostgreSQL with Kannel: a PoR that arrives while the toke
       return {};
     }));
   }
-  const auto mo_answers = [&](const char* status) { return count(h[0].log(), std::string("path=/v1/sms/mo status=") + status); };
+  const auto mo_answers = [&](const char* status) { return occurrences(h[0].log(), std::string("path=/v1/sms/mo status=") + status); };
   // Root ignores mode 000, so the directory is also moved away: the token's files vanish.
   const fs::path hidden = h.hsm.dir.path / "tokens.away";
   ::chmod(h.hsm.tokens.c_str(), 0);
@@ -478,7 +472,7 @@ TEST_CASE("SoftHSM2 on PostgreSQL with Kannel: a PoR that arrives while the toke
   }));
   check_audit_chain(*store);
   // No retry is still pending: nothing more reaches the backend.
-  const std::size_t seen = count(h[0].log(), "path=/v1/sms/mo");
+  const std::size_t seen = occurrences(h[0].log(), "path=/v1/sms/mo");
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));
-  CHECK(count(h[0].log(), "path=/v1/sms/mo") == seen);
+  CHECK(occurrences(h[0].log(), "path=/v1/sms/mo") == seen);
 }

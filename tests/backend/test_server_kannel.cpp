@@ -76,12 +76,6 @@ unsigned http_get_plain(std::uint16_t port, const std::string& target) {
   return r ? r->status : 0;
 }
 
-std::size_t count(const std::string& hay, const std::string& needle) {
-  std::size_t n = 0;
-  for (std::size_t p = hay.find(needle); p != std::string::npos; p = hay.find(needle, p + 1)) ++n;
-  return n;
-}
-
 }  // namespace
 
 TEST_CASE("kannel: an MO card request reaches the backend and its list reaches the phone", "[server][kannel]") {
@@ -146,8 +140,8 @@ TEST_CASE("kannel: gateway down, the backend retries with backoff and delivers o
   auto r = Backend::call(b.admin(), Verb::post, "/v1/admin/cards/" + to_hex(n) + "/refresh");
   REQUIRE(r.status == 200);
   // Wait for at least two failed attempts (bounded).
-  for (int i = 0; i < 150 && count(b.log(), "event=sms_retry") < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  REQUIRE(count(b.log(), "event=sms_retry") >= 2);
+  for (int i = 0; i < 150 && occurrences(b.log(), "event=sms_retry") < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  REQUIRE(occurrences(b.log(), "event=sms_retry") >= 2);
   auto m = Backend::call(b.client(), Verb::get, "/metrics");
   CHECK(m.body.find("otac_sms_queue_depth 0") == std::string::npos);
 

@@ -126,12 +126,6 @@ std::vector<OutboxMessage> wait_all_sent(Store& store, std::chrono::seconds limi
   return sms;
 }
 
-std::size_t count(const std::string& hay, const std::string& needle) {
-  std::size_t n = 0;
-  for (std::size_t p = hay.find(needle); p != std::string::npos; p = hay.find(needle, p + 1)) ++n;
-  return n;
-}
-
 // The last line of otac-terminal's output that is a JSON object ({} if none).
 boost::json::object last_json_line(const std::string& out) {
   std::istringstream in(out);
@@ -349,7 +343,7 @@ TEST_CASE("kannel: multi-node, a card's PoR and request reach another node than 
     dup.join();
     CHECK(direct == 200);
   };
-  const auto mo_seen = [&](Backend& b) { return count(b.log(), "path=/v1/sms/mo"); };
+  const auto mo_seen = [&](Backend& b) { return occurrences(b.log(), "path=/v1/sms/mo"); };
 
   // The PoR of node 0's list: the list is loaded and no longer in flight.
   deliver_twice(hex("027100"), por_packet(n, k, counter));
@@ -382,7 +376,7 @@ TEST_CASE("kannel: multi-node, a card's PoR and request reach another node than 
   }
   CHECK(mo_seen(kc[1]) == 2);
   CHECK(mo_seen(kc[2]) == 2);
-  CHECK(count(kc[1].log() + kc[2].log(), "mo_error") == 1);  // one of the two was the replay
+  CHECK(occurrences(kc[1].log() + kc[2].log(), "mo_error") == 1);  // one of the two was the replay
   const auto messages = wait_all_sent(*store, std::chrono::seconds(30));
   CHECK(all_sent(messages));
   REQUIRE(store->run([&](Tx& tx) -> Result<void> {
