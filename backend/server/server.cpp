@@ -4,12 +4,10 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/beast/ssl.hpp>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <sys/resource.h>
 
-#include <array>
 #include <cstring>
 #include <optional>
 #include <list>
@@ -23,6 +21,7 @@
 #include <vector>
 
 #include "log.hpp"
+#include "tls_stream.hpp"
 #include "otac/common/crypto.hpp"
 #include "otac/sys/thread.hpp"
 
@@ -206,7 +205,7 @@ std::optional<Refusal> framing_refusal(beast::error_code ec, std::size_t read_by
 template <bool Tls>
 class Session final : public Evictable, public std::enable_shared_from_this<Session<Tls>> {
  public:
-  using Stream = std::conditional_t<Tls, beast::ssl_stream<beast::tcp_stream>, beast::tcp_stream>;
+  using Stream = std::conditional_t<Tls, TlsStream, beast::tcp_stream>;
 
   template <class... Args>
   Session(Shared& sh, const Router& router, tcp::socket&& socket, Args&&... args)
@@ -252,8 +251,7 @@ class Session final : public Evictable, public std::enable_shared_from_this<Sess
   void start() {
     if constexpr (Tls) {
       beast::get_lowest_layer(stream_).expires_after(sh_.limits.handshake_timeout);
-      stream_.async_handshake(asio::ssl::stream_base::server,
-                              [self = this->shared_from_this()](beast::error_code ec) { self->on_handshake(ec); });
+      stream_.async_handshake([self = this->shared_from_this()](beast::error_code ec) { self->on_handshake(ec); });
     } else {
       do_read(sh_.limits.read_timeout);
     }
@@ -394,6 +392,7 @@ class Session final : public Evictable, public std::enable_shared_from_this<Sess
   }
 
   static constexpr std::uint64_t kMaxDrain = 8u << 20;
+  static constexpr std::size_t kDrainChunk = 16384;
 
   void drain(std::uint64_t remaining) {
     if (remaining == 0) {
@@ -401,6 +400,7 @@ class Session final : public Evictable, public std::enable_shared_from_this<Sess
                          "request body exceeds " + std::to_string(sh_.limits.max_body) + " bytes");
     }
     beast::get_lowest_layer(stream_).expires_after(sh_.limits.read_timeout);
+    scratch_.resize(kDrainChunk);  // only for a connection that drains a refused body
     const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(remaining, scratch_.size()));
     stream_.async_read_some(asio::buffer(scratch_.data(), want),
                             [self = this->shared_from_this(), remaining](beast::error_code ec, std::size_t n) {
@@ -472,7 +472,7 @@ class Session final : public Evictable, public std::enable_shared_from_this<Sess
   std::string fingerprint_;
   std::chrono::steady_clock::time_point started_{};
   Request too_large_;
-  std::array<char, 16384> scratch_{};
+  std::vector<char> scratch_;
 };
 
 class Listener : public std::enable_shared_from_this<Listener> {

@@ -3,6 +3,7 @@
 // a closed connection, memory must stay bounded, and the server must keep serving.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <poll.h>
@@ -17,6 +18,7 @@
 #include <sstream>
 #include <vector>
 #include <string>
+#include <thread>
 
 #include "auth_throttle.hpp"
 #include "server.hpp"
@@ -32,8 +34,16 @@ using Clock = std::chrono::steady_clock;
 /// loopback source address (the per-source limits tell them apart).
 class Tcp {
  public:
-  explicit Tcp(std::uint16_t port, const char* source = nullptr) : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
+  /// `receive_buffer`: SO_RCVBUF before connecting (0: the kernel's default), for a peer
+  /// whose window fills after a few answers.
+  explicit Tcp(std::uint16_t port, const char* source = nullptr, int receive_buffer = 0)
+      : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
     REQUIRE(fd_ >= 0);
+    if (receive_buffer > 0) {
+      REQUIRE(::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer) == 0);
+    }
+    const int one = 1;
+    REQUIRE(::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0);
     if (source) {
       sockaddr_in local{};
       local.sin_family = AF_INET;
@@ -118,6 +128,83 @@ std::size_t send_until_closed(int fd, std::string_view data) {
     off += static_cast<std::size_t>(n);
   }
   return off;
+}
+
+/// A TLS client whose records are sealed into memory and opened from memory, so that the
+/// test decides how their bytes cross the socket: a byte at a time, several records in one
+/// send, or nothing read for a while.
+class TlsBytes {
+ public:
+  explicit TlsBytes(std::uint16_t port, int receive_buffer = 0)
+      : tcp_(port, nullptr, receive_buffer), ctx_(SSL_CTX_new(TLS_client_method()), SSL_CTX_free) {
+    REQUIRE(ctx_);
+    ssl_.reset(SSL_new(ctx_.get()));
+    REQUIRE(ssl_);
+    in_ = BIO_new(BIO_s_mem());
+    out_ = BIO_new(BIO_s_mem());
+    REQUIRE((in_ && out_));
+    SSL_set_bio(ssl_.get(), in_, out_);  // the SSL object owns both
+    SSL_set_connect_state(ssl_.get());
+    for (int round = 0; round < 200 && SSL_do_handshake(ssl_.get()) != 1; ++round) {
+      send_all(take());
+      pull(std::chrono::milliseconds(50));
+    }
+    REQUIRE(SSL_is_init_finished(ssl_.get()));
+    send_all(take());
+  }
+  int fd() const { return tcp_.fd(); }
+  /// The record(s) that carry `plain`, not yet sent.
+  std::string seal(std::string_view plain) {
+    std::size_t written = 0;
+    REQUIRE(SSL_write_ex(ssl_.get(), plain.data(), plain.size(), &written) == 1);
+    REQUIRE(written == plain.size());
+    return take();
+  }
+  /// Sends bytes (blocking).
+  void send_all(std::string_view bytes) const { REQUIRE(send_until_closed(tcp_.fd(), bytes) == bytes.size()); }
+  /// Moves what the socket has (waiting up to `limit`) into the TLS input; false at its end.
+  bool pull(std::chrono::milliseconds limit) {
+    pollfd p{tcp_.fd(), POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(limit.count())) <= 0) return true;
+    char buf[16384];
+    const ssize_t n = ::recv(tcp_.fd(), buf, sizeof buf, 0);
+    if (n <= 0) return false;
+    REQUIRE(BIO_write(in_, buf, static_cast<int>(n)) == n);
+    return true;
+  }
+  /// Plaintext opened from what was pulled so far.
+  std::string open() {
+    std::string out;
+    char buf[4096];
+    std::size_t n = 0;
+    while (SSL_read_ex(ssl_.get(), buf, sizeof buf, &n) == 1) out.append(buf, n);
+    return out;
+  }
+
+ private:
+  std::string take() {
+    std::string bytes(static_cast<std::size_t>(BIO_pending(out_)), '\0');
+    if (!bytes.empty()) REQUIRE(BIO_read(out_, bytes.data(), static_cast<int>(bytes.size())) == static_cast<int>(bytes.size()));
+    return bytes;
+  }
+  struct SslFree {
+    void operator()(SSL* s) const { SSL_free(s); }
+  };
+  Tcp tcp_;
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx_;
+  std::unique_ptr<SSL, SslFree> ssl_;
+  BIO* in_ = nullptr;
+  BIO* out_ = nullptr;
+};
+
+/// The status codes of the HTTP/1.1 responses in `text`, in order.
+std::vector<int> statuses(const std::string& text) {
+  std::vector<int> out;
+  for (std::size_t at = text.find("HTTP/1.1 "); at != std::string::npos && at + 12 <= text.size();
+       at = text.find("HTTP/1.1 ", at + 1)) {
+    out.push_back(std::stoi(text.substr(at + 9, 3)));
+  }
+  return out;
 }
 
 /// Reads until the peer closes or `limit` passes.
@@ -322,6 +409,85 @@ TEST_CASE("one source cannot take the connection table, and silent peers are clo
   // The four that never start TLS are closed by the handshake timeout (1 s).
   for (int i = 0; i < 4; ++i) CHECK(from3[static_cast<std::size_t>(i)]->closed_by_peer(std::chrono::milliseconds(3000)));
   CHECK(metric(Backend::call(b.client(), Verb::get, "/metrics").body, "otac_connections_refused_total") == 2);
+}
+
+TEST_CASE("TLS records that arrive a byte at a time or several in one segment are each read whole",
+          "[server][hostile][tls]") {
+  Backend b;
+  b.start();
+  TlsBytes c(b.port);
+  const std::string get = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+  // One request whose record crosses the socket one byte per segment (TCP_NODELAY): the
+  // server sees partial records and must wait for the rest of each.
+  const std::string sealed = c.seal(get);
+  REQUIRE(sealed.size() > get.size());
+  for (char byte : sealed) {
+    c.send_all(std::string_view(&byte, 1));
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  std::string got;
+  for (int i = 0; i < 100 && statuses(got).empty() && c.pull(std::chrono::milliseconds(50)); ++i) got += c.open();
+  CHECK(statuses(got) == std::vector<int>{200});
+  // Three records of three requests (the second for a path that does not exist) in one send:
+  // the server has them all after one read, and answers each, in order.
+  got.clear();
+  std::string three = c.seal(get);  // sealed in order: each record's MAC covers its sequence number
+  three += c.seal("GET /no-such-path HTTP/1.1\r\nHost: x\r\n\r\n");
+  three += c.seal(get);
+  c.send_all(three);
+  for (int i = 0; i < 100 && statuses(got).size() < 3 && c.pull(std::chrono::milliseconds(50)); ++i) got += c.open();
+  CHECK(statuses(got) == std::vector<int>{200, 404, 200});
+}
+
+TEST_CASE("a peer that pipelines 20,000 requests and stops reading: the server waits without spinning, then answers each in order",
+          "[server][hostile][tls]") {
+  Backend b;
+  b.start();
+  TlsBytes c(b.port, 4096);  // a small receive window
+  const std::string ok = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::string missing = "GET /no-such-path HTTP/1.1\r\nHost: x\r\n\r\n";
+  // About 5 MB of answers: more than the server's socket buffer can take (4 MiB at most on
+  // Linux by default), so its writes must wait for the socket to be writable.
+  constexpr int kRequests = 20000;
+  std::string plain;
+  std::vector<int> expected;
+  for (int i = 0; i < kRequests; ++i) {
+    const bool hit = i % 7 != 3;
+    plain += hit ? ok : missing;
+    expected.push_back(hit ? 200 : 404);
+  }
+  std::string wire;
+  for (std::size_t at = 0; at < plain.size(); at += 16384) wire += c.seal(std::string_view(plain).substr(at, 16384));
+  std::size_t sent = 0;
+  const auto sending = Clock::now();
+  while (sent < wire.size() && Clock::now() - sending < std::chrono::seconds(20)) {
+    pollfd p{c.fd(), POLLOUT, 0};
+    if (::poll(&p, 1, 20) <= 0) continue;
+    const ssize_t n = ::send(c.fd(), wire.data() + sent, std::min<std::size_t>(wire.size() - sent, 65536), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) sent += static_cast<std::size_t>(n);
+  }
+  REQUIRE(sent == wire.size());
+  // Nothing is read: the server fills the window and its socket buffer, then must sit idle
+  // (no CPU tick in 200 ms) rather than retry its write in a loop. Bounded: 15 s.
+  bool idle = false;
+  double cpu = cpu_seconds(b.pid);
+  for (int i = 0; i < 75 && !idle; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const double now = cpu_seconds(b.pid);
+    idle = now - cpu < 0.015;
+    cpu = now;
+  }
+  CHECK(idle);
+  // Then every answer arrives, in order, within 30 s.
+  std::string got;
+  const auto reading = Clock::now();
+  for (std::size_t answers = 0; answers < expected.size() && Clock::now() - reading < std::chrono::seconds(30);) {
+    if (!c.pull(std::chrono::milliseconds(50))) break;
+    got += c.open();
+    answers = occurrences(got, "HTTP/1.1 ");
+  }
+  CHECK(statuses(got) == expected);
+  CHECK(Backend::call(b.client(), Verb::get, "/healthz").status == 200);
 }
 
 TEST_CASE("out of file descriptors: the accept loop backs off instead of spinning, and recovers", "[server][hostile]") {
