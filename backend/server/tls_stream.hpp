@@ -22,8 +22,11 @@
 #include <boost/beast/core/error.hpp>
 #include <openssl/ssl.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
+#include <iterator>
 #include <memory>
 #include <string>
 
