@@ -263,13 +263,6 @@ long long metric(const std::string& text, const std::string& name) {
   return std::stoll(text.substr(at + name.size() + 2));
 }
 
-/// How many lines of the log name `event`.
-std::size_t count_events(const std::string& log, const std::string& event) {
-  std::size_t n = 0;
-  for (std::size_t at = log.find(event); at != std::string::npos; at = log.find(event, at + 1)) ++n;
-  return n;
-}
-
 }  // namespace
 
 TEST_CASE("the connection's request framing limits, without a socket (the fuzz target's entry point)", "[server][hostile]") {
@@ -504,9 +497,9 @@ TEST_CASE("out of file descriptors: the accept loop backs off instead of spinnin
   INFO("backend CPU while out of descriptors: " << (cpu1 - cpu0) << " s in 2 s");
   CHECK(cpu1 - cpu0 < 0.5);
   const std::string log = b.log();
-  CHECK(count_events(log, "accept_paused") >= 1);
-  CHECK(count_events(log, "accept_paused") <= 3);
-  CHECK(count_events(log, "accept_failed") <= 3);
+  CHECK(occurrences(log, "accept_paused") >= 1);
+  CHECK(occurrences(log, "accept_paused") <= 3);
+  CHECK(occurrences(log, "accept_failed") <= 3);
   conns.clear();
   std::optional<net::Response> h;
   for (int i = 0; i < 50 && !(h && h->status == 200); ++i) {  // up to 5 s while the backlog drains
@@ -589,7 +582,7 @@ TEST_CASE("operator token guessing: a source is throttled with backoff, others a
   REQUIRE(m.status == 200);
   CHECK(metric(m.body, "otac_auth_failures_total") == 11 + 1 + 1 + 11);
   CHECK(metric(m.body, "otac_auth_throttled_total") == 4);
-  CHECK(count_events(b.log(), "operator_auth_throttled") == 2);
+  CHECK(occurrences(b.log(), "operator_auth_throttled") == 2);
   // 127.0.0.1 is still blocked: read the audit log from another address.
   auto [audit_status, audit] =
       request_from(b.port, "127.0.0.2", "GET /v1/admin/audit?limit=1000 HTTP/1.1\r\nAuthorization: Bearer " + good + "\r\n");

@@ -56,6 +56,7 @@ class Rig {
       gone.set_value();
     });
     gone.get_future().wait_for(std::chrono::seconds(10));
+    close_client();
     guard_.reset();
     ioc_.stop();
     thread_.join();
@@ -97,6 +98,11 @@ class Rig {
   TlsStream& stream() { return *stream_; }
   SSL* client() { return client_.get(); }
   int client_fd() const { return client_fd_; }
+  /// Closes the client's socket as it is, with no close_notify.
+  void close_client() {
+    if (client_fd_ >= 0) ::close(client_fd_);
+    client_fd_ = -1;
+  }
   /// Plaintext the client reads in one SSL_read (one record at most), "" at the end.
   std::string client_read_once() {
     char buf[65536];
@@ -128,13 +134,6 @@ class Rig {
   std::unique_ptr<SSL_CTX, CtxFree> client_ctx_;
   std::unique_ptr<SSL, SslFree> client_;
 
- public:
-  struct CloseFd {
-    int fd;
-    ~CloseFd() {
-      if (fd >= 0) ::close(fd);
-    }
-  };
 };
 
 using Done = std::pair<Error, std::size_t>;
@@ -143,7 +142,6 @@ TEST_CASE("tls stream: a deadline that passes between operations closes nothing,
           "[server][tls]") {
   Rig rig;
   rig.connect();
-  Rig::CloseFd closer{rig.client_fd()};
   // A deadline of 100 ms with no operation pending (an authorization waiting for its commit):
   // 300 ms later the answer is still written.
   rig.on_loop<int>([&](auto done) {
@@ -176,7 +174,6 @@ TEST_CASE("tls stream: the peer's close_notify reads as eof, shutdown sends ours
           "[server][tls]") {
   Rig rig;
   rig.connect();
-  Rig::CloseFd closer{rig.client_fd()};
   std::array<char, 64> buf{};
   // Data, then the client's close_notify.
   REQUIRE(SSL_write(rig.client(), "ping", 4) == 4);
@@ -217,7 +214,7 @@ TEST_CASE("tls stream: a connection cut without close_notify reads as truncated,
   for (int i = 0; i < 20 && ::recv(rig.client_fd(), raw, sizeof raw, MSG_DONTWAIT) != 0; ++i) {
     std::this_thread::sleep_for(milliseconds(5));
   }
-  ::close(rig.client_fd());
+  rig.close_client();
   const Done cut = rig.on_loop<Done>([&](auto done) {
     rig.stream().async_read_some(asio::buffer(buf), [done](Error ec, std::size_t n) { done({ec, n}); });
   });
@@ -229,7 +226,6 @@ TEST_CASE("tls stream: several buffers go out as one record, and a megabyte arri
           "[server][tls]") {
   Rig rig;
   rig.connect();
-  Rig::CloseFd closer{rig.client_fd()};
   // Beast hands a response over as header and body buffers: one record, one SSL_read.
   static const std::string head = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", body = "{}";
   const std::array<asio::const_buffer, 2> parts{asio::buffer(head), asio::buffer(body)};
