@@ -2,7 +2,7 @@
 //
 //   applet_bench core [--iterations N (2000)] [--dir DIR (/tmp)]
 //       In process: time for Applet::process to answer AUTHENTICATE (protocol.md 3), with
-//       MemoryStorage and with FileStorage (temp file, fsync, rename, fsync dir) in DIR, for
+//       MemoryStorage and with FileStorage (a slot written in place, fdatasync) in DIR, for
 //       3DES and AES cards; then the persistent state size for 2 lists x 200 codes.
 //   applet_bench prepare --state FILE [--alg des3|aes]
 //       Writes an activated card state file holding 2 full lists (the codes are derived from
@@ -345,8 +345,9 @@ int run_core(long iterations, const std::filesystem::path& dir) {
   }
   std::printf("  (FileStorage directory: %s)\n\n", dir.c_str());
 
-  // State size: the blob the applet commits, and the host's state file (FileStorage adds a
-  // 41-byte header: magic 4, format 1, length 4, SHA-256 32).
+  // State size: the blob the applet commits, and the host's state file (FileStorage keeps a
+  // 4 KiB header block and two slots of whole 4 KiB blocks, each slot with a 44-byte header:
+  // sequence 8, length 4, SHA-256 32).
   applet::MemoryStorage drained, queued, blank;
   prepare_card(drained, 0x01, true);
   prepare_card(queued, 0x01, false);
@@ -361,7 +362,8 @@ int run_core(long iterations, const std::filesystem::path& dir) {
   const auto file_size = std::filesystem::file_size(file.path());
   std::printf("persistent state, 2 lists x %zu codes (3DES card, no key pair):\n", applet::max_codes_per_list);
   std::printf("  state blob (outbox empty)                      %6zu bytes\n", blob);
-  std::printf("  host state file (otac-card --state)            %6ju bytes\n", static_cast<std::uintmax_t>(file_size));
+  std::printf("  host state file (otac-card --state)            %6ju bytes (header block, two slots)\n",
+              static_cast<std::uintmax_t>(file_size));
   std::printf("  state blob with the outbox as left by the loads %5zu bytes\n", queued.load().value().size());
   std::printf("  state blob of a card with only a PIN set       %6zu bytes (fixed layout; the server number, door ids\n"
               "                                                       and outbox are the only variable parts)\n", blank.load().value().size());

@@ -58,9 +58,11 @@ for t in "${targets[@]}"; do
     for d in $dicts; do cat "fuzz/dict/$d.dict" >>"$dict_file"; done
     dict_args=(-dict="$dict_file")
   fi
-  # A card state blob is about 8 KB (two lists of 200 codes); every other input fits in 4 KB.
+  # A card state blob is about 8 KB (two lists of 200 codes), its state file 28 KB (a header
+  # block and two slots of 12 KB); every other input fits in 4 KB.
   max_len=4096
   [ "$t" = fuzz_card_state ] && max_len=9000
+  [ "$t" = fuzz_card_state_file ] && max_len=40000
   printf 'fuzz: %-28s %ss ... ' "$t" "$secs"
   result=clean
   if "$build/fuzz/$t" -max_total_time="$secs" -max_len="$max_len" -timeout=10 -print_final_stats=1 -rss_limit_mb=2048 \

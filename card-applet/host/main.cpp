@@ -57,9 +57,11 @@ constexpr const char* kUsage = R"(USAGE
 
 DESCRIPTION
   The card's whole memory lives in the state file (mode 0600; it holds the card key and the
-  codes, as a card's EEPROM does). Every change is committed atomically (temporary file,
-  fsync, rename), and every command holds an exclusive lock on FILE.lock, so the menu
-  commands may run while the daemon does.
+  codes, as a card's EEPROM does). Every change is committed atomically: the file keeps two
+  copies, and a change overwrites the older one and is synced to disk before the card
+  answers; a copy cut by a power loss fails its checksum and the other copy is read. Every
+  command holds an exclusive lock on FILE.lock, so the menu commands may run while the
+  daemon does.
 
   run       The daemon. With --vicc it connects to a vpcd reader (pcscd's virtual reader,
             see pcscd.sh) or to otac-pn532-emu's card port, as the card in the field:
@@ -147,7 +149,8 @@ struct Failure {
 };
 
 // An exclusive lock on STATE.lock for the lifetime of the object. The state file itself is
-// replaced by rename at every commit, so the lock lives on a separate, stable file.
+// replaced by rename when it is created or laid out again, so the lock lives on a separate,
+// stable file.
 class StateLock {
  public:
   explicit StateLock(const std::filesystem::path& state) : fd_(::open((state.string() + ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600)) {

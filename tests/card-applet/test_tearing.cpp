@@ -1,10 +1,14 @@
-// Tearing: cut the file commit at every one of its operations (create, each write, fsync,
-// rename, directory fsync) and check that the stored state is exactly the old or the new
-// one, that the card still works, and that no answer is given for a state that was lost.
+// Tearing: cut the file commit at every one of its operations (each write of the slot and
+// its fdatasync; create, each write, fsync, rename and directory fsync when the file is laid
+// out) and check that the stored state is exactly the old or the new one, or one the uncut
+// command passed through, that the card still works, and that no answer is given for a state
+// that was lost.
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <functional>
+#include <vector>
 #include <sys/stat.h>
 
 #include "card_fixture.hpp"
@@ -19,22 +23,44 @@ using otac::test::TempDir;
 
 using Prelude = std::function<void(Applet&)>;
 
+// Forwards to a FileStorage and keeps every blob it committed.
+struct Recording final : Storage {
+  explicit Recording(FileStorage& f) : fs(f) {}
+  Result<Bytes> load() override { return fs.load(); }
+  Result<void> commit(ByteView blob) override {
+    auto r = fs.commit(blob);
+    if (r) commits.emplace_back(blob.begin(), blob.end());
+    return r;
+  }
+  FileStorage& fs;
+  std::vector<Bytes> commits;
+};
+
 // Runs `command` with the commit cut at every operation; base is the stored state before.
+// A command that commits more than once (CHANGE: the try, then the new PIN) may be cut after
+// a commit whose slot write was complete although its sync was not: the state it passed
+// through may stick, with 6F00 as the answer.
 void tear(const Bytes& base, const Prelude& prelude, const Bytes& command, const std::string& name,
           std::uint16_t expect = 0x9000) {
   TempDir dir;
   const auto path = dir.path / "card.state";
-  // The uncut run gives the new state.
+  // The uncut run gives the new state, and the states the command passes through.
   Bytes fresh;
+  std::vector<Bytes> passed;
   {
     FileStorage fs(path);
     REQUIRE(fs.commit(base));
-    Applet app(fs);
+    Recording rec(fs);
+    Applet app(rec);
     prelude(app);
+    rec.commits.clear();
     auto r = apdu::parse_response(app.process(command)).value();
     INFO(name << " uncut answer " << std::hex << r.sw);
     REQUIRE(r.sw == expect);
     fresh = fs.load().value();
+    REQUIRE(!rec.commits.empty());
+    REQUIRE(rec.commits.back() == fresh);
+    passed.assign(rec.commits.begin(), rec.commits.end() - 1);
   }
   std::size_t cuts = 0;
   for (std::size_t cut = 0; cut < 200; ++cut) {
@@ -58,16 +84,17 @@ void tear(const Bytes& base, const Prelude& prelude, const Bytes& command, const
     INFO(name << ": cut at operation " << cut << ", answer " << std::hex << r.sw);
     REQUIRE(now.ok());
     const bool is_old = *now == before, is_new = *now == fresh;
-    CHECK((is_old || is_new));
+    const bool is_passed = std::find(passed.begin(), passed.end(), *now) != passed.end();
+    CHECK((is_old || is_new || is_passed));
     // An answer with data (a cryptogram, a PoR, a fetched message) only for a state that stuck.
     if (r.sw == expect) CHECK(is_new);
-    if (is_old) CHECK(r.sw == 0x6F00);
+    if (is_old || (is_passed && !is_new)) CHECK(r.sw == 0x6F00);
     // The card keeps working on whatever state it has.
     Applet after(reopened);
     CHECK(apdu::parse_response(after.process(hex("00A4040006F04F5441430100"))).value().sw == 0x9000);
     CHECK(apdu::parse_response(after.process(hex("80A6000000"))).value().sw == 0x9000);
   }
-  CHECK(cuts >= 8);  // create, several writes, fsync, rename, directory sync
+  CHECK(cuts >= 8);  // several writes of the slot, fdatasync
 }
 
 // The state of a personalized card holding a list, as bytes.
@@ -153,7 +180,7 @@ void no_free_try(const Bytes& base, const Bytes& right, const Bytes& wrong, std:
     CHECK((r.sw == 0x9000 || r.sw == 0x6F00));
     extra(r, w);
   }
-  CHECK(cuts >= 8);  // create, writes, fsync, rename, directory sync (twice for a right PIN)
+  CHECK(cuts >= 8);  // the slot's writes and fdatasync (twice for a right PIN)
 }
 
 }  // namespace
@@ -216,32 +243,6 @@ TEST_CASE("tearing: FETCH hands a message out only once it is removed") {
   Card c;
   personalize(c);
   tear(c.store.load().value(), [](Applet&) {}, hex("8012000000"), "FETCH");
-}
-
-TEST_CASE("file storage: mode 0600, damaged files refused, missing file is a blank card") {
-  TempDir dir;
-  FileStorage fs(dir.path / "s");
-  CHECK(fs.load().value().empty());
-  REQUIRE(fs.commit(hex("010203")));
-  struct stat st {};
-  REQUIRE(::stat((dir.path / "s").c_str(), &st) == 0);
-  CHECK((st.st_mode & 0777) == 0600);
-  CHECK(fs.load().value() == hex("010203"));
-  {
-    FILE* f = std::fopen((dir.path / "s").c_str(), "r+b");
-    REQUIRE(f);
-    std::fseek(f, -1, SEEK_END);
-    std::fputc(0x7F, f);
-    std::fclose(f);
-  }
-  auto bad = fs.load();
-  REQUIRE(!bad.ok());
-  CHECK(bad.error().message.find("checksum") != std::string::npos);
-  std::filesystem::resize_file(dir.path / "s", 10);
-  CHECK(!fs.load().ok());
-  // A card on a damaged state answers 6F00 instead of acting on garbage.
-  Applet app(fs);
-  CHECK(apdu::parse_response(app.process(hex("80A6000000"))).value().sw == 0x6F00);
 }
 
 TEST_CASE("tearing: ACTIVATE") {

@@ -1,5 +1,5 @@
 // Persistent storage of the applet: one blob, replaced atomically. A real card has EEPROM
-// with a transaction mechanism; here the blob is a file replaced by rename.
+// with a transaction mechanism; here the blob is a file with two copies, written in turn.
 #pragma once
 
 #include <cstddef>
@@ -39,9 +39,17 @@ class MemoryStorage final : public Storage {
   std::size_t fail_ = 0;
 };
 
-/// A blob in a file: commit writes DIR/.NAME.tmp in chunks, fsyncs it, renames it over NAME
-/// and fsyncs the directory. The file is created with mode 0600. The content carries a
-/// header with a length and a SHA-256 so that a damaged file is refused, never half-read.
+/// A blob in a file with two slots (layout in src/storage_format.hpp): commit writes the new
+/// blob, with the next sequence number and a SHA-256, over the slot that does not hold the
+/// current one, and fdatasyncs it; load takes the intact slot with the higher number. A cut
+/// write fails its checksum, so load returns the blob before it. The file is created, and laid
+/// out again when a blob outgrows its slots or the file is in the older one-blob format, by
+/// writing a temporary file, fsync, rename and a directory fsync; its mode is 0600. A file
+/// with no intact slot, or slots that do not follow one another, is refused, never half-read.
+///
+/// A slot damaged after its commit returned looks like a cut write: load then returns the
+/// blob one commit older, as SQLite does with a damaged last frame of its write-ahead log.
+/// For the card this means one code offered twice, which the backend refuses as a replay.
 class FileStorage final : public Storage {
  public:
   /// The file operations commit performs, numbered from 0: a test can cut the commit at
