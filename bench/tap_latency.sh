@@ -8,9 +8,9 @@
 # run in CI.
 #
 # OTAC_TAP_CARD_TMPFS=1 keeps the virtual card's state file on /dev/shm: the card host commits
-# its state with two fsyncs per AUTHENTICATE (write, rename, directory), which on a busy shared
-# disk cost more than the rest of the tap; a real card writes its EEPROM instead. The backend's
-# database stays on disk either way (durable commits).
+# its state with an fdatasync per AUTHENTICATE and per CONFIRM (one slot of its state file
+# written in place), which on a busy shared disk is a large part of the tap; a real card writes
+# its EEPROM instead. The backend's database stays on disk either way (durable commits).
 set -euo pipefail
 OTAC_BUILD=$(cd "${1:?usage: tap_latency.sh BUILD_DIR [TAPS]}" && pwd)
 taps=${2:-1000}

@@ -12,6 +12,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -557,13 +558,23 @@ class Daemon {
       }
       std::vector<pollfd> fds;
       if (vicc && vicc->fd) fds.push_back({vicc->fd.get(), POLLIN, 0});
-      if (smsc && smsc->fd) fds.push_back({smsc->fd.get(), POLLIN, 0});
-      const int rc = ::poll(fds.data(), fds.size(), 200);
+      // Messages wait in mt_ until their turn; the gateway is read again once few are left.
+      if (smsc && smsc->fd && mt_.size() < kMtBacklog) fds.push_back({smsc->fd.get(), POLLIN, 0});
+      const int rc = ::poll(fds.data(), fds.size(), mt_.empty() ? 200 : 0);
       if (rc < 0 && errno != EINTR) { log(std::string("poll failed: ") + std::strerror(errno)); return 1; }
       for (const auto& p : fds) {
         if (!(p.revents & (POLLIN | POLLHUP | POLLERR))) continue;
         if (vicc && vicc->fd && p.fd == vicc->fd.get()) read_vicc();
         else if (smsc && smsc->fd && p.fd == smsc->fd.get()) read_smsc();
+      }
+      // One message from the gateway per round, after the reader's APDUs: a list arrives as
+      // up to 15 parts, each an ENVELOPE with its own commit, and a card in the field must not
+      // wait for all of them before it answers.
+      if (!mt_.empty()) {
+        const std::string line = std::move(mt_.front());
+        mt_.pop_front();
+        handle_mt(line);
+        flush_outbox();
       }
       // Menu commands (refresh, activate) queue messages while we run: poll the outbox.
       if (Clock::now() - last_outbox > std::chrono::milliseconds(300)) {
@@ -571,6 +582,13 @@ class Daemon {
         last_outbox = Clock::now();
       }
     }
+    // Messages read from the gateway are the card's now (the gateway counts them delivered):
+    // hand them to the card before stopping.
+    for (std::size_t i = 0, n = mt_.size(); i < n; ++i) {
+      handle_mt(mt_.front());
+      mt_.pop_front();
+    }
+    flush_outbox();
     log("stopping");
     return 0;
   }
@@ -637,9 +655,8 @@ class Daemon {
       auto line = lines_.next();
       if (!line) break;
       if (!*line) { log("sms: " + line->error().message); continue; }
-      handle_mt(**line);
+      mt_.push_back(std::move(**line));
     }
-    flush_outbox();
   }
 
   void handle_mt(const std::string& line) {
@@ -700,6 +717,10 @@ class Daemon {
   applet::Applet phone_;        // the handset's toolkit channel (ENVELOPE, FETCH)
   ViccFramer framer_;
   LineSplitter lines_;
+  // Whole lines from the gateway, handled one per round of the loop (at most kMtBacklog plus
+  // one read's worth: the gateway is not read while kMtBacklog wait).
+  static constexpr std::size_t kMtBacklog = 64;
+  std::deque<std::string> mt_;
 };
 
 int cmd_run(const Args& a) {

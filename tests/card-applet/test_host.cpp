@@ -9,6 +9,7 @@
 
 #include <array>
 #include <cstdio>
+#include <fstream>
 
 #include "card_fixture.hpp"
 #include "host.hpp"
@@ -394,6 +395,75 @@ TEST_CASE("daemon as vicc: ATR, APDUs, reset, and reconnection after the reader 
   for (int i = 0; i < 10000 && std::getline(log, line); ++i) all += line + "\n";
   CHECK(all.find("reconnecting") != std::string::npos);
   CHECK(all.find("0123456789abcdef") == std::string::npos);
+}
+
+// A list arrives as many parts, each an ENVELOPE that commits: a card in the field is served
+// between them, not after the last. The order is read from the daemon's log, which has a line
+// per APDU from the reader and per message from the gateway.
+TEST_CASE("daemon as card and phone: an APDU from the reader is answered between the parts of the lists") {
+  TempDir dir;
+  Card c;
+  personalize(c);
+  c.select();
+  const auto st = dir.path / "card";
+  write_card_state(st, c);
+  Server smsc, vpcd;
+  Child card({OTAC_CARD_BIN, "run", "--state", st.string(), "--vicc", "127.0.0.1:" + std::to_string(vpcd.port), "--smsc",
+              "127.0.0.1:" + std::to_string(smsc.port), "--msisdn", kPhone},
+             dir.path / "log");
+  auto reader = vpcd.accept();
+  REQUIRE(reader);
+  auto gw = smsc.accept();
+  REQUIRE(gw);
+  read_until(gw.get(), [](const Bytes& b) { return std::count(b.begin(), b.end(), '\n') >= 1; });
+  // Three lists of 100 codes, 13 parts each, in one write; then at once a SELECT.
+  std::string mt;
+  std::size_t parts = 0;
+  for (std::uint8_t list = 1; list <= 3; ++list) {
+    Bytes packet = ota_packet(e1(list, 1, test_codes(100)), list);
+    const std::size_t first = 132, later = 134;
+    const std::size_t total = 1 + (packet.size() - first + later - 1) / later;
+    for (std::size_t seq = 1, pos = 0; seq <= total; ++seq) {
+      Bytes udh{0x00, 0x03, static_cast<std::uint8_t>(0x20 + list), static_cast<std::uint8_t>(total), static_cast<std::uint8_t>(seq)};
+      if (seq == 1) append(udh, hex("7000"));
+      udh.insert(udh.begin(), static_cast<std::uint8_t>(udh.size()));
+      const std::size_t n = std::min(seq == 1 ? first : later, packet.size() - pos);
+      mt += ch::format_mo_line({kServer, kPhone, udh, Bytes(packet.begin() + static_cast<std::ptrdiff_t>(pos), packet.begin() + static_cast<std::ptrdiff_t>(pos + n))});
+      pos += n;
+      ++parts;
+    }
+  }
+  REQUIRE(parts >= 36);
+  REQUIRE(ch::write_all(gw.get(), as_bytes(mt), 2000).ok());
+  // The SELECT goes out once the card has begun on the parts (its log shows the first).
+  auto log_has = [&](const std::string& what) {
+    std::ifstream in(dir.path / "log");
+    std::string l;
+    for (int k = 0; k < 10000 && std::getline(in, l); ++k)
+      if (l.find(what) != std::string::npos) return true;
+    return false;
+  };
+  for (int i = 0; i < 25000 && !log_has("-> ENVELOPE"); ++i) ::usleep(200);
+  REQUIRE(log_has("-> ENVELOPE"));
+  CHECK(vicc_exchange(reader.get(), hex("00A4040006F04F5441430100")).size() > 2);
+  // Every part still reaches the card: a PoR for each list.
+  read_until(gw.get(), [](const Bytes& b) { return std::count(b.begin(), b.end(), '\n') >= 3; });
+  CHECK(card.stop() == 0);
+  std::ifstream log(dir.path / "log");
+  std::string line;
+  std::size_t envelopes = 0, before_select = 0;
+  bool selected = false;
+  for (int i = 0; i < 10000 && std::getline(log, line); ++i) {
+    if (line.find("-> ENVELOPE") != std::string::npos) ++envelopes;
+    if (!selected && line.find("vicc: ") != std::string::npos && line.find("A4") != std::string::npos) {
+      selected = true;
+      before_select = envelopes;
+    }
+  }
+  CHECK(selected);
+  CHECK(envelopes == parts);
+  INFO("parts handed to the card before the SELECT was answered: " << before_select << " of " << parts);
+  CHECK(before_select < parts / 4);
 }
 
 TEST_CASE("daemon as phone: MT parts become ENVELOPEs, PoR and queued requests go out as MO, menu works meanwhile") {
