@@ -49,7 +49,8 @@ class MemoryStorage final : public Storage {
 ///
 /// A slot damaged after its commit returned looks like a cut write: load then returns the
 /// blob one commit older, as SQLite does with a damaged last frame of its write-ahead log.
-/// For the card this means one code offered twice, which the backend refuses as a replay.
+/// For the card this means one code offered twice, which the backend refuses as a replay, or
+/// one wrong-PIN try given back (card-applet/README.md, "Persistence model").
 class FileStorage final : public Storage {
  public:
   /// The file operations commit performs, numbered from 0: a test can cut the commit at
