@@ -49,6 +49,7 @@ Result<Parsed> parse_format1(ByteView file, const std::string& name) {
   ByteView digest = c.take(32, "digest");
   ByteView blob = c.take(len, "state");
   if (auto f = c.finish(); !f) return damaged(name, f.error().message);
+  if (len > kMaxBlob) return damaged(name, "a state of " + std::to_string(len) + " bytes");
   if (!ct_equal(crypto::sha256(blob), digest))
     return make_error(Errc::bad_value, "state file " + name + " fails its checksum; restore it or run `otac-card init`");
   return Parsed{.format = 1, .slot_size = 0, .current = std::nullopt, .seq = 0, .blob = blob};
