@@ -131,7 +131,9 @@ struct Shared {
   asio::thread_pool* workers = nullptr;
   asio::thread_pool* slow = nullptr;
   std::atomic<bool> stopping{false};
-  std::atomic<std::int64_t> async_in_flight{0};  ///< asynchronous handlers not yet answered
+  /// Requests taken by a handler, blocking or asynchronous, whose answer is not yet written:
+  /// stop() waits for them, so that an answer a handler gave still goes out.
+  std::atomic<std::int64_t> answers_in_flight{0};
 };
 
 std::string x509_cn(X509* cert) {
@@ -355,6 +357,7 @@ class Session final : public Evictable, public std::enable_shared_from_this<Sess
     RequestContext probe;
     const AsyncHandler* fast = nullptr;
     router_.match(req_.method(), ctx_.path, probe, &allowed, &opt, &fast);
+    count_answer();
     if (fast) {
       ctx_.params = probe.params;
       if (start_async(*fast)) return;
@@ -374,10 +377,8 @@ class Session final : public Evictable, public std::enable_shared_from_this<Sess
   // decision is durable, without any thread waiting for the commit). False when the handler
   // declined, or threw before handing the request on: the blocking handler runs instead.
   bool start_async(const AsyncHandler& fast) {
-    sh_.async_in_flight.fetch_add(1);
     Reply reply = [self = this->shared_from_this()](std::function<Response()> build) {
       asio::post(self->stream_.get_executor(), [self, build = std::move(build)] {
-        self->sh_.async_in_flight.fetch_sub(1);
         self->write(Router::guarded(self->req_, self->ctx_, build));
       });
     };
@@ -387,8 +388,20 @@ class Session final : public Evictable, public std::enable_shared_from_this<Sess
     } catch (const std::exception& e) {
       ctx_.log["async_exception"] = e.what();
     }
-    if (!taken) sh_.async_in_flight.fetch_sub(1);
     return taken;
+  }
+
+  // The request in hand has gone to a handler: its answer is owed until on_write. Both run on
+  // this connection's executor, so counted_ needs no lock.
+  void count_answer() {
+    if (counted_) return;
+    counted_ = true;
+    sh_.answers_in_flight.fetch_add(1);
+  }
+  void answer_written() {
+    if (!counted_) return;
+    counted_ = false;
+    sh_.answers_in_flight.fetch_sub(1);
   }
 
   static constexpr std::uint64_t kMaxDrain = 8u << 20;
@@ -428,6 +441,7 @@ class Session final : public Evictable, public std::enable_shared_from_this<Sess
   }
 
   void on_write(beast::error_code ec) {
+    answer_written();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
     const unsigned status = res_.result_int();
     sh_.metrics->observe(req_.method_string(), status, secs);
@@ -473,6 +487,7 @@ class Session final : public Evictable, public std::enable_shared_from_this<Sess
   std::chrono::steady_clock::time_point started_{};
   Request too_large_;
   std::vector<char> scratch_;
+  bool counted_ = false;  ///< this request is in Shared::answers_in_flight
 };
 
 class Listener : public std::enable_shared_from_this<Listener> {
@@ -711,9 +726,11 @@ void Server::stop() {
   // Let handlers in progress finish and their answers go out, then stop the network.
   impl_->workers.join();
   impl_->slow.join();
-  // Asynchronous handlers answer from the store's committer; wait for them too (bounded: a
-  // commit that takes longer than this loses only its answer, never the commit).
-  for (int i = 0; i < 5000 && impl_->shared.async_in_flight.load() > 0; ++i) {
+  // A blocking handler's answer is written by the network threads after its worker returns,
+  // and an asynchronous handler's once the store's committer replies: wait until every answer
+  // owed is written (bounded: a commit that takes longer than this loses only its answer,
+  // never the commit).
+  for (int i = 0; i < 5000 && impl_->shared.answers_in_flight.load() > 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   impl_->guard.reset();
