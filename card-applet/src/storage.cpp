@@ -207,17 +207,14 @@ Result<void> FileStorage::commit(ByteView blob) {
   sys::Fd fd(::open(path_.c_str(), O_RDWR | O_CLOEXEC));
   if (!fd && errno != ENOENT) return sys_error("cannot open state file", path_);
   std::optional<Parsed> now;
-  std::optional<Bytes> file;
+  Bytes file;  // empty when there is none
+  Wipe wipe_file{file};
   if (fd) {
     auto all = read_all(path_, fd.get());
     if (!all) return all.error();
-    file = std::move(*all);
-    if (auto p = parse(*file, path_.string()); p && p->format == 2) now = *p;
+    file = std::move(**all);
+    if (auto p = parse(file, path_.string()); p && p->format == 2) now = *p;
   }
-  struct WipeOpt {
-    std::optional<Bytes>& b;
-    ~WipeOpt() { if (b && !b->empty()) secure_zero(b->data(), b->size()); }
-  } wipe_file{file};
 
   if (!now || kSlotHeader + blob.size() > now->slot_size) {
     // No file, a format-1 file, one that cannot be read, or a state that outgrew its slots:
