@@ -22,6 +22,8 @@ namespace detail {
 //             or the OK PoR of the E2                 -> steady with k = K', K retired
 //             card request under K                    -> stays rotating (E2 not yet applied)
 //             rotate_key again                        -> rotating, the same E2{K'} sent again
+//             latest E2 unanswered for list_repair_after (repair_rotations)
+//                                                     -> rotating, the same E2{K'} sent again
 //   retired:  (after the E2's PoR) k = K', retired_k = K: a request or PoR the card sealed
 //             under K before it switched still opens (a request's counter must still be
 //             fresh). The first request under K' drops K; a promotion by a request under K'
@@ -558,6 +560,33 @@ Result<std::uint32_t> Service::repair_lists(std::uint32_t limit) {
       if (auto x = resend_list(tx, *card, d.list_id, t); !x) return x;
       auto a = tx.audit(t, "system", "list_resent", "card=" + to_hex(d.n) + " list=" + std::to_string(d.list_id) +
                                                         " packets=" + std::to_string(d.packets + 1));
+      if (!a) return a.error();
+      ++sent;
+    }
+    return {};
+  });
+  if (!r) return r.error();
+  return sent;
+}
+
+Result<std::uint32_t> Service::repair_rotations(std::uint32_t limit) {
+  std::uint32_t sent = 0;
+  const UnixTime t = now();
+  auto r = run([&](Tx& tx) -> Result<void> {
+    sent = 0;
+    auto due = tx.rotations_to_repair(t, config_.list_repair_after.count(), config_.list_repair_packets, limit);
+    if (!due) return due.error();
+    for (const auto& d : *due) {
+      auto card = tx.card(d.n);
+      if (!card) return card.error();
+      if (!card->pending_k || card->pending_version != d.version) continue;  // confirmed meanwhile
+      // The same K' again, as an operator's second rotate-key sends it: the card may hold it
+      // already (only the PoR was lost), and then refuses this copy, sealed under K, for its
+      // check; a card that never got it switches now.
+      if (auto q = queue_replace_key(tx, *card, t); !q) return q.error();
+      auto a = tx.audit(t, "system", "rotate_key_resent", "card=" + to_hex(d.n) + " new_version=" +
+                                                              std::to_string(d.version) + " packets=" +
+                                                              std::to_string(d.packets + 1));
       if (!a) return a.error();
       ++sent;
     }

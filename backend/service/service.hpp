@@ -291,6 +291,11 @@ class Service {
   /// most list_repair_packets packets): a lost list SMS or a lost PoR is repaired without
   /// waiting for the card to ask (protocol.md 6.4). Returns how many lists went out again.
   Result<std::uint32_t> repair_lists(std::uint32_t limit);
+  /// Sends the pending key K' again (the same E2, a new counter) to every card whose latest E2
+  /// went unanswered, on the same schedule and bound as repair_lists: an E2 lost on its way
+  /// would otherwise leave the rotation pending until an operator rotates again. Returns how
+  /// many E2 went out again.
+  Result<std::uint32_t> repair_rotations(std::uint32_t limit);
   /// Verifies a typed display code against the codes the card can be at (protocol.md 4).
   Result<AuthAnswer> verify_display_code(const CodeRequest& req, std::string_view terminal_id);
 

@@ -253,6 +253,23 @@ Result<std::vector<ListRepair>> PgTx::lists_to_repair(UnixTime now, std::int64_t
   });
 }
 
+Result<std::vector<RotationRepair>> PgTx::rotations_to_repair(UnixTime now, std::int64_t after,
+                                                              std::uint32_t max_packets, std::uint32_t limit) {
+  // From the cards with a pending key (the partial index cards_rotating), as in SQLite.
+  auto r = q("SELECT c.n, c.pending_version, COUNT(o.counter) FROM cards c"
+             " JOIN ota_sent o ON o.n=c.n AND o.kind='rotate' AND o.ref=c.pending_version"
+             " WHERE c.pending_version<>0 AND (SELECT rsc FROM ota_sent WHERE n=c.n AND kind='rotate'"
+             " AND ref=c.pending_version ORDER BY counter DESC LIMIT 1)=-1"
+             " GROUP BY c.n, c.pending_version"
+             " HAVING COUNT(o.counter)<$1 AND MAX(o.sent_at) + ($2::bigint << LEAST(COUNT(o.counter)-1, 5)::int) <= $3"
+             " ORDER BY c.n LIMIT $4");
+  r.i(max_packets).i(after).i(now).i(limit);
+  if (auto e = r.run(); !e) return e.error();
+  return collect<RotationRepair>(r, [](const Row& row) {
+    return RotationRepair{row.col_b(0), static_cast<std::uint8_t>(row.col_i(1)), static_cast<std::uint32_t>(row.col_i(2))};
+  });
+}
+
 Result<bool> PgTx::consume_otac(ByteView n, std::uint16_t list_id, std::uint16_t index, std::string_view txn_id, UnixTime now) {
   // A concurrent consumer on another node holds the row until it commits; this update then
   // re-evaluates used=0 on the new version and changes nothing.
@@ -696,6 +713,10 @@ DROP INDEX otacs_unused;
 CREATE INDEX otacs_unused ON otacs(n, list_id, idx, used) WHERE used=0;
 DROP INDEX transactions_held;
 CREATE INDEX transactions_held ON transactions(expires_at) WHERE decision=2;
+)sql",
+    // 6: the cards with a pending key, for rotations_to_repair (SQLite's migration 13).
+    R"sql(
+CREATE INDEX cards_rotating ON cards(n, pending_version) WHERE pending_version<>0;
 )sql",
 };
 

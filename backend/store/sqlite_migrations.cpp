@@ -118,6 +118,11 @@ CREATE INDEX otacs_unused ON otacs(n, list_id, idx, used) WHERE used=0;
 DROP INDEX transactions_held;
 CREATE INDEX transactions_held ON transactions(expires_at) WHERE decision=2;
 )sql",
+    // 13: the cards with a pending key, for rotations_to_repair: an E2 lost on its way (the
+    // phone took the SMS and never handed it to the card) left the rotation pending for good.
+    R"sql(
+CREATE INDEX cards_rotating ON cards(n, pending_version) WHERE pending_version<>0;
+)sql",
 };
 
 }  // namespace

@@ -24,6 +24,18 @@ inline constexpr const char* kListsToRepairSql =
     " HAVING COUNT(o.counter)<? AND MAX(o.sent_at) + (? << MIN(COUNT(o.counter)-1, 5)) <= ?"
     " ORDER BY l.n, l.list_id LIMIT ?";
 
+/// rotations_to_repair's statement (parameters: max_packets, after, now, limit), from the
+/// cards with a pending key (the partial index cards_rotating of migration 13, whose condition
+/// is written out here so that the planner can prove it).
+inline constexpr const char* kRotationsToRepairSql =
+    "SELECT c.n, c.pending_version, COUNT(o.counter) FROM cards c"
+    " JOIN ota_sent o ON o.n=c.n AND o.kind='rotate' AND o.ref=c.pending_version"
+    " WHERE c.pending_version<>0 AND (SELECT rsc FROM ota_sent WHERE n=c.n AND kind='rotate'"
+    " AND ref=c.pending_version ORDER BY counter DESC LIMIT 1)=-1"
+    " GROUP BY c.n, c.pending_version"
+    " HAVING COUNT(o.counter)<? AND MAX(o.sent_at) + (? << MIN(COUNT(o.counter)-1, 5)) <= ?"
+    " ORDER BY c.n LIMIT ?";
+
 /// display_candidates' highest consumed code of a card (parameter: n). No index holds the
 /// consumed codes since migration 12: it walks the primary key backwards from the card's
 /// newest code and stops at the first consumed one, after at most the unused codes of the
@@ -61,6 +73,8 @@ class SqliteTx final : public Tx {
   Result<void> set_list_state(ByteView n, std::uint16_t list_id, ListState state, std::string_view refusal, UnixTime now) override;
   Result<std::vector<ListRepair>> lists_to_repair(UnixTime now, std::int64_t after, std::uint32_t max_packets,
                                                   std::uint32_t limit) override;
+  Result<std::vector<RotationRepair>> rotations_to_repair(UnixTime now, std::int64_t after, std::uint32_t max_packets,
+                                                          std::uint32_t limit) override;
   Result<bool> consume_otac(ByteView n, std::uint16_t list_id, std::uint16_t index, std::string_view txn_id, UnixTime now) override;
   Result<TransactionRecord> transaction(std::string_view txn_id) override;
   Result<void> insert_transaction(const TransactionRecord& t) override;

@@ -84,6 +84,13 @@ struct ListRepair {
   std::uint32_t packets = 0;  ///< packets that carried it so far
 };
 
+/// A key rotation whose E2 packets went unanswered (Tx::rotations_to_repair).
+struct RotationRepair {
+  Bytes n;
+  std::uint8_t version = 0;   ///< the pending key's version, the packets' ref
+  std::uint32_t packets = 0;  ///< E2 packets that carried it so far
+};
+
 /// A list of a card as the backend sees it (no key material).
 struct ListInfo {
   std::uint16_t id = 0;
@@ -311,6 +318,12 @@ class Tx {
   /// packets carried (protocol.md 6.4, repair); by card, then list id.
   virtual Result<std::vector<ListRepair>> lists_to_repair(UnixTime now, std::int64_t after, std::uint32_t max_packets,
                                                           std::uint32_t limit) = 0;
+  /// Cards with a pending key (a rotation not yet confirmed) whose latest E2 packet for that
+  /// key ("rotate", ref = the pending version) has no PoR, went out at least
+  /// `after << min(packets - 1, 5)` seconds before `now`, and that fewer than `max_packets`
+  /// such packets carried; by card. The same rule as lists_to_repair.
+  virtual Result<std::vector<RotationRepair>> rotations_to_repair(UnixTime now, std::int64_t after,
+                                                                  std::uint32_t max_packets, std::uint32_t limit) = 0;
   /// Marks a code used iff it is still unused: true when this call consumed it.
   virtual Result<bool> consume_otac(ByteView n, std::uint16_t list_id, std::uint16_t index,
                                     std::string_view txn_id, UnixTime now) = 0;

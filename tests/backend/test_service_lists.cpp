@@ -716,6 +716,60 @@ TEST_CASE("a list whose packet went unanswered goes out again, later each time, 
   CHECK(env2.svc->repair_lists(10).value() == 0);
 }
 
+// Found by tests/e2e/soak.sh's card daemon kill (seed 2, step 106): the phone took the E2 from
+// the gateway and died before the card saw it. Nothing sent K' again, so the rotation stayed
+// pending until an operator rotated once more (tests/e2e/lost_sms.sh rotate, through the real
+// daemons).
+TEST_CASE("an E2 that went unanswered goes out again, the same K', later each time, a bounded number of times") {
+  Env env(10);
+  env.config.list_repair_after = std::chrono::seconds(100);
+  env.config.list_repair_packets = 3;
+  env.restart();
+  auto e = enroll_with_terminal(env, 3);
+  REQUIRE(env.svc->rotate_key(e.n, "alice"));
+  auto first = open_packet(packets_in_outbox(env).at(0), e.n, e.algorithm, e.k);
+  REQUIRE(first.data[0] == 0xE2);
+  drain(env);
+  CHECK(env.svc->repair_rotations(10).value() == 0);
+  env.clock += 99;
+  CHECK(env.svc->repair_rotations(10).value() == 0);
+  env.clock += 1;
+  REQUIRE(env.svc->repair_rotations(10).value() == 1);
+  auto p = packets_in_outbox(env);
+  REQUIRE(p.size() == 1);
+  auto second = open_packet(p[0], e.n, e.algorithm, e.k);  // still under K: the card may not have K'
+  CHECK(second.data == first.data);                         // the same K' and version
+  CHECK(second.counter > first.counter);
+  drain(env);
+  CHECK(audited(env, "rotate_key_resent", "new_version=2 packets=2"));
+  CHECK(env.svc->repair_lists(10).value() == 0);  // no list is waiting
+  env.clock += 199;                                // the second wait is twice as long
+  CHECK(env.svc->repair_rotations(10).value() == 0);
+  env.clock += 1;
+  REQUIRE(env.svc->repair_rotations(10).value() == 1);
+  auto third = open_packet(packets_in_outbox(env).at(0), e.n, e.algorithm, e.k);
+  drain(env);
+  env.clock += 100000;  // three packets in all: no more
+  CHECK(env.svc->repair_rotations(10).value() == 0);
+  // The third copy's PoR completes the rotation, and nothing is left to repair.
+  REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, e.k, 1, third.counter, ota::Rsc::ok)));
+  CHECK_FALSE(env.svc->card(e.n)->pending_k);
+  CHECK(env.svc->card(e.n)->key_version == 2);
+  CHECK(env.svc->repair_rotations(10).value() == 0);
+
+  // A PoR ends it at once.
+  Env env2(10);
+  env2.config.list_repair_after = std::chrono::seconds(100);
+  env2.restart();
+  auto u = enroll_with_terminal(env2, 3);
+  REQUIRE(env2.svc->rotate_key(u.n, "alice"));
+  auto e2 = open_packet(packets_in_outbox(env2).at(0), u.n, u.algorithm, u.k);
+  drain(env2);
+  REQUIRE(env2.svc->handle_mo_sms(por_sms(u.n, u.algorithm, u.k, 1, e2.counter, ota::Rsc::ok)));
+  env2.clock += 1000;
+  CHECK(env2.svc->repair_rotations(10).value() == 0);
+}
+
 TEST_CASE("display codes: the window follows the card past codes the backend never saw, and a blocked card's code is spent") {
   Env env(10);
   auto t = card_with_two_lists(env, 3);

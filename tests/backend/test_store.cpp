@@ -184,7 +184,7 @@ TEST_CASE("reopening migrates nothing twice and refuses a newer schema") {
   Env env;
   { auto s = env.store(); }
   { auto s = env.store(); }
-  CHECK(raw_query_text(env.db, "PRAGMA user_version") == "12");
+  CHECK(raw_query_text(env.db, "PRAGMA user_version") == "13");
   CHECK(raw_query_text(env.db, "PRAGMA journal_mode") == "wal");
   raw_sql(env.db, "PRAGMA user_version=99");
   auto s = open_sqlite_store(env.db, env.kek);
@@ -228,6 +228,22 @@ TEST_CASE("the list repair round reads only the lists still sent, through their 
   for (const auto& line : plan) {
     if (line.rfind("SCAN", 0) == 0) CHECK(line.find("lists_sent") != std::string::npos);
     CHECK(line.find("TEMP B-TREE") == std::string::npos);
+  }
+}
+
+TEST_CASE("the E2 repair round reads only the cards with a pending key, through their index") {
+  Env env;
+  { auto s = env.store(); }
+  CHECK(raw_query_text(env.db, "SELECT sql FROM sqlite_master WHERE name='cards_rotating'").find("WHERE pending_version<>0") !=
+        std::string::npos);
+  const auto plan = query_plan(env.db, sqlite::kRotationsToRepairSql);
+  std::string text;
+  for (const auto& line : plan) text += line + "\n";
+  INFO(text);
+  CHECK(plan_uses(plan, "cards_rotating"));
+  // No full scan of cards (one row per enrolled card) or of ota_sent.
+  for (const auto& line : plan) {
+    if (line.rfind("SCAN", 0) == 0) CHECK(line.find("cards_rotating") != std::string::npos);
   }
 }
 
@@ -283,9 +299,9 @@ TEST_CASE("migration 12 rebuilds otacs_unused and transactions_held without losi
   // Back to schema 11's indexes, as a database written by the previous release has them.
   raw_sql(env.db, "DROP INDEX otacs_unused; CREATE INDEX otacs_unused ON otacs(n, used, list_id, idx);"
                   "DROP INDEX transactions_held; CREATE INDEX transactions_held ON transactions(decision, expires_at);"
-                  "PRAGMA user_version=11;");
+                  "DROP INDEX cards_rotating; PRAGMA user_version=11;");
   auto s = env.store();
-  CHECK(raw_query_text(env.db, "PRAGMA user_version") == "12");
+  CHECK(raw_query_text(env.db, "PRAGMA user_version") == "13");
   CHECK(raw_query_text(env.db, "SELECT sql FROM sqlite_master WHERE name='otacs_unused'").find("WHERE used=0") != std::string::npos);
   REQUIRE(s->run([&](Tx& tx) -> Result<void> {
     CHECK(*tx.unused_count(e->n) == 17);

@@ -358,6 +358,51 @@ TEMPLATE_TEST_CASE("store: OTA counters, sent packets and the lists to repair", 
   });
 }
 
+TEMPLATE_TEST_CASE("store: the rotations to repair: a pending key whose latest E2 has no PoR", "[store]", SqliteBackend,
+                   PgBackend) {
+  TestType b;
+  auto s = must_open(b);
+  const Bytes other = hex("8877665544332211");
+  run_ok(*s, [&](Tx& tx) -> Result<void> {
+    if (auto e = tx.insert_card(card_with_every_key()); !e) return e;  // K' version 2 pending
+    if (auto e = tx.insert_card(card(other, "+4915550002")); !e) return e;  // not rotating
+    // An E2 for an older key, a list and the other card's E2 do not count.
+    if (auto e = tx.record_ota_sent(kN, 1, "rotate", 1, 100); !e) return e;
+    if (auto e = tx.record_ota_sent(kN, 2, "list", 2, 100); !e) return e;
+    if (auto e = tx.record_ota_sent(other, 1, "rotate", 2, 100); !e) return e;
+    CHECK(tx.rotations_to_repair(100000, 30, 5, 10)->empty());
+    if (auto e = tx.record_ota_sent(kN, 3, "rotate", 2, 200); !e) return e;
+    CHECK(tx.rotations_to_repair(229, 30, 5, 10)->empty());
+    auto due = tx.rotations_to_repair(230, 30, 5, 10);
+    REQUIRE(due);
+    REQUIRE(due->size() == 1);
+    CHECK(due->front().n == kN);
+    CHECK(due->front().version == 2);
+    CHECK(due->front().packets == 1);
+    // A second E2: twice the wait after it, and max_packets counts both.
+    if (auto e = tx.record_ota_sent(kN, 4, "rotate", 2, 230); !e) return e;
+    CHECK(tx.rotations_to_repair(289, 30, 5, 10)->empty());
+    REQUIRE(tx.rotations_to_repair(290, 30, 5, 10)->size() == 1);
+    CHECK(tx.rotations_to_repair(290, 30, 5, 10)->front().packets == 2);
+    CHECK(tx.rotations_to_repair(100000, 30, 2, 10)->empty());
+    // A PoR for the latest E2, even a refusal, ends it: the PoR handling decides from there.
+    if (auto e = tx.set_ota_rsc(kN, 4, 2); !e) return e;
+    CHECK(tx.rotations_to_repair(100000, 30, 5, 10)->empty());
+    if (auto e = tx.set_ota_rsc(kN, 4, -1); !e) return e;
+    REQUIRE(tx.rotations_to_repair(100000, 30, 5, 10)->size() == 1);
+    // Once the key is confirmed, nothing is pending.
+    auto c = tx.card(kN);
+    if (!c) return c.error();
+    c->k = std::move(*c->pending_k);
+    c->pending_k.reset();
+    c->key_version = 2;
+    c->pending_version = 0;
+    if (auto e = tx.update_card(*c); !e) return e;
+    CHECK(tx.rotations_to_repair(100000, 30, 5, 10)->empty());
+    return {};
+  });
+}
+
 TEMPLATE_TEST_CASE("store: transactions: insert once, decide a held one once, filter, expire and prune", "[store]",
                    SqliteBackend, PgBackend) {
   TestType b;
