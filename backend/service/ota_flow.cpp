@@ -437,6 +437,24 @@ Result<void> Service::handle_mo_sms(const MoSms& sms) {
         if (!resent) return resent.error();
         return {};
       }
+      if (kind == "server_key" && old_rsc == -1 && p->rsc == 0x02) {
+        // The same for an E4 (found by the soak: queued while the gateway was down, overtaken
+        // by a list the card's request got at once): while the server key is unconfirmed and
+        // this was the latest E4, it goes again, or it would stay unconfirmed for good.
+        auto latest = tx.latest_ota_sent(card->n, "server_key", 0);
+        if (!latest) return latest.error();
+        auto sec = tx.card_security(card->n);
+        if (!sec) return sec.error();
+        auto server = ensure_server_key(tx, kServerKeyName, t);
+        if (!server) return server.error();
+        if (*latest != p->counter || ct_equal(sec->server_point, server->public_point)) return {};
+        auto q = queue_server_key(tx, *card, t);
+        if (!q) return q.error();
+        auto resent = tx.audit(t, "system", "server_key_resent", "card=" + to_hex(card->n) + " counter=" +
+                                                                     std::to_string(*q) + " after=rsc02");
+        if (!resent) return resent.error();
+        return {};
+      }
       if (!accepted || old_rsc == 0) return {};  // a failure, or a duplicate PoR
       if (kind == "rotate" && card->pending_k && card->pending_version == ref) return promote_and_repair(tx, *card, false, t);
       return {};

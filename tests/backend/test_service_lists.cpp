@@ -6,8 +6,10 @@
 #include <optional>
 
 #include <thread>
+#include <variant>
 
 #include "otac/common/ota.hpp"
+#include "otac/common/protocol.hpp"
 #include "pg_cluster.hpp"
 #include "pg_store.hpp"
 #include "test_service_support.hpp"
@@ -424,6 +426,47 @@ bool audited(Env& env, const std::string& action, const std::string& detail_part
 }
 
 }  // namespace
+
+// Found by tests/e2e/soak.sh (seed 2, step 46, with the card daemon kill in the mix): Kannel
+// down, otac-admin refresh and install-server-key queue a list and an E4; once the gateway is
+// back, the card's own request gets the list again at once under a higher counter, and the
+// card then refuses the waiting list and E4 for their counters (RSC 02). The list is loaded
+// from the later packet; the E4 must go again, or the server key stays unconfirmed for good.
+TEST_CASE("an E4 refused for its counter (RSC 02, overtaken by a later packet) is sent again once") {
+  Env env(10);
+  auto e = enroll_with_terminal(env, 3);
+  REQUIRE(env.svc->install_server_key(e.n, "alice"));
+  auto e4 = sent_packet(env, e);
+  REQUIRE(e4.data[0] == 0xE4);
+  REQUIRE(env.svc->refresh_card(e.n, "alice"));
+  auto l1 = sent_packet(env, e);
+  REQUIRE(l1.counter > e4.counter);
+  REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, e.k, 1, l1.counter, ota::Rsc::ok)));
+  REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, e.k, 1, e4.counter, ota::Rsc::counter_low, Bytes{})));
+  auto again = packets_in_outbox(env);
+  REQUIRE(again.size() == 1);
+  auto resent = open_packet(again[0], e.n, e.algorithm, e.k);
+  // The same server point (the CA's ECDSA signature over it differs per signing).
+  auto point_of = [](const Bytes& data) {
+    auto inner = protocol::parse_inner(data, false);
+    REQUIRE(inner);
+    REQUIRE(inner->commands.size() == 1);
+    auto cmd = protocol::decode_inner(inner->commands[0]);
+    REQUIRE(cmd);
+    REQUIRE(std::holds_alternative<protocol::SetServerKey>(*cmd));
+    return std::get<protocol::SetServerKey>(*cmd).point;
+  };
+  CHECK(point_of(resent.data) == point_of(e4.data));
+  CHECK(resent.counter > l1.counter);
+  CHECK(audited(env, "server_key_resent", "after=rsc02"));
+  drain(env);
+  // A duplicate of that PoR, or the refusal of an E4 that is no longer the latest, sends nothing.
+  REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, e.k, 1, e4.counter, ota::Rsc::counter_low, Bytes{})));
+  CHECK(packets_in_outbox(env).empty());
+  // Once its PoR confirms the server key, a late refusal of another E4 changes nothing.
+  REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, e.k, 1, resent.counter, ota::Rsc::ok)));
+  CHECK(env.svc->key_status(e.n)->server_key);
+}
 
 TEST_CASE("a list the card refuses for lack of room (RSC 07) is refused: codes withdrawn, flags cleared, audited") {
   Env env(10);
