@@ -24,7 +24,11 @@
 # (otac-admin refresh); key rotation (otac-admin rotate-key); a new signature key (E3,
 # otac-admin set-signature-key) and the server key (E4, otac-admin install-server-key); a
 # backend restart (kill -9 by PID, sometimes with a tap while it is down: the card's answer
-# is lost, then started again on the same data directory and port); Kannel stopped for a few steps (its store keeps the
+# is lost, then started again on the same data directory and port); the card daemon (otac-card
+# run, the card and the phone) killed with kill -9 and started again on the same state file:
+# frozen while Kannel hands it a list's SMS parts (lost: the fake SMSC has no acknowledgement,
+# so the backend must send the list again after list_repair_seconds), as the first part of a
+# list arrives, or idle; Kannel stopped for a few steps (its store keeps the
 # queue; SMS are delayed, not lost) and started again; an operator block for a few steps,
 # then unblock; a wrong PIN at the phone (otac-card verify), and once the PIN is blocked the
 # holder's PUK unblock (otac-card unblock). Not driven here, for lack of a way through the
