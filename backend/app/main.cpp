@@ -542,11 +542,13 @@ int main(int argc, char** argv) {
     if (auto e = service.expire_held(256); !e) log::warn("expire_held_failed", {{"error", e.error().message}});
     if (auto e = service.reverse_stale_cash(256); !e) log::warn("auto_reverse_failed", {{"error", e.error().message}});
     else if (*e != 0) log::info("cash_auto_reversed", {{"count", std::to_string(*e)}});
-    if (++ticks % 10 == 0) {  // unanswered list and E2 packets (protocol.md 6.4): every 10 s is plenty
+    if (++ticks % 10 == 0) {  // unanswered list, E2, E3 and E4 packets (protocol.md 6.4): every 10 s is plenty
       if (auto e = service.repair_lists(256); !e) log::warn("repair_lists_failed", {{"error", e.error().message}});
       else if (*e != 0) log::info("lists_resent", {{"count", std::to_string(*e)}});
       if (auto e = service.repair_rotations(256); !e) log::warn("repair_rotations_failed", {{"error", e.error().message}});
       else if (*e != 0) log::info("rotation_keys_resent", {{"count", std::to_string(*e)}});
+      if (auto e = service.repair_key_packets(256); !e) log::warn("repair_key_packets_failed", {{"error", e.error().message}});
+      else if (*e != 0) log::info("key_packets_resent", {{"count", std::to_string(*e)}});
     }
     if (c.decline_retention_days != 0 && unix_now() - pruned_at >= 3600) {
       constexpr std::uint32_t kBatch = 5000;  // one short write transaction per second at most

@@ -301,6 +301,25 @@ Result<void> record_list_outcome(Tx& tx, CardRecord& card, const PorResult& p, s
 //   - an OK PoR of a packet sent after every E3{S'} packet   -> those E3 can never apply
 //                                                               (counter "higher than"):
 //                                                               E3{S'} is sent again
+// The pending S' again in a new E3 (set_signature_key's rule: the same S', never a third key),
+// recorded as the latest E3 sent; audited signature_key_resent with `why` appended.
+Result<void> resend_signature_key(Tx& tx, const CardRecord& card, CardSecurity& sec, std::string_view why, UnixTime now) {
+  if (!sec.pending_sig_key) return make_error(Errc::state, "card " + to_hex(card.n) + " has no signature key to send");
+  Bytes inner = encode_set_signature_key(*sec.pending_sig_key);
+  auto q = enqueue_packet(tx, card, inner, now, "sig_key", 0);
+  secure_zero(inner.data(), inner.size());
+  if (!q) return q.error();
+  auto after = tx.card_security(card.n);  // enqueue_packet may have set sig_since
+  if (!after) return after.error();
+  sec.sig_since = after->sig_since;
+  sec.pending_sig_sent = *q;
+  if (auto x = tx.set_card_security(card.n, sec); !x) return x;
+  auto a = tx.audit(now, "system", "signature_key_resent", "card=" + to_hex(card.n) + " counter=" + std::to_string(*q) +
+                                                               std::string(why));
+  if (!a) return a.error();
+  return {};
+}
+
 Result<void> track_keys(Tx& tx, const CardRecord& card, const PorResult& p, const std::string& kind, std::int64_t ref,
                         UnixTime now) {
   auto sec = tx.card_security(card.n);
@@ -356,19 +375,7 @@ Result<void> track_keys(Tx& tx, const CardRecord& card, const PorResult& p, cons
     if (auto x = promote("refusal"); !x) return x;
     return repair();  // the refused packet again, now with CF
   }
-  if (ok && p.counter > sec->pending_sig_sent) {
-    Bytes inner = encode_set_signature_key(*sec->pending_sig_key);
-    auto q = enqueue_packet(tx, card, inner, now, "sig_key", 0);
-    secure_zero(inner.data(), inner.size());
-    if (!q) return q.error();
-    auto after = tx.card_security(card.n);  // enqueue_packet may have set sig_since
-    if (!after) return after.error();
-    sec->sig_since = after->sig_since;
-    sec->pending_sig_sent = *q;
-    if (auto x = tx.set_card_security(card.n, *sec); !x) return x;
-    auto a = tx.audit(now, "system", "signature_key_resent", "card=" + to_hex(card.n) + " counter=" + std::to_string(*q));
-    if (!a) return a.error();
-  }
+  if (ok && p.counter > sec->pending_sig_sent) return resend_signature_key(tx, card, *sec, "", now);
   return {};
 }
 
@@ -579,6 +586,39 @@ Result<std::uint32_t> Service::repair_lists(std::uint32_t limit) {
       auto a = tx.audit(t, "system", "list_resent", "card=" + to_hex(d.n) + " list=" + std::to_string(d.list_id) +
                                                         " packets=" + std::to_string(d.packets + 1));
       if (!a) return a.error();
+      ++sent;
+    }
+    return {};
+  });
+  if (!r) return r.error();
+  return sent;
+}
+
+Result<std::uint32_t> Service::repair_key_packets(std::uint32_t limit) {
+  std::uint32_t sent = 0;
+  const UnixTime t = now();
+  auto r = run([&](Tx& tx) -> Result<void> {
+    sent = 0;
+    auto due = tx.key_packets_to_repair(t, config_.list_repair_after.count(), config_.list_repair_packets, limit);
+    if (!due) return due.error();
+    for (const auto& d : *due) {
+      auto card = tx.card(d.n);
+      if (!card) return card.error();
+      auto sec = tx.card_security(d.n);
+      if (!sec) return sec.error();
+      const std::string why = " packets=" + std::to_string(d.packets + 1) + " after=no_por";
+      if (d.kind == "sig_key") {
+        if (!sec->pending_sig_key) continue;  // confirmed meanwhile
+        if (auto x = resend_signature_key(tx, *card, *sec, why, t); !x) return x;
+      } else {
+        auto server = ensure_server_key(tx, kServerKeyName, t);
+        if (!server) return server.error();
+        if (ct_equal(sec->server_point, server->public_point)) continue;  // confirmed meanwhile
+        auto q = queue_server_key(tx, *card, t);
+        if (!q) return q.error();
+        auto a = tx.audit(t, "system", "server_key_resent", "card=" + to_hex(d.n) + " counter=" + std::to_string(*q) + why);
+        if (!a) return a.error();
+      }
       ++sent;
     }
     return {};

@@ -296,6 +296,10 @@ class Service {
   /// would otherwise leave the rotation pending until an operator rotates again. Returns how
   /// many E2 went out again.
   Result<std::uint32_t> repair_rotations(std::uint32_t limit);
+  /// Sends an E3 (the pending S') or an E4 (the server key) again to every card whose latest
+  /// one went unanswered while that key is still unconfirmed, on the same schedule and bound
+  /// as repair_lists. Returns how many went out again.
+  Result<std::uint32_t> repair_key_packets(std::uint32_t limit);
   /// Verifies a typed display code against the codes the card can be at (protocol.md 4).
   Result<AuthAnswer> verify_display_code(const CodeRequest& req, std::string_view terminal_id);
 

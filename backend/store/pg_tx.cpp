@@ -270,6 +270,22 @@ Result<std::vector<RotationRepair>> PgTx::rotations_to_repair(UnixTime now, std:
   });
 }
 
+Result<std::vector<KeyPacketRepair>> PgTx::key_packets_to_repair(UnixTime now, std::int64_t after,
+                                                                 std::uint32_t max_packets, std::uint32_t limit) {
+  // From the unanswered E3 and E4 packets (the partial index ota_keys_unanswered), as in SQLite.
+  auto r = q("SELECT o.n, o.kind, COUNT(*) FROM ota_sent o"
+             " WHERE o.rsc=-1 AND o.kind IN ('sig_key','server_key')"
+             " GROUP BY o.n, o.kind"
+             " HAVING COUNT(*)<$1 AND MAX(o.sent_at) + ($2::bigint << LEAST(COUNT(*)-1, 5)::int) <= $3"
+             " AND MAX(o.counter)=(SELECT MAX(counter) FROM ota_sent WHERE n=o.n AND kind=o.kind)"
+             " ORDER BY o.n, o.kind LIMIT $4");
+  r.i(max_packets).i(after).i(now).i(limit);
+  if (auto e = r.run(); !e) return e.error();
+  return collect<KeyPacketRepair>(r, [](const Row& row) {
+    return KeyPacketRepair{row.col_b(0), row.col_t(1), static_cast<std::uint32_t>(row.col_i(2))};
+  });
+}
+
 Result<bool> PgTx::consume_otac(ByteView n, std::uint16_t list_id, std::uint16_t index, std::string_view txn_id, UnixTime now) {
   // A concurrent consumer on another node holds the row until it commits; this update then
   // re-evaluates used=0 on the new version and changes nothing.
@@ -717,6 +733,10 @@ CREATE INDEX transactions_held ON transactions(expires_at) WHERE decision=2;
     // 6: the cards with a pending key, for rotations_to_repair (SQLite's migration 13).
     R"sql(
 CREATE INDEX cards_rotating ON cards(n, pending_version) WHERE pending_version<>0;
+)sql",
+    // 7: the unanswered E3 and E4 packets, for key_packets_to_repair (SQLite's migration 14).
+    R"sql(
+CREATE INDEX ota_keys_unanswered ON ota_sent(n, kind, counter, sent_at) WHERE rsc=-1 AND kind IN ('sig_key','server_key');
 )sql",
 };
 

@@ -33,6 +33,8 @@ class PgTx final : public Tx {
                                                   std::uint32_t limit) override;
   Result<std::vector<RotationRepair>> rotations_to_repair(UnixTime now, std::int64_t after, std::uint32_t max_packets,
                                                           std::uint32_t limit) override;
+  Result<std::vector<KeyPacketRepair>> key_packets_to_repair(UnixTime now, std::int64_t after, std::uint32_t max_packets,
+                                                             std::uint32_t limit) override;
   Result<bool> consume_otac(ByteView n, std::uint16_t list_id, std::uint16_t index, std::string_view txn_id, UnixTime now) override;
   Result<TransactionRecord> transaction(std::string_view txn_id) override;
   Result<void> insert_transaction(const TransactionRecord& t) override;

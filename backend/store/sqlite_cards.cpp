@@ -218,6 +218,15 @@ Result<std::vector<RotationRepair>> SqliteTx::rotations_to_repair(UnixTime now, 
   });
 }
 
+Result<std::vector<KeyPacketRepair>> SqliteTx::key_packets_to_repair(UnixTime now, std::int64_t after,
+                                                                     std::uint32_t max_packets, std::uint32_t limit) {
+  auto r = q(kKeyPacketsToRepairSql);
+  r.i(max_packets).i(after).i(now).i(limit);
+  return collect<KeyPacketRepair>(r, limit, [](const Query& row) {
+    return KeyPacketRepair{row.col_b(0), row.col_t(1), static_cast<std::uint32_t>(row.col_i(2))};
+  });
+}
+
 Result<bool> SqliteTx::consume_otac(ByteView n, std::uint16_t list_id, std::uint16_t index, std::string_view txn_id, UnixTime now) {
   // The conditional update is the whole "at most once" mechanism: only one transaction can
   // change used from 0 to 1, whatever process it runs in.

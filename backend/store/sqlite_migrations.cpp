@@ -123,6 +123,11 @@ CREATE INDEX transactions_held ON transactions(expires_at) WHERE decision=2;
     R"sql(
 CREATE INDEX cards_rotating ON cards(n, pending_version) WHERE pending_version<>0;
 )sql",
+    // 14: the unanswered E3 and E4 packets, for key_packets_to_repair: a lost E3 or E4 left the
+    // key unconfirmed for good.
+    R"sql(
+CREATE INDEX ota_keys_unanswered ON ota_sent(n, kind, counter, sent_at) WHERE rsc=-1 AND kind IN ('sig_key','server_key');
+)sql",
 };
 
 }  // namespace

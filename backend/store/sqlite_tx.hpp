@@ -36,6 +36,17 @@ inline constexpr const char* kRotationsToRepairSql =
     " HAVING COUNT(o.counter)<? AND MAX(o.sent_at) + (? << MIN(COUNT(o.counter)-1, 5)) <= ?"
     " ORDER BY c.n LIMIT ?";
 
+/// key_packets_to_repair's statement (parameters: max_packets, after, now, limit), from the
+/// unanswered E3 and E4 packets (the partial index ota_keys_unanswered of migration 14, whose
+/// condition is written out here).
+inline constexpr const char* kKeyPacketsToRepairSql =
+    "SELECT o.n, o.kind, COUNT(*) FROM ota_sent o"
+    " WHERE o.rsc=-1 AND o.kind IN ('sig_key','server_key')"
+    " GROUP BY o.n, o.kind"
+    " HAVING COUNT(*)<? AND MAX(o.sent_at) + (? << MIN(COUNT(*)-1, 5)) <= ?"
+    " AND MAX(o.counter)=(SELECT MAX(counter) FROM ota_sent WHERE n=o.n AND kind=o.kind)"
+    " ORDER BY o.n, o.kind LIMIT ?";
+
 /// display_candidates' highest consumed code of a card (parameter: n). No index holds the
 /// consumed codes since migration 12: it walks the primary key backwards from the card's
 /// newest code and stops at the first consumed one, after at most the unused codes of the
@@ -75,6 +86,8 @@ class SqliteTx final : public Tx {
                                                   std::uint32_t limit) override;
   Result<std::vector<RotationRepair>> rotations_to_repair(UnixTime now, std::int64_t after, std::uint32_t max_packets,
                                                           std::uint32_t limit) override;
+  Result<std::vector<KeyPacketRepair>> key_packets_to_repair(UnixTime now, std::int64_t after, std::uint32_t max_packets,
+                                                             std::uint32_t limit) override;
   Result<bool> consume_otac(ByteView n, std::uint16_t list_id, std::uint16_t index, std::string_view txn_id, UnixTime now) override;
   Result<TransactionRecord> transaction(std::string_view txn_id) override;
   Result<void> insert_transaction(const TransactionRecord& t) override;

@@ -91,6 +91,13 @@ struct RotationRepair {
   std::uint32_t packets = 0;  ///< E2 packets that carried it so far
 };
 
+/// A card whose latest E3 or E4 went unanswered (Tx::key_packets_to_repair).
+struct KeyPacketRepair {
+  Bytes n;
+  std::string kind;           ///< "sig_key" (E3) or "server_key" (E4)
+  std::uint32_t packets = 0;  ///< unanswered packets of that kind for the card so far
+};
+
 /// A list of a card as the backend sees it (no key material).
 struct ListInfo {
   std::uint16_t id = 0;
@@ -324,6 +331,12 @@ class Tx {
   /// such packets carried; by card. The same rule as lists_to_repair.
   virtual Result<std::vector<RotationRepair>> rotations_to_repair(UnixTime now, std::int64_t after,
                                                                   std::uint32_t max_packets, std::uint32_t limit) = 0;
+  /// Cards and kinds ("sig_key", "server_key") whose latest packet of that kind has no PoR and
+  /// went out at least `after << min(packets - 1, 5)` seconds before `now`, where `packets`
+  /// counts the card's unanswered packets of that kind and is below `max_packets`; by card.
+  /// Whether the key is still unconfirmed is the caller's to check.
+  virtual Result<std::vector<KeyPacketRepair>> key_packets_to_repair(UnixTime now, std::int64_t after,
+                                                                     std::uint32_t max_packets, std::uint32_t limit) = 0;
   /// Marks a code used iff it is still unused: true when this call consumed it.
   virtual Result<bool> consume_otac(ByteView n, std::uint16_t list_id, std::uint16_t index,
                                     std::string_view txn_id, UnixTime now) = 0;

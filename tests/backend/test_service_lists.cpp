@@ -468,6 +468,45 @@ TEST_CASE("an E4 refused for its counter (RSC 02, overtaken by a later packet) i
   CHECK(env.svc->key_status(e.n)->server_key);
 }
 
+// Found with tests/e2e/lost_sms.sh server-key (the soak's KNOWN_BUGS e3_e4_lost): an E4 or E3
+// lost on its way (the phone took it from the gateway and died) was never sent again.
+TEST_CASE("an E4 or E3 that went unanswered goes out again while its key is unconfirmed") {
+  Env env(10);
+  env.config.list_repair_after = std::chrono::seconds(100);
+  env.config.list_repair_packets = 3;
+  env.restart();
+  auto e = enroll_with_terminal(env, 3);
+  REQUIRE(env.svc->install_server_key(e.n, "alice"));
+  auto e4 = sent_packet(env, e);
+  REQUIRE(e4.data[0] == 0xE4);
+  CHECK(env.svc->repair_key_packets(10).value() == 0);
+  env.clock += 100;
+  REQUIRE(env.svc->repair_key_packets(10).value() == 1);
+  auto again = sent_packet(env, e);
+  CHECK(again.data[0] == 0xE4);
+  CHECK(again.counter > e4.counter);
+  CHECK(audited(env, "server_key_resent", "packets=2 after=no_por"));
+  env.clock += 199;  // twice as long after the second
+  CHECK(env.svc->repair_key_packets(10).value() == 0);
+  REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, e.k, 1, again.counter, ota::Rsc::ok)));
+  CHECK(env.svc->key_status(e.n)->server_key);
+  env.clock += 100000;  // confirmed: the first E4's missing PoR no longer matters
+  CHECK(env.svc->repair_key_packets(10).value() == 0);
+
+  REQUIRE(env.svc->set_signature_key(e.n, "alice"));
+  auto e3 = sent_packet(env, e);
+  REQUIRE(e3.data[0] == 0xE3);
+  env.clock += 100;
+  REQUIRE(env.svc->repair_key_packets(10).value() == 1);
+  auto e3again = sent_packet(env, e);
+  CHECK(e3again.data == e3.data);  // the same S'
+  CHECK(audited(env, "signature_key_resent", "packets=2 after=no_por"));
+  REQUIRE(env.svc->handle_mo_sms(por_sms(e.n, e.algorithm, e.k, 1, e3again.counter, ota::Rsc::ok)));
+  CHECK(env.svc->key_status(e.n)->signature_key);
+  env.clock += 100000;
+  CHECK(env.svc->repair_key_packets(10).value() == 0);
+}
+
 TEST_CASE("a list the card refuses for lack of room (RSC 07) is refused: codes withdrawn, flags cleared, audited") {
   Env env(10);
   auto t = card_with_two_lists(env, 3);

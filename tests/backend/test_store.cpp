@@ -184,7 +184,7 @@ TEST_CASE("reopening migrates nothing twice and refuses a newer schema") {
   Env env;
   { auto s = env.store(); }
   { auto s = env.store(); }
-  CHECK(raw_query_text(env.db, "PRAGMA user_version") == "13");
+  CHECK(raw_query_text(env.db, "PRAGMA user_version") == "14");
   CHECK(raw_query_text(env.db, "PRAGMA journal_mode") == "wal");
   raw_sql(env.db, "PRAGMA user_version=99");
   auto s = open_sqlite_store(env.db, env.kek);
@@ -247,6 +247,20 @@ TEST_CASE("the E2 repair round reads only the cards with a pending key, through 
   }
 }
 
+TEST_CASE("the E3 and E4 repair round reads only the unanswered ones, through their index") {
+  Env env;
+  { auto s = env.store(); }
+  const auto plan = query_plan(env.db, sqlite::kKeyPacketsToRepairSql);
+  std::string text;
+  for (const auto& line : plan) text += line + "\n";
+  INFO(text);
+  CHECK(plan_uses(plan, "ota_keys_unanswered"));
+  // No full scan of ota_sent (a row per packet ever sent).
+  for (const auto& line : plan) {
+    if (line.rfind("SCAN", 0) == 0) CHECK(line.find("ota_keys_unanswered") != std::string::npos);
+  }
+}
+
 TEST_CASE("the threshold check and the held-transaction round read partial indexes") {
   Env env;
   { auto s = env.store(); }
@@ -299,9 +313,9 @@ TEST_CASE("migration 12 rebuilds otacs_unused and transactions_held without losi
   // Back to schema 11's indexes, as a database written by the previous release has them.
   raw_sql(env.db, "DROP INDEX otacs_unused; CREATE INDEX otacs_unused ON otacs(n, used, list_id, idx);"
                   "DROP INDEX transactions_held; CREATE INDEX transactions_held ON transactions(decision, expires_at);"
-                  "DROP INDEX cards_rotating; PRAGMA user_version=11;");
+                  "DROP INDEX cards_rotating; DROP INDEX ota_keys_unanswered; PRAGMA user_version=11;");
   auto s = env.store();
-  CHECK(raw_query_text(env.db, "PRAGMA user_version") == "13");
+  CHECK(raw_query_text(env.db, "PRAGMA user_version") == "14");
   CHECK(raw_query_text(env.db, "SELECT sql FROM sqlite_master WHERE name='otacs_unused'").find("WHERE used=0") != std::string::npos);
   REQUIRE(s->run([&](Tx& tx) -> Result<void> {
     CHECK(*tx.unused_count(e->n) == 17);

@@ -403,6 +403,51 @@ TEMPLATE_TEST_CASE("store: the rotations to repair: a pending key whose latest E
   });
 }
 
+TEMPLATE_TEST_CASE("store: the E3 and E4 packets to repair: the latest of its kind without a PoR", "[store]",
+                   SqliteBackend, PgBackend) {
+  TestType b;
+  auto s = must_open(b);
+  const Bytes other = hex("8877665544332211");
+  run_ok(*s, [&](Tx& tx) -> Result<void> {
+    if (auto e = tx.insert_card(card()); !e) return e;
+    if (auto e = tx.insert_card(card(other, "+4915550002")); !e) return e;
+    // Lists and E2 are repaired by their own rounds; an answered E4 is not due.
+    if (auto e = tx.record_ota_sent(kN, 1, "list", 1, 100); !e) return e;
+    if (auto e = tx.record_ota_sent(kN, 2, "rotate", 2, 100); !e) return e;
+    if (auto e = tx.record_ota_sent(other, 1, "server_key", 0, 100); !e) return e;
+    if (auto e = tx.set_ota_rsc(other, 1, 0); !e) return e;
+    CHECK(tx.key_packets_to_repair(100000, 30, 5, 10)->empty());
+    if (auto e = tx.record_ota_sent(kN, 3, "server_key", 0, 200); !e) return e;
+    if (auto e = tx.record_ota_sent(kN, 4, "sig_key", 0, 210); !e) return e;
+    CHECK(tx.key_packets_to_repair(229, 30, 5, 10)->empty());
+    auto due = tx.key_packets_to_repair(230, 30, 5, 10);
+    REQUIRE(due);
+    REQUIRE(due->size() == 1);
+    CHECK(due->front().n == kN);
+    CHECK(due->front().kind == "server_key");
+    CHECK(due->front().packets == 1);
+    REQUIRE(tx.key_packets_to_repair(240, 30, 5, 10)->size() == 2);
+    // A second unanswered E4: twice the wait after it; max_packets counts both.
+    if (auto e = tx.record_ota_sent(kN, 5, "server_key", 0, 240); !e) return e;
+    auto later = tx.key_packets_to_repair(299, 30, 5, 10);
+    REQUIRE(later->size() == 1);
+    CHECK(later->front().kind == "sig_key");
+    auto both = tx.key_packets_to_repair(300, 30, 5, 10);
+    REQUIRE(both->size() == 2);
+    CHECK(both->front().kind == "server_key");
+    CHECK(both->front().packets == 2);
+    CHECK(tx.key_packets_to_repair(100000, 30, 2, 10)->size() == 1);  // E4: max_packets reached
+    // A PoR for the latest E4 ends it, even while older ones stay unanswered.
+    if (auto e = tx.set_ota_rsc(kN, 5, 0); !e) return e;
+    auto left = tx.key_packets_to_repair(100000, 30, 5, 10);
+    REQUIRE(left->size() == 1);
+    CHECK(left->front().kind == "sig_key");
+    if (auto e = tx.set_ota_rsc(kN, 4, 2); !e) return e;
+    CHECK(tx.key_packets_to_repair(100000, 30, 5, 10)->empty());
+    return {};
+  });
+}
+
 TEMPLATE_TEST_CASE("store: transactions: insert once, decide a held one once, filter, expire and prune", "[store]",
                    SqliteBackend, PgBackend) {
   TestType b;

@@ -108,8 +108,8 @@ TEST_CASE("pg store: nodes that start together on a new database migrate it once
   for (const auto& e : errors) CHECK(e.empty());
   CHECK(opened == kNodes);
   // One row per schema version (five), each written once although six nodes raced to migrate.
-  CHECK(scalar(conninfo, "SELECT COUNT(*) FROM otac_schema") == 6);
-  CHECK(scalar(conninfo, "SELECT COUNT(DISTINCT version) FROM otac_schema") == 6);
+  CHECK(scalar(conninfo, "SELECT COUNT(*) FROM otac_schema") == 7);
+  CHECK(scalar(conninfo, "SELECT COUNT(DISTINCT version) FROM otac_schema") == 7);
   // A schema newer than the program is refused, naming both versions.
   PGconn* c = PQconnectdb(conninfo.c_str());
   PQclear(PQexec(c, "INSERT INTO otac_schema(version) VALUES(99)"));
@@ -154,13 +154,13 @@ TEST_CASE("pg store: migration 5 rebuilds otacs_unused and transactions_held wit
   REQUIRE(PQstatus(c) == CONNECTION_OK);
   PGresult* r = PQexec(c, "DROP INDEX otacs_unused; CREATE INDEX otacs_unused ON otacs(n, used, list_id, idx);"
                           "DROP INDEX transactions_held; CREATE INDEX transactions_held ON transactions(decision, expires_at);"
-                          "DROP INDEX cards_rotating; DELETE FROM otac_schema WHERE version>=5;");
+                          "DROP INDEX cards_rotating; DROP INDEX ota_keys_unanswered; DELETE FROM otac_schema WHERE version>=5;");
   CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
   PQclear(r);
   PQfinish(c);
   REQUIRE(scalar(conninfo, "SELECT MAX(version) FROM otac_schema") == 4);
   auto s = open(conninfo);
-  CHECK(scalar(conninfo, "SELECT MAX(version) FROM otac_schema") == 6);
+  CHECK(scalar(conninfo, "SELECT MAX(version) FROM otac_schema") == 7);
   CHECK(scalar(conninfo, "SELECT COUNT(*) FROM pg_indexes WHERE indexname='cards_rotating' AND indexdef LIKE '%WHERE (pending_version <> 0)%'") == 1);
   CHECK(scalar(conninfo, "SELECT COUNT(*) FROM pg_indexes WHERE indexname='otacs_unused' AND indexdef LIKE '%WHERE (used = 0)%'") == 1);
   CHECK(scalar(conninfo, "SELECT COUNT(*) FROM pg_indexes WHERE indexname='transactions_held' AND indexdef LIKE '%WHERE (decision = 2)%'") == 1);

@@ -13,8 +13,7 @@
 #   rotate: within 100 s no rotation is pending and card and backend are on key version 2;
 #   list:   within 100 s list 2 is loaded on both sides;
 #   server-key (otac-admin install-server-key, an E4): within 100 s the backend shows the
-#          server key confirmed. Known to fail: nothing sends an unanswered E4 again (soak.py,
-#          KNOWN_BUGS e3_e4_lost); not in ctest.
+#          server key confirmed.
 set -euo pipefail
 usage="usage: lost_sms.sh BUILD_DIR RUN_DIR rotate|list|server-key"
 OTAC_BUILD=$(cd "${1:?$usage}" && pwd)

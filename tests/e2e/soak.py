@@ -45,14 +45,10 @@ NOT_CONSUMED = {"unknown_card", "unknown_code", "bad_cryptogram", "bad_code"}
 # daemons"). While a name is listed, the action mix avoids its trigger, so that the ctest keeps
 # checking everything else; --strict drives the trigger anyway. Remove a name with its fix.
 # Fixed, so no longer avoided: e2_overtaken (an E2 overtaken by a later packet and refused
-# for its counter is sent again) and e4_under_retired_key (an unconfirmed E4 goes again
-# under K' when the rotation completes).
-# Open: e3_e4_lost (read from ota_flow.cpp, reproduced by tests/e2e/lost_sms.sh server-key):
-# nothing sends an E3 or E4 again that was lost on its way, as repair_lists and
-# repair_rotations do for lists and E2 (an E3 goes again only after a later packet's OK PoR),
-# so a card daemon killed with one in its socket leaves it unconfirmed. Avoided by not killing
-# the card daemon while an E3 or E4 is unconfirmed.
-KNOWN_BUGS = {"e3_e4_lost"}
+# for its counter is sent again), e4_under_retired_key (an unconfirmed E4 goes again under K'
+# when the rotation completes) and e3_e4_lost (an E3 or E4 lost on its way goes again,
+# Service::repair_key_packets; tests/e2e/lost_sms.sh server-key).
+KNOWN_BUGS: set = set()
 
 # name, weight: the mix of actions (see soak.sh).
 ACTIONS = [
@@ -521,10 +517,6 @@ class Soak:
           shows that the card took the first SMS, with the rest read from the gateway and
           waiting in the daemon's queue, or still in the socket;
         - idle: killed with nothing in flight (the card's outbox, if any, is on its state)."""
-        if "e3_e4_lost" in self.avoid:
-            be = self.backend_card()
-            if be["signature_key"] == "pending" or (self.server_key_sent and not be["server_key_confirmed"]):
-                return self.note("card daemon kill skipped: an E3 or E4 is unconfirmed (known bug e3_e4_lost)")
         pidfile = f"{RUN}/pids/card"
         with open(pidfile) as f:
             pid = int(f.read())

@@ -142,9 +142,10 @@ class World {
     try {
       // otac-backend's sweep (once a second) expires held transactions past their deadline.
       if (!b_->svc->expire_held(100)) throw std::runtime_error("expire_held");
-      // ... and sends again lists and E2 whose packets went unanswered (protocol.md 6.4).
+      // ... and sends again lists, E2, E3 and E4 whose packets went unanswered (protocol.md 6.4).
       if (!b_->svc->repair_lists(100)) throw std::runtime_error("repair_lists");
       if (!b_->svc->repair_rotations(100)) throw std::runtime_error("repair_rotations");
+      if (!b_->svc->repair_key_packets(100)) throw std::runtime_error("repair_key_packets");
       apply(a);
       check_step();
       if (a.act == Act::quiet) check_quiet();
