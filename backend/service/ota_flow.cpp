@@ -301,6 +301,13 @@ Result<void> record_list_outcome(Tx& tx, CardRecord& card, const PorResult& p, s
 //   - an OK PoR of a packet sent after every E3{S'} packet   -> those E3 can never apply
 //                                                               (counter "higher than"):
 //                                                               E3{S'} is sent again
+// Whether the card holds the current server key: an E4 (or E5) with it was confirmed.
+Result<bool> server_key_confirmed(Tx& tx, const CardSecurity& sec, UnixTime now) {
+  auto server = ensure_server_key(tx, kServerKeyName, now);
+  if (!server) return server.error();
+  return ct_equal(sec.server_point, server->public_point);
+}
+
 // The pending S' again in a new E3 (set_signature_key's rule: the same S', never a third key),
 // recorded as the latest E3 sent; audited signature_key_resent with `why` appended.
 Result<void> resend_signature_key(Tx& tx, const CardRecord& card, CardSecurity& sec, std::string_view why, UnixTime now) {
@@ -452,9 +459,9 @@ Result<void> Service::handle_mo_sms(const MoSms& sms) {
         if (!latest) return latest.error();
         auto sec = tx.card_security(card->n);
         if (!sec) return sec.error();
-        auto server = ensure_server_key(tx, kServerKeyName, t);
-        if (!server) return server.error();
-        if (*latest != p->counter || ct_equal(sec->server_point, server->public_point)) return {};
+        auto confirmed = server_key_confirmed(tx, *sec, t);
+        if (!confirmed) return confirmed.error();
+        if (*latest != p->counter || *confirmed) return {};
         auto q = queue_server_key(tx, *card, t);
         if (!q) return q.error();
         auto resent = tx.audit(t, "system", "server_key_resent", "card=" + to_hex(card->n) + " counter=" +
@@ -611,9 +618,9 @@ Result<std::uint32_t> Service::repair_key_packets(std::uint32_t limit) {
         if (!sec->pending_sig_key) continue;  // confirmed meanwhile
         if (auto x = resend_signature_key(tx, *card, *sec, why, t); !x) return x;
       } else {
-        auto server = ensure_server_key(tx, kServerKeyName, t);
-        if (!server) return server.error();
-        if (ct_equal(sec->server_point, server->public_point)) continue;  // confirmed meanwhile
+        auto confirmed = server_key_confirmed(tx, *sec, t);
+        if (!confirmed) return confirmed.error();
+        if (*confirmed) continue;  // confirmed meanwhile
         auto q = queue_server_key(tx, *card, t);
         if (!q) return q.error();
         auto a = tx.audit(t, "system", "server_key_resent", "card=" + to_hex(d.n) + " counter=" + std::to_string(*q) + why);
