@@ -1,6 +1,11 @@
 #include "test_support.hpp"
 
+#include <fcntl.h>
 #include <stdlib.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <sstream>
 
 #include <fstream>
 #include <stdexcept>
@@ -74,6 +79,33 @@ TempDir::TempDir() {
 TempDir::~TempDir() {
   std::error_code ec;
   std::filesystem::remove_all(path, ec);
+}
+
+std::string stderr_during(const std::filesystem::path& file, const std::function<void()>& f) {
+  std::fflush(stderr);
+  const int saved = ::dup(STDERR_FILENO);
+  if (saved < 0) throw std::runtime_error("cannot duplicate stderr");
+  const int out = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (out < 0 || ::dup2(out, STDERR_FILENO) != STDERR_FILENO) {
+    if (out >= 0) ::close(out);
+    ::close(saved);
+    throw std::runtime_error("cannot send stderr to " + file.string());
+  }
+  ::close(out);
+  struct Restore {
+    int saved;
+    ~Restore() {
+      std::fflush(stderr);
+      ::dup2(saved, STDERR_FILENO);
+      ::close(saved);
+    }
+  } restore{saved};
+  f();
+  std::fflush(stderr);
+  std::ifstream in(file, std::ios::binary);
+  std::ostringstream content;
+  content << in.rdbuf();
+  return content.str();
 }
 
 }  // namespace otac::test

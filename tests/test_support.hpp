@@ -2,6 +2,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -33,5 +34,9 @@ struct TempDir {
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
 };
+
+/// What the process writes to stderr while f runs (the log of otac::sys::log), captured
+/// through `file`. Throws std::runtime_error if stderr cannot be redirected.
+std::string stderr_during(const std::filesystem::path& file, const std::function<void()>& f);
 
 }  // namespace otac::test

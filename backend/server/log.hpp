@@ -8,8 +8,10 @@ namespace otac::backend::log {
 
 using otac::sys::log::error;
 using otac::sys::log::Fields;
+using otac::sys::log::format;
 using otac::sys::log::info;
 using otac::sys::log::warn;
 using otac::sys::log::write;
+using otac::sys::log::write_lines;
 
 }  // namespace otac::backend::log

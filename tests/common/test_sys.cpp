@@ -12,7 +12,9 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "otac/sys/fd.hpp"
@@ -287,29 +289,11 @@ TEST_CASE("read_secret_file: owner-only regular files, first line, trailing blan
 
 namespace {
 
-// What otac::sys::log writes to stderr during `f`, captured through a temporary file.
-template <class F>
-std::string stderr_of(const fs::path& file, F f) {
-  std::fflush(stderr);
-  const int saved = ::dup(STDERR_FILENO);
-  REQUIRE(saved >= 0);
-  {
-    Fd out(::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-    REQUIRE(out.valid());
-    REQUIRE(::dup2(out.get(), STDERR_FILENO) == STDERR_FILENO);
-  }
-  f();
-  std::fflush(stderr);
-  ::dup2(saved, STDERR_FILENO);
-  ::close(saved);
-  return content_of(file);
-}
-
 }  // namespace
 
 TEST_CASE("log: one logfmt line per event, time stamp, level, event, quoted values") {
   TempDir dir;
-  const std::string line = stderr_of(dir.path / "err", [] {
+  const std::string line = otac::test::stderr_during(dir.path / "err", [] {
     otac::sys::log::warn("sms", {{"to", "+4912345"}, {"msg", "sms: MT \"x\" = y"}, {"ctl", std::string("a\nb\x7f", 4)}, {"e", ""}});
   });
   INFO(line);
@@ -333,4 +317,69 @@ TEST_CASE("log: one logfmt line per event, time stamp, level, event, quoted valu
   CHECK(logged >= now - 5);
   CHECK(std::isdigit(static_cast<unsigned char>(line[23])));
   CHECK(std::isdigit(static_cast<unsigned char>(line[25])));
+}
+
+TEST_CASE("log: lines gathered with format and written with write_lines stay whole and in order") {
+  // The backend's network threads gather their request lines and write each burst at once,
+  // while other threads write single lines: no line may be cut or mixed into another.
+  TempDir dir;
+  constexpr int kBursts = 300;
+  const std::string out = otac::test::stderr_during(dir.path / "err", [] {
+    auto burster = [](const std::string& who) {
+      for (int b = 0; b < kBursts; ++b) {
+        std::string lines;
+        for (int i = 0; i < 3; ++i) {
+          lines += otac::sys::log::format("info", "request", {{"who", who}, {"n", std::to_string(3 * b + i)}, {"pad", std::string(300, 'x')}});
+        }
+        otac::sys::log::write_lines(lines);
+      }
+    };
+    std::thread a(burster, "a");
+    std::thread b(burster, "b");
+    for (int i = 0; i < 3 * kBursts; ++i) otac::sys::log::info("single", {{"who", "c"}, {"n", std::to_string(i)}});
+    a.join();
+    b.join();
+    otac::sys::log::write_lines("");  // nothing to write: nothing written
+  });
+  std::istringstream in(out);
+  std::string line;
+  int next_a = 0, next_b = 0, next_c = 0, lines = 0;
+  while (std::getline(in, line)) {
+    ++lines;
+    INFO(line);
+    REQUIRE(line.rfind("ts=", 0) == 0);
+    const auto who = line.find(" who=");
+    const auto n = line.find(" n=");
+    REQUIRE(who != std::string::npos);
+    REQUIRE(n != std::string::npos);
+    const int seq = std::stoi(line.substr(n + 3));
+    const char w = line[who + 5];
+    if (w == 'c') {
+      CHECK(line.find(" level=info event=single ") != std::string::npos);
+      CHECK(seq == next_c++);
+      continue;
+    }
+    CHECK(line.find(" level=info event=request ") != std::string::npos);
+    CHECK(line.size() == line.find(" pad=") + 5 + 300);
+    int& next = w == 'a' ? next_a : next_b;
+    CHECK(seq == next++);
+    // The three lines of a burst are adjacent: a burst's second and third line follow its first.
+    if (seq % 3 != 2) {
+      std::string following;
+      REQUIRE(std::getline(in, following));
+      ++lines;
+      CHECK(following.find(std::string(" who=") + w + " n=" + std::to_string(seq + 1) + " ") != std::string::npos);
+      ++next;
+      if (seq % 3 == 0) {
+        REQUIRE(std::getline(in, following));
+        ++lines;
+        CHECK(following.find(std::string(" who=") + w + " n=" + std::to_string(seq + 2) + " ") != std::string::npos);
+        ++next;
+      }
+    }
+  }
+  CHECK(lines == 9 * kBursts);
+  CHECK(next_a == 3 * kBursts);
+  CHECK(next_b == 3 * kBursts);
+  CHECK(next_c == 3 * kBursts);
 }

@@ -39,7 +39,7 @@ void put_digits(char* p, int v, int n) {
 
 }  // namespace
 
-void write(std::string_view level, std::string_view event, const Fields& fields) {
+std::string format(std::string_view level, std::string_view event, const Fields& fields) {
   const auto now = std::chrono::system_clock::now();
   const std::time_t t = std::chrono::system_clock::to_time_t(now);
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
@@ -72,9 +72,18 @@ void write(std::string_view level, std::string_view event, const Fields& fields)
     append_value(line, v);
   }
   line.push_back('\n');
+  return line;
+}
+
+void write_lines(std::string_view lines) {
+  if (lines.empty()) return;
   std::lock_guard lock(g_mu);
-  std::fwrite(line.data(), 1, line.size(), stderr);
+  std::fwrite(lines.data(), 1, lines.size(), stderr);
   std::fflush(stderr);
+}
+
+void write(std::string_view level, std::string_view event, const Fields& fields) {
+  write_lines(format(level, event, fields));
 }
 
 }  // namespace otac::sys::log

@@ -16,6 +16,12 @@ using Fields = std::vector<std::pair<std::string, std::string>>;
 /// Writes "ts=... level=... event=... k=v ..." as one line (thread-safe); quotes values with
 /// spaces, quotes, '=' or control characters.
 void write(std::string_view level, std::string_view event, const Fields& fields = {});
+/// The line write() would write, with its newline, for a caller that gathers the lines of a
+/// burst and writes them together with write_lines.
+std::string format(std::string_view level, std::string_view event, const Fields& fields = {});
+/// Writes whole lines from format() in one write (thread-safe; never between another
+/// caller's lines).
+void write_lines(std::string_view lines);
 /// Shorthands.
 inline void info(std::string_view event, const Fields& fields = {}) { write("info", event, fields); }
 inline void warn(std::string_view event, const Fields& fields = {}) { write("warn", event, fields); }
