@@ -134,6 +134,14 @@ struct Shared {
   /// Requests taken by a handler, blocking or asynchronous, whose answer is not yet written:
   /// stop() waits for them, so that an answer a handler gave still goes out.
   std::atomic<std::int64_t> answers_in_flight{0};
+  /// The network threads' event loops, one each. A connection lives on one of them, chosen in
+  /// turn at accept, so its handlers never need a strand, and the threads share no scheduler
+  /// lock: with one io_context run by every network thread, the scheduler's mutex and its
+  /// condition variable were a third of the backend's futex calls under load.
+  std::vector<asio::io_context*> loops;
+  std::atomic<std::size_t> next_loop{0};
+
+  asio::io_context& pick_loop() { return *loops[next_loop.fetch_add(1, std::memory_order_relaxed) % loops.size()]; }
 };
 
 std::string x509_cn(X509* cert) {
@@ -249,6 +257,9 @@ class Session final : public Evictable, public std::enable_shared_from_this<Sess
       beast::get_lowest_layer(self->stream_).socket().close(ignored);
     });
   }
+
+  /// The executor of the connection's network thread.
+  auto executor() { return stream_.get_executor(); }
 
   void start() {
     if constexpr (Tls) {
@@ -493,7 +504,7 @@ class Session final : public Evictable, public std::enable_shared_from_this<Sess
 class Listener : public std::enable_shared_from_this<Listener> {
  public:
   Listener(asio::io_context& ioc, Shared& sh, const Router& router, asio::ssl::context* ssl)
-      : ioc_(ioc), sh_(sh), router_(router), ssl_(ssl), acceptor_(asio::make_strand(ioc)) {}
+      : sh_(sh), router_(router), ssl_(ssl), acceptor_(ioc) {}
 
   Result<std::uint16_t> open(const std::string& host, std::uint16_t port) {
     beast::error_code ec;
@@ -509,7 +520,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
   }
 
   void accept() {
-    acceptor_.async_accept(asio::make_strand(ioc_), [self = shared_from_this()](beast::error_code ec, tcp::socket s) {
+    acceptor_.async_accept(sh_.pick_loop(), [self = shared_from_this()](beast::error_code ec, tcp::socket s) {
       self->on_accept(ec, std::move(s));
     });
   }
@@ -559,13 +570,13 @@ class Listener : public std::enable_shared_from_this<Listener> {
 
   template <class S>
   void start_session(const std::shared_ptr<S>& session) {
-    if (session->admit()) return session->start();
+    // The session's operations start on its own loop's thread, where all its handlers run.
+    if (session->admit()) return asio::post(session->executor(), [session] { session->start(); });
     // Refused: the source has too many connections, or every slot is proven. The session's
     // destructor closes the socket at once.
     sh_.metrics->refused_connection();
   }
 
-  asio::io_context& ioc_;
   Shared& sh_;
   const Router& router_;
   asio::ssl::context* ssl_;
@@ -578,18 +589,21 @@ class Listener : public std::enable_shared_from_this<Listener> {
 }  // namespace
 
 struct Server::Impl {
-  asio::io_context ioc;
+  std::vector<std::unique_ptr<asio::io_context>> loops;  ///< one per network thread; [0] also accepts
   Shared shared;
   asio::thread_pool workers;
   asio::thread_pool slow;
   std::vector<std::unique_ptr<asio::ssl::context>> contexts;
   std::vector<std::shared_ptr<Listener>> listeners;
   std::vector<std::thread> threads;
-  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
   bool stopped = false;
 
-  Impl(Limits l, RequestMetrics& m)
-      : ioc(static_cast<int>(l.io_threads)), workers(l.workers), slow(l.slow_workers) {
+  Impl(Limits l, RequestMetrics& m) : workers(l.workers), slow(l.slow_workers) {
+    for (unsigned i = 0; i < std::max(1u, l.io_threads); ++i) {
+      loops.push_back(std::make_unique<asio::io_context>(1));  // run by one thread only
+      shared.loops.push_back(loops.back().get());
+    }
     shared.limits = l;
     shared.admission.configure(l.max_connections, l.max_unauthenticated ? l.max_unauthenticated : std::max(1u, l.max_connections / 2),
                                l.max_per_source);
@@ -635,7 +649,7 @@ Result<std::uint16_t> Server::listen_tls(const std::string& host, std::uint16_t 
     return make_error(Errc::crypto, std::string("cannot set up TLS (") + files.cert.string() + ", " +
                                         files.key.string() + ", " + files.client_ca.string() + "): " + e.what());
   }
-  auto l = std::make_shared<Listener>(impl_->ioc, impl_->shared, router, ctx.get());
+  auto l = std::make_shared<Listener>(*impl_->loops.front(), impl_->shared, router, ctx.get());
   auto p = l->open(host, port);
   if (!p) return p;
   impl_->contexts.push_back(std::move(ctx));
@@ -644,7 +658,7 @@ Result<std::uint16_t> Server::listen_tls(const std::string& host, std::uint16_t 
 }
 
 Result<std::uint16_t> Server::listen_plain(const std::string& host, std::uint16_t port, const Router& router) {
-  auto l = std::make_shared<Listener>(impl_->ioc, impl_->shared, router, nullptr);
+  auto l = std::make_shared<Listener>(*impl_->loops.front(), impl_->shared, router, nullptr);
   auto p = l->open(host, port);
   if (!p) return p;
   impl_->listeners.push_back(l);
@@ -680,11 +694,11 @@ void check_fd_limit(std::uint32_t max_connections) {
 
 void Server::start() {
   check_fd_limit(impl_->shared.limits.max_connections);
-  impl_->guard.emplace(impl_->ioc.get_executor());
+  for (auto& loop : impl_->loops) impl_->guards.push_back(asio::make_work_guard(*loop));
   for (auto& l : impl_->listeners) l->accept();
-  const unsigned n = std::max(1u, impl_->shared.limits.io_threads);
+  const auto n = static_cast<unsigned>(impl_->loops.size());
   for (unsigned i = 0; i < n; ++i) {
-    impl_->threads.emplace_back([this, n] { serve(n); });
+    impl_->threads.emplace_back([this, i, n] { serve(i, n); });
   }
 }
 
@@ -692,15 +706,16 @@ void Server::start() {
 // that broke its no-throw contract, or std::bad_alloc) is counted, logged at most once a
 // second, and the loop resumes. Only the connection whose handler threw is lost. Bounded by
 // the io_context's life: run() returns normally once stop() stops it.
-void Server::serve(unsigned expected) {
+void Server::serve(unsigned index, unsigned expected) {
   sys::name_this_thread("otac-net");
   RequestMetrics& m = *impl_->shared.metrics;
   m.io_thread_started(expected);
+  asio::io_context& loop = *impl_->loops[index];
   auto last_log = std::chrono::steady_clock::time_point{};
   std::uint64_t quiet = 0;
-  while (!impl_->ioc.stopped()) {
+  while (!loop.stopped()) {
     try {
-      impl_->ioc.run();
+      loop.run();
     } catch (const std::exception& e) {
       m.io_exception();
       const auto now = std::chrono::steady_clock::now();
@@ -733,8 +748,8 @@ void Server::stop() {
   for (int i = 0; i < 5000 && impl_->shared.answers_in_flight.load() > 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  impl_->guard.reset();
-  impl_->ioc.stop();
+  impl_->guards.clear();
+  for (auto& loop : impl_->loops) loop->stop();
   for (auto& t : impl_->threads) {
     if (t.joinable()) t.join();
   }

@@ -36,7 +36,7 @@ struct Limits {
   std::chrono::seconds read_timeout{10};         ///< reading one request
   std::chrono::seconds write_timeout{10};        ///< writing one response
   std::chrono::seconds idle_timeout{30};         ///< keep-alive wait for the next request
-  unsigned io_threads = 2;                       ///< network threads
+  unsigned io_threads = 2;                       ///< network threads, each with its own event loop
   unsigned workers = 64;                         ///< handler threads (they wait for group commits: more = larger batches)
   unsigned slow_workers = 32;                    ///< long-poll handler threads
 };
@@ -67,7 +67,7 @@ class Server {
   void stop();
 
  private:
-  void serve(unsigned expected);
+  void serve(unsigned index, unsigned expected);
 
   struct Impl;
   std::unique_ptr<Impl> impl_;

@@ -15,7 +15,7 @@
 // async_shutdown, socket(), native_handle() and beast::tcp_stream's expires_after (a
 // deadline for the operations pending when it passes: the socket is closed, and they
 // complete with beast::error::timeout). All calls must come from the socket's executor (the
-// connection's strand); one read and one write may be pending at once.
+// connection's network thread); one read and one write may be pending at once.
 
 #include <boost/asio.hpp>
 #include <boost/asio/ssl/context.hpp>
