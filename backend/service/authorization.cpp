@@ -3,6 +3,7 @@
 #include "service.hpp"
 
 #include <algorithm>
+#include <array>
 #include <ctime>
 
 #include "challenge.hpp"
@@ -50,13 +51,45 @@ SecretBytes new_key(Algorithm alg) {
   return k;
 }
 
+namespace {
+
+// Random bytes for approval codes, drawn 256 at a time per thread: each RAND_bytes call takes
+// a fork check (a getpid system call) and a DRBG round, and the committer makes a code for
+// every approval. A byte is wiped as it is handed out, the rest when the thread ends. The
+// backend never forks, so no two processes can hold the same bytes.
+class CodeBytes {
+ public:
+  CodeBytes() = default;
+  CodeBytes(const CodeBytes&) = delete;
+  CodeBytes& operator=(const CodeBytes&) = delete;
+  ~CodeBytes() { secure_zero(buf_.data(), buf_.size()); }
+
+  std::uint8_t next() {
+    if (pos_ == buf_.size()) {
+      Bytes fresh = crypto::random_bytes(buf_.size());
+      std::copy(fresh.begin(), fresh.end(), buf_.begin());
+      secure_zero(fresh.data(), fresh.size());
+      pos_ = 0;
+    }
+    const std::uint8_t b = buf_[pos_];
+    buf_[pos_++] = 0;
+    return b;
+  }
+
+ private:
+  std::array<std::uint8_t, 256> buf_{};
+  std::size_t pos_ = 256;
+};
+
+}  // namespace
+
 std::string random_digits(std::size_t n) {
+  thread_local CodeBytes bytes;
   std::string s;
   // Rejection sampling keeps the digits uniform; bounded because each byte < 250 has p = 0.977.
-  for (int guard = 0; s.size() < n && guard < 1000; ++guard) {
-    for (auto b : crypto::random_bytes(16)) {
-      if (b < 250 && s.size() < n) s.push_back(static_cast<char>('0' + b % 10));
-    }
+  for (int guard = 0; s.size() < n && guard < 16000; ++guard) {
+    const std::uint8_t b = bytes.next();
+    if (b < 250) s.push_back(static_cast<char>('0' + b % 10));
   }
   return s;
 }

@@ -2,11 +2,14 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <set>
 #include <thread>
 
+#include "service_detail.hpp"
 #include "test_service_support.hpp"
 
 using namespace otac;
@@ -622,4 +625,38 @@ TEST_CASE("throughput of durable authorizations, one connection (manual)", "[.][
   for (const auto& r : reqs) REQUIRE(env.svc->authorize(r, "TERM0001")->decision == Decision::approved);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   WARN("1000 durable authorizations in " << s << " s: " << 1000 / s << "/s");
+}
+
+TEST_CASE("approval codes: six uniform decimal digits, drawn apart on each thread") {
+  // The committer draws approval codes from a per-thread pool of random bytes
+  // (authorization.cpp); each digit must still be uniform, and no two threads may hand out
+  // the same sequence.
+  constexpr int kCodes = 20000;
+  std::array<int, 10> counts{};
+  std::set<std::string> distinct;
+  for (int i = 0; i < kCodes; ++i) {
+    const std::string code = detail::random_digits(6);
+    REQUIRE(code.size() == 6);
+    for (const char ch : code) {
+      REQUIRE(ch >= '0');
+      REQUIRE(ch <= '9');
+      ++counts[static_cast<std::size_t>(ch - '0')];
+    }
+    distinct.insert(code);
+  }
+  // Chi-square with 9 degrees of freedom over 120,000 digits: 27.88 is the 0.1% critical value.
+  const double expected = 6.0 * kCodes / 10.0;
+  double chi2 = 0;
+  for (const int c : counts) chi2 += (c - expected) * (c - expected) / expected;
+  INFO("chi-square " << chi2);
+  CHECK(chi2 < 27.88);
+  // 20,000 codes out of 10^6: about 198 collisions are expected; far more means a short cycle.
+  CHECK(distinct.size() > 19500);
+
+  std::vector<std::string> a, b;
+  std::thread ta([&] { for (int i = 0; i < 100; ++i) a.push_back(detail::random_digits(6)); });
+  std::thread tb([&] { for (int i = 0; i < 100; ++i) b.push_back(detail::random_digits(6)); });
+  ta.join();
+  tb.join();
+  CHECK(a != b);
 }
