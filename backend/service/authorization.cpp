@@ -2,8 +2,11 @@
 // until an operator or the deadline decides them (protocol.md 3, 4 and 5.2).
 #include "service.hpp"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <ctime>
 
 #include "challenge.hpp"
@@ -55,21 +58,29 @@ namespace {
 
 // Random bytes for approval codes, drawn 256 at a time per thread: each RAND_bytes call takes
 // a fork check (a getpid system call) and a DRBG round, and the committer makes a code for
-// every approval. A byte is wiped as it is handed out, the rest when the thread ends. The
-// backend never forks, so no two processes can hold the same bytes.
+// every approval. A byte is wiped as it is handed out, the rest when the thread ends. A fork
+// (the backend does not fork, a test harness may) counts up a generation in the child, and a
+// pool of an older generation is dropped, so parent and child never hand out the same bytes.
+std::atomic<unsigned> g_fork_generation{0};
+
 class CodeBytes {
  public:
-  CodeBytes() = default;
+  CodeBytes() {
+    static const int registered = ::pthread_atfork(nullptr, nullptr, [] { g_fork_generation.fetch_add(1); });
+    (void)registered;
+  }
   CodeBytes(const CodeBytes&) = delete;
   CodeBytes& operator=(const CodeBytes&) = delete;
   ~CodeBytes() { secure_zero(buf_.data(), buf_.size()); }
 
   std::uint8_t next() {
-    if (pos_ == buf_.size()) {
+    const unsigned generation = g_fork_generation.load(std::memory_order_relaxed);
+    if (pos_ == buf_.size() || generation != generation_) {
       Bytes fresh = crypto::random_bytes(buf_.size());
       std::copy(fresh.begin(), fresh.end(), buf_.begin());
       secure_zero(fresh.data(), fresh.size());
       pos_ = 0;
+      generation_ = generation;
     }
     const std::uint8_t b = buf_[pos_];
     buf_[pos_++] = 0;
@@ -79,6 +90,7 @@ class CodeBytes {
  private:
   std::array<std::uint8_t, 256> buf_{};
   std::size_t pos_ = 256;
+  unsigned generation_ = 0;
 };
 
 }  // namespace

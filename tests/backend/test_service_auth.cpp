@@ -1,4 +1,7 @@
 // Authorization path of the service: decisions, idempotency, races, fail counter, display code.
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -659,4 +662,37 @@ TEST_CASE("approval codes: six uniform decimal digits, drawn apart on each threa
   ta.join();
   tb.join();
   CHECK(a != b);
+}
+
+TEST_CASE("approval codes: a forked child does not repeat its parent's codes") {
+  // The pool is filled in the parent before the fork; without the fork check both
+  // processes would hand out the same next bytes.
+  (void)detail::random_digits(6);
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    std::string codes;
+    for (int i = 0; i < 8; ++i) codes += detail::random_digits(6);
+    const auto n = ::write(fds[1], codes.data(), codes.size());
+    ::_exit(n == static_cast<ssize_t>(codes.size()) ? 0 : 1);
+  }
+  ::close(fds[1]);
+  std::string parent;
+  for (int i = 0; i < 8; ++i) parent += detail::random_digits(6);
+  std::string child(48, '\0');
+  std::size_t got = 0;
+  for (int i = 0; i < 100 && got < child.size(); ++i) {
+    const auto n = ::read(fds[0], child.data() + got, child.size() - got);
+    if (n <= 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  ::close(fds[0]);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  REQUIRE(got == child.size());
+  CHECK(child != parent);
 }
