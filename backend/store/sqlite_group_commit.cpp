@@ -22,6 +22,7 @@
 #include "otac/sys/log.hpp"
 #include "otac/sys/thread.hpp"
 #include "sqlite_db.hpp"
+#include "sqlite_paced_vfs.hpp"
 #include "sqlite_store.hpp"
 #include "sqlite_tx.hpp"
 
@@ -441,19 +442,21 @@ Result<std::shared_ptr<CommitGroup>> commit_group(const std::filesystem::path& d
   const std::pair<std::string, pid_t> key{ec ? db_file.string() : canonical.string(), ::getpid()};
   std::lock_guard lock(map_mu);
   if (auto g = groups[key].lock()) return g;
-  auto open = [&]() -> Result<DbPtr> {
+  auto open = [&](const char* vfs) -> Result<DbPtr> {
     sqlite3* raw = nullptr;
-    const int rc = sqlite3_open_v2(db_file.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+    const int rc = sqlite3_open_v2(db_file.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, vfs);
     DbPtr db(raw);  // sqlite3_open_v2 allocates a handle even on failure; close it either way
     if (rc != SQLITE_OK)
       return make_error(Errc::io, "cannot open database " + db_file.string() + ": " + (raw ? sqlite3_errmsg(raw) : "out of memory"));
     return db;
   };
-  auto db = open();
+  auto db = open(nullptr);
   if (!db) return db.error();
   Connection setup(std::move(*db));
   if (auto m = setup.configure_and_migrate(); !m) return m.error();  // WAL mode from here on
-  auto cp = open();
+  // The checkpoints' writes reach the disk in paced runs (sqlite_paced_vfs.hpp); without that
+  // VFS (SQLite refused to register it) they go out at the fsync, as SQLite does by itself.
+  auto cp = open(paced_vfs());
   if (!cp) return cp.error();
   if (sqlite3_exec(cp->get(), "PRAGMA synchronous=FULL", nullptr, nullptr, nullptr) != SQLITE_OK)
     return db_error(cp->get(), "cannot set PRAGMA synchronous=FULL");
