@@ -26,6 +26,9 @@
 # time and the database's size are printed; the prepared authorizations then use the fill
 # cards' unused codes first, spread over the store: RATIO_FILL_TRAFFIC=0 keeps them on the
 # cards the loadgen enrolls through the API).
+# RATIO_LATENCY_LOG (a file: the load generator writes each authorization's start on the
+# monotonic clock and its latency there, --latency-log; with RATIO_PERF="perf record -k mono
+# ... -p" the slow ones can be lined up with what the backend did at that moment).
 # RATIO_CLIENT_NICE (0; N: the load generator runs under nice -n N, so that both servers come
 # before it in the CPU queue, as they would on machines of their own; it applies to the
 # nginx and the backend phase alike, and the default measures them as they share the cores).
@@ -38,6 +41,8 @@ seconds=${RATIO_SECONDS:-10}
 codes=${RATIO_CODES:-$((25000 * seconds))}
 rate=${RATIO_RATE:-0}
 fill=${RATIO_FILL_CARDS:-0}
+latency_log=()
+[ -z "${RATIO_LATENCY_LOG:-}" ] || latency_log=(--latency-log "$RATIO_LATENCY_LOG")
 fill_traffic=()
 if [ "${RATIO_FILL_TRAFFIC:-1}" != 0 ] && [ "$fill" != 0 ]; then fill_traffic=(--fill-traffic); fi
 client_nice=${RATIO_CLIENT_NICE:-0}
@@ -146,7 +151,7 @@ if [ -n "${RATIO_PERF:-}" ]; then
 fi
 set +e
 nice -n "$client_nice" "$loadgen" --data-dir "$data" --url "https://127.0.0.1:$backend_port" --reference "https://127.0.0.1:$nginx_port/static" \
-  --connections "$connections" --seconds "$seconds" --codes "$codes" --rate "$rate" --fill-cards "$fill" "${fill_traffic[@]}" --no-healthz \
+  --connections "$connections" --seconds "$seconds" --codes "$codes" --rate "$rate" --fill-cards "$fill" "${fill_traffic[@]}" "${latency_log[@]}" --no-healthz \
   >"$run/loadgen.out" 2>"$run/loadgen.err"
 status=$?
 set -e

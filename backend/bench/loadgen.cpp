@@ -34,6 +34,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <fcntl.h>
@@ -67,7 +68,7 @@ constexpr const char* kHelp = R"(
 SYNOPSIS
   otac-loadgen --data-dir DIR --url https://127.0.0.1:PORT [--url ...] [--connections N] [--seconds S]
                [--rate R] [--codes C] [--reference URL] [--no-healthz] [--fill-cards N]
-               [--fill-per-run K] [--fill-traffic]
+               [--fill-per-run K] [--fill-traffic] [--latency-log FILE]
 
 DESCRIPTION
   Acts as a fleet of terminals: registers a terminal, enrolls cards and issues them lists
@@ -116,6 +117,10 @@ OPTIONS
                     card, the cards in random order, the requests shuffled), so that they
                     reach cards spread over the whole store as a large fleet's would; the
                     rest, if --codes asks for more, from cards enrolled through the API
+  --latency-log FILE  write one line per authorization to FILE: its start on the monotonic
+                    clock (CLOCK_MONOTONIC, ns) and its latency (ns), in start order; for
+                    lining the slow ones up with what the backend did then (perf record -k
+                    mono stamps events on the same clock)
 
 Progress and results go to standard output; logs (connection failures, set-up errors) to
 standard error, one key=value line per event.
@@ -169,6 +174,8 @@ std::string request_body(const std::string& txn, const Bytes& n, std::uint16_t l
 
 struct Result_ {
   std::vector<double> lat_ms;
+  /// With Phase::timeline: each request's start (steady clock, ns) and latency (ns), unsorted.
+  std::vector<std::pair<std::int64_t, std::int64_t>> timeline;
   std::uint64_t ok = 0, errors = 0, approved = 0;
   double seconds = 0;
 };
@@ -180,6 +187,7 @@ struct Phase {
   std::string target;
   const std::vector<std::string>* bodies = nullptr;  ///< null: GET
   std::string warmup;  ///< GET once on each connection before the clock starts
+  bool timeline = false;  ///< keep each request's start and latency (--latency-log)
 };
 
 // True for an authorization answer whose "decision" is "approved" (parsed, not searched for:
@@ -250,7 +258,12 @@ Result_ run(const Phase& ph, const std::string& ca, const std::string& cert, con
           ++mine.errors;
           break;
         }
-        mine.lat_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - a).count());
+        const auto b = Clock::now();
+        mine.lat_ms.push_back(std::chrono::duration<double, std::milli>(b - a).count());
+        if (ph.timeline) {
+          mine.timeline.emplace_back(std::chrono::duration_cast<std::chrono::nanoseconds>(a.time_since_epoch()).count(),
+                                     std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count());
+        }
         const bool success = res->status >= 200 && res->status < 300;
         const bool approved = ph.bodies && success && approved_answer(res->body);
         if (approved) ++mine.approved;
@@ -266,6 +279,7 @@ Result_ run(const Phase& ph, const std::string& ca, const std::string& cert, con
       }
       std::lock_guard lock(mu);
       total.lat_ms.insert(total.lat_ms.end(), mine.lat_ms.begin(), mine.lat_ms.end());
+      total.timeline.insert(total.timeline.end(), mine.timeline.begin(), mine.timeline.end());
       total.ok += mine.ok;
       total.errors += mine.errors;
       total.approved += mine.approved;
@@ -366,6 +380,8 @@ int main(int argc, char** argv) {
   app.add_flag("--fill-traffic", fill_traffic, "prepare the authorizations from the fill cards' unused codes first");
   app.add_option("--fill-per-run", fill_per_run, "cards per database transaction of the fill (default 2000)")
       ->check(CLI::Range(std::size_t{1}, std::size_t{100'000}));
+  std::string latency_log;
+  app.add_option("--latency-log", latency_log, "write each authorization's start and latency to FILE")->type_name("FILE");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -507,8 +523,22 @@ int main(int argc, char** argv) {
   const std::string ca = admin.ca_file.string();
   Result_ reference_result;
   if (!ref.target.empty()) reference_result = run(ref, ca, cert, key, connections, seconds, rate);
-  const Result_ auth = run(Phase{admin.host, ports, "/v1/authorizations", &bodies, "/healthz"}, ca, cert, key, connections,
-                           seconds, rate);
+  Phase auth_phase{admin.host, ports, "/v1/authorizations", &bodies, "/healthz"};
+  auth_phase.timeline = !latency_log.empty();
+  Result_ auth = run(auth_phase, ca, cert, key, connections, seconds, rate);
+  if (!latency_log.empty()) {
+    std::sort(auth.timeline.begin(), auth.timeline.end());
+    std::FILE* f = std::fopen(latency_log.c_str(), "w");
+    if (f == nullptr) {
+      slog::error("failed", {{"error", "cannot write --latency-log " + latency_log + ": " + std::strerror(errno)}});
+      return 1;
+    }
+    for (const auto& [start, ns] : auth.timeline) std::fprintf(f, "%lld %lld\n", static_cast<long long>(start), static_cast<long long>(ns));
+    if (std::fclose(f) != 0) {
+      slog::error("failed", {{"error", "cannot write --latency-log " + latency_log + ": " + std::strerror(errno)}});
+      return 1;
+    }
+  }
   Result_ stat;
   if (healthz) stat = run(Phase{admin.host, ports, "/healthz", nullptr, "/healthz"}, ca, cert, key, connections, seconds, rate);
   if (!ref.target.empty()) report("reference", reference_result);

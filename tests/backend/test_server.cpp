@@ -4,9 +4,12 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <map>
 #include <mutex>
 #include <set>
+#include <sstream>
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -474,6 +477,42 @@ TEST_CASE("otac-loadgen counts only approved authorizations as throughput, every
   CHECK(text.find("phase=authorize ") != std::string::npos);
   CHECK(text.find(" ok=0 errors=4") != std::string::npos);
   CHECK(text.find("approved 0") != std::string::npos);
+}
+
+TEST_CASE("otac-loadgen --latency-log writes each authorization's start on the monotonic clock and its latency in start order",
+          "[server][bench]") {
+  Backend b;
+  b.start();
+  const auto out = b.tmp.path / "loadgen.out";
+  const auto log = b.tmp.path / "latency.log";
+  const auto ns = [] {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  };
+  const auto before = ns();
+  const int rc = run_program({OTAC_LOADGEN_BIN, "--data-dir", b.dir.string(), "--url",
+                              "https://127.0.0.1:" + std::to_string(b.port), "--codes", "6", "--seconds", "2",
+                              "--connections", "2", "--no-healthz", "--latency-log", log.string()},
+                             out);
+  const auto after = ns();
+  INFO(slurp(out));
+  REQUIRE(rc == 0);
+  std::istringstream lines(slurp(log));
+  std::string line;
+  long long last_start = 0;
+  int n = 0;
+  while (std::getline(lines, line)) {
+    INFO(line);
+    long long start = 0, latency = 0;
+    char extra = 0;
+    REQUIRE(std::sscanf(line.c_str(), "%lld %lld%c", &start, &latency, &extra) == 2);
+    CHECK(start >= before);
+    CHECK(start + latency <= after);
+    CHECK(latency > 0);
+    CHECK(start >= last_start);
+    last_start = start;
+    ++n;
+  }
+  CHECK(n == 6);  // every prepared authorization was sent, and each has its line
 }
 
 TEST_CASE("otac-admin drives every operator action, exit statuses 0/1/2", "[server][admin]") {
