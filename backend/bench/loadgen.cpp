@@ -27,6 +27,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <optional>
@@ -388,6 +389,12 @@ int main(int argc, char** argv) {
     return otac::sys::cli_exit(app, e);
   }
   healthz = !no_healthz;
+  // Checked before the run (a fill can take hours), written after it.
+  if (!latency_log.empty()) {
+    const auto parent = std::filesystem::absolute(latency_log).parent_path();
+    if (std::error_code ec; !std::filesystem::is_directory(parent, ec))
+      return otac::sys::cli_usage_error(app, "--latency-log: no directory " + parent.string());
+  }
   std::vector<std::uint16_t> ports;
   std::string host;
   for (const auto& url : urls) {
@@ -528,14 +535,12 @@ int main(int argc, char** argv) {
   Result_ auth = run(auth_phase, ca, cert, key, connections, seconds, rate);
   if (!latency_log.empty()) {
     std::sort(auth.timeline.begin(), auth.timeline.end());
-    std::FILE* f = std::fopen(latency_log.c_str(), "w");
-    if (f == nullptr) {
-      slog::error("failed", {{"error", "cannot write --latency-log " + latency_log + ": " + std::strerror(errno)}});
-      return 1;
-    }
-    for (const auto& [start, ns] : auth.timeline) std::fprintf(f, "%lld %lld\n", static_cast<long long>(start), static_cast<long long>(ns));
-    if (std::fclose(f) != 0) {
-      slog::error("failed", {{"error", "cannot write --latency-log " + latency_log + ": " + std::strerror(errno)}});
+    std::string text;
+    for (const auto& [start, ns] : auth.timeline) text += std::to_string(start) + ' ' + std::to_string(ns) + '\n';
+    otac::sys::WriteOptions wo;
+    wo.mode = 0644;
+    if (auto w = otac::sys::write_file_atomic(latency_log, text, wo); !w) {
+      slog::error("failed", {{"error", "cannot write --latency-log: " + w.error().message}});
       return 1;
     }
   }
